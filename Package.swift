@@ -1,0 +1,42 @@
+// swift-tools-version:6.0
+// reelql — a native Swift video-understanding pipeline (Qwen2-VL family) for Linux CPUs.
+import PackageDescription
+
+let package = Package(
+    name: "reelql",
+    products: [
+        .executable(name: "reelql", targets: ["reelql"]),
+        .library(name: "Media", targets: ["Media"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // System libraries (see Sources/C*/module.modulemap). Debian packages named in `providers`.
+        .systemLibrary(
+            name: "CFFmpeg",
+            pkgConfig: "libavformat",
+            providers: [.apt(["libavformat-dev", "libavcodec-dev", "libavutil-dev", "libswscale-dev"])]
+        ),
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+
+        // Video ingestion: probe, frame index, sampling, decoding, resizing, clip segmentation.
+        .target(name: "Media", dependencies: ["CFFmpeg"]),
+
+        // The command-line tool: thin commands over the libraries.
+        .executableTarget(
+            name: "reelql",
+            dependencies: [
+                "Media",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        .testTarget(name: "MediaTests", dependencies: ["Media"]),
+        .testTarget(name: "ReelqlCLITests", dependencies: ["reelql", "Media"]),
+    ]
+)
