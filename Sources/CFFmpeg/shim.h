@@ -3,6 +3,7 @@
 #define REELQL_CFFMPEG_SHIM_H
 
 #include <errno.h>
+#include <string.h>
 #include <libavformat/avformat.h>
 #include <libavcodec/avcodec.h>
 #include <libavutil/avutil.h>
@@ -36,9 +37,68 @@ static inline double reelql_stream_rotation(const AVStream *st, int *flipped) {
     return av_display_rotation_get(m);
 }
 
+/// Decoder errors are counted per decoder: a decoder context whose `opaque` points at an int
+/// gets that int incremented for every error it logs (including from its frame threads, which
+/// copy `opaque`). Other messages go to FFmpeg's default logger, which applies av_log_set_level.
+static void reelql_log_callback(void *avcl, int level, const char *fmt, va_list vl) {
+    if (avcl && level <= AV_LOG_ERROR) {
+        const AVClass *cls = *(const AVClass **)avcl;
+        if (cls && cls->class_name && strcmp(cls->class_name, "AVCodecContext") == 0) {
+            AVCodecContext *ctx = (AVCodecContext *)avcl;
+            if (ctx->opaque && av_codec_is_decoder(ctx->codec)) {
+                __atomic_fetch_add((int *)ctx->opaque, 1, __ATOMIC_RELAXED);
+            }
+        }
+    }
+    av_log_default_callback(avcl, level, fmt, vl);
+}
+static inline void reelql_install_log_counter(void) { av_log_set_callback(reelql_log_callback); }
+static inline int reelql_atomic_load(const int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+
 /// Silences or restores FFmpeg's own logging.
 static inline void reelql_set_log_level(int level) { av_log_set_level(level); }
 static inline int reelql_log_quiet(void) { return AV_LOG_QUIET; }
 static inline int reelql_log_error(void) { return AV_LOG_ERROR; }
+
+
+/// Maps the deprecated full-range "J" YUV formats to their plain twins, setting *full_range.
+static inline enum AVPixelFormat reelql_dejpeg(enum AVPixelFormat f, int *full_range) {
+    switch (f) {
+    case AV_PIX_FMT_YUVJ420P: *full_range = 1; return AV_PIX_FMT_YUV420P;
+    case AV_PIX_FMT_YUVJ422P: *full_range = 1; return AV_PIX_FMT_YUV422P;
+    case AV_PIX_FMT_YUVJ444P: *full_range = 1; return AV_PIX_FMT_YUV444P;
+    case AV_PIX_FMT_YUVJ440P: *full_range = 1; return AV_PIX_FMT_YUV440P;
+    case AV_PIX_FMT_YUVJ411P: *full_range = 1; return AV_PIX_FMT_YUV411P;
+    default: return f;
+    }
+}
+
+/// Sets the source YUV matrix (an AVColorSpace) and range of a scaler converting to full-range RGB.
+static inline void reelql_sws_set_source_colorspace(struct SwsContext *c, int colorspace, int full_range) {
+    int cs = SWS_CS_DEFAULT;
+    switch (colorspace) {
+    case AVCOL_SPC_BT709: cs = SWS_CS_ITU709; break;
+    case AVCOL_SPC_FCC: cs = SWS_CS_FCC; break;
+    case AVCOL_SPC_SMPTE240M: cs = SWS_CS_SMPTE240M; break;
+    case AVCOL_SPC_BT2020_NCL: case AVCOL_SPC_BT2020_CL: cs = SWS_CS_BT2020; break;
+    case AVCOL_SPC_BT470BG: case AVCOL_SPC_SMPTE170M: cs = SWS_CS_ITU601; break;
+    default: cs = SWS_CS_DEFAULT; break;
+    }
+    sws_setColorspaceDetails(c, sws_getCoefficients(cs), full_range,
+                             sws_getCoefficients(SWS_CS_DEFAULT), 1, 0, 1 << 16, 1 << 16);
+}
+
+/// Scales a whole decoded frame into one packed destination plane.
+static inline int reelql_sws_scale_frame(struct SwsContext *c, const AVFrame *f, uint8_t *dst, int dst_stride) {
+    uint8_t *planes[4] = { dst, NULL, NULL, NULL };
+    int strides[4] = { dst_stride, 0, 0, 0 };
+    return sws_scale(c, (const uint8_t * const *)f->data, f->linesize, 0, f->height, planes, strides);
+}
+
+/// Points an AVFrame at one packed plane owned by the caller.
+static inline void reelql_frame_set_packed(AVFrame *f, uint8_t *data, int stride) {
+    f->data[0] = data;
+    f->linesize[0] = stride;
+}
 
 #endif

@@ -1,0 +1,47 @@
+import Foundation
+
+/// A time range of a video, in seconds: [start, end).
+public struct ClipRange: Sendable, Equatable, Codable, CustomStringConvertible {
+    public var start: Double
+    public var end: Double
+    public init(start: Double, end: Double) { self.start = start; self.end = end }
+    public var duration: Double { end - start }
+    public var description: String { String(format: "[%.3f, %.3f)", start, end) }
+}
+
+/// Splits a video into consecutive clips of a fixed length.
+public enum ClipSegmenter {
+    /// Clips of `length` seconds starting every `length − overlap` seconds. A final remainder
+    /// shorter than `minRemainder` seconds joins the previous clip instead of standing alone.
+    /// A video no longer than one clip is one clip.
+    public static func segments(duration: Double, length: Double, overlap: Double = 0,
+                                minRemainder: Double? = nil) throws -> [ClipRange] {
+        guard duration.isFinite, duration > 0 else {
+            throw MediaError.invalidArgument("clip segmentation needs a positive duration, got \(duration)")
+        }
+        guard length.isFinite, length > 0 else {
+            throw MediaError.invalidArgument("clip length must be positive, got \(length)")
+        }
+        guard overlap >= 0, overlap < length else {
+            throw MediaError.invalidArgument("clip overlap must be in [0, \(length)), got \(overlap)")
+        }
+        let threshold = minRemainder ?? length / 4
+        let stride = length - overlap
+        var clips: [ClipRange] = []
+        var start = 0.0
+        // A small tolerance keeps float noise (0.1 + 0.2 …) from creating sliver clips.
+        let eps = 1e-9 * max(1, duration)
+        while start < duration - eps {
+            let end = min(start + length, duration)
+            clips.append(ClipRange(start: start, end: end))
+            if end >= duration - eps { break }
+            start += stride
+        }
+        // The last clip, if short, merges into the one before it.
+        if clips.count >= 2, let last = clips.last, last.duration < threshold - eps {
+            clips.removeLast()
+            clips[clips.count - 1].end = last.end
+        }
+        return clips
+    }
+}

@@ -1,0 +1,191 @@
+import CFFmpeg
+import Foundation
+
+/// Small helpers over FFmpeg's C API shared by the Media types.
+enum FFmpeg {
+    /// FFmpeg logs to stderr by default; reelql reports problems itself, so FFmpeg stays quiet
+    /// unless REELQL_FFMPEG_LOG is set (to an av_log level number, e.g. 24 for warnings).
+    static let configured: Void = {
+        reelql_install_log_counter()
+        if let level = ProcessInfo.processInfo.environment["REELQL_FFMPEG_LOG"], let n = Int32(level) {
+            reelql_set_log_level(n)
+        } else {
+            reelql_set_log_level(reelql_log_quiet())
+        }
+    }()
+
+    static func errorString(_ code: Int32) -> String {
+        var buffer = [CChar](repeating: 0, count: 256)
+        if av_strerror(code, &buffer, buffer.count) < 0 { return "error \(code)" }
+        return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+    }
+
+    static let eagain = reelql_averror_eagain()
+    static let eof = reelql_averror_eof()
+    static let invalidData = reelql_averror_invaliddata()
+    static let noPTS = reelql_nopts()
+
+    static func double(_ q: AVRational) -> Double? {
+        guard q.num != 0, q.den != 0 else { return nil }
+        return Double(q.num) / Double(q.den)
+    }
+
+    static func string(_ q: AVRational) -> String? {
+        guard q.num != 0, q.den != 0 else { return nil }
+        return "\(q.num)/\(q.den)"
+    }
+
+    static func codecName(_ id: AVCodecID) -> String {
+        guard let name = avcodec_get_name(id) else { return "unknown" }
+        return String(cString: name)
+    }
+
+    static func pixelFormatName(_ raw: Int32) -> String? {
+        guard let name = av_get_pix_fmt_name(AVPixelFormat(rawValue: raw)) else { return nil }
+        return String(cString: name)
+    }
+
+    /// A FourCC codec tag as text ("avc1"), or nil when it is not printable.
+    static func fourCC(_ tag: UInt32) -> String? {
+        guard tag != 0 else { return nil }
+        let bytes = (0..<4).map { UInt8((tag >> (8 * UInt32($0))) & 0xff) }
+        guard bytes.allSatisfy({ $0 >= 0x20 && $0 < 0x7f }) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// An open demuxer on one file, positioned on its video stream. Owns the AVFormatContext.
+final class Demuxer {
+    let path: String
+    private(set) var context: UnsafeMutablePointer<AVFormatContext>
+    let streamIndex: Int32
+
+    /// Opens `path` and selects its video stream, turning every failure into a `MediaError`.
+    init(path: String) throws {
+        _ = FFmpeg.configured
+        self.path = path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw MediaError.fileNotFound(path: path)
+        }
+        if isDirectory.boolValue { throw MediaError.notAVideo(path: path, reason: "it is a directory") }
+        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? -1
+        if size == 0 { throw MediaError.emptyFile(path: path) }
+
+        var ctx: UnsafeMutablePointer<AVFormatContext>? = nil
+        let openResult = avformat_open_input(&ctx, path, nil, nil)
+        guard openResult >= 0, let opened = ctx else {
+            if Demuxer.looksLikeUnfinishedMP4(path: path) {
+                var damage = DecodeDamage()
+                damage.truncated = true
+                throw MediaError.truncated(path: path, damage: damage)
+            }
+            if openResult == -EACCES {
+                throw MediaError.notAVideo(path: path, reason: "permission denied")
+            }
+            throw MediaError.notAVideo(path: path, reason: FFmpeg.errorString(openResult))
+        }
+        var owned: UnsafeMutablePointer<AVFormatContext>? = opened
+        let infoResult = avformat_find_stream_info(opened, nil)
+        if infoResult < 0 {
+            avformat_close_input(&owned)
+            throw MediaError.notAVideo(path: path, reason: FFmpeg.errorString(infoResult))
+        }
+        guard let index = Demuxer.videoStreamIndex(opened) else {
+            let kinds = Demuxer.streamKinds(opened)
+            avformat_close_input(&owned)
+            if kinds.isEmpty {
+                throw MediaError.notAVideo(path: path, reason: "no media streams found")
+            }
+            throw MediaError.noVideoStream(path: path, streams: kinds)
+        }
+        let codecID = opened.pointee.streams[Int(index)]!.pointee.codecpar.pointee.codec_id
+        if Demuxer.textArtCodecs.contains(codecID) {
+            avformat_close_input(&owned)
+            throw MediaError.notAVideo(path: path, reason: "text, not video")
+        }
+        self.context = opened
+        self.streamIndex = index
+        // Only our stream is demuxed; the others are skipped by the demuxer.
+        for i in 0..<Int(opened.pointee.nb_streams) where i != Int(index) {
+            opened.pointee.streams[i]!.pointee.discard = AVDISCARD_ALL
+        }
+    }
+
+    deinit {
+        var ctx: UnsafeMutablePointer<AVFormatContext>? = context
+        avformat_close_input(&ctx)
+    }
+
+    var stream: UnsafeMutablePointer<AVStream> { context.pointee.streams[Int(streamIndex)]! }
+    var codecParameters: UnsafeMutablePointer<AVCodecParameters> { stream.pointee.codecpar }
+
+    /// Reads the next packet of the video stream into `packet`. Returns 0, AVERROR_EOF or an error.
+    func read(into packet: UnsafeMutablePointer<AVPacket>) -> Int32 {
+        while true {
+            let r = av_read_frame(context, packet)
+            if r < 0 { return r }
+            if packet.pointee.stream_index == streamIndex { return 0 }
+            av_packet_unref(packet)
+        }
+    }
+
+    /// Seeks to the keyframe at or before `timestamp` (in stream time base).
+    func seek(to timestamp: Int64) -> Bool {
+        av_seek_frame(context, streamIndex, timestamp, AVSEEK_FLAG_BACKWARD) >= 0
+    }
+
+    // MARK: - Stream selection
+
+    /// Codecs FFmpeg exposes as "video" that are text art (the tty demuxer claims any .txt file).
+    static let textArtCodecs: Set<AVCodecID> = [AV_CODEC_ID_ANSI, AV_CODEC_ID_BINTEXT, AV_CODEC_ID_XBIN, AV_CODEC_ID_IDF]
+
+    /// The video stream to decode: FFmpeg's best video stream, never a cover-art picture.
+    static func videoStreamIndex(_ ctx: UnsafeMutablePointer<AVFormatContext>) -> Int32? {
+        func usable(_ i: Int) -> Bool {
+            let st = ctx.pointee.streams[i]!.pointee
+            return st.codecpar.pointee.codec_type == AVMEDIA_TYPE_VIDEO
+                && (st.disposition & AV_DISPOSITION_ATTACHED_PIC) == 0
+        }
+        let best = av_find_best_stream(ctx, AVMEDIA_TYPE_VIDEO, -1, -1, nil, 0)
+        if best >= 0 && usable(Int(best)) { return best }
+        var chosen: Int32? = nil
+        var chosenArea = -1
+        for i in 0..<Int(ctx.pointee.nb_streams) where usable(i) {
+            let par = ctx.pointee.streams[i]!.pointee.codecpar.pointee
+            let area = Int(par.width) * Int(par.height)
+            if area > chosenArea { chosen = Int32(i); chosenArea = area }
+        }
+        return chosen
+    }
+
+    static func streamKinds(_ ctx: UnsafeMutablePointer<AVFormatContext>) -> [String] {
+        (0..<Int(ctx.pointee.nb_streams)).map { i in
+            let st = ctx.pointee.streams[i]!.pointee
+            let par = st.codecpar.pointee
+            let codec = FFmpeg.codecName(par.codec_id)
+            if par.codec_type == AVMEDIA_TYPE_VIDEO && (st.disposition & AV_DISPOSITION_ATTACHED_PIC) != 0 {
+                return "cover art (\(codec))"
+            }
+            let kind: String
+            switch par.codec_type {
+            case AVMEDIA_TYPE_AUDIO: kind = "audio"
+            case AVMEDIA_TYPE_SUBTITLE: kind = "subtitles"
+            case AVMEDIA_TYPE_DATA: kind = "data"
+            case AVMEDIA_TYPE_ATTACHMENT: kind = "attachment"
+            case AVMEDIA_TYPE_VIDEO: kind = "video"
+            default: kind = "unknown"
+            }
+            return "\(kind) (\(codec))"
+        }
+    }
+
+    /// An ISO-BMFF file ('ftyp' first) that FFmpeg cannot open has almost always lost its
+    /// index ('moov'): a download or recording that never finished.
+    static func looksLikeUnfinishedMP4(path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        guard let head = try? handle.read(upToCount: 12), head.count == 12 else { return false }
+        return Array(head[4..<8]) == Array("ftyp".utf8)
+    }
+}

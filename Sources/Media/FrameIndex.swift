@@ -1,0 +1,116 @@
+import CFFmpeg
+import Foundation
+
+/// One video packet, as found by a demux-only pass over the file (decode order).
+struct IndexedPacket {
+    /// Presentation timestamp (stream time base): pts, else dts, else extrapolated.
+    var ts: Int64
+    var rawPTS: Int64
+    var rawDTS: Int64
+    var pos: Int64
+    var isKey: Bool
+}
+
+/// Every frame of a video stream, found without decoding: packets in decode order, their
+/// presentation order and times. Sampling chooses frames from it; decoding uses it to skip.
+public struct FrameIndex: Sendable {
+    var packets: [IndexedPacket]
+    /// presentation index → packet (decode-order) index
+    var packetOfFrame: [Int]
+    /// packet index → presentation index
+    var frameOfPacket: [Int]
+    /// Seconds from the first frame, per presentation index (ascending).
+    public let times: [Double]
+    /// Constant spacing of frame timestamps.
+    public let isConstantFrameRate: Bool
+    /// An error other than end-of-file that stopped the demuxer.
+    public let readError: String?
+    /// Packets the demuxer flagged as corrupt (short reads, CRC errors).
+    public let corruptPackets: Int
+    /// For seeking: packet index by byte position, when positions identify packets.
+    let packetByPosition: [Int64: Int]?
+    let timeBase: Double
+
+    public var count: Int { packets.count }
+    /// Time from the first frame's start to the last frame's end, in seconds.
+    public var span: Double {
+        guard let last = times.last else { return 0 }
+        return last + medianFrameDuration
+    }
+
+    public var medianFrameDuration: Double {
+        guard times.count > 1 else { return 0 }
+        var deltas = zip(times.dropFirst(), times).map { $0 - $1 }
+        deltas.sort()
+        return deltas[deltas.count / 2]
+    }
+
+    /// Demuxes the whole stream once.
+    static func build(_ demuxer: Demuxer) -> FrameIndex {
+        let st = demuxer.stream.pointee
+        let tb = FFmpeg.double(st.time_base) ?? 1.0 / 90_000
+        let rate = FFmpeg.double(st.avg_frame_rate) ?? FFmpeg.double(st.r_frame_rate) ?? 25
+        let nominalTicks = max(Int64(1), Int64((1 / rate / tb).rounded()))
+
+        var packets: [IndexedPacket] = []
+        if st.nb_frames > 0 { packets.reserveCapacity(Int(st.nb_frames)) }
+        var corrupt = 0
+        var readError: String? = nil
+        let packet = av_packet_alloc()!
+        defer { var p: UnsafeMutablePointer<AVPacket>? = packet; av_packet_free(&p) }
+        while true {
+            let r = demuxer.read(into: packet)
+            if r < 0 {
+                if r != FFmpeg.eof { readError = FFmpeg.errorString(r) }
+                break
+            }
+            let p = packet.pointee
+            var ts = p.pts != FFmpeg.noPTS ? p.pts : p.dts
+            if ts == FFmpeg.noPTS {
+                ts = (packets.last?.ts ?? 0) + (packets.isEmpty ? 0 : (p.duration > 0 ? p.duration : nominalTicks))
+            }
+            if p.flags & reelql_pkt_flag_corrupt() != 0 { corrupt += 1 }
+            packets.append(IndexedPacket(ts: ts, rawPTS: p.pts, rawDTS: p.dts, pos: p.pos,
+                                         isKey: p.flags & reelql_pkt_flag_key() != 0))
+            av_packet_unref(packet)
+        }
+
+        let order = packets.indices.sorted { (packets[$0].ts, $0) < (packets[$1].ts, $1) }
+        var frameOfPacket = [Int](repeating: 0, count: packets.count)
+        for (frame, packetIndex) in order.enumerated() { frameOfPacket[packetIndex] = frame }
+        let firstTS = order.first.map { packets[$0].ts } ?? 0
+        let times = order.map { Double(packets[$0].ts - firstTS) * tb }
+
+        // Constant rate: every spacing within one tick (or 2%) of the median spacing.
+        var constant = true
+        if order.count > 2 {
+            var deltas = zip(order.dropFirst(), order).map { packets[$0].ts - packets[$1].ts }
+            let sorted = deltas.sorted()
+            let median = sorted[sorted.count / 2]
+            let tolerance = max(Int64(1), median / 50)
+            constant = median > 0 && deltas.allSatisfy { abs($0 - median) <= tolerance }
+            deltas.removeAll()
+        }
+
+        var byPosition: [Int64: Int]? = [:]
+        for (i, p) in packets.enumerated() {
+            if p.pos < 0 || byPosition![p.pos] != nil { byPosition = nil; break }
+            byPosition![p.pos] = i
+        }
+        return FrameIndex(packets: packets, packetOfFrame: order, frameOfPacket: frameOfPacket,
+                          times: times, isConstantFrameRate: constant, readError: readError,
+                          corruptPackets: corrupt, packetByPosition: byPosition, timeBase: tb)
+    }
+
+    /// The keyframe to start decoding from to obtain packet `p`: the last keyframe at or before
+    /// it in decode order that is not presented after it (so leading pictures of an open GOP
+    /// start from an earlier keyframe). 0 when there is none.
+    func keyframe(before p: Int) -> Int {
+        var k = p
+        while k > 0 {
+            if packets[k].isKey && packets[k].ts <= packets[p].ts { return k }
+            k -= 1
+        }
+        return 0
+    }
+}

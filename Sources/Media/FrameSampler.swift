@@ -1,0 +1,131 @@
+import Foundation
+
+/// Which frames to take from a video, by presentation time. Pure functions, ported from
+/// qwen-vl-utils 0.0.14 (`smart_nframes`, the `torch.linspace(...).round()` index rule).
+public enum FrameSampler {
+    public static let minFrames = 4        // FPS_MIN_FRAMES
+    public static let maxFrames = 768      // FPS_MAX_FRAMES
+    public static let fpsRange: ClosedRange<Double> = 0.1...30
+
+    /// `smart_nframes` for the fps mode: n = total / video_fps × fps, clamped to
+    /// [4, min(768, total)] (and to `maxFrames`), floored to an even number.
+    /// A video with fewer than 4 frames yields all of them.
+    public static func frameCount(total: Int, videoFPS: Double, fps: Double, maxFrames: Int? = nil) -> Int {
+        guard total > 0 else { return 0 }
+        if total < minFrames { return total }
+        let minF = Double(ceilEven(minFrames))
+        let maxF = Double(floorEven(maxFrames ?? min(Self.maxFrames, total)))
+        var n = Double(total) / videoFPS * fps
+        n = min(min(max(n, minF), maxF), Double(total))
+        let even = Int((n / 2).rounded(.down)) * 2
+        // qwen-vl-utils rejects fewer than 2 frames; we deliver one rather than fail.
+        return max(even, 1)
+    }
+
+    /// `torch.linspace(start, end, count).round()`: evenly spaced, ties to even.
+    public static func linspaceIndices(start: Int, end: Int, count: Int) -> [Int] {
+        guard count > 0 else { return [] }
+        if count == 1 { return [start] }
+        let step = Double(end - start) / Double(count - 1)
+        return (0..<count).map { i in
+            Int((Double(start) + step * Double(i)).rounded(.toNearestOrEven))
+        }
+    }
+
+    /// Indices for a constant-frame-rate video of `total` frames at `videoFPS`, within the
+    /// half-open time window [start, end) (seconds from the first frame).
+    public static func constantRateIndices(total: Int, videoFPS: Double, fps: Double,
+                                           start: Double? = nil, end: Double? = nil,
+                                           maxFrames: Int? = nil) throws -> [Int] {
+        guard total > 0 else { return [] }
+        var first = 0, last = total - 1
+        if start != nil || end != nil {
+            let duration = Double(total) / videoFPS
+            if let s = start {
+                first = Int((max(0, min(s, duration)) * videoFPS).rounded(.up))
+            }
+            if let e = end {
+                // Frame i is at i / fps; the last frame strictly before `end`.
+                let clamped = max(0, min(e, duration))
+                last = min(Int((clamped * videoFPS).rounded(.up)) - 1, total - 1)
+            }
+            guard first <= last else {
+                throw MediaError.invalidArgument(
+                    "the time window [\(start ?? 0), \(end.map { String($0) } ?? "end")) holds no frame of this \(String(format: "%.2f", duration)) s video")
+            }
+        }
+        let count = last - first + 1
+        let n = frameCount(total: count, videoFPS: videoFPS, fps: fps, maxFrames: maxFrames)
+        if count < minFrames { return Array(first...last) }
+        return linspaceIndices(start: first, end: last, count: n)
+    }
+
+    /// Indices for a variable-frame-rate video: `times` are the presentation times (seconds,
+    /// ascending) of every frame. The number of frames follows the same rule with the window's
+    /// duration; each sample is the frame whose timestamp is nearest its evenly spaced target time.
+    public static func variableRateIndices(times: [Double], fps: Double,
+                                           start: Double? = nil, end: Double? = nil,
+                                           maxFrames: Int? = nil) throws -> [Int] {
+        guard !times.isEmpty else { return [] }
+        let lo = start.map { s in times.firstIndex { $0 >= s } ?? times.count } ?? 0
+        let hi = end.map { e in (times.lastIndex { $0 < e } ?? -1) } ?? (times.count - 1)
+        guard lo <= hi else {
+            throw MediaError.invalidArgument(
+                "the time window [\(start ?? 0), \(end.map { String($0) } ?? "end")) holds no frame of this video")
+        }
+        let count = hi - lo + 1
+        if count < minFrames { return Array(lo...hi) }
+        let span = times[hi] - times[lo]
+        // Average rate over the window, so that n = duration × fps as for constant rate.
+        let videoFPS = span > 0 ? Double(count - 1) / span : fps
+        let n = frameCount(total: count, videoFPS: videoFPS, fps: fps, maxFrames: maxFrames)
+        var result: [Int] = []
+        result.reserveCapacity(n)
+        var j = lo
+        for i in 0..<n {
+            let target = n == 1 ? times[lo] : times[lo] + span * Double(i) / Double(n - 1)
+            while j < hi && abs(times[j + 1] - target) < abs(times[j] - target) { j += 1 }
+            result.append(j)
+        }
+        return result
+    }
+
+    static func floorEven(_ x: Int) -> Int { (x / 2) * 2 }
+    static func ceilEven(_ x: Int) -> Int { ((x + 1) / 2) * 2 }
+}
+
+/// What to sample from a video.
+public struct SamplingOptions: Sendable, Equatable, Codable {
+    /// Frames per second of video time to sample (0.1–30).
+    public var fps: Double = 2
+    /// Half-open window [start, end) in seconds from the first frame.
+    public var start: Double?
+    public var end: Double?
+    /// Upper bound on the number of frames (before evening).
+    public var maxFrames: Int?
+    public var resize = ResizeOptions()
+
+    public init(fps: Double = 2, start: Double? = nil, end: Double? = nil, maxFrames: Int? = nil,
+                resize: ResizeOptions = ResizeOptions()) {
+        self.fps = fps
+        self.start = start
+        self.end = end
+        self.maxFrames = maxFrames
+        self.resize = resize
+    }
+
+    public func validate() throws {
+        guard FrameSampler.fpsRange.contains(fps) else {
+            throw MediaError.invalidArgument("fps must be between 0.1 and 30, got \(fps)")
+        }
+        if let s = start, s < 0 || !s.isFinite { throw MediaError.invalidArgument("start must be ≥ 0, got \(s)") }
+        if let e = end, !e.isFinite || e <= (start ?? 0) {
+            throw MediaError.invalidArgument("end (\(e)) must be after start (\(start ?? 0))")
+        }
+        if let m = maxFrames, m < 1 { throw MediaError.invalidArgument("max_frames must be ≥ 1, got \(m)") }
+        if resize.minPixels < 1 { throw MediaError.invalidArgument("min_pixels must be ≥ 1") }
+        if let m = resize.maxPixels, m < resize.minPixels {
+            throw MediaError.invalidArgument("max_pixels (\(m)) must be at least min_pixels (\(resize.minPixels))")
+        }
+    }
+}

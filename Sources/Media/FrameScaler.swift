@@ -1,0 +1,81 @@
+import CFFmpeg
+import Foundation
+
+/// Converts decoded frames to packed RGB24 at a target display size with libswscale (bicubic),
+/// honouring the stream's display rotation. One scaler per output; re-created only when the
+/// source geometry or format changes mid-stream.
+final class FrameScaler {
+    let width: Int
+    let height: Int
+    /// Clockwise rotation applied after scaling: 0, 90, 180 or 270.
+    let rotation: Int
+    private var sws: OpaquePointer? = nil
+    private var scratch: [UInt8] = []
+
+    init(width: Int, height: Int, rotation: Int) {
+        self.width = width
+        self.height = height
+        self.rotation = [90, 180, 270].contains(rotation) ? rotation : 0
+    }
+
+    deinit { sws_freeContext(sws) }
+
+    /// Packed RGB24 of `frame`, `width`×`height`, rows top to bottom.
+    func convert(_ frame: UnsafeMutablePointer<AVFrame>) throws -> [UInt8] {
+        let f = frame.pointee
+        var full: Int32 = f.color_range == AVCOL_RANGE_JPEG ? 1 : 0
+        let format = reelql_dejpeg(AVPixelFormat(rawValue: f.format), &full)
+        // Scale in the coded orientation, then turn the RGB image.
+        let quarter = rotation == 90 || rotation == 270
+        let codedW = quarter ? height : width
+        let codedH = quarter ? width : height
+        let flags = SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP
+        sws = sws_getCachedContext(sws, f.width, f.height, format, Int32(codedW), Int32(codedH),
+                                   AV_PIX_FMT_RGB24, flags, nil, nil, nil)
+        guard let sws else {
+            throw MediaError.decodeFailed(path: "", reason: "no pixel conversion from \(FFmpeg.pixelFormatName(f.format) ?? "format \(f.format)") \(f.width)×\(f.height)")
+        }
+        reelql_sws_set_source_colorspace(sws, Int32(f.colorspace.rawValue), full)
+        if rotation == 0 {
+            var out = [UInt8](repeating: 0, count: width * height * 3)
+            let rows = out.withUnsafeMutableBufferPointer {
+                reelql_sws_scale_frame(sws, frame, $0.baseAddress, Int32(width * 3))
+            }
+            guard rows == Int32(height) else { throw scaleError(rows) }
+            return out
+        }
+        if scratch.count != codedW * codedH * 3 { scratch = [UInt8](repeating: 0, count: codedW * codedH * 3) }
+        let rows = scratch.withUnsafeMutableBufferPointer {
+            reelql_sws_scale_frame(sws, frame, $0.baseAddress, Int32(codedW * 3))
+        }
+        guard rows == Int32(codedH) else { throw scaleError(rows) }
+        return FrameScaler.rotate(scratch, width: codedW, height: codedH, clockwise: rotation)
+    }
+
+    private func scaleError(_ rows: Int32) -> MediaError {
+        .decodeFailed(path: "", reason: "pixel conversion returned \(rows) rows")
+    }
+
+    /// Turns a packed RGB24 image of `width`×`height` clockwise by 90, 180 or 270 degrees.
+    static func rotate(_ src: [UInt8], width: Int, height: Int, clockwise: Int) -> [UInt8] {
+        var dst = [UInt8](repeating: 0, count: src.count)
+        let outW = clockwise == 180 ? width : height
+        src.withUnsafeBufferPointer { s in
+            dst.withUnsafeMutableBufferPointer { d in
+                for y in 0..<height {
+                    for x in 0..<width {
+                        let (ox, oy): (Int, Int)
+                        switch clockwise {
+                        case 90: (ox, oy) = (height - 1 - y, x)
+                        case 180: (ox, oy) = (width - 1 - x, height - 1 - y)
+                        default: (ox, oy) = (y, width - 1 - x) // 270
+                        }
+                        let si = (y * width + x) * 3, di = (oy * outW + ox) * 3
+                        d[di] = s[si]; d[di + 1] = s[si + 1]; d[di + 2] = s[si + 2]
+                    }
+                }
+            }
+        }
+        return dst
+    }
+}

@@ -1,0 +1,99 @@
+import CFFmpeg
+import Foundation
+
+/// A video file's metadata, as its container and codec declare it.
+public struct VideoProbe: Sendable, Codable, Equatable {
+    public var path: String
+    /// Demuxer name, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "matroska,webm".
+    public var container: String
+    public var codec: String
+    public var codecLongName: String?
+    public var profile: String?
+    public var pixelFormat: String?
+    /// Coded size, as stored.
+    public var width: Int
+    public var height: Int
+    /// Clockwise rotation (degrees) a player applies to show the video upright.
+    public var rotation: Int
+    /// Size after rotation: what a viewer sees, and what frames are delivered in.
+    public var displayWidth: Int
+    public var displayHeight: Int
+    /// Seconds (stream duration, else container duration); nil when neither is known.
+    public var duration: Double?
+    public var averageFrameRate: Double?
+    public var averageFrameRateRational: String?
+    /// FFmpeg's r_frame_rate: the lowest rate that represents all timestamps exactly.
+    public var realFrameRate: Double?
+    public var realFrameRateRational: String?
+    public var frameCount: Int?
+    /// True when `frameCount` comes from the container's index or from counting packets;
+    /// false when it is estimated from duration × average frame rate.
+    public var frameCountExact: Bool
+    /// Whether frame timestamps vary in spacing; known only after the frames were indexed.
+    public var variableFrameRate: Bool?
+    public var startTime: Double?
+    public var bitRate: Int?
+    public var hasAudio: Bool
+}
+
+extension VideoProbe {
+    init(demuxer: Demuxer) {
+        let ctx = demuxer.context.pointee
+        let st = demuxer.stream.pointee
+        let par = st.codecpar.pointee
+        let tb = st.time_base
+
+        path = demuxer.path
+        container = ctx.iformat.map { String(cString: $0.pointee.name) } ?? "unknown"
+        codec = FFmpeg.codecName(par.codec_id)
+        if let desc = avcodec_descriptor_get(par.codec_id), let long = desc.pointee.long_name {
+            codecLongName = String(cString: long)
+        }
+        if par.profile != FF_PROFILE_UNKNOWN, let name = avcodec_profile_name(par.codec_id, par.profile) {
+            profile = String(cString: name)
+        }
+        pixelFormat = FFmpeg.pixelFormatName(par.format)
+        width = Int(par.width)
+        height = Int(par.height)
+        rotation = VideoProbe.clockwiseRotation(demuxer.stream)
+        let quarter = rotation == 90 || rotation == 270
+        displayWidth = quarter ? height : width
+        displayHeight = quarter ? width : height
+
+        if st.duration != FFmpeg.noPTS && st.duration > 0, let tbd = FFmpeg.double(tb) {
+            duration = Double(st.duration) * tbd
+        } else if ctx.duration != FFmpeg.noPTS && ctx.duration > 0 {
+            duration = Double(ctx.duration) / Double(AV_TIME_BASE)
+        }
+        averageFrameRate = FFmpeg.double(st.avg_frame_rate)
+        averageFrameRateRational = FFmpeg.string(st.avg_frame_rate)
+        realFrameRate = FFmpeg.double(st.r_frame_rate)
+        realFrameRateRational = FFmpeg.string(st.r_frame_rate)
+        if st.nb_frames > 0 {
+            frameCount = Int(st.nb_frames)
+            frameCountExact = true
+        } else if let d = duration, let fps = averageFrameRate ?? realFrameRate {
+            frameCount = max(1, Int((d * fps).rounded()))
+            frameCountExact = false
+        } else {
+            frameCount = nil
+            frameCountExact = false
+        }
+        if st.start_time != FFmpeg.noPTS, let tbd = FFmpeg.double(tb) {
+            startTime = Double(st.start_time) * tbd
+        }
+        bitRate = par.bit_rate > 0 ? Int(par.bit_rate) : (ctx.bit_rate > 0 ? Int(ctx.bit_rate) : nil)
+        hasAudio = (0..<Int(ctx.nb_streams)).contains { ctx.streams[$0]!.pointee.codecpar.pointee.codec_type == AVMEDIA_TYPE_AUDIO }
+    }
+
+    /// The display matrix's rotation as the clockwise turn a player applies, normalised to
+    /// [0, 360) and rounded to whole degrees (FFmpeg's `get_rotation`).
+    static func clockwiseRotation(_ stream: UnsafeMutablePointer<AVStream>) -> Int {
+        var flipped: Int32 = 0
+        let ccw = reelql_stream_rotation(stream, &flipped)
+        guard ccw.isFinite else { return 0 }
+        var theta = -ccw.rounded()
+        theta -= 360 * (theta / 360 + 0.9 / 360).rounded(.down)
+        return Int(theta) % 360
+    }
+}

@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import Media
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Benchmarks (run a release build: swift build -c release).",
+        subcommands: [DecodeBench.self])
+}
+
+/// Median wall time of `runs` calls of `body`, in seconds.
+func medianTime(runs: Int, _ body: () throws -> Void) rethrows -> Double {
+    var times: [Double] = []
+    for _ in 0..<runs {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        try body()
+        times.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    }
+    times.sort()
+    return times[times.count / 2]
+}
+
+struct DecodeBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "decode",
+        abstract: "Time reelql's frame sampling against the ffmpeg CLI doing the same work.",
+        discussion: """
+        Samples FILE at --fps, resized by smart_resize with --max-pixels, and in the same run times
+        `ffmpeg -i FILE -vf fps=F,scale=W:H -f rawvideo -pix_fmt rgb24 -` at the same size.
+        Runs alternate between the two; the medians and their ratio are printed.
+        Make the standard clip with `make bench-clip` (1280×720, 30 fps, 20 s, H.264).
+        """)
+
+    @Argument(help: "The video file.")
+    var file: String
+    @Option(help: "Sampling rate.")
+    var fps: Double = 2
+    @Option(help: "smart_resize max_pixels.")
+    var maxPixels: Int = 448 * 448
+    @Option(help: "Timed runs of each (the median is reported).")
+    var runs: Int = 5
+    @Option(help: "The ffmpeg executable.")
+    var ffmpeg: String = "ffmpeg"
+    @Option(help: "Decoder threads (0: automatic).")
+    var threads: Int = 0
+    @Flag(help: "Decode non-reference frames that are not sampled (to measure what skipping them saves).")
+    var noSkipNonReference = false
+    @Flag(help: "Decode GOPs that hold no sampled frame.")
+    var noSkipGops = false
+
+    var decodeOptions: DecodeOptions {
+        DecodeOptions(threads: threads, skipNonReference: !noSkipNonReference, skipGOPs: !noSkipGops)
+    }
+
+    func run() throws {
+        let options = SamplingOptions(fps: fps, resize: ResizeOptions(maxPixels: maxPixels))
+        let first = try reportingErrors { try VideoDecoder(path: file, options: decodeOptions).sample(options) }
+        let plan = first.plan
+        print("file: \(file)")
+        print("reelql: \(first.frames.count) frames at \(plan.width)×\(plan.height), decoded \(first.packetsDecoded) of \(first.packetsTotal) packets")
+
+        let ffmpegArgs = ["-nostdin", "-v", "error", "-i", file, "-vf", "fps=\(fps),scale=\(plan.width):\(plan.height)",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+        print("ffmpeg: \(ffmpeg) \(ffmpegArgs.joined(separator: " "))")
+        var ours: [Double] = [], theirs: [Double] = []
+        for _ in 0..<max(1, runs) {
+            ours.append(try medianTime(runs: 1) { _ = try VideoDecoder(path: file, options: decodeOptions).sample(options) })
+            theirs.append(try medianTime(runs: 1) { try runFFmpeg(ffmpegArgs) })
+        }
+        ours.sort(); theirs.sort()
+        let a = ours[ours.count / 2], b = theirs[theirs.count / 2]
+        print(String(format: "reelql  median %.3f s", a))
+        print(String(format: "ffmpeg  median %.3f s", b))
+        print(String(format: "ratio   %.3f (reelql / ffmpeg; target ≤ 0.70)", a / b))
+    }
+
+    func runFFmpeg(_ args: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [ffmpeg] + args
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardError = FileHandle.standardError
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw ValidationError("ffmpeg exited with status \(process.terminationStatus)")
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import ArgumentParser
+import Foundation
+import Media
+
+struct FramesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "frames",
+        abstract: "Sample frames from a video by presentation time, as the model will see them.")
+
+    @Argument(help: "The video file.")
+    var file: String
+    @OptionGroup var sampling: SamplingOptionGroup
+    @Option(help: "Write the frames as PNG files into this directory.")
+    var out: String?
+    @Flag(help: "Print one JSON object with indices, timestamps, width and height.")
+    var json = false
+    @Option(help: "FFmpeg decoder threads (0: automatic).")
+    var threads: Int = 0
+
+    struct Output: Encodable {
+        var file: String
+        var indices: [Int]
+        var timestamps: [Double]
+        var width: Int
+        var height: Int
+        var totalFrames: Int
+        var videoFps: Double
+        var variableFrameRate: Bool
+        var files: [String]?
+        var damage: DecodeDamage?
+    }
+
+    func run() throws {
+        let sampled = try reportingErrors {
+            try VideoDecoder(path: file, options: DecodeOptions(threads: threads)).sample(sampling.options)
+        }
+        var written: [String]? = nil
+        if let out {
+            written = try reportingErrors {
+                do {
+                    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+                } catch {
+                    throw MediaError.writeFailed(path: out, reason: error.localizedDescription)
+                }
+                return try sampled.frames.enumerated().map { (i, frame) in
+                    let name = (out as NSString).appendingPathComponent(String(format: "frame-%04d-%06d.png", i, frame.index))
+                    try PNGWriter.write(rgb: frame.rgb, width: frame.width, height: frame.height, to: name)
+                    return name
+                }
+            }
+        }
+        let plan = sampled.plan
+        if json {
+            try printJSON(Output(file: file, indices: sampled.indices, timestamps: sampled.timestamps,
+                                 width: plan.width, height: plan.height, totalFrames: plan.totalFrames,
+                                 videoFps: plan.videoFPS, variableFrameRate: plan.variableFrameRate,
+                                 files: written, damage: sampled.damage))
+        } else {
+            print("\(sampled.frames.count) frames of \(plan.totalFrames) at \(plan.width)×\(plan.height)\(plan.variableFrameRate ? " (variable frame rate: nearest timestamps)" : "")")
+            for f in sampled.frames {
+                print(String(format: "  frame %6d  t=%9.3f s", f.index, f.timestamp))
+            }
+            if let written { print("wrote \(written.count) PNG files to \(out!)") }
+        }
+        if let damage = sampled.damage {
+            let error: MediaError = damage.truncated
+                ? .truncated(path: file, damage: damage) : .corruptData(path: file, damage: damage)
+            printError("warning[\(error.kind)]: \(error.localizedDescription); delivered \(sampled.frames.count) of \(plan.indices.count) sampled frames")
+            throw ExitCode(error.exitCode)
+        }
+    }
+}
