@@ -59,6 +59,8 @@ final class Demuxer {
     let path: String
     private(set) var context: UnsafeMutablePointer<AVFormatContext>
     let streamIndex: Int32
+    /// Packets of the video stream returned so far.
+    private(set) var packetsRead = 0
 
     /// Opens `path` and selects its video stream, turning every failure into a `MediaError`.
     init(path: String) throws {
@@ -125,7 +127,7 @@ final class Demuxer {
         while true {
             let r = av_read_frame(context, packet)
             if r < 0 { return r }
-            if packet.pointee.stream_index == streamIndex { return 0 }
+            if packet.pointee.stream_index == streamIndex { packetsRead += 1; return 0 }
             av_packet_unref(packet)
         }
     }

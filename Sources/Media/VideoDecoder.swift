@@ -55,8 +55,12 @@ public struct DecodeOptions: Sendable {
     public var skipGOPs: Bool = true
     /// Gaps of more packets than this are crossed with a demuxer seek rather than by reading.
     public var seekThreshold: Int = 120
-    public init(threads: Int = 0, skipNonReference: Bool = true, skipGOPs: Bool = true, seekThreshold: Int = 120) {
+    /// Parallel decoders, each on its own segments of the stream (nil: one per core).
+    public var workers: Int?
+    public init(threads: Int = 0, skipNonReference: Bool = true, skipGOPs: Bool = true,
+                seekThreshold: Int = 120, workers: Int? = nil) {
         self.threads = threads
+        self.workers = workers
         self.skipNonReference = skipNonReference
         self.skipGOPs = skipGOPs
         self.seekThreshold = seekThreshold
@@ -76,10 +80,6 @@ public final class VideoDecoder {
     /// The metadata the container declares.
     public let probe: VideoProbe
     private var cachedIndex: FrameIndex?
-    /// Decode-order index of the next packet `readPacket` will return.
-    private var readPosition = 0
-    /// A packet read ahead (to learn where a seek landed) and not yet consumed.
-    private var pending: UnsafeMutablePointer<AVPacket>?
 
     public init(path: String, options: DecodeOptions = DecodeOptions()) throws {
         self.path = path
@@ -98,7 +98,6 @@ public final class VideoDecoder {
     public func frameIndex() -> FrameIndex {
         if let cachedIndex { return cachedIndex }
         let index = FrameIndex.build(demuxer)
-        readPosition = index.count
         cachedIndex = index
         return index
     }
@@ -146,61 +145,48 @@ public final class VideoDecoder {
         return try decode(plan)
     }
 
-    /// Decodes the frames of `plan`.
+    /// Decodes the frames of `plan`: the stream is cut into independent segments (a keyframe and
+    /// the sampled packets after it), which workers decode in parallel, each with its own
+    /// demuxer and decoder.
     public func decode(_ plan: SamplePlan) throws -> SampledVideo {
         let index = frameIndex()
-        let scaler = FrameScaler(width: plan.width, height: plan.height, rotation: probe.rotation)
-        let session = try DecodeSession(demuxer: demuxer, path: path, options: decodeOptions)
-
-        // Packets holding sampled frames, in decode order.
         let wantedFrames = Set(plan.indices)
         var wantedPacket = [Bool](repeating: false, count: index.count)
         for f in wantedFrames { wantedPacket[index.packetOfFrame[f]] = true }
-        let targets = wantedPacket.indices.filter { wantedPacket[$0] }
+        let segments = DecodeSegment.plan(wanted: wantedPacket, index: index, skipGOPs: decodeOptions.skipGOPs)
+
+        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        let workers = max(1, min(decodeOptions.workers ?? cores, segments.count))
+        var options = decodeOptions
+        if workers > 1 { options.threads = max(1, cores / workers) }
+        // Longest segments first, so that the workers finish together.
+        let queue = SegmentQueue(segments.sorted { $0.cost > $1.cost })
+        let job = DecodeJob(path: path, index: index, wanted: wantedPacket, wantedFrames: wantedFrames,
+                            plan: plan, rotation: probe.rotation, options: options)
+        let results = WorkerResults(count: workers)
+        let first = UncheckedBox(demuxer)
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            do {
+                // Worker 0 reuses the demuxer that built the index; the others open their own.
+                let demuxer = w == 0 ? first.value : try Demuxer(path: job.path)
+                results.store(w, try job.run(demuxer: demuxer, queue: queue))
+            } catch {
+                results.fail(error)
+            }
+        }
+        if let error = results.error { throw error }
 
         var decoded: [Int: VideoFrame] = [:]
-        var sent = 0
-        let receive: (UnsafeMutablePointer<AVFrame>) throws -> Void = { frame in
-            let presentation = Int(frame.pointee.pts)
-            guard presentation >= 0, presentation < index.count, wantedFrames.contains(presentation),
-                  decoded[presentation] == nil else { return }
-            let concealed = frame.pointee.decode_error_flags != 0
-                || (frame.pointee.flags & reelql_frame_flag_corrupt()) != 0
-            decoded[presentation] = VideoFrame(index: presentation, timestamp: index.times[presentation],
-                                               width: plan.width, height: plan.height,
-                                               rgb: try scaler.convert(frame), concealed: concealed)
+        var damage = DecodeDamage()
+        var sent = 0, truncatedRead = false
+        for r in results.outcomes.compactMap({ $0 }) {
+            decoded.merge(r.frames) { a, _ in a }
+            sent += r.packetsSent
+            damage.corruptPackets += r.decoderErrors
+            truncatedRead = truncatedRead || r.readFailed
         }
-
-        let packet = av_packet_alloc()!
-        defer { var p: UnsafeMutablePointer<AVPacket>? = packet; av_packet_free(&p) }
-        var truncatedRead = false
-        for target in targets where decoded[index.frameOfPacket[target]] == nil {
-            let key = decodeOptions.skipGOPs ? index.keyframe(before: target) : 0
-            if key > readPosition || readPosition > target {
-                // Cross the gap: finish what the decoder holds, then restart at the keyframe.
-                try session.drain(receive)
-                try position(at: key, index: index, packet: packet)
-            }
-            while readPosition <= target {
-                let r = readPacket(into: packet)
-                if r < 0 { truncatedRead = true; break }
-                let p = readPosition
-                readPosition += 1
-                packet.pointee.pts = Int64(index.frameOfPacket[p])
-                packet.pointee.dts = Int64(p)
-                packet.pointee.duration = 1
-                let nonReference = decodeOptions.skipNonReference && !wantedPacket[p]
-                try session.send(packet, skipNonReference: nonReference, receive)
-                sent += 1
-                av_packet_unref(packet)
-            }
-            if truncatedRead { break }
-        }
-        try session.drain(receive)
-
         var frames: [VideoFrame] = []
         frames.reserveCapacity(plan.indices.count)
-        var damage = DecodeDamage()
         for i in plan.indices {
             if let f = decoded[i] {
                 frames.append(f)
@@ -209,7 +195,7 @@ public final class VideoDecoder {
                 damage.lostSampledFrames += 1
             }
         }
-        damage.corruptPackets = session.corruptPackets + index.corruptPackets
+        damage.corruptPackets += index.corruptPackets
         damage.readableFrames = index.count
         damage.readableDuration = index.span
         damage.declaredDuration = probe.duration
@@ -234,58 +220,198 @@ public final class VideoDecoder {
         }
         return false
     }
+}
 
-    /// Makes packet `key` the next one the demuxer returns: by reading forward when it is near,
-    /// by seeking when it is far or behind, by reopening the file when a seek cannot be trusted.
-    private func position(at key: Int, index: FrameIndex, packet: UnsafeMutablePointer<AVPacket>) throws {
-        if readPosition <= key && key - readPosition <= decodeOptions.seekThreshold {
-            try skipForward(to: key, packet: packet)
+/// A run of packets decoded without a break: from keyframe `key` through the sampled packets
+/// `targets` (decode-order indices, ascending).
+struct DecodeSegment: Sendable {
+    var key: Int
+    var targets: [Int]
+    /// Packets read to decode it.
+    var cost: Int { targets.last! - key + 1 }
+
+    /// Cuts the stream into segments: a sampled packet starts a new segment when its keyframe
+    /// lies beyond the previous sampled packet (the packets between need no decoding).
+    static func plan(wanted: [Bool], index: FrameIndex, skipGOPs: Bool) -> [DecodeSegment] {
+        var segments: [DecodeSegment] = []
+        for t in wanted.indices where wanted[t] {
+            let key = skipGOPs ? index.keyframe(before: t) : 0
+            if let last = segments.last?.targets.last, key <= last {
+                segments[segments.count - 1].targets.append(t)
+            } else {
+                segments.append(DecodeSegment(key: key, targets: [t]))
+            }
+        }
+        return segments
+    }
+}
+
+/// Segments handed out to workers one at a time.
+final class SegmentQueue: @unchecked Sendable {
+    private let segments: [DecodeSegment]
+    private var next = 0
+    private let lock = NSLock()
+    init(_ segments: [DecodeSegment]) { self.segments = segments }
+    func take() -> DecodeSegment? {
+        lock.lock(); defer { lock.unlock() }
+        guard next < segments.count else { return nil }
+        next += 1
+        return segments[next - 1]
+    }
+}
+
+/// What one worker decoded.
+struct WorkerOutcome: Sendable {
+    var frames: [Int: VideoFrame] = [:]
+    var packetsSent = 0
+    var decoderErrors = 0
+    var readFailed = false
+}
+
+final class WorkerResults: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var outcomes: [WorkerOutcome?]
+    private(set) var error: Error?
+    init(count: Int) { outcomes = Array(repeating: nil, count: count) }
+    func store(_ i: Int, _ outcome: WorkerOutcome) { lock.lock(); outcomes[i] = outcome; lock.unlock() }
+    func fail(_ e: Error) { lock.lock(); if error == nil { error = e }; lock.unlock() }
+}
+
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// Everything a worker needs to decode segments; immutable and shared.
+struct DecodeJob: Sendable {
+    let path: String
+    let index: FrameIndex
+    let wanted: [Bool]
+    let wantedFrames: Set<Int>
+    let plan: SamplePlan
+    let rotation: Int
+    let options: DecodeOptions
+
+    /// Decodes segments from `queue` until it is empty.
+    func run(demuxer: Demuxer, queue: SegmentQueue) throws -> WorkerOutcome {
+        let cursor = PacketCursor(demuxer: demuxer, index: index, seekThreshold: options.seekThreshold)
+        let session = try DecodeSession(demuxer: demuxer, path: path, options: options)
+        let scaler = FrameScaler(width: plan.width, height: plan.height, rotation: rotation)
+        var outcome = WorkerOutcome()
+        let receive: (UnsafeMutablePointer<AVFrame>) throws -> Void = { frame in
+            // The decoder hands back the presentation index we put in the packet's pts.
+            let presentation = Int(frame.pointee.pts)
+            guard wantedFrames.contains(presentation), outcome.frames[presentation] == nil else { return }
+            let concealed = frame.pointee.decode_error_flags != 0
+                || (frame.pointee.flags & reelql_frame_flag_corrupt()) != 0
+            outcome.frames[presentation] = VideoFrame(
+                index: presentation, timestamp: index.times[presentation], width: plan.width,
+                height: plan.height, rgb: try scaler.convert(frame), concealed: concealed)
+        }
+        let packet = av_packet_alloc()!
+        defer { var p: UnsafeMutablePointer<AVPacket>? = packet; av_packet_free(&p) }
+        segments: while let segment = queue.take() {
+            try cursor.position(at: segment.key, packet: packet)
+            for target in segment.targets {
+                while cursor.position <= target {
+                    let p = cursor.position
+                    guard cursor.read(into: packet) >= 0 else {
+                        outcome.readFailed = true
+                        try session.drain(receive)
+                        continue segments
+                    }
+                    packet.pointee.pts = Int64(index.frameOfPacket[p])
+                    packet.pointee.dts = Int64(p)
+                    packet.pointee.duration = 1
+                    let skip = options.skipNonReference && !wanted[p]
+                    try session.send(packet, skipNonReference: skip, receive)
+                    outcome.packetsSent += 1
+                    av_packet_unref(packet)
+                }
+            }
+            // Deliver what the decoder still holds and reset it for the next segment.
+            try session.drain(receive)
+        }
+        outcome.decoderErrors = session.corruptPackets
+        return outcome
+    }
+}
+
+/// Reads a stream's packets by decode-order index, moving to any index by reading forward,
+/// seeking, or (when a seek cannot be trusted) reopening the file.
+final class PacketCursor {
+    private var demuxer: Demuxer
+    private let index: FrameIndex
+    private let seekThreshold: Int
+    /// Decode-order index of the packet `read` returns next.
+    private(set) var position: Int
+    /// A packet read ahead (to learn where a seek landed) and not yet consumed.
+    private let pending = av_packet_alloc()!
+    private var hasPending = false
+
+    init(demuxer: Demuxer, index: FrameIndex, seekThreshold: Int) {
+        self.demuxer = demuxer
+        self.index = index
+        self.seekThreshold = seekThreshold
+        // A fresh demuxer is at the start. One that was read before (it built the index) is
+        // treated as at the end, which makes the first positioning seek.
+        position = demuxer.packetsRead == 0 ? 0 : index.count
+    }
+
+    deinit {
+        var p: UnsafeMutablePointer<AVPacket>? = pending
+        av_packet_free(&p)
+    }
+
+    /// The next packet, in decode order. Returns 0, or a negative FFmpeg error at the end.
+    func read(into packet: UnsafeMutablePointer<AVPacket>) -> Int32 {
+        if hasPending {
+            av_packet_move_ref(packet, pending)
+            hasPending = false
+            position += 1
+            return 0
+        }
+        let r = demuxer.read(into: packet)
+        if r >= 0 { position += 1 }
+        return r
+    }
+
+    /// Makes packet `key` the next one `read` returns.
+    func position(at key: Int, packet: UnsafeMutablePointer<AVPacket>) throws {
+        if position == key { return }
+        if position < key && key - position <= seekThreshold {
+            skip(to: key, packet: packet)
             return
         }
         if let byPosition = index.packetByPosition {
             let target = index.packets[key]
             let ts = target.rawPTS != FFmpeg.noPTS ? target.rawPTS : target.rawDTS
+            if hasPending { av_packet_unref(pending); hasPending = false }
             if ts != FFmpeg.noPTS && demuxer.seek(to: ts) {
-                // Find where the seek landed by the byte position of the first packet.
-                let r = demuxer.read(into: packet)
-                if r >= 0, let landed = byPosition[packet.pointee.pos], landed <= key {
-                    // Keep the packet: it is the next one to consume, at index `landed`.
-                    if pending == nil { pending = av_packet_alloc() }
-                    av_packet_move_ref(pending, packet)
-                    readPosition = landed
-                    try skipForward(to: key, packet: packet)
-                    return
+                // Where did the seek land? The first packet's byte position tells.
+                if demuxer.read(into: pending) >= 0 {
+                    if let landed = byPosition[pending.pointee.pos], landed <= key {
+                        hasPending = true
+                        position = landed
+                        skip(to: key, packet: packet)
+                        return
+                    }
+                    av_packet_unref(pending)
                 }
-                if r >= 0 { av_packet_unref(packet) }
             }
         }
         // Start over from the top of the file.
-        if let p = pending { av_packet_unref(p) }
-        demuxer = try Demuxer(path: path)
-        readPosition = 0
-        try skipForward(to: key, packet: packet)
+        if hasPending { av_packet_unref(pending); hasPending = false }
+        demuxer = try Demuxer(path: demuxer.path)
+        position = 0
+        skip(to: key, packet: packet)
     }
 
-    private func skipForward(to key: Int, packet: UnsafeMutablePointer<AVPacket>) throws {
-        while readPosition < key {
-            guard readPacket(into: packet) >= 0 else { return }
+    private func skip(to key: Int, packet: UnsafeMutablePointer<AVPacket>) {
+        while position < key {
+            guard read(into: packet) >= 0 else { return }
             av_packet_unref(packet)
-            readPosition += 1
         }
-    }
-
-    /// The next packet of the stream: the one read ahead, if any, else the demuxer's next.
-    private func readPacket(into packet: UnsafeMutablePointer<AVPacket>) -> Int32 {
-        if let p = pending, p.pointee.data != nil || p.pointee.size > 0 || p.pointee.buf != nil {
-            av_packet_move_ref(packet, p)
-            return 0
-        }
-        return demuxer.read(into: packet)
-    }
-
-    deinit {
-        var p = pending
-        av_packet_free(&p)
     }
 }
 
