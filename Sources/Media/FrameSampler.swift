@@ -22,13 +22,22 @@ public enum FrameSampler {
         return max(even, 1)
     }
 
-    /// `torch.linspace(start, end, count).round()`: evenly spaced, ties to even.
+    /// `torch.linspace(start, end, count).round()` exactly as torch computes it on the CPU (the
+    /// tensor is float32): step = (end − start) / (count − 1) in float32; the first half of the
+    /// values is start + step·i and the second half end − step·(count − 1 − i), each a fused
+    /// multiply-add; then rounded half to even. On videos of many thousand frames this differs
+    /// from exact arithmetic by one frame now and then, and qwen-vl-utils sees torch's values.
     public static func linspaceIndices(start: Int, end: Int, count: Int) -> [Int] {
         guard count > 0 else { return [] }
         if count == 1 { return [start] }
-        let step = Double(end - start) / Double(count - 1)
+        let first = Float(start), last = Float(end)
+        let step = (last - first) / Float(count - 1)
+        let halfway = count / 2
         return (0..<count).map { i in
-            Int((Double(start) + step * Double(i)).rounded(.toNearestOrEven))
+            let value = i < halfway
+                ? first.addingProduct(step, Float(i))
+                : last.addingProduct(-step, Float(count - 1 - i))
+            return Int(value.rounded(.toNearestOrEven))
         }
     }
 

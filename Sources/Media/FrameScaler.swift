@@ -29,9 +29,14 @@ final class FrameScaler {
         let quarter = rotation == 90 || rotation == 270
         let codedW = quarter ? height : width
         let codedH = quarter ? width : height
-        let flags = SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP
+        // Same size: FFmpeg's plain YUV→RGB conversion (what PyAV's and ffmpeg's rgb24 give).
+        // Resizing: bicubic with accurate rounding and full-resolution chroma.
+        let resizing = Int(f.width) != codedW || Int(f.height) != codedH
+        let flags = resizing ? SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP : SWS_BICUBIC
+        // Bicubic with B = 0, C = 0.5: the Keys kernel (a = −0.5) of PIL and torchvision.
+        var cubic: [Double] = [0, 0.5]
         sws = sws_getCachedContext(sws, f.width, f.height, format, Int32(codedW), Int32(codedH),
-                                   AV_PIX_FMT_RGB24, flags, nil, nil, nil)
+                                   AV_PIX_FMT_RGB24, flags, nil, nil, &cubic)
         guard let sws else {
             throw MediaError.decodeFailed(path: "", reason: "no pixel conversion from \(FFmpeg.pixelFormatName(f.format) ?? "format \(f.format)") \(f.width)×\(f.height)")
         }

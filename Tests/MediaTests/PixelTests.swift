@@ -1,0 +1,66 @@
+import Foundation
+import Testing
+@testable import Media
+
+/// Pixels against PyAV's rgb24 decode (no resize) and torchvision's bicubic resize.
+@Suite struct PixelTests {
+    static var videos: [String] { Fixtures.readableVideos.filter { Fixtures.reference.videos[$0]!.rgb != nil } }
+
+    @Test(arguments: videos)
+    func nativeFramesMatchPyAV(name: String) throws {
+        let ref = Fixtures.reference.videos[name]!
+        let rgb = ref.rgb!
+        let stem = (name as NSString).deletingPathExtension
+        let video = try VideoDecoder(path: Fixtures.video(name))
+        let plan = try video.plan(SamplingOptions(resize: ResizeOptions(native: true)))
+        #expect(plan.width == rgb.width && plan.height == rgb.height)
+        var forced = plan
+        forced.indices = rgb.indices
+        let sampled = try video.decode(forced)
+        #expect(sampled.frames.map(\.index) == rgb.indices)
+        for frame in sampled.frames {
+            let expected = try Fixtures.rgb("\(stem)-\(frame.index).rgb")
+            let mad = meanAbsoluteDifference(frame.rgb, expected)
+            #expect(mad <= 0.5, "\(name) frame \(frame.index): mean |Δ| \(mad)")
+        }
+    }
+
+    /// smart_resize that lands on the decoded size itself changes nothing.
+    @Test func identitySmartResizeIsNative() throws {
+        let video = try VideoDecoder(path: Fixtures.video("native224x112.mp4"))
+        let options = SamplingOptions(resize: ResizeOptions(minPixels: 784, maxPixels: 224 * 112))
+        let resized = try video.sample(options)
+        let native = try video.sample(SamplingOptions(resize: ResizeOptions(native: true)))
+        #expect(resized.plan.width == 224 && resized.plan.height == 112)
+        #expect(resized.frames.map(\.rgb) == native.frames.map(\.rgb))
+        let expected = try Fixtures.rgb("native224x112-0.rgb")
+        #expect(meanAbsoluteDifference(resized.frames[0].rgb, expected) <= 0.5)
+    }
+
+    @Test(arguments: videos)
+    func resizedFramesMatchBicubicReference(name: String) throws {
+        let rgb = Fixtures.reference.videos[name]!.rgb!
+        let stem = (name as NSString).deletingPathExtension
+        let video = try VideoDecoder(path: Fixtures.video(name))
+        let resize = ResizeOptions(minPixels: rgb.resized.options.minPixels, maxPixels: rgb.resized.options.maxPixels)
+        var plan = try video.plan(SamplingOptions(resize: resize))
+        #expect(plan.width == rgb.resized.width && plan.height == rgb.resized.height)
+        plan.indices = rgb.indices
+        for frame in try video.decode(plan).frames {
+            let expected = try Fixtures.rgb("\(stem)-\(frame.index)-\(plan.width)x\(plan.height).rgb")
+            let db = psnr(frame.rgb, expected)
+            #expect(db >= 30, "\(name) frame \(frame.index): PSNR \(db) dB")
+        }
+    }
+
+    @Test func rotationTurnsTheImage() {
+        // 3×2 image, pixel value = its position, turned a quarter each way and upside down.
+        let src: [UInt8] = (0..<6).flatMap { [UInt8($0), 0, 0] }
+        let cw = FrameScaler.rotate(src, width: 3, height: 2, clockwise: 90).enumerated().filter { $0.offset % 3 == 0 }.map(\.element)
+        #expect(cw == [3, 0, 4, 1, 5, 2])
+        let ccw = FrameScaler.rotate(src, width: 3, height: 2, clockwise: 270).enumerated().filter { $0.offset % 3 == 0 }.map(\.element)
+        #expect(ccw == [2, 5, 1, 4, 0, 3])
+        let half = FrameScaler.rotate(src, width: 3, height: 2, clockwise: 180).enumerated().filter { $0.offset % 3 == 0 }.map(\.element)
+        #expect(half == [5, 4, 3, 2, 1, 0])
+    }
+}

@@ -1,0 +1,114 @@
+import Foundation
+import Testing
+@testable import Media
+
+/// Sampled indices, timestamps and sizes against the PyAV / qwen-vl-utils reference
+/// (fixtures/reference/sampling.json, written by fixtures/scripts/reference_frames.py).
+@Suite struct SamplingReferenceTests {
+    @Test(arguments: Fixtures.readableVideos)
+    func plansMatchReference(name: String) throws {
+        let ref = Fixtures.reference.videos[name]!
+        let video = try VideoDecoder(path: Fixtures.video(name))
+        #expect(video.frameIndex().count == ref.totalFrames)
+        #expect(video.frameIndex().isConstantFrameRate == !ref.variableFrameRate)
+        #expect(video.probe.rotation == ref.rotation)
+        #expect(video.probe.displayWidth == ref.displayWidth)
+        #expect(video.probe.displayHeight == ref.displayHeight)
+        #expect(!ref.cases.isEmpty)
+        for c in ref.cases {
+            let plan = try video.plan(c.options.sampling)
+            #expect(plan.indices == c.indices, "\(name) \(c.options)")
+            #expect(plan.timestamps.count == c.timestamps.count)
+            for (a, b) in zip(plan.timestamps, c.timestamps) {
+                #expect(abs(a - b) < 1e-9, "\(name) \(c.options): timestamp \(a) vs \(b)")
+            }
+            #expect(plan.width == c.width && plan.height == c.height,
+                    "\(name) \(c.options): \(plan.width)×\(plan.height) vs \(c.width)×\(c.height)")
+        }
+    }
+
+    @Test(arguments: Fixtures.readableVideos)
+    func decodedFramesAreThePlannedOnes(name: String) throws {
+        let ref = Fixtures.reference.videos[name]!
+        let c = ref.cases[0]
+        var options = c.options.sampling
+        options.resize = ResizeOptions(minPixels: 784, maxPixels: 8000)
+        let sampled = try VideoDecoder(path: Fixtures.video(name)).sample(options)
+        #expect(sampled.damage == nil)
+        #expect(sampled.indices == c.indices)
+        #expect(sampled.frames.allSatisfy { $0.rgb.count == $0.width * $0.height * 3 })
+    }
+
+    @Test func probeMatchesFFprobe() throws {
+        for name in Fixtures.readableVideos {
+            let p = Fixtures.reference.videos[name]!.ffprobe
+            let probe = try VideoDecoder(path: Fixtures.video(name)).probe
+            #expect(probe.codec == p.codec, "\(name)")
+            #expect(probe.width == p.width && probe.height == p.height, "\(name)")
+            #expect(probe.pixelFormat == p.pixelFormat, "\(name)")
+            if let r = p.averageFrameRate { #expect(abs(probe.averageFrameRate! - r) < 1e-9, "\(name)") }
+            if let r = p.realFrameRate { #expect(abs(probe.realFrameRate! - r) < 1e-9, "\(name)") }
+            if let n = p.frameCount {
+                #expect(probe.frameCount == n && probe.frameCountExact, "\(name)")
+            } else {
+                #expect(!probe.frameCountExact, "\(name): a count the container does not hold is an estimate")
+            }
+            if let d = p.duration, d.isFinite { #expect(abs((probe.duration ?? -1) - d) < 1e-3, "\(name)") }
+        }
+    }
+
+    @Test func countedProbeIsExact() throws {
+        for name in ["vfr.mkv", "h264_odd.mkv", "vp9.webm"] {
+            let ref = Fixtures.reference.videos[name]!
+            let probe = try VideoDecoder(path: Fixtures.video(name)).countedProbe()
+            #expect(probe.frameCount == ref.totalFrames && probe.frameCountExact)
+            #expect(probe.variableFrameRate == ref.variableFrameRate)
+        }
+    }
+}
+
+/// The pure rules against values computed by qwen-vl-utils and torch.
+@Suite struct RuleReferenceTests {
+    @Test func smartResizeMatchesQwenVLUtils() throws {
+        for r in Fixtures.reference.rules.smartResize {
+            if r.error == true {
+                #expect(throws: MediaError.self) {
+                    try SmartResize.resize(height: r.height, width: r.width, minPixels: Double(r.minPixels), maxPixels: Double(r.maxPixels))
+                }
+                continue
+            }
+            let s = try SmartResize.resize(height: r.height, width: r.width,
+                                           minPixels: Double(r.minPixels), maxPixels: Double(r.maxPixels))
+            #expect(s.height == r.resizedHeight && s.width == r.resizedWidth, "\(r)")
+        }
+    }
+
+    @Test func frameCountMatchesSmartNframes() {
+        for r in Fixtures.reference.rules.smartNframes {
+            let n = FrameSampler.frameCount(total: r.total, videoFPS: r.videoFps, fps: r.fps, maxFrames: r.maxFrames)
+            #expect(n == r.nframes, "\(r)")
+        }
+    }
+
+    @Test func linspaceMatchesTorch() {
+        for r in Fixtures.reference.rules.linspace {
+            #expect(FrameSampler.linspaceIndices(start: r.start, end: r.end, count: r.count) == r.indices, "\(r.start)…\(r.end) ×\(r.count)")
+        }
+    }
+
+    @Test func shortVideosYieldAllFrames() throws {
+        for total in 1...3 {
+            #expect(try FrameSampler.constantRateIndices(total: total, videoFPS: 30, fps: 2) == Array(0..<total))
+        }
+        #expect(try FrameSampler.variableRateIndices(times: [0, 0.5, 2], fps: 2) == [0, 1, 2])
+    }
+
+    @Test func emptyWindowIsAnError() {
+        #expect(throws: MediaError.self) {
+            try FrameSampler.constantRateIndices(total: 30, videoFPS: 30, fps: 2, start: 5, end: 6)
+        }
+        #expect(throws: MediaError.self) { try SamplingOptions(fps: 31).validate() }
+        #expect(throws: MediaError.self) { try SamplingOptions(fps: 0.05).validate() }
+        #expect(throws: MediaError.self) { try SamplingOptions(start: 2, end: 1).validate() }
+    }
+}
