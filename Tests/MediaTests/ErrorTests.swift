@@ -1,0 +1,105 @@
+import Foundation
+import Testing
+@testable import Media
+
+/// Every kind of unreadable input is a distinct, clear error; damaged files deliver what they can.
+@Suite struct ErrorTests {
+    func openError(_ name: String) -> MediaError? {
+        do { _ = try VideoDecoder(path: Fixtures.video(name)).sample(SamplingOptions()); return nil }
+        catch let e as MediaError { return e }
+        catch { return nil }
+    }
+
+    @Test func missingFile() {
+        guard case .fileNotFound(let path) = openError("does-not-exist.mp4") else { Issue.record("wrong error"); return }
+        #expect(path.hasSuffix("does-not-exist.mp4"))
+    }
+
+    @Test func emptyFile() {
+        guard case .emptyFile = openError("empty.mp4") else { Issue.record("wrong error"); return }
+    }
+
+    @Test func notAVideo() {
+        guard case .notAVideo = openError("not_a_video.mp4") else { Issue.record("wrong error"); return }
+        guard case .notAVideo(_, let reason) = openError("../videos") else { Issue.record("a directory"); return }
+        #expect(reason.contains("directory"))
+    }
+
+    @Test func audioOnly() {
+        guard case .noVideoStream(_, let streams) = openError("audio_only.m4a") else { Issue.record("wrong error"); return }
+        #expect(streams == ["audio (aac)"])
+        guard case .noVideoStream(_, let withCover) = openError("audio_with_cover.mp3") else { Issue.record("cover art"); return }
+        #expect(withCover.contains { $0.hasPrefix("cover art") })
+    }
+
+    @Test func unsupportedCodec() {
+        guard case .unsupportedCodec(_, let codec) = openError("unsupported_codec.avi") else { Issue.record("wrong error"); return }
+        #expect(codec == "RQLX")
+    }
+
+    @Test func unfinishedMP4IsTruncated() {
+        guard case .truncated = openError("unfinished.mp4") else { Issue.record("wrong error"); return }
+    }
+
+    @Test(arguments: ["truncated.mp4", "truncated.mkv"])
+    func truncatedFileDeliversWhatItHas(name: String) throws {
+        let sampled = try VideoDecoder(path: Fixtures.video(name)).sample(SamplingOptions())
+        let damage = try #require(sampled.damage)
+        #expect(damage.truncated)
+        #expect(damage.declaredDuration == 4)
+        #expect(damage.readableDuration > 1.5 && damage.readableDuration < 2.6)
+        #expect(damage.missingSeconds > 1.4)
+        #expect(!sampled.frames.isEmpty)
+        #expect(sampled.timestamps.allSatisfy { $0 < damage.readableDuration })
+        let error = MediaError.truncated(path: name, damage: damage)
+        #expect(error.localizedDescription.contains("lost"))
+    }
+
+    @Test func corruptPacketsAreCounted() throws {
+        let sampled = try VideoDecoder(path: Fixtures.video("corrupt.mp4"), options: DecodeOptions(skipNonReference: false, skipGOPs: false))
+            .sample(SamplingOptions(fps: 4))
+        let damage = try #require(sampled.damage)
+        #expect(!damage.truncated)
+        #expect(damage.corruptPackets > 0)
+        #expect(sampled.frames.count == sampled.plan.indices.count - damage.lostSampledFrames)
+    }
+
+    @Test func errorsAreDistinct() {
+        let errors: [MediaError] = [
+            .fileNotFound(path: "a"), .emptyFile(path: "a"), .notAVideo(path: "a", reason: "r"),
+            .noVideoStream(path: "a", streams: []), .unsupportedCodec(path: "a", codec: "c"),
+            .truncated(path: "a", damage: DecodeDamage()), .corruptData(path: "a", damage: DecodeDamage()),
+            .decodeFailed(path: "a", reason: "r"),
+        ]
+        #expect(Set(errors.map(\.exitCode)).count == errors.count)
+        #expect(Set(errors.map(\.kind)).count == errors.count)
+        #expect(Set(errors.map { $0.localizedDescription }).count == errors.count)
+        #expect(errors.allSatisfy { $0.exitCode != 0 })
+    }
+}
+
+/// Opening and sampling many files keeps memory flat (no leaked FFmpeg contexts or buffers).
+@Suite(.serialized) struct LeakTests {
+    static func residentBytes() -> Int {
+        let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "0 0"
+        let pages = Int(statm.split(separator: " ")[1]) ?? 0
+        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    @Test func fiveHundredFilesKeepMemoryFlat() throws {
+        let files = ["h264_cfr.mp4", "vp9.webm", "hevc.mp4", "mjpeg.mov", "truncated.mkv", "corrupt.mp4",
+                     "not_a_video.mp4", "audio_only.m4a", "single_frame.mp4", "unsupported_codec.avi"]
+        let options = SamplingOptions(fps: 2, resize: ResizeOptions(minPixels: 784, maxPixels: 6000))
+        func round(_ n: Int) {
+            for i in 0..<n {
+                _ = try? VideoDecoder(path: Fixtures.video(files[i % files.count])).sample(options)
+            }
+        }
+        round(100) // warm up allocator arenas and FFmpeg's static tables
+        let before = Self.residentBytes()
+        round(500)
+        let after = Self.residentBytes()
+        let growth = Double(after - before) / 1_048_576
+        #expect(growth < 8, "resident memory grew \(growth) MiB over 500 files")
+    }
+}

@@ -1,0 +1,142 @@
+import Foundation
+import Testing
+import Media
+
+/// The `reelql` executable, run as a user runs it.
+enum CLI {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+    static func video(_ name: String) -> String { root.appendingPathComponent("fixtures/videos/\(name)").path }
+
+    /// The built binary sits beside the test bundle.
+    static var binary: URL {
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("reelql").path), dir.path != "/" {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir.appendingPathComponent("reelql")
+    }
+
+    struct Result { var status: Int32; var stdout: String; var stderr: String }
+
+    static func run(_ args: [String]) throws -> Result {
+        let p = Process()
+        p.executableURL = binary
+        p.arguments = args
+        let out = Pipe(), err = Pipe()
+        p.standardOutput = out
+        p.standardError = err
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        return Result(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                      stderr: String(decoding: e, as: UTF8.self))
+    }
+
+    static func json(_ s: String) throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(s.utf8)) as! [String: Any]
+    }
+
+    /// The reference case for a fixture video (fixtures/reference/sampling.json).
+    static func referenceCase(_ video: String, _ index: Int) throws -> [String: Any] {
+        let data = try Data(contentsOf: root.appendingPathComponent("fixtures/reference/sampling.json"))
+        let all = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        let v = (all["videos"] as! [String: Any])[video] as! [String: Any]
+        return (v["cases"] as! [[String: Any]])[index]
+    }
+}
+
+@Suite struct CLITests {
+    @Test func framesJSONMatchesReference() throws {
+        let ref = try CLI.referenceCase("hevc.mp4", 3) // fps 4, window [0.5, 1.75)
+        let r = try CLI.run(["frames", CLI.video("hevc.mp4"), "--fps", "4", "--start", "0.5", "--end", "1.75", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try CLI.json(r.stdout)
+        #expect(out["indices"] as? [Int] == ref["indices"] as? [Int])
+        #expect(out["width"] as? Int == ref["width"] as? Int)
+        #expect(out["height"] as? Int == ref["height"] as? Int)
+        let ts = out["timestamps"] as! [Double], refTS = ref["timestamps"] as! [Double]
+        #expect(ts.count == refTS.count)
+        for (a, b) in zip(ts, refTS) { #expect(abs(a - b) < 1e-9) }
+    }
+
+    @Test func framesWritesPNGs() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-cli-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try CLI.run(["frames", CLI.video("rotated90.mp4"), "--max-frames", "4", "--min-pixels", "784",
+                             "--max-pixels", "8000", "--out", dir.path, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try CLI.json(r.stdout)
+        let files = out["files"] as! [String]
+        #expect(files.count == 4)
+        // Each PNG holds exactly the frame the library delivers.
+        let sampled = try VideoDecoder(path: CLI.video("rotated90.mp4"))
+            .sample(SamplingOptions(maxFrames: 4, resize: ResizeOptions(minPixels: 784, maxPixels: 8000)))
+        for (file, frame) in zip(files, sampled.frames) {
+            let png = try VideoDecoder(path: file).sample(SamplingOptions(resize: ResizeOptions(native: true)))
+            #expect(png.frames.count == 1)
+            #expect(png.plan.width == frame.width && png.plan.height == frame.height)
+            #expect(png.frames[0].rgb == frame.rgb)
+        }
+        #expect(sampled.plan.height > sampled.plan.width, "a portrait video stays portrait")
+    }
+
+    @Test func probeJSON() throws {
+        let r = try CLI.run(["probe", CLI.video("rotated90.mp4"), "--json"])
+        #expect(r.status == 0)
+        let out = try CLI.json(r.stdout)
+        #expect(out["codec"] as? String == "h264")
+        #expect(out["width"] as? Int == 176 && out["height"] as? Int == 96)
+        #expect(out["display_width"] as? Int == 96 && out["display_height"] as? Int == 176)
+        #expect(out["frame_count"] as? Int == 60 && out["frame_count_exact"] as? Bool == true)
+        #expect(abs((out["duration"] as? Double ?? 0) - 2) < 1e-6)
+        #expect(out["average_frame_rate"] as? Double == 30)
+        #expect(out["pixel_format"] as? String == "yuv420p")
+        let counted = try CLI.json(try CLI.run(["probe", CLI.video("vfr.mkv"), "--json", "--count"]).stdout)
+        #expect(counted["variable_frame_rate"] as? Bool == true)
+        #expect(counted["frame_count"] as? Int == 52 && counted["frame_count_exact"] as? Bool == true)
+    }
+
+    @Test(arguments: [
+        ("does-not-exist.mp4", Int32(10), "file-not-found"), ("empty.mp4", 11, "empty-file"),
+        ("not_a_video.mp4", 12, "not-a-video"), ("audio_only.m4a", 13, "no-video-stream"),
+        ("unsupported_codec.avi", 14, "unsupported-codec"), ("unfinished.mp4", 15, "truncated"),
+    ])
+    func unreadableFilesFailClearly(name: String, status: Int32, kind: String) throws {
+        for command in ["frames", "probe"] {
+            let r = try CLI.run([command, CLI.video(name), "--json"])
+            #expect(r.status == status, "\(command) \(name): \(r.stderr)")
+            #expect(r.stderr.hasPrefix("error[\(kind)]: "), "\(r.stderr)")
+            #expect(r.stderr.contains(name))
+            #expect(r.stdout.isEmpty)
+        }
+    }
+
+    @Test func damagedFilesDeliverFramesAndWarn() throws {
+        let t = try CLI.run(["frames", CLI.video("truncated.mkv"), "--json"])
+        #expect(t.status == 15)
+        #expect(t.stderr.hasPrefix("warning[truncated]: "))
+        #expect(t.stderr.contains("lost"))
+        let out = try CLI.json(t.stdout)
+        #expect(!(out["indices"] as! [Int]).isEmpty)
+        #expect((out["damage"] as! [String: Any])["truncated"] as? Bool == true)
+    }
+
+    @Test func invalidOptionsAreUsageErrors() throws {
+        let r = try CLI.run(["frames", CLI.video("hevc.mp4"), "--fps", "45"])
+        #expect(r.status == 64)
+        #expect(r.stderr.contains("fps must be between 0.1 and 30"))
+    }
+}
+
+@Suite struct CorruptCLITests {
+    @Test func corruptPacketsWarnWithTheirOwnStatus() throws {
+        let r = try CLI.run(["frames", CLI.video("corrupt.mp4"), "--fps", "4", "--json"])
+        #expect(r.status == 16, "\(r.stderr)")
+        #expect(r.stderr.hasPrefix("warning[corrupt-data]: "))
+        let out = try CLI.json(r.stdout)
+        #expect((out["damage"] as! [String: Any])["corrupt_packets"] as! Int > 0)
+        #expect(!(out["indices"] as! [Int]).isEmpty)
+    }
+}
