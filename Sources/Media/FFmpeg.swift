@@ -80,6 +80,7 @@ final class Demuxer {
             if Demuxer.looksLikeUnfinishedMP4(path: path) {
                 var damage = DecodeDamage()
                 damage.truncated = true
+                damage.missingIndex = true
                 throw MediaError.truncated(path: path, damage: damage)
             }
             if openResult == -EACCES {

@@ -101,6 +101,8 @@ public struct DecodeDamage: Sendable, Codable, Equatable {
     public var lostSampledFrames: Int = 0
     /// Sampled frames delivered with concealed (damaged) pixels.
     public var concealedSampledFrames: Int = 0
+    /// An MP4/MOV file without its index ('moov' box): nothing in it can be located.
+    public var missingIndex: Bool = false
 
     public init() {}
 
@@ -116,6 +118,9 @@ public struct DecodeDamage: Sendable, Codable, Equatable {
 
     public var summary: String {
         var parts: [String] = []
+        if missingIndex {
+            return "its index ('moov' box) is missing, as in a download or recording that never finished; no frame can be located"
+        }
         if truncated {
             var s = "readable up to \(Self.format(readableDuration)) s"
             if let declared = declaredDuration { s += " of \(Self.format(declared)) s declared (\(Self.format(missingSeconds)) s lost)" }

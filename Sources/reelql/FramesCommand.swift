@@ -56,7 +56,7 @@ struct FramesCommand: ParsableCommand {
                                  videoFps: plan.videoFPS, variableFrameRate: plan.variableFrameRate,
                                  files: written, damage: sampled.damage))
         } else {
-            print("\(sampled.frames.count) frames of \(plan.totalFrames) at \(plan.width)×\(plan.height)\(plan.variableFrameRate ? " (variable frame rate: nearest timestamps)" : "")")
+            print("\(sampled.frames.count) frame\(sampled.frames.count == 1 ? "" : "s") of \(plan.totalFrames) at \(plan.width)×\(plan.height)\(plan.variableFrameRate ? " (variable frame rate: nearest timestamps)" : "")")
             for f in sampled.frames {
                 print(String(format: "  frame %6d  t=%9.3f s", f.index, f.timestamp))
             }

@@ -38,7 +38,9 @@ import Testing
     }
 
     @Test func unfinishedMP4IsTruncated() {
-        guard case .truncated = openError("unfinished.mp4") else { Issue.record("wrong error"); return }
+        guard case .truncated(_, let damage) = openError("unfinished.mp4") else { Issue.record("wrong error"); return }
+        #expect(damage.missingIndex)
+        #expect(MediaError.truncated(path: "x", damage: damage).localizedDescription.contains("moov"))
     }
 
     @Test(arguments: ["truncated.mp4", "truncated.mkv"])
