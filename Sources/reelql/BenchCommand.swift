@@ -6,7 +6,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (run a release build: swift build -c release).",
-        subcommands: [DecodeBench.self])
+        subcommands: [DecodeBench.self, IngestBench.self])
 }
 
 /// Median wall time of `runs` calls of `body`, in seconds.
@@ -86,5 +86,66 @@ struct DecodeBench: ParsableCommand {
         guard process.terminationStatus == 0 else {
             throw ValidationError("ffmpeg exited with status \(process.terminationStatus)")
         }
+    }
+}
+
+/// Opens and samples many files in one process: throughput, and whether memory stays flat.
+struct IngestBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest",
+        abstract: "Open and sample FILES round-robin, --files times in all; report files/s and memory growth.",
+        discussion: """
+        Resident memory is read after a warm-up of --warmup files and again at the end: a leak of
+        FFmpeg contexts or frame buffers shows as growth. Unreadable files count as opened (their
+        error is part of the work).
+        """)
+
+    @Argument(help: "Video files (any mix of good and broken).")
+    var files: [String]
+    @Option(name: .customLong("count"), help: "Files to open in all, after the warm-up.")
+    var count: Int = 500
+    @Option(help: "Files opened before the first memory reading.")
+    var warmup: Int = 100
+    @Option(help: "Sampling rate.")
+    var fps: Double = 2
+    @Option(help: "smart_resize max_pixels.")
+    var maxPixels: Int = 6000
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    struct Output: Encodable {
+        var files: Int
+        var failed: Int
+        var seconds: Double
+        var filesPerSecond: Double
+        var residentAfterWarmupMib: Double
+        var residentAfterMib: Double
+        var growthMib: Double
+    }
+
+    func run() throws {
+        let options = SamplingOptions(fps: fps, resize: ResizeOptions(minPixels: 784, maxPixels: maxPixels))
+        var failed = 0
+        func round(_ n: Int) {
+            for i in 0..<n {
+                do { _ = try VideoDecoder(path: files[i % files.count]).sample(options) } catch { failed += 1 }
+            }
+        }
+        round(warmup)
+        failed = 0
+        let before = residentMiB()
+        let seconds = medianTime(runs: 1) { round(count) }
+        let after = residentMiB()
+        let out = Output(files: count, failed: failed, seconds: seconds, filesPerSecond: Double(count) / seconds,
+                         residentAfterWarmupMib: before, residentAfterMib: after, growthMib: after - before)
+        if json { try printJSON(out); return }
+        print(String(format: "%d files (%d unreadable) in %.2f s: %.1f files/s", count, failed, seconds, out.filesPerSecond))
+        print(String(format: "resident memory %.1f MiB after warm-up, %.1f MiB after: %+.2f MiB", before, after, after - before))
+    }
+
+    func residentMiB() -> Double {
+        let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "0 0"
+        let pages = Double(statm.split(separator: " ")[1]) ?? 0
+        return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
     }
 }

@@ -80,28 +80,3 @@ import Testing
     }
 }
 
-/// Opening and sampling many files keeps memory flat (no leaked FFmpeg contexts or buffers).
-@Suite(.serialized) struct LeakTests {
-    static func residentBytes() -> Int {
-        let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "0 0"
-        let pages = Int(statm.split(separator: " ")[1]) ?? 0
-        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
-    }
-
-    @Test func fiveHundredFilesKeepMemoryFlat() throws {
-        let files = ["h264_cfr.mp4", "vp9.webm", "hevc.mp4", "mjpeg.mov", "truncated.mkv", "corrupt.mp4",
-                     "not_a_video.mp4", "audio_only.m4a", "single_frame.mp4", "unsupported_codec.avi"]
-        let options = SamplingOptions(fps: 2, resize: ResizeOptions(minPixels: 784, maxPixels: 6000))
-        func round(_ n: Int) {
-            for i in 0..<n {
-                _ = try? VideoDecoder(path: Fixtures.video(files[i % files.count])).sample(options)
-            }
-        }
-        round(100) // warm up allocator arenas and FFmpeg's static tables
-        let before = Self.residentBytes()
-        round(500)
-        let after = Self.residentBytes()
-        let growth = Double(after - before) / 1_048_576
-        #expect(growth < 8, "resident memory grew \(growth) MiB over 500 files")
-    }
-}

@@ -140,3 +140,19 @@ enum CLI {
         #expect(!(out["indices"] as! [Int]).isEmpty)
     }
 }
+
+/// Opening and sampling 500 files in one process keeps memory flat (no leaked FFmpeg contexts or
+/// buffers). Measured in a process of its own, so that other tests' allocations do not count.
+@Suite struct LeakTests {
+    @Test func fiveHundredFilesKeepMemoryFlat() throws {
+        let files = ["h264_cfr.mp4", "vp9.webm", "hevc.mp4", "mjpeg.mov", "truncated.mkv", "corrupt.mp4",
+                     "not_a_video.mp4", "audio_only.m4a", "single_frame.mp4", "unsupported_codec.avi"]
+        let r = try CLI.run(["bench", "ingest"] + files.map(CLI.video) + ["--count", "500", "--warmup", "100", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try CLI.json(r.stdout)
+        #expect(out["files"] as? Int == 500)
+        #expect(out["failed"] as? Int == 150) // not_a_video, audio_only, unsupported_codec
+        let growth = out["growth_mib"] as! Double
+        #expect(growth < 8, "resident memory grew \(growth) MiB over 500 files")
+    }
+}
