@@ -39,6 +39,11 @@ public struct SampledVideo: Sendable {
     /// Packets handed to the decoder, and packets in the file: how much decoding was saved.
     public var packetsDecoded: Int
     public var packetsTotal: Int
+    /// Parallel decoders used; demuxer seeks; restarts from the top of the file (when a seek
+    /// could not be trusted).
+    public var workers: Int
+    public var seeks: Int
+    public var restarts: Int
 
     public var indices: [Int] { frames.map(\.index) }
     public var timestamps: [Double] { frames.map(\.timestamp) }
@@ -55,8 +60,10 @@ public struct DecodeOptions: Sendable {
     public var skipGOPs: Bool = true
     /// Gaps of more packets than this are crossed with a demuxer seek rather than by reading.
     public var seekThreshold: Int = 120
-    /// Parallel decoders, each on its own segments of the stream (nil: one per core).
+    /// Parallel decoders, each on its own segments of the stream (nil: one per core, when each
+    /// gets at least `packetsPerWorker` packets to decode).
     public var workers: Int?
+    public static let packetsPerWorker = 48
     public init(threads: Int = 0, skipNonReference: Bool = true, skipGOPs: Bool = true,
                 seekThreshold: Int = 120, workers: Int? = nil) {
         self.threads = threads
@@ -150,13 +157,19 @@ public final class VideoDecoder {
     /// demuxer and decoder.
     public func decode(_ plan: SamplePlan) throws -> SampledVideo {
         let index = frameIndex()
+        if let bad = plan.indices.first(where: { $0 < 0 || $0 >= index.count }) {
+            throw MediaError.invalidArgument("frame index \(bad) is outside this video's \(index.count) frames")
+        }
         let wantedFrames = Set(plan.indices)
         var wantedPacket = [Bool](repeating: false, count: index.count)
         for f in wantedFrames { wantedPacket[index.packetOfFrame[f]] = true }
         let segments = DecodeSegment.plan(wanted: wantedPacket, index: index, skipGOPs: decodeOptions.skipGOPs)
 
         let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
-        let workers = max(1, min(decodeOptions.workers ?? cores, segments.count))
+        // Another worker pays for opening the file again: worth it only for real decoding work.
+        let work = segments.reduce(0) { $0 + $1.cost }
+        let useful = decodeOptions.workers ?? min(cores, max(1, work / DecodeOptions.packetsPerWorker))
+        let workers = max(1, min(useful, segments.count))
         var options = decodeOptions
         if workers > 1 { options.threads = max(1, cores / workers) }
         // Longest segments first, so that the workers finish together.
@@ -178,10 +191,12 @@ public final class VideoDecoder {
 
         var decoded: [Int: VideoFrame] = [:]
         var damage = DecodeDamage()
-        var sent = 0, truncatedRead = false
+        var sent = 0, truncatedRead = false, seeks = 0, restarts = 0
         for r in results.outcomes.compactMap({ $0 }) {
             decoded.merge(r.frames) { a, _ in a }
             sent += r.packetsSent
+            seeks += r.seeks
+            restarts += r.restarts
             damage.corruptPackets += r.decoderErrors
             truncatedRead = truncatedRead || r.readFailed
         }
@@ -206,7 +221,8 @@ public final class VideoDecoder {
             throw MediaError.decodeFailed(path: path, reason: damage.corruptPackets > 0 ? damage.summary : "the decoder returned no frame")
         }
         return SampledVideo(plan: plan, frames: frames, damage: damage.isEmpty ? nil : damage,
-                            packetsDecoded: sent, packetsTotal: index.count)
+                            packetsDecoded: sent, packetsTotal: index.count, workers: workers,
+                            seeks: seeks, restarts: restarts)
     }
 
     /// The file ends before the container says: fewer packets than its frame count, or
@@ -266,6 +282,8 @@ struct WorkerOutcome: Sendable {
     var packetsSent = 0
     var decoderErrors = 0
     var readFailed = false
+    var seeks = 0
+    var restarts = 0
 }
 
 final class WorkerResults: @unchecked Sendable {
@@ -333,6 +351,8 @@ struct DecodeJob: Sendable {
             try session.drain(receive)
         }
         outcome.decoderErrors = session.corruptPackets
+        outcome.seeks = cursor.seeks
+        outcome.restarts = cursor.restarts
         return outcome
     }
 }
@@ -348,6 +368,8 @@ final class PacketCursor {
     /// A packet read ahead (to learn where a seek landed) and not yet consumed.
     private let pending = av_packet_alloc()!
     private var hasPending = false
+    private(set) var seeks = 0
+    private(set) var restarts = 0
 
     init(demuxer: Demuxer, index: FrameIndex, seekThreshold: Int) {
         self.demuxer = demuxer
@@ -384,10 +406,13 @@ final class PacketCursor {
             return
         }
         if let byPosition = index.packetByPosition {
+            // Demuxer indexes hold dts (MP4) or pts (Matroska): the smaller lands at or before
+            // the keyframe either way, and reading forward covers the rest.
             let target = index.packets[key]
-            let ts = target.rawPTS != FFmpeg.noPTS ? target.rawPTS : target.rawDTS
+            let stamps = [target.rawPTS, target.rawDTS].filter { $0 != FFmpeg.noPTS }
             if hasPending { av_packet_unref(pending); hasPending = false }
-            if ts != FFmpeg.noPTS && demuxer.seek(to: ts) {
+            if let ts = stamps.min(), demuxer.seek(to: ts) {
+                seeks += 1
                 // Where did the seek land? The first packet's byte position tells.
                 if demuxer.read(into: pending) >= 0 {
                     if let landed = byPosition[pending.pointee.pos], landed <= key {
@@ -402,6 +427,7 @@ final class PacketCursor {
         }
         // Start over from the top of the file.
         if hasPending { av_packet_unref(pending); hasPending = false }
+        restarts += 1
         demuxer = try Demuxer(path: demuxer.path)
         position = 0
         skip(to: key, packet: packet)
@@ -467,7 +493,7 @@ final class DecodeSession {
             let r = avcodec_send_packet(ctx, packet)
             if r == FFmpeg.eagain {
                 // The decoder is full: take frames out, then offer the packet again.
-                if try receiveAll(receive) == 0 { return }
+                if try receiveAll(receive) == 0 { failures += 1; return }
                 continue
             }
             if r < 0 { failures += 1 }

@@ -58,7 +58,7 @@ struct DecodeBench: ParsableCommand {
         let first = try reportingErrors { try VideoDecoder(path: file, options: decodeOptions).sample(options) }
         let plan = first.plan
         print("file: \(file)")
-        print("reelql: \(first.frames.count) frames at \(plan.width)×\(plan.height), decoded \(first.packetsDecoded) of \(first.packetsTotal) packets")
+        print("reelql: \(first.frames.count) frames at \(plan.width)×\(plan.height), decoded \(first.packetsDecoded) of \(first.packetsTotal) packets, \(first.workers) worker(s), \(first.seeks) seek(s)")
 
         let ffmpegArgs = ["-nostdin", "-v", "error", "-i", file, "-vf", "fps=\(fps),scale=\(plan.width):\(plan.height)",
                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]

@@ -33,6 +33,15 @@ import Testing
         #expect(sampled.packetsDecoded < sampled.packetsTotal / 3, "decoded \(sampled.packetsDecoded) of \(sampled.packetsTotal)")
     }
 
+    @Test(arguments: ["shortgop.mp4", "h264.ts", "vp9.webm", "h264_odd.mkv", "mpeg4.avi"])
+    func seeksLandWithoutRestarting(name: String) throws {
+        // Far keyframes are reached by seeking; a seek must land where the index says it can.
+        let options = DecodeOptions(seekThreshold: 0, workers: 1)
+        let sampled = try VideoDecoder(path: Fixtures.video(name), options: options).sample(SamplingOptions(fps: 0.5))
+        #expect(sampled.seeks > 0)
+        #expect(sampled.restarts == 0, "\(name): \(sampled.restarts) restarts")
+    }
+
     @Test func repeatedSamplingOnOneDecoder() throws {
         let video = try VideoDecoder(path: Fixtures.video("shortgop.mp4"))
         let a = try video.sample(SamplingOptions(fps: 1, end: 10))
