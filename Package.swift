@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "reelql", targets: ["reelql"]),
         .library(name: "Media", targets: ["Media"]),
+        .library(name: "Tensors", targets: ["Tensors"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -24,6 +25,19 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
 
+        .systemLibrary(
+            name: "CDNNL",
+            providers: [.apt(["libdnnl-dev"])]
+        ),
+        // SIMD kernels in C: AVX-512 / AVX2 / portable versions chosen at run time.
+        .target(
+            name: "CKernels",
+            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno"])]
+        ),
+
+        // Tensor storage, safetensors checkpoints, GEMM/GEMV, norms, activations, attention.
+        .target(name: "Tensors", dependencies: ["COpenBLAS", "CDNNL", "CKernels"]),
+
         // Video ingestion: probe, frame index, sampling, decoding, resizing, clip segmentation.
         .target(name: "Media", dependencies: ["CFFmpeg"]),
 
@@ -32,11 +46,13 @@ let package = Package(
             name: "reelql",
             dependencies: [
                 "Media",
+                "Tensors",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "MediaTests", dependencies: ["Media"]),
+        .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "ReelqlCLITests", dependencies: ["reelql", "Media"]),
     ]
 )

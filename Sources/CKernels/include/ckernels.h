@@ -1,0 +1,68 @@
+// reelql's CPU kernels: portable C with AVX2 / AVX-512 paths chosen at run time.
+// Every function works on caller-owned, contiguous buffers and never allocates.
+#ifndef REELQL_CKERNELS_H
+#define REELQL_CKERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// Which instruction set the kernels use: 0 portable, 1 AVX2+FMA, 2 AVX-512 (F, BW, VL), 3 with BF16.
+int rq_cpu_level(void);
+/// Forces a lower level (for tests of the portable paths); returns the level now in force.
+int rq_set_cpu_level(int level);
+
+// --- conversions -----------------------------------------------------------------------------
+void rq_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
+/// Round to nearest even, as PyTorch's float → bfloat16.
+void rq_f32_to_bf16(const float *src, uint16_t *dst, size_t n);
+void rq_f16_to_f32(const uint16_t *src, float *dst, size_t n);
+
+// --- matrix × vector with 16-bit weights ------------------------------------------------------
+/// y[r] = Σ_k W[r, k] · x[k] for rows [row_begin, row_end) of a row-major bf16 matrix W [rows, cols].
+/// x and y are f32; accumulation is f32.
+void rq_gemv_bf16(const uint16_t *w, const float *x, float *y, size_t cols, size_t row_begin, size_t row_end);
+/// The same for several input vectors at once (x: [batch, cols], y: [batch, rows]): each weight row
+/// is read once for the whole batch.
+void rq_gemm_small_bf16(const uint16_t *w, const float *x, float *y, size_t batch, size_t rows, size_t cols,
+                        size_t row_begin, size_t row_end);
+void rq_gemv_f16(const uint16_t *w, const float *x, float *y, size_t cols, size_t row_begin, size_t row_end);
+
+/// Sums n floats (a memory-read probe for bandwidth measurements).
+double rq_sum_f32(const float *x, size_t n);
+
+// --- element-wise and row-wise ----------------------------------------------------------------
+/// y = x / sqrt(mean(x²) + eps) · w, per row of length n.
+void rq_rmsnorm(const float *x, const float *w, float *y, size_t rows, size_t n, float eps);
+/// y = (x − mean) / sqrt(var + eps) · w + b, per row (w, b may be NULL).
+void rq_layernorm(const float *x, const float *w, const float *b, float *y, size_t rows, size_t n, float eps);
+/// In-place numerically stable softmax of each row (max subtracted; −inf entries give 0).
+void rq_softmax(float *x, size_t rows, size_t n);
+void rq_silu(float *x, size_t n);
+/// GELU, exact (erf) form.
+void rq_gelu_erf(float *x, size_t n);
+/// GELU, tanh approximation.
+void rq_gelu_tanh(float *x, size_t n);
+/// x · sigmoid(1.702 x)
+void rq_quick_gelu(float *x, size_t n);
+/// out = silu(gate) · up
+void rq_silu_mul(const float *gate, const float *up, float *out, size_t n);
+/// y += x
+void rq_add(float *y, const float *x, size_t n);
+/// y[r, :] += b for each row
+void rq_add_bias(float *y, const float *b, size_t rows, size_t n);
+
+/// Rotary embedding, rotate-half form (Qwen2, LLaMA): for each of `rows` rows holding `heads`
+/// vectors of `head_dim`, x1 = x[:d/2], x2 = x[d/2:], out = x·cos + rotate_half(x)·sin with
+/// cos/sin [rows, head_dim] shared by all heads of a row. In place. row_stride in floats.
+void rq_rope_rotate_half(float *x, const float *cos, const float *sin, size_t rows, size_t heads,
+                         size_t head_dim, size_t row_stride);
+
+// --- attention helpers -------------------------------------------------------------------------
+/// Softmax of `rows` rows of length n after multiplying by `scale`. With causal_base ≥ 0 only the
+/// first min(n, causal_base + ((r + row_offset) % period) + 1) entries of row r take part (the
+/// rest become 0).
+void rq_softmax_scaled(float *x, size_t rows, size_t n, float scale, long causal_base, size_t period, size_t row_offset);
+/// One query vector against n_keys keys of one head: out = softmax(scale · q·Kᵀ) · V.
+/// k and v rows are kv_stride floats apart; scores is scratch of n_keys floats.
+void rq_attend_one(const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
+                   size_t head_dim, float scale, float *scores, float *out);
+#endif

@@ -1,0 +1,409 @@
+// reelql CPU kernels. Each kernel body is written once as portable C and compiled three times:
+// for AVX-512, for AVX2+FMA and for any x86-64 (or other) CPU; `rq_cpu_level` picks one at run
+// time. The bodies are written so that the compiler vectorises them (no calls in inner loops;
+// exp is a polynomial). The bf16 matrix × vector kernels use intrinsics directly.
+#include "ckernels.h"
+#include <math.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define RQ_X86 1
+#else
+#define RQ_X86 0
+#endif
+
+// ---- CPU detection --------------------------------------------------------------------------
+static int rq_level = -1;
+
+static int rq_detect(void) {
+#if RQ_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")) {
+        return __builtin_cpu_supports("avx512bf16") ? 3 : 2;
+    }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+    return 0;
+}
+
+int rq_cpu_level(void) {
+    int l = __atomic_load_n(&rq_level, __ATOMIC_RELAXED);
+    if (l < 0) { l = rq_detect(); __atomic_store_n(&rq_level, l, __ATOMIC_RELAXED); }
+    return l;
+}
+
+int rq_set_cpu_level(int level) {
+    int best = rq_detect();
+    int l = level < 0 ? best : (level < best ? level : best);
+    __atomic_store_n(&rq_level, l, __ATOMIC_RELAXED);
+    return l;
+}
+
+#if RQ_X86
+#define RQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))
+#define RQ_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define RQ_MULTIVERSION(name, params, args)                                   \
+    static RQ_AVX512 void name##_avx512 params { name##_body args; }          \
+    static RQ_AVX2 void name##_avx2 params { name##_body args; }              \
+    static void name##_generic params { name##_body args; }                   \
+    void rq_##name params {                                                   \
+        int l = rq_cpu_level();                                               \
+        if (l >= 2) name##_avx512 args;                                       \
+        else if (l == 1) name##_avx2 args;                                    \
+        else name##_generic args;                                             \
+    }
+#else
+#define RQ_MULTIVERSION(name, params, args) \
+    void rq_##name params { name##_body args; }
+#endif
+
+#define RQ_INLINE static inline __attribute__((always_inline))
+
+// ---- scalar helpers (inlined into every version) ---------------------------------------------
+RQ_INLINE float bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+RQ_INLINE uint32_t f32_to_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+RQ_INLINE float bf16_f32(uint16_t h) { return bits_to_f32((uint32_t)h << 16); }
+
+/// e^x with a relative error below 2e-7 over the float range (Cephes-style: 2^n · p(r)).
+RQ_INLINE float rq_exp(float x) {
+    x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+    float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f;
+    r = r - n * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    int32_t e = (int32_t)n + 127;
+    return p * bits_to_f32((uint32_t)e << 23);
+}
+
+RQ_INLINE float rq_sigmoid(float x) { return 1.0f / (1.0f + rq_exp(-x)); }
+
+// ---- conversions ----------------------------------------------------------------------------
+RQ_INLINE void bf16_to_f32_body(const uint16_t *src, float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = bf16_f32(src[i]);
+}
+RQ_MULTIVERSION(bf16_to_f32, (const uint16_t *src, float *dst, size_t n), (src, dst, n))
+
+RQ_INLINE void f32_to_bf16_body(const float *src, uint16_t *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = f32_to_bits(src[i]);
+        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        int nan = (u & 0x7fffffffu) > 0x7f800000u;
+        dst[i] = (uint16_t)(nan ? ((u >> 16) | 0x40u) : rounded);
+    }
+}
+RQ_MULTIVERSION(f32_to_bf16, (const float *src, uint16_t *dst, size_t n), (src, dst, n))
+
+/// IEEE half → float for any value (normals, subnormals, inf, NaN).
+RQ_INLINE float f16_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t man = h & 0x3ffu;
+    if (exp == 0x1f) return bits_to_f32(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) {
+        float v = (float)man * 5.9604644775390625e-8f; // 2^-24
+        return sign ? -v : v;
+    }
+    return bits_to_f32(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+RQ_INLINE void f16_to_f32_body(const uint16_t *src, float *dst, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = f16_f32(src[i]);
+}
+RQ_MULTIVERSION(f16_to_f32, (const uint16_t *src, float *dst, size_t n), (src, dst, n))
+
+// Sums below may be reassociated (vectorised): results differ from a sequential sum only by
+// rounding. (rq_exp above keeps its exact operation order: flags stay with the code they were
+// written in, also when inlined.)
+#pragma clang fp reassociate(on)
+
+// ---- bf16 / f16 matrix × vector -------------------------------------------------------------
+static void gemv_bf16_generic(const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
+        const uint16_t *row = w + r * cols;
+        float s = 0;
+        for (size_t k = 0; k < cols; k++) s += bf16_f32(row[k]) * x[k];
+        y[r] = s;
+    }
+}
+
+#if RQ_X86
+RQ_AVX512 RQ_INLINE __m512 load_bf16x16(const uint16_t *p) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+}
+
+static RQ_AVX512 void gemv_bf16_avx512(const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1) {
+    size_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        size_t k = 0;
+        for (; k + 16 <= cols; k += 16) {
+            __m512 xv = _mm512_loadu_ps(x + k);
+            a0 = _mm512_fmadd_ps(load_bf16x16(w0 + k), xv, a0);
+            a1 = _mm512_fmadd_ps(load_bf16x16(w1 + k), xv, a1);
+            a2 = _mm512_fmadd_ps(load_bf16x16(w2 + k), xv, a2);
+            a3 = _mm512_fmadd_ps(load_bf16x16(w3 + k), xv, a3);
+        }
+        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
+        float s2 = _mm512_reduce_add_ps(a2), s3 = _mm512_reduce_add_ps(a3);
+        for (; k < cols; k++) {
+            s0 += bf16_f32(w0[k]) * x[k]; s1 += bf16_f32(w1[k]) * x[k];
+            s2 += bf16_f32(w2[k]) * x[k]; s3 += bf16_f32(w3[k]) * x[k];
+        }
+        y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
+    }
+    for (; r < r1; r++) {
+        const uint16_t *w0 = w + r * cols;
+        __m512 a0 = _mm512_setzero_ps();
+        size_t k = 0;
+        for (; k + 16 <= cols; k += 16) a0 = _mm512_fmadd_ps(load_bf16x16(w0 + k), _mm512_loadu_ps(x + k), a0);
+        float s0 = _mm512_reduce_add_ps(a0);
+        for (; k < cols; k++) s0 += bf16_f32(w0[k]) * x[k];
+        y[r] = s0;
+    }
+}
+
+RQ_AVX2 RQ_INLINE __m256 load_bf16x8(const uint16_t *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+RQ_AVX2 RQ_INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static RQ_AVX2 void gemv_bf16_avx2(const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1) {
+    size_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+        const uint16_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+        size_t k = 0;
+        for (; k + 8 <= cols; k += 8) {
+            __m256 xv = _mm256_loadu_ps(x + k);
+            a0 = _mm256_fmadd_ps(load_bf16x8(w0 + k), xv, a0);
+            a1 = _mm256_fmadd_ps(load_bf16x8(w1 + k), xv, a1);
+            a2 = _mm256_fmadd_ps(load_bf16x8(w2 + k), xv, a2);
+            a3 = _mm256_fmadd_ps(load_bf16x8(w3 + k), xv, a3);
+        }
+        float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
+        for (; k < cols; k++) {
+            s0 += bf16_f32(w0[k]) * x[k]; s1 += bf16_f32(w1[k]) * x[k];
+            s2 += bf16_f32(w2[k]) * x[k]; s3 += bf16_f32(w3[k]) * x[k];
+        }
+        y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
+    }
+    for (; r < r1; r++) {
+        const uint16_t *w0 = w + r * cols;
+        __m256 a0 = _mm256_setzero_ps();
+        size_t k = 0;
+        for (; k + 8 <= cols; k += 8) a0 = _mm256_fmadd_ps(load_bf16x8(w0 + k), _mm256_loadu_ps(x + k), a0);
+        float s0 = hsum256(a0);
+        for (; k < cols; k++) s0 += bf16_f32(w0[k]) * x[k];
+        y[r] = s0;
+    }
+}
+#endif
+
+void rq_gemv_bf16(const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1) {
+#if RQ_X86
+    int l = rq_cpu_level();
+    if (l >= 2) { gemv_bf16_avx512(w, x, y, cols, r0, r1); return; }
+    if (l == 1) { gemv_bf16_avx2(w, x, y, cols, r0, r1); return; }
+#endif
+    gemv_bf16_generic(w, x, y, cols, r0, r1);
+}
+
+/// Several vectors at once: each weight row is converted once and used for the whole batch.
+RQ_INLINE void gemm_small_bf16_body(const uint16_t *w, const float *x, float *y, size_t batch, size_t rows,
+                                    size_t cols, size_t r0, size_t r1) {
+    float acc[16];
+    for (size_t r = r0; r < r1; r++) {
+        const uint16_t *row = w + r * cols;
+        for (size_t b0 = 0; b0 < batch; b0 += 16) {
+            size_t nb = batch - b0 < 16 ? batch - b0 : 16;
+            for (size_t b = 0; b < nb; b++) {
+                const float *xb = x + (b0 + b) * cols;
+                float s = 0;
+                for (size_t k = 0; k < cols; k++) s += bf16_f32(row[k]) * xb[k];
+                acc[b] = s;
+            }
+            for (size_t b = 0; b < nb; b++) y[(b0 + b) * rows + r] = acc[b];
+        }
+    }
+}
+RQ_MULTIVERSION(gemm_small_bf16, (const uint16_t *w, const float *x, float *y, size_t batch, size_t rows, size_t cols, size_t r0, size_t r1), (w, x, y, batch, rows, cols, r0, r1))
+
+RQ_INLINE void gemv_f16_body(const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
+        const uint16_t *row = w + r * cols;
+        float s = 0;
+        for (size_t k = 0; k < cols; k++) s += f16_f32(row[k]) * x[k];
+        y[r] = s;
+    }
+}
+RQ_MULTIVERSION(gemv_f16, (const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1), (w, x, y, cols, r0, r1))
+
+RQ_INLINE void sum_f32_v_body(const float *x, size_t n, double *out) {
+    float s0 = 0;
+    for (size_t i = 0; i < n; i++) s0 += x[i];
+    *out = s0;
+}
+RQ_MULTIVERSION(sum_f32_v, (const float *x, size_t n, double *out), (x, n, out))
+double rq_sum_f32(const float *x, size_t n) { double s; rq_sum_f32_v(x, n, &s); return s; }
+
+// ---- norms, softmax, activations ------------------------------------------------------------
+RQ_INLINE void rmsnorm_body(const float *x, const float *w, float *y, size_t rows, size_t n, float eps) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float ss = 0;
+        for (size_t i = 0; i < n; i++) ss += xr[i] * xr[i];
+        float inv = 1.0f / sqrtf(ss / (float)n + eps);
+        for (size_t i = 0; i < n; i++) yr[i] = (xr[i] * inv) * w[i];
+    }
+}
+RQ_MULTIVERSION(rmsnorm, (const float *x, const float *w, float *y, size_t rows, size_t n, float eps), (x, w, y, rows, n, eps))
+
+RQ_INLINE void layernorm_body(const float *x, const float *w, const float *b, float *y, size_t rows, size_t n, float eps) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *yr = y + r * n;
+        float s = 0;
+        for (size_t i = 0; i < n; i++) s += xr[i];
+        float mean = s / (float)n;
+        float v = 0;
+        for (size_t i = 0; i < n; i++) { float d = xr[i] - mean; v += d * d; }
+        float inv = 1.0f / sqrtf(v / (float)n + eps);
+        if (w && b) for (size_t i = 0; i < n; i++) yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
+        else if (w) for (size_t i = 0; i < n; i++) yr[i] = (xr[i] - mean) * inv * w[i];
+        else for (size_t i = 0; i < n; i++) yr[i] = (xr[i] - mean) * inv;
+    }
+}
+RQ_MULTIVERSION(layernorm, (const float *x, const float *w, const float *b, float *y, size_t rows, size_t n, float eps), (x, w, b, y, rows, n, eps))
+
+RQ_INLINE void softmax_body(float *x, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) {
+        float *xr = x + r * n;
+        float m = -INFINITY;
+        for (size_t i = 0; i < n; i++) m = xr[i] > m ? xr[i] : m;
+        if (m == -INFINITY) { for (size_t i = 0; i < n; i++) xr[i] = 0; continue; }
+        float s = 0;
+        for (size_t i = 0; i < n; i++) {
+            float v = xr[i] == -INFINITY ? 0.0f : rq_exp(xr[i] - m);
+            xr[i] = v;
+            s += v;
+        }
+        float inv = 1.0f / s;
+        for (size_t i = 0; i < n; i++) xr[i] *= inv;
+    }
+}
+RQ_MULTIVERSION(softmax, (float *x, size_t rows, size_t n), (x, rows, n))
+
+RQ_INLINE void silu_body(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * rq_sigmoid(x[i]);
+}
+RQ_MULTIVERSION(silu, (float *x, size_t n), (x, n))
+
+RQ_INLINE void quick_gelu_body(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = x[i] * rq_sigmoid(1.702f * x[i]);
+}
+RQ_MULTIVERSION(quick_gelu, (float *x, size_t n), (x, n))
+
+RQ_INLINE void gelu_tanh_body(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
+        // tanh(u) = 1 − 2 / (e^{2u} + 1)
+        float t = 1.0f - 2.0f / (rq_exp(2.0f * u) + 1.0f);
+        x[i] = 0.5f * v * (1.0f + t);
+    }
+}
+RQ_MULTIVERSION(gelu_tanh, (float *x, size_t n), (x, n))
+
+void rq_gelu_erf(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+RQ_INLINE void silu_mul_body(const float *gate, const float *up, float *out, size_t n) {
+    for (size_t i = 0; i < n; i++) out[i] = gate[i] * rq_sigmoid(gate[i]) * up[i];
+}
+RQ_MULTIVERSION(silu_mul, (const float *gate, const float *up, float *out, size_t n), (gate, up, out, n))
+
+RQ_INLINE void add_body(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] += x[i];
+}
+RQ_MULTIVERSION(add, (float *y, const float *x, size_t n), (y, x, n))
+
+RQ_INLINE void add_bias_body(float *y, const float *b, size_t rows, size_t n) {
+    for (size_t r = 0; r < rows; r++) for (size_t i = 0; i < n; i++) y[r * n + i] += b[i];
+}
+RQ_MULTIVERSION(add_bias, (float *y, const float *b, size_t rows, size_t n), (y, b, rows, n))
+
+RQ_INLINE void rope_rotate_half_body(float *x, const float *cos, const float *sin, size_t rows, size_t heads,
+                                     size_t head_dim, size_t row_stride) {
+    size_t half = head_dim / 2;
+    for (size_t r = 0; r < rows; r++) {
+        const float *c = cos + r * head_dim, *s = sin + r * head_dim;
+        for (size_t h = 0; h < heads; h++) {
+            float *v = x + r * row_stride + h * head_dim;
+            for (size_t i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * c[i] - b * s[i];
+                v[i + half] = b * c[i + half] + a * s[i + half];
+            }
+        }
+    }
+}
+RQ_MULTIVERSION(rope_rotate_half, (float *x, const float *cos, const float *sin, size_t rows, size_t heads, size_t head_dim, size_t row_stride), (x, cos, sin, rows, heads, head_dim, row_stride))
+
+// ---- attention helpers ------------------------------------------------------------------------
+RQ_INLINE void softmax_scaled_body(float *x, size_t rows, size_t n, float scale, long causal_base, size_t period, size_t row_offset) {
+    for (size_t r = 0; r < rows; r++) {
+        float *xr = x + r * n;
+        size_t valid = n;
+        if (causal_base >= 0) {
+            long lim = causal_base + (long)((r + row_offset) % period) + 1;
+            valid = lim < 0 ? 0 : ((size_t)lim < n ? (size_t)lim : n);
+        }
+        float m = -INFINITY;
+        for (size_t i = 0; i < valid; i++) m = xr[i] > m ? xr[i] : m;
+        float s = 0;
+        for (size_t i = 0; i < valid; i++) { float v = rq_exp((xr[i] - m) * scale); xr[i] = v; s += v; }
+        float inv = valid ? 1.0f / s : 0.0f;
+        for (size_t i = 0; i < valid; i++) xr[i] *= inv;
+        for (size_t i = valid; i < n; i++) xr[i] = 0;
+    }
+}
+RQ_MULTIVERSION(softmax_scaled, (float *x, size_t rows, size_t n, float scale, long causal_base, size_t period, size_t row_offset), (x, rows, n, scale, causal_base, period, row_offset))
+
+RQ_INLINE void attend_one_body(const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
+                               size_t head_dim, float scale, float *scores, float *out) {
+    float m = -INFINITY;
+    for (size_t j = 0; j < n_keys; j++) {
+        const float *kj = k + j * kv_stride;
+        float d = 0;
+        for (size_t i = 0; i < head_dim; i++) d += q[i] * kj[i];
+        d *= scale;
+        scores[j] = d;
+        m = d > m ? d : m;
+    }
+    float s = 0;
+    for (size_t j = 0; j < n_keys; j++) { float e = rq_exp(scores[j] - m); scores[j] = e; s += e; }
+    float inv = n_keys ? 1.0f / s : 0.0f;
+    for (size_t i = 0; i < head_dim; i++) out[i] = 0;
+    for (size_t j = 0; j < n_keys; j++) {
+        const float *vj = v + j * kv_stride;
+        float p = scores[j] * inv;
+        for (size_t i = 0; i < head_dim; i++) out[i] += p * vj[i];
+    }
+}
+RQ_MULTIVERSION(attend_one, (const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys, size_t head_dim, float scale, float *scores, float *out), (q, k, v, kv_stride, n_keys, head_dim, scale, scores, out))

@@ -1,0 +1,84 @@
+import CDNNL
+import CKernels
+import COpenBLAS
+import Foundation
+
+/// Matrix products with checkpoint weights laid out as PyTorch's nn.Linear stores them
+/// (W [out, in]): y [M, N] = x [M, K] · Wᵀ (+ bias).
+///
+/// f32 weights go to OpenBLAS. bf16 weights stay bf16: few rows (decoding) use the bf16 GEMV
+/// kernels, which read each weight once per step; many rows (prefill, vision) use oneDNN's bf16
+/// matmul with the activations rounded to bf16 and f32 accumulation — as PyTorch computes bf16.
+public enum Linear {
+    /// Rows at or below this count use the GEMV kernels rather than a GEMM.
+    public static let gemvRows = 8
+
+    public static func forward(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil,
+                               pool: ThreadPool = .shared) throws -> Tensor {
+        let m = x.count / max(1, x.shape.last ?? 1)
+        let y = Tensor(zeros: Array(x.shape.dropLast()) + [w.shape[0]])
+        try forward(x, w, bias: bias, into: y, rows: m, pool: pool)
+        return y
+    }
+
+    /// Writes x · Wᵀ (+ bias) into `y` ([rows, N], contiguous).
+    public static func forward(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil, into y: Tensor,
+                               rows m: Int, pool: ThreadPool = .shared) throws {
+        guard w.shape.count == 2 else { throw TensorError.shapeMismatch(operation: "linear \(w.name)", expected: "[out, in]", got: "\(w.shape)") }
+        let n = w.shape[0], k = w.shape[1]
+        guard x.count == m * k else { throw TensorError.shapeMismatch(operation: "linear \(w.name)", expected: "[\(m), \(k)]", got: "\(x.shape)") }
+        guard y.count == m * n else { throw TensorError.shapeMismatch(operation: "linear \(w.name) output", expected: "[\(m), \(n)]", got: "\(y.shape)") }
+        if let bias, bias.count != n { throw TensorError.shapeMismatch(operation: "linear \(w.name) bias", expected: "[\(n)]", got: "\(bias.shape)") }
+        switch w.dtype {
+        case .f32:
+            sgemm(m: m, n: n, k: k, a: x.pointer, b: w.pointer.assumingMemoryBound(to: Float.self), c: y.pointer)
+        case .bf16 where m <= gemvRows:
+            gemvBF16(x: x.pointer, batch: m, w: w.pointer.assumingMemoryBound(to: UInt16.self), rows: n, cols: k, y: y.pointer, pool: pool)
+        case .bf16:
+            try gemmBF16(x: x.pointer, m: m, k: k, w: UnsafeMutableRawPointer(mutating: w.pointer), n: n, y: y.pointer)
+        case .f16 where m <= gemvRows:
+            let wp = w.pointer.assumingMemoryBound(to: UInt16.self)
+            for b in 0..<m {
+                let xb = x.pointer + b * k, yb = y.pointer + b * n
+                pool.parallelRanges(n, grain: 64) { r in rq_gemv_f16(wp, xb, yb, k, r.lowerBound, r.upperBound) }
+            }
+        case .f16:
+            // No f16 matmul on this CPU class: widen the weight for this product.
+            let wide = try w.toF32()
+            sgemm(m: m, n: n, k: k, a: x.pointer, b: wide.pointer, c: y.pointer)
+        default:
+            throw TensorError.unsupportedDType(operation: "linear \(w.name)", dtype: w.dtype.rawValue)
+        }
+        if let bias { rq_add_bias(y.pointer, bias.pointer, m, n) }
+    }
+
+    /// C [m, n] = A [m, k] · Bᵀ with B [n, k], row-major, through OpenBLAS.
+    public static func sgemm(m: Int, n: Int, k: Int, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+                             c: UnsafeMutablePointer<Float>) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(k), 0, c, Int32(n))
+    }
+
+    /// bf16 weights × a few f32 vectors: each weight row is read once, rows split over threads.
+    static func gemvBF16(x: UnsafePointer<Float>, batch: Int, w: UnsafePointer<UInt16>, rows: Int, cols: Int,
+                         y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        pool.parallelRanges(rows, grain: 64) { r in
+            if batch == 1 {
+                rq_gemv_bf16(w, x, y, cols, r.lowerBound, r.upperBound)
+            } else {
+                rq_gemm_small_bf16(w, x, y, batch, rows, cols, r.lowerBound, r.upperBound)
+            }
+        }
+    }
+
+    /// bf16 GEMM through oneDNN: activations rounded to bf16, weights read in place, f32 out.
+    static func gemmBF16(x: UnsafePointer<Float>, m: Int, k: Int, w: UnsafeMutableRawPointer, n: Int,
+                         y: UnsafeMutablePointer<Float>) throws {
+        let xb = UnsafeMutablePointer<UInt16>.allocate(capacity: m * k)
+        defer { xb.deallocate() }
+        rq_f32_to_bf16(x, xb, m * k)
+        try OneDNN.shared.matmul(
+            src: .init(dims: [m, k], strides: [k, 1], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(xb)),
+            weights: .init(dims: [k, n], strides: [1, k], type: dnnl_bf16, pointer: w),
+            dst: .init(dims: [m, n], strides: [n, 1], type: dnnl_f32, pointer: UnsafeMutableRawPointer(y)))
+    }
+}

@@ -1,0 +1,240 @@
+import Foundation
+
+/// A read-only checkpoint tensor: its bytes stay in the mapped file (no copy), in the file's dtype.
+public struct WeightTensor: @unchecked Sendable, CustomStringConvertible {
+    public let name: String
+    public let dtype: DType
+    public let shape: [Int]
+    public let pointer: UnsafeRawPointer
+    /// Keeps the mapping (or other memory) alive.
+    let owner: AnyObject
+
+    public var count: Int { shape.reduce(1, *) }
+    public var byteCount: Int { count * dtype.size }
+
+    /// A weight that lives in memory rather than in a file (built in code, e.g. for benchmarks).
+    public init(name: String, dtype: DType, shape: [Int], data: Data) {
+        precondition(data.count == shape.reduce(1, *) * dtype.size, "\(data.count) bytes do not fill \(shape) of \(dtype)")
+        let box = AlignedBytes(data)
+        self.init(name: name, dtype: dtype, shape: shape, pointer: UnsafeRawPointer(box.pointer), owner: box)
+    }
+
+    init(name: String, dtype: DType, shape: [Int], pointer: UnsafeRawPointer, owner: AnyObject) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.pointer = pointer
+        self.owner = owner
+    }
+
+    /// The values as f32 (a copy).
+    public func toF32() throws -> Tensor {
+        let t = Tensor(zeros: shape)
+        try Convert.toF32(self, into: t.pointer)
+        return t
+    }
+
+    public var description: String { "\(name) \(dtype.rawValue)\(shape)" }
+}
+
+final class AlignedBytes {
+    let pointer: UnsafeMutableRawPointer
+    init(_ data: Data) {
+        var raw: UnsafeMutableRawPointer? = nil
+        _ = posix_memalign(&raw, 64, max(64, data.count))
+        pointer = raw!
+        data.withUnsafeBytes { if let b = $0.baseAddress { pointer.copyMemory(from: b, byteCount: data.count) } }
+    }
+    deinit { free(pointer) }
+}
+
+/// One `.safetensors` file: an 8-byte little-endian header length, a JSON header naming each
+/// tensor's dtype, shape and byte range, then the data. Everything is validated on open.
+public final class SafetensorsFile: @unchecked Sendable {
+    public struct Entry: Sendable, Equatable {
+        public var dtype: DType
+        public var shape: [Int]
+        /// Byte range within the data section (after the header).
+        public var begin: Int
+        public var end: Int
+    }
+
+    public let path: String
+    public let entries: [String: Entry]
+    public let metadata: [String: String]
+    let file: MappedFile
+    let dataStart: Int
+
+    public init(path: String) throws {
+        file = try MappedFile(path: path)
+        self.path = path
+        let header = try SafetensorsFile.parse(file.bytes, path: path)
+        entries = header.entries
+        metadata = header.metadata
+        dataStart = header.dataStart
+    }
+
+    public var names: [String] { entries.keys.sorted() }
+
+    public func tensor(_ name: String) throws -> WeightTensor {
+        guard let e = entries[name] else { throw TensorError.missingTensor(name: name, checkpoint: path) }
+        return WeightTensor(name: name, dtype: e.dtype, shape: e.shape,
+                            pointer: file.base + dataStart + e.begin, owner: file)
+    }
+
+    /// Parses and validates a whole file's bytes. Never reads outside `bytes`; every problem is a
+    /// thrown `TensorError.invalidSafetensors` naming the file and, where one is at fault, the tensor.
+    public static func parse(_ bytes: UnsafeRawBufferPointer, path: String) throws
+        -> (entries: [String: Entry], metadata: [String: String], dataStart: Int) {
+        func fail(_ reason: String, _ tensor: String? = nil) -> TensorError {
+            .invalidSafetensors(path: path, tensor: tensor, reason: reason)
+        }
+        guard bytes.count >= 8 else { throw fail("\(bytes.count) bytes is too short for a header") }
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
+        guard n >= 2 else { throw fail("header length \(n) is too small") }
+        guard n <= 100_000_000 else { throw fail("header length \(n) exceeds the 100 MB limit") }
+        guard n <= UInt64(bytes.count - 8) else {
+            throw fail("header length \(n) runs past the end of the \(bytes.count)-byte file (truncated?)")
+        }
+        let headerLength = Int(n)
+        let headerBytes = UnsafeRawBufferPointer(rebasing: bytes[8..<(8 + headerLength)])
+        let json = Data(headerBytes)
+        let raw: RawHeader
+        do {
+            raw = try JSONDecoder().decode(RawHeader.self, from: json)
+        } catch let error as DecodingError {
+            throw fail("header is not valid: \(describe(error))")
+        } catch {
+            throw fail("header is not valid JSON: \(error.localizedDescription)")
+        }
+        let dataStart = 8 + headerLength
+        let dataSize = bytes.count - dataStart
+        var entries: [String: Entry] = [:]
+        for (name, t) in raw.tensors {
+            guard let dtype = DType(rawValue: t.dtype) else { throw fail("unknown dtype '\(t.dtype)'", name) }
+            guard t.shape.allSatisfy({ $0 >= 0 }) else { throw fail("negative dimension in shape \(t.shape)", name) }
+            guard t.dataOffsets.count == 2 else { throw fail("data_offsets must hold 2 numbers, not \(t.dataOffsets.count)", name) }
+            let begin = t.dataOffsets[0], end = t.dataOffsets[1]
+            guard begin >= 0, begin <= end else { throw fail("data_offsets [\(begin), \(end)] are not an ascending range", name) }
+            guard end <= dataSize else {
+                throw fail("data_offsets end \(end) is past the \(dataSize)-byte data section (truncated?)", name)
+            }
+            var elements = 1
+            for d in t.shape {
+                let (m, overflow) = elements.multipliedReportingOverflow(by: d)
+                guard !overflow else { throw fail("shape \(t.shape) overflows", name) }
+                elements = m
+            }
+            let (bytesNeeded, overflow) = elements.multipliedReportingOverflow(by: dtype.size)
+            guard !overflow, bytesNeeded == end - begin else {
+                throw fail("shape \(t.shape) of \(dtype.rawValue) needs \(overflow ? "too many" : String(bytesNeeded)) bytes but data_offsets hold \(end - begin)", name)
+            }
+            entries[name] = Entry(dtype: dtype, shape: t.shape, begin: begin, end: end)
+        }
+        // No two tensors may share bytes.
+        let sorted = entries.sorted { ($0.value.begin, $0.value.end) < ($1.value.begin, $1.value.end) }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where b.value.begin < a.value.end && b.value.begin != b.value.end {
+            throw fail("tensor overlaps '\(a.key)' (bytes \(b.value.begin)..<\(b.value.end) vs \(a.value.begin)..<\(a.value.end))", b.key)
+        }
+        return (entries, raw.metadata, dataStart)
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ c: DecodingError.Context) -> String {
+            let p = c.codingPath.map(\.stringValue).joined(separator: ".")
+            return p.isEmpty ? c.debugDescription : "\(p): \(c.debugDescription)"
+        }
+        switch error {
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c): return path(c)
+        case .keyNotFound(let key, let c): return "\(path(c)) missing key '\(key.stringValue)'"
+        @unknown default: return "\(error)"
+        }
+    }
+
+    struct RawTensor: Decodable {
+        var dtype: String
+        var shape: [Int]
+        var dataOffsets: [Int]
+        enum CodingKeys: String, CodingKey { case dtype, shape, dataOffsets = "data_offsets" }
+    }
+
+    struct RawHeader: Decodable {
+        var tensors: [String: RawTensor] = [:]
+        var metadata: [String: String] = [:]
+
+        struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        init(from decoder: Decoder) throws {
+            let c = try decoder.container(keyedBy: Key.self)
+            for key in c.allKeys {
+                if key.stringValue == "__metadata__" {
+                    metadata = try c.decode([String: String].self, forKey: key)
+                } else {
+                    tensors[key.stringValue] = try c.decode(RawTensor.self, forKey: key)
+                }
+            }
+        }
+    }
+}
+
+/// A checkpoint directory: `model.safetensors`, or shards listed by `model.safetensors.index.json`.
+public final class Checkpoint: @unchecked Sendable {
+    public let directory: String
+    public let files: [SafetensorsFile]
+    private let fileOfTensor: [String: Int]
+
+    public init(directory: String) throws {
+        self.directory = directory
+        let fm = FileManager.default
+        let indexPath = (directory as NSString).appendingPathComponent("model.safetensors.index.json")
+        let singlePath = (directory as NSString).appendingPathComponent("model.safetensors")
+        if fm.fileExists(atPath: indexPath) {
+            let data: Data
+            do { data = try Data(contentsOf: URL(fileURLWithPath: indexPath)) } catch {
+                throw TensorError.unreadable(path: indexPath, reason: error.localizedDescription)
+            }
+            struct Index: Decodable {
+                var weightMap: [String: String]
+                enum CodingKeys: String, CodingKey { case weightMap = "weight_map" }
+            }
+            let index: Index
+            do { index = try JSONDecoder().decode(Index.self, from: data) } catch let e as DecodingError {
+                throw TensorError.invalidIndex(path: indexPath, reason: SafetensorsFile.describe(e))
+            }
+            let shardNames = Array(Set(index.weightMap.values)).sorted()
+            for shard in shardNames where shard.contains("/") || shard.hasPrefix(".") {
+                throw TensorError.invalidIndex(path: indexPath, reason: "shard name '\(shard)' is not a file in the directory")
+            }
+            files = try shardNames.map { try SafetensorsFile(path: (directory as NSString).appendingPathComponent($0)) }
+            var map: [String: Int] = [:]
+            for (name, shard) in index.weightMap {
+                let i = shardNames.firstIndex(of: shard)!
+                guard files[i].entries[name] != nil else {
+                    throw TensorError.invalidIndex(path: indexPath, reason: "'\(name)' is listed in \(shard) but not stored there")
+                }
+                map[name] = i
+            }
+            fileOfTensor = map
+        } else if fm.fileExists(atPath: singlePath) {
+            files = [try SafetensorsFile(path: singlePath)]
+            fileOfTensor = Dictionary(uniqueKeysWithValues: files[0].names.map { ($0, 0) })
+        } else {
+            throw TensorError.fileNotFound(path: (directory as NSString).appendingPathComponent("model.safetensors[.index.json]"))
+        }
+    }
+
+    public var names: [String] { fileOfTensor.keys.sorted() }
+
+    public func contains(_ name: String) -> Bool { fileOfTensor[name] != nil }
+
+    public func tensor(_ name: String) throws -> WeightTensor {
+        guard let i = fileOfTensor[name] else { throw TensorError.missingTensor(name: name, checkpoint: directory) }
+        return try files[i].tensor(name)
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+
+/// Element types of checkpoint tensors (safetensors names).
+public enum DType: String, Sendable, Codable, CaseIterable {
+    case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
+    case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8"
+    case u64 = "U64", u32 = "U32", u16 = "U16", u8 = "U8", bool = "BOOL"
+    case f8e4m3 = "F8_E4M3", f8e5m2 = "F8_E5M2"
+
+    public var size: Int {
+        switch self {
+        case .f64, .i64, .u64: return 8
+        case .f32, .i32, .u32: return 4
+        case .f16, .bf16, .i16, .u16: return 2
+        case .i8, .u8, .bool, .f8e4m3, .f8e5m2: return 1
+        }
+    }
+
+    /// Types the kernels compute with; the others are read as metadata only.
+    public var isComputable: Bool { self == .f32 || self == .bf16 || self == .f16 }
+}
+
+/// 64-byte aligned f32 memory owned by tensors (and shared by their views).
+public final class TensorStorage: @unchecked Sendable {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+
+    public init(count: Int) {
+        self.count = count
+        var raw: UnsafeMutableRawPointer? = nil
+        let bytes = max(64, (count * MemoryLayout<Float>.size + 63) & ~63)
+        guard posix_memalign(&raw, 64, bytes) == 0, let raw else { fatalError("out of memory allocating \(bytes) bytes") }
+        memset(raw, 0, bytes)
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 16))
+    }
+
+    deinit { free(pointer) }
+}
+
+/// A contiguous row-major f32 tensor. Views (`rows`, `reshaped`) share storage with the tensor
+/// they come from: writing through one is seen by the others, as with a buffer.
+public struct Tensor: @unchecked Sendable, CustomStringConvertible {
+    public let storage: TensorStorage
+    public let offset: Int
+    public let shape: [Int]
+
+    /// A zero-filled tensor.
+    public init(zeros shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        let count = shape.reduce(1, *)
+        storage = TensorStorage(count: count)
+        offset = 0
+        self.shape = shape
+    }
+
+    public init(shape: [Int], values: [Float]) {
+        precondition(shape.reduce(1, *) == values.count, "\(values.count) values do not fill \(shape)")
+        self.init(zeros: shape)
+        values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
+    }
+
+    init(storage: TensorStorage, offset: Int, shape: [Int]) {
+        self.storage = storage
+        self.offset = offset
+        self.shape = shape
+    }
+
+    public var count: Int { shape.reduce(1, *) }
+    public var rank: Int { shape.count }
+    public var pointer: UnsafeMutablePointer<Float> { storage.pointer + offset }
+    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: pointer, count: count) }
+    public var values: [Float] { Array(buffer) }
+    /// Elements per index of the first dimension.
+    public var rowSize: Int { shape.dropFirst().reduce(1, *) }
+
+    /// The same elements with another shape of equal size.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
+        return Tensor(storage: storage, offset: offset, shape: newShape)
+    }
+
+    /// A view of a range along the first dimension.
+    public func rows(_ range: Range<Int>) -> Tensor {
+        precondition(range.lowerBound >= 0 && range.upperBound <= shape[0], "rows \(range) out of \(shape)")
+        var s = shape
+        s[0] = range.count
+        return Tensor(storage: storage, offset: offset + range.lowerBound * rowSize, shape: s)
+    }
+
+    /// A deep copy.
+    public func copy() -> Tensor {
+        let t = Tensor(zeros: shape)
+        t.pointer.update(from: pointer, count: count)
+        return t
+    }
+
+    public var description: String { "Tensor\(shape)" }
+}

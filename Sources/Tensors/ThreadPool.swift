@@ -1,0 +1,60 @@
+import Foundation
+
+/// The kernels' threads: one pool, by default as many threads as physical cores
+/// (`REELQL_THREADS` overrides). Work is split into one contiguous chunk per thread.
+public final class ThreadPool: @unchecked Sendable {
+    public static let shared = ThreadPool(threads: defaultThreads)
+
+    public let threads: Int
+
+    public init(threads: Int) { self.threads = max(1, threads) }
+
+    public static var defaultThreads: Int {
+        if let s = ProcessInfo.processInfo.environment["REELQL_THREADS"], let n = Int(s), n > 0 { return n }
+        return physicalCores
+    }
+
+    /// Distinct (package, core) pairs in /sys, else the active processor count.
+    public static let physicalCores: Int = {
+        var cores = Set<String>()
+        let fm = FileManager.default
+        let base = "/sys/devices/system/cpu"
+        if let items = try? fm.contentsOfDirectory(atPath: base) {
+            for cpu in items where cpu.hasPrefix("cpu") && Int(cpu.dropFirst(3)) != nil {
+                let topo = "\(base)/\(cpu)/topology"
+                if let core = try? String(contentsOfFile: "\(topo)/core_id", encoding: .utf8),
+                   let pkg = try? String(contentsOfFile: "\(topo)/physical_package_id", encoding: .utf8) {
+                    cores.insert(pkg.trimmingCharacters(in: .whitespacesAndNewlines) + "/" + core.trimmingCharacters(in: .whitespacesAndNewlines))
+                }
+            }
+        }
+        let online = ProcessInfo.processInfo.activeProcessorCount
+        return cores.isEmpty ? online : min(cores.count, online)
+    }()
+
+    /// Calls `body` on disjoint ranges covering 0..<count, in parallel; a range holds at least
+    /// `grain` items (so small jobs stay on one thread).
+    public func parallelRanges(_ count: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let chunks = min(threads, max(1, count / max(1, grain)))
+        if chunks == 1 { body(0..<count); return }
+        withoutActuallyEscaping(body) { body in
+            let work = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: chunks) { c in
+                let lo = count * c / chunks, hi = count * (c + 1) / chunks
+                if lo < hi { work.value(lo..<hi) }
+            }
+        }
+    }
+
+    /// Calls `body(i)` for every i in 0..<count, spread over the threads.
+    public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
+        parallelRanges(count) { r in for i in r { body(i) } }
+    }
+}
+
+/// Lets a value cross into the pool's threads; the pool joins them before returning.
+struct UncheckedSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
