@@ -322,15 +322,15 @@ RQ_INLINE void gelu_tanh_body(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
         float u = 0.7978845608028654f * (v + 0.044715f * v * v * v);
-        // tanh(u) = 1 − 2 / (e^{2u} + 1)
-        float t = 1.0f - 2.0f / (rq_exp(2.0f * u) + 1.0f);
-        x[i] = 0.5f * v * (1.0f + t);
+        // 0.5 · (1 + tanh(u)) = sigmoid(2u): no cancellation in the negative tail.
+        x[i] = v * rq_sigmoid(2.0f * u);
     }
 }
 RQ_MULTIVERSION(gelu_tanh, (float *x, size_t n), (x, n))
 
 void rq_gelu_erf(float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+    // 0.5 · (1 + erf(z)) = 0.5 · erfc(−z): accurate in the negative tail too.
+    for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * erfcf(-x[i] * 0.70710678118654752f);
 }
 
 RQ_INLINE void silu_mul_body(const float *gate, const float *up, float *out, size_t n) {

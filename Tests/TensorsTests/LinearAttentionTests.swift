@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+@testable import Tensors
+
+@Suite struct LinearTests {
+    static let shapes = [(1, 7, 65), (7, 65, 1), (65, 1000, 33), (3, 1537, 130), (130, 257, 96), (9, 96, 1000)]
+
+    @Test(arguments: shapes)
+    func f32(m: Int, k: Int, n: Int) throws {
+        let x = Reference.tensor([m, k], seed: 7)
+        let w = Reference.f32Weight("w", Reference.pattern(n * k, seed: 8, scale: 0.25), shape: [n, k])
+        let b = Reference.tensor([n], seed: 9, scale: 0.1)
+        let y = try Linear.forward(x, w, bias: b)
+        #expect(y.shape == [m, n])
+        #expect(relativeError(y.values, try Reference.values("linear_f32_\(m)x\(k)x\(n)")) < 1e-5)
+    }
+
+    /// bf16 weights: few rows go through the GEMV kernels with f32 activations; many rows through
+    /// oneDNN with activations rounded to bf16 (as PyTorch's bf16 matmul). Accumulation is f32
+    /// in both, so the only difference from the float64 reference is summation rounding.
+    @Test(arguments: shapes)
+    func bf16(m: Int, k: Int, n: Int) throws {
+        let x = Reference.tensor([m, k], seed: 7)
+        let w = Reference.bf16Weight("w", Reference.pattern(n * k, seed: 8, scale: 0.25), shape: [n, k])
+        let b = Reference.tensor([n], seed: 9, scale: 0.1)
+        let y = try Linear.forward(x, w, bias: b)
+        #expect(relativeError(y.values, try Reference.values("linear_bf16_\(m)x\(k)x\(n)")) < 1e-5)
+    }
+
+    @Test func shapesAreChecked() {
+        let x = Tensor(zeros: [2, 5])
+        let w = Reference.f32Weight("w", [Float](repeating: 0, count: 12), shape: [3, 4])
+        #expect(throws: TensorError.self) { try Linear.forward(x, w) }
+    }
+}
+
+@Suite struct AttentionTests {
+    struct Case: Decodable {
+        var t: Int, s: Int, heads: Int, kvHeads: Int, headDim: Int, mask: String, cuSeqlens: [Int]?, offset: Int
+    }
+
+    static let cases: [String: Case] = {
+        struct File: Decodable { var cases: [String: Case?] }
+        let data = try! Data(contentsOf: Reference.root.appendingPathComponent("kernels.json"))
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        struct Loose: Decodable { var cases: [String: LooseCase] }
+        struct LooseCase: Decodable { var t: Int?, s: Int?, heads: Int?, kvHeads: Int?, headDim: Int?, mask: String?, cuSeqlens: [Int]?, offset: Int? }
+        let all = try! d.decode(Loose.self, from: data).cases
+        var out: [String: Case] = [:]
+        for (name, c) in all where name.hasPrefix("attn_") {
+            out[name] = Case(t: c.t!, s: c.s!, heads: c.heads!, kvHeads: c.kvHeads!, headDim: c.headDim!, mask: c.mask!, cuSeqlens: c.cuSeqlens, offset: c.offset!)
+        }
+        return out
+    }()
+
+    @Test(arguments: cases.keys.sorted())
+    func matchesReference(name: String) throws {
+        let c = Self.cases[name]!
+        let q = Reference.tensor([c.t, c.heads * c.headDim], seed: 10)
+        let k = Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 11)
+        let v = Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 12)
+        let mask: AttentionMask
+        switch c.mask {
+        case "causal": mask = .causal(offset: c.offset)
+        case "block": mask = .blockDiagonal(c.cuSeqlens!)
+        default: mask = .none
+        }
+        let out = try Attention.forward(q: q, k: k, v: v, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, mask: mask)
+        #expect(relativeError(out.values, try Reference.values(name)) < 2e-6, "\(name)")
+    }
+
+    @Test func invalidMasksThrow() {
+        let q = Tensor(zeros: [4, 8]), k = Tensor(zeros: [4, 8])
+        #expect(throws: TensorError.self) { try Attention.forward(q: q, k: k, v: k, heads: 1, kvHeads: 1, headDim: 8, mask: .blockDiagonal([0, 3])) }
+        #expect(throws: TensorError.self) { try Attention.forward(q: q, k: k, v: k, heads: 1, kvHeads: 1, headDim: 8, mask: .causal(offset: 2)) }
+        #expect(throws: TensorError.self) { try Attention.forward(q: q, k: k, v: k, heads: 3, kvHeads: 2, headDim: 8, mask: .none) }
+    }
+}
