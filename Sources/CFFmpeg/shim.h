@@ -20,6 +20,7 @@ static inline int reelql_averror_enomem(void) { return AVERROR(ENOMEM); }
 static inline int64_t reelql_nopts(void) { return AV_NOPTS_VALUE; }
 static inline int reelql_pkt_flag_key(void) { return AV_PKT_FLAG_KEY; }
 static inline int reelql_pkt_flag_corrupt(void) { return AV_PKT_FLAG_CORRUPT; }
+static inline int reelql_pkt_flag_discard(void) { return AV_PKT_FLAG_DISCARD; }
 static inline int reelql_frame_flag_corrupt(void) { return AV_FRAME_FLAG_CORRUPT; }
 
 /// The display-matrix rotation of a stream in degrees counter-clockwise (FFmpeg's convention),
@@ -37,16 +38,33 @@ static inline double reelql_stream_rotation(const AVStream *st, int *flipped) {
     return av_display_rotation_get(m);
 }
 
-/// Decoder errors are counted per decoder: a decoder context whose `opaque` points at an int
-/// gets that int incremented for every error it logs (including from its frame threads, which
-/// copy `opaque`). Other messages go to FFmpeg's default logger, which applies av_log_set_level.
+/// Whether a decoder error message is about references the decoder does not hold, which is
+/// what decoding from a keyframe in the middle of an open-GOP stream produces.
+static inline int reelql_is_missing_reference_message(const char *fmt) {
+    return fmt && (strstr(fmt, "mmco") || strstr(fmt, "POC") || strstr(fmt, "reference picture") ||
+                   strstr(fmt, "Missing reference") || strstr(fmt, "RPS"));
+}
+
+/// Decoder errors are counted per decoder: a decoder context whose `opaque` points at two ints
+/// gets [1] incremented for each missing-reference error it logs and [0] for any other error
+/// (also from its frame threads, which copy `opaque`). Every message then goes to FFmpeg's
+/// default logger, which applies av_log_set_level.
 static void reelql_log_callback(void *avcl, int level, const char *fmt, va_list vl) {
     if (avcl && level <= AV_LOG_ERROR) {
         const AVClass *cls = *(const AVClass **)avcl;
         if (cls && cls->class_name && strcmp(cls->class_name, "AVCodecContext") == 0) {
             AVCodecContext *ctx = (AVCodecContext *)avcl;
             if (ctx->opaque && av_codec_is_decoder(ctx->codec)) {
-                __atomic_fetch_add((int *)ctx->opaque, 1, __ATOMIC_RELAXED);
+                int *counts = (int *)ctx->opaque;
+                __atomic_fetch_add(&counts[reelql_is_missing_reference_message(fmt) ? 1 : 0], 1, __ATOMIC_RELAXED);
+            }
+        } else if (cls && cls->class_name && strcmp(cls->class_name, "AVFormatContext") == 0) {
+            // Demuxer errors: [1] the file ends before the container says, [0] anything else.
+            AVFormatContext *ctx = (AVFormatContext *)avcl;
+            if (ctx->opaque) {
+                int *counts = (int *)ctx->opaque;
+                int premature = fmt && (strstr(fmt, "prematurely") || strstr(fmt, "truncated") || strstr(fmt, "Truncated"));
+                __atomic_fetch_add(&counts[premature ? 1 : 0], 1, __ATOMIC_RELAXED);
             }
         }
     }

@@ -109,6 +109,8 @@ final class Demuxer {
         }
         self.context = opened
         self.streamIndex = index
+        logCounts.initialize(repeating: 0, count: 2)
+        opened.pointee.opaque = UnsafeMutableRawPointer(logCounts)
         // Only our stream is demuxed; the others are skipped by the demuxer.
         for i in 0..<Int(opened.pointee.nb_streams) where i != Int(index) {
             opened.pointee.streams[i]!.pointee.discard = AVDISCARD_ALL
@@ -118,7 +120,13 @@ final class Demuxer {
     deinit {
         var ctx: UnsafeMutablePointer<AVFormatContext>? = context
         avformat_close_input(&ctx)
+        logCounts.deallocate()
     }
+
+    /// Errors the demuxer logged: [0] damage, [1] the file ending early.
+    private let logCounts = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+    var loggedErrors: Int { Int(reelql_atomic_load(logCounts)) }
+    var endedPrematurely: Bool { reelql_atomic_load(logCounts + 1) > 0 }
 
     var stream: UnsafeMutablePointer<AVStream> { context.pointee.streams[Int(streamIndex)]! }
     var codecParameters: UnsafeMutablePointer<AVCodecParameters> { stream.pointee.codecpar }

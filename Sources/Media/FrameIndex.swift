@@ -9,15 +9,21 @@ struct IndexedPacket {
     var rawDTS: Int64
     var pos: Int64
     var isKey: Bool
+    /// The demuxer marks it as not to be shown (pre-roll before an MP4 edit list's start).
+    var discard: Bool
 }
 
 /// Every frame of a video stream, found without decoding: packets in decode order, their
 /// presentation order and times. Sampling chooses frames from it; decoding uses it to skip.
+///
+/// A frame is a packet that a player shows: packets the container hides (edit-list pre-roll),
+/// packets before the first keyframe (a capture that starts mid-GOP) and the leading pictures
+/// of that first keyframe cannot be shown and are not frames, though they are still packets.
 public struct FrameIndex: Sendable {
     var packets: [IndexedPacket]
     /// presentation index → packet (decode-order) index
     var packetOfFrame: [Int]
-    /// packet index → presentation index
+    /// packet index → presentation index, or −1 for a packet that is not a shown frame
     var frameOfPacket: [Int]
     /// Seconds from the first frame, per presentation index (ascending).
     public let times: [Double]
@@ -30,16 +36,27 @@ public struct FrameIndex: Sendable {
     /// For seeking: packet index by byte position, when positions identify packets.
     let packetByPosition: [Int64: Int]?
     let timeBase: Double
+    /// 1 / the stream's declared frame rate.
+    let nominalFrameDuration: Double
 
-    public var count: Int { packets.count }
+    /// Shown frames.
+    public var count: Int { packetOfFrame.count }
+    /// Packets of the stream, shown or not.
+    public var packetCount: Int { packets.count }
     /// Time from the first frame's start to the last frame's end, in seconds.
     public var span: Double {
         guard let last = times.last else { return 0 }
         return last + medianFrameDuration
     }
 
+    /// Time covered by all packets, shown or not: how far the file can be read.
+    public var packetSpan: Double {
+        guard let lo = packets.map(\.ts).min(), let hi = packets.map(\.ts).max() else { return 0 }
+        return Double(hi - lo) * timeBase + medianFrameDuration
+    }
+
     public var medianFrameDuration: Double {
-        guard times.count > 1 else { return 0 }
+        guard times.count > 1 else { return nominalFrameDuration }
         var deltas = zip(times.dropFirst(), times).map { $0 - $1 }
         deltas.sort()
         return deltas[deltas.count / 2]
@@ -71,12 +88,22 @@ public struct FrameIndex: Sendable {
             }
             if p.flags & reelql_pkt_flag_corrupt() != 0 { corrupt += 1 }
             packets.append(IndexedPacket(ts: ts, rawPTS: p.pts, rawDTS: p.dts, pos: p.pos,
-                                         isKey: p.flags & reelql_pkt_flag_key() != 0))
+                                         isKey: p.flags & reelql_pkt_flag_key() != 0,
+                                         discard: p.flags & reelql_pkt_flag_discard() != 0))
             av_packet_unref(packet)
         }
+        if readError == nil && demuxer.endedPrematurely { readError = "the file ended prematurely" }
+        corrupt += demuxer.loggedErrors
 
-        let order = packets.indices.sorted { (packets[$0].ts, $0) < (packets[$1].ts, $1) }
-        var frameOfPacket = [Int](repeating: 0, count: packets.count)
+        // Shown frames: from the first keyframe on (and not presented before it), not hidden.
+        let firstKey = packets.firstIndex { $0.isKey }
+        let shown = packets.indices.filter { i in
+            guard !packets[i].discard else { return false }
+            guard let k = firstKey else { return true }
+            return i >= k && packets[i].ts >= packets[k].ts
+        }
+        let order = shown.sorted { (packets[$0].ts, $0) < (packets[$1].ts, $1) }
+        var frameOfPacket = [Int](repeating: -1, count: packets.count)
         for (frame, packetIndex) in order.enumerated() { frameOfPacket[packetIndex] = frame }
         let firstTS = order.first.map { packets[$0].ts } ?? 0
         let times = order.map { Double(packets[$0].ts - firstTS) * tb }
@@ -99,7 +126,8 @@ public struct FrameIndex: Sendable {
         }
         return FrameIndex(packets: packets, packetOfFrame: order, frameOfPacket: frameOfPacket,
                           times: times, isConstantFrameRate: constant, readError: readError,
-                          corruptPackets: corrupt, packetByPosition: byPosition, timeBase: tb)
+                          corruptPackets: corrupt, packetByPosition: byPosition, timeBase: tb,
+                          nominalFrameDuration: 1 / rate)
     }
 
     /// The keyframe to start decoding from to obtain packet `p`: the last keyframe at or before

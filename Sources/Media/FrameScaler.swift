@@ -12,7 +12,10 @@ final class FrameScaler {
     private var sws: OpaquePointer? = nil
     private var scratch: [UInt8] = []
 
-    init(width: Int, height: Int, rotation: Int) {
+    let path: String
+
+    init(width: Int, height: Int, rotation: Int, path: String = "") {
+        self.path = path
         self.width = width
         self.height = height
         self.rotation = [90, 180, 270].contains(rotation) ? rotation : 0
@@ -38,7 +41,7 @@ final class FrameScaler {
         sws = sws_getCachedContext(sws, f.width, f.height, format, Int32(codedW), Int32(codedH),
                                    AV_PIX_FMT_RGB24, flags, nil, nil, &cubic)
         guard let sws else {
-            throw MediaError.decodeFailed(path: "", reason: "no pixel conversion from \(FFmpeg.pixelFormatName(f.format) ?? "format \(f.format)") \(f.width)×\(f.height)")
+            throw MediaError.decodeFailed(path: path, reason: "no pixel conversion from \(FFmpeg.pixelFormatName(f.format) ?? "format \(f.format)") \(f.width)×\(f.height)")
         }
         reelql_sws_set_source_colorspace(sws, Int32(f.colorspace.rawValue), full)
         if rotation == 0 {
@@ -58,7 +61,7 @@ final class FrameScaler {
     }
 
     private func scaleError(_ rows: Int32) -> MediaError {
-        .decodeFailed(path: "", reason: "pixel conversion returned \(rows) rows")
+        .decodeFailed(path: path, reason: "pixel conversion returned \(rows) rows")
     }
 
     /// Turns a packed RGB24 image of `width`×`height` clockwise by 90, 180 or 270 degrees.

@@ -40,6 +40,10 @@ public enum SmartResize {
             hBar = Int(((h * beta) / f).rounded(.up)) * factor
             wBar = Int(((w * beta) / f).rounded(.up)) * factor
         }
+        // qwen-vl-utils would hand a zero side to its resize and fail there.
+        guard hBar > 0, wBar > 0 else {
+            throw MediaError.invalidArgument("\(width)×\(height) cannot be fitted into \(Int(maxPixels)) pixels at sides that are multiples of \(factor) (smart_resize gives \(wBar)×\(hBar)); raise max_pixels")
+        }
         return (hBar, wBar)
     }
 

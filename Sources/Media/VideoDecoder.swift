@@ -86,6 +86,7 @@ public final class VideoDecoder {
     private var demuxer: Demuxer
     /// The metadata the container declares.
     public let probe: VideoProbe
+    private let declaredDuration: (seconds: Double, own: Bool)?
     private var cachedIndex: FrameIndex?
 
     public init(path: String, options: DecodeOptions = DecodeOptions()) throws {
@@ -93,6 +94,7 @@ public final class VideoDecoder {
         self.decodeOptions = options
         demuxer = try Demuxer(path: path)
         probe = VideoProbe(demuxer: demuxer)
+        declaredDuration = VideoProbe.declaredVideoDuration(demuxer)
         if avcodec_find_decoder(demuxer.codecParameters.pointee.codec_id) == nil {
             let par = demuxer.codecParameters.pointee
             var name = FFmpeg.codecName(par.codec_id)
@@ -138,8 +140,13 @@ public final class VideoDecoder {
                                                           start: options.start, end: options.end,
                                                           maxFrames: options.maxFrames)
         }
-        let size = try options.resize.outputSize(width: probe.displayWidth, height: probe.displayHeight,
+        let size: (width: Int, height: Int)
+        do {
+            size = try options.resize.outputSize(width: probe.displayWidth, height: probe.displayHeight,
                                                  frameCount: indices.count)
+        } catch MediaError.invalidArgument(let reason) {
+            throw MediaError.invalidArgument("\(path): \(reason)")
+        }
         return SamplePlan(indices: indices, timestamps: indices.map { index.times[$0] },
                           width: size.width, height: size.height, totalFrames: index.count,
                           videoFPS: fps, variableFrameRate: !index.isConstantFrameRate)
@@ -161,7 +168,7 @@ public final class VideoDecoder {
             throw MediaError.invalidArgument("frame index \(bad) is outside this video's \(index.count) frames")
         }
         let wantedFrames = Set(plan.indices)
-        var wantedPacket = [Bool](repeating: false, count: index.count)
+        var wantedPacket = [Bool](repeating: false, count: index.packetCount)
         for f in wantedFrames { wantedPacket[index.packetOfFrame[f]] = true }
         let segments = DecodeSegment.plan(wanted: wantedPacket, index: index, skipGOPs: decodeOptions.skipGOPs)
 
@@ -212,8 +219,8 @@ public final class VideoDecoder {
         }
         damage.corruptPackets += index.corruptPackets
         damage.readableFrames = index.count
-        damage.readableDuration = index.span
-        damage.declaredDuration = probe.duration
+        damage.readableDuration = index.packetSpan
+        damage.declaredDuration = declaredDuration?.seconds ?? probe.duration
         damage.declaredFrames = probe.frameCountExact ? probe.frameCount : nil
         damage.truncated = isTruncated(index) || truncatedRead
         if frames.isEmpty {
@@ -221,7 +228,7 @@ public final class VideoDecoder {
             throw MediaError.decodeFailed(path: path, reason: damage.corruptPackets > 0 ? damage.summary : "the decoder returned no frame")
         }
         return SampledVideo(plan: plan, frames: frames, damage: damage.isEmpty ? nil : damage,
-                            packetsDecoded: sent, packetsTotal: index.count, workers: workers,
+                            packetsDecoded: sent, packetsTotal: index.packetCount, workers: workers,
                             seeks: seeks, restarts: restarts)
     }
 
@@ -229,10 +236,13 @@ public final class VideoDecoder {
     /// (without one) readable timestamps ending well before its declared duration, or a read error.
     private func isTruncated(_ index: FrameIndex) -> Bool {
         if index.readError != nil { return true }
-        if probe.frameCountExact, let declared = probe.frameCount, index.count < declared { return true }
-        if !probe.frameCountExact, let declared = probe.duration {
-            let slack = max(1.0, 3 * index.medianFrameDuration)
-            return index.span + slack < declared
+        if probe.frameCountExact, let declared = probe.frameCount, index.packetCount < declared { return true }
+        if let declared = declaredDuration {
+            // The stream's own duration is checked to a few frames; the container's (which may
+            // cover longer audio) only to a second.
+            // A variable-rate stream's last frame may last long: only a second is checked there.
+            let slack = declared.own && index.isConstantFrameRate ? max(0.002, 1.5 * index.medianFrameDuration) : 1.0
+            return index.packetSpan + slack < declared.seconds
         }
         return false
     }
@@ -246,18 +256,26 @@ struct DecodeSegment: Sendable {
     /// Packets read to decode it.
     var cost: Int { targets.last! - key + 1 }
 
-    /// Cuts the stream into segments: a sampled packet starts a new segment when its keyframe
-    /// lies beyond the previous sampled packet (the packets between need no decoding).
+    /// Cuts the stream into segments: each sampled packet needs the packets from its keyframe
+    /// to itself; overlapping needs merge, and the packets between segments need no decoding.
+    /// (A leading picture of an open GOP needs the keyframe before its GOP's, which may lie
+    /// before the previous sampled packet: the merge takes care of it.)
     static func plan(wanted: [Bool], index: FrameIndex, skipGOPs: Bool) -> [DecodeSegment] {
+        let needs = wanted.indices.filter { wanted[$0] }
+            .map { t in (key: skipGOPs ? index.keyframe(before: t) : 0, target: t) }
+            .sorted { ($0.key, $0.target) < ($1.key, $1.target) }
         var segments: [DecodeSegment] = []
-        for t in wanted.indices where wanted[t] {
-            let key = skipGOPs ? index.keyframe(before: t) : 0
-            if let last = segments.last?.targets.last, key <= last {
-                segments[segments.count - 1].targets.append(t)
+        var end = -1 // last packet the current segment decodes
+        for need in needs {
+            if !segments.isEmpty, need.key <= end {
+                segments[segments.count - 1].targets.append(need.target)
+                end = max(end, need.target)
             } else {
-                segments.append(DecodeSegment(key: key, targets: [t]))
+                segments.append(DecodeSegment(key: need.key, targets: [need.target]))
+                end = need.target
             }
         }
+        for i in segments.indices { segments[i].targets.sort() }
         return segments
     }
 }
@@ -314,7 +332,7 @@ struct DecodeJob: Sendable {
     func run(demuxer: Demuxer, queue: SegmentQueue) throws -> WorkerOutcome {
         let cursor = PacketCursor(demuxer: demuxer, index: index, seekThreshold: options.seekThreshold)
         let session = try DecodeSession(demuxer: demuxer, path: path, options: options)
-        let scaler = FrameScaler(width: plan.width, height: plan.height, rotation: rotation)
+        let scaler = FrameScaler(width: plan.width, height: plan.height, rotation: rotation, path: path)
         var outcome = WorkerOutcome()
         let receive: (UnsafeMutablePointer<AVFrame>) throws -> Void = { frame in
             // The decoder hands back the presentation index we put in the packet's pts.
@@ -330,6 +348,7 @@ struct DecodeJob: Sendable {
         defer { var p: UnsafeMutablePointer<AVPacket>? = packet; av_packet_free(&p) }
         segments: while let segment = queue.take() {
             try cursor.position(at: segment.key, packet: packet)
+            if segment.key > 0 { session.startedMidStream = true }
             for target in segment.targets {
                 while cursor.position <= target {
                     let p = cursor.position
@@ -337,6 +356,12 @@ struct DecodeJob: Sendable {
                         outcome.readFailed = true
                         try session.drain(receive)
                         continue segments
+                    }
+                    // Leading pictures of the segment's keyframe (open GOP) reference the GOP
+                    // before it, which was not decoded: none is sampled, so skip them.
+                    if options.skipGOPs && p > segment.key && index.packets[p].ts < index.packets[segment.key].ts && !wanted[p] {
+                        av_packet_unref(packet)
+                        continue
                     }
                     packet.pointee.pts = Int64(index.frameOfPacket[p])
                     packet.pointee.dts = Int64(p)
@@ -377,7 +402,7 @@ final class PacketCursor {
         self.seekThreshold = seekThreshold
         // A fresh demuxer is at the start. One that was read before (it built the index) is
         // treated as at the end, which makes the first positioning seek.
-        position = demuxer.packetsRead == 0 ? 0 : index.count
+        position = demuxer.packetsRead == 0 ? 0 : index.packetCount
     }
 
     deinit {
@@ -448,9 +473,15 @@ final class DecodeSession {
     private let frame: UnsafeMutablePointer<AVFrame>
     private let path: String
     private var failures = 0
-    /// Errors the decoder logged (counted through its `opaque`), rejected packets, damaged frames.
-    private let loggedErrors = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
-    var corruptPackets: Int { failures + Int(reelql_atomic_load(loggedErrors)) }
+    /// Errors the decoder logged (counted through its `opaque`): [0] damage, [1] missing references.
+    private let loggedErrors = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+    /// Set once decoding starts at a keyframe after the start of the stream: references missing
+    /// then (open GOPs) are expected, not damage.
+    var startedMidStream = false
+    /// Rejected packets and logged decoding errors.
+    var corruptPackets: Int {
+        failures + Int(reelql_atomic_load(loggedErrors)) + (startedMidStream ? 0 : Int(reelql_atomic_load(loggedErrors + 1)))
+    }
     private var draining = false
 
     init(demuxer: Demuxer, path: String, options: DecodeOptions) throws {
@@ -464,7 +495,7 @@ final class DecodeSession {
         }
         context = ctx
         frame = av_frame_alloc()!
-        loggedErrors.initialize(to: 0)
+        loggedErrors.initialize(repeating: 0, count: 2)
         ctx.pointee.opaque = UnsafeMutableRawPointer(loggedErrors)
         var r = avcodec_parameters_to_context(ctx, par)
         guard r >= 0 else { throw MediaError.ffmpeg(path: path, operation: "configuring the decoder", message: FFmpeg.errorString(r)) }

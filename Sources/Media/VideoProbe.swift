@@ -69,7 +69,7 @@ extension VideoProbe {
         averageFrameRateRational = FFmpeg.string(st.avg_frame_rate)
         realFrameRate = FFmpeg.double(st.r_frame_rate)
         realFrameRateRational = FFmpeg.string(st.r_frame_rate)
-        if st.nb_frames > 0 {
+        if st.nb_frames > 0, VideoProbe.plausible(count: Int(st.nb_frames), duration: duration, rate: averageFrameRate) {
             frameCount = Int(st.nb_frames)
             frameCountExact = true
         } else if let d = duration, let fps = averageFrameRate ?? realFrameRate {
@@ -84,6 +84,33 @@ extension VideoProbe {
         }
         bitRate = par.bit_rate > 0 ? Int(par.bit_rate) : (ctx.bit_rate > 0 ? Int(ctx.bit_rate) : nil)
         hasAudio = (0..<Int(ctx.nb_streams)).contains { ctx.streams[$0]!.pointee.codecpar.pointee.codec_type == AVMEDIA_TYPE_AUDIO }
+    }
+
+    /// A container's sample count is the shown frame count unless an edit list hides some
+    /// (a clip cut without re-encoding): then it disagrees with duration × rate.
+    static func plausible(count: Int, duration: Double?, rate: Double?) -> Bool {
+        guard let d = duration, let r = rate, d > 0, r > 0 else { return true }
+        let expected = d * r
+        return abs(Double(count) - expected) <= max(2, 0.01 * expected)
+    }
+
+    /// The video stream's own declared duration, and whether it is its own (not the container's,
+    /// which also covers longer audio): the stream's duration, else Matroska's DURATION tag,
+    /// else the container's when the video is the only stream.
+    static func declaredVideoDuration(_ demuxer: Demuxer) -> (seconds: Double, own: Bool)? {
+        let st = demuxer.stream.pointee
+        if st.duration != FFmpeg.noPTS && st.duration > 0, let tb = FFmpeg.double(st.time_base) {
+            return (Double(st.duration) * tb, true)
+        }
+        if let tag = av_dict_get(st.metadata, "DURATION", nil, 0), let value = tag.pointee.value {
+            let parts = String(cString: value).split(separator: ":")
+            if parts.count == 3, let h = Double(parts[0]), let m = Double(parts[1]), let s = Double(parts[2]) {
+                return (h * 3600 + m * 60 + s, true)
+            }
+        }
+        let ctx = demuxer.context.pointee
+        guard ctx.duration != FFmpeg.noPTS && ctx.duration > 0 else { return nil }
+        return (Double(ctx.duration) / Double(AV_TIME_BASE), ctx.nb_streams == 1)
     }
 
     /// The display matrix's rotation as the clockwise turn a player applies, normalised to

@@ -66,6 +66,22 @@ import Testing
         #expect(sampled.frames.count == sampled.plan.indices.count - damage.lostSampledFrames)
     }
 
+    @Test func unfittableSizeIsAnErrorNamingTheFile() throws {
+        let video = try VideoDecoder(path: Fixtures.video("tallthin.mp4"))
+        #expect(throws: MediaError.self) {
+            try video.plan(SamplingOptions(resize: ResizeOptions(minPixels: 784, maxPixels: 12544)))
+        }
+        do { _ = try video.plan(SamplingOptions(resize: ResizeOptions(minPixels: 784, maxPixels: 12544))) } catch {
+            #expect(error.localizedDescription.contains("tallthin.mp4"))
+            #expect(error.localizedDescription.contains("max_pixels"))
+        }
+        // With qwen-vl-utils' default bounds it fits.
+        let expected = Fixtures.reference.videos["tallthin.mp4"]!.cases[0]
+        let sampled = try video.sample(SamplingOptions())
+        #expect(sampled.indices == expected.indices)
+        #expect(sampled.plan.width == expected.width && sampled.plan.height == expected.height)
+    }
+
     @Test func errorsAreDistinct() {
         let errors: [MediaError] = [
             .fileNotFound(path: "a"), .emptyFile(path: "a"), .notAVideo(path: "a", reason: "r"),
