@@ -178,7 +178,7 @@ public final class VideoDecoder {
         let useful = decodeOptions.workers ?? min(cores, max(1, work / DecodeOptions.packetsPerWorker))
         let workers = max(1, min(useful, segments.count))
         var options = decodeOptions
-        if workers > 1 { options.threads = max(1, cores / workers) }
+        if workers > 1 && options.threads == 0 { options.threads = max(1, cores / workers) }
         // Longest segments first, so that the workers finish together.
         let queue = SegmentQueue(segments.sorted { $0.cost > $1.cost })
         let job = DecodeJob(path: path, index: index, wanted: wantedPacket, wantedFrames: wantedFrames,

@@ -44,13 +44,15 @@ struct DecodeBench: ParsableCommand {
     var ffmpeg: String = "ffmpeg"
     @Option(help: "Decoder threads (0: automatic).")
     var threads: Int = 0
+    @Option(help: "Parallel segment decoders (default: one per core when there is enough work).")
+    var workers: Int?
     @Flag(help: "Decode non-reference frames that are not sampled (to measure what skipping them saves).")
     var noSkipNonReference = false
     @Flag(help: "Decode GOPs that hold no sampled frame.")
     var noSkipGops = false
 
     var decodeOptions: DecodeOptions {
-        DecodeOptions(threads: threads, skipNonReference: !noSkipNonReference, skipGOPs: !noSkipGops)
+        DecodeOptions(threads: threads, skipNonReference: !noSkipNonReference, skipGOPs: !noSkipGops, workers: workers)
     }
 
     func run() throws {
