@@ -124,123 +124,112 @@ RQ_MULTIVERSION(f16_to_f32, (const uint16_t *src, float *dst, size_t n), (src, d
 #pragma clang fp reassociate(on)
 
 // ---- bf16 / f16 matrix × vector -------------------------------------------------------------
-static void gemv_bf16_generic(const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1) {
+// Weights and activations are both bf16; products are exact in f32 and summed in f32.
+RQ_INLINE void gemm_small_bf16_body(const uint16_t *w, const uint16_t *x, float *y, size_t batch, size_t rows,
+                                    size_t cols, size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; r++) {
         const uint16_t *row = w + r * cols;
-        float s = 0;
-        for (size_t k = 0; k < cols; k++) s += bf16_f32(row[k]) * x[k];
-        y[r] = s;
+        for (size_t b = 0; b < batch; b++) {
+            const uint16_t *xb = x + b * cols;
+            float s = 0;
+            for (size_t k = 0; k < cols; k++) s += bf16_f32(row[k]) * bf16_f32(xb[k]);
+            y[b * rows + r] = s;
+        }
     }
 }
 
 #if RQ_X86
-RQ_AVX512 RQ_INLINE __m512 load_bf16x16(const uint16_t *p) {
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+#define RQ_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+
+/// 1–8 vectors × 4 rows at a time with vdpbf16ps: each 64-byte load of a weight row feeds
+/// `batch` dot-product instructions.
+static RQ_AVX512BF16 void gemm_small_bf16_dp(const uint16_t *w, const uint16_t *x, float *y, size_t batch, size_t rows,
+                                             size_t cols, size_t r0, size_t r1) {
+    size_t kv = cols / 32 * 32;
+    for (size_t b0 = 0; b0 < batch; b0 += 8) {
+        size_t nb = batch - b0 < 8 ? batch - b0 : 8;
+        const uint16_t *xs = x + b0 * cols;
+        size_t r = r0;
+        for (; r + 2 <= r1; r += 2) {
+            const uint16_t *w0 = w + r * cols, *w1 = w0 + cols;
+            __m512 a0[8], a1[8];
+            for (size_t b = 0; b < nb; b++) { a0[b] = _mm512_setzero_ps(); a1[b] = _mm512_setzero_ps(); }
+            for (size_t k = 0; k < kv; k += 32) {
+                __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(w0 + k));
+                __m512bh v1 = (__m512bh)_mm512_loadu_si512((const void *)(w1 + k));
+                for (size_t b = 0; b < nb; b++) {
+                    __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xs + b * cols + k));
+                    a0[b] = _mm512_dpbf16_ps(a0[b], v0, xv);
+                    a1[b] = _mm512_dpbf16_ps(a1[b], v1, xv);
+                }
+            }
+            for (size_t b = 0; b < nb; b++) {
+                const uint16_t *xb = xs + b * cols;
+                float s0 = _mm512_reduce_add_ps(a0[b]), s1 = _mm512_reduce_add_ps(a1[b]);
+                for (size_t k = kv; k < cols; k++) { float xk = bf16_f32(xb[k]); s0 += bf16_f32(w0[k]) * xk; s1 += bf16_f32(w1[k]) * xk; }
+                y[(b0 + b) * rows + r] = s0;
+                y[(b0 + b) * rows + r + 1] = s1;
+            }
+        }
+        for (; r < r1; r++) gemm_small_bf16_body(w, xs, y + b0 * rows, nb, rows, cols, r, r + 1);
+    }
 }
 
-static RQ_AVX512 void gemv_bf16_avx512(const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1) {
+/// One vector, 4 rows at a time, two accumulators per row to hide the instruction latency.
+static RQ_AVX512BF16 void gemv_bf16_dp(const uint16_t *w, const uint16_t *x, float *y, size_t cols, size_t r0, size_t r1) {
+    size_t kv = cols / 64 * 64;
     size_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         const uint16_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
-        size_t k = 0;
-        for (; k + 16 <= cols; k += 16) {
-            __m512 xv = _mm512_loadu_ps(x + k);
-            a0 = _mm512_fmadd_ps(load_bf16x16(w0 + k), xv, a0);
-            a1 = _mm512_fmadd_ps(load_bf16x16(w1 + k), xv, a1);
-            a2 = _mm512_fmadd_ps(load_bf16x16(w2 + k), xv, a2);
-            a3 = _mm512_fmadd_ps(load_bf16x16(w3 + k), xv, a3);
+        __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps(), c3 = _mm512_setzero_ps();
+        for (size_t k = 0; k < kv; k += 64) {
+            _mm_prefetch((const char *)(w0 + k + 512), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w1 + k + 512), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w2 + k + 512), _MM_HINT_T0);
+            _mm_prefetch((const char *)(w3 + k + 512), _MM_HINT_T0);
+            __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(x + k));
+            __m512bh x1 = (__m512bh)_mm512_loadu_si512((const void *)(x + k + 32));
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(w0 + k)), x0);
+            a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512((const void *)(w1 + k)), x0);
+            a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512((const void *)(w2 + k)), x0);
+            a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512((const void *)(w3 + k)), x0);
+            c0 = _mm512_dpbf16_ps(c0, (__m512bh)_mm512_loadu_si512((const void *)(w0 + k + 32)), x1);
+            c1 = _mm512_dpbf16_ps(c1, (__m512bh)_mm512_loadu_si512((const void *)(w1 + k + 32)), x1);
+            c2 = _mm512_dpbf16_ps(c2, (__m512bh)_mm512_loadu_si512((const void *)(w2 + k + 32)), x1);
+            c3 = _mm512_dpbf16_ps(c3, (__m512bh)_mm512_loadu_si512((const void *)(w3 + k + 32)), x1);
         }
-        float s0 = _mm512_reduce_add_ps(a0), s1 = _mm512_reduce_add_ps(a1);
-        float s2 = _mm512_reduce_add_ps(a2), s3 = _mm512_reduce_add_ps(a3);
-        for (; k < cols; k++) {
-            s0 += bf16_f32(w0[k]) * x[k]; s1 += bf16_f32(w1[k]) * x[k];
-            s2 += bf16_f32(w2[k]) * x[k]; s3 += bf16_f32(w3[k]) * x[k];
-        }
-        y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
-    }
-    for (; r < r1; r++) {
-        const uint16_t *w0 = w + r * cols;
-        __m512 a0 = _mm512_setzero_ps();
-        size_t k = 0;
-        for (; k + 16 <= cols; k += 16) a0 = _mm512_fmadd_ps(load_bf16x16(w0 + k), _mm512_loadu_ps(x + k), a0);
-        float s0 = _mm512_reduce_add_ps(a0);
-        for (; k < cols; k++) s0 += bf16_f32(w0[k]) * x[k];
-        y[r] = s0;
-    }
-}
-
-RQ_AVX2 RQ_INLINE __m256 load_bf16x8(const uint16_t *p) {
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
-}
-
-RQ_AVX2 RQ_INLINE float hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-static RQ_AVX2 void gemv_bf16_avx2(const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1) {
-    size_t r = r0;
-    for (; r + 4 <= r1; r += 4) {
-        const uint16_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
-        size_t k = 0;
-        for (; k + 8 <= cols; k += 8) {
-            __m256 xv = _mm256_loadu_ps(x + k);
-            a0 = _mm256_fmadd_ps(load_bf16x8(w0 + k), xv, a0);
-            a1 = _mm256_fmadd_ps(load_bf16x8(w1 + k), xv, a1);
-            a2 = _mm256_fmadd_ps(load_bf16x8(w2 + k), xv, a2);
-            a3 = _mm256_fmadd_ps(load_bf16x8(w3 + k), xv, a3);
-        }
-        float s0 = hsum256(a0), s1 = hsum256(a1), s2 = hsum256(a2), s3 = hsum256(a3);
-        for (; k < cols; k++) {
-            s0 += bf16_f32(w0[k]) * x[k]; s1 += bf16_f32(w1[k]) * x[k];
-            s2 += bf16_f32(w2[k]) * x[k]; s3 += bf16_f32(w3[k]) * x[k];
+        float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, c0)), s1 = _mm512_reduce_add_ps(_mm512_add_ps(a1, c1));
+        float s2 = _mm512_reduce_add_ps(_mm512_add_ps(a2, c2)), s3 = _mm512_reduce_add_ps(_mm512_add_ps(a3, c3));
+        for (size_t k = kv; k < cols; k++) {
+            float xk = bf16_f32(x[k]);
+            s0 += bf16_f32(w0[k]) * xk; s1 += bf16_f32(w1[k]) * xk; s2 += bf16_f32(w2[k]) * xk; s3 += bf16_f32(w3[k]) * xk;
         }
         y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
     }
-    for (; r < r1; r++) {
-        const uint16_t *w0 = w + r * cols;
-        __m256 a0 = _mm256_setzero_ps();
-        size_t k = 0;
-        for (; k + 8 <= cols; k += 8) a0 = _mm256_fmadd_ps(load_bf16x8(w0 + k), _mm256_loadu_ps(x + k), a0);
-        float s0 = hsum256(a0);
-        for (; k < cols; k++) s0 += bf16_f32(w0[k]) * x[k];
-        y[r] = s0;
-    }
+    if (r < r1) gemm_small_bf16_body(w, x, y, 1, 0, cols, r, r1);
 }
+
+static RQ_AVX512 void gemm_small_bf16_avx512(const uint16_t *w, const uint16_t *x, float *y, size_t batch, size_t rows,
+                                             size_t cols, size_t r0, size_t r1) { gemm_small_bf16_body(w, x, y, batch, rows, cols, r0, r1); }
+static RQ_AVX2 void gemm_small_bf16_avx2(const uint16_t *w, const uint16_t *x, float *y, size_t batch, size_t rows,
+                                         size_t cols, size_t r0, size_t r1) { gemm_small_bf16_body(w, x, y, batch, rows, cols, r0, r1); }
 #endif
 
-void rq_gemv_bf16(const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1) {
+void rq_gemm_small_bf16(const uint16_t *w, const uint16_t *x, float *y, size_t batch, size_t rows, size_t cols,
+                        size_t r0, size_t r1) {
 #if RQ_X86
     int l = rq_cpu_level();
-    if (l >= 2) { gemv_bf16_avx512(w, x, y, cols, r0, r1); return; }
-    if (l == 1) { gemv_bf16_avx2(w, x, y, cols, r0, r1); return; }
+    if (l >= 3) { if (batch == 1) gemv_bf16_dp(w, x, y, cols, r0, r1); else gemm_small_bf16_dp(w, x, y, batch, rows, cols, r0, r1); return; }
+    if (l == 2) { gemm_small_bf16_avx512(w, x, y, batch, rows, cols, r0, r1); return; }
+    if (l == 1) { gemm_small_bf16_avx2(w, x, y, batch, rows, cols, r0, r1); return; }
 #endif
-    gemv_bf16_generic(w, x, y, cols, r0, r1);
+    gemm_small_bf16_body(w, x, y, batch, rows, cols, r0, r1);
 }
 
-/// Several vectors at once: each weight row is converted once and used for the whole batch.
-RQ_INLINE void gemm_small_bf16_body(const uint16_t *w, const float *x, float *y, size_t batch, size_t rows,
-                                    size_t cols, size_t r0, size_t r1) {
-    float acc[16];
-    for (size_t r = r0; r < r1; r++) {
-        const uint16_t *row = w + r * cols;
-        for (size_t b0 = 0; b0 < batch; b0 += 16) {
-            size_t nb = batch - b0 < 16 ? batch - b0 : 16;
-            for (size_t b = 0; b < nb; b++) {
-                const float *xb = x + (b0 + b) * cols;
-                float s = 0;
-                for (size_t k = 0; k < cols; k++) s += bf16_f32(row[k]) * xb[k];
-                acc[b] = s;
-            }
-            for (size_t b = 0; b < nb; b++) y[(b0 + b) * rows + r] = acc[b];
-        }
-    }
+void rq_gemv_bf16(const uint16_t *w, const uint16_t *x, float *y, size_t cols, size_t r0, size_t r1) {
+    rq_gemm_small_bf16(w, x, y, 1, 0, cols, r0, r1);
 }
-RQ_MULTIVERSION(gemm_small_bf16, (const uint16_t *w, const float *x, float *y, size_t batch, size_t rows, size_t cols, size_t r0, size_t r1), (w, x, y, batch, rows, cols, r0, r1))
 
 RQ_INLINE void gemv_f16_body(const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1) {
     for (size_t r = r0; r < r1; r++) {

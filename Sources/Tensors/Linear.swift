@@ -6,9 +6,9 @@ import Foundation
 /// Matrix products with checkpoint weights laid out as PyTorch's nn.Linear stores them
 /// (W [out, in]): y [M, N] = x [M, K] · Wᵀ (+ bias).
 ///
-/// f32 weights go to OpenBLAS. bf16 weights stay bf16: few rows (decoding) use the bf16 GEMV
-/// kernels, which read each weight once per step; many rows (prefill, vision) use oneDNN's bf16
-/// matmul with the activations rounded to bf16 and f32 accumulation — as PyTorch computes bf16.
+/// f32 weights go to OpenBLAS. bf16 weights stay bf16 and the activations are rounded to bf16
+/// (as PyTorch computes a bf16 model), with f32 accumulation: few rows (decoding) use the bf16
+/// GEMV kernels, which read each weight once per step; many rows (prefill, vision) use oneDNN.
 public enum Linear {
     /// Rows at or below this count use the GEMV kernels rather than a GEMM.
     public static let gemvRows = 8
@@ -58,15 +58,15 @@ public enum Linear {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, a, Int32(k), b, Int32(k), 0, c, Int32(n))
     }
 
-    /// bf16 weights × a few f32 vectors: each weight row is read once, rows split over threads.
+    /// bf16 weights × a few vectors (rounded to bf16): each weight row is read once for all of
+    /// them, rows split over threads.
     static func gemvBF16(x: UnsafePointer<Float>, batch: Int, w: UnsafePointer<UInt16>, rows: Int, cols: Int,
                          y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        let xb = UnsafeMutablePointer<UInt16>.allocate(capacity: batch * cols)
+        defer { xb.deallocate() }
+        rq_f32_to_bf16(x, xb, batch * cols)
         pool.parallelRanges(rows, grain: 64) { r in
-            if batch == 1 {
-                rq_gemv_bf16(w, x, y, cols, r.lowerBound, r.upperBound)
-            } else {
-                rq_gemm_small_bf16(w, x, y, batch, rows, cols, r.lowerBound, r.upperBound)
-            }
+            rq_gemm_small_bf16(w, xb, y, batch, rows, cols, r.lowerBound, r.upperBound)
         }
     }
 

@@ -18,11 +18,12 @@ void rq_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 
 // --- matrix × vector with 16-bit weights ------------------------------------------------------
 /// y[r] = Σ_k W[r, k] · x[k] for rows [row_begin, row_end) of a row-major bf16 matrix W [rows, cols].
-/// x and y are f32; accumulation is f32.
-void rq_gemv_bf16(const uint16_t *w, const float *x, float *y, size_t cols, size_t row_begin, size_t row_end);
-/// The same for several input vectors at once (x: [batch, cols], y: [batch, rows]): each weight row
-/// is read once for the whole batch.
-void rq_gemm_small_bf16(const uint16_t *w, const float *x, float *y, size_t batch, size_t rows, size_t cols,
+/// x is bf16 (activations rounded as PyTorch's bf16 matmul rounds them), y f32, accumulation f32.
+/// On AVX-512 BF16 CPUs each instruction multiplies and adds 32 pairs.
+void rq_gemv_bf16(const uint16_t *w, const uint16_t *x, float *y, size_t cols, size_t row_begin, size_t row_end);
+/// The same for several input vectors at once (x: [batch, cols] bf16, y: [batch, rows]): each weight
+/// row is read once for the whole batch.
+void rq_gemm_small_bf16(const uint16_t *w, const uint16_t *x, float *y, size_t batch, size_t rows, size_t cols,
                         size_t row_begin, size_t row_end);
 void rq_gemv_f16(const uint16_t *w, const float *x, float *y, size_t cols, size_t row_begin, size_t row_end);
 
