@@ -2,6 +2,9 @@
 #ifndef REELQL_CDNNL_SHIM_H
 #define REELQL_CDNNL_SHIM_H
 #include <dnnl.h>
+// Debian's oneDNN runs on OpenMP (libgomp): its thread count is OpenMP's.
+void omp_set_num_threads(int num_threads);
+int omp_get_max_threads(void);
 static inline int reelql_dnnl_arg_src(void) { return DNNL_ARG_SRC; }
 static inline int reelql_dnnl_arg_weights(void) { return DNNL_ARG_WEIGHTS; }
 static inline int reelql_dnnl_arg_dst(void) { return DNNL_ARG_DST; }

@@ -13,6 +13,16 @@ public enum AttentionMask: Sendable, Equatable {
     case blockDiagonal([Int])
 }
 
+/// Reusable score memory for attention: grows to the largest block seen, never shrinks.
+public final class AttentionScratch: @unchecked Sendable {
+    private var storage = TensorStorage(count: 0, zeroed: false)
+    public init() {}
+    func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
+        if storage.count < n { storage = TensorStorage(count: n, zeroed: false) }
+        return storage.pointer
+    }
+}
+
 /// Scaled dot-product attention with grouped-query heads.
 ///
 /// q [T, heads·D], k and v [S, kvHeads·D] (rows contiguous), out [T, heads·D]. Query head h uses
@@ -24,20 +34,24 @@ public enum Attention {
     public static let scoreBudget = 16 << 20
 
     public static func forward(q: Tensor, k: Tensor, v: Tensor, heads: Int, kvHeads: Int, headDim d: Int,
-                               mask: AttentionMask, scale: Float? = nil, pool: ThreadPool = .shared) throws -> Tensor {
+                               mask: AttentionMask, scale: Float? = nil, scratch: AttentionScratch? = nil,
+                               maxScoreFloats: Int = scoreBudget, pool: ThreadPool = .shared) throws -> Tensor {
         let t = q.count / (heads * d), s = k.count / (kvHeads * d)
         guard heads % kvHeads == 0, q.count == t * heads * d, k.count == s * kvHeads * d, v.count == k.count else {
             throw TensorError.shapeMismatch(operation: "attention", expected: "q [T, \(heads)·\(d)], k/v [S, \(kvHeads)·\(d)]",
                                             got: "q \(q.shape), k \(k.shape), v \(v.shape)")
         }
-        let out = Tensor(zeros: [t, heads * d])
+        let out = Tensor(uninitialized: [t, heads * d])
         let scale = scale ?? 1 / Float(d).squareRoot()
-        let blocks = try Self.blocks(t: t, s: s, heads: heads, mask: mask)
+        let blocks = try Self.blocks(t: t, s: s, heads: heads, mask: mask, budget: maxScoreFloats)
+        let scratch = scratch ?? AttentionScratch()
         for b in blocks {
             if b.queries.count <= 4 {
                 direct(q: q, k: k, v: v, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale, pool: pool)
             } else {
-                try batched(q: q, k: k, v: v, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale, pool: pool)
+                let scores = scratch.floats(heads * b.queries.count * b.keys.count)
+                try batched(q: q, k: k, v: v, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale,
+                            scores: scores, pool: pool)
             }
         }
         return out
@@ -51,8 +65,8 @@ public enum Attention {
         var causalBase: Int?
     }
 
-    static func blocks(t: Int, s: Int, heads: Int, mask: AttentionMask) throws -> [Block] {
-        let chunk = max(16, min(t, scoreBudget / max(1, heads * s)))
+    static func blocks(t: Int, s: Int, heads: Int, mask: AttentionMask, budget: Int) throws -> [Block] {
+        let chunk = max(16, min(t, budget / max(1, heads * s)))
         switch mask {
         case .none:
             return stride(from: 0, to: t, by: chunk).map { Block(queries: $0..<min(t, $0 + chunk), keys: 0..<s, causalBase: nil) }
@@ -70,7 +84,7 @@ public enum Attention {
             }
             var out: [Block] = []
             for (a, b) in zip(cu, cu.dropFirst()) where a < b {
-                let c = max(16, min(b - a, scoreBudget / max(1, heads * (b - a))))
+                let c = max(16, min(b - a, budget / max(1, heads * (b - a))))
                 for q0 in stride(from: a, to: b, by: c) { out.append(Block(queries: q0..<min(b, q0 + c), keys: a..<b, causalBase: nil)) }
             }
             return out
@@ -97,11 +111,10 @@ public enum Attention {
     }
 
     static func batched(q: Tensor, k: Tensor, v: Tensor, out: Tensor, heads: Int, kvHeads: Int, d: Int,
-                        block: Block, scale: Float, pool: ThreadPool) throws {
+                        block: Block, scale: Float, scores: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
         let g = heads / kvHeads
         let tq = block.queries.count, sk = block.keys.count
         let qs = heads * d, ks = kvHeads * d
-        let scores = Tensor(zeros: [kvHeads, g, tq, sk])
         let qp = UnsafeMutableRawPointer(q.pointer + block.queries.lowerBound * qs)
         let kp = UnsafeMutableRawPointer(k.pointer + block.keys.lowerBound * ks)
         let vp = UnsafeMutableRawPointer(v.pointer + block.keys.lowerBound * ks)
@@ -111,16 +124,16 @@ public enum Attention {
             src: .init(dims: [kvHeads, g, tq, d], strides: [g * d, d, qs, 1], type: dnnl_f32, pointer: qp),
             weights: .init(dims: [kvHeads, 1, d, sk], strides: [d, d, 1, ks], type: dnnl_f32, pointer: kp),
             dst: .init(dims: [kvHeads, g, tq, sk], strides: [g * tq * sk, tq * sk, sk, 1], type: dnnl_f32,
-                       pointer: UnsafeMutableRawPointer(scores.pointer)))
+                       pointer: UnsafeMutableRawPointer(scores)))
         let rows = kvHeads * g * tq
         pool.parallelRanges(rows, grain: 4) { r in
             // Rows are (kv, g', i) with i fastest: the causal limit follows i = row % tq.
-            rq_softmax_scaled(scores.pointer + r.lowerBound * sk, r.count, sk, scale, block.causalBase ?? -1, tq, r.lowerBound)
+            rq_softmax_scaled(scores + r.lowerBound * sk, r.count, sk, scale, block.causalBase ?? -1, tq, r.lowerBound)
         }
         // out[i, (kv·g + g')·d + c] = Σ_j p[kv, g', i, j] · v[j, kv·d + c]
         try OneDNN.shared.matmul(
             src: .init(dims: [kvHeads, g, tq, sk], strides: [g * tq * sk, tq * sk, sk, 1], type: dnnl_f32,
-                       pointer: UnsafeMutableRawPointer(scores.pointer)),
+                       pointer: UnsafeMutableRawPointer(scores)),
             weights: .init(dims: [kvHeads, 1, sk, d], strides: [d, d, ks, 1], type: dnnl_f32, pointer: vp),
             dst: .init(dims: [kvHeads, g, tq, d], strides: [g * d, d, qs, 1], type: dnnl_f32, pointer: op))
     }

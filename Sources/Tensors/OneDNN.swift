@@ -11,6 +11,7 @@ final class OneDNN: @unchecked Sendable {
     private let lock = NSLock()
 
     private init() {
+        _ = ThreadPool.shared // sizes OpenMP's team before oneDNN starts it
         dnnl_engine_create(&engine, dnnl_cpu, 0)
         dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue)
     }

@@ -25,12 +25,12 @@ public final class TensorStorage: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
 
-    public init(count: Int) {
+    public init(count: Int, zeroed: Bool = true) {
         self.count = count
         var raw: UnsafeMutableRawPointer? = nil
         let bytes = max(64, (count * MemoryLayout<Float>.size + 63) & ~63)
         guard posix_memalign(&raw, 64, bytes) == 0, let raw else { fatalError("out of memory allocating \(bytes) bytes") }
-        memset(raw, 0, bytes)
+        if zeroed { memset(raw, 0, bytes) }
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 16))
     }
 
@@ -49,6 +49,14 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         let count = shape.reduce(1, *)
         storage = TensorStorage(count: count)
+        offset = 0
+        self.shape = shape
+    }
+
+    /// A tensor whose contents are undefined until written (scratch space).
+    public init(uninitialized shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        storage = TensorStorage(count: shape.reduce(1, *), zeroed: false)
         offset = 0
         self.shape = shape
     }

@@ -1,9 +1,18 @@
+import CDNNL
+import COpenBLAS
 import Foundation
 
 /// The kernels' threads: one pool, by default as many threads as physical cores
 /// (`REELQL_THREADS` overrides). Work is split into one contiguous chunk per thread.
 public final class ThreadPool: @unchecked Sendable {
-    public static let shared = ThreadPool(threads: defaultThreads)
+    /// The process's pool. OpenBLAS and oneDNN (OpenMP) are set to the same number of threads,
+    /// so that every kernel runs on one team the size of the machine.
+    public static let shared: ThreadPool = {
+        let pool = ThreadPool(threads: defaultThreads)
+        openblas_set_num_threads(Int32(pool.threads))
+        omp_set_num_threads(Int32(pool.threads))
+        return pool
+    }()
 
     public let threads: Int
 
