@@ -39,17 +39,17 @@ import Testing
         var t: Int, s: Int, heads: Int, kvHeads: Int, headDim: Int, mask: String, cuSeqlens: [Int]?, offset: Int
     }
 
+    /// The attention cases of kernels.json (other entries there lack these fields).
     static let cases: [String: Case] = {
-        struct File: Decodable { var cases: [String: Case?] }
+        struct Entry: Decodable { var t: Int?, s: Int?, heads: Int?, kvHeads: Int?, headDim: Int?, mask: String?, cuSeqlens: [Int]?, offset: Int? }
+        struct File: Decodable { var cases: [String: Entry] }
         let data = try! Data(contentsOf: Reference.root.appendingPathComponent("kernels.json"))
-        let d = JSONDecoder()
-        d.keyDecodingStrategy = .convertFromSnakeCase
-        struct Loose: Decodable { var cases: [String: LooseCase] }
-        struct LooseCase: Decodable { var t: Int?, s: Int?, heads: Int?, kvHeads: Int?, headDim: Int?, mask: String?, cuSeqlens: [Int]?, offset: Int? }
-        let all = try! d.decode(Loose.self, from: data).cases
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
         var out: [String: Case] = [:]
-        for (name, c) in all where name.hasPrefix("attn_") {
-            out[name] = Case(t: c.t!, s: c.s!, heads: c.heads!, kvHeads: c.kvHeads!, headDim: c.headDim!, mask: c.mask!, cuSeqlens: c.cuSeqlens, offset: c.offset!)
+        for (name, c) in try! decoder.decode(File.self, from: data).cases where name.hasPrefix("attn_") {
+            out[name] = Case(t: c.t!, s: c.s!, heads: c.heads!, kvHeads: c.kvHeads!, headDim: c.headDim!,
+                             mask: c.mask!, cuSeqlens: c.cuSeqlens, offset: c.offset!)
         }
         return out
     }()
