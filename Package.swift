@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "reelql", targets: ["reelql"]),
         .library(name: "Media", targets: ["Media"]),
         .library(name: "Tensors", targets: ["Tensors"]),
+        .library(name: "VLM", targets: ["VLM"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -38,6 +39,9 @@ let package = Package(
         // Tensor storage, safetensors checkpoints, GEMM/GEMV, norms, activations, attention.
         .target(name: "Tensors", dependencies: ["COpenBLAS", "CDNNL", "CKernels"]),
 
+        // Qwen2-VL: configuration, processor, vision tower (and later the language model).
+        .target(name: "VLM", dependencies: ["Tensors", "Media"]),
+
         // Video ingestion: probe, frame index, sampling, decoding, resizing, clip segmentation.
         .target(name: "Media", dependencies: ["CFFmpeg"]),
 
@@ -47,12 +51,14 @@ let package = Package(
             dependencies: [
                 "Media",
                 "Tensors",
+                "VLM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
         .testTarget(name: "MediaTests", dependencies: ["Media"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
+        .testTarget(name: "VLMTests", dependencies: ["VLM", "Tensors", "Media"]),
         .testTarget(name: "ReelqlCLITests", dependencies: ["reelql", "Media"]),
     ]
 )

@@ -27,6 +27,28 @@ public struct WeightTensor: @unchecked Sendable, CustomStringConvertible {
         self.owner = owner
     }
 
+    /// The same bytes viewed with another shape of equal size.
+    public func reshaped(_ newShape: [Int]) -> WeightTensor {
+        precondition(newShape.reduce(1, *) == count, "cannot reshape \(name) \(shape) to \(newShape)")
+        return WeightTensor(name: name, dtype: dtype, shape: newShape, pointer: pointer, owner: owner)
+    }
+
+    /// The weight in another computable dtype (an in-memory copy; itself when already so).
+    public func converted(to target: DType) throws -> WeightTensor {
+        if target == dtype { return self }
+        let f = try toF32()
+        switch target {
+        case .f32:
+            return WeightTensor(name: name, dtype: .f32, shape: shape, data: Data(bytes: f.pointer, count: count * 4))
+        case .bf16:
+            var bits = [UInt16](repeating: 0, count: count)
+            bits.withUnsafeMutableBufferPointer { Convert.bf16(f.pointer, count: count, into: $0.baseAddress!) }
+            return WeightTensor(name: name, dtype: .bf16, shape: shape, data: bits.withUnsafeBytes { Data($0) })
+        default:
+            throw TensorError.unsupportedDType(operation: "conversion of '\(name)'", dtype: target.rawValue)
+        }
+    }
+
     /// The values as f32 (a copy).
     public func toF32() throws -> Tensor {
         let t = Tensor(zeros: shape)

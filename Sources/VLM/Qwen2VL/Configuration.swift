@@ -1,0 +1,406 @@
+import Foundation
+
+// Qwen2-VL configuration files, decoded in Hugging Face's names with the defaults transformers
+// uses for absent keys. Both config.json layouts are read: transformers 4.x (text fields at the
+// top level, `rope_scaling.mrope_section`, `in_chans`) and 5.x (`text_config`, `rope_parameters`,
+// `in_channels`). Port of transformers' configuration_qwen2_vl.py.
+
+/// The vision tower's configuration (`vision_config`).
+public struct Qwen2VLVisionConfiguration: Codable, Sendable, Equatable {
+    public var depth: Int = 32
+    public var embedDim: Int = 1280
+    /// Width of the merger's output: the language model's hidden size.
+    public var hiddenSize: Int = 3584
+    public var hiddenAct: String = "quick_gelu"
+    public var mlpRatio: Double = 4
+    public var numHeads: Int = 16
+    public var inChannels: Int = 3
+    public var patchSize: Int = 14
+    public var spatialMergeSize: Int = 2
+    public var temporalPatchSize: Int = 2
+    public var ropeTheta: Double = 10000
+
+    public var headDim: Int { embedDim / numHeads }
+    public var mlpHiddenDim: Int { Int(Double(embedDim) * mlpRatio) }
+    /// Values per patch: channels × temporal × patch × patch (1176 for Qwen2-VL).
+    public var patchDim: Int { inChannels * temporalPatchSize * patchSize * patchSize }
+
+    enum CodingKeys: String, CodingKey {
+        case depth, embedDim = "embed_dim", hiddenSize = "hidden_size", hiddenAct = "hidden_act"
+        case mlpRatio = "mlp_ratio", numHeads = "num_heads", inChannels = "in_channels", inChans = "in_chans"
+        case patchSize = "patch_size", spatialMergeSize = "spatial_merge_size"
+        case temporalPatchSize = "temporal_patch_size", ropeParameters = "rope_parameters", ropeTheta = "rope_theta"
+    }
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        depth = try c.int(.depth) ?? depth
+        embedDim = try c.int(.embedDim) ?? embedDim
+        hiddenSize = try c.int(.hiddenSize) ?? hiddenSize
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? hiddenAct
+        mlpRatio = try c.decodeIfPresent(Double.self, forKey: .mlpRatio) ?? mlpRatio
+        numHeads = try c.int(.numHeads) ?? numHeads
+        inChannels = try c.int(.inChannels)
+            ?? c.int(.inChans) ?? inChannels
+        patchSize = try c.int(.patchSize) ?? patchSize
+        spatialMergeSize = try c.int(.spatialMergeSize) ?? spatialMergeSize
+        temporalPatchSize = try c.int(.temporalPatchSize) ?? temporalPatchSize
+        if let rope = try c.decodeIfPresent(RopeParameters.self, forKey: .ropeParameters), let theta = rope.ropeTheta {
+            ropeTheta = theta
+        } else {
+            ropeTheta = try c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? ropeTheta
+        }
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(depth, forKey: .depth)
+        try c.encode(embedDim, forKey: .embedDim)
+        try c.encode(hiddenSize, forKey: .hiddenSize)
+        try c.encode(hiddenAct, forKey: .hiddenAct)
+        try c.encode(mlpRatio, forKey: .mlpRatio)
+        try c.encode(numHeads, forKey: .numHeads)
+        try c.encode(inChannels, forKey: .inChannels)
+        try c.encode(patchSize, forKey: .patchSize)
+        try c.encode(spatialMergeSize, forKey: .spatialMergeSize)
+        try c.encode(temporalPatchSize, forKey: .temporalPatchSize)
+        try c.encode(ropeTheta, forKey: .ropeTheta)
+    }
+
+    func validate(path: String) throws {
+        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: "vision_config.\(key)", reason: why) }
+        for (key, value) in [("depth", depth), ("embed_dim", embedDim), ("num_heads", numHeads), ("hidden_size", hiddenSize),
+                             ("patch_size", patchSize), ("spatial_merge_size", spatialMergeSize),
+                             ("temporal_patch_size", temporalPatchSize), ("in_channels", inChannels)] where value <= 0 {
+            throw bad(key, "must be positive, got \(value)")
+        }
+        guard embedDim % numHeads == 0 else { throw bad("num_heads", "\(numHeads) does not divide embed_dim \(embedDim)") }
+        guard headDim % 4 == 0 else { throw bad("num_heads", "head dim \(headDim) must be a multiple of 4 for 2D rotary") }
+        guard ["quick_gelu", "gelu", "gelu_pytorch_tanh", "silu"].contains(hiddenAct) else {
+            throw bad("hidden_act", "'\(hiddenAct)' is not one of quick_gelu, gelu, gelu_pytorch_tanh, silu")
+        }
+    }
+}
+
+/// `rope_parameters` (5.x) or `rope_scaling` (4.x).
+struct RopeParameters: Codable, Sendable, Equatable {
+    var ropeTheta: Double?
+    var ropeType: String?
+    var type: String?
+    var mropeSection: [Int]?
+    enum CodingKeys: String, CodingKey {
+        case ropeTheta = "rope_theta", ropeType = "rope_type", type, mropeSection = "mrope_section"
+    }
+}
+
+/// One id or a list of ids (`eos_token_id` is either).
+public struct TokenIDs: Codable, Sendable, Equatable {
+    public var ids: [Int]
+    public init(_ ids: [Int]) { self.ids = ids }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        if let one = try? c.decode(Int.self) { ids = [one] } else { ids = try c.decode([Int].self) }
+    }
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.singleValueContainer()
+        try c.encode(ids)
+    }
+}
+
+/// The language model's configuration (`text_config`, or the top level in 4.x files).
+public struct Qwen2VLTextConfiguration: Codable, Sendable, Equatable {
+    public var vocabSize: Int = 152064
+    public var hiddenSize: Int = 8192
+    public var intermediateSize: Int = 29568
+    public var numHiddenLayers: Int = 80
+    public var numAttentionHeads: Int = 64
+    public var numKeyValueHeads: Int = 8
+    public var hiddenAct: String = "silu"
+    public var maxPositionEmbeddings: Int = 32768
+    public var rmsNormEps: Double = 1e-5
+    public var ropeTheta: Double = 1_000_000
+    public var mropeSection: [Int] = [16, 24, 24]
+    public var tieWordEmbeddings: Bool?
+    public var bosTokenId: Int?
+    public var eosTokenId: TokenIDs?
+
+    public var headDim: Int { hiddenSize / numAttentionHeads }
+
+    enum CodingKeys: String, CodingKey {
+        case vocabSize = "vocab_size", hiddenSize = "hidden_size", intermediateSize = "intermediate_size"
+        case numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
+        case numKeyValueHeads = "num_key_value_heads", hiddenAct = "hidden_act"
+        case maxPositionEmbeddings = "max_position_embeddings", rmsNormEps = "rms_norm_eps"
+        case ropeTheta = "rope_theta", ropeParameters = "rope_parameters", ropeScaling = "rope_scaling"
+        case mropeSection = "mrope_section", tieWordEmbeddings = "tie_word_embeddings"
+        case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id"
+    }
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        vocabSize = try c.int(.vocabSize) ?? vocabSize
+        hiddenSize = try c.int(.hiddenSize) ?? hiddenSize
+        intermediateSize = try c.int(.intermediateSize) ?? intermediateSize
+        numHiddenLayers = try c.int(.numHiddenLayers) ?? numHiddenLayers
+        numAttentionHeads = try c.int(.numAttentionHeads) ?? numAttentionHeads
+        numKeyValueHeads = try c.int(.numKeyValueHeads) ?? numAttentionHeads
+        hiddenAct = try c.decodeIfPresent(String.self, forKey: .hiddenAct) ?? hiddenAct
+        maxPositionEmbeddings = try c.int(.maxPositionEmbeddings) ?? maxPositionEmbeddings
+        rmsNormEps = try c.decodeIfPresent(Double.self, forKey: .rmsNormEps) ?? rmsNormEps
+        let rope = try c.decodeIfPresent(RopeParameters.self, forKey: .ropeParameters)
+        let scaling = try c.decodeIfPresent(RopeParameters.self, forKey: .ropeScaling)
+        ropeTheta = try rope?.ropeTheta ?? c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? ropeTheta
+        mropeSection = try rope?.mropeSection ?? scaling?.mropeSection
+            ?? c.decodeIfPresent([Int].self, forKey: .mropeSection) ?? mropeSection
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
+        bosTokenId = try c.int(.bosTokenId)
+        eosTokenId = try c.decodeIfPresent(TokenIDs.self, forKey: .eosTokenId)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(vocabSize, forKey: .vocabSize)
+        try c.encode(hiddenSize, forKey: .hiddenSize)
+        try c.encode(intermediateSize, forKey: .intermediateSize)
+        try c.encode(numHiddenLayers, forKey: .numHiddenLayers)
+        try c.encode(numAttentionHeads, forKey: .numAttentionHeads)
+        try c.encode(numKeyValueHeads, forKey: .numKeyValueHeads)
+        try c.encode(hiddenAct, forKey: .hiddenAct)
+        try c.encode(maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+        try c.encode(rmsNormEps, forKey: .rmsNormEps)
+        try c.encode(ropeTheta, forKey: .ropeTheta)
+        try c.encode(mropeSection, forKey: .mropeSection)
+        try c.encodeIfPresent(tieWordEmbeddings, forKey: .tieWordEmbeddings)
+        try c.encodeIfPresent(bosTokenId, forKey: .bosTokenId)
+        try c.encodeIfPresent(eosTokenId, forKey: .eosTokenId)
+    }
+
+    func validate(path: String) throws {
+        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: key, reason: why) }
+        guard numAttentionHeads > 0, hiddenSize % numAttentionHeads == 0 else {
+            throw bad("num_attention_heads", "\(numAttentionHeads) does not divide hidden_size \(hiddenSize)")
+        }
+        guard numKeyValueHeads > 0, numAttentionHeads % numKeyValueHeads == 0 else {
+            throw bad("num_key_value_heads", "\(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)")
+        }
+        guard mropeSection.count == 3, mropeSection.reduce(0, +) * 2 == headDim else {
+            throw bad("mrope_section", "\(mropeSection) must hold 3 sizes summing to head_dim / 2 = \(headDim / 2)")
+        }
+    }
+}
+
+/// config.json of a Qwen2-VL checkpoint.
+public struct Qwen2VLConfiguration: Codable, Sendable, Equatable {
+    public var modelType: String = "qwen2_vl"
+    public var text: Qwen2VLTextConfiguration
+    public var vision: Qwen2VLVisionConfiguration
+    public var imageTokenId: Int = 151655
+    public var videoTokenId: Int = 151656
+    public var visionStartTokenId: Int = 151652
+    public var visionEndTokenId: Int = 151653
+    public var tieWordEmbeddings: Bool = false
+    public var torchDtype: String?
+
+    enum CodingKeys: String, CodingKey {
+        case modelType = "model_type", text = "text_config", vision = "vision_config"
+        case imageTokenId = "image_token_id", videoTokenId = "video_token_id"
+        case visionStartTokenId = "vision_start_token_id", visionEndTokenId = "vision_end_token_id"
+        case tieWordEmbeddings = "tie_word_embeddings", torchDtype = "torch_dtype", dtype
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? modelType
+        // transformers 5 nests the text fields; 4.x keeps them at the top level.
+        text = try c.decodeIfPresent(Qwen2VLTextConfiguration.self, forKey: .text) ?? Qwen2VLTextConfiguration(from: decoder)
+        vision = try c.decodeIfPresent(Qwen2VLVisionConfiguration.self, forKey: .vision) ?? Qwen2VLVisionConfiguration()
+        imageTokenId = try c.int(.imageTokenId) ?? imageTokenId
+        videoTokenId = try c.int(.videoTokenId) ?? videoTokenId
+        visionStartTokenId = try c.int(.visionStartTokenId) ?? visionStartTokenId
+        visionEndTokenId = try c.int(.visionEndTokenId) ?? visionEndTokenId
+        tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? text.tieWordEmbeddings ?? false
+        torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype) ?? c.decodeIfPresent(String.self, forKey: .dtype)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(modelType, forKey: .modelType)
+        try c.encode(text, forKey: .text)
+        try c.encode(vision, forKey: .vision)
+        try c.encode(imageTokenId, forKey: .imageTokenId)
+        try c.encode(videoTokenId, forKey: .videoTokenId)
+        try c.encode(visionStartTokenId, forKey: .visionStartTokenId)
+        try c.encode(visionEndTokenId, forKey: .visionEndTokenId)
+        try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
+        try c.encodeIfPresent(torchDtype, forKey: .torchDtype)
+    }
+}
+
+/// preprocessor_config.json / video_preprocessor_config.json.
+public struct Qwen2VLPreprocessorConfiguration: Codable, Sendable, Equatable {
+    public var imageMean: [Double] = [0.48145466, 0.4578275, 0.40821073]
+    public var imageStd: [Double] = [0.26862954, 0.26130258, 0.27577711]
+    public var rescaleFactor: Double = 1.0 / 255
+    public var doRescale: Bool = true
+    public var doNormalize: Bool = true
+    public var patchSize: Int = 14
+    public var temporalPatchSize: Int = 2
+    public var mergeSize: Int = 2
+    public var minPixels: Int = 128 * 28 * 28
+    public var maxPixels: Int = 768 * 28 * 28
+
+    enum CodingKeys: String, CodingKey {
+        case imageMean = "image_mean", imageStd = "image_std", rescaleFactor = "rescale_factor"
+        case doRescale = "do_rescale", doNormalize = "do_normalize", patchSize = "patch_size"
+        case temporalPatchSize = "temporal_patch_size", mergeSize = "merge_size"
+        case minPixels = "min_pixels", maxPixels = "max_pixels", size
+    }
+
+    struct Size: Codable {
+        var shortestEdge: Int?
+        var longestEdge: Int?
+        var minPixels: Int?
+        var maxPixels: Int?
+        enum CodingKeys: String, CodingKey {
+            case shortestEdge = "shortest_edge", longestEdge = "longest_edge", minPixels = "min_pixels", maxPixels = "max_pixels"
+        }
+    }
+
+    public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        imageMean = try c.decodeIfPresent([Double].self, forKey: .imageMean) ?? imageMean
+        imageStd = try c.decodeIfPresent([Double].self, forKey: .imageStd) ?? imageStd
+        rescaleFactor = try c.decodeIfPresent(Double.self, forKey: .rescaleFactor) ?? rescaleFactor
+        doRescale = try c.decodeIfPresent(Bool.self, forKey: .doRescale) ?? doRescale
+        doNormalize = try c.decodeIfPresent(Bool.self, forKey: .doNormalize) ?? doNormalize
+        patchSize = try c.int(.patchSize) ?? patchSize
+        temporalPatchSize = try c.int(.temporalPatchSize) ?? temporalPatchSize
+        mergeSize = try c.int(.mergeSize) ?? mergeSize
+        let size = try c.decodeIfPresent(Size.self, forKey: .size)
+        minPixels = try size?.shortestEdge ?? size?.minPixels ?? c.int(.minPixels) ?? minPixels
+        maxPixels = try size?.longestEdge ?? size?.maxPixels ?? c.int(.maxPixels) ?? maxPixels
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(imageMean, forKey: .imageMean)
+        try c.encode(imageStd, forKey: .imageStd)
+        try c.encode(rescaleFactor, forKey: .rescaleFactor)
+        try c.encode(doRescale, forKey: .doRescale)
+        try c.encode(doNormalize, forKey: .doNormalize)
+        try c.encode(patchSize, forKey: .patchSize)
+        try c.encode(temporalPatchSize, forKey: .temporalPatchSize)
+        try c.encode(mergeSize, forKey: .mergeSize)
+        try c.encode(minPixels, forKey: .minPixels)
+        try c.encode(maxPixels, forKey: .maxPixels)
+    }
+
+    func validate(path: String) throws {
+        guard imageMean.count == 3, imageStd.count == 3, imageStd.allSatisfy({ $0 > 0 }) else {
+            throw VLMError.invalidConfig(path: path, key: "image_mean/image_std", reason: "need 3 values each, std > 0")
+        }
+    }
+}
+
+/// generation_config.json.
+public struct GenerationConfiguration: Codable, Sendable, Equatable {
+    public var bosTokenId: Int?
+    public var eosTokenId: TokenIDs?
+    public var padTokenId: Int?
+    public var doSample: Bool?
+    public var temperature: Double?
+    public var topK: Int?
+    public var topP: Double?
+    public var repetitionPenalty: Double?
+    public var maxNewTokens: Int?
+
+    enum CodingKeys: String, CodingKey {
+        case bosTokenId = "bos_token_id", eosTokenId = "eos_token_id", padTokenId = "pad_token_id"
+        case doSample = "do_sample", temperature, topK = "top_k", topP = "top_p"
+        case repetitionPenalty = "repetition_penalty", maxNewTokens = "max_new_tokens"
+    }
+
+    public init() {}
+}
+
+/// The configuration files of a model directory.
+public struct Qwen2VLModelFiles: Sendable {
+    public var directory: String
+    public var config: Qwen2VLConfiguration
+    public var preprocessor: Qwen2VLPreprocessorConfiguration
+    public var generation: GenerationConfiguration
+
+    public init(directory: String) throws {
+        self.directory = directory
+        let configPath = (directory as NSString).appendingPathComponent("config.json")
+        config = try Self.decode(Qwen2VLConfiguration.self, at: configPath)
+        guard config.modelType == "qwen2_vl" else { throw VLMError.unsupportedModel(path: configPath, modelType: config.modelType) }
+        try config.vision.validate(path: configPath)
+        try config.text.validate(path: configPath)
+        let video = (directory as NSString).appendingPathComponent("video_preprocessor_config.json")
+        let image = (directory as NSString).appendingPathComponent("preprocessor_config.json")
+        let pre = FileManager.default.fileExists(atPath: video) ? video : image
+        preprocessor = FileManager.default.fileExists(atPath: pre)
+            ? try Self.decode(Qwen2VLPreprocessorConfiguration.self, at: pre) : Qwen2VLPreprocessorConfiguration()
+        try preprocessor.validate(path: pre)
+        let gen = (directory as NSString).appendingPathComponent("generation_config.json")
+        generation = FileManager.default.fileExists(atPath: gen) ? try Self.decode(GenerationConfiguration.self, at: gen) : GenerationConfiguration()
+    }
+
+    /// Decodes a JSON file, turning decoding errors into `VLMError.invalidConfig` naming the key.
+    public static func decode<T: Decodable>(_ type: T.Type, at path: String) throws -> T {
+        guard let data = FileManager.default.contents(atPath: path) else { throw VLMError.missingFile(path: path) }
+        return try decode(type, from: data, path: path)
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from data: Data, path: String) throws -> T {
+        do {
+            return try JSONDecoder().decode(type, from: data)
+        } catch let DecodingError.typeMismatch(expected, context) {
+            throw VLMError.invalidConfig(path: path, key: keyPath(context), reason: "expected \(describe(expected))")
+        } catch let DecodingError.valueNotFound(expected, context) {
+            throw VLMError.invalidConfig(path: path, key: keyPath(context), reason: "expected \(describe(expected)), found null")
+        } catch let DecodingError.keyNotFound(key, context) {
+            throw VLMError.invalidConfig(path: path, key: keyPath(context, key), reason: "missing")
+        } catch let DecodingError.dataCorrupted(context) {
+            throw VLMError.invalidConfig(path: path, key: keyPath(context), reason: context.debugDescription)
+        }
+    }
+
+    static func keyPath(_ c: DecodingError.Context, _ last: CodingKey? = nil) -> String {
+        let keys = (c.codingPath + (last.map { [$0] } ?? [])).map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }
+        return keys.isEmpty ? "(top level)" : keys.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+    }
+
+    static func describe(_ type: Any.Type) -> String {
+        switch type {
+        case is Int.Type: return "an integer"
+        case is Double.Type: return "a number"
+        case is String.Type: return "a string"
+        case is Bool.Type: return "true or false"
+        default: return "\(type)"
+        }
+    }
+}
+
+extension KeyedDecodingContainer {
+    /// An optional integer. Foundation's JSONDecoder reports a fractional number decoded as Int as
+    /// invalid JSON without naming the key; decoding a Double first keeps the key in the error.
+    func int(_ key: Key) throws -> Int? {
+        let decoded: Double?
+        do { decoded = try decodeIfPresent(Double.self, forKey: key) } catch DecodingError.typeMismatch(_, let context) {
+            throw DecodingError.typeMismatch(Int.self, context)
+        }
+        guard let d = decoded else { return nil }
+        guard d.rounded() == d, abs(d) < 9.0e15 else {
+            throw DecodingError.typeMismatch(Int.self, DecodingError.Context(codingPath: codingPath + [key], debugDescription: "\(d) is not an integer"))
+        }
+        return Int(d)
+    }
+}

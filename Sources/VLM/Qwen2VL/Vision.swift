@@ -1,0 +1,210 @@
+import Foundation
+import Tensors
+
+/// Compute precision of a model's matrix products.
+public enum ComputeDType: String, Sendable, Codable, CaseIterable {
+    /// f32 weights and f32 products end to end (what the parity tests use).
+    case f32
+    /// bf16 weights, activations rounded to bf16 at each product, f32 accumulation.
+    case bf16
+}
+
+/// The Qwen2-VL vision tower: Conv3d patch embedding (as one GEMM), `depth` ViT blocks with 2D
+/// rotary positions and attention that is block-diagonal per temporal patch, and the 2×2
+/// PatchMerger. Port of transformers' `Qwen2VisionTransformerPretrainedModel`.
+public final class Qwen2VLVision: @unchecked Sendable {
+    public let config: Qwen2VLVisionConfiguration
+    public let dtype: ComputeDType
+    let weights: Weights
+    private let pool: ThreadPool
+    private let scratch = AttentionScratch()
+
+    struct Block {
+        var norm1: (Tensor, Tensor), norm2: (Tensor, Tensor)
+        var qkv: WeightTensor, qkvBias: Tensor
+        var proj: WeightTensor, projBias: Tensor
+        var fc1: WeightTensor, fc1Bias: Tensor
+        var fc2: WeightTensor, fc2Bias: Tensor
+    }
+
+    struct Weights {
+        var patchEmbed: WeightTensor // [embed, C·T·P·P]
+        var blocks: [Block]
+        var mergerNorm: (Tensor, Tensor)
+        var merger0: WeightTensor, merger0Bias: Tensor
+        var merger2: WeightTensor, merger2Bias: Tensor
+    }
+
+    /// Loads the `visual.*` tensors (or `model.visual.*`, as transformers 5 modules name them),
+    /// strictly: every expected tensor with its expected shape, and no unknown vision tensor.
+    /// `dtype` nil follows the checkpoint (bf16 weights compute in bf16, others in f32).
+    public init(config: Qwen2VLVisionConfiguration, checkpoint: Checkpoint, dtype: ComputeDType? = nil,
+                pool: ThreadPool = .shared) throws {
+        self.config = config
+        self.pool = pool
+        let prefix: String
+        if checkpoint.contains("visual.patch_embed.proj.weight") {
+            prefix = "visual."
+        } else if checkpoint.contains("model.visual.patch_embed.proj.weight") {
+            prefix = "model.visual."
+        } else {
+            throw VLMError.missingWeight(name: "visual.patch_embed.proj.weight", checkpoint: checkpoint.directory)
+        }
+        let c = config
+        let e = c.embedDim, mlp = c.mlpHiddenDim, merged = e * c.spatialMergeSize * c.spatialMergeSize
+        var expected: [String: [Int]] = [
+            "patch_embed.proj.weight": [e, c.inChannels, c.temporalPatchSize, c.patchSize, c.patchSize],
+            "merger.ln_q.weight": [e], "merger.ln_q.bias": [e],
+            "merger.mlp.0.weight": [merged, merged], "merger.mlp.0.bias": [merged],
+            "merger.mlp.2.weight": [c.hiddenSize, merged], "merger.mlp.2.bias": [c.hiddenSize],
+        ]
+        for i in 0..<c.depth {
+            let b = "blocks.\(i)."
+            expected[b + "norm1.weight"] = [e]; expected[b + "norm1.bias"] = [e]
+            expected[b + "norm2.weight"] = [e]; expected[b + "norm2.bias"] = [e]
+            expected[b + "attn.qkv.weight"] = [3 * e, e]; expected[b + "attn.qkv.bias"] = [3 * e]
+            expected[b + "attn.proj.weight"] = [e, e]; expected[b + "attn.proj.bias"] = [e]
+            expected[b + "mlp.fc1.weight"] = [mlp, e]; expected[b + "mlp.fc1.bias"] = [mlp]
+            expected[b + "mlp.fc2.weight"] = [e, mlp]; expected[b + "mlp.fc2.bias"] = [e]
+        }
+        let unknown = checkpoint.names.filter { $0.hasPrefix(prefix) && expected[String($0.dropFirst(prefix.count))] == nil }
+        guard unknown.isEmpty else { throw VLMError.unexpectedWeights(names: unknown, checkpoint: checkpoint.directory) }
+
+        let patchWeight = try checkpoint.tensor(prefix + "patch_embed.proj.weight")
+        let computeType = dtype ?? (patchWeight.dtype == .bf16 ? .bf16 : .f32)
+        self.dtype = computeType
+        func weight(_ name: String) throws -> WeightTensor {
+            guard checkpoint.contains(prefix + name) else { throw VLMError.missingWeight(name: prefix + name, checkpoint: checkpoint.directory) }
+            let w = try checkpoint.tensor(prefix + name)
+            guard w.shape == expected[name]! else { throw VLMError.weightShape(name: prefix + name, expected: expected[name]!, got: w.shape) }
+            return w
+        }
+        func matrix(_ name: String) throws -> WeightTensor {
+            try weight(name).converted(to: computeType == .bf16 ? .bf16 : .f32)
+        }
+        func vector(_ name: String) throws -> Tensor { try weight(name).toF32() }
+        func norm(_ name: String) throws -> (Tensor, Tensor) { (try vector(name + ".weight"), try vector(name + ".bias")) }
+
+        let blocks = try (0..<c.depth).map { i -> Block in
+            let b = "blocks.\(i)."
+            return Block(norm1: try norm(b + "norm1"), norm2: try norm(b + "norm2"),
+                         qkv: try matrix(b + "attn.qkv.weight"), qkvBias: try vector(b + "attn.qkv.bias"),
+                         proj: try matrix(b + "attn.proj.weight"), projBias: try vector(b + "attn.proj.bias"),
+                         fc1: try matrix(b + "mlp.fc1.weight"), fc1Bias: try vector(b + "mlp.fc1.bias"),
+                         fc2: try matrix(b + "mlp.fc2.weight"), fc2Bias: try vector(b + "mlp.fc2.bias"))
+        }
+        weights = Weights(
+            patchEmbed: try matrix("patch_embed.proj.weight").reshaped([e, c.patchDim]),
+            blocks: blocks, mergerNorm: try norm("merger.ln_q"),
+            merger0: try matrix("merger.mlp.0.weight"), merger0Bias: try vector("merger.mlp.0.bias"),
+            merger2: try matrix("merger.mlp.2.weight"), merger2Bias: try vector("merger.mlp.2.bias"))
+    }
+
+    /// The tower's output for one video or image: `hidden` [t·h·w, embed] before the merger,
+    /// `merged` [t·h·w / 4, hidden_size] — one embedding per video token.
+    public func forward(pixels: Tensor, grid: VisionGrid) throws -> (hidden: Tensor, merged: Tensor) {
+        let c = config, e = c.embedDim, n = grid.patches, m = c.spatialMergeSize
+        guard pixels.shape == [n, c.patchDim] else {
+            throw VLMError.invalidInput("pixel values \(pixels.shape) do not match grid \(grid) × \(c.patchDim)")
+        }
+        guard grid.h % m == 0, grid.w % m == 0 else {
+            throw VLMError.invalidInput("grid \(grid) is not a multiple of the \(m)×\(m) merge")
+        }
+        // Conv3d with stride = kernel is one GEMM over flattened patches.
+        let x = try Linear.forward(pixels, weights.patchEmbed, pool: pool) // [N, e]
+        let (cos, sin) = rotary(grid: grid)                                // [N, headDim]
+        // Attention stays within each temporal patch: h·w patches per block.
+        let cuSeqlens = (0...grid.t).map { $0 * grid.h * grid.w }
+        let heads = c.numHeads, hd = c.headDim
+        let act = activation
+
+        let qkv = Tensor(uninitialized: [n, 3 * e])
+        let q = Tensor(uninitialized: [n, e]), k = Tensor(uninitialized: [n, e]), v = Tensor(uninitialized: [n, e])
+        let proj = Tensor(uninitialized: [n, e])
+        let hidden = Tensor(uninitialized: [n, c.mlpHiddenDim])
+        let normed = Tensor(uninitialized: [n, e])
+        for block in weights.blocks {
+            // x += proj(attention(rotary(qkv(norm1(x)))))
+            _ = Ops.layerNorm(x, weight: block.norm1.0, bias: block.norm1.1, eps: 1e-6, into: normed, pool: pool)
+            try Linear.forward(normed, block.qkv, bias: block.qkvBias, into: qkv, rows: n, pool: pool) // [N, 3e]: q | k | v
+            Ops.rotaryRotateHalf(qkv.pointer, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
+            Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
+            split(qkv, into: (q, k, v), width: e)
+            let attended = try Attention.forward(q: q, k: k, v: v, heads: heads, kvHeads: heads, headDim: hd,
+                                                 mask: .blockDiagonal(cuSeqlens), scratch: scratch, pool: pool)
+            try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
+            Ops.add(x, proj, pool: pool)
+            // x += fc2(act(fc1(norm2(x))))
+            _ = Ops.layerNorm(x, weight: block.norm2.0, bias: block.norm2.1, eps: 1e-6, into: normed, pool: pool)
+            try Linear.forward(normed, block.fc1, bias: block.fc1Bias, into: hidden, rows: n, pool: pool)
+            Ops.activate(hidden, act, pool: pool)
+            try Linear.forward(hidden, block.fc2, bias: block.fc2Bias, into: proj, rows: n, pool: pool)
+            Ops.add(x, proj, pool: pool)
+        }
+
+        // PatchMerger: LayerNorm, then each 2×2 window (4 consecutive rows, in merge order) as one row.
+        let mergedRows = n / (m * m), mergedWidth = e * m * m
+        let ln = Ops.layerNorm(x, weight: weights.mergerNorm.0, bias: weights.mergerNorm.1, eps: 1e-6, pool: pool)
+        let h1 = try Linear.forward(ln.reshaped([mergedRows, mergedWidth]), weights.merger0, bias: weights.merger0Bias, pool: pool)
+        Ops.activate(h1, .gelu, pool: pool)
+        let merged = try Linear.forward(h1, weights.merger2, bias: weights.merger2Bias, pool: pool) // [N/4, hidden]
+        return (x, merged)
+    }
+
+    var activation: Ops.Activation {
+        switch config.hiddenAct {
+        case "gelu": return .gelu
+        case "gelu_pytorch_tanh": return .geluTanh
+        case "silu": return .silu
+        default: return .quickGelu
+        }
+    }
+
+    /// cos/sin [N, headDim] of the 2D rotary: each patch's (h, w) in merge order, repeated for
+    /// every temporal patch; per row [cos(h·f), cos(w·f)] twice, f = θ^(−2i/(headDim/2)).
+    /// Port of `get_vision_position_ids` and `Qwen2VLVisionRotaryEmbedding` (float32 throughout).
+    func rotary(grid: VisionGrid) -> (Tensor, Tensor) {
+        let hd = config.headDim, quarter = hd / 4, spatial = hd / 2, m = config.spatialMergeSize
+        let invFreq = (0..<quarter).map { i in 1 / powf(Float(config.ropeTheta), Float(2 * i) / Float(spatial)) }
+        let n = grid.patches
+        let cos = Tensor(uninitialized: [n, hd]), sin = Tensor(uninitialized: [n, hd])
+        var row = 0
+        for _ in 0..<grid.t {
+            for hb in 0..<(grid.h / m) {
+                for wb in 0..<(grid.w / m) {
+                    for mh in 0..<m {
+                        for mw in 0..<m {
+                            let pos = [Float(hb * m + mh), Float(wb * m + mw)]
+                            let cr = cos.pointer + row * hd, sr = sin.pointer + row * hd
+                            for (axis, p) in pos.enumerated() {
+                                for i in 0..<quarter {
+                                    let angle = p * invFreq[i]
+                                    let (c, s) = (Foundation.cos(angle), Foundation.sin(angle))
+                                    for copy in 0..<2 {
+                                        cr[copy * spatial + axis * quarter + i] = c
+                                        sr[copy * spatial + axis * quarter + i] = s
+                                    }
+                                }
+                            }
+                            row += 1
+                        }
+                    }
+                }
+            }
+        }
+        return (cos, sin)
+    }
+
+    /// Copies the q, k, v thirds of each fused row into contiguous tensors.
+    private func split(_ qkv: Tensor, into parts: (Tensor, Tensor, Tensor), width e: Int) {
+        let rows = qkv.shape[0]
+        pool.parallelRanges(rows, grain: 64) { r in
+            for i in r {
+                let src = qkv.pointer + i * 3 * e
+                (parts.0.pointer + i * e).update(from: src, count: e)
+                (parts.1.pointer + i * e).update(from: src + e, count: e)
+                (parts.2.pointer + i * e).update(from: src + 2 * e, count: e)
+            }
+        }
+    }
+}
