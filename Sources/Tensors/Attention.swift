@@ -16,11 +16,26 @@ public enum AttentionMask: Sendable, Equatable {
 /// Reusable score memory for attention: grows to the largest block seen, never shrinks.
 public final class AttentionScratch: @unchecked Sendable {
     private var storage = TensorStorage(count: 0, zeroed: false)
+    private var halves = TensorStorage(count: 0, zeroed: false)
     public init() {}
     func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
         if storage.count < n { storage = TensorStorage(count: n, zeroed: false) }
         return storage.pointer
     }
+    /// Room for n 16-bit values.
+    func halfs(_ n: Int) -> UnsafeMutablePointer<UInt16> {
+        if halves.count * 2 < n { halves = TensorStorage(count: (n + 1) / 2, zeroed: false) }
+        return UnsafeMutableRawPointer(halves.pointer).assumingMemoryBound(to: UInt16.self)
+    }
+}
+
+/// Precision of attention's two matrix products.
+public enum AttentionPrecision: Sendable {
+    /// f32 throughout.
+    case f32
+    /// q, k, v and the softmax probabilities rounded to bf16, f32 scores, softmax and accumulation:
+    /// how PyTorch computes attention for a bf16 model.
+    case bf16
 }
 
 /// Scaled dot-product attention with grouped-query heads.
@@ -31,11 +46,12 @@ public final class AttentionScratch: @unchecked Sendable {
 /// block), with a masked softmax between them; short ones (decoding) run a direct kernel.
 public enum Attention {
     /// Scratch floats for one block of scores.
-    public static let scoreBudget = 16 << 20
+    public static let scoreBudget = 2 << 20
 
     public static func forward(q: Tensor, k: Tensor, v: Tensor, heads: Int, kvHeads: Int, headDim d: Int,
-                               mask: AttentionMask, scale: Float? = nil, scratch: AttentionScratch? = nil,
-                               maxScoreFloats: Int = scoreBudget, pool: ThreadPool = .shared) throws -> Tensor {
+                               mask: AttentionMask, scale: Float? = nil, precision: AttentionPrecision = .f32,
+                               scratch: AttentionScratch? = nil, maxScoreFloats: Int = scoreBudget,
+                               pool: ThreadPool = .shared) throws -> Tensor {
         let t = q.count / (heads * d), s = k.count / (kvHeads * d)
         guard heads % kvHeads == 0, q.count == t * heads * d, k.count == s * kvHeads * d, v.count == k.count else {
             throw TensorError.shapeMismatch(operation: "attention", expected: "q [T, \(heads)·\(d)], k/v [S, \(kvHeads)·\(d)]",
@@ -45,13 +61,31 @@ public enum Attention {
         let scale = scale ?? 1 / Float(d).squareRoot()
         let blocks = try Self.blocks(t: t, s: s, heads: heads, mask: mask, budget: maxScoreFloats)
         let scratch = scratch ?? AttentionScratch()
+        // bf16: q, k, v rounded once; the probabilities per block.
+        var halves: (q: UnsafeMutablePointer<UInt16>, k: UnsafeMutablePointer<UInt16>, v: UnsafeMutablePointer<UInt16>)? = nil
+        var probabilities: UnsafeMutablePointer<UInt16>? = nil
+        var owned: [UnsafeMutablePointer<UInt16>] = []
+        defer { owned.forEach { $0.deallocate() } }
+        if precision == .bf16 && blocks.contains(where: { $0.queries.count > 4 }) {
+            let qb = UnsafeMutablePointer<UInt16>.allocate(capacity: q.count)
+            let kb = UnsafeMutablePointer<UInt16>.allocate(capacity: k.count)
+            let vb = UnsafeMutablePointer<UInt16>.allocate(capacity: v.count)
+            owned = [qb, kb, vb]
+            for (src, dst) in [(q, qb), (k, kb), (v, vb)] {
+                pool.parallelRanges(src.count, grain: 1 << 14) { r in
+                    Convert.bf16(src.pointer + r.lowerBound, count: r.count, into: dst + r.lowerBound)
+                }
+            }
+            halves = (qb, kb, vb)
+            probabilities = scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0)
+        }
         for b in blocks {
             if b.queries.count <= 4 {
                 direct(q: q, k: k, v: v, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale, pool: pool)
             } else {
                 let scores = scratch.floats(heads * b.queries.count * b.keys.count)
                 try batched(q: q, k: k, v: v, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale,
-                            scores: scores, pool: pool)
+                            scores: scores, halves: halves, probabilities: probabilities, pool: pool)
             }
         }
         return out
@@ -111,30 +145,37 @@ public enum Attention {
     }
 
     static func batched(q: Tensor, k: Tensor, v: Tensor, out: Tensor, heads: Int, kvHeads: Int, d: Int,
-                        block: Block, scale: Float, scores: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+                        block: Block, scale: Float, scores: UnsafeMutablePointer<Float>,
+                        halves: (q: UnsafeMutablePointer<UInt16>, k: UnsafeMutablePointer<UInt16>, v: UnsafeMutablePointer<UInt16>)?,
+                        probabilities: UnsafeMutablePointer<UInt16>?, pool: ThreadPool) throws {
         let g = heads / kvHeads
         let tq = block.queries.count, sk = block.keys.count
         let qs = heads * d, ks = kvHeads * d
-        let qp = UnsafeMutableRawPointer(q.pointer + block.queries.lowerBound * qs)
-        let kp = UnsafeMutableRawPointer(k.pointer + block.keys.lowerBound * ks)
-        let vp = UnsafeMutableRawPointer(v.pointer + block.keys.lowerBound * ks)
+        let type = halves == nil ? dnnl_f32 : dnnl_bf16
+        let qp = halves.map { UnsafeMutableRawPointer($0.q + block.queries.lowerBound * qs) }
+            ?? UnsafeMutableRawPointer(q.pointer + block.queries.lowerBound * qs)
+        let kp = halves.map { UnsafeMutableRawPointer($0.k + block.keys.lowerBound * ks) }
+            ?? UnsafeMutableRawPointer(k.pointer + block.keys.lowerBound * ks)
+        let vp = halves.map { UnsafeMutableRawPointer($0.v + block.keys.lowerBound * ks) }
+            ?? UnsafeMutableRawPointer(v.pointer + block.keys.lowerBound * ks)
         let op = UnsafeMutableRawPointer(out.pointer + block.queries.lowerBound * qs)
         // scores[kv, g, i, j] = Σ_c q[i, (kv·g + g')·d + c] · k[j, kv·d + c]
         try OneDNN.shared.matmul(
-            src: .init(dims: [kvHeads, g, tq, d], strides: [g * d, d, qs, 1], type: dnnl_f32, pointer: qp),
-            weights: .init(dims: [kvHeads, 1, d, sk], strides: [d, d, 1, ks], type: dnnl_f32, pointer: kp),
+            src: .init(dims: [kvHeads, g, tq, d], strides: [g * d, d, qs, 1], type: type, pointer: qp),
+            weights: .init(dims: [kvHeads, 1, d, sk], strides: [d, d, 1, ks], type: type, pointer: kp),
             dst: .init(dims: [kvHeads, g, tq, sk], strides: [g * tq * sk, tq * sk, sk, 1], type: dnnl_f32,
                        pointer: UnsafeMutableRawPointer(scores)))
         let rows = kvHeads * g * tq
         pool.parallelRanges(rows, grain: 4) { r in
             // Rows are (kv, g', i) with i fastest: the causal limit follows i = row % tq.
             rq_softmax_scaled(scores + r.lowerBound * sk, r.count, sk, scale, block.causalBase ?? -1, tq, r.lowerBound)
+            if let p = probabilities { Convert.bf16(scores + r.lowerBound * sk, count: r.count * sk, into: p + r.lowerBound * sk) }
         }
         // out[i, (kv·g + g')·d + c] = Σ_j p[kv, g', i, j] · v[j, kv·d + c]
         try OneDNN.shared.matmul(
-            src: .init(dims: [kvHeads, g, tq, sk], strides: [g * tq * sk, tq * sk, sk, 1], type: dnnl_f32,
-                       pointer: UnsafeMutableRawPointer(scores)),
-            weights: .init(dims: [kvHeads, 1, sk, d], strides: [d, d, ks, 1], type: dnnl_f32, pointer: vp),
+            src: .init(dims: [kvHeads, g, tq, sk], strides: [g * tq * sk, tq * sk, sk, 1], type: type,
+                       pointer: probabilities.map { UnsafeMutableRawPointer($0) } ?? UnsafeMutableRawPointer(scores)),
+            weights: .init(dims: [kvHeads, 1, sk, d], strides: [d, d, ks, 1], type: type, pointer: vp),
             dst: .init(dims: [kvHeads, g, tq, d], strides: [g * d, d, qs, 1], type: dnnl_f32, pointer: op))
     }
 }

@@ -35,7 +35,7 @@ public enum Linear {
         case .bf16 where m <= gemvRows:
             gemvBF16(x: x.pointer, batch: m, w: w.pointer.assumingMemoryBound(to: UInt16.self), rows: n, cols: k, y: y.pointer, pool: pool)
         case .bf16:
-            try gemmBF16(x: x.pointer, m: m, k: k, w: UnsafeMutableRawPointer(mutating: w.pointer), n: n, y: y.pointer)
+            try gemmBF16(x: x.pointer, m: m, k: k, w: w, n: n, y: y.pointer, pool: pool)
         case .f16 where m <= gemvRows:
             let wp = w.pointer.assumingMemoryBound(to: UInt16.self)
             for b in 0..<m {
@@ -49,7 +49,21 @@ public enum Linear {
         default:
             throw TensorError.unsupportedDType(operation: "linear \(w.name)", dtype: w.dtype.rawValue)
         }
-        if let bias { rq_add_bias(y.pointer, bias.pointer, m, n) }
+        if let bias {
+            pool.parallelRanges(m, grain: 16) { r in rq_add_bias(y.pointer + r.lowerBound * n, bias.pointer, r.count, n) }
+        }
+    }
+
+    /// The weight with a copy in oneDNN's blocked layout for products of many rows (`rows` is
+    /// a typical row count). Products of ≤ `gemvRows` rows still read the original. bf16 only;
+    /// other dtypes are returned as they are.
+    public static func pack(_ w: WeightTensor, rows: Int = 1024) throws -> WeightTensor {
+        guard w.dtype == .bf16, w.shape.count == 2, w.packed == nil else { return w }
+        let n = w.shape[0], k = w.shape[1]
+        let p = try OneDNN.shared.pack(bf16: w.pointer, k: k, n: n, rows: rows)
+        var packed = w
+        packed.packed = PackedWeight(desc: p.desc, bytes: p.bytes, size: p.size, key: "packed[\(k)x\(n)@\(rows)]")
+        return packed
     }
 
     /// C [m, n] = A [m, k] · Bᵀ with B [n, k], row-major, through OpenBLAS.
@@ -71,14 +85,15 @@ public enum Linear {
     }
 
     /// bf16 GEMM through oneDNN: activations rounded to bf16, weights read in place, f32 out.
-    static func gemmBF16(x: UnsafePointer<Float>, m: Int, k: Int, w: UnsafeMutableRawPointer, n: Int,
-                         y: UnsafeMutablePointer<Float>) throws {
+    static func gemmBF16(x: UnsafePointer<Float>, m: Int, k: Int, w: WeightTensor, n: Int,
+                         y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
         let xb = UnsafeMutablePointer<UInt16>.allocate(capacity: m * k)
         defer { xb.deallocate() }
-        rq_f32_to_bf16(x, xb, m * k)
+        pool.parallelRanges(m * k, grain: 1 << 15) { r in rq_f32_to_bf16(x + r.lowerBound, xb + r.lowerBound, r.count) }
         try OneDNN.shared.matmul(
             src: .init(dims: [m, k], strides: [k, 1], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(xb)),
-            weights: .init(dims: [k, n], strides: [1, k], type: dnnl_bf16, pointer: w),
+            weights: w.packed.map { .init(packed: $0.desc, key: $0.key, pointer: $0.bytes) }
+                ?? .init(dims: [k, n], strides: [1, k], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(mutating: w.pointer)),
             dst: .init(dims: [m, n], strides: [n, 1], type: dnnl_f32, pointer: UnsafeMutableRawPointer(y)))
     }
 }

@@ -1,6 +1,21 @@
 import CDNNL
 import Foundation
 
+/// bf16 weights reordered into oneDNN's blocked matmul layout (owned memory).
+public final class PackedWeight: @unchecked Sendable {
+    let desc: dnnl_memory_desc_t
+    let bytes: UnsafeMutableRawPointer
+    public let size: Int
+    let key: String
+    init(desc: dnnl_memory_desc_t, bytes: UnsafeMutableRawPointer, size: Int, key: String) {
+        self.desc = desc
+        self.bytes = bytes
+        self.size = size
+        self.key = key
+    }
+    deinit { free(bytes) }
+}
+
 /// oneDNN matrix products. Primitives are created once per shape and layout and cached.
 final class OneDNN: @unchecked Sendable {
     static let shared = OneDNN()
@@ -16,16 +31,34 @@ final class OneDNN: @unchecked Sendable {
         dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue)
     }
 
-    /// A matrix operand: logical dims, strides in elements, element type, memory.
+    /// A matrix operand: logical dims, strides in elements, element type, memory — or a
+    /// ready-made (blocked) descriptor with a key that names it.
     struct Operand {
         var dims: [Int]
         var strides: [Int]
         var type: dnnl_data_type_t
         var pointer: UnsafeMutableRawPointer
+        var packed: (desc: dnnl_memory_desc_t, key: String)? = nil
 
-        var key: String { "\(dims)/\(strides)/\(type.rawValue)" }
+        init(dims: [Int], strides: [Int], type: dnnl_data_type_t, pointer: UnsafeMutableRawPointer) {
+            self.dims = dims
+            self.strides = strides
+            self.type = type
+            self.pointer = pointer
+        }
+
+        init(packed desc: dnnl_memory_desc_t, key: String, pointer: UnsafeMutableRawPointer) {
+            dims = []
+            strides = []
+            type = dnnl_bf16
+            self.pointer = pointer
+            packed = (desc, key)
+        }
+
+        var key: String { packed?.key ?? "\(dims)/\(strides)/\(type.rawValue)" }
 
         func descriptor() throws -> dnnl_memory_desc_t {
+            if let packed { return packed.desc }
             var md = dnnl_memory_desc_t()
             var d = dims.map { dnnl_dim_t($0) }
             var s = strides.map { dnnl_dim_t($0) }
@@ -37,6 +70,51 @@ final class OneDNN: @unchecked Sendable {
 
     static func failure(_ what: String, _ status: dnnl_status_t) -> TensorError {
         .backend(operation: "oneDNN \(what)", reason: "status \(status.rawValue)")
+    }
+
+    /// Reorders bf16 weights W [n, k] (row-major, as nn.Linear stores them) into the blocked
+    /// layout oneDNN's matmul prefers for `rows`-row products. Returns the layout and the bytes.
+    func pack(bf16 weights: UnsafeRawPointer, k: Int, n: Int, rows: Int) throws -> (desc: dnnl_memory_desc_t, bytes: UnsafeMutableRawPointer, size: Int) {
+        var s = try Operand(dims: [rows, k], strides: [k, 1], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(mutating: weights)).descriptor()
+        var d = try Operand(dims: [rows, n], strides: [n, 1], type: dnnl_f32, pointer: UnsafeMutableRawPointer(mutating: weights)).descriptor()
+        var any = dnnl_memory_desc_t()
+        var wdims: [dnnl_dim_t] = [dnnl_dim_t(k), dnnl_dim_t(n)]
+        var status = dnnl_memory_desc_init_by_tag(&any, 2, &wdims, dnnl_bf16, dnnl_format_tag_any)
+        guard status == dnnl_success else { throw OneDNN.failure("packing descriptor", status) }
+        var desc = dnnl_matmul_desc_t()
+        status = dnnl_matmul_desc_init(&desc, &s, &any, nil, &d)
+        guard status == dnnl_success else { throw OneDNN.failure("packing matmul", status) }
+        var pd: dnnl_primitive_desc_t? = nil
+        status = dnnl_primitive_desc_create(&pd, &desc, nil, engine, nil)
+        guard status == dnnl_success else { throw OneDNN.failure("packing matmul", status) }
+        defer { dnnl_primitive_desc_destroy(pd) }
+        guard let md = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0) else {
+            throw TensorError.backend(operation: "oneDNN packing", reason: "no weights layout")
+        }
+        var packedDesc = md.pointee
+        let size = dnnl_memory_desc_get_size(&packedDesc)
+        var raw: UnsafeMutableRawPointer? = nil
+        guard posix_memalign(&raw, 64, max(64, size)) == 0, let bytes = raw else { throw TensorError.backend(operation: "packing", reason: "out of memory") }
+        var plain = try Operand(dims: [k, n], strides: [1, k], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(mutating: weights)).descriptor()
+        var rpd: dnnl_primitive_desc_t? = nil
+        status = dnnl_reorder_primitive_desc_create(&rpd, &plain, engine, &packedDesc, engine, nil)
+        guard status == dnnl_success else { free(bytes); throw OneDNN.failure("reorder", status) }
+        defer { dnnl_primitive_desc_destroy(rpd) }
+        var reorder: dnnl_primitive_t? = nil
+        dnnl_primitive_create(&reorder, rpd)
+        defer { dnnl_primitive_destroy(reorder) }
+        var from: dnnl_memory_t? = nil, to: dnnl_memory_t? = nil
+        dnnl_memory_create(&from, &plain, engine, UnsafeMutableRawPointer(mutating: weights))
+        dnnl_memory_create(&to, &packedDesc, engine, bytes)
+        defer { dnnl_memory_destroy(from); dnnl_memory_destroy(to) }
+        var args = [dnnl_exec_arg_t(arg: reelql_dnnl_arg_from(), memory: from), dnnl_exec_arg_t(arg: reelql_dnnl_arg_to(), memory: to)]
+        status = lock.withLock {
+            let s = dnnl_primitive_execute(reorder, stream, 2, &args)
+            dnnl_stream_wait(stream)
+            return s
+        }
+        guard status == dnnl_success else { free(bytes); throw OneDNN.failure("reorder execution", status) }
+        return (packedDesc, bytes, size)
     }
 
     /// dst = src · weights over the last two dimensions (leading dimensions broadcast as batches).

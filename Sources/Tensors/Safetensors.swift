@@ -8,6 +8,8 @@ public struct WeightTensor: @unchecked Sendable, CustomStringConvertible {
     public let pointer: UnsafeRawPointer
     /// Keeps the mapping (or other memory) alive.
     let owner: AnyObject
+    /// The same weight reordered into oneDNN's blocked layout (see `Linear.pack`).
+    var packed: PackedWeight?
 
     public var count: Int { shape.reduce(1, *) }
     public var byteCount: Int { count * dtype.size }
@@ -205,8 +207,33 @@ public final class SafetensorsFile: @unchecked Sendable {
     }
 }
 
+/// Named weights a model loads from: a checkpoint on disk, or weights built in memory.
+public protocol WeightStore {
+    /// Where the weights come from (a directory, or a description), for error messages.
+    var directory: String { get }
+    var names: [String] { get }
+    func contains(_ name: String) -> Bool
+    func tensor(_ name: String) throws -> WeightTensor
+}
+
+/// Weights held in memory (random-weight models for benchmarks, converted checkpoints).
+public struct InMemoryWeights: WeightStore, @unchecked Sendable {
+    public var directory: String
+    public var tensors: [String: WeightTensor]
+    public init(label: String, tensors: [String: WeightTensor] = [:]) {
+        directory = label
+        self.tensors = tensors
+    }
+    public var names: [String] { tensors.keys.sorted() }
+    public func contains(_ name: String) -> Bool { tensors[name] != nil }
+    public func tensor(_ name: String) throws -> WeightTensor {
+        guard let t = tensors[name] else { throw TensorError.missingTensor(name: name, checkpoint: directory) }
+        return t
+    }
+}
+
 /// A checkpoint directory: `model.safetensors`, or shards listed by `model.safetensors.index.json`.
-public final class Checkpoint: @unchecked Sendable {
+public final class Checkpoint: WeightStore, @unchecked Sendable {
     public let directory: String
     public let files: [SafetensorsFile]
     private let fileOfTensor: [String: Int]

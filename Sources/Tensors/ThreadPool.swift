@@ -47,11 +47,15 @@ public final class ThreadPool: @unchecked Sendable {
         guard count > 0 else { return }
         let chunks = min(threads, max(1, count / max(1, grain)))
         if chunks == 1 { body(0..<count); return }
+        // On OpenMP's team — the threads oneDNN runs on — so that our element-wise work and
+        // oneDNN's products never compete for the cores with a second set of threads.
         withoutActuallyEscaping(body) { body in
-            let work = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: chunks) { c in
-                let lo = count * c / chunks, hi = count * (c + 1) / chunks
-                if lo < hi { work.value(lo..<hi) }
+            var work = body
+            withUnsafeMutablePointer(to: &work) { context in
+                reelql_parallel(count, UInt32(chunks), { context, begin, end in
+                    let body = context!.assumingMemoryBound(to: ((Range<Int>) -> Void).self).pointee
+                    body(Int(begin)..<Int(end))
+                }, UnsafeMutableRawPointer(context))
             }
         }
     }

@@ -44,7 +44,7 @@ struct KernelBench: ParsableCommand {
     }
 
     func gemm() throws {
-        print("\nGEMM (GFLOP/s)                 cblas_sgemm   f32 wrapper  ratio   bf16 (oneDNN)  bf16/f32")
+        print("\nGEMM (GFLOP/s)                 cblas_sgemm   f32 wrapper  ratio   bf16 (oneDNN)  bf16/f32   bf16 packed  packed/f32")
         var shapes = [(4096, 1280, 3840), (4096, 1280, 5120), (4096, 5120, 1280)]
         shapes += [(prefill, 1536, 1536), (prefill, 1536, 8960), (prefill, 8960, 1536)]
         if quick { shapes = [(1024, 1280, 1280)] }
@@ -61,9 +61,11 @@ struct KernelBench: ParsableCommand {
             }
             let wrapped = try median { try Linear.forward(x, wf, into: y, rows: m) }
             let bf16 = try median { try Linear.forward(x, wb, into: y, rows: m) }
+            let wp = try Linear.pack(wb, rows: m)
+            let packed = try median { try Linear.forward(x, wp, into: y, rows: m) }
             let g = { (t: Double) in flop / t / 1e9 }
-            print(String(format: "  %5d×%5d×%-6d           %8.1f      %8.1f    %5.2f   %8.1f       %5.2f",
-                         m, k, n, g(direct), g(wrapped), direct / wrapped, g(bf16), direct / bf16 * (wrapped / direct)))
+            print(String(format: "  %5d×%5d×%-6d           %8.1f      %8.1f    %5.2f   %8.1f       %5.2f      %8.1f     %5.2f",
+                         m, k, n, g(direct), g(wrapped), direct / wrapped, g(bf16), wrapped / bf16, g(packed), wrapped / packed))
         }
     }
 

@@ -78,6 +78,21 @@ import Testing
         }
     }
 
+    /// bf16 attention (q, k, v and probabilities rounded, f32 scores and sums) against the float64
+    /// reference: rounding to bf16 (8 significant bits) bounds the error near 2⁻⁸ relative.
+    @Test(arguments: ["attn_causal_gqa_65", "attn_block_65", "attn_causal_1030"])
+    func bf16IsCloseToReference(name: String) throws {
+        let c = Self.cases[name]!
+        let q = Reference.tensor([c.t, c.heads * c.headDim], seed: 10)
+        let k = Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 11)
+        let v = Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 12)
+        let mask: AttentionMask = c.mask == "block" ? .blockDiagonal(c.cuSeqlens!) : .causal(offset: c.offset)
+        let out = try Attention.forward(q: q, k: k, v: v, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
+                                        mask: mask, precision: .bf16, maxScoreFloats: 4096)
+        let error = relativeError(out.values, try Reference.values(name))
+        #expect(error < 1.0 / 64 && error > 1e-5, "\(name): \(error)")
+    }
+
     @Test func invalidMasksThrow() {
         let q = Tensor(zeros: [4, 8]), k = Tensor(zeros: [4, 8])
         #expect(throws: TensorError.self) { try Attention.forward(q: q, k: k, v: k, heads: 1, kvHeads: 1, headDim: 8, mask: .blockDiagonal([0, 3])) }

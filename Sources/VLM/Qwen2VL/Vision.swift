@@ -38,7 +38,7 @@ public final class Qwen2VLVision: @unchecked Sendable {
     /// Loads the `visual.*` tensors (or `model.visual.*`, as transformers 5 modules name them),
     /// strictly: every expected tensor with its expected shape, and no unknown vision tensor.
     /// `dtype` nil follows the checkpoint (bf16 weights compute in bf16, others in f32).
-    public init(config: Qwen2VLVisionConfiguration, checkpoint: Checkpoint, dtype: ComputeDType? = nil,
+    public init(config: Qwen2VLVisionConfiguration, checkpoint: any WeightStore, dtype: ComputeDType? = nil,
                 pool: ThreadPool = .shared) throws {
         self.config = config
         self.pool = pool
@@ -80,7 +80,9 @@ public final class Qwen2VLVision: @unchecked Sendable {
             return w
         }
         func matrix(_ name: String) throws -> WeightTensor {
-            try weight(name).converted(to: computeType == .bf16 ? .bf16 : .f32)
+            // bf16 products run on oneDNN's blocked layout, reordered once here.
+            computeType == .bf16 ? try Linear.pack(try weight(name).converted(to: .bf16), rows: 4096)
+                : try weight(name).converted(to: .f32)
         }
         func vector(_ name: String) throws -> Tensor { try weight(name).toF32() }
         func norm(_ name: String) throws -> (Tensor, Tensor) { (try vector(name + ".weight"), try vector(name + ".bias")) }
@@ -123,22 +125,38 @@ public final class Qwen2VLVision: @unchecked Sendable {
         let proj = Tensor(uninitialized: [n, e])
         let hidden = Tensor(uninitialized: [n, c.mlpHiddenDim])
         let normed = Tensor(uninitialized: [n, e])
+        var profile = StageTimer(enabled: StageTimer.requested)
+        func mark(_ stage: String) { profile.mark(stage) }
+        defer { profile.report("vision") }
         for block in weights.blocks {
             // x += proj(attention(rotary(qkv(norm1(x)))))
+            mark("other")
             _ = Ops.layerNorm(x, weight: block.norm1.0, bias: block.norm1.1, eps: 1e-6, into: normed, pool: pool)
+            mark("ln")
             try Linear.forward(normed, block.qkv, bias: block.qkvBias, into: qkv, rows: n, pool: pool) // [N, 3e]: q | k | v
+            mark("qkv")
             Ops.rotaryRotateHalf(qkv.pointer, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
+            mark("rope")
             split(qkv, into: (q, k, v), width: e)
+            mark("split")
             let attended = try Attention.forward(q: q, k: k, v: v, heads: heads, kvHeads: heads, headDim: hd,
-                                                 mask: .blockDiagonal(cuSeqlens), scratch: scratch, pool: pool)
+                                                 mask: .blockDiagonal(cuSeqlens),
+                                                 precision: dtype == .bf16 ? .bf16 : .f32, scratch: scratch, pool: pool)
+            mark("attn")
             try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
+            mark("proj")
             Ops.add(x, proj, pool: pool)
+            mark("add")
             // x += fc2(act(fc1(norm2(x))))
             _ = Ops.layerNorm(x, weight: block.norm2.0, bias: block.norm2.1, eps: 1e-6, into: normed, pool: pool)
+            mark("ln")
             try Linear.forward(normed, block.fc1, bias: block.fc1Bias, into: hidden, rows: n, pool: pool)
+            mark("fc1")
             Ops.activate(hidden, act, pool: pool)
+            mark("act")
             try Linear.forward(hidden, block.fc2, bias: block.fc2Bias, into: proj, rows: n, pool: pool)
+            mark("fc2")
             Ops.add(x, proj, pool: pool)
         }
 
@@ -206,5 +224,29 @@ public final class Qwen2VLVision: @unchecked Sendable {
                 (parts.2.pointer + i * e).update(from: src + 2 * e, count: e)
             }
         }
+    }
+}
+
+/// Time spent per stage of a forward pass, printed to stderr when REELQL_PROFILE is set.
+struct StageTimer {
+    static let requested = ProcessInfo.processInfo.environment["REELQL_PROFILE"] != nil
+    let enabled: Bool
+    private var totals: [String: Double] = [:]
+    private var last = DispatchTime.now().uptimeNanoseconds
+
+    init(enabled: Bool) { self.enabled = enabled }
+
+    /// Charges the time since the previous mark to `stage`.
+    mutating func mark(_ stage: String) {
+        guard enabled else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
+        totals[stage, default: 0] += Double(now - last) / 1e9
+        last = now
+    }
+
+    func report(_ what: String) {
+        guard enabled else { return }
+        let lines = totals.sorted { $0.value > $1.value }.map { String(format: "  %-8@ %8.3f s", $0.key, $0.value) }
+        FileHandle.standardError.write(Data(("\(what) profile:\n" + lines.joined(separator: "\n") + "\n").utf8))
     }
 }
