@@ -113,4 +113,3 @@ struct VisionBench: ParsableCommand {
     }
 }
 
-extension ComputeDType: ExpressibleByArgument {}

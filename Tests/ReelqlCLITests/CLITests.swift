@@ -156,3 +156,29 @@ enum CLI {
         #expect(growth < 8, "resident memory grew \(growth) MiB over 500 files")
     }
 }
+
+@Suite struct EncodeCLITests {
+    static let model = CLI.root.appendingPathComponent("fixtures/models/tiny-qwen2vl-b").path
+
+    @Test func encodesAVideoIntoVideoTokens() throws {
+        let r = try CLI.run(["encode", CLI.video("vp9.webm"), "--model", Self.model, "--min-pixels", "784",
+                             "--max-pixels", "12544", "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try CLI.json(r.stdout)
+        let grid = out["grid"] as! [Int]
+        #expect(out["tokens"] as? Int == grid.reduce(1, *) / 4)
+        #expect(out["embedding_width"] as? Int == 40)
+        #expect(grid[1] * 14 == out["height"] as? Int && grid[2] * 14 == out["width"] as? Int)
+        #expect(out["dtype"] as? String == "f32")
+        let bf16 = try CLI.json(try CLI.run(["encode", CLI.video("vp9.webm"), "--model", Self.model, "--min-pixels", "784",
+                                             "--max-pixels", "12544", "--dtype", "bf16", "--json"]).stdout)
+        #expect(bf16["dtype"] as? String == "bf16")
+        #expect(abs((bf16["mean"] as! Double) - (out["mean"] as! Double)) < 0.05)
+    }
+
+    @Test func missingModelIsAClearError() throws {
+        let r = try CLI.run(["encode", CLI.video("vp9.webm"), "--model", "/nonexistent"])
+        #expect(r.status == 20)
+        #expect(r.stderr.contains("config.json"))
+    }
+}

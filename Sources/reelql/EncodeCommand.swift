@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import Media
+import Tensors
+import VLM
+
+/// `reelql encode`: a video through sampling, the processor and the vision tower.
+struct EncodeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encode",
+        abstract: "Encode a video with a Qwen2-VL checkpoint's vision tower and print what it produced.",
+        discussion: "Prints the patch grid, the number of video tokens, their embedding width and timings.")
+
+    @Argument(help: "The video file.")
+    var file: String
+    @Option(help: "A Qwen2-VL checkpoint directory (config.json, model.safetensors[.index.json]).")
+    var model: String
+    @Option(help: "Compute precision: f32 or bf16 (default: the checkpoint's).")
+    var dtype: ComputeDType?
+    @OptionGroup var sampling: SamplingOptionGroup
+    @Flag(help: "Print one JSON object.")
+    var json = false
+    @Option(help: "Also write the video embeddings (f32, row-major [tokens, width]) to this file.")
+    var out: String?
+
+    struct Output: Encodable {
+        var file: String
+        var frames: Int
+        var width: Int
+        var height: Int
+        var grid: [Int]
+        var tokens: Int
+        var embeddingWidth: Int
+        var dtype: String
+        var mean: Double
+        var std: Double
+        var timing: [String: Double]
+    }
+
+    func run() throws {
+        var timing: [String: Double] = [:]
+        func timed<T>(_ key: String, _ body: () throws -> T) rethrows -> T {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            defer { timing[key] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 }
+            return try body()
+        }
+        let sampled = try reportingErrors { try timed("decode") { try VideoDecoder(path: file).sample(sampling.options) } }
+        do {
+            let files = try timed("load") { try Qwen2VLModelFiles(directory: model) }
+            let vision = try timed("load") {
+                try Qwen2VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: model), dtype: dtype)
+            }
+            let (pixels, grid) = try timed("processor") {
+                try Qwen2VLProcessor(config: files.preprocessor).patches(frames: sampled.frames.map(RGBImage.init))
+            }
+            let merged = try timed("vision") { try vision.forward(pixels: pixels, grid: grid).merged }
+            let values = merged.buffer
+            let mean = values.reduce(0.0) { $0 + Double($1) } / Double(values.count)
+            let variance = values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(values.count)
+            if let out {
+                try Data(buffer: values).write(to: URL(fileURLWithPath: out))
+            }
+            let o = Output(file: file, frames: sampled.frames.count, width: sampled.plan.width, height: sampled.plan.height,
+                           grid: [grid.t, grid.h, grid.w], tokens: merged.shape[0], embeddingWidth: merged.shape[1],
+                           dtype: vision.dtype.rawValue, mean: mean, std: variance.squareRoot(), timing: timing)
+            if json { try printJSON(o); return }
+            print("\(o.frames) frames at \(o.width)×\(o.height) → grid \(grid) → \(o.tokens) video tokens × \(o.embeddingWidth) (\(o.dtype))")
+            print(String(format: "embeddings: mean %.4f, std %.4f", mean, o.std))
+            print(timing.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f s", $0.key, $0.value) }.joined(separator: ", "))
+        } catch let e as VLMError {
+            printError("error[model]: \(e.localizedDescription)")
+            throw ExitCode(20)
+        } catch let e as TensorError {
+            printError("error[checkpoint]: \(e.localizedDescription)")
+            throw ExitCode(21)
+        }
+    }
+}
+
+extension ComputeDType: ExpressibleByArgument {}
