@@ -374,6 +374,30 @@ RQ_INLINE void softmax_scaled_body(float *x, size_t rows, size_t n, float scale,
 }
 RQ_MULTIVERSION(softmax_scaled, (float *x, size_t rows, size_t n, float scale, long causal_base, size_t period, size_t row_offset), (x, rows, n, scale, causal_base, period, row_offset))
 
+RQ_INLINE void softmax_scaled_bf16_body(float *x, size_t rows, size_t n, float scale, long causal_base, size_t period,
+                                        size_t row_offset, uint16_t *out) {
+    for (size_t r = 0; r < rows; r++) {
+        float *xr = x + r * n;
+        uint16_t *o = out + r * n;
+        size_t valid = n;
+        if (causal_base >= 0) {
+            long lim = causal_base + (long)((r + row_offset) % period) + 1;
+            valid = lim < 0 ? 0 : ((size_t)lim < n ? (size_t)lim : n);
+        }
+        float m = -INFINITY;
+        for (size_t i = 0; i < valid; i++) m = xr[i] > m ? xr[i] : m;
+        float s = 0;
+        for (size_t i = 0; i < valid; i++) { float v = rq_exp((xr[i] - m) * scale); xr[i] = v; s += v; }
+        float inv = valid ? 1.0f / s : 0.0f;
+        for (size_t i = 0; i < valid; i++) {
+            uint32_t u = f32_to_bits(xr[i] * inv);
+            o[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        }
+        for (size_t i = valid; i < n; i++) o[i] = 0;
+    }
+}
+RQ_MULTIVERSION(softmax_scaled_bf16, (float *x, size_t rows, size_t n, float scale, long causal_base, size_t period, size_t row_offset, uint16_t *out), (x, rows, n, scale, causal_base, period, row_offset, out))
+
 RQ_INLINE void attend_one_body(const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
                                size_t head_dim, float scale, float *scores, float *out) {
     float m = -INFINITY;

@@ -57,35 +57,68 @@ public enum Attention {
             throw TensorError.shapeMismatch(operation: "attention", expected: "q [T, \(heads)·\(d)], k/v [S, \(kvHeads)·\(d)]",
                                             got: "q \(q.shape), k \(k.shape), v \(v.shape)")
         }
-        let out = Tensor(uninitialized: [t, heads * d])
-        let scale = scale ?? 1 / Float(d).squareRoot()
-        let blocks = try Self.blocks(t: t, s: s, heads: heads, mask: mask, budget: maxScoreFloats)
-        let scratch = scratch ?? AttentionScratch()
-        // bf16: q, k, v rounded once; the probabilities per block.
-        var halves: (q: UnsafeMutablePointer<UInt16>, k: UnsafeMutablePointer<UInt16>, v: UnsafeMutablePointer<UInt16>)? = nil
-        var probabilities: UnsafeMutablePointer<UInt16>? = nil
-        var owned: [UnsafeMutablePointer<UInt16>] = []
-        defer { owned.forEach { $0.deallocate() } }
-        if precision == .bf16 && blocks.contains(where: { $0.queries.count > 4 }) {
-            let qb = UnsafeMutablePointer<UInt16>.allocate(capacity: q.count)
-            let kb = UnsafeMutablePointer<UInt16>.allocate(capacity: k.count)
-            let vb = UnsafeMutablePointer<UInt16>.allocate(capacity: v.count)
-            owned = [qb, kb, vb]
-            for (src, dst) in [(q, qb), (k, kb), (v, vb)] {
-                pool.parallelRanges(src.count, grain: 1 << 14) { r in
-                    Convert.bf16(src.pointer + r.lowerBound, count: r.count, into: dst + r.lowerBound)
-                }
-            }
-            halves = (qb, kb, vb)
-            probabilities = scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0)
+        let inputs = Inputs(q: q.pointer, k: k.pointer, v: v.pointer, qs: heads * d, ks: kvHeads * d, t: t, s: s)
+        return try run(inputs, heads: heads, kvHeads: kvHeads, d: d, mask: mask, scale: scale, precision: precision,
+                       scratch: scratch, budget: maxScoreFloats, pool: pool)
+    }
+
+    /// Self-attention over a fused projection: each row of `qkv` [T, 3·heads·D] holds q, k and v
+    /// (as an nn.Linear with 3× the width produces them); read in place, without splitting.
+    public static func forward(qkv: Tensor, heads: Int, headDim d: Int, mask: AttentionMask, scale: Float? = nil,
+                               precision: AttentionPrecision = .f32, scratch: AttentionScratch? = nil,
+                               maxScoreFloats: Int = scoreBudget, pool: ThreadPool = .shared) throws -> Tensor {
+        let w = heads * d
+        guard qkv.rank == 2, qkv.shape[1] == 3 * w else {
+            throw TensorError.shapeMismatch(operation: "attention", expected: "qkv [T, 3·\(heads)·\(d)]", got: "\(qkv.shape)")
         }
-        for b in blocks {
-            if b.queries.count <= 4 {
-                direct(q: q, k: k, v: v, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale, pool: pool)
-            } else {
-                let scores = scratch.floats(heads * b.queries.count * b.keys.count)
-                try batched(q: q, k: k, v: v, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale,
-                            scores: scores, halves: halves, probabilities: probabilities, pool: pool)
+        let t = qkv.shape[0]
+        let inputs = Inputs(q: qkv.pointer, k: qkv.pointer + w, v: qkv.pointer + 2 * w, qs: 3 * w, ks: 3 * w, t: t, s: t)
+        return try run(inputs, heads: heads, kvHeads: heads, d: d, mask: mask, scale: scale, precision: precision,
+                       scratch: scratch, budget: maxScoreFloats, pool: pool)
+    }
+
+    /// Where q, k and v rows are: `qs` / `ks` floats apart.
+    struct Inputs {
+        var q: UnsafeMutablePointer<Float>, k: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
+        var qs: Int, ks: Int
+        var t: Int, s: Int
+    }
+
+    /// bf16 copies of q, k and v, rows contiguous.
+    struct Halves {
+        var q: UnsafeMutablePointer<UInt16>, k: UnsafeMutablePointer<UInt16>, v: UnsafeMutablePointer<UInt16>
+    }
+
+    static func run(_ x: Inputs, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask, scale: Float?,
+                    precision: AttentionPrecision, scratch: AttentionScratch?, budget: Int, pool: ThreadPool) throws -> Tensor {
+        let out = Tensor(uninitialized: [x.t, heads * d])
+        let scale = scale ?? 1 / Float(d).squareRoot()
+        let blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: budget)
+        let scratch = scratch ?? AttentionScratch()
+        // bf16: q, k, v rounded once (into reused scratch); the probabilities per block.
+        let bf16 = precision == .bf16 && blocks.contains { $0.queries.count > 4 }
+        let qw = heads * d, kw = kvHeads * d
+        try ScratchPool.shared.withHalfs(bf16 ? x.t * qw + 2 * x.s * kw : 1) { buffer in
+            var halves: Halves? = nil
+            var probabilities: UnsafeMutablePointer<UInt16>? = nil
+            if bf16 {
+                let h = Halves(q: buffer, k: buffer + x.t * qw, v: buffer + x.t * qw + x.s * kw)
+                for (src, stride, dst, rows, width) in [(x.q, x.qs, h.q, x.t, qw), (x.k, x.ks, h.k, x.s, kw), (x.v, x.ks, h.v, x.s, kw)] {
+                    pool.parallelRanges(rows, grain: 64) { r in
+                        for i in r { Convert.bf16(src + i * stride, count: width, into: dst + i * width) }
+                    }
+                }
+                halves = h
+                probabilities = scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0)
+            }
+            for b in blocks {
+                if b.queries.count <= 4 {
+                    direct(x, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale, pool: pool)
+                } else {
+                    let scores = scratch.floats(heads * b.queries.count * b.keys.count)
+                    try batched(x, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale,
+                                scores: scores, halves: halves, probabilities: probabilities, pool: pool)
+                }
             }
         }
         return out
@@ -125,10 +158,10 @@ public enum Attention {
         }
     }
 
-    static func direct(q: Tensor, k: Tensor, v: Tensor, out: Tensor, heads: Int, kvHeads: Int, d: Int,
+    static func direct(_ x: Inputs, out: Tensor, heads: Int, kvHeads: Int, d: Int,
                        block: Block, scale: Float, pool: ThreadPool) {
         let group = heads / kvHeads
-        let qs = heads * d, ks = kvHeads * d
+        let os = heads * d
         let n = block.queries.count * heads
         pool.parallelRanges(n, grain: 2) { range in
             let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, block.keys.count))
@@ -137,28 +170,29 @@ public enum Attention {
                 let i = block.queries.lowerBound + job / heads, h = job % heads
                 let visible = block.causalBase.map { min(block.keys.count, $0 + (i - block.queries.lowerBound) + 1) } ?? block.keys.count
                 let kv = h / group
-                rq_attend_one(q.pointer + i * qs + h * d, k.pointer + block.keys.lowerBound * ks + kv * d,
-                              v.pointer + block.keys.lowerBound * ks + kv * d, ks, visible, d, scale, scores,
-                              out.pointer + i * qs + h * d)
+                rq_attend_one(x.q + i * x.qs + h * d, x.k + block.keys.lowerBound * x.ks + kv * d,
+                              x.v + block.keys.lowerBound * x.ks + kv * d, x.ks, visible, d, scale, scores,
+                              out.pointer + i * os + h * d)
             }
         }
     }
 
-    static func batched(q: Tensor, k: Tensor, v: Tensor, out: Tensor, heads: Int, kvHeads: Int, d: Int,
+    static func batched(_ x: Inputs, out: Tensor, heads: Int, kvHeads: Int, d: Int,
                         block: Block, scale: Float, scores: UnsafeMutablePointer<Float>,
-                        halves: (q: UnsafeMutablePointer<UInt16>, k: UnsafeMutablePointer<UInt16>, v: UnsafeMutablePointer<UInt16>)?,
-                        probabilities: UnsafeMutablePointer<UInt16>?, pool: ThreadPool) throws {
+                        halves: Halves?, probabilities: UnsafeMutablePointer<UInt16>?, pool: ThreadPool) throws {
         let g = heads / kvHeads
         let tq = block.queries.count, sk = block.keys.count
-        let qs = heads * d, ks = kvHeads * d
+        let os = heads * d
+        // f32 reads q, k, v in place (any row stride); bf16 reads the contiguous copies.
+        let qs = halves == nil ? x.qs : heads * d, ks = halves == nil ? x.ks : kvHeads * d
         let type = halves == nil ? dnnl_f32 : dnnl_bf16
         let qp = halves.map { UnsafeMutableRawPointer($0.q + block.queries.lowerBound * qs) }
-            ?? UnsafeMutableRawPointer(q.pointer + block.queries.lowerBound * qs)
+            ?? UnsafeMutableRawPointer(x.q + block.queries.lowerBound * qs)
         let kp = halves.map { UnsafeMutableRawPointer($0.k + block.keys.lowerBound * ks) }
-            ?? UnsafeMutableRawPointer(k.pointer + block.keys.lowerBound * ks)
+            ?? UnsafeMutableRawPointer(x.k + block.keys.lowerBound * ks)
         let vp = halves.map { UnsafeMutableRawPointer($0.v + block.keys.lowerBound * ks) }
-            ?? UnsafeMutableRawPointer(v.pointer + block.keys.lowerBound * ks)
-        let op = UnsafeMutableRawPointer(out.pointer + block.queries.lowerBound * qs)
+            ?? UnsafeMutableRawPointer(x.v + block.keys.lowerBound * ks)
+        let op = UnsafeMutableRawPointer(out.pointer + block.queries.lowerBound * os)
         // scores[kv, g, i, j] = Σ_c q[i, (kv·g + g')·d + c] · k[j, kv·d + c]
         try OneDNN.shared.matmul(
             src: .init(dims: [kvHeads, g, tq, d], strides: [g * d, d, qs, 1], type: type, pointer: qp),
@@ -168,14 +202,18 @@ public enum Attention {
         let rows = kvHeads * g * tq
         pool.parallelRanges(rows, grain: 4) { r in
             // Rows are (kv, g', i) with i fastest: the causal limit follows i = row % tq.
-            rq_softmax_scaled(scores + r.lowerBound * sk, r.count, sk, scale, block.causalBase ?? -1, tq, r.lowerBound)
-            if let p = probabilities { Convert.bf16(scores + r.lowerBound * sk, count: r.count * sk, into: p + r.lowerBound * sk) }
+            if let p = probabilities {
+                rq_softmax_scaled_bf16(scores + r.lowerBound * sk, r.count, sk, scale, block.causalBase ?? -1, tq, r.lowerBound,
+                                       p + r.lowerBound * sk)
+            } else {
+                rq_softmax_scaled(scores + r.lowerBound * sk, r.count, sk, scale, block.causalBase ?? -1, tq, r.lowerBound)
+            }
         }
         // out[i, (kv·g + g')·d + c] = Σ_j p[kv, g', i, j] · v[j, kv·d + c]
         try OneDNN.shared.matmul(
             src: .init(dims: [kvHeads, g, tq, sk], strides: [g * tq * sk, tq * sk, sk, 1], type: type,
                        pointer: probabilities.map { UnsafeMutableRawPointer($0) } ?? UnsafeMutableRawPointer(scores)),
             weights: .init(dims: [kvHeads, 1, sk, d], strides: [d, d, ks, 1], type: type, pointer: vp),
-            dst: .init(dims: [kvHeads, g, tq, d], strides: [g * d, d, qs, 1], type: dnnl_f32, pointer: op))
+            dst: .init(dims: [kvHeads, g, tq, d], strides: [g * d, d, os, 1], type: dnnl_f32, pointer: op))
     }
 }

@@ -76,24 +76,24 @@ public enum Linear {
     /// them, rows split over threads.
     static func gemvBF16(x: UnsafePointer<Float>, batch: Int, w: UnsafePointer<UInt16>, rows: Int, cols: Int,
                          y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        let xb = UnsafeMutablePointer<UInt16>.allocate(capacity: batch * cols)
-        defer { xb.deallocate() }
-        rq_f32_to_bf16(x, xb, batch * cols)
-        pool.parallelRanges(rows, grain: 64) { r in
-            rq_gemm_small_bf16(w, xb, y, batch, rows, cols, r.lowerBound, r.upperBound)
+        ScratchPool.shared.withHalfs(batch * cols) { xb in
+            rq_f32_to_bf16(x, xb, batch * cols)
+            pool.parallelRanges(rows, grain: 64) { r in
+                rq_gemm_small_bf16(w, xb, y, batch, rows, cols, r.lowerBound, r.upperBound)
+            }
         }
     }
 
     /// bf16 GEMM through oneDNN: activations rounded to bf16, weights read in place, f32 out.
     static func gemmBF16(x: UnsafePointer<Float>, m: Int, k: Int, w: WeightTensor, n: Int,
                          y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
-        let xb = UnsafeMutablePointer<UInt16>.allocate(capacity: m * k)
-        defer { xb.deallocate() }
-        pool.parallelRanges(m * k, grain: 1 << 15) { r in rq_f32_to_bf16(x + r.lowerBound, xb + r.lowerBound, r.count) }
-        try OneDNN.shared.matmul(
-            src: .init(dims: [m, k], strides: [k, 1], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(xb)),
-            weights: w.packed.map { .init(packed: $0.desc, key: $0.key, pointer: $0.bytes) }
-                ?? .init(dims: [k, n], strides: [1, k], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(mutating: w.pointer)),
-            dst: .init(dims: [m, n], strides: [n, 1], type: dnnl_f32, pointer: UnsafeMutableRawPointer(y)))
+        try ScratchPool.shared.withHalfs(m * k) { xb in
+            pool.parallelRanges(m * k, grain: 1 << 15) { r in rq_f32_to_bf16(x + r.lowerBound, xb + r.lowerBound, r.count) }
+            try OneDNN.shared.matmul(
+                src: .init(dims: [m, k], strides: [k, 1], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(xb)),
+                weights: w.packed.map { .init(packed: $0.desc, key: $0.key, pointer: $0.bytes) }
+                    ?? .init(dims: [k, n], strides: [1, k], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(mutating: w.pointer)),
+                dst: .init(dims: [m, n], strides: [n, 1], type: dnnl_f32, pointer: UnsafeMutableRawPointer(y)))
+        }
     }
 }

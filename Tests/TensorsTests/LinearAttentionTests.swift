@@ -93,6 +93,22 @@ import Testing
         #expect(error < 1.0 / 64 && error > 1e-5, "\(name): \(error)")
     }
 
+    /// A fused [T, 3·H·D] projection read in place gives what split q, k, v give.
+    @Test(arguments: [AttentionPrecision.f32, .bf16])
+    func fusedQKVMatchesSplit(precision: AttentionPrecision) throws {
+        let t = 37, h = 3, d = 16, w = h * d
+        let qkv = Reference.tensor([t, 3 * w], seed: 21)
+        let rows = (0..<t).map { Array(qkv.values[($0 * 3 * w)..<($0 * 3 * w + 3 * w)]) }
+        let q = Tensor(shape: [t, w], values: rows.flatMap { $0[0..<w] })
+        let k = Tensor(shape: [t, w], values: rows.flatMap { $0[w..<(2 * w)] })
+        let v = Tensor(shape: [t, w], values: rows.flatMap { $0[(2 * w)...] })
+        for mask in [AttentionMask.blockDiagonal([0, 10, 37]), .causal(offset: 0)] {
+            let split = try Attention.forward(q: q, k: k, v: v, heads: h, kvHeads: h, headDim: d, mask: mask, precision: precision)
+            let fused = try Attention.forward(qkv: qkv, heads: h, headDim: d, mask: mask, precision: precision)
+            #expect(relativeError(fused.values, split.values) < 1e-6)
+        }
+    }
+
     @Test func invalidMasksThrow() {
         let q = Tensor(zeros: [4, 8]), k = Tensor(zeros: [4, 8])
         #expect(throws: TensorError.self) { try Attention.forward(q: q, k: k, v: k, heads: 1, kvHeads: 1, headDim: 8, mask: .blockDiagonal([0, 3])) }

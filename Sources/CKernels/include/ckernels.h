@@ -62,6 +62,10 @@ void rq_rope_rotate_half(float *x, const float *cos, const float *sin, size_t ro
 /// first min(n, causal_base + ((r + row_offset) % period) + 1) entries of row r take part (the
 /// rest become 0).
 void rq_softmax_scaled(float *x, size_t rows, size_t n, float scale, long causal_base, size_t period, size_t row_offset);
+/// The same, writing the probabilities as bf16 (round to nearest even) into `out` instead of
+/// in place: the input of a bf16 P·V product, without a second pass.
+void rq_softmax_scaled_bf16(float *x, size_t rows, size_t n, float scale, long causal_base, size_t period,
+                            size_t row_offset, uint16_t *out);
 /// One query vector against n_keys keys of one head: out = softmax(scale · q·Kᵀ) · V.
 /// k and v rows are kv_stride floats apart; scores is scratch of n_keys floats.
 void rq_attend_one(const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys,

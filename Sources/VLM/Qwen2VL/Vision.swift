@@ -121,7 +121,6 @@ public final class Qwen2VLVision: @unchecked Sendable {
         let act = activation
 
         let qkv = Tensor(uninitialized: [n, 3 * e])
-        let q = Tensor(uninitialized: [n, e]), k = Tensor(uninitialized: [n, e]), v = Tensor(uninitialized: [n, e])
         let proj = Tensor(uninitialized: [n, e])
         let hidden = Tensor(uninitialized: [n, c.mlpHiddenDim])
         let normed = Tensor(uninitialized: [n, e])
@@ -138,10 +137,7 @@ public final class Qwen2VLVision: @unchecked Sendable {
             Ops.rotaryRotateHalf(qkv.pointer, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             mark("rope")
-            split(qkv, into: (q, k, v), width: e)
-            mark("split")
-            let attended = try Attention.forward(q: q, k: k, v: v, heads: heads, kvHeads: heads, headDim: hd,
-                                                 mask: .blockDiagonal(cuSeqlens),
+            let attended = try Attention.forward(qkv: qkv, heads: heads, headDim: hd, mask: .blockDiagonal(cuSeqlens),
                                                  precision: dtype == .bf16 ? .bf16 : .f32, scratch: scratch, pool: pool)
             mark("attn")
             try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
@@ -213,18 +209,6 @@ public final class Qwen2VLVision: @unchecked Sendable {
         return (cos, sin)
     }
 
-    /// Copies the q, k, v thirds of each fused row into contiguous tensors.
-    private func split(_ qkv: Tensor, into parts: (Tensor, Tensor, Tensor), width e: Int) {
-        let rows = qkv.shape[0]
-        pool.parallelRanges(rows, grain: 64) { r in
-            for i in r {
-                let src = qkv.pointer + i * 3 * e
-                (parts.0.pointer + i * e).update(from: src, count: e)
-                (parts.1.pointer + i * e).update(from: src + e, count: e)
-                (parts.2.pointer + i * e).update(from: src + 2 * e, count: e)
-            }
-        }
-    }
 }
 
 /// Time spent per stage of a forward pass, printed to stderr when REELQL_PROFILE is set.
