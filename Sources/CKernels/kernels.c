@@ -283,7 +283,7 @@ RQ_INLINE void softmax_body(float *x, size_t rows, size_t n) {
     for (size_t r = 0; r < rows; r++) {
         float *xr = x + r * n;
         float m = -INFINITY;
-        for (size_t i = 0; i < n; i++) m = xr[i] > m ? xr[i] : m;
+        for (size_t i = 0; i < n; i++) m = __builtin_fmaxf(m, xr[i]);
         if (m == -INFINITY) { for (size_t i = 0; i < n; i++) xr[i] = 0; continue; }
         float s = 0;
         for (size_t i = 0; i < n; i++) {
@@ -364,7 +364,7 @@ RQ_INLINE void softmax_scaled_body(float *x, size_t rows, size_t n, float scale,
             valid = lim < 0 ? 0 : ((size_t)lim < n ? (size_t)lim : n);
         }
         float m = -INFINITY;
-        for (size_t i = 0; i < valid; i++) m = xr[i] > m ? xr[i] : m;
+        for (size_t i = 0; i < valid; i++) m = __builtin_fmaxf(m, xr[i]);
         float s = 0;
         for (size_t i = 0; i < valid; i++) { float v = rq_exp((xr[i] - m) * scale); xr[i] = v; s += v; }
         float inv = valid ? 1.0f / s : 0.0f;
@@ -385,7 +385,7 @@ RQ_INLINE void softmax_scaled_bf16_body(float *x, size_t rows, size_t n, float s
             valid = lim < 0 ? 0 : ((size_t)lim < n ? (size_t)lim : n);
         }
         float m = -INFINITY;
-        for (size_t i = 0; i < valid; i++) m = xr[i] > m ? xr[i] : m;
+        for (size_t i = 0; i < valid; i++) m = __builtin_fmaxf(m, xr[i]);
         float s = 0;
         for (size_t i = 0; i < valid; i++) { float v = rq_exp((xr[i] - m) * scale); xr[i] = v; s += v; }
         float inv = valid ? 1.0f / s : 0.0f;
