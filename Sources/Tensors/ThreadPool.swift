@@ -2,8 +2,9 @@ import CDNNL
 import COpenBLAS
 import Foundation
 
-/// The kernels' threads: one pool, by default as many threads as physical cores
-/// (`REELQL_THREADS` overrides). Work is split into one contiguous chunk per thread.
+/// The kernels' threads: by default as many as physical cores (`REELQL_THREADS` overrides). Work
+/// runs on OpenMP's team (libgomp, the runtime Debian's oneDNN uses), split into one contiguous
+/// chunk per thread; the team's threads stay warm between calls, so short kernels pay no wake-up.
 public final class ThreadPool: @unchecked Sendable {
     /// The process's pool. OpenBLAS and oneDNN (OpenMP) are set to the same number of threads,
     /// so that every kernel runs on one team the size of the machine.
@@ -64,10 +65,4 @@ public final class ThreadPool: @unchecked Sendable {
     public func parallelFor(_ count: Int, _ body: (Int) -> Void) {
         parallelRanges(count) { r in for i in r { body(i) } }
     }
-}
-
-/// Lets a value cross into the pool's threads; the pool joins them before returning.
-struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
