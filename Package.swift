@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "Media", targets: ["Media"]),
         .library(name: "Tensors", targets: ["Tensors"]),
         .library(name: "VLM", targets: ["VLM"]),
+        .library(name: "Tokenizers", targets: ["Tokenizers"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -39,8 +40,11 @@ let package = Package(
         // Tensor storage, safetensors checkpoints, GEMM/GEMV, norms, activations, attention.
         .target(name: "Tensors", dependencies: ["COpenBLAS", "CDNNL", "CKernels"]),
 
+        // Byte-level BPE tokenizers from tokenizer.json.
+        .target(name: "Tokenizers"),
+
         // Qwen2-VL: configuration, processor, vision tower (and later the language model).
-        .target(name: "VLM", dependencies: ["Tensors", "Media"]),
+        .target(name: "VLM", dependencies: ["Tensors", "Tokenizers", "Media"]),
 
         // Video ingestion: probe, frame index, sampling, decoding, resizing, clip segmentation.
         .target(name: "Media", dependencies: ["CFFmpeg"]),
@@ -52,6 +56,7 @@ let package = Package(
                 "Media",
                 "Tensors",
                 "VLM",
+                "Tokenizers",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -59,6 +64,7 @@ let package = Package(
         .testTarget(name: "MediaTests", dependencies: ["Media"]),
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "VLMTests", dependencies: ["VLM", "Tensors", "Media"]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),
         .testTarget(name: "ReelqlCLITests", dependencies: ["reelql", "Media"]),
     ]
 )

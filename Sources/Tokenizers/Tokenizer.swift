@@ -1,0 +1,288 @@
+import Foundation
+
+/// A byte-level BPE tokenizer loaded from a Hugging Face `tokenizer.json` (Qwen2's and GPT-2's kind):
+/// added/special tokens are matched first, the rest is normalised (NFC), split by the
+/// pre-tokenizer's regex, mapped to the byte-level alphabet and merged by rank.
+/// Port of the `tokenizers` pipeline stages: added vocabulary, normalizer, pre-tokenizer, model, decoder.
+public final class Tokenizer: @unchecked Sendable {
+    public struct AddedToken: Sendable, Equatable {
+        public var id: Int
+        public var content: String
+        public var special: Bool
+        public var lstrip: Bool
+        public var rstrip: Bool
+    }
+
+    public let path: String
+    public let vocabulary: [String: Int]
+    public let addedTokens: [AddedToken]
+    private let idToToken: [String]
+    private let isSpecial: [Bool]
+    private let nfc: Bool
+    private let splitter: RegexSplitter?
+    /// (left id, right id) → (rank, merged id)
+    private let merges: [UInt64: (rank: Int32, merged: Int32)]
+    private let byteIds: [Int32]
+    private var cache: [Substring: [Int]] = [:]
+    private let cacheLock = NSLock()
+    /// Added tokens by their first character, longest first.
+    private let addedByFirst: [Character: [AddedToken]]
+
+    public var vocabularySize: Int { idToToken.count }
+
+    public convenience init(directory: String) throws {
+        try self.init(path: (directory as NSString).appendingPathComponent("tokenizer.json"))
+    }
+
+    public init(path: String) throws {
+        self.path = path
+        guard let data = FileManager.default.contents(atPath: path) else { throw TokenizerError.missingFile(path: path) }
+        guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            throw TokenizerError.invalid(path: path, reason: "not a JSON object")
+        }
+        guard let model = json["model"] as? [String: Any] else { throw TokenizerError.invalid(path: path, reason: "no 'model'") }
+        let type = model["type"] as? String ?? "BPE"
+        guard type == "BPE" else { throw TokenizerError.unsupported(path: path, feature: "model type \(type)") }
+        guard let vocab = model["vocab"] as? [String: Int] else { throw TokenizerError.invalid(path: path, reason: "model.vocab") }
+
+        // Added tokens (ids may extend beyond the BPE vocabulary).
+        var added: [AddedToken] = []
+        for item in json["added_tokens"] as? [[String: Any]] ?? [] {
+            guard let id = item["id"] as? Int, let content = item["content"] as? String else {
+                throw TokenizerError.invalid(path: path, reason: "added_tokens entry without id/content")
+            }
+            added.append(AddedToken(id: id, content: content, special: item["special"] as? Bool ?? false,
+                                    lstrip: item["lstrip"] as? Bool ?? false, rstrip: item["rstrip"] as? Bool ?? false))
+        }
+        var full = vocab
+        for a in added { full[a.content] = a.id }
+        let size = (full.values.max() ?? -1) + 1
+        var inverse = [String](repeating: "", count: size)
+        for (t, i) in full where i >= 0 { inverse[i] = t }
+        var special = [Bool](repeating: false, count: size)
+        for a in added where a.special { special[a.id] = true }
+        vocabulary = full
+        idToToken = inverse
+        isSpecial = special
+        addedTokens = added
+        var byFirst: [Character: [AddedToken]] = [:]
+        for a in added where !a.content.isEmpty { byFirst[a.content.first!, default: []].append(a) }
+        for k in byFirst.keys { byFirst[k]!.sort { $0.content.count > $1.content.count } }
+        addedByFirst = byFirst
+
+        // Normalizer: none, NFC, or a sequence of them.
+        func normalizerTypes(_ n: Any?) -> [String] {
+            guard let n = n as? [String: Any], let t = n["type"] as? String else { return [] }
+            if t == "Sequence" { return (n["normalizers"] as? [Any] ?? []).flatMap(normalizerTypes) }
+            return [t]
+        }
+        let norms = normalizerTypes(json["normalizer"])
+        for n in norms where n != "NFC" { throw TokenizerError.unsupported(path: path, feature: "normalizer \(n)") }
+        nfc = norms.contains("NFC")
+
+        // Pre-tokenizer: Split(regex, Isolated) + ByteLevel(use_regex false), or ByteLevel alone.
+        func pretokenizers(_ p: Any?) -> [[String: Any]] {
+            guard let p = p as? [String: Any], let t = p["type"] as? String else { return [] }
+            if t == "Sequence" { return (p["pretokenizers"] as? [Any] ?? []).flatMap(pretokenizers) }
+            return [p]
+        }
+        var pattern: String? = nil
+        var sawByteLevel = false
+        for p in pretokenizers(json["pre_tokenizer"]) {
+            switch p["type"] as? String {
+            case "Split":
+                guard let pat = (p["pattern"] as? [String: Any])?["Regex"] as? String ?? (p["pattern"] as? [String: Any])?["String"] as? String else {
+                    throw TokenizerError.invalid(path: path, reason: "Split without a pattern")
+                }
+                let behavior = (p["behavior"] as? String ?? "Isolated").lowercased()
+                guard behavior == "isolated", !(p["invert"] as? Bool ?? false) else {
+                    throw TokenizerError.unsupported(path: path, feature: "Split behaviour \(behavior)")
+                }
+                pattern = pat
+            case "ByteLevel":
+                sawByteLevel = true
+                if p["add_prefix_space"] as? Bool ?? false { throw TokenizerError.unsupported(path: path, feature: "ByteLevel add_prefix_space") }
+                if p["use_regex"] as? Bool ?? true, pattern == nil { pattern = RegexSplitter.gpt2 }
+            default:
+                throw TokenizerError.unsupported(path: path, feature: "pre_tokenizer \(p["type"] ?? "?")")
+            }
+        }
+        guard sawByteLevel else { throw TokenizerError.unsupported(path: path, feature: "a BPE without a ByteLevel pre-tokenizer") }
+        do { splitter = try pattern.map(RegexSplitter.init) } catch {
+            throw TokenizerError.invalid(path: path, reason: "pre-tokenizer regex: \(error.localizedDescription)")
+        }
+
+        // Byte alphabet and merges.
+        var bytes = [Int32](repeating: -1, count: 256)
+        for b in 0..<256 {
+            guard let id = vocab[String(ByteLevel.encoder[b])] else {
+                throw TokenizerError.invalid(path: path, reason: "byte \(b) has no token")
+            }
+            bytes[b] = Int32(id)
+        }
+        byteIds = bytes
+        var table: [UInt64: (Int32, Int32)] = [:]
+        let rawMerges = model["merges"] as? [Any] ?? []
+        table.reserveCapacity(rawMerges.count)
+        for (rank, m) in rawMerges.enumerated() {
+            let pair: (String, String)
+            if let s = m as? String {
+                guard let space = s.firstIndex(of: " ") else { throw TokenizerError.invalid(path: path, reason: "merge '\(s)'") }
+                pair = (String(s[..<space]), String(s[s.index(after: space)...]))
+            } else if let a = m as? [String], a.count == 2 {
+                pair = (a[0], a[1])
+            } else {
+                throw TokenizerError.invalid(path: path, reason: "merge #\(rank)")
+            }
+            guard let l = vocab[pair.0], let r = vocab[pair.1], let merged = vocab[pair.0 + pair.1] else { continue }
+            let key = UInt64(UInt32(l)) << 32 | UInt64(UInt32(r))
+            if table[key] == nil { table[key] = (Int32(rank), Int32(merged)) }
+        }
+        merges = table
+    }
+
+    // MARK: - Encoding
+
+    /// Token ids of `text`; added and special tokens in the text are recognised.
+    public func encode(_ text: String) -> [Int] {
+        var ids: [Int] = []
+        for segment in splitAddedTokens(text) {
+            switch segment {
+            case .added(let id): ids.append(id)
+            case .text(let s): encodeOrdinary(s, into: &ids)
+            }
+        }
+        return ids
+    }
+
+    enum Segment { case text(Substring), added(Int) }
+
+    /// The text cut at added tokens (longest match at the leftmost position, as `tokenizers`).
+    func splitAddedTokens(_ text: String) -> [Segment] {
+        guard !addedByFirst.isEmpty else { return [.text(text[...])] }
+        var out: [Segment] = []
+        var start = text.startIndex, i = text.startIndex
+        while i < text.endIndex {
+            if let candidates = addedByFirst[text[i]], let hit = candidates.first(where: { text[i...].hasPrefix($0.content) }) {
+                var textEnd = i
+                if hit.lstrip { while textEnd > start, text[text.index(before: textEnd)].isWhitespace { textEnd = text.index(before: textEnd) } }
+                if start < textEnd { out.append(.text(text[start..<textEnd])) }
+                out.append(.added(hit.id))
+                i = text.index(i, offsetBy: hit.content.count)
+                if hit.rstrip { while i < text.endIndex, text[i].isWhitespace { i = text.index(after: i) } }
+                start = i
+            } else {
+                i = text.index(after: i)
+            }
+        }
+        if start < text.endIndex { out.append(.text(text[start...])) }
+        return out
+    }
+
+    private func encodeOrdinary(_ text: Substring, into ids: inout [Int]) {
+        let normalized = nfc ? String(text).precomposedStringWithCanonicalMapping : String(text)
+        let pieces = splitter?.split(normalized) ?? [normalized[...]]
+        for piece in pieces { ids += bpe(piece) }
+    }
+
+    /// Byte-level BPE of one piece: start from its bytes, repeatedly merge the adjacent pair of
+    /// lowest rank (leftmost first).
+    func bpe(_ piece: Substring) -> [Int] {
+        cacheLock.lock()
+        if let hit = cache[piece] { cacheLock.unlock(); return hit }
+        cacheLock.unlock()
+        var word = piece.utf8.map { byteIds[Int($0)] }
+        while word.count > 1 {
+            var best = Int32.max, at = -1, merged: Int32 = 0
+            for i in 0..<(word.count - 1) {
+                let key = UInt64(UInt32(bitPattern: word[i])) << 32 | UInt64(UInt32(bitPattern: word[i + 1]))
+                if let m = merges[key], m.rank < best { best = m.rank; at = i; merged = m.merged }
+            }
+            if at < 0 { break }
+            // Merge every occurrence of that pair, left to right.
+            let left = word[at], right = word[at + 1]
+            var out: [Int32] = []
+            out.reserveCapacity(word.count)
+            var i = 0
+            while i < word.count {
+                if i + 1 < word.count && word[i] == left && word[i + 1] == right {
+                    out.append(merged)
+                    i += 2
+                } else {
+                    out.append(word[i])
+                    i += 1
+                }
+            }
+            word = out
+        }
+        let ids = word.map(Int.init)
+        cacheLock.lock()
+        if cache.count > 100_000 { cache.removeAll(keepingCapacity: true) }
+        cache[piece] = ids
+        cacheLock.unlock()
+        return ids
+    }
+
+    // MARK: - Decoding
+
+    public func token(_ id: Int) -> String? { id >= 0 && id < idToToken.count ? idToToken[id] : nil }
+    public func id(_ token: String) -> Int? { vocabulary[token] }
+    public func isSpecialToken(_ id: Int) -> Bool { id >= 0 && id < isSpecial.count && isSpecial[id] }
+
+    /// The bytes a token stands for: added tokens as their text, others through the byte alphabet.
+    public func bytes(of id: Int) -> [UInt8] {
+        guard let t = token(id) else { return [] }
+        if addedTokens.contains(where: { $0.id == id }) { return Array(t.utf8) }
+        return t.compactMap { ByteLevel.decoder[$0] }
+    }
+
+    public func decode(_ ids: [Int], skipSpecialTokens: Bool = false) -> String {
+        var bytes: [UInt8] = []
+        for id in ids where !(skipSpecialTokens && isSpecialToken(id)) { bytes += self.bytes(of: id) }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
+
+/// Decodes tokens as they are generated: text is released only once its UTF-8 bytes are
+/// complete, so a character split across tokens (emoji, CJK) never comes out as garbage.
+public struct StreamingDecoder {
+    private let tokenizer: Tokenizer
+    private let skipSpecialTokens: Bool
+    private var pending: [UInt8] = []
+
+    public init(tokenizer: Tokenizer, skipSpecialTokens: Bool = true) {
+        self.tokenizer = tokenizer
+        self.skipSpecialTokens = skipSpecialTokens
+    }
+
+    /// The text that `id` completes (possibly empty).
+    public mutating func add(_ id: Int) -> String {
+        if skipSpecialTokens && tokenizer.isSpecialToken(id) { return "" }
+        pending += tokenizer.bytes(of: id)
+        let complete = StreamingDecoder.completePrefix(pending)
+        let text = String(decoding: pending[..<complete], as: UTF8.self)
+        pending.removeFirst(complete)
+        return text
+    }
+
+    /// Whatever is left (an incomplete sequence decodes with replacement characters).
+    public mutating func finish() -> String {
+        defer { pending.removeAll() }
+        return String(decoding: pending, as: UTF8.self)
+    }
+
+    /// Length of the longest prefix that does not end inside a UTF-8 sequence.
+    static func completePrefix(_ b: [UInt8]) -> Int {
+        var i = b.count
+        // Look back at most 3 bytes for the start of a sequence that is still incomplete.
+        var back = 0
+        while back < 3 && i - back - 1 >= 0 {
+            let c = b[i - back - 1]
+            if c & 0xC0 == 0x80 { back += 1; continue } // continuation byte
+            let need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1
+            if need > back + 1 { i -= back + 1 }
+            return i
+        }
+        return i
+    }
+}

@@ -1,0 +1,31 @@
+import ArgumentParser
+import Foundation
+import Tokenizers
+
+struct TokenizeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenize",
+        abstract: "Print the token ids of TEXT as JSON, using a checkpoint's tokenizer.json.")
+
+    @Argument(help: "The text.")
+    var text: String
+    @Option(help: "A directory holding tokenizer.json (a model checkpoint).")
+    var model: String
+    @Flag(help: "Also print each token's text.")
+    var tokens = false
+
+    func run() throws {
+        let tokenizer: Tokenizer
+        do { tokenizer = try Tokenizer(directory: model) } catch let e as TokenizerError {
+            printError("error[tokenizer]: \(e.localizedDescription)")
+            throw ExitCode(22)
+        }
+        let ids = tokenizer.encode(text)
+        if tokens {
+            struct Item: Encodable { var id: Int; var text: String }
+            try printJSON(ids.map { Item(id: $0, text: tokenizer.decode([$0])) })
+        } else {
+            try printJSON(ids)
+        }
+    }
+}
