@@ -67,7 +67,9 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    init(storage: TensorStorage, offset: Int, shape: [Int]) {
+    /// A view of `storage` from `offset` (in floats) with `shape`.
+    public init(storage: TensorStorage, offset: Int, shape: [Int]) {
+        precondition(offset >= 0 && offset + shape.reduce(1, *) <= storage.count, "view \(shape) at \(offset) outside \(storage.count) floats")
         self.storage = storage
         self.offset = offset
         self.shape = shape

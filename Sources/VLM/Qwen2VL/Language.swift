@@ -1,0 +1,157 @@
+import Foundation
+import Tensors
+
+/// Keys and values of every layer for one sequence, preallocated for `capacity` positions.
+/// `fork()` copies what is filled so far, to answer several prompts after one shared prefix.
+public final class KVCache: @unchecked Sendable {
+    public let capacity: Int
+    let width: Int
+    let keys: [Tensor]
+    let values: [Tensor]
+    public private(set) var count = 0
+
+    public init(layers: Int, capacity: Int, width: Int) {
+        self.capacity = capacity
+        self.width = width
+        keys = (0..<layers).map { _ in Tensor(uninitialized: [capacity, width]) }
+        values = (0..<layers).map { _ in Tensor(uninitialized: [capacity, width]) }
+    }
+
+    /// A copy of the filled part, with room for `extra` more positions.
+    public func fork(extra: Int) -> KVCache {
+        let c = KVCache(layers: keys.count, capacity: count + extra, width: width)
+        for l in keys.indices {
+            c.keys[l].pointer.update(from: keys[l].pointer, count: count * width)
+            c.values[l].pointer.update(from: values[l].pointer, count: count * width)
+        }
+        c.count = count
+        return c
+    }
+
+    func advance(_ n: Int) { count += n }
+}
+
+/// The Qwen2 decoder of Qwen2-VL: token embeddings, `num_hidden_layers` blocks of RMSNorm →
+/// q/k/v (with biases) → M-RoPE → grouped-query causal attention over the KV cache → o →
+/// residual → RMSNorm → SwiGLU MLP → residual, a final RMSNorm and the LM head.
+/// Port of transformers' `Qwen2VLTextModel` and the head of `Qwen2VLForConditionalGeneration`.
+public final class Qwen2VLLanguage: @unchecked Sendable {
+    public let config: Qwen2VLTextConfiguration
+    public let dtype: ComputeDType
+    private let pool: ThreadPool
+    private let scratch = AttentionScratch()
+
+    struct Layer {
+        var inputNorm: Tensor, postNorm: Tensor
+        var q: WeightTensor, qBias: Tensor
+        var k: WeightTensor, kBias: Tensor
+        var v: WeightTensor, vBias: Tensor
+        var o: WeightTensor
+        var gate: WeightTensor, up: WeightTensor, down: WeightTensor
+    }
+    let embed: WeightTensor // [vocab, hidden]
+    let layers: [Layer]
+    let norm: Tensor
+    let head: WeightTensor  // [vocab, hidden] (the embedding when tied)
+
+    public init(config: Qwen2VLTextConfiguration, tieWordEmbeddings: Bool, checkpoint: any WeightStore,
+                dtype: ComputeDType? = nil, pool: ThreadPool = .shared) throws {
+        self.config = config
+        self.pool = pool
+        // transformers 4.x and 5.x saves: model.*; transformers 5 module names: model.language_model.*
+        let prefix = checkpoint.contains("model.language_model.embed_tokens.weight") ? "model.language_model." : "model."
+        let c = config, h = c.hiddenSize, hd = c.headDim
+        func weight(_ name: String, _ shape: [Int]) throws -> WeightTensor {
+            guard checkpoint.contains(name) else { throw VLMError.missingWeight(name: name, checkpoint: checkpoint.directory) }
+            let w = try checkpoint.tensor(name)
+            guard w.shape == shape else { throw VLMError.weightShape(name: name, expected: shape, got: w.shape) }
+            return w
+        }
+        let embedding = try weight(prefix + "embed_tokens.weight", [c.vocabSize, h])
+        let computeType = dtype ?? (embedding.dtype == .bf16 ? .bf16 : .f32)
+        self.dtype = computeType
+        func matrix(_ name: String, _ shape: [Int]) throws -> WeightTensor {
+            try weight(name, shape).converted(to: computeType == .bf16 ? .bf16 : .f32)
+        }
+        func vector(_ name: String, _ n: Int) throws -> Tensor { try weight(name, [n]).toF32() }
+        layers = try (0..<c.numHiddenLayers).map { i in
+            let p = "\(prefix)layers.\(i)."
+            return Layer(inputNorm: try vector(p + "input_layernorm.weight", h), postNorm: try vector(p + "post_attention_layernorm.weight", h),
+                         q: try matrix(p + "self_attn.q_proj.weight", [c.numAttentionHeads * hd, h]), qBias: try vector(p + "self_attn.q_proj.bias", c.numAttentionHeads * hd),
+                         k: try matrix(p + "self_attn.k_proj.weight", [c.numKeyValueHeads * hd, h]), kBias: try vector(p + "self_attn.k_proj.bias", c.numKeyValueHeads * hd),
+                         v: try matrix(p + "self_attn.v_proj.weight", [c.numKeyValueHeads * hd, h]), vBias: try vector(p + "self_attn.v_proj.bias", c.numKeyValueHeads * hd),
+                         o: try matrix(p + "self_attn.o_proj.weight", [h, c.numAttentionHeads * hd]),
+                         gate: try matrix(p + "mlp.gate_proj.weight", [c.intermediateSize, h]),
+                         up: try matrix(p + "mlp.up_proj.weight", [c.intermediateSize, h]),
+                         down: try matrix(p + "mlp.down_proj.weight", [h, c.intermediateSize]))
+        }
+        norm = try vector(prefix + "norm.weight", h)
+        embed = try embedding.converted(to: computeType == .bf16 ? .bf16 : .f32)
+        if checkpoint.contains("lm_head.weight") && !tieWordEmbeddings {
+            head = try matrix("lm_head.weight", [c.vocabSize, h])
+        } else {
+            head = embed
+        }
+    }
+
+    /// Embedding rows of `ids` [T, hidden] (f32).
+    public func embed(_ ids: [Int]) throws -> Tensor {
+        let h = config.hiddenSize
+        let out = Tensor(uninitialized: [ids.count, h])
+        let row = embed.dtype.size * h
+        for (r, id) in ids.enumerated() {
+            guard id >= 0 && id < config.vocabSize else { throw VLMError.invalidInput("token id \(id) is outside the vocabulary (\(config.vocabSize))") }
+            let one = WeightTensor(name: "embed", dtype: embed.dtype, shape: [h], data: Data(bytes: embed.pointer + id * row, count: row))
+            try Convert.toF32(one, into: out.pointer + r * h)
+        }
+        return out
+    }
+
+    /// Runs `x` [T, hidden] (embeddings of the next T tokens) through the decoder, appending their
+    /// keys and values to `cache`; cos/sin [T, headDim] are their M-RoPE rotations. Returns the
+    /// final-normed hidden states [T, hidden].
+    public func forward(_ x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache) throws -> Tensor {
+        let c = config, t = x.shape[0], h = c.hiddenSize, hd = c.headDim
+        let heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads, kvw = kvHeads * hd
+        guard cache.count + t <= cache.capacity else {
+            throw VLMError.invalidInput("the KV cache holds \(cache.capacity) positions; \(cache.count + t) needed")
+        }
+        let eps = Float(c.rmsNormEps)
+        let normed = Tensor(uninitialized: [t, h])
+        let q = Tensor(uninitialized: [t, heads * hd])
+        let gate = Tensor(uninitialized: [t, c.intermediateSize]), up = Tensor(uninitialized: [t, c.intermediateSize])
+        let out = Tensor(uninitialized: [t, h])
+        let past = cache.count
+        for (l, layer) in layers.enumerated() {
+            _ = Ops.rmsNorm(x, weight: layer.inputNorm, eps: eps, into: normed, pool: pool)
+            try Linear.forward(normed, layer.q, bias: layer.qBias, into: q, rows: t, pool: pool)
+            // New keys and values go straight into the cache rows past..<past+t.
+            let k = Tensor(storage: cache.keys[l].storage, offset: past * kvw, shape: [t, kvw])
+            let v = Tensor(storage: cache.values[l].storage, offset: past * kvw, shape: [t, kvw])
+            try Linear.forward(normed, layer.k, bias: layer.kBias, into: k, rows: t, pool: pool)
+            try Linear.forward(normed, layer.v, bias: layer.vBias, into: v, rows: t, pool: pool)
+            Ops.rotaryRotateHalf(q.pointer, cos: cos, sin: sin, rows: t, heads: heads, headDim: hd, rowStride: heads * hd, pool: pool)
+            Ops.rotaryRotateHalf(k.pointer, cos: cos, sin: sin, rows: t, heads: kvHeads, headDim: hd, rowStride: kvw, pool: pool)
+            let keys = Tensor(storage: cache.keys[l].storage, offset: 0, shape: [past + t, kvw])
+            let values = Tensor(storage: cache.values[l].storage, offset: 0, shape: [past + t, kvw])
+            let attended = try Attention.forward(q: q, k: keys, v: values, heads: heads, kvHeads: kvHeads, headDim: hd,
+                                                 mask: .causal(offset: past), precision: dtype == .bf16 ? .bf16 : .f32,
+                                                 scratch: scratch, pool: pool)
+            try Linear.forward(attended, layer.o, into: out, rows: t, pool: pool)
+            Ops.add(x, out, pool: pool)
+            _ = Ops.rmsNorm(x, weight: layer.postNorm, eps: eps, into: normed, pool: pool)
+            try Linear.forward(normed, layer.gate, into: gate, rows: t, pool: pool)
+            try Linear.forward(normed, layer.up, into: up, rows: t, pool: pool)
+            _ = Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
+            try Linear.forward(gate, layer.down, into: out, rows: t, pool: pool)
+            Ops.add(x, out, pool: pool)
+        }
+        cache.advance(t)
+        return Ops.rmsNorm(x, weight: norm, eps: eps, pool: pool)
+    }
+
+    /// Logits [rows, vocab] of hidden states [rows, hidden].
+    public func logits(_ hidden: Tensor) throws -> Tensor {
+        try Linear.forward(hidden, head, pool: pool)
+    }
+}

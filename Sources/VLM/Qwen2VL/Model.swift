@@ -1,0 +1,113 @@
+import Foundation
+import Tensors
+
+/// A vision input of a prompt: its pixels, grid, and whether it is a video or an image.
+public struct VisionInput: Sendable {
+    public var pixels: Tensor
+    public var grid: VisionGrid
+    public var isVideo: Bool
+    public init(pixels: Tensor, grid: VisionGrid, isVideo: Bool = true) {
+        self.pixels = pixels
+        self.grid = grid
+        self.isVideo = isVideo
+    }
+}
+
+/// A Qwen2-VL checkpoint: vision tower, language model and their configuration.
+/// Port of transformers' `Qwen2VLForConditionalGeneration` (forward, get_rope_index, generate).
+public final class Qwen2VLModel: @unchecked Sendable {
+    public let files: Qwen2VLModelFiles
+    public let vision: Qwen2VLVision
+    public let language: Qwen2VLLanguage
+    public var config: Qwen2VLConfiguration { files.config }
+
+    public init(directory: String, dtype: ComputeDType? = nil) throws {
+        files = try Qwen2VLModelFiles(directory: directory)
+        let checkpoint = try Checkpoint(directory: directory)
+        vision = try Qwen2VLVision(config: files.config.vision, checkpoint: checkpoint, dtype: dtype)
+        language = try Qwen2VLLanguage(config: files.config.text, tieWordEmbeddings: files.config.tieWordEmbeddings,
+                                       checkpoint: checkpoint, dtype: dtype)
+    }
+
+    /// A prompt ready for the decoder: embeddings with the vision embeddings spliced in at the
+    /// pad tokens, and its M-RoPE positions.
+    public struct Prepared {
+        public var ids: [Int]
+        public var embeddings: Tensor
+        public var positions: [[Int]]
+        public var ropeDelta: Int
+    }
+
+    public func prepare(ids: [Int], vision inputs: [VisionInput]) throws -> Prepared {
+        let c = config
+        let x = try language.embed(ids)
+        let h = c.text.hiddenSize
+        // Splice each vision block's embeddings, in order, over its pad tokens.
+        var cursor = 0
+        for input in inputs {
+            let pad = input.isVideo ? c.videoTokenId : c.imageTokenId
+            let merged = try vision.forward(pixels: input.pixels, grid: input.grid).merged
+            guard merged.shape[1] == h else {
+                throw VLMError.invalidInput("vision output width \(merged.shape[1]) differs from the language model's \(h)")
+            }
+            var row = 0
+            while cursor < ids.count && row < merged.shape[0] {
+                if ids[cursor] == pad {
+                    (x.pointer + cursor * h).update(from: merged.pointer + row * h, count: h)
+                    row += 1
+                }
+                cursor += 1
+            }
+            guard row == merged.shape[0] else {
+                throw VLMError.invalidInput("the prompt has fewer pad tokens than the \(merged.shape[0]) embeddings of grid \(input.grid)")
+            }
+        }
+        let (positions, delta) = try Qwen2VLRoPE.positions(
+            ids: ids, visionTokens: [c.videoTokenId, c.imageTokenId], grids: inputs.map(\.grid), merge: c.vision.spatialMergeSize)
+        return Prepared(ids: ids, embeddings: x, positions: positions, ropeDelta: delta)
+    }
+
+    /// Runs a prepared prompt (or its continuation) through the decoder into `cache`.
+    public func prefill(_ p: Prepared, cache: KVCache) throws -> Tensor {
+        let (cos, sin) = Qwen2VLRoPE.cosSin(positions: p.positions, theta: config.text.ropeTheta,
+                                            headDim: config.text.headDim, section: config.text.mropeSection)
+        return try language.forward(p.embeddings, cos: cos, sin: sin, cache: cache)
+    }
+
+    /// Logits of every position of a prompt [T, vocab].
+    public func logits(ids: [Int], vision: [VisionInput] = []) throws -> Tensor {
+        let p = try prepare(ids: ids, vision: vision)
+        let cache = KVCache(layers: config.text.numHiddenLayers, capacity: ids.count,
+                            width: config.text.numKeyValueHeads * config.text.headDim)
+        return try language.logits(try prefill(p, cache: cache))
+    }
+
+    /// Greedy decoding: the `maxNewTokens` most likely next tokens, stopping early at one of `stop`.
+    public func generateGreedy(ids: [Int], vision: [VisionInput] = [], maxNewTokens: Int, stop: Set<Int> = []) throws -> [Int] {
+        let p = try prepare(ids: ids, vision: vision)
+        let cache = KVCache(layers: config.text.numHiddenLayers, capacity: ids.count + maxNewTokens,
+                            width: config.text.numKeyValueHeads * config.text.headDim)
+        var hidden = try prefill(p, cache: cache)
+        var out: [Int] = []
+        for step in 0..<maxNewTokens {
+            let last = hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0])
+            let logits = try language.logits(last)
+            let next = argmax(logits.buffer)
+            out.append(next)
+            if stop.contains(next) || step == maxNewTokens - 1 { break }
+            // The new token's position on all three axes: its index plus rope_delta.
+            let position = cache.count + p.ropeDelta
+            let (cos, sin) = Qwen2VLRoPE.cosSin(positions: [[position], [position], [position]], theta: config.text.ropeTheta,
+                                                headDim: config.text.headDim, section: config.text.mropeSection)
+            hidden = try language.forward(try language.embed([next]), cos: cos, sin: sin, cache: cache)
+        }
+        return out
+    }
+}
+
+/// Index of the largest value (the first, on ties).
+func argmax(_ values: UnsafeMutableBufferPointer<Float>) -> Int {
+    var best = 0
+    for i in values.indices where values[i] > values[best] { best = i }
+    return best
+}
