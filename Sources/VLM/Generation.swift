@@ -1,0 +1,156 @@
+import Foundation
+import Tensors
+
+/// How to pick each next token.
+public struct GenerationParameters: Sendable, Equatable {
+    public var maxNewTokens: Int = 256
+    /// 0: greedy. Otherwise logits are divided by it before sampling.
+    public var temperature: Double = 0
+    public var topK: Int? = nil
+    public var topP: Double? = nil
+    /// > 1 discourages tokens already in the prompt or the output (HF's RepetitionPenaltyLogitsProcessor).
+    public var repetitionPenalty: Double = 1
+    public var seed: UInt64 = 0
+    /// Generation stops after emitting one of these (the checkpoint's eos ids).
+    public var stopTokens: Set<Int> = []
+
+    public init(maxNewTokens: Int = 256, temperature: Double = 0, topK: Int? = nil, topP: Double? = nil,
+                repetitionPenalty: Double = 1, seed: UInt64 = 0, stopTokens: Set<Int> = []) {
+        self.maxNewTokens = maxNewTokens
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.repetitionPenalty = repetitionPenalty
+        self.seed = seed
+        self.stopTokens = stopTokens
+    }
+
+    public func validate() throws {
+        guard maxNewTokens >= 0 else { throw VLMError.invalidInput("max_new_tokens must be ≥ 0") }
+        guard temperature >= 0, temperature.isFinite else { throw VLMError.invalidInput("temperature must be ≥ 0") }
+        if let k = topK, k < 1 { throw VLMError.invalidInput("top_k must be ≥ 1") }
+        if let p = topP, !(p > 0 && p <= 1) { throw VLMError.invalidInput("top_p must be in (0, 1]") }
+        guard repetitionPenalty > 0 else { throw VLMError.invalidInput("repetition_penalty must be > 0") }
+    }
+}
+
+/// Picks tokens from logits as transformers' generate does: repetition penalty, then (sampling)
+/// temperature, top-k, top-p, softmax and a draw; greedy takes the first maximum.
+public struct TokenSampler {
+    let parameters: GenerationParameters
+    private var rng: SplitMix64
+
+    public init(_ parameters: GenerationParameters) {
+        self.parameters = parameters
+        rng = SplitMix64(seed: parameters.seed)
+    }
+
+    public mutating func next(logits: UnsafeMutableBufferPointer<Float>, seen: [Int]) -> Int {
+        let p = parameters
+        if p.repetitionPenalty != 1 {
+            let penalty = Float(p.repetitionPenalty)
+            for id in Set(seen) where id >= 0 && id < logits.count {
+                logits[id] = logits[id] < 0 ? logits[id] * penalty : logits[id] / penalty
+            }
+        }
+        if p.temperature == 0 { return argmax(logits) }
+        let t = Float(p.temperature)
+        var candidates = (0..<logits.count).map { ($0, logits[$0] / t) }
+        candidates.sort { $0.1 > $1.1 }
+        if let k = p.topK, k < candidates.count { candidates.removeLast(candidates.count - k) }
+        let m = candidates[0].1
+        var probs = candidates.map { exp(Double($0.1 - m)) }
+        var total = probs.reduce(0, +)
+        if let topP = p.topP, topP < 1 {
+            // Keep the smallest prefix whose mass reaches top_p (at least one token).
+            var mass = 0.0, keep = 0
+            for q in probs { mass += q / total; keep += 1; if mass >= topP { break } }
+            probs.removeLast(probs.count - keep)
+            candidates.removeLast(candidates.count - keep)
+            total = probs.reduce(0, +)
+        }
+        var draw = rng.nextDouble() * total
+        for (i, q) in probs.enumerated() {
+            draw -= q
+            if draw <= 0 { return candidates[i].0 }
+        }
+        return candidates[candidates.count - 1].0
+    }
+}
+
+/// A small deterministic generator (SplitMix64).
+public struct SplitMix64 {
+    var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E3779B97F4A7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58476D1CE4E5B9
+        z = (z ^ (z >> 27)) &* 0x94D049BB133111EB
+        return z ^ (z >> 31)
+    }
+    public mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}
+
+/// One clip encoded once: the vision tower and the prefill of the shared prefix (the prompt up
+/// to and including <|vision_end|>) run when the session opens; every prompt continuation is
+/// answered from a fork of that KV cache.
+public final class Qwen2VLSession: @unchecked Sendable {
+    public let model: Qwen2VLModel
+    public let prefix: [Int]
+    let prepared: Qwen2VLModel.Prepared
+    let cache: KVCache
+    let vision: [VisionInput]
+    public private(set) var timing: (vision: Double, prefill: Double) = (0, 0)
+
+    public init(model: Qwen2VLModel, prefix: [Int], vision: [VisionInput]) throws {
+        self.model = model
+        self.prefix = prefix
+        self.vision = vision
+        var t0 = DispatchTime.now().uptimeNanoseconds
+        prepared = try model.prepare(ids: prefix, vision: vision)
+        let t1 = DispatchTime.now().uptimeNanoseconds
+        cache = KVCache(layers: model.config.text.numHiddenLayers, capacity: prefix.count,
+                        width: model.config.text.numKeyValueHeads * model.config.text.headDim)
+        _ = try model.prefill(prepared, cache: cache)
+        let t2 = DispatchTime.now().uptimeNanoseconds
+        timing = (Double(t1 - t0) / 1e9, Double(t2 - t1) / 1e9)
+        t0 = t2
+    }
+
+    /// Generates the answer to `continuation` (the prompt tokens after the shared prefix).
+    /// `onToken` sees each token as it is chosen. Returns the generated ids.
+    public func generate(continuation: [Int], parameters: GenerationParameters,
+                         onToken: (Int) -> Void = { _ in }) throws -> [Int] {
+        try parameters.validate()
+        let ids = prefix + continuation
+        let c = model.config
+        // Positions of the whole prompt; the prefix part is what the cache already holds.
+        let (positions, delta) = try Qwen2VLRoPE.positions(ids: ids, visionTokens: [c.videoTokenId, c.imageTokenId],
+                                                           grids: vision.map(\.grid), merge: c.vision.spatialMergeSize)
+        let forked = cache.fork(extra: continuation.count + parameters.maxNewTokens)
+        var hidden: Tensor
+        if continuation.isEmpty {
+            throw VLMError.invalidInput("a prompt continuation is needed after the shared prefix")
+        }
+        let tail = positions.map { Array($0[prefix.count...]) }
+        let (cos, sin) = Qwen2VLRoPE.cosSin(positions: tail, theta: c.text.ropeTheta, headDim: c.text.headDim, section: c.text.mropeSection)
+        hidden = try model.language.forward(try model.language.embed(continuation), cos: cos, sin: sin, cache: forked)
+        var sampler = TokenSampler(parameters)
+        var seen = ids
+        var out: [Int] = []
+        while out.count < parameters.maxNewTokens {
+            let logits = try model.language.logits(hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0]))
+            let next = sampler.next(logits: logits.buffer, seen: seen)
+            out.append(next)
+            seen.append(next)
+            onToken(next)
+            if parameters.stopTokens.contains(next) || out.count == parameters.maxNewTokens { break }
+            let position = forked.count + delta
+            let (cs, sn) = Qwen2VLRoPE.cosSin(positions: [[position], [position], [position]], theta: c.text.ropeTheta,
+                                              headDim: c.text.headDim, section: c.text.mropeSection)
+            hidden = try model.language.forward(try model.language.embed([next]), cos: cs, sin: sn, cache: forked)
+        }
+        return out
+    }
+}

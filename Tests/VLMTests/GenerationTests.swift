@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+import Tensors
+@testable import VLM
+
+@Suite struct GenerationTests {
+    func videoInput() throws -> [VisionInput] {
+        let pixels = try VisionFixtures.values("pixels_video_nonsquare")
+        return [VisionInput(pixels: Tensor(shape: [pixels.count / 1176, 1176], values: pixels), grid: VisionGrid(t: 2, h: 4, w: 6))]
+    }
+
+    /// Two questions about one video, both answered from one encoding and one prefix prefill:
+    /// each answer equals transformers' greedy generation on that question's full prompt.
+    @Test(arguments: ["tiny-qwen2vl-a", "tiny-qwen2vl-b"])
+    func forkedSessionAnswersEqualFullRuns(model name: String) throws {
+        let cases = LanguageTests.reference.models[name]!
+        let q1 = cases["video_q1"]!, q2 = cases["video_q2"]!
+        let prefixLength = q1.ids.firstIndex(of: 391)! + 1
+        #expect(Array(q1.ids[..<prefixLength]) == Array(q2.ids[..<prefixLength]))
+        let model = try Qwen2VLModel(directory: VisionFixtures.model(name))
+        let session = try Qwen2VLSession(model: model, prefix: Array(q1.ids[..<prefixLength]), vision: try videoInput())
+        let params = GenerationParameters(maxNewTokens: 32)
+        for q in [q1, q2, q1] {
+            var streamed: [Int] = []
+            let answer = try session.generate(continuation: Array(q.ids[prefixLength...]), parameters: params) { streamed.append($0) }
+            #expect(answer == q.greedy, "\(name)")
+            #expect(streamed == answer)
+            // And a fresh full run gives the same.
+            #expect(try model.generateGreedy(ids: q.ids, vision: try videoInput(), maxNewTokens: 32) == answer)
+        }
+    }
+
+    @Test(arguments: ["tiny-qwen2vl-a", "tiny-qwen2vl-b"])
+    func repetitionPenaltyMatchesTransformers(model name: String) throws {
+        let c = LanguageTests.reference.models[name]!["text"]!
+        let model = try Qwen2VLModel(directory: VisionFixtures.model(name))
+        let session = try Qwen2VLSession(model: model, prefix: Array(c.ids.prefix(3)), vision: [])
+        let out = try session.generate(continuation: Array(c.ids.dropFirst(3)), parameters: GenerationParameters(maxNewTokens: 32, repetitionPenalty: 1.3))
+        let expected = try #require(LanguageTests.referenceRaw(name)["text"]?["greedy_repetition_penalty_1_3"] as? [Int])
+        #expect(out == expected)
+    }
+
+    @Test func samplingIsSeededAndBounded() throws {
+        let model = try Qwen2VLModel(directory: VisionFixtures.model("tiny-qwen2vl-a"))
+        let ids = LanguageTests.reference.models["tiny-qwen2vl-a"]!["text"]!.ids
+        let session = try Qwen2VLSession(model: model, prefix: Array(ids.prefix(4)), vision: [])
+        let rest = Array(ids.dropFirst(4))
+        func run(_ p: GenerationParameters) throws -> [Int] { try session.generate(continuation: rest, parameters: p) }
+        let a = try run(GenerationParameters(maxNewTokens: 24, temperature: 1.0, topP: 0.9, seed: 1))
+        let b = try run(GenerationParameters(maxNewTokens: 24, temperature: 1.0, topP: 0.9, seed: 1))
+        let c = try run(GenerationParameters(maxNewTokens: 24, temperature: 1.0, topP: 0.9, seed: 2))
+        #expect(a == b)
+        #expect(a != c)
+        let greedy = try run(GenerationParameters(maxNewTokens: 24))
+        #expect(try run(GenerationParameters(maxNewTokens: 24, temperature: 0.7, topK: 1, seed: 5)) == greedy)
+        #expect(try run(GenerationParameters(maxNewTokens: 24, temperature: 1e-4, seed: 9)) == greedy)
+        // Stops right after a stop token.
+        let stop = greedy[3]
+        let stopped = try run(GenerationParameters(maxNewTokens: 24, stopTokens: [stop]))
+        #expect(stopped == Array(greedy[...greedy.firstIndex(of: stop)!]))
+        #expect(throws: VLMError.self) { try run(GenerationParameters(topP: 1.5)) }
+    }
+}
+
+extension LanguageTests {
+    static func referenceRaw(_ model: String) throws -> [String: [String: Any]] {
+        let data = try Data(contentsOf: VisionFixtures.fixtures.appendingPathComponent("reference/language/language.json"))
+        let all = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        return (all["models"] as! [String: Any])[model] as! [String: [String: Any]]
+    }
+}
