@@ -65,6 +65,6 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "VLMTests", dependencies: ["VLM", "Tensors", "Media"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),
-        .testTarget(name: "ReelqlCLITests", dependencies: ["reelql", "Media"]),
+        .testTarget(name: "ReelqlCLITests", dependencies: ["reelql", "Media", "VLM", "Tokenizers", "Tensors"]),
     ]
 )

@@ -182,3 +182,55 @@ enum CLI {
         #expect(r.stderr.contains("config.json"))
     }
 }
+
+import Tokenizers
+import VLM
+
+@Suite struct DescribeCLITests {
+    static let model = CLI.root.appendingPathComponent("fixtures/models/tiny-qwen2vl-chat").path
+
+    /// The CLI's answers are the library's: sampling, processor, chat prompt, one session.
+    @Test func describeAndAnswerFromOneEncoding() throws {
+        let args = ["describe", CLI.video("hevc.mp4"), "--model", Self.model, "--min-pixels", "784", "--max-pixels", "12544",
+                    "--max-new-tokens", "16", "--question", "What color is it?", "--question", "Where is it?", "--json"]
+        let r = try CLI.run(args)
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try CLI.json(r.stdout)
+        let tokens = out["tokens"] as! [Int]
+        let answers = out["answers"] as! [[String: Any]]
+        #expect(answers.count == 2 && (answers[0]["question"] as? String) == "What color is it?")
+        #expect(Set((out["timing"] as! [String: Double]).keys) == ["decode", "vision", "prefill", "generate"])
+
+        let tokenizer = try Tokenizer(directory: Self.model)
+        #expect(out["description"] as? String == tokenizer.decode(tokens, skipSpecialTokens: true))
+        let vlm = try Qwen2VLModel(directory: Self.model)
+        let sampled = try VideoDecoder(path: CLI.video("hevc.mp4")).sample(SamplingOptions(resize: ResizeOptions(minPixels: 784, maxPixels: 12544)))
+        let (pixels, grid) = try Qwen2VLProcessor(config: vlm.files.preprocessor).patches(frames: sampled.frames.map(RGBImage.init))
+        func ids(_ q: String) throws -> [Int] {
+            try Qwen2VLPrompt.encode([ChatMessage(role: "user", content: [.video, .text(q)])], tokenizer: tokenizer, videoTokens: [grid.patches / 4])
+        }
+        let stop: Set<Int> = [tokenizer.id("<|im_end|>")!, tokenizer.id("<|endoftext|>")!]
+        for (q, expected) in [("Describe this video.", tokens), ("What color is it?", answers[0]["tokens"] as! [Int]),
+                              ("Where is it?", answers[1]["tokens"] as! [Int])] {
+            let full = try ids(q)
+            let greedy = try vlm.generateGreedy(ids: full, vision: [VisionInput(pixels: pixels, grid: grid)], maxNewTokens: 16, stop: stop)
+            #expect(greedy == expected, "\(q)")
+        }
+    }
+
+    @Test func inspectCountsParameters() throws {
+        let r = try CLI.run(["inspect", Self.model, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try CLI.json(r.stdout)
+        let params = out["parameters"] as! [String: Int]
+        #expect(params["total"] == params["vision"]! + params["language"]!)
+        #expect(out["files"] as? Int == 1)
+    }
+
+    @Test func tokenizePrintsIds() throws {
+        let r = try CLI.run(["tokenize", "<|im_start|>user", "--model", Self.model])
+        #expect(r.status == 0)
+        let ids = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [Int]
+        #expect(ids == (try Tokenizer(directory: Self.model)).encode("<|im_start|>user"))
+    }
+}

@@ -1,0 +1,178 @@
+import ArgumentParser
+import Foundation
+import Media
+import Tensors
+import Tokenizers
+import VLM
+
+/// Generation options shared by the commands that generate text.
+struct GenerationOptionGroup: ParsableArguments {
+    @Option(help: "Tokens to generate at most, per answer.")
+    var maxNewTokens: Int = 256
+    @Option(help: "Sampling temperature (0: greedy).")
+    var temperature: Double = 0
+    @Option(help: "Nucleus sampling: keep the most likely tokens up to this probability mass.")
+    var topP: Double?
+    @Option(help: "Sample among the K most likely tokens.")
+    var topK: Int?
+    @Option(help: "Penalise tokens already in the prompt or output (> 1).")
+    var repetitionPenalty: Double = 1
+    @Option(help: "Random seed for sampling.")
+    var seed: UInt64 = 0
+
+    func parameters(stop: Set<Int>) -> GenerationParameters {
+        GenerationParameters(maxNewTokens: maxNewTokens, temperature: temperature, topK: topK, topP: topP,
+                             repetitionPenalty: repetitionPenalty, seed: seed, stopTokens: stop)
+    }
+}
+
+struct DescribeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "describe",
+        abstract: "Describe a video (and answer questions about it) with a Qwen2-VL checkpoint.",
+        discussion: """
+        The video is sampled, encoded and its prompt prefix prefilled once; the description and every
+        --question are answered from that one encoding. Text streams to stdout as it is generated.
+        """)
+
+    @Argument(help: "The video file.")
+    var file: String
+    @Option(help: "A Qwen2-VL checkpoint directory (config.json, tokenizer.json, model.safetensors).")
+    var model: String
+    @Option(help: "The description prompt.")
+    var prompt: String = "Describe this video."
+    @Option(name: .customLong("question"), help: "A question about the video (repeatable).")
+    var questions: [String] = []
+    @Option(help: "Compute precision: f32 or bf16 (default: the checkpoint's).")
+    var dtype: ComputeDType?
+    @OptionGroup var sampling: SamplingOptionGroup
+    @OptionGroup var generation: GenerationOptionGroup
+    @Flag(help: "Print one JSON object instead of streaming text.")
+    var json = false
+
+    struct Answer: Encodable { var question: String; var answer: String; var tokens: [Int] }
+    struct Output: Encodable {
+        var file: String
+        var description: String
+        var tokens: [Int]
+        var answers: [Answer]
+        var timing: [String: Double]
+    }
+
+    func run() throws {
+        var timing: [String: Double] = ["generate": 0]
+        func clock() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+        var t0 = clock()
+        let sampled = try reportingErrors { try VideoDecoder(path: file).sample(sampling.options) }
+        timing["decode"] = Double(clock() - t0) / 1e9
+        do {
+            let vlm = try Qwen2VLModel(directory: model, dtype: dtype)
+            let tokenizer = try Tokenizer(directory: model)
+            let (pixels, grid) = try Qwen2VLProcessor(config: vlm.files.preprocessor).patches(frames: sampled.frames.map(RGBImage.init))
+            let videoTokens = grid.patches / (vlm.config.vision.spatialMergeSize * vlm.config.vision.spatialMergeSize)
+            func ids(_ text: String) throws -> [Int] {
+                try Qwen2VLPrompt.encode([ChatMessage(role: "user", content: [.video, .text(text)])], tokenizer: tokenizer, videoTokens: [videoTokens])
+            }
+            // The prompt up to <|vision_end|> is the same for every question: encode it once.
+            let first = try ids(prompt)
+            guard let end = tokenizer.id("<|vision_end|>"), let cut = first.firstIndex(of: end) else {
+                throw VLMError.invalidInput("\(model): the tokenizer has no <|vision_end|>")
+            }
+            let prefix = Array(first[...cut])
+            t0 = clock()
+            let session = try Qwen2VLSession(model: vlm, prefix: prefix, vision: [VisionInput(pixels: pixels, grid: grid)])
+            timing["vision"] = session.timing.vision
+            timing["prefill"] = session.timing.prefill
+            var stop = Set(vlm.files.generation.eosTokenId?.ids ?? vlm.config.text.eosTokenId?.ids ?? [])
+            for special in ["<|im_end|>", "<|endoftext|>"] { if let id = tokenizer.id(special) { stop.insert(id) } }
+            let parameters = generation.parameters(stop: stop)
+
+            func answer(_ text: String, heading: String?) throws -> (String, [Int]) {
+                let full = try ids(text)
+                guard Array(full[..<prefix.count]) == prefix else { throw VLMError.invalidInput("prompt prefix differs") }
+                if let heading, !json { print(heading) }
+                var stream = StreamingDecoder(tokenizer: tokenizer)
+                var textOut = ""
+                let start = clock()
+                let tokens = try session.generate(continuation: Array(full[prefix.count...]), parameters: parameters) { id in
+                    let piece = stream.add(id)
+                    textOut += piece
+                    if !json { FileHandle.standardOutput.write(Data(piece.utf8)) }
+                }
+                let rest = stream.finish()
+                textOut += rest
+                if !json { FileHandle.standardOutput.write(Data((rest + "\n").utf8)) }
+                timing["generate", default: 0] += Double(clock() - start) / 1e9
+                return (textOut, tokens)
+            }
+            let (description, tokens) = try answer(prompt, heading: nil)
+            var answers: [Answer] = []
+            for q in questions {
+                let (a, t) = try answer(q, heading: "\nQ: \(q)")
+                answers.append(Answer(question: q, answer: a, tokens: t))
+            }
+            if json {
+                try printJSON(Output(file: file, description: description, tokens: tokens, answers: answers, timing: timing))
+            }
+        } catch let e as VLMError {
+            printError("error[model]: \(e.localizedDescription)")
+            throw ExitCode(20)
+        } catch let e as TensorError {
+            printError("error[checkpoint]: \(e.localizedDescription)")
+            throw ExitCode(21)
+        } catch let e as TokenizerError {
+            printError("error[tokenizer]: \(e.localizedDescription)")
+            throw ExitCode(22)
+        }
+    }
+}
+
+struct InspectCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "inspect",
+        abstract: "Print a Qwen2-VL checkpoint's architecture and parameter counts.")
+
+    @Argument(help: "The checkpoint directory.")
+    var directory: String
+    @Flag(help: "Print one JSON object.")
+    var json = false
+
+    struct Output: Encodable {
+        var directory: String
+        var config: Qwen2VLConfiguration
+        var parameters: [String: Int]
+        var dtypes: [String: Int]
+        var files: Int
+    }
+
+    func run() throws {
+        do {
+            let files = try Qwen2VLModelFiles(directory: directory)
+            let ck = try Checkpoint(directory: directory)
+            var params: [String: Int] = [:], dtypes: [String: Int] = [:]
+            for name in ck.names {
+                let t = try ck.tensor(name)
+                let part = name.contains("visual.") ? "vision" : (name.hasPrefix("lm_head") ? "lm_head" : "language")
+                params[part, default: 0] += t.count
+                dtypes[t.dtype.rawValue, default: 0] += t.count
+            }
+            params["total"] = params.values.reduce(0, +)
+            let out = Output(directory: directory, config: files.config, parameters: params, dtypes: dtypes, files: ck.files.count)
+            if json { try printJSON(out); return }
+            let v = files.config.vision, t = files.config.text
+            func m(_ n: Int?) -> String { String(format: "%.1fM", Double(n ?? 0) / 1e6) }
+            print("""
+            \(directory): Qwen2-VL (\(ck.files.count) safetensors file\(ck.files.count == 1 ? "" : "s"); \(dtypes.map { "\($0.key) \(m($0.value))" }.sorted().joined(separator: ", ")))
+            vision:   depth \(v.depth), width \(v.embedDim), \(v.numHeads) heads, MLP \(v.mlpHiddenDim) (\(v.hiddenAct)), patch \(v.patchSize)×\(v.patchSize)×\(v.temporalPatchSize), merge \(v.spatialMergeSize)×\(v.spatialMergeSize) → \(v.hiddenSize); \(m(params["vision"])) parameters
+            language: \(t.numHiddenLayers) layers, hidden \(t.hiddenSize), \(t.numAttentionHeads) heads / \(t.numKeyValueHeads) KV heads of \(t.headDim), MLP \(t.intermediateSize), vocab \(t.vocabSize), M-RoPE \(t.mropeSection) θ=\(t.ropeTheta); \(m(params["language"])) parameters\(params["lm_head"] != nil ? " + lm_head \(m(params["lm_head"]))" : " (tied lm_head)")
+            total:    \(m(params["total"])) parameters
+            """)
+        } catch let e as VLMError {
+            printError("error[model]: \(e.localizedDescription)")
+            throw ExitCode(20)
+        } catch let e as TensorError {
+            printError("error[checkpoint]: \(e.localizedDescription)")
+            throw ExitCode(21)
+        }
+    }
+}
