@@ -40,6 +40,18 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
     public let dtype: ComputeDType
     private let pool: ThreadPool
     private let scratch = AttentionScratch()
+    /// Activation buffers, kept between calls (fresh large allocations fault every page in again);
+    /// one forward pass at a time uses them.
+    private var workspace: [String: TensorStorage] = [:]
+    private let forwardLock = NSLock()
+
+    private func buffer(_ name: String, _ shape: [Int]) -> Tensor {
+        let n = shape.reduce(1, *)
+        if let s = workspace[name], s.count >= n { return Tensor(storage: s, offset: 0, shape: shape) }
+        let s = TensorStorage(count: n, zeroed: false)
+        workspace[name] = s
+        return Tensor(storage: s, offset: 0, shape: shape)
+    }
 
     struct Layer {
         var inputNorm: Tensor, postNorm: Tensor
@@ -117,13 +129,19 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
             throw VLMError.invalidInput("the KV cache holds \(cache.capacity) positions; \(cache.count + t) needed")
         }
         let eps = Float(c.rmsNormEps)
-        let normed = Tensor(uninitialized: [t, h])
-        let q = Tensor(uninitialized: [t, heads * hd])
-        let gate = Tensor(uninitialized: [t, c.intermediateSize]), up = Tensor(uninitialized: [t, c.intermediateSize])
-        let out = Tensor(uninitialized: [t, h])
+        forwardLock.lock()
+        defer { forwardLock.unlock() }
+        let normed = buffer("normed", [t, h])
+        let q = buffer("q", [t, heads * hd])
+        let gate = buffer("gate", [t, c.intermediateSize]), up = buffer("up", [t, c.intermediateSize])
+        let out = buffer("out", [t, h])
         let past = cache.count
+        var profile = StageTimer(enabled: StageTimer.requested && t > 1)
+        defer { profile.report("language (\(t) tokens)") }
         for (l, layer) in layers.enumerated() {
+            profile.mark("other")
             _ = Ops.rmsNorm(x, weight: layer.inputNorm, eps: eps, into: normed, pool: pool)
+            profile.mark("norm")
             try Linear.forward(normed, layer.q, bias: layer.qBias, into: q, rows: t, pool: pool)
             // New keys and values go straight into the cache rows past..<past+t.
             let k = Tensor(storage: cache.keys[l].storage, offset: past * kvw, shape: [t, kvw])
@@ -132,18 +150,25 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
             try Linear.forward(normed, layer.v, bias: layer.vBias, into: v, rows: t, pool: pool)
             Ops.rotaryRotateHalf(q.pointer, cos: cos, sin: sin, rows: t, heads: heads, headDim: hd, rowStride: heads * hd, pool: pool)
             Ops.rotaryRotateHalf(k.pointer, cos: cos, sin: sin, rows: t, heads: kvHeads, headDim: hd, rowStride: kvw, pool: pool)
+            profile.mark("qkv+rope")
             let keys = Tensor(storage: cache.keys[l].storage, offset: 0, shape: [past + t, kvw])
             let values = Tensor(storage: cache.values[l].storage, offset: 0, shape: [past + t, kvw])
             let attended = try Attention.forward(q: q, k: keys, v: values, heads: heads, kvHeads: kvHeads, headDim: hd,
                                                  mask: .causal(offset: past), precision: dtype == .bf16 ? .bf16 : .f32,
                                                  scratch: scratch, pool: pool)
+            profile.mark("attention")
             try Linear.forward(attended, layer.o, into: out, rows: t, pool: pool)
+            profile.mark("o")
             Ops.add(x, out, pool: pool)
             _ = Ops.rmsNorm(x, weight: layer.postNorm, eps: eps, into: normed, pool: pool)
+            profile.mark("norm")
             try Linear.forward(normed, layer.gate, into: gate, rows: t, pool: pool)
             try Linear.forward(normed, layer.up, into: up, rows: t, pool: pool)
+            profile.mark("gate+up")
             _ = Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
+            profile.mark("silu")
             try Linear.forward(gate, layer.down, into: out, rows: t, pool: pool)
+            profile.mark("down")
             Ops.add(x, out, pool: pool)
         }
         cache.advance(t)
