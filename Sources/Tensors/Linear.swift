@@ -63,6 +63,8 @@ public enum Linear {
         let p = try OneDNN.shared.pack(bf16: w.pointer, k: k, n: n, rows: rows)
         var packed = w
         packed.packed = PackedWeight(desc: p.desc, bytes: p.bytes, size: p.size, key: "packed[\(k)x\(n)@\(rows)]")
+        // The original stays readable (small products use it) but need not stay resident.
+        w.releasePages()
         return packed
     }
 

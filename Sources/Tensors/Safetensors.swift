@@ -29,6 +29,16 @@ public struct WeightTensor: @unchecked Sendable, CustomStringConvertible {
         self.owner = owner
     }
 
+    /// Lets the kernel drop this tensor's pages from memory when it lives in a mapped file (they are
+    /// read again from the file if ever touched). For weights whose bytes were copied elsewhere.
+    public func releasePages() {
+        guard owner is MappedFile else { return }
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let start = (Int(bitPattern: pointer) + page - 1) / page * page
+        let end = (Int(bitPattern: pointer) + byteCount) / page * page
+        if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, 4 /* MADV_DONTNEED */) }
+    }
+
     /// The same bytes viewed with another shape of equal size.
     public func reshaped(_ newShape: [Int]) -> WeightTensor {
         precondition(newShape.reduce(1, *) == count, "cannot reshape \(name) \(shape) to \(newShape)")

@@ -107,9 +107,9 @@ struct GenerateBench: ParsableCommand {
         let bound = bandwidth * 1e9 / bytesPerToken
         print(String(format: "decode: %d tokens, %.2f tokens/s; %.2f GB read per token; memory probe %.1f GB/s → bound %.2f tokens/s; %.2f of the bound (target ≥ 0.80)",
                      decoded, rate, bytesPerToken / 1e9, bandwidth, bound, rate / bound))
-        let model = status("VmHWM") - baseline
+        let modelPeak = status("VmHWM") - baseline
         print(String(format: "peak resident memory of the model: %.2f GB = %.2f× the bf16 checkpoint (target ≤ 1.5; process peak %.2f GB incl. the %.2f GB probe and runtime)",
-                     model / 1e9, model / checkpointBytes, status("VmHWM") / 1e9, baseline / 1e9))
+                     modelPeak / 1e9, modelPeak / checkpointBytes, status("VmHWM") / 1e9, baseline / 1e9))
     }
 
     func residentNow() -> Double { status("VmRSS") }
