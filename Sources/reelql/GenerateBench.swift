@@ -21,6 +21,8 @@ struct GenerateBench: ParsableCommand {
     var tokens: Int = 32
     @Option(help: "Language-model layers (28 for Qwen2-VL-2B; fewer for a quick look).")
     var layers: Int = 28
+    @Option(help: "Questions about one clip for the shared-prefix comparison (0 to skip).")
+    var questions: Int = 5
 
     func run() throws {
         let text: [String: Any] = ["vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": layers,
@@ -107,9 +109,36 @@ struct GenerateBench: ParsableCommand {
         let bound = bandwidth * 1e9 / bytesPerToken
         print(String(format: "decode: %d tokens, %.2f tokens/s; %.2f GB read per token; memory probe %.1f GB/s → bound %.2f tokens/s; %.2f of the bound (target ≥ 0.80)",
                      decoded, rate, bytesPerToken / 1e9, bandwidth, bound, rate / bound))
+        if questions > 0 { try sharedPrefix(model) }
         let modelPeak = status("VmHWM") - baseline
         print(String(format: "peak resident memory of the model: %.2f GB = %.2f× the bf16 checkpoint (target ≤ 1.5; process peak %.2f GB incl. the %.2f GB probe and runtime)",
                      modelPeak / 1e9, modelPeak / checkpointBytes, status("VmHWM") / 1e9, baseline / 1e9))
+    }
+
+    /// Answers `questions` questions about one clip (4 frames at 336×336, 288 video tokens, 16
+    /// tokens per answer): from one session (one encoding, one prefix prefill, forked caches)
+    /// against a fresh full run per question.
+    func sharedPrefix(_ model: Qwen2VLModel) throws {
+        let grid = VisionGrid(t: 2, h: 24, w: 24)
+        let pixels = Tensor(uninitialized: [grid.patches, 1176])
+        for i in 0..<pixels.count { pixels.pointer[i] = Float((i * 7919) % 2001) / 1000 - 1 }
+        let video = [VisionInput(pixels: pixels, grid: grid)]
+        let prefix = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198, 151652]
+            + Array(repeating: 151656, count: grid.patches / 4) + [151653]
+        let asks = (0..<questions).map { q in [3838 + q, 374, 279, 1894, 30, 151645, 198, 151644, 77091, 198] }
+        let parameters = GenerationParameters(maxNewTokens: 16)
+        var shared: [[Int]] = []
+        let sessionTime = try medianTime(runs: 1) {
+            let session = try Qwen2VLSession(model: model, prefix: prefix, vision: video)
+            shared = try asks.map { try session.generate(continuation: $0, parameters: parameters) }
+        }
+        var fresh: [[Int]] = []
+        let freshTime = try medianTime(runs: 1) {
+            fresh = try asks.map { try model.generateGreedy(ids: prefix + $0, vision: video, maxNewTokens: 16) }
+        }
+        print(String(format: "%d questions about one clip (%d video tokens, 16 tokens each): one session %.2f s, fresh runs %.2f s — %.2f s (%.0f%%) saved; answers %@",
+                     questions, grid.patches / 4, sessionTime, freshTime, freshTime - sessionTime, 100 * (freshTime - sessionTime) / freshTime,
+                     shared == fresh ? "identical" : "DIFFER"))
     }
 
     func residentNow() -> Double { status("VmRSS") }
