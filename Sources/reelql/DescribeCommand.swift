@@ -114,6 +114,9 @@ struct DescribeCommand: ParsableCommand {
             if json {
                 try printJSON(Output(file: file, description: description, tokens: tokens, answers: answers, timing: timing))
             }
+        } catch VLMError.invalidInput(let message) {
+            printError("error[invalid-input]: \(message)")
+            throw ExitCode(2)
         } catch let e as VLMError {
             printError("error[model]: \(e.localizedDescription)")
             throw ExitCode(20)
