@@ -10,9 +10,12 @@ let package = Package(
         .library(name: "Tensors", targets: ["Tensors"]),
         .library(name: "VLM", targets: ["VLM"]),
         .library(name: "Tokenizers", targets: ["Tokenizers"]),
+        .library(name: "Pipeline", targets: ["Pipeline"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
     ],
     targets: [
         // System libraries (see Sources/C*/module.modulemap). Debian packages named in `providers`.
@@ -46,6 +49,13 @@ let package = Package(
         // Qwen2-VL: configuration, processor, vision tower (and later the language model).
         .target(name: "VLM", dependencies: ["Tensors", "Tokenizers", "Media"]),
 
+        // The overnight pipeline: specs, directory scan, runner, SQLite store, shards, merge.
+        .target(name: "Pipeline", dependencies: [
+            "VLM", "Media", "Tokenizers", "Tensors",
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
+
         // Video ingestion: probe, frame index, sampling, decoding, resizing, clip segmentation.
         .target(name: "Media", dependencies: ["CFFmpeg"]),
 
@@ -57,6 +67,7 @@ let package = Package(
                 "Tensors",
                 "VLM",
                 "Tokenizers",
+                "Pipeline",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -65,6 +76,7 @@ let package = Package(
         .testTarget(name: "TensorsTests", dependencies: ["Tensors", "CKernels"]),
         .testTarget(name: "VLMTests", dependencies: ["VLM", "Tensors", "Media"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),
+        .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Media", "VLM"]),
         .testTarget(name: "ReelqlCLITests", dependencies: ["reelql", "Media", "VLM", "Tokenizers", "Tensors"]),
     ]
 )

@@ -90,7 +90,7 @@ struct DescribeCommand: ParsableCommand {
             func answer(_ text: String, heading: String?) throws -> (String, [Int]) {
                 let full = try ids(text)
                 guard Array(full[..<prefix.count]) == prefix else { throw VLMError.invalidInput("prompt prefix differs") }
-                if let heading, !json { print(heading) }
+                if let heading, !json { FileHandle.standardOutput.write(Data((heading + "\n").utf8)) }
                 var stream = StreamingDecoder(tokenizer: tokenizer)
                 var textOut = ""
                 let start = clock()

@@ -1,0 +1,18 @@
+import Foundation
+
+public enum PipelineError: Error, LocalizedError, Sendable, Equatable {
+    /// A spec problem, naming the file, the key and what is allowed.
+    case invalidSpec(path: String, key: String, reason: String)
+    case noInputs(String)
+    case database(path: String, reason: String)
+    case invalidArgument(String)
+
+    public var errorDescription: String? {
+        switch self {
+        case .invalidSpec(let path, let key, let reason): return "\(path): '\(key)': \(reason)"
+        case .noInputs(let message): return message
+        case .database(let path, let reason): return "\(path): \(reason)"
+        case .invalidArgument(let message): return message
+        }
+    }
+}

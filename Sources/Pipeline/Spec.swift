@@ -1,0 +1,236 @@
+import Foundation
+import Media
+import Yams
+
+/// A pipeline spec (YAML): what to read, how to sample and cut it, which model and prompts, where
+/// to store results. Every key is checked: an unknown key or a value of the wrong kind is an
+/// error naming the key and what is allowed.
+public struct PipelineSpec: Sendable, Equatable, Codable {
+    public struct Inputs: Sendable, Equatable, Codable {
+        /// Directories, files or glob patterns (`*`, `?`, `**`), relative to the spec's folder.
+        public var paths: [String] = []
+        public var recursive: Bool = true
+        public var extensions: [String] = ["mp4", "mkv", "webm", "mov", "avi", "m4v", "ts", "mts", "3gp", "flv", "mpg", "mpeg", "wmv"]
+    }
+    public struct Sampling: Sendable, Equatable, Codable {
+        public var fps: Double = 2
+        public var minPixels: Int = SmartResize.videoMinPixels
+        public var maxPixels: Int?
+        public var totalPixels: Double?
+        public var maxFrames: Int?
+    }
+    public struct Clips: Sendable, Equatable, Codable {
+        /// Clip length in seconds.
+        public var seconds: Double = 30
+        public var overlap: Double = 0
+        /// A final remainder shorter than this joins the previous clip (default: a quarter clip).
+        public var minRemainder: Double?
+    }
+    public struct Prompts: Sendable, Equatable, Codable {
+        public var description: String = "Describe this video."
+        public var questions: [String] = []
+        /// Prompt of the per-video summary over the clip descriptions; empty: no summary.
+        public var summary: String = "Here are descriptions of consecutive clips of one video, in order:\n{descriptions}\nSummarize the whole video in a few sentences."
+    }
+    public struct Generation: Sendable, Equatable, Codable {
+        public var maxNewTokens: Int = 256
+        public var temperature: Double = 0
+        public var topP: Double?
+        public var topK: Int?
+        public var repetitionPenalty: Double = 1
+        public var seed: UInt64 = 0
+    }
+    public struct Output: Sendable, Equatable, Codable {
+        public var database: String = "output/reelql.sqlite"
+    }
+
+    public var inputs = Inputs()
+    public var sampling = Sampling()
+    public var clips = Clips()
+    public var model: String = "models/demo"
+    /// f32 or bf16 (default: the checkpoint's).
+    public var dtype: String?
+    public var prompts = Prompts()
+    public var generation = Generation()
+    public var output = Output()
+    /// Where relative paths are resolved from (the spec's folder; not a YAML key).
+    public var baseDirectory: String = FileManager.default.currentDirectoryPath
+
+    enum CodingKeys: String, CodingKey { case inputs, sampling, clips, model, dtype, prompts, generation, output }
+
+    public init() {}
+
+    /// The allowed keys of each section, for unknown-key errors.
+    static let allowed: [String: [String]] = [
+        "": ["inputs", "sampling", "clips", "model", "dtype", "prompts", "generation", "output"],
+        "inputs": ["paths", "recursive", "extensions"],
+        "sampling": ["fps", "min_pixels", "max_pixels", "total_pixels", "max_frames"],
+        "clips": ["seconds", "overlap", "min_remainder"],
+        "prompts": ["description", "questions", "summary"],
+        "generation": ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"],
+        "output": ["database"],
+    ]
+
+    public static func load(path: String) throws -> PipelineSpec {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "cannot read the file")
+        }
+        var spec = try parse(text, path: path)
+        spec.baseDirectory = (path as NSString).deletingLastPathComponent.isEmpty ? FileManager.default.currentDirectoryPath
+            : URL(fileURLWithPath: (path as NSString).deletingLastPathComponent).standardizedFileURL.path
+        return spec
+    }
+
+    public static func parse(_ text: String, path: String) throws -> PipelineSpec {
+        let node: Node?
+        do { node = try Yams.compose(yaml: text) } catch {
+            throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "not valid YAML: \(error)")
+        }
+        guard let root = node else { return PipelineSpec() }
+        try checkKeys(root, section: "", path: path)
+        let decoder = YAMLDecoder()
+        do {
+            var spec = try decoder.decode(PipelineSpec.self, from: text, userInfo: [:])
+            spec.baseDirectory = FileManager.default.currentDirectoryPath
+            try spec.validate(path: path)
+            return spec
+        } catch let e as DecodingError {
+            throw PipelineError.invalidSpec(path: path, key: keyPath(e), reason: describe(e))
+        }
+    }
+
+    /// Unknown keys are errors (YAML decoding alone would ignore them).
+    static func checkKeys(_ node: Node, section: String, path: String) throws {
+        guard let mapping = node.mapping else {
+            throw PipelineError.invalidSpec(path: path, key: section.isEmpty ? "(top level)" : section, reason: "expected a mapping of keys")
+        }
+        let allowedKeys = allowed[section] ?? []
+        for (k, v) in mapping {
+            guard let key = k.string else { throw PipelineError.invalidSpec(path: path, key: section, reason: "keys must be strings") }
+            let full = section.isEmpty ? key : "\(section).\(key)"
+            guard allowedKeys.contains(key) else {
+                throw PipelineError.invalidSpec(path: path, key: full, reason: "unknown key (allowed: \(allowedKeys.joined(separator: ", ")))")
+            }
+            if allowed[full] != nil { try checkKeys(v, section: full, path: path) }
+        }
+    }
+
+    public func validate(path: String) throws {
+        func bad(_ key: String, _ why: String) -> PipelineError { .invalidSpec(path: path, key: key, reason: why) }
+        guard !inputs.paths.isEmpty else { throw bad("inputs.paths", "list at least one directory, file or glob") }
+        guard FrameSampler.fpsRange.contains(sampling.fps) else { throw bad("sampling.fps", "must be between 0.1 and 30, got \(sampling.fps)") }
+        guard sampling.minPixels >= 1 else { throw bad("sampling.min_pixels", "must be ≥ 1") }
+        if let m = sampling.maxPixels, m < sampling.minPixels { throw bad("sampling.max_pixels", "must be ≥ min_pixels (\(sampling.minPixels))") }
+        if let m = sampling.maxFrames, m < 1 { throw bad("sampling.max_frames", "must be ≥ 1") }
+        guard clips.seconds > 0 else { throw bad("clips.seconds", "must be > 0") }
+        guard clips.overlap >= 0 && clips.overlap < clips.seconds else { throw bad("clips.overlap", "must be in [0, clips.seconds)") }
+        if let d = dtype, !["f32", "bf16"].contains(d) { throw bad("dtype", "must be one of f32, bf16; got '\(d)'") }
+        guard !prompts.description.isEmpty else { throw bad("prompts.description", "must not be empty") }
+        guard generation.maxNewTokens >= 1 else { throw bad("generation.max_new_tokens", "must be ≥ 1") }
+        guard generation.temperature >= 0 else { throw bad("generation.temperature", "must be ≥ 0") }
+        if let p = generation.topP, !(p > 0 && p <= 1) { throw bad("generation.top_p", "must be in (0, 1]") }
+        if let k = generation.topK, k < 1 { throw bad("generation.top_k", "must be ≥ 1") }
+        guard generation.repetitionPenalty > 0 else { throw bad("generation.repetition_penalty", "must be > 0") }
+    }
+
+    /// A path of the spec resolved against the spec's folder.
+    public func resolve(_ p: String) -> String {
+        p.hasPrefix("/") ? p : URL(fileURLWithPath: baseDirectory).appendingPathComponent(p).standardizedFileURL.path
+    }
+
+    public var samplingOptions: SamplingOptions {
+        SamplingOptions(fps: sampling.fps, maxFrames: sampling.maxFrames,
+                        resize: ResizeOptions(minPixels: sampling.minPixels, maxPixels: sampling.maxPixels, totalPixels: sampling.totalPixels))
+    }
+
+    static func keyPath(_ e: DecodingError) -> String {
+        let path: [CodingKey]
+        switch e {
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c): path = c.codingPath
+        case .keyNotFound(let k, let c): path = c.codingPath + [k]
+        @unknown default: path = []
+        }
+        let s = path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".").replacingOccurrences(of: ".[", with: "[")
+        return s.isEmpty ? "(top level)" : s
+    }
+
+    static func describe(_ e: DecodingError) -> String {
+        switch e {
+        case .typeMismatch(let t, _): return "expected \(t == Int.self || t == UInt64.self ? "an integer" : t == Double.self ? "a number" : t == Bool.self ? "true or false" : t == String.self ? "a string" : "\(t)")"
+        case .valueNotFound(let t, _): return "expected \(t), found nothing"
+        case .keyNotFound: return "missing"
+        case .dataCorrupted(let c): return c.debugDescription
+        @unknown default: return "\(e)"
+        }
+    }
+}
+
+extension PipelineSpec.Sampling {
+    enum CodingKeys: String, CodingKey { case fps, minPixels = "min_pixels", maxPixels = "max_pixels", totalPixels = "total_pixels", maxFrames = "max_frames" }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        fps = try c.decodeIfPresent(Double.self, forKey: .fps) ?? fps
+        minPixels = try c.decodeIfPresent(Int.self, forKey: .minPixels) ?? minPixels
+        maxPixels = try c.decodeIfPresent(Int.self, forKey: .maxPixels)
+        totalPixels = try c.decodeIfPresent(Double.self, forKey: .totalPixels)
+        maxFrames = try c.decodeIfPresent(Int.self, forKey: .maxFrames)
+    }
+}
+extension PipelineSpec.Inputs {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        paths = try c.decodeIfPresent([String].self, forKey: .paths) ?? paths
+        recursive = try c.decodeIfPresent(Bool.self, forKey: .recursive) ?? recursive
+        extensions = try c.decodeIfPresent([String].self, forKey: .extensions) ?? extensions
+    }
+}
+extension PipelineSpec.Clips {
+    enum CodingKeys: String, CodingKey { case seconds, overlap, minRemainder = "min_remainder" }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        seconds = try c.decodeIfPresent(Double.self, forKey: .seconds) ?? seconds
+        overlap = try c.decodeIfPresent(Double.self, forKey: .overlap) ?? overlap
+        minRemainder = try c.decodeIfPresent(Double.self, forKey: .minRemainder)
+    }
+}
+extension PipelineSpec.Prompts {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        description = try c.decodeIfPresent(String.self, forKey: .description) ?? description
+        questions = try c.decodeIfPresent([String].self, forKey: .questions) ?? questions
+        summary = try c.decodeIfPresent(String.self, forKey: .summary) ?? summary
+    }
+}
+extension PipelineSpec.Generation {
+    enum CodingKeys: String, CodingKey {
+        case maxNewTokens = "max_new_tokens", temperature, topP = "top_p", topK = "top_k", repetitionPenalty = "repetition_penalty", seed
+    }
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        maxNewTokens = try c.decodeIfPresent(Int.self, forKey: .maxNewTokens) ?? maxNewTokens
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature) ?? temperature
+        topP = try c.decodeIfPresent(Double.self, forKey: .topP)
+        topK = try c.decodeIfPresent(Int.self, forKey: .topK)
+        repetitionPenalty = try c.decodeIfPresent(Double.self, forKey: .repetitionPenalty) ?? repetitionPenalty
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+    }
+}
+extension PipelineSpec.Output {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        database = try c.decodeIfPresent(String.self, forKey: .database) ?? database
+    }
+}
+extension PipelineSpec {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        inputs = try c.decodeIfPresent(Inputs.self, forKey: .inputs) ?? inputs
+        sampling = try c.decodeIfPresent(Sampling.self, forKey: .sampling) ?? sampling
+        clips = try c.decodeIfPresent(Clips.self, forKey: .clips) ?? clips
+        model = try c.decodeIfPresent(String.self, forKey: .model) ?? model
+        dtype = try c.decodeIfPresent(String.self, forKey: .dtype)
+        prompts = try c.decodeIfPresent(Prompts.self, forKey: .prompts) ?? prompts
+        generation = try c.decodeIfPresent(Generation.self, forKey: .generation) ?? generation
+        output = try c.decodeIfPresent(Output.self, forKey: .output) ?? output
+    }
+}

@@ -1,0 +1,399 @@
+import Foundation
+import GRDB
+
+/// The results database (SQLite through GRDB): runs, videos, clips, results, an FTS5 index over
+/// result text kept in sync by triggers, and views for people. WAL mode; migrations only append.
+public final class Store: @unchecked Sendable {
+    public let path: String
+    public let db: DatabasePool
+
+    public init(path: String) throws {
+        self.path = path
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        var config = Configuration()
+        config.foreignKeysEnabled = true
+        config.busyMode = .timeout(30)
+        do {
+            db = try DatabasePool(path: path, configuration: config)
+            try Store.migrator.migrate(db)
+        } catch {
+            throw PipelineError.database(path: path, reason: "\(error)")
+        }
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+            CREATE TABLE runs (
+                id INTEGER PRIMARY KEY,
+                started_at TEXT NOT NULL,
+                finished_at TEXT,
+                status TEXT NOT NULL,              -- running, finished, interrupted
+                spec TEXT NOT NULL,                -- the pipeline spec, as JSON
+                model TEXT NOT NULL,
+                settings_key TEXT NOT NULL,
+                shard TEXT,
+                reelql_version TEXT NOT NULL,
+                videos_seen INTEGER NOT NULL DEFAULT 0,
+                videos_failed INTEGER NOT NULL DEFAULT 0,
+                clips_done INTEGER NOT NULL DEFAULT 0,
+                clips_skipped INTEGER NOT NULL DEFAULT 0,
+                tokens_generated INTEGER NOT NULL DEFAULT 0,
+                seconds REAL
+            );
+            CREATE TABLE videos (
+                id INTEGER PRIMARY KEY,
+                path TEXT NOT NULL UNIQUE,
+                size INTEGER NOT NULL,
+                mtime REAL NOT NULL,
+                fingerprint TEXT NOT NULL,
+                duration REAL,
+                width INTEGER,
+                height INTEGER,
+                fps REAL,
+                codec TEXT,
+                frame_count INTEGER,
+                status TEXT NOT NULL,              -- pending, done, damaged, failed, missing
+                error_kind TEXT,
+                error TEXT,
+                last_run_id INTEGER REFERENCES runs(id),
+                updated_at TEXT NOT NULL
+            );
+            CREATE TABLE clips (
+                id INTEGER PRIMARY KEY,
+                video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+                clip_index INTEGER NOT NULL,
+                start_seconds REAL NOT NULL,
+                end_seconds REAL NOT NULL,
+                frames INTEGER NOT NULL,
+                width INTEGER NOT NULL,
+                height INTEGER NOT NULL,
+                settings_key TEXT NOT NULL,
+                run_id INTEGER REFERENCES runs(id),
+                done_at TEXT NOT NULL,
+                UNIQUE (video_id, clip_index, settings_key)
+            );
+            CREATE TABLE results (
+                id INTEGER PRIMARY KEY,
+                video_id INTEGER NOT NULL REFERENCES videos(id) ON DELETE CASCADE,
+                clip_id INTEGER REFERENCES clips(id) ON DELETE CASCADE,   -- NULL for a video summary
+                clip_index INTEGER NOT NULL,                              -- -1 for a video summary
+                kind TEXT NOT NULL CHECK (kind IN ('description', 'answer', 'summary')),
+                prompt TEXT NOT NULL,
+                text TEXT NOT NULL,
+                model TEXT NOT NULL,
+                settings TEXT NOT NULL,            -- generation settings, as JSON
+                settings_key TEXT NOT NULL,
+                prompt_tokens INTEGER,
+                generated_tokens INTEGER,
+                vision_seconds REAL,
+                prefill_seconds REAL,
+                generate_seconds REAL,
+                UNIQUE (video_id, clip_index, kind, prompt, settings_key)
+            );
+            CREATE INDEX results_clip ON results(clip_id);
+            CREATE VIRTUAL TABLE results_fts USING fts5(text, content='results', content_rowid='id');
+            CREATE TRIGGER results_ai AFTER INSERT ON results BEGIN
+                INSERT INTO results_fts(rowid, text) VALUES (new.id, new.text);
+            END;
+            CREATE TRIGGER results_ad AFTER DELETE ON results BEGIN
+                INSERT INTO results_fts(results_fts, rowid, text) VALUES ('delete', old.id, old.text);
+            END;
+            CREATE TRIGGER results_au AFTER UPDATE ON results BEGIN
+                INSERT INTO results_fts(results_fts, rowid, text) VALUES ('delete', old.id, old.text);
+                INSERT INTO results_fts(rowid, text) VALUES (new.id, new.text);
+            END;
+            -- One row per clip: its video, time range, description and answers.
+            CREATE VIEW clip_results AS
+                SELECT v.path, v.id AS video_id, c.id AS clip_id, c.clip_index, c.start_seconds, c.end_seconds, c.frames,
+                       (SELECT r.text FROM results r WHERE r.clip_id = c.id AND r.kind = 'description') AS description,
+                       (SELECT group_concat(r.prompt || ' → ' || r.text, char(10)) FROM results r
+                         WHERE r.clip_id = c.id AND r.kind = 'answer') AS answers,
+                       c.settings_key, c.run_id
+                FROM clips c JOIN videos v ON v.id = c.video_id;
+            -- One row per answer, for "the answer to question Q for every video".
+            CREATE VIEW answers AS
+                SELECT v.path, c.clip_index, c.start_seconds, c.end_seconds, r.prompt AS question, r.text AS answer
+                FROM results r JOIN clips c ON c.id = r.clip_id JOIN videos v ON v.id = r.video_id
+                WHERE r.kind = 'answer';
+            -- One row per video: its state and, once all its clips are done, its summary.
+            CREATE VIEW video_results AS
+                SELECT v.path, v.status, v.error_kind, v.error, v.duration, v.width, v.height, v.codec,
+                       (SELECT count(*) FROM clips c WHERE c.video_id = v.id) AS clips,
+                       (SELECT r.text FROM results r WHERE r.video_id = v.id AND r.kind = 'summary') AS summary
+                FROM videos v;
+            """)
+        }
+        return m
+    }
+
+    // MARK: - Runs
+
+    public func startRun(spec: String, model: String, settingsKey: String, shard: String?) throws -> Int64 {
+        try db.write { db in
+            try db.execute(sql: """
+                INSERT INTO runs (started_at, status, spec, model, settings_key, shard, reelql_version)
+                VALUES (?, 'running', ?, ?, ?, ?, ?)
+                """, arguments: [Store.now(), spec, model, settingsKey, shard, Store.version])
+            return db.lastInsertedRowID
+        }
+    }
+
+    public struct RunStats: Sendable {
+        public var videosSeen = 0, videosFailed = 0, clipsDone = 0, clipsSkipped = 0, tokensGenerated = 0
+        public init() {}
+    }
+
+    public func finishRun(_ id: Int64, status: String, stats: RunStats, seconds: Double) throws {
+        try db.write { db in
+            try db.execute(sql: """
+                UPDATE runs SET finished_at = ?, status = ?, videos_seen = ?, videos_failed = ?, clips_done = ?,
+                       clips_skipped = ?, tokens_generated = ?, seconds = ? WHERE id = ?
+                """, arguments: [Store.now(), status, stats.videosSeen, stats.videosFailed, stats.clipsDone,
+                                 stats.clipsSkipped, stats.tokensGenerated, seconds, id])
+        }
+    }
+
+    // MARK: - Videos
+
+    /// Records a file seen by a run. A changed fingerprint drops the file's earlier clips and results.
+    /// Returns the video's id.
+    public func upsertVideo(path: String, size: Int64, mtime: Double, fingerprint: String, run: Int64) throws -> Int64 {
+        try db.write { db in
+            if let row = try Row.fetchOne(db, sql: "SELECT id, fingerprint FROM videos WHERE path = ?", arguments: [path]) {
+                let id: Int64 = row["id"]
+                if (row["fingerprint"] as String) != fingerprint {
+                    try db.execute(sql: "DELETE FROM results WHERE video_id = ?", arguments: [id])
+                    try db.execute(sql: "DELETE FROM clips WHERE video_id = ?", arguments: [id])
+                    try db.execute(sql: """
+                        UPDATE videos SET size = ?, mtime = ?, fingerprint = ?, status = 'pending', error_kind = NULL, error = NULL,
+                               last_run_id = ?, updated_at = ? WHERE id = ?
+                        """, arguments: [size, mtime, fingerprint, run, Store.now(), id])
+                } else {
+                    try db.execute(sql: "UPDATE videos SET last_run_id = ?, updated_at = ?, status = CASE WHEN status = 'missing' THEN 'pending' ELSE status END WHERE id = ?",
+                                   arguments: [run, Store.now(), id])
+                }
+                return id
+            }
+            try db.execute(sql: """
+                INSERT INTO videos (path, size, mtime, fingerprint, status, last_run_id, updated_at)
+                VALUES (?, ?, ?, ?, 'pending', ?, ?)
+                """, arguments: [path, size, mtime, fingerprint, run, Store.now()])
+            return db.lastInsertedRowID
+        }
+    }
+
+    public func setVideoInfo(_ id: Int64, duration: Double?, width: Int, height: Int, fps: Double?, codec: String, frameCount: Int?) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE videos SET duration = ?, width = ?, height = ?, fps = ?, codec = ?, frame_count = ? WHERE id = ?",
+                           arguments: [duration, width, height, fps, codec, frameCount, id])
+        }
+    }
+
+    public func setVideoStatus(_ id: Int64, status: String, errorKind: String? = nil, error: String? = nil) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE videos SET status = ?, error_kind = ?, error = ?, updated_at = ? WHERE id = ?",
+                           arguments: [status, errorKind, error, Store.now(), id])
+        }
+    }
+
+    public func videoStatus(_ id: Int64) throws -> String? {
+        try db.read { db in try String.fetchOne(db, sql: "SELECT status FROM videos WHERE id = ?", arguments: [id]) }
+    }
+
+    /// Videos under `roots` that the scan did not find any more.
+    public func markMissing(seen: Set<String>, roots: [String]) throws -> Int {
+        try db.write { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT id, path FROM videos WHERE status != 'missing'")
+            var n = 0
+            for row in rows {
+                let p: String = row["path"]
+                if !seen.contains(p) && roots.contains(where: { p == $0 || p.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) {
+                    try db.execute(sql: "UPDATE videos SET status = 'missing', updated_at = ? WHERE id = ?", arguments: [Store.now(), row["id"] as Int64])
+                    n += 1
+                }
+            }
+            return n
+        }
+    }
+
+    // MARK: - Clips and results
+
+    public func doneClips(video: Int64, settingsKey: String) throws -> Set<Int> {
+        try db.read { db in
+            Set(try Int.fetchAll(db, sql: "SELECT clip_index FROM clips WHERE video_id = ? AND settings_key = ?", arguments: [video, settingsKey]))
+        }
+    }
+
+    public struct ResultRow: Sendable {
+        public var kind: String
+        public var prompt: String
+        public var text: String
+        public var promptTokens: Int
+        public var generatedTokens: Int
+        public var visionSeconds: Double
+        public var prefillSeconds: Double
+        public var generateSeconds: Double
+        public init(kind: String, prompt: String, text: String, promptTokens: Int, generatedTokens: Int,
+                    visionSeconds: Double, prefillSeconds: Double, generateSeconds: Double) {
+            self.kind = kind; self.prompt = prompt; self.text = text; self.promptTokens = promptTokens
+            self.generatedTokens = generatedTokens; self.visionSeconds = visionSeconds; self.prefillSeconds = prefillSeconds
+            self.generateSeconds = generateSeconds
+        }
+    }
+
+    /// A finished clip and its results, in one transaction.
+    public func saveClip(video: Int64, index: Int, start: Double, end: Double, frames: Int, width: Int, height: Int,
+                         results: [ResultRow], model: String, settings: String, settingsKey: String, run: Int64) throws {
+        try db.write { db in
+            try db.execute(sql: """
+                INSERT INTO clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height, settings_key, run_id, done_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [video, index, start, end, frames, width, height, settingsKey, run, Store.now()])
+            let clip = db.lastInsertedRowID
+            for r in results {
+                try insert(db, video: video, clip: clip, index: index, r, model: model, settings: settings, settingsKey: settingsKey)
+            }
+        }
+    }
+
+    public func saveSummary(video: Int64, _ r: ResultRow, model: String, settings: String, settingsKey: String) throws {
+        try db.write { db in try insert(db, video: video, clip: nil, index: -1, r, model: model, settings: settings, settingsKey: settingsKey) }
+    }
+
+    private func insert(_ db: Database, video: Int64, clip: Int64?, index: Int, _ r: ResultRow, model: String, settings: String, settingsKey: String) throws {
+        try db.execute(sql: """
+            INSERT INTO results (video_id, clip_id, clip_index, kind, prompt, text, model, settings, settings_key,
+                                 prompt_tokens, generated_tokens, vision_seconds, prefill_seconds, generate_seconds)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """, arguments: [video, clip, index, r.kind, r.prompt, r.text, model, settings, settingsKey, r.promptTokens,
+                             r.generatedTokens, r.visionSeconds, r.prefillSeconds, r.generateSeconds])
+    }
+
+    public func hasSummary(video: Int64, settingsKey: String) throws -> Bool {
+        try db.read { db in
+            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM results WHERE video_id = ? AND kind = 'summary' AND settings_key = ?)",
+                              arguments: [video, settingsKey]) ?? false
+        }
+    }
+
+    /// Descriptions of a video's clips (in order) under a settings key.
+    public func descriptions(video: Int64, settingsKey: String) throws -> [String] {
+        try db.read { db in
+            try String.fetchAll(db, sql: """
+                SELECT r.text FROM results r JOIN clips c ON c.id = r.clip_id
+                WHERE r.video_id = ? AND r.kind = 'description' AND c.settings_key = ? ORDER BY c.clip_index
+                """, arguments: [video, settingsKey])
+        }
+    }
+
+    // MARK: - Search
+
+    public struct Match: Sendable, Codable {
+        public var path: String
+        public var clipIndex: Int
+        public var start: Double?
+        public var end: Double?
+        public var kind: String
+        public var prompt: String
+        public var text: String
+        public var rank: Double
+    }
+
+    /// Ranked full-text matches (FTS5 bm25), with the file and the time range of the clip.
+    public func search(_ query: String, limit: Int = 20) throws -> [Match] {
+        try db.read { db in
+            try Row.fetchAll(db, sql: """
+                SELECT v.path, r.clip_index, c.start_seconds, c.end_seconds, r.kind, r.prompt, r.text, bm25(results_fts) AS rank
+                FROM results_fts JOIN results r ON r.id = results_fts.rowid JOIN videos v ON v.id = r.video_id
+                LEFT JOIN clips c ON c.id = r.clip_id
+                WHERE results_fts MATCH ? ORDER BY rank LIMIT ?
+                """, arguments: [query, limit]).map {
+                Match(path: $0["path"], clipIndex: $0["clip_index"], start: $0["start_seconds"], end: $0["end_seconds"],
+                      kind: $0["kind"], prompt: $0["prompt"], text: $0["text"], rank: $0["rank"])
+            }
+        }
+    }
+
+    // MARK: - Merge
+
+    /// Copies another reelql database's runs, videos, clips and results into this one. Rows already
+    /// here (same video path; same clip or result under the same settings) are kept, so merging
+    /// twice changes nothing.
+    public func merge(from other: String) throws {
+        guard FileManager.default.fileExists(atPath: other) else { throw PipelineError.database(path: other, reason: "no such file") }
+        // Make sure the source has the schema (a database this version wrote, or migrate it).
+        _ = try Store(path: other)
+        try db.writeWithoutTransaction { db in
+            try db.execute(sql: "ATTACH DATABASE ? AS src", arguments: [other])
+            defer { try? db.execute(sql: "DETACH DATABASE src") }
+            try db.inTransaction {
+                var runMap: [Int64: Int64] = [:]
+                for run in try Row.fetchAll(db, sql: "SELECT * FROM src.runs") {
+                    try db.execute(sql: """
+                        INSERT INTO runs (started_at, finished_at, status, spec, model, settings_key, shard, reelql_version,
+                                          videos_seen, videos_failed, clips_done, clips_skipped, tokens_generated, seconds)
+                        SELECT started_at, finished_at, status, spec, model, settings_key, shard, reelql_version, videos_seen,
+                               videos_failed, clips_done, clips_skipped, tokens_generated, seconds
+                        FROM src.runs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM main.runs m WHERE m.started_at = src.runs.started_at
+                            AND m.settings_key = src.runs.settings_key AND m.shard IS src.runs.shard)
+                        """, arguments: [run["id"] as Int64])
+                    let id = try Int64.fetchOne(db, sql: """
+                        SELECT m.id FROM main.runs m JOIN src.runs s ON m.started_at = s.started_at AND m.settings_key = s.settings_key
+                            AND m.shard IS s.shard WHERE s.id = ?
+                        """, arguments: [run["id"] as Int64])
+                    runMap[run["id"]] = id
+                }
+                for v in try Row.fetchAll(db, sql: "SELECT * FROM src.videos") {
+                    let path: String = v["path"]
+                    let lastRun: Int64? = (v["last_run_id"] as Int64?).flatMap { runMap[$0] }
+                    if let existing = try Row.fetchOne(db, sql: "SELECT id, fingerprint FROM main.videos WHERE path = ?", arguments: [path]) {
+                        guard (existing["fingerprint"] as String) == (v["fingerprint"] as String) else { continue } // different file: keep ours
+                    } else {
+                        try db.execute(sql: """
+                            INSERT INTO main.videos (path, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count,
+                                                     status, error_kind, error, last_run_id, updated_at)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            """, arguments: [path, v["size"], v["mtime"], v["fingerprint"], v["duration"], v["width"], v["height"],
+                                             v["fps"], v["codec"], v["frame_count"], v["status"], v["error_kind"], v["error"], lastRun,
+                                             v["updated_at"]])
+                    }
+                    let vid = try Int64.fetchOne(db, sql: "SELECT id FROM main.videos WHERE path = ?", arguments: [path])!
+                    let srcVid: Int64 = v["id"]
+                    for c in try Row.fetchAll(db, sql: "SELECT * FROM src.clips WHERE video_id = ?", arguments: [srcVid]) {
+                        try db.execute(sql: """
+                            INSERT OR IGNORE INTO main.clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height,
+                                                              settings_key, run_id, done_at)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            """, arguments: [vid, c["clip_index"], c["start_seconds"], c["end_seconds"], c["frames"], c["width"],
+                                             c["height"], c["settings_key"], (c["run_id"] as Int64?).flatMap { runMap[$0] }, c["done_at"]])
+                    }
+                    for r in try Row.fetchAll(db, sql: "SELECT * FROM src.results WHERE video_id = ?", arguments: [srcVid]) {
+                        let index: Int = r["clip_index"]
+                        let clip: Int64? = index < 0 ? nil : try Int64.fetchOne(db, sql: """
+                            SELECT id FROM main.clips WHERE video_id = ? AND clip_index = ? AND settings_key = ?
+                            """, arguments: [vid, index, r["settings_key"] as String])
+                        try db.execute(sql: """
+                            INSERT OR IGNORE INTO main.results (video_id, clip_id, clip_index, kind, prompt, text, model, settings, settings_key,
+                                                                prompt_tokens, generated_tokens, vision_seconds, prefill_seconds, generate_seconds)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            """, arguments: [vid, clip, index, r["kind"], r["prompt"], r["text"], r["model"], r["settings"],
+                                             r["settings_key"], r["prompt_tokens"], r["generated_tokens"], r["vision_seconds"],
+                                             r["prefill_seconds"], r["generate_seconds"]])
+                    }
+                }
+                return .commit
+            }
+        }
+    }
+
+    static let version = "0.1.0"
+
+    static func now() -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return f.string(from: Date())
+    }
+}

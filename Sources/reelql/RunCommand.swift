@@ -1,0 +1,188 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Pipeline
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Process a directory of videos (or a pipeline spec) into a SQLite database.",
+        discussion: """
+        SPEC is a pipeline YAML file, or a directory of videos (processed with default settings).
+        Reruns skip clips already done under the same model, prompts and settings, redo files whose
+        content changed, and mark vanished files. Ctrl-C (SIGINT) or SIGTERM finishes the clip in
+        flight and exits; a second Ctrl-C exits at once. Exit status: 0, 3 when some videos failed,
+        130 when interrupted.
+        """)
+
+    @Argument(help: "A pipeline spec (.yaml) or a directory of videos.")
+    var spec: String
+    @Option(help: "The output database (overrides output.database).")
+    var db: String?
+    @Option(help: "The model directory (overrides model).")
+    var model: String?
+    @Option(help: "Sampling rate (overrides sampling.fps).")
+    var fps: Double?
+    @Option(help: "Clip length in seconds (overrides clips.seconds).")
+    var clipSeconds: Double?
+    @Option(help: "Tokens per answer (overrides generation.max_new_tokens).")
+    var maxNewTokens: Int?
+    @Option(help: "Process only shard K of N (K in 1…N), partitioned by a stable hash of each path.")
+    var shard: String?
+    @Flag(help: "No progress output.")
+    var quiet = false
+    @Option(help: "Append timestamped progress lines to this file.")
+    var log: String?
+    @Flag(help: "Print the run's report as JSON.")
+    var json = false
+
+    struct Output: Encodable {
+        var run: Int64, database: String, videos: Int, failed: Int, damaged: Int, missing: Int
+        var clipsDone: Int, clipsReused: Int, tokens: Int, interrupted: Bool
+        var wallSeconds: Double, modelSeconds: Double, decodeSeconds: Double, waitSeconds: Double, overheadSeconds: Double
+        var failedFiles: [String]
+    }
+
+    func run() throws {
+        var pipeline: PipelineSpec
+        do {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue {
+                pipeline = PipelineSpec()
+                pipeline.inputs.paths = [URL(fileURLWithPath: spec).standardizedFileURL.path]
+            } else {
+                pipeline = try PipelineSpec.load(path: spec)
+            }
+            if let model { pipeline.model = URL(fileURLWithPath: model).standardizedFileURL.path }
+            if let fps { pipeline.sampling.fps = fps }
+            if let clipSeconds { pipeline.clips.seconds = clipSeconds }
+            if let maxNewTokens { pipeline.generation.maxNewTokens = maxNewTokens }
+            try pipeline.validate(path: spec)
+        } catch let e as PipelineError {
+            printError("error[spec]: \(e.localizedDescription)")
+            throw ExitCode(2)
+        }
+        var shardPair: (k: Int, n: Int)? = nil
+        if let shard {
+            let parts = shard.split(separator: "/").compactMap { Int($0) }
+            guard parts.count == 2, parts[1] >= 1, (1...parts[1]).contains(parts[0]) else {
+                throw ValidationError("--shard must be K/N with 1 ≤ K ≤ N, got '\(shard)'")
+            }
+            shardPair = (parts[0], parts[1])
+        }
+        let progress = Progress(quiet: quiet || json, logFile: log)
+        let runner: Runner
+        do {
+            runner = try Runner(spec: pipeline, databasePath: db.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, shard: shardPair, progress: progress)
+        } catch let e as PipelineError {
+            printError("error[run]: \(e.localizedDescription)")
+            throw ExitCode(2)
+        }
+        // SIGINT / SIGTERM: finish the clip in flight, then stop; a second one stops at once.
+        var sources: [DispatchSourceSignal] = []
+        let signals = SignalCount()
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                if signals.increment() > 1 { _exit(130) }
+                progress.event("stopping after the clip in flight (again to stop at once)")
+                runner.requestStop()
+            }
+            source.resume()
+            sources.append(source)
+        }
+        let report: RunReport
+        do {
+            report = try runner.run()
+        } catch {
+            printError("error[run]: \(error.localizedDescription)")
+            throw ExitCode(1)
+        }
+        _ = sources
+        let out = Output(run: report.run, database: runner.store.path, videos: report.stats.videosSeen, failed: report.stats.videosFailed,
+                         damaged: report.videosDamaged, missing: report.videosMissing, clipsDone: report.stats.clipsDone,
+                         clipsReused: report.stats.clipsSkipped, tokens: report.stats.tokensGenerated, interrupted: report.interrupted,
+                         wallSeconds: report.wall, modelSeconds: report.model, decodeSeconds: report.decoding, waitSeconds: report.waiting,
+                         overheadSeconds: report.overhead, failedFiles: report.failed)
+        if json {
+            try printJSON(out)
+        } else if !quiet {
+            progress.event(String(format: "run %lld %@: %d videos (%d failed, %d damaged, %d missing), %d clips done, %d reused, %d tokens in %.1f s (model %.1f s, waiting for decode %.1f s, overhead %.2f s = %.1f%%) → %@",
+                                  report.run, report.interrupted ? "interrupted" : "finished", out.videos, out.failed, out.damaged, out.missing,
+                                  out.clipsDone, out.clipsReused, out.tokens, out.wallSeconds, out.modelSeconds, out.waitSeconds,
+                                  out.overheadSeconds, 100 * out.overheadSeconds / max(out.wallSeconds, 1e-9), out.database))
+            for f in report.failed { progress.event("failed: \(f)") }
+        }
+        if report.interrupted { throw ExitCode(130) }
+        if report.stats.videosFailed > 0 { throw ExitCode(3) }
+    }
+}
+
+final class SignalCount: @unchecked Sendable {
+    private var n = 0
+    private let lock = NSLock()
+    func increment() -> Int { lock.lock(); defer { lock.unlock() }; n += 1; return n }
+}
+
+struct SearchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "search",
+        abstract: "Full-text search (SQLite FTS5) over descriptions, answers and summaries, ranked.")
+
+    @Argument(help: "Words to find (FTS5 query syntax: AND, OR, NOT, \"phrases\", prefix*).")
+    var query: String
+    @Option(help: "The database.")
+    var db: String = "output/reelql.sqlite"
+    @Option(help: "At most this many matches.")
+    var limit: Int = 20
+    @Flag(help: "Print JSON.")
+    var json = false
+
+    func run() throws {
+        guard FileManager.default.fileExists(atPath: db) else {
+            printError("error[search]: \(db): no such database")
+            throw ExitCode(2)
+        }
+        let matches: [Store.Match]
+        do { matches = try Store(path: db).search(query, limit: limit) } catch {
+            printError("error[search]: \(error.localizedDescription)")
+            throw ExitCode(2)
+        }
+        if json { try printJSON(matches); return }
+        for m in matches {
+            let range = m.start.map { String(format: "%@–%@", RunCommandFormat.time($0), RunCommandFormat.time(m.end ?? $0)) } ?? "whole video"
+            print("\(m.path)  \(range)  [\(m.kind)\(m.kind == "answer" ? ": \(m.prompt)" : "")]\n    \(m.text)")
+        }
+        if matches.isEmpty { print("no matches") }
+    }
+}
+
+enum RunCommandFormat {
+    static func time(_ s: Double) -> String {
+        let t = Int(s)
+        return String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60)
+    }
+}
+
+struct MergeCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "merge",
+        abstract: "Combine shard databases into one (idempotent: merging again changes nothing).")
+
+    @Argument(help: "The output database (created if absent).")
+    var output: String
+    @Argument(help: "Shard databases to merge in.")
+    var inputs: [String]
+
+    func run() throws {
+        do {
+            let store = try Store(path: output)
+            for i in inputs { try store.merge(from: i) }
+            print("merged \(inputs.count) database(s) into \(output)")
+        } catch {
+            printError("error[merge]: \(error.localizedDescription)")
+            throw ExitCode(2)
+        }
+    }
+}
