@@ -223,7 +223,7 @@ import VLM
         #expect(r.status == 0, "\(r.stderr)")
         let out = try CLI.json(r.stdout)
         let params = out["parameters"] as! [String: Int]
-        #expect(params["total"] == params["vision"]! + params["language"]!)
+        #expect(params["total"] == params["vision"]! + params["language"]! + (params["lm_head"] ?? 0))
         #expect(out["files"] as? Int == 1)
     }
 

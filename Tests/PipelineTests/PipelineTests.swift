@@ -1,0 +1,174 @@
+import Foundation
+import GRDB
+import Testing
+@testable import Pipeline
+
+@Suite struct SpecTests {
+    @Test func unknownKeysAndWrongTypesNameTheKey() {
+        func error(_ yaml: String) -> PipelineError? {
+            do { _ = try PipelineSpec.parse(yaml, path: "s.yaml"); return nil } catch let e as PipelineError { return e } catch { return nil }
+        }
+        guard case .invalidSpec(_, "sampling.fsp", let why)? = error("inputs: {paths: [v]}\nsampling: {fsp: 2}") else { Issue.record("fsp"); return }
+        #expect(why.contains("allowed: fps, min_pixels"))
+        guard case .invalidSpec(_, "colour", _)? = error("inputs: {paths: [v]}\ncolour: red") else { Issue.record("top"); return }
+        guard case .invalidSpec(_, "clips.seconds", "expected a number")? = error("inputs: {paths: [v]}\nclips: {seconds: ten}") else { Issue.record("type"); return }
+        guard case .invalidSpec(_, "sampling.fps", _)? = error("inputs: {paths: [v]}\nsampling: {fps: 99}") else { Issue.record("range"); return }
+        guard case .invalidSpec(_, "dtype", let d)? = error("inputs: {paths: [v]}\ndtype: f16") else { Issue.record("dtype"); return }
+        #expect(d.contains("f32, bf16"))
+        guard case .invalidSpec(_, "inputs.paths", _)? = error("model: m") else { Issue.record("paths"); return }
+        guard case .invalidSpec(_, "generation.top_p", _)? = error("inputs: {paths: [v]}\ngeneration: {top_p: 2}") else { Issue.record("top_p"); return }
+    }
+
+    @Test func checkedInSpecsParse() throws {
+        let pipelines = Workspace.fixtures.deletingLastPathComponent().appendingPathComponent("pipelines")
+        for name in ["demo.yaml", "nightly.yaml"] {
+            let spec = try PipelineSpec.load(path: pipelines.appendingPathComponent(name).path)
+            #expect(!spec.inputs.paths.isEmpty && !spec.prompts.questions.isEmpty)
+        }
+        let demo = try PipelineSpec.load(path: pipelines.appendingPathComponent("demo.yaml").path)
+        #expect(demo.resolve(demo.model).hasSuffix("fixtures/models/tiny-qwen2vl-chat"))
+    }
+
+    @Test func scanFindsVideosByExtensionAndGlob() throws {
+        let ws = try Workspace()
+        defer { ws.remove() }
+        var inputs = PipelineSpec.Inputs()
+        inputs.paths = [ws.videoDir]
+        #expect(try Scan.files(inputs, resolve: { $0 }).count == Workspace.videos.count)
+        inputs.paths = [ws.videoDir + "/*.mp4"]
+        #expect(try Scan.files(inputs, resolve: { $0 }).map { ($0 as NSString).lastPathComponent } == ["empty.mp4", "h264_cfr.mp4", "hevc.mp4", "not_a_video.mp4", "shortgop.mp4"])
+        inputs.paths = [ws.root + "/**/*.webm"]
+        #expect(try Scan.files(inputs, resolve: { $0 }).count == 1)
+        inputs.paths = [ws.root + "/nope"]
+        #expect(throws: PipelineError.self) { try Scan.files(inputs, resolve: { $0 }) }
+    }
+
+    @Test func shardsPartitionPaths() {
+        let paths = (0..<300).map { "/srv/footage/cam\($0 % 7)/clip-\($0).mp4" }
+        let counts = (1...3).map { k in paths.filter { Scan.shard(of: $0, count: 3) == k }.count }
+        #expect(counts.reduce(0, +) == 300)
+        #expect(counts.allSatisfy { $0 > 60 }, "\(counts)")
+        #expect(paths.allSatisfy { Scan.shard(of: $0, count: 3) == Scan.shard(of: $0, count: 3) })
+    }
+}
+
+@Suite(.serialized) struct RunTests {
+    @Test func goodFilesProcessedBrokenOnesRecorded() throws {
+        let ws = try Workspace()
+        defer { ws.remove() }
+        let report = try ws.run()
+        #expect(report.stats.videosFailed == Workspace.broken.count)
+        #expect(Set(report.failed.map { ($0 as NSString).lastPathComponent }) == Set(Workspace.broken))
+        let store = try Store(path: ws.root + "/results.sqlite")
+        try store.db.read { db in
+            for v in Workspace.good {
+                let status = try String.fetchOne(db, sql: "SELECT status FROM videos WHERE path LIKE ?", arguments: ["%/" + v])
+                #expect(status == "done", "\(v)")
+                let described = try Int.fetchOne(db, sql: "SELECT count(*) FROM clip_results WHERE path LIKE ? AND description IS NOT NULL", arguments: ["%/" + v])!
+                let clips = try Int.fetchOne(db, sql: "SELECT count(*) FROM clips c JOIN videos v ON v.id = c.video_id WHERE v.path LIKE ?", arguments: ["%/" + v])!
+                #expect(clips > 0 && described == clips, "\(v)")
+                #expect(try String.fetchOne(db, sql: "SELECT summary FROM video_results WHERE path LIKE ?", arguments: ["%/" + v]) != nil)
+            }
+            for v in Workspace.broken {
+                let rows = try Row.fetchAll(db, sql: "SELECT status, error FROM videos WHERE path LIKE ?", arguments: ["%/" + v])
+                #expect(rows.count == 1 && rows[0]["status"] == "failed" && (rows[0]["error"] as String?)?.isEmpty == false, "\(v)")
+            }
+            #expect(try String.fetchOne(db, sql: "SELECT status FROM videos WHERE path LIKE '%/truncated.mkv'") == "damaged")
+            // 20 s in 2-second clips.
+            #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM clip_results WHERE path LIKE '%/shortgop.mp4'") == 10)
+            let indexed = try Int.fetchOne(db, sql: "SELECT count(*) FROM results_fts")
+            let results = try Int.fetchOne(db, sql: "SELECT count(*) FROM results")
+            #expect(indexed == results)
+        }
+    }
+
+    @Test func rerunsReuseRedoChangedAndMarkMissing() throws {
+        let ws = try Workspace(videos: ["h264_cfr.mp4", "hevc.mp4", "vp9.webm"])
+        defer { ws.remove() }
+        let db = ws.root + "/results.sqlite"
+        let first = try ws.run()
+        let before = try canonicalRows(db)
+        let second = try ws.run()
+        #expect(second.stats.clipsDone == 0 && second.stats.clipsSkipped == first.stats.clipsDone)
+        #expect(try canonicalRows(db) == before)
+        // Replace one file's content, delete another.
+        try FileManager.default.removeItem(atPath: ws.videoDir + "/hevc.mp4")
+        try FileManager.default.copyItem(atPath: Workspace.fixtures.appendingPathComponent("videos/h264.ts").path, toPath: ws.videoDir + "/hevc.mp4")
+        try FileManager.default.removeItem(atPath: ws.videoDir + "/vp9.webm")
+        let third = try ws.run()
+        #expect(third.stats.clipsDone > 0 && third.videosMissing == 1)
+        let store = try Store(path: db)
+        try store.db.read { db in
+            #expect(try String.fetchOne(db, sql: "SELECT status FROM videos WHERE path LIKE '%/vp9.webm'") == "missing")
+            #expect(try String.fetchOne(db, sql: "SELECT codec FROM videos WHERE path LIKE '%/hevc.mp4'") == "h264")
+            // Only the new content's clips remain for the replaced file.
+            let frames = try Int.fetchAll(db, sql: "SELECT frames FROM clip_results WHERE path LIKE '%/hevc.mp4'")
+            #expect(!frames.isEmpty)
+        }
+    }
+
+    @Test func threeShardsMergedEqualOneRun() throws {
+        let ws = try Workspace()
+        defer { ws.remove() }
+        try ws.run(database: ws.root + "/single.sqlite")
+        for k in 1...3 { try ws.run(database: ws.root + "/shard-\(k).sqlite", shard: (k, 3)) }
+        let merged = try Store(path: ws.root + "/merged.sqlite")
+        for k in 1...3 { try merged.merge(from: ws.root + "/shard-\(k).sqlite") }
+        let single = try canonicalRows(ws.root + "/single.sqlite")
+        #expect(try canonicalRows(ws.root + "/merged.sqlite") == single)
+        // Merging again adds nothing.
+        for k in 1...3 { try merged.merge(from: ws.root + "/shard-\(k).sqlite") }
+        #expect(try canonicalRows(ws.root + "/merged.sqlite") == single)
+        try merged.db.read { db in
+            #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM runs") == 3)
+            let indexed = try Int.fetchOne(db, sql: "SELECT count(*) FROM results_fts")
+            let results = try Int.fetchOne(db, sql: "SELECT count(*) FROM results")
+            #expect(indexed == results)
+        }
+    }
+
+    /// Every query in the README runs against a produced database and returns the rows computed
+    /// here from the same data independently.
+    @Test func readmeQueriesReturnTheExpectedRows() throws {
+        let ws = try Workspace()
+        defer { ws.remove() }
+        try ws.run()
+        let readme = try String(contentsOf: Workspace.fixtures.deletingLastPathComponent().appendingPathComponent("README.md"), encoding: .utf8)
+        var queries: [String: String] = [:]
+        for block in readme.components(separatedBy: "```sql").dropFirst() {
+            let sql = block.components(separatedBy: "```")[0]
+            if let name = sql.split(separator: "\n").first(where: { $0.hasPrefix("-- query: ") })?.dropFirst(10) { queries[String(name)] = sql }
+        }
+        #expect(Set(queries.keys) == ["time-range", "mentions", "answers", "failures", "throughput"])
+        let store = try Store(path: ws.root + "/results.sqlite")
+        try store.db.read { db in
+            // What happened in shortgop.mp4 between 0:04 and 0:08 (the README's 10:00–12:00).
+            let range = queries["time-range"]!.replacingOccurrences(of: "%/parking-lot.mp4", with: "%/shortgop.mp4")
+                .replacingOccurrences(of: "10 * 60", with: "4").replacingOccurrences(of: "12 * 60", with: "8")
+            let got = try Row.fetchAll(db, sql: range).map { "\($0[0] as Double)-\($0[1] as Double)" }
+            #expect(got == ["4.0-6.0", "6.0-8.0"])
+            // Which clips mention a word: every result whose text has it. (The tiny random model's
+            // texts are random words; the query is run for its most frequent word and for "dog".)
+            let all = try String.fetchAll(db, sql: "SELECT text FROM results")
+            let words = all.flatMap { $0.lowercased().split(whereSeparator: { !$0.isLetter }).map(String.init) }
+            let common = Dictionary(grouping: words, by: { $0 }).max { $0.value.count < $1.value.count }!.key
+            for word in ["dog", common] {
+                let mentions = try Row.fetchAll(db, sql: queries["mentions"]!.replacingOccurrences(of: "'dog'", with: "'\(word)'"))
+                    .map { $0["text"] as String }
+                let expected = all.filter { $0.lowercased().split(whereSeparator: { !$0.isLetter }).contains(Substring(word)) }
+                #expect(mentions.sorted() == expected.sorted(), "\(word)")
+                if word == common { #expect(!mentions.isEmpty) }
+            }
+            // Answers to the question, one per clip of every processed video.
+            let answers = try Row.fetchAll(db, sql: queries["answers"]!)
+            #expect(answers.count == (try Int.fetchOne(db, sql: "SELECT count(*) FROM clips"))!)
+            // Failures: the broken files and the damaged one.
+            let failures = try Row.fetchAll(db, sql: queries["failures"]!).map { (($0["path"] as String) as NSString).lastPathComponent }
+            #expect(failures == ["empty.mp4", "not_a_video.mp4", "truncated.mkv"])
+            let runs = try Row.fetchAll(db, sql: queries["throughput"]!)
+            #expect(runs.count == 1 && (runs[0]["clips_done"] as Int) > 0 && (runs[0]["tokens_per_second"] as Double) > 0)
+        }
+        // And `search` finds the same matches.
+        #expect(try store.search("dog").count == (try store.db.read { db in try Row.fetchAll(db, sql: queries["mentions"]!) }).count)
+    }
+}
