@@ -77,6 +77,7 @@ let package = Package(
         .testTarget(name: "VLMTests", dependencies: ["VLM", "Tensors", "Media"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),
         .testTarget(name: "PipelineTests", dependencies: ["Pipeline", "Media", "VLM", .product(name: "GRDB", package: "GRDB.swift")]),
-        .testTarget(name: "ReelqlCLITests", dependencies: ["reelql", "Media", "VLM", "Tokenizers", "Tensors"]),
+        .testTarget(name: "ReelqlCLITests", dependencies: ["reelql", "Media", "VLM", "Tokenizers", "Tensors", "Pipeline",
+                                                          .product(name: "GRDB", package: "GRDB.swift")]),
     ]
 )

@@ -65,6 +65,8 @@ public struct RunReport: Sendable {
     public var waiting = 0.0
     /// Decoding and preprocessing time (overlapped with the model's work).
     public var decoding = 0.0
+    /// Loading the model; scanning and run setup before it; writing finished clips.
+    public var loading = 0.0, setup = 0.0, storing = 0.0
     /// Everything else on the critical path: scanning, fingerprints, the database, bookkeeping.
     public var overhead: Double { max(0, wall - model - waiting) }
     public var failed: [String] = []
@@ -138,7 +140,10 @@ public final class Runner: @unchecked Sendable {
         progress.event("run \(run): \(files.count) video file(s)\(shard.map { " (shard \($0.k)/\($0.n))" } ?? ""), model \(modelDirectory), database \(store.path)")
 
         let dtype = spec.dtype.flatMap(ComputeDType.init(rawValue:))
+        let loadStart = DispatchTime.now().uptimeNanoseconds
         let model = try ClipModel(directory: modelDirectory, dtype: dtype, generation: spec.generation)
+        report.loading = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
+        report.setup = Double(loadStart - t0) / 1e9
         let processor = Qwen2VLProcessor(config: model.model.files.preprocessor)
         let generationJSON = String(decoding: (try? JSONEncoder().encode(spec.generation)) ?? Data(), as: UTF8.self)
         _ = settingsJSON
@@ -235,9 +240,11 @@ public final class Runner: @unchecked Sendable {
                 let m0 = DispatchTime.now().uptimeNanoseconds
                 let rows = try model.describe(pixels: pixels, grid: grid, description: spec.prompts.description, questions: spec.prompts.questions)
                 report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
+                let s0 = DispatchTime.now().uptimeNanoseconds
                 try store.saveClip(video: work.video, index: work.clip, start: work.range.start, end: work.range.end, frames: work.frames,
                                    width: work.width, height: work.height, results: rows, model: modelDirectory, settings: generationJSON,
                                    settingsKey: settingsKey, run: run)
+                report.storing += Double(DispatchTime.now().uptimeNanoseconds - s0) / 1e9
                 report.stats.clipsDone += 1
                 tokens += rows.reduce(0) { $0 + $1.generatedTokens }
                 if let d = work.damage { videoDamage[work.video] = d }

@@ -14,6 +14,9 @@ public final class Store: @unchecked Sendable {
         var config = Configuration()
         config.foreignKeysEnabled = true
         config.busyMode = .timeout(30)
+        // WAL with synchronous=NORMAL: a commit is durable against the process dying (kill -9
+        // loses at most the clip in flight); only a power cut can lose the last commits.
+        config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
         do {
             db = try DatabasePool(path: path, configuration: config)
             try Store.migrator.migrate(db)
@@ -247,11 +250,12 @@ public final class Store: @unchecked Sendable {
     /// A finished clip and its results, in one transaction.
     public func saveClip(video: Int64, index: Int, start: Double, end: Double, frames: Int, width: Int, height: Int,
                          results: [ResultRow], model: String, settings: String, settingsKey: String, run: Int64) throws {
+        let now = Store.now()
         try db.write { db in
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height, settings_key, run_id, done_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [video, index, start, end, frames, width, height, settingsKey, run, Store.now()])
+                """).execute(arguments: [video, index, start, end, frames, width, height, settingsKey, run, now])
             let clip = db.lastInsertedRowID
             for r in results {
                 try insert(db, video: video, clip: clip, index: index, r, model: model, settings: settings, settingsKey: settingsKey)
@@ -264,12 +268,12 @@ public final class Store: @unchecked Sendable {
     }
 
     private func insert(_ db: Database, video: Int64, clip: Int64?, index: Int, _ r: ResultRow, model: String, settings: String, settingsKey: String) throws {
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO results (video_id, clip_id, clip_index, kind, prompt, text, model, settings, settings_key,
                                  prompt_tokens, generated_tokens, vision_seconds, prefill_seconds, generate_seconds)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [video, clip, index, r.kind, r.prompt, r.text, model, settings, settingsKey, r.promptTokens,
-                             r.generatedTokens, r.visionSeconds, r.prefillSeconds, r.generateSeconds])
+            """).execute(arguments: [video, clip, index, r.kind, r.prompt, r.text, model, settings, settingsKey, r.promptTokens,
+                                     r.generatedTokens, r.visionSeconds, r.prefillSeconds, r.generateSeconds])
     }
 
     public func hasSummary(video: Int64, settingsKey: String) throws -> Bool {
@@ -391,9 +395,15 @@ public final class Store: @unchecked Sendable {
 
     static let version = "0.1.0"
 
-    static func now() -> String {
+    nonisolated(unsafe) private static let formatter: ISO8601DateFormatter = { // used under formatterLock
         let f = ISO8601DateFormatter()
         f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return f.string(from: Date())
+        return f
+    }()
+    private static let formatterLock = NSLock()
+
+    static func now() -> String {
+        formatterLock.lock(); defer { formatterLock.unlock() }
+        return formatter.string(from: Date())
     }
 }

@@ -40,6 +40,7 @@ struct RunCommand: ParsableCommand {
         var run: Int64, database: String, videos: Int, failed: Int, damaged: Int, missing: Int
         var clipsDone: Int, clipsReused: Int, tokens: Int, interrupted: Bool
         var wallSeconds: Double, modelSeconds: Double, decodeSeconds: Double, waitSeconds: Double, overheadSeconds: Double
+        var loadSeconds: Double, setupSeconds: Double, storeSeconds: Double
         var failedFiles: [String]
     }
 
@@ -104,7 +105,8 @@ struct RunCommand: ParsableCommand {
                          damaged: report.videosDamaged, missing: report.videosMissing, clipsDone: report.stats.clipsDone,
                          clipsReused: report.stats.clipsSkipped, tokens: report.stats.tokensGenerated, interrupted: report.interrupted,
                          wallSeconds: report.wall, modelSeconds: report.model, decodeSeconds: report.decoding, waitSeconds: report.waiting,
-                         overheadSeconds: report.overhead, failedFiles: report.failed)
+                         overheadSeconds: report.overhead, loadSeconds: report.loading, setupSeconds: report.setup,
+                         storeSeconds: report.storing, failedFiles: report.failed)
         if json {
             try printJSON(out)
         } else if !quiet {

@@ -1,0 +1,119 @@
+import Foundation
+import GRDB
+import Pipeline
+import Testing
+
+/// `reelql run` as a process: exit codes, interruption and kill -9 recovery.
+@Suite(.serialized) struct RunCLITests {
+    struct Workspace {
+        let root: String
+        init(_ videos: [String], clipSeconds: Double = 2, tokens: Int = 6) throws {
+            root = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-cli-ws-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: root + "/videos", withIntermediateDirectories: true)
+            for v in videos { try FileManager.default.copyItem(atPath: CLI.video(v), toPath: "\(root)/videos/\(v)") }
+            let model = CLI.root.appendingPathComponent("fixtures/models/tiny-qwen2vl-chat").path
+            try """
+            inputs: {paths: [videos]}
+            sampling: {fps: 2, min_pixels: 3136, max_pixels: 9408, max_frames: 4}
+            clips: {seconds: \(clipSeconds), min_remainder: 0.25}
+            model: \(model)
+            prompts: {description: Describe this clip., questions: [Is there a dog?]}
+            generation: {max_new_tokens: \(tokens)}
+            """.write(toFile: root + "/spec.yaml", atomically: true, encoding: .utf8)
+        }
+        var spec: String { root + "/spec.yaml" }
+        func remove() { try? FileManager.default.removeItem(atPath: root) }
+    }
+
+    static func rows(_ db: String) throws -> [String] {
+        try Store(path: db).db.read { db in
+            var r = try String.fetchAll(db, sql: "SELECT path || '|' || status || '|' || ifnull(error_kind, '') FROM videos")
+            r += try String.fetchAll(db, sql: "SELECT v.path || '|' || c.clip_index || '|' || c.start_seconds || '|' || c.frames FROM clips c JOIN videos v ON v.id = c.video_id")
+            r += try String.fetchAll(db, sql: "SELECT v.path || '|' || r.clip_index || '|' || r.kind || '|' || r.prompt || '|' || r.text FROM results r JOIN videos v ON v.id = r.video_id")
+            return r.sorted()
+        }
+    }
+
+    static func start(_ args: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = CLI.binary
+        p.arguments = args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    @Test func failuresGiveExitThreeAndASummary() throws {
+        let ws = try Workspace(["hevc.mp4", "not_a_video.mp4", "empty.mp4"])
+        defer { ws.remove() }
+        let r = try CLI.run(["run", ws.spec, "--db", ws.root + "/a.sqlite", "--json"])
+        #expect(r.status == 3, "\(r.stderr)")
+        let out = try CLI.json(r.stdout)
+        #expect(out["failed"] as? Int == 2 && (out["clips_done"] as? Int ?? 0) > 0)
+        #expect((out["failed_files"] as? [String])?.count == 2)
+    }
+
+    /// kill -9 at several points of a run, then a rerun: exactly the rows of an uninterrupted run.
+    @Test func killNineThenRerunEqualsUninterrupted() throws {
+        let ws = try Workspace(["shortgop.mp4", "h264_cfr.mp4", "hevc.mp4", "vp9.webm", "not_a_video.mp4"], clipSeconds: 0.5, tokens: 16)
+        defer { ws.remove() }
+        let reference = ws.root + "/reference.sqlite", killed = ws.root + "/killed.sqlite"
+        let t0 = Date()
+        _ = try CLI.run(["run", ws.spec, "--db", reference, "--quiet"])
+        let duration = Date().timeIntervalSince(t0)
+        var rng = SystemRandomNumberGenerator()
+        var partial: [Int] = []
+        for fraction in [0.3, 0.55, 0.8, Double.random(in: 0.2...0.9, using: &rng)] {
+            let p = try Self.start(["run", ws.spec, "--db", killed, "--quiet"])
+            Thread.sleep(forTimeInterval: duration * fraction)
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+            if FileManager.default.fileExists(atPath: killed) {
+                partial.append(try Store(path: killed).db.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM clips") ?? 0 })
+            }
+        }
+        let total = try Store(path: reference).db.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM clips") ?? 0 }
+        #expect(partial.contains { $0 > 0 && $0 < total }, "kills landed mid-run: \(partial) of \(total) clips")
+        let final = try CLI.run(["run", ws.spec, "--db", killed, "--quiet"])
+        #expect(final.status == 3) // not_a_video.mp4
+        let expected = try Self.rows(reference)
+        #expect(try Self.rows(killed) == expected)
+        #expect(expected.count > 20)
+    }
+
+    /// SIGINT finishes the clip in flight and exits 130; the rerun completes the work.
+    @Test func interruptThenResume() throws {
+        let ws = try Workspace(["shortgop.mp4", "hevc.mp4"])
+        defer { ws.remove() }
+        let reference = ws.root + "/reference.sqlite", interrupted = ws.root + "/interrupted.sqlite"
+        let t0 = Date()
+        _ = try CLI.run(["run", ws.spec, "--db", reference, "--quiet"])
+        let duration = Date().timeIntervalSince(t0)
+        let p = try Self.start(["run", ws.spec, "--db", interrupted, "--quiet"])
+        Thread.sleep(forTimeInterval: duration * 0.5)
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        let status = try Store(path: interrupted).db.read { db in try String.fetchOne(db, sql: "SELECT status FROM runs ORDER BY id DESC LIMIT 1") }
+        if p.terminationStatus == 130 {
+            #expect(status == "interrupted")
+        } else {
+            #expect(p.terminationStatus == 0 && status == "finished") // it had already finished
+        }
+        _ = try CLI.run(["run", ws.spec, "--db", interrupted, "--quiet"])
+        #expect(try Self.rows(interrupted) == (try Self.rows(reference)))
+    }
+
+    @Test func searchPrintsMatches() throws {
+        let ws = try Workspace(["hevc.mp4"])
+        defer { ws.remove() }
+        _ = try CLI.run(["run", ws.spec, "--db", ws.root + "/s.sqlite", "--quiet"])
+        let texts = try Store(path: ws.root + "/s.sqlite").db.read { db in try String.fetchAll(db, sql: "SELECT text FROM results") }
+        let word = texts.joined(separator: " ").split(whereSeparator: { !$0.isLetter }).first.map(String.init) ?? "x"
+        let r = try CLI.run(["search", word, "--db", ws.root + "/s.sqlite", "--json"])
+        #expect(r.status == 0)
+        let matches = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [[String: Any]]
+        #expect(!matches.isEmpty && matches.allSatisfy { ($0["path"] as? String)?.hasSuffix("hevc.mp4") == true })
+        #expect(try CLI.run(["search", "x", "--db", ws.root + "/nope.sqlite"]).status == 2)
+    }
+}
