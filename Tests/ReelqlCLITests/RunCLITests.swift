@@ -117,3 +117,19 @@ import Testing
         #expect(try CLI.run(["search", "x", "--db", ws.root + "/nope.sqlite"]).status == 2)
     }
 }
+
+@Suite struct RunLogTests {
+    @Test func logFileGetsTimestampedLinesAndQuietPrintsNothing() throws {
+        let ws = try RunCLITests.Workspace(["hevc.mp4", "empty.mp4"])
+        defer { ws.remove() }
+        let log = ws.root + "/run.log"
+        let r = try CLI.run(["run", ws.spec, "--db", ws.root + "/l.sqlite", "--quiet", "--log", log])
+        #expect(r.status == 3 && r.stderr.isEmpty && r.stdout.isEmpty)
+        let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+        #expect(lines.contains { $0.contains("failed: empty.mp4") })
+        #expect(lines.allSatisfy { $0.prefix(4).allSatisfy(\.isNumber) && $0.contains("T") })
+        // Without --quiet and not on a terminal: the same lines on stderr.
+        let loud = try CLI.run(["run", ws.spec, "--db", ws.root + "/l.sqlite"])
+        #expect(loud.stderr.contains("finished: 2 videos") && loud.stderr.contains(" reused"))
+    }
+}
