@@ -355,30 +355,12 @@ RQ_INLINE void rope_rotate_half_body(float *x, const float *cos, const float *si
 RQ_MULTIVERSION(rope_rotate_half, (float *x, const float *cos, const float *sin, size_t rows, size_t heads, size_t head_dim, size_t row_stride), (x, cos, sin, rows, heads, head_dim, row_stride))
 
 // ---- attention helpers ------------------------------------------------------------------------
-RQ_INLINE void softmax_scaled_body(float *x, size_t rows, size_t n, float scale, long causal_base, size_t period, size_t row_offset) {
-    for (size_t r = 0; r < rows; r++) {
-        float *xr = x + r * n;
-        size_t valid = n;
-        if (causal_base >= 0) {
-            long lim = causal_base + (long)((r + row_offset) % period) + 1;
-            valid = lim < 0 ? 0 : ((size_t)lim < n ? (size_t)lim : n);
-        }
-        float m = -INFINITY;
-        for (size_t i = 0; i < valid; i++) m = __builtin_fmaxf(m, xr[i]);
-        float s = 0;
-        for (size_t i = 0; i < valid; i++) { float v = rq_exp((xr[i] - m) * scale); xr[i] = v; s += v; }
-        float inv = valid ? 1.0f / s : 0.0f;
-        for (size_t i = 0; i < valid; i++) xr[i] *= inv;
-        for (size_t i = valid; i < n; i++) xr[i] = 0;
-    }
-}
-RQ_MULTIVERSION(softmax_scaled, (float *x, size_t rows, size_t n, float scale, long causal_base, size_t period, size_t row_offset), (x, rows, n, scale, causal_base, period, row_offset))
-
+/// Scaled, optionally causal softmax of each row; the probabilities go back into x, or as bf16
+/// into `out` when it is not NULL.
 RQ_INLINE void softmax_scaled_bf16_body(float *x, size_t rows, size_t n, float scale, long causal_base, size_t period,
                                         size_t row_offset, uint16_t *out) {
     for (size_t r = 0; r < rows; r++) {
         float *xr = x + r * n;
-        uint16_t *o = out + r * n;
         size_t valid = n;
         if (causal_base >= 0) {
             long lim = causal_base + (long)((r + row_offset) % period) + 1;
@@ -389,14 +371,24 @@ RQ_INLINE void softmax_scaled_bf16_body(float *x, size_t rows, size_t n, float s
         float s = 0;
         for (size_t i = 0; i < valid; i++) { float v = rq_exp((xr[i] - m) * scale); xr[i] = v; s += v; }
         float inv = valid ? 1.0f / s : 0.0f;
-        for (size_t i = 0; i < valid; i++) {
-            uint32_t u = f32_to_bits(xr[i] * inv);
-            o[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+        if (out) {
+            uint16_t *o = out + r * n;
+            for (size_t i = 0; i < valid; i++) {
+                uint32_t u = f32_to_bits(xr[i] * inv);
+                o[i] = (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+            }
+            for (size_t i = valid; i < n; i++) o[i] = 0;
+        } else {
+            for (size_t i = 0; i < valid; i++) xr[i] *= inv;
+            for (size_t i = valid; i < n; i++) xr[i] = 0;
         }
-        for (size_t i = valid; i < n; i++) o[i] = 0;
     }
 }
 RQ_MULTIVERSION(softmax_scaled_bf16, (float *x, size_t rows, size_t n, float scale, long causal_base, size_t period, size_t row_offset, uint16_t *out), (x, rows, n, scale, causal_base, period, row_offset, out))
+
+void rq_softmax_scaled(float *x, size_t rows, size_t n, float scale, long causal_base, size_t period, size_t row_offset) {
+    rq_softmax_scaled_bf16(x, rows, n, scale, causal_base, period, row_offset, NULL);
+}
 
 RQ_INLINE void attend_one_body(const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
                                size_t head_dim, float scale, float *scores, float *out) {

@@ -10,21 +10,30 @@ public final class ClipModel: @unchecked Sendable {
     public let parameters: GenerationParameters
     public let directory: String
 
-    public init(directory: String, dtype: ComputeDType?, generation: PipelineSpec.Generation) throws {
+    public convenience init(directory: String, dtype: ComputeDType?, generation: PipelineSpec.Generation) throws {
+        try self.init(directory: directory, dtype: dtype) { stop in
+            GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
+                                 topK: generation.topK, topP: generation.topP,
+                                 repetitionPenalty: generation.repetitionPenalty, seed: generation.seed, stopTokens: stop)
+        }
+    }
+
+    /// `parameters` receives the stop tokens: the checkpoint's eos ids, <|im_end|> and <|endoftext|>.
+    public init(directory: String, dtype: ComputeDType?, parameters: (Set<Int>) -> GenerationParameters) throws {
         self.directory = directory
         model = try Qwen2VLModel(directory: directory, dtype: dtype)
         tokenizer = try Tokenizer(directory: directory)
         var stop = Set(model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [])
         for special in ["<|im_end|>", "<|endoftext|>"] { if let id = tokenizer.id(special) { stop.insert(id) } }
-        parameters = GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
-                                          topK: generation.topK, topP: generation.topP,
-                                          repetitionPenalty: generation.repetitionPenalty, seed: generation.seed, stopTokens: stop)
+        self.parameters = parameters(stop)
     }
 
     public struct Timing: Sendable { public var vision = 0.0, prefill = 0.0, generate = 0.0 }
 
-    /// The description and the answers of one clip, from one encoding of it.
-    public func describe(pixels: Tensor, grid: VisionGrid, description: String, questions: [String]) throws -> [Store.ResultRow] {
+    /// The description and the answers of one clip, from one encoding of it. `onStart(i)` is called
+    /// before prompt i (0: the description) and `onToken(i, id)` with each token generated for it.
+    public func describe(pixels: Tensor, grid: VisionGrid, description: String, questions: [String],
+                         onStart: (Int) -> Void = { _ in }, onToken: (Int, Int) -> Void = { _, _ in }) throws -> [Store.ResultRow] {
         let merge = model.config.vision.spatialMergeSize
         let videoTokens = grid.patches / (merge * merge)
         func ids(_ text: String) throws -> [Int] {
@@ -39,11 +48,13 @@ public final class ClipModel: @unchecked Sendable {
         var rows: [Store.ResultRow] = []
         for (i, (kind, prompt)) in ([("description", description)] + questions.map { ("answer", $0) }).enumerated() {
             let full = i == 0 ? first : try ids(prompt)
+            guard Array(full[..<prefix.count]) == prefix else { throw VLMError.invalidInput("prompt \(i) does not share the clip's prefix") }
+            onStart(i)
             let start = DispatchTime.now().uptimeNanoseconds
-            let tokens = try session.generate(continuation: Array(full[prefix.count...]), parameters: parameters)
+            let tokens = try session.generate(continuation: Array(full[prefix.count...]), parameters: parameters) { onToken(i, $0) }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             rows.append(Store.ResultRow(kind: kind, prompt: prompt, text: tokenizer.decode(tokens, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines),
-                                        promptTokens: full.count, generatedTokens: tokens.count,
+                                        tokens: tokens, promptTokens: full.count, generatedTokens: tokens.count,
                                         visionSeconds: i == 0 ? session.timing.vision : 0, prefillSeconds: i == 0 ? session.timing.prefill : 0,
                                         generateSeconds: seconds))
         }

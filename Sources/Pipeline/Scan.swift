@@ -11,13 +11,14 @@ public enum Scan {
         func add(_ path: String) {
             if exts.contains((path as NSString).pathExtension.lowercased()) { out.insert(URL(fileURLWithPath: path).standardizedFileURL.path) }
         }
-        func walk(_ dir: String) {
+        /// Calls `visit` with every file under `dir` (hidden entries skipped).
+        func walk(_ dir: String, recursive: Bool, _ visit: (String) -> Void) {
             guard let items = try? fm.contentsOfDirectory(atPath: dir) else { return }
             for item in items where !item.hasPrefix(".") {
                 let p = (dir as NSString).appendingPathComponent(item)
                 var isDir: ObjCBool = false
                 guard fm.fileExists(atPath: p, isDirectory: &isDir) else { continue }
-                if isDir.boolValue { if inputs.recursive { walk(p) } } else { add(p) }
+                if isDir.boolValue { if recursive { walk(p, recursive: true, visit) } } else { visit(p) }
             }
         }
         for raw in inputs.paths {
@@ -25,25 +26,16 @@ public enum Scan {
             if path.contains("*") || path.contains("?") {
                 let regex = try globRegex(path)
                 let root = String(path.prefix { $0 != "*" && $0 != "?" }).components(separatedBy: "/").dropLast().joined(separator: "/")
-                var all: [String] = []
-                func collect(_ dir: String) {
-                    guard let items = try? fm.contentsOfDirectory(atPath: dir) else { return }
-                    for item in items where !item.hasPrefix(".") {
-                        let p = (dir as NSString).appendingPathComponent(item)
-                        var isDir: ObjCBool = false
-                        guard fm.fileExists(atPath: p, isDirectory: &isDir) else { continue }
-                        if isDir.boolValue { collect(p) } else { all.append(p) }
-                    }
+                walk(root.isEmpty ? "/" : root, recursive: true) { p in
+                    if regex.firstMatch(in: p, range: NSRange(location: 0, length: (p as NSString).length)) != nil { add(p) }
                 }
-                collect(root.isEmpty ? "/" : root)
-                for p in all where regex.firstMatch(in: p, range: NSRange(location: 0, length: (p as NSString).length)) != nil { add(p) }
                 continue
             }
             var isDir: ObjCBool = false
             guard fm.fileExists(atPath: path, isDirectory: &isDir) else {
                 throw PipelineError.noInputs("input '\(raw)' does not exist (resolved to \(path))")
             }
-            if isDir.boolValue { walk(path) } else { out.insert(URL(fileURLWithPath: path).standardizedFileURL.path) }
+            if isDir.boolValue { walk(path, recursive: inputs.recursive, add) } else { out.insert(URL(fileURLWithPath: path).standardizedFileURL.path) }
         }
         return out.sorted()
     }

@@ -234,14 +234,16 @@ public final class Store: @unchecked Sendable {
         public var kind: String
         public var prompt: String
         public var text: String
+        /// The generated token ids (not stored; for callers that print them).
+        public var tokens: [Int] = []
         public var promptTokens: Int
         public var generatedTokens: Int
         public var visionSeconds: Double
         public var prefillSeconds: Double
         public var generateSeconds: Double
-        public init(kind: String, prompt: String, text: String, promptTokens: Int, generatedTokens: Int,
+        public init(kind: String, prompt: String, text: String, tokens: [Int] = [], promptTokens: Int, generatedTokens: Int,
                     visionSeconds: Double, prefillSeconds: Double, generateSeconds: Double) {
-            self.kind = kind; self.prompt = prompt; self.text = text; self.promptTokens = promptTokens
+            self.kind = kind; self.prompt = prompt; self.text = text; self.tokens = tokens; self.promptTokens = promptTokens
             self.generatedTokens = generatedTokens; self.visionSeconds = visionSeconds; self.prefillSeconds = prefillSeconds
             self.generateSeconds = generateSeconds
         }

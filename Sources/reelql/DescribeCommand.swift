@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Media
 import Tensors
+import Pipeline
 import Tokenizers
 import VLM
 
@@ -60,73 +61,48 @@ struct DescribeCommand: ParsableCommand {
     }
 
     func run() throws {
-        var timing: [String: Double] = ["generate": 0]
-        func clock() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
-        var t0 = clock()
+        var timing: [String: Double] = [:]
+        let t0 = DispatchTime.now().uptimeNanoseconds
         let sampled = try reportingErrors { try VideoDecoder(path: file).sample(sampling.options) }
-        timing["decode"] = Double(clock() - t0) / 1e9
-        do {
-            let vlm = try Qwen2VLModel(directory: model, dtype: dtype)
-            let tokenizer = try Tokenizer(directory: model)
-            let (pixels, grid) = try Qwen2VLProcessor(config: vlm.files.preprocessor).patches(frames: sampled.frames.map(RGBImage.init))
-            let videoTokens = grid.patches / (vlm.config.vision.spatialMergeSize * vlm.config.vision.spatialMergeSize)
-            func ids(_ text: String) throws -> [Int] {
-                try Qwen2VLPrompt.encode([ChatMessage(role: "user", content: [.video, .text(text)])], tokenizer: tokenizer, videoTokens: [videoTokens])
-            }
-            // The prompt up to <|vision_end|> is the same for every question: encode it once.
-            let first = try ids(prompt)
-            guard let end = tokenizer.id("<|vision_end|>"), let cut = first.firstIndex(of: end) else {
-                throw VLMError.invalidInput("\(model): the tokenizer has no <|vision_end|>")
-            }
-            let prefix = Array(first[...cut])
-            t0 = clock()
-            let session = try Qwen2VLSession(model: vlm, prefix: prefix, vision: [VisionInput(pixels: pixels, grid: grid)])
-            timing["vision"] = session.timing.vision
-            timing["prefill"] = session.timing.prefill
-            var stop = Set(vlm.files.generation.eosTokenId?.ids ?? vlm.config.text.eosTokenId?.ids ?? [])
-            for special in ["<|im_end|>", "<|endoftext|>"] { if let id = tokenizer.id(special) { stop.insert(id) } }
-            let parameters = generation.parameters(stop: stop)
-
-            func answer(_ text: String, heading: String?) throws -> (String, [Int]) {
-                let full = try ids(text)
-                guard Array(full[..<prefix.count]) == prefix else { throw VLMError.invalidInput("prompt prefix differs") }
-                if let heading, !json { FileHandle.standardOutput.write(Data((heading + "\n").utf8)) }
-                var stream = StreamingDecoder(tokenizer: tokenizer)
-                var textOut = ""
-                let start = clock()
-                let tokens = try session.generate(continuation: Array(full[prefix.count...]), parameters: parameters) { id in
-                    let piece = stream.add(id)
-                    textOut += piece
-                    if !json { FileHandle.standardOutput.write(Data(piece.utf8)) }
-                }
-                let rest = stream.finish()
-                textOut += rest
-                if !json { FileHandle.standardOutput.write(Data((rest + "\n").utf8)) }
-                timing["generate", default: 0] += Double(clock() - start) / 1e9
-                return (textOut, tokens)
-            }
-            let (description, tokens) = try answer(prompt, heading: nil)
-            var answers: [Answer] = []
-            for q in questions {
-                let (a, t) = try answer(q, heading: "\nQ: \(q)")
-                answers.append(Answer(question: q, answer: a, tokens: t))
-            }
+        timing["decode"] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        try reportingModelErrors {
+            let clip = try ClipModel(directory: model, dtype: dtype) { generation.parameters(stop: $0) }
+            let (pixels, grid) = try Qwen2VLProcessor(config: clip.model.files.preprocessor).patches(frames: sampled.frames.map(RGBImage.init))
+            // One encoding: the description and every question come from the same session.
+            var stream = StreamingDecoder(tokenizer: clip.tokenizer)
+            func out(_ text: String) { if !json { FileHandle.standardOutput.write(Data(text.utf8)) } }
+            let rows = try clip.describe(pixels: pixels, grid: grid, description: prompt, questions: questions, onStart: { i in
+                if i > 0 { out(stream.finish() + "\n\nQ: \(questions[i - 1])\n"); stream = StreamingDecoder(tokenizer: clip.tokenizer) }
+            }, onToken: { _, id in out(stream.add(id)) })
+            out(stream.finish() + "\n")
+            timing["vision"] = rows.first?.visionSeconds ?? 0
+            timing["prefill"] = rows.first?.prefillSeconds ?? 0
+            timing["generate"] = rows.reduce(0) { $0 + $1.generateSeconds }
             if json {
-                try printJSON(Output(file: file, description: description, tokens: tokens, answers: answers, timing: timing))
+                let answers = rows.dropFirst().map { Answer(question: $0.prompt, answer: $0.text, tokens: $0.tokens) }
+                try printJSON(Output(file: file, description: rows[0].text, tokens: rows[0].tokens, answers: answers, timing: timing))
             }
-        } catch VLMError.invalidInput(let message) {
-            printError("error[invalid-input]: \(message)")
-            throw ExitCode(2)
-        } catch let e as VLMError {
-            printError("error[model]: \(e.localizedDescription)")
-            throw ExitCode(20)
-        } catch let e as TensorError {
-            printError("error[checkpoint]: \(e.localizedDescription)")
-            throw ExitCode(21)
-        } catch let e as TokenizerError {
-            printError("error[tokenizer]: \(e.localizedDescription)")
-            throw ExitCode(22)
         }
+    }
+}
+
+/// Runs a command body that loads a model, turning model, checkpoint and tokenizer errors into
+/// a clear message and their exit codes (invalid input 2, model 20, checkpoint 21, tokenizer 22).
+func reportingModelErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch VLMError.invalidInput(let message) {
+        printError("error[invalid-input]: \(message)")
+        throw ExitCode(2)
+    } catch let e as VLMError {
+        printError("error[model]: \(e.localizedDescription)")
+        throw ExitCode(20)
+    } catch let e as TensorError {
+        printError("error[checkpoint]: \(e.localizedDescription)")
+        throw ExitCode(21)
+    } catch let e as TokenizerError {
+        printError("error[tokenizer]: \(e.localizedDescription)")
+        throw ExitCode(22)
     }
 }
 
@@ -149,7 +125,7 @@ struct InspectCommand: ParsableCommand {
     }
 
     func run() throws {
-        do {
+        try reportingModelErrors {
             let files = try Qwen2VLModelFiles(directory: directory)
             let ck = try Checkpoint(directory: directory)
             var params: [String: Int] = [:], dtypes: [String: Int] = [:]
@@ -170,12 +146,6 @@ struct InspectCommand: ParsableCommand {
             language: \(t.numHiddenLayers) layers, hidden \(t.hiddenSize), \(t.numAttentionHeads) heads / \(t.numKeyValueHeads) KV heads of \(t.headDim), MLP \(t.intermediateSize), vocab \(t.vocabSize), M-RoPE \(t.mropeSection) θ=\(t.ropeTheta); \(m(params["language"])) parameters\(params["lm_head"] != nil ? " + lm_head \(m(params["lm_head"]))" : " (tied lm_head)")
             total:    \(m(params["total"])) parameters
             """)
-        } catch let e as VLMError {
-            printError("error[model]: \(e.localizedDescription)")
-            throw ExitCode(20)
-        } catch let e as TensorError {
-            printError("error[checkpoint]: \(e.localizedDescription)")
-            throw ExitCode(21)
         }
     }
 }

@@ -45,7 +45,7 @@ struct EncodeCommand: ParsableCommand {
             return try body()
         }
         let sampled = try reportingErrors { try timed("decode") { try VideoDecoder(path: file).sample(sampling.options) } }
-        do {
+        try reportingModelErrors {
             let files = try timed("load") { try Qwen2VLModelFiles(directory: model) }
             let vision = try timed("load") {
                 try Qwen2VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: model), dtype: dtype)
@@ -67,15 +67,6 @@ struct EncodeCommand: ParsableCommand {
             print("\(o.frames) frames at \(o.width)×\(o.height) → grid \(grid) → \(o.tokens) video tokens × \(o.embeddingWidth) (\(o.dtype))")
             print(String(format: "embeddings: mean %.4f, std %.4f", mean, o.std))
             print(timing.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f s", $0.key, $0.value) }.joined(separator: ", "))
-        } catch VLMError.invalidInput(let message) {
-            printError("error[invalid-input]: \(message)")
-            throw ExitCode(2)
-        } catch let e as VLMError {
-            printError("error[model]: \(e.localizedDescription)")
-            throw ExitCode(20)
-        } catch let e as TensorError {
-            printError("error[checkpoint]: \(e.localizedDescription)")
-            throw ExitCode(21)
         }
     }
 }

@@ -15,11 +15,7 @@ struct TokenizeCommand: ParsableCommand {
     var tokens = false
 
     func run() throws {
-        let tokenizer: Tokenizer
-        do { tokenizer = try Tokenizer(directory: model) } catch let e as TokenizerError {
-            printError("error[tokenizer]: \(e.localizedDescription)")
-            throw ExitCode(22)
-        }
+        let tokenizer = try reportingModelErrors { try Tokenizer(directory: model) }
         let ids = tokenizer.encode(text)
         if tokens {
             struct Item: Encodable { var id: Int; var text: String }
