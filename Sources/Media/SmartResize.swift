@@ -90,4 +90,16 @@ public struct ResizeOptions: Sendable, Equatable, Codable {
                                        minPixels: Double(minPixels), maxPixels: maxP)
         return (r.width, r.height)
     }
+
+    /// These bounds within a checkpoint processor's per-frame maximum: transformers' processor
+    /// resizes frames larger than its `longest_edge` (max_pixels) again, so frames sampled for
+    /// that checkpoint are sized within it from the start. Real Qwen2-VL checkpoints allow far
+    /// more than qwen-vl-utils' bounds, so for them nothing changes.
+    public func limited(toMaxPixels limit: Int) -> ResizeOptions {
+        guard !native, limit >= SmartResize.factor * SmartResize.factor else { return self }
+        var r = self
+        r.minPixels = min(minPixels, limit)
+        r.maxPixels = min(maxPixels ?? SmartResize.videoMaxPixels, limit)
+        return r
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Media
 import Tensors
 import Tokenizers
 import VLM
@@ -26,6 +27,34 @@ public final class ClipModel: @unchecked Sendable {
         var stop = Set(model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [])
         for special in ["<|im_end|>", "<|endoftext|>"] { if let id = tokenizer.id(special) { stop.insert(id) } }
         self.parameters = parameters(stop)
+    }
+
+    /// Sampling options for this checkpoint: frame sizes within its processor's maximum.
+    public func sampling(_ options: SamplingOptions) -> SamplingOptions {
+        var o = options
+        o.resize = o.resize.limited(toMaxPixels: model.files.preprocessor.maxPixels)
+        return o
+    }
+
+    /// The model used when none is given: `$REELQL_MODEL`, else the bundled `models/demo` found
+    /// from the current directory or the executable's location upwards (a checkout's
+    /// `.build/release/reelql` finds the checkout's model).
+    public static func defaultDirectory(environment: [String: String] = ProcessInfo.processInfo.environment,
+                                        executable: String = CommandLine.arguments.first ?? "",
+                                        currentDirectory: String = FileManager.default.currentDirectoryPath) throws -> String {
+        if let env = environment["REELQL_MODEL"], !env.isEmpty { return env }
+        let exe = URL(fileURLWithPath: executable).resolvingSymlinksInPath().deletingLastPathComponent().path
+        for start in [currentDirectory, exe] {
+            var dir = URL(fileURLWithPath: start).standardizedFileURL
+            while true {
+                let candidate = dir.appendingPathComponent("models/demo")
+                if FileManager.default.fileExists(atPath: candidate.appendingPathComponent("config.json").path) { return candidate.path }
+                let parent = dir.deletingLastPathComponent()
+                if parent.path == dir.path { break }
+                dir = parent
+            }
+        }
+        throw VLMError.invalidInput("no model given and no bundled models/demo found from \(currentDirectory) or \(exe); pass --model DIR or set REELQL_MODEL")
     }
 
     public struct Timing: Sendable { public var vision = 0.0, prefill = 0.0, generate = 0.0 }

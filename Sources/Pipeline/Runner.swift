@@ -127,7 +127,7 @@ public final class Runner: @unchecked Sendable {
     public func run() throws -> RunReport {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var report = RunReport()
-        let modelDirectory = spec.resolve(spec.model)
+        let modelDirectory = try spec.model.map(spec.resolve) ?? ClipModel.defaultDirectory()
         let (settingsKey, settingsJSON) = try Self.settingsKey(spec, modelDirectory: modelDirectory)
         let specJSON = String(decoding: (try? JSONEncoder().encode(spec)) ?? Data(), as: UTF8.self)
         var files = try Scan.files(spec.inputs, resolve: spec.resolve)
@@ -145,6 +145,7 @@ public final class Runner: @unchecked Sendable {
         report.loading = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
         report.setup = Double(loadStart - t0) / 1e9
         let processor = Qwen2VLProcessor(config: model.model.files.preprocessor)
+        let sampling = model.sampling(spec.samplingOptions)
         let generationJSON = String(decoding: (try? JSONEncoder().encode(spec.generation)) ?? Data(), as: UTF8.self)
         _ = settingsJSON
 
@@ -188,7 +189,7 @@ public final class Runner: @unchecked Sendable {
                         if stop.isSet { return }
                         var work = Work(video: video, path: path, clip: i, clipCount: clips.count, range: clips[i], lastOfVideo: n == todo.count - 1)
                         do {
-                            var options = spec.samplingOptions
+                            var options = sampling
                             options.start = clips[i].start
                             options.end = clips[i].end
                             let sampled = try decoder.sample(options)

@@ -47,7 +47,8 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
     public var inputs = Inputs()
     public var sampling = Sampling()
     public var clips = Clips()
-    public var model: String = "models/demo"
+    /// The checkpoint directory; nil: the bundled demo model (`ClipModel.defaultDirectory`).
+    public var model: String?
     /// f32 or bf16 (default: the checkpoint's).
     public var dtype: String?
     public var prompts = Prompts()
@@ -227,7 +228,7 @@ extension PipelineSpec {
         inputs = try c.decodeIfPresent(Inputs.self, forKey: .inputs) ?? inputs
         sampling = try c.decodeIfPresent(Sampling.self, forKey: .sampling) ?? sampling
         clips = try c.decodeIfPresent(Clips.self, forKey: .clips) ?? clips
-        model = try c.decodeIfPresent(String.self, forKey: .model) ?? model
+        model = try c.decodeIfPresent(String.self, forKey: .model)
         dtype = try c.decodeIfPresent(String.self, forKey: .dtype)
         prompts = try c.decodeIfPresent(Prompts.self, forKey: .prompts) ?? prompts
         generation = try c.decodeIfPresent(Generation.self, forKey: .generation) ?? generation

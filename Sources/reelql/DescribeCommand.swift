@@ -38,8 +38,8 @@ struct DescribeCommand: ParsableCommand {
 
     @Argument(help: "The video file.")
     var file: String
-    @Option(help: "A Qwen2-VL checkpoint directory (config.json, tokenizer.json, model.safetensors).")
-    var model: String
+    @Option(help: "A Qwen2-VL checkpoint directory (config.json, tokenizer.json, model.safetensors); default: $REELQL_MODEL, else the bundled models/demo.")
+    var model: String?
     @Option(help: "The description prompt.")
     var prompt: String = "Describe this video."
     @Option(name: .customLong("question"), help: "A question about the video (repeatable).")
@@ -62,11 +62,11 @@ struct DescribeCommand: ParsableCommand {
 
     func run() throws {
         var timing: [String: Double] = [:]
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        let sampled = try reportingErrors { try VideoDecoder(path: file).sample(sampling.options) }
-        timing["decode"] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         try reportingModelErrors {
-            let clip = try ClipModel(directory: model, dtype: dtype) { generation.parameters(stop: $0) }
+            let clip = try ClipModel(directory: try model ?? ClipModel.defaultDirectory(), dtype: dtype) { generation.parameters(stop: $0) }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let sampled = try reportingErrors { try VideoDecoder(path: file).sample(clip.sampling(sampling.options)) }
+            timing["decode"] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             let (pixels, grid) = try Qwen2VLProcessor(config: clip.model.files.preprocessor).patches(frames: sampled.frames.map(RGBImage.init))
             // One encoding: the description and every question come from the same session.
             var stream = StreamingDecoder(tokenizer: clip.tokenizer)

@@ -73,6 +73,25 @@ import Testing
 }
 
 /// The pure rules against values computed by qwen-vl-utils and torch.
+@Suite struct ProcessorLimitTests {
+    /// A checkpoint whose processor allows fewer pixels than the sampling bounds sizes frames
+    /// within its maximum; one that allows more (real Qwen2-VL: 12845056) changes nothing.
+    @Test func samplingBoundsWithinTheProcessorMaximum() throws {
+        let defaults = ResizeOptions()
+        let small = defaults.limited(toMaxPixels: 112 * 112)
+        #expect(small.minPixels == 112 * 112 && small.maxPixels == 112 * 112)
+        let native = try small.outputSize(width: 112, height: 112, frameCount: 8)
+        #expect(native.width == 112 && native.height == 112)
+        let (w, h) = try small.outputSize(width: 640, height: 360, frameCount: 8)
+        #expect(w * h <= 112 * 112 && w % 28 == 0 && h % 28 == 0)
+        #expect(try defaults.outputSize(width: 112, height: 112, frameCount: 8).width > 112)
+        #expect(defaults.limited(toMaxPixels: 12_845_056) == defaults.limited(toMaxPixels: 12_845_056).limited(toMaxPixels: 12_845_056))
+        #expect(defaults.limited(toMaxPixels: 12_845_056).minPixels == defaults.minPixels)
+        #expect(defaults.limited(toMaxPixels: 12_845_056).maxPixels == SmartResize.videoMaxPixels)
+        #expect(ResizeOptions(native: true).limited(toMaxPixels: 784) == ResizeOptions(native: true))
+    }
+}
+
 @Suite struct RuleReferenceTests {
     @Test func smartResizeMatchesQwenVLUtils() throws {
         for r in Fixtures.reference.rules.smartResize {

@@ -26,7 +26,27 @@ import Testing
             #expect(!spec.inputs.paths.isEmpty && !spec.prompts.questions.isEmpty)
         }
         let demo = try PipelineSpec.load(path: pipelines.appendingPathComponent("demo.yaml").path)
-        #expect(demo.resolve(demo.model).hasSuffix("fixtures/models/tiny-qwen2vl-chat"))
+        #expect(demo.model.map(demo.resolve)?.hasSuffix("fixtures/models/tiny-qwen2vl-chat") == true)
+    }
+
+    /// No model given: $REELQL_MODEL, else models/demo above the current directory, else above
+    /// the executable; else an error that says how to give one.
+    @Test func defaultModelIsFoundFromTheEnvironmentTheDirectoryOrTheExecutable() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-default-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: root) }
+        let checkout = root.appendingPathComponent("checkout"), elsewhere = root.appendingPathComponent("elsewhere/deep")
+        let model = checkout.appendingPathComponent("models/demo")
+        try FileManager.default.createDirectory(at: model, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: elsewhere, withIntermediateDirectories: true)
+        try Data("{}".utf8).write(to: model.appendingPathComponent("config.json"))
+        let exe = checkout.appendingPathComponent(".build/release/reelql").path
+        #expect(try ClipModel.defaultDirectory(environment: [:], executable: exe, currentDirectory: elsewhere.path) == model.path)
+        #expect(try ClipModel.defaultDirectory(environment: [:], executable: "/usr/bin/reelql",
+                                               currentDirectory: checkout.appendingPathComponent("pipelines").path) == model.path)
+        #expect(try ClipModel.defaultDirectory(environment: ["REELQL_MODEL": "/m"], executable: exe, currentDirectory: elsewhere.path) == "/m")
+        #expect(throws: (any Error).self) {
+            try ClipModel.defaultDirectory(environment: [:], executable: "/usr/bin/reelql", currentDirectory: elsewhere.path)
+        }
     }
 
     @Test func scanFindsVideosByExtensionAndGlob() throws {

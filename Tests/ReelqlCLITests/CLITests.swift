@@ -19,8 +19,9 @@ enum CLI {
 
     struct Result { var status: Int32; var stdout: String; var stderr: String }
 
-    static func run(_ args: [String]) throws -> Result {
+    static func run(_ args: [String], environment: [String: String] = [:]) throws -> Result {
         let p = Process()
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         p.executableURL = binary
         p.arguments = args
         let out = Pipe(), err = Pipe()
@@ -216,6 +217,17 @@ import VLM
             let greedy = try vlm.generateGreedy(ids: full, vision: [VisionInput(pixels: pixels, grid: grid)], maxNewTokens: 16, stop: stop)
             #expect(greedy == expected, "\(q)")
         }
+    }
+
+    /// Without --model, describe uses $REELQL_MODEL (else the bundled demo model).
+    @Test func describeDefaultsToTheEnvironmentsModel() throws {
+        let args = ["describe", CLI.video("hevc.mp4"), "--min-pixels", "784", "--max-pixels", "12544", "--max-new-tokens", "8", "--json"]
+        let viaEnvironment = try CLI.run(args, environment: ["REELQL_MODEL": Self.model])
+        let explicit = try CLI.run(args + ["--model", Self.model])
+        #expect(viaEnvironment.status == 0, "\(viaEnvironment.stderr)")
+        #expect((try CLI.json(viaEnvironment.stdout))["tokens"] as? [Int] == (try CLI.json(explicit.stdout))["tokens"] as? [Int])
+        let missing = try CLI.run(args, environment: ["REELQL_MODEL": "/nonexistent/model"])
+        #expect(missing.status == 20 && missing.stderr.contains("/nonexistent/model"), "\(missing.status) \(missing.stderr)")
     }
 
     @Test func inspectCountsParameters() throws {

