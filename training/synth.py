@@ -29,7 +29,7 @@ import numpy as np
 
 SIZE = 112                     # frames are SIZE×SIZE, a multiple of 28: smart_resize keeps them
 FPS = 10                       # rendered frame rate
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test", "demo")   # demo: the clips committed in fixtures/demo
 SHAPES = ("circle", "square", "triangle")
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240),
           "yellow": (240, 220, 40), "white": (245, 245, 245)}
@@ -194,8 +194,7 @@ def questions(scene):
         if a["appear"] != b["appear"]:
             first = a if a["appear"] < b["appear"] else b
             qa.append((f"Which appears first, the {name(a)} or the {name(b)}?", f"the {name(first)}"))
-    if not late:
-        qa.append(("Does any shape appear later?", "no"))
+    qa.append(("Does any shape appear later?", "yes" if late else "no"))
     return [{"question": q, "answer": a} for q, a in qa if q is not None]
 
 
