@@ -156,8 +156,35 @@ def batches(items, tok, merge, batch_size, rng):
             mask[i, :len(s)] = 1
         pixels = torch.cat([pix for (_, pix, _), _, _ in chosen]).float()
         grids = torch.stack([g for (_, _, g), _, _ in chosen])
+        vt = tok.token_to_id("<|video_pad|>")
+        positions = torch.stack([rope_positions(ids[i], vt, grids[i]) for i in range(len(seqs))], dim=1)  # (3, B, L)
         yield dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values_videos=pixels, video_grid_thw=grids,
-                   mm_token_type_ids=video_types(ids, tok))
+                   mm_token_type_ids=video_types(ids, tok), position_ids=positions)
+
+
+def rope_positions(ids, video_token, grid, merge=2):
+    """M-RoPE position ids (3, L) of one sequence with one video, by Qwen2-VL's get_rope_index as
+    released (transformers 4.45–4.57) and as reelql implements it: t counts temporal groups, h, w
+    merged cells, and text after the video resumes at max(position) + 1. transformers 5 resumes
+    at start + max(h, w) when t is larger, so positions are passed explicitly, in training and in
+    the reference, to train and check the model under the released rule that real checkpoints use."""
+    ids = ids.tolist() if torch.is_tensor(ids) else list(ids)
+    pos, i, nxt = [[], [], []], 0, 0
+    while i < len(ids):
+        if ids[i] == video_token:
+            t, h, w = int(grid[0]), int(grid[1]) // merge, int(grid[2]) // merge
+            for a in range(t):
+                for b in range(h):
+                    for c in range(w):
+                        pos[0].append(nxt + a); pos[1].append(nxt + b); pos[2].append(nxt + c)
+            nxt += max(t, h, w)
+            i += t * h * w
+        else:
+            for axis in range(3):
+                pos[axis].append(nxt)
+            nxt += 1
+            i += 1
+    return torch.tensor(pos)
 
 
 def video_types(ids, tok):
@@ -168,14 +195,28 @@ def video_types(ids, tok):
 
 
 @torch.no_grad()
-def greedy(model, tok, data, prompt, merge, max_new=48):
-    rec, pix, g = data
+def greedy_tokens(model, tok, data, prompt, merge, max_new=48):
+    """Greedy generation, with the stop token, recomputing the whole sequence each step with
+    explicit released-rule positions (no cache: the model is small)."""
+    _, pix, g = data
     ids, _ = encode(tok, prompt, "", int(g.prod()) // merge)
     ids = ids[:-len(tok.encode("<|im_end|>").ids)]  # the head only
-    ids = torch.tensor([ids])
-    out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=video_types(ids, tok),
-                         pixel_values_videos=pix.float(), video_grid_thw=g[None], max_new_tokens=max_new, do_sample=False)
-    return tok.decode(out[0, ids.shape[1]:].tolist(), skip_special_tokens=True).strip()
+    stop = {tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")}
+    vt = tok.token_to_id("<|video_pad|>")
+    out = []
+    for _ in range(max_new):
+        x = torch.tensor([ids + out])
+        logits = model(input_ids=x, attention_mask=torch.ones_like(x), mm_token_type_ids=video_types(x, tok),
+                       position_ids=rope_positions(x[0], vt, g)[:, None, :], pixel_values_videos=pix.float(),
+                       video_grid_thw=g[None], use_cache=False).logits[0, -1]
+        out.append(int(logits.argmax()))
+        if out[-1] in stop:
+            break
+    return out
+
+
+def greedy(model, tok, data, prompt, merge, max_new=48):
+    return tok.decode(greedy_tokens(model, tok, data, prompt, merge, max_new), skip_special_tokens=True).strip()
 
 
 def evaluate(model, tok, val, merge, limit):

@@ -26,7 +26,7 @@ import Testing
             #expect(!spec.inputs.paths.isEmpty && !spec.prompts.questions.isEmpty)
         }
         let demo = try PipelineSpec.load(path: pipelines.appendingPathComponent("demo.yaml").path)
-        #expect(demo.model.map(demo.resolve)?.hasSuffix("fixtures/models/tiny-qwen2vl-chat") == true)
+        #expect(demo.model.map(demo.resolve)?.hasSuffix("/models/demo") == true)
     }
 
     /// No model given: $REELQL_MODEL, else models/demo above the current directory, else above
