@@ -9,8 +9,8 @@ swift build -c release --product reelql
 BIN="$(swift build -c release --show-bin-path)/reelql"
 "$BIN" run pipelines/demo.yaml
 echo
-echo "== reelql search \"circle\" --db output/demo.sqlite"
-"$BIN" search "circle" --db output/demo.sqlite --limit 6
+echo "== reelql search \"circle OR square OR triangle\" --db output/demo.sqlite"
+"$BIN" search "circle OR square OR triangle" --db output/demo.sqlite --limit 6
 echo
 echo "Ground truth of the demo clips: fixtures/demo/scenes.jsonl (\"description\" and \"qa\" per clip)."
 echo "Query it: output/demo.sqlite (tables runs, videos, clips, results; views clip_results, answers, video_results)."
