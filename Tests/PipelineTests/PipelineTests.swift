@@ -21,7 +21,7 @@ import Testing
 
     @Test func checkedInSpecsParse() throws {
         let pipelines = Workspace.fixtures.deletingLastPathComponent().appendingPathComponent("pipelines")
-        for name in ["demo.yaml", "nightly.yaml"] {
+        for name in ["demo.yaml", "nightly.yaml", "fixtures.yaml"] {
             let spec = try PipelineSpec.load(path: pipelines.appendingPathComponent(name).path)
             #expect(!spec.inputs.paths.isEmpty && !spec.prompts.questions.isEmpty)
         }
