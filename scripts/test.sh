@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Sets up the system packages and runs the whole test suite. CI runs exactly this.
+# The README's test command: sets up the system packages (a no-op when present) and runs the
+# whole test suite. .ci/run runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
