@@ -123,7 +123,7 @@ def main():
     for name, engine in engines.items():
         t0 = time.time()
         dc = dt = ac = at = 0
-        failures, texts = [], []
+        failures, texts, kinds = [], [], {}
         for r in records:
             questions = [qa["question"] for qa in r["qa"]]
             description, answers = engine(os.path.join(work, r["id"] + ".mp4"), questions)
@@ -133,12 +133,16 @@ def main():
             for qa, got in zip(r["qa"], answers):
                 ok = got.strip() == qa["answer"]
                 ac, at = ac + ok, at + 1
+                k = kinds.setdefault(synth.question_kind(qa["question"]), [0, 0])
+                k[0], k[1] = k[0] + ok, k[1] + 1
                 if not ok and len(failures) < 20:
                     failures.append({"id": r["id"], "question": qa["question"], "expected": qa["answer"], "got": got})
             if c < t and len(failures) < 20:
                 failures.append({"id": r["id"], "expected": r["description"], "got": description})
         results["engines"][name] = {"description_attribute_accuracy": round(100 * dc / dt, 2), "attributes": dt,
                                     "answer_exact_match": round(100 * ac / at, 2), "answers": at,
+                                    "answer_exact_match_by_kind": {q: [round(100 * k[0] / k[1], 1), k[1]]
+                                                                   for q, k in sorted(kinds.items())},
                                     "seconds": round(time.time() - t0, 1), "failures": failures}
         outputs[name] = texts
         print(f"{name}: descriptions {100 * dc / dt:.2f}% of {dt} attributes, answers {100 * ac / at:.2f}% of {at}"

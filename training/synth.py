@@ -37,6 +37,7 @@ BACKGROUNDS = [(20, 20, 28), (32, 24, 16), (16, 30, 24), (28, 28, 28)]
 MOTIONS = ("still", "left", "right", "up", "down")
 NUMBERS = ("zero", "one", "two", "three", "four")
 SPEED = 8.0                    # pixels per second of a moving shape (8 s × 8 = 64 px of travel)
+GROWTH = 1.3                   # a growing shape's size factor (24 px → 31 px: lanes are 36 px apart)
 
 
 def scene_seed(split, index):
@@ -55,7 +56,7 @@ def make_scene(split, index):
     pairs = rng.sample([(c, s) for c in COLORS for s in SHAPES], count)
     objects = []
     for color, shape in pairs:
-        obj = {"shape": shape, "color": color, "size": rng.choice((14, 16, 18)),
+        obj = {"shape": shape, "color": color, "size": rng.choice((20, 22, 24)),
                "appear": 0, "leave": None, "motion": rng.choice(MOTIONS), "change": None}
         kind = rng.random()
         if kind < 0.3 and duration >= 3:
@@ -94,16 +95,16 @@ def state_at(obj, t):
         if "color" in change:
             color = change["color"]
         else:
-            size = int(size * 1.6)
+            size = int(size * GROWTH)
     return visible, center, color, size
 
 
-def render_frame(scene, t):
-    """An RGB uint8 frame (SIZE, SIZE, 3) at time t."""
-    frame = np.empty((SIZE, SIZE, 3), np.uint8)
-    frame[:] = scene["background"]
+def shape_masks(scene, t):
+    """[(object index, color name, boolean mask (SIZE, SIZE))] of the shapes visible at time t,
+    in drawing order (a later shape covers an earlier one)."""
     ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5
-    for obj in scene["objects"]:
+    out = []
+    for k, obj in enumerate(scene["objects"]):
         visible, (cx, cy), color, size = state_at(obj, t)
         if not visible:
             continue
@@ -116,8 +117,30 @@ def render_frame(scene, t):
             top, bottom = cy - r, cy + r
             half = (ys - top) / (2 * r) * r
             mask = (ys >= top) & (ys <= bottom) & (np.abs(xs - cx) <= half)
+        out.append((k, color, mask))
+    return out
+
+
+def render_frame(scene, t):
+    """An RGB uint8 frame (SIZE, SIZE, 3) at time t."""
+    frame = np.empty((SIZE, SIZE, 3), np.uint8)
+    frame[:] = scene["background"]
+    for _, color, mask in shape_masks(scene, t):
         frame[mask] = COLORS[color]
     return frame
+
+
+def label_frame(scene, t):
+    """Per-pixel ground truth at time t, for training's auxiliary losses: int arrays (SIZE, SIZE)
+    of the color class, the shape class and the motion class (0 for the background, else 1 + the
+    index in COLORS / SHAPES / MOTIONS)."""
+    colors, shapes, motions = (np.zeros((SIZE, SIZE), np.int64) for _ in range(3))
+    for k, color, mask in shape_masks(scene, t):
+        obj = scene["objects"][k]
+        colors[mask] = 1 + list(COLORS).index(color)
+        shapes[mask] = 1 + SHAPES.index(obj["shape"])
+        motions[mask] = 1 + MOTIONS.index(obj["motion"])
+    return colors, shapes, motions
 
 
 def render(scene):
@@ -196,6 +219,12 @@ def questions(scene):
             qa.append((f"Which appears first, the {name(a)} or the {name(b)}?", f"the {name(first)}"))
     qa.append(("Does any shape appear later?", "yes" if late else "no"))
     return [{"question": q, "answer": a} for q, a in qa if q is not None]
+
+
+def question_kind(question):
+    """A question's template, for per-kind scores: "When does the X appear?" → "When does appear"."""
+    words = question.rstrip("?").replace(",", "").split()
+    return " ".join(w for w in words if w not in COLORS and w not in SHAPES and w not in ("the", "or"))[:40]
 
 
 def record(scene):

@@ -41,15 +41,14 @@ from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoP
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "fixtures", "scripts"))
 import synth  # noqa: E402
+from qwen2vl_rules import SPECIALS, released_rope_index  # noqa: E402
 
 SYSTEM = "You are a helpful assistant."
 DESCRIBE = "Describe this video."
 FPS = 2.0
 PIXELS = synth.SIZE * synth.SIZE
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-            "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>",
-            "<|image_pad|>", "<|video_pad|>"]
 CHAT_TEMPLATE = os.path.join(ROOT, "fixtures", "tokenizers", "qwen2", "chat_template.json")
 
 
@@ -57,28 +56,50 @@ def processor():
     return Qwen2VLVideoProcessor(size={"shortest_edge": PIXELS, "longest_edge": PIXELS}, do_sample_frames=False)
 
 
-def decode_sampled(path):
-    """Frames sampled as reelql samples them (constant-rate files): (n, H, W, 3) uint8."""
+def decode_sampled(path, with_times=False):
+    """Frames sampled as reelql samples them (constant-rate files): (n, H, W, 3) uint8, and with
+    with_times their presentation times in seconds."""
     with av.open(path) as c:
         s = c.streams.video[0]
         frames = sorted(((f.pts, f.to_ndarray(format="rgb24")) for f in c.decode(s)), key=lambda x: x[0])
-        rate = float(s.average_rate)
+        rate, base = float(s.average_rate), float(s.time_base)
     total = len(frames)
     n = smart_nframes({"fps": FPS}, total_frames=total, video_fps=rate)
     idx = torch.linspace(0, total - 1, n).round().long().tolist()
-    return np.stack([frames[i][1] for i in idx])
+    pixels = np.stack([frames[i][1] for i in idx])
+    return (pixels, [frames[i][0] * base for i in idx]) if with_times else pixels
+
+
+def cell_labels(scene, times, cell=28):
+    """Ground truth per merged video token, for the auxiliary losses: (tokens, 6) int64 — the
+    color, shape and motion class (synth.label_frame) in each of the temporal patch's two frames,
+    by majority over the token's cell×cell pixels (background unless a shape covers ≥ 1/8 of
+    it), in the processor's token order (t, row, column)."""
+    n = synth.SIZE // cell
+    per_patch = []
+    for a, b in zip(times[0::2], times[1::2]):
+        maps = [m for t in (a, b) for m in synth.label_frame(scene, t)]
+        counts = np.eye(8, dtype=np.int64)[np.stack(maps, -1)].reshape(n, cell, n, cell, len(maps), 8).sum((1, 3))
+        counts[..., 0] = 0                                    # (n, n, maps, 8 classes)
+        label = np.where(counts.max(-1) * 8 >= cell * cell, counts.argmax(-1), 0)
+        per_patch.append(label.reshape(n * n, len(maps)))
+    return torch.from_numpy(np.concatenate(per_patch))
 
 
 def render_split(split, count, proc, workdir):
-    """[(record, pixel_values fp16, grid_thw)] for scenes 0..count-1 of a split."""
+    """[(record, pixel_values fp16, grid_thw, cell labels)] for scenes 0..count-1 of a split."""
     out = []
     for i in range(count):
         rec = synth.record(synth.make_scene(split, i))
         path = os.path.join(workdir, rec["id"] + ".mp4")
         synth.write_mp4(rec["scene"], path)
-        v = proc(videos=[decode_sampled(path)], return_tensors="pt")
+        frames, times = decode_sampled(path, with_times=True)
+        v = proc(videos=[frames], return_tensors="pt")
         os.remove(path)
-        out.append((rec, v["pixel_values_videos"].half(), v["video_grid_thw"][0]))
+        grid = v["video_grid_thw"][0]
+        labels = cell_labels(rec["scene"], times)
+        assert len(labels) == int(grid.prod()) // 4, (len(labels), grid)
+        out.append((rec, v["pixel_values_videos"].half(), grid, labels))
         if (i + 1) % 500 == 0:
             print(f"  {split}: {i + 1}/{count} scenes", flush=True)
     return out
@@ -143,9 +164,10 @@ def batches(items, tok, merge, batch_size, rng):
     order = list(range(len(items)))
     rng.shuffle(order)
     pad = tok.token_to_id("<|endoftext|>")
+    vt = tok.token_to_id("<|video_pad|>")
     for b in range(0, len(order) - batch_size + 1, batch_size):
         chosen = [items[i] for i in order[b:b + batch_size]]
-        seqs = [encode(tok, p, a, int(g.prod()) // merge) for (_, pix, g), p, a in chosen]
+        seqs = [encode(tok, p, a, int(d[2].prod()) // merge) for d, p, a in chosen]
         width = max(len(s) for s, _ in seqs)
         ids = torch.full((len(seqs), width), pad)
         labels = torch.full((len(seqs), width), -100)
@@ -154,37 +176,48 @@ def batches(items, tok, merge, batch_size, rng):
             ids[i, :len(s)] = torch.tensor(s)
             labels[i, :len(s)] = torch.tensor(lab)
             mask[i, :len(s)] = 1
-        pixels = torch.cat([pix for (_, pix, _), _, _ in chosen]).float()
-        grids = torch.stack([g for (_, _, g), _, _ in chosen])
-        vt = tok.token_to_id("<|video_pad|>")
+        pixels = torch.cat([d[1] for d, _, _ in chosen]).float()
+        grids = torch.stack([d[2] for d, _, _ in chosen])
         positions = torch.stack([rope_positions(ids[i], vt, grids[i]) for i in range(len(seqs))], dim=1)  # (3, B, L)
+        # Auxiliary targets, in the order the model places video features: per video token, the
+        # cell labels (vision) and its temporal patch index (language model).
+        cells = torch.cat([d[3] for d, _, _ in chosen])
+        times = torch.cat([torch.arange(int(d[2][0])).repeat_interleave(int(d[2][1:].prod()) // merge)
+                           for d, _, _ in chosen])
         yield dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values_videos=pixels, video_grid_thw=grids,
-                   mm_token_type_ids=video_types(ids, tok), position_ids=positions)
+                   mm_token_type_ids=video_types(ids, tok), position_ids=positions), (cells, times)
+
+
+class Auxiliary(torch.nn.Module):
+    """Training-only heads, dropped from the checkpoint: they give the vision tower a dense signal
+    (what color, shape and motion each video token's cell shows, in each of its two frames) and make the
+    language model carry each video token's time index, which the text loss alone teaches slowly.
+    They read the merger's output and one decoder layer's hidden states through forward hooks."""
+
+    def __init__(self, model, layer, maps=6, max_time=16, classes=8):
+        super().__init__()
+        hidden = model.config.text_config.hidden_size
+        self.classes = classes
+        self.cells = torch.nn.Linear(hidden, maps * classes)
+        self.time = torch.nn.Linear(hidden, max_time)
+        self.seen = {}
+        model.model.visual.merger.register_forward_hook(lambda m, i, o: self.seen.__setitem__("vision", o))
+        model.model.language_model.layers[layer].register_forward_hook(
+            lambda m, i, o: self.seen.__setitem__("text", o[0] if isinstance(o, tuple) else o))
+
+    def losses(self, input_ids, video_token, targets):
+        cells, times = targets
+        vision = self.cells(self.seen["vision"]).view(-1, self.classes)
+        text = self.seen["text"][input_ids == video_token]
+        return (torch.nn.functional.cross_entropy(vision, cells.view(-1)),
+                torch.nn.functional.cross_entropy(self.time(text), times))
 
 
 def rope_positions(ids, video_token, grid, merge=2):
-    """M-RoPE position ids (3, L) of one sequence with one video, by Qwen2-VL's get_rope_index as
-    released (transformers 4.45–4.57) and as reelql implements it: t counts temporal groups, h, w
-    merged cells, and text after the video resumes at max(position) + 1. transformers 5 resumes
-    at start + max(h, w) when t is larger, so positions are passed explicitly, in training and in
-    the reference, to train and check the model under the released rule that real checkpoints use."""
-    ids = ids.tolist() if torch.is_tensor(ids) else list(ids)
-    pos, i, nxt = [[], [], []], 0, 0
-    while i < len(ids):
-        if ids[i] == video_token:
-            t, h, w = int(grid[0]), int(grid[1]) // merge, int(grid[2]) // merge
-            for a in range(t):
-                for b in range(h):
-                    for c in range(w):
-                        pos[0].append(nxt + a); pos[1].append(nxt + b); pos[2].append(nxt + c)
-            nxt += max(t, h, w)
-            i += t * h * w
-        else:
-            for axis in range(3):
-                pos[axis].append(nxt)
-            nxt += 1
-            i += 1
-    return torch.tensor(pos)
+    """M-RoPE position ids (3, L) by the released rule real checkpoints use and reelql implements
+    (transformers 5 differs when a video has more temporal groups than merged rows or columns), so
+    positions are passed explicitly in training and in the reference."""
+    return released_rope_index(ids, grid, {video_token}, merge)
 
 
 def video_types(ids, tok):
@@ -198,7 +231,7 @@ def video_types(ids, tok):
 def greedy_tokens(model, tok, data, prompt, merge, max_new=48):
     """Greedy generation, with the stop token, recomputing the whole sequence each step with
     explicit released-rule positions (no cache: the model is small)."""
-    _, pix, g = data
+    pix, g = data[1], data[2]
     ids, _ = encode(tok, prompt, "", int(g.prod()) // merge)
     ids = ids[:-len(tok.encode("<|im_end|>").ids)]  # the head only
     stop = {tok.token_to_id("<|im_end|>"), tok.token_to_id("<|endoftext|>")}
@@ -220,16 +253,21 @@ def greedy(model, tok, data, prompt, merge, max_new=48):
 
 
 def evaluate(model, tok, val, merge, limit):
+    """Exact-match rates on validation scenes: descriptions, answers, and answers per question kind."""
     model.eval()
-    desc_ok = qa_ok = qa_n = 0
+    desc_ok = 0
+    kinds = {}
     for data in val[:limit]:
         rec = data[0]
         desc_ok += greedy(model, tok, data, DESCRIBE, merge) == rec["description"]
         for qa in rec["qa"]:
-            qa_ok += greedy(model, tok, data, qa["question"], merge, 12) == qa["answer"]
-            qa_n += 1
+            k = kinds.setdefault(synth.question_kind(qa["question"]), [0, 0])
+            k[0] += greedy(model, tok, data, qa["question"], merge, 12) == qa["answer"]
+            k[1] += 1
     model.train()
-    return desc_ok / max(1, min(limit, len(val))), qa_ok / max(1, qa_n)
+    right, total = sum(k[0] for k in kinds.values()), sum(k[1] for k in kinds.values())
+    return (desc_ok / max(1, min(limit, len(val))), right / max(1, total),
+            {q: round(k[0] / k[1], 3) for q, k in sorted(kinds.items())})
 
 
 def save(model, tok, out):
@@ -261,6 +299,11 @@ def main():
     ap.add_argument("--vision-dim", type=int, default=64)
     ap.add_argument("--vision-depth", type=int, default=4)
     ap.add_argument("--vocab", type=int, default=600)
+    ap.add_argument("--vision-lr", type=float, default=3.0, help="the vision tower's learning-rate factor")
+    ap.add_argument("--aux-vision", type=float, default=1.0, help="weight of the per-token color/shape loss")
+    ap.add_argument("--aux-time", type=float, default=0.3, help="weight of the per-token time-index loss")
+    ap.add_argument("--time-layer", type=int, default=1, help="decoder layer whose output carries the time index")
+    ap.add_argument("--every", type=int, default=100, help="validation loss every this many steps")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "demo"))
@@ -285,7 +328,12 @@ def main():
 
     items = [(d, p, a) for d in train for p, a in examples(d[0])]
     val_items = [(d, p, a) for d in val for p, a in examples(d[0])]
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    aux = Auxiliary(model, args.time_layer)
+    vt = tok.token_to_id("<|video_pad|>")
+    vision = [p for n, p in model.named_parameters() if n.startswith("model.visual.")]
+    others = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")] + list(aux.parameters())
+    opt = torch.optim.AdamW([{"params": others}, {"params": vision, "lr": args.lr * args.vision_lr}],
+                            lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, args.steps // 30)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / args.steps))))
@@ -295,20 +343,23 @@ def main():
                           "transformers": __import__("transformers").__version__}}) + "\n")
     step, start = 0, time.time()
     while step < args.steps:
-        for batch in batches(items, tok, merge, args.batch, rng):
-            loss = model(**batch).loss
+        for batch, targets in batches(items, tok, merge, args.batch, rng):
+            text_loss = model(**batch).loss
+            cell_loss, time_loss = aux.losses(batch["input_ids"], vt, targets)
+            loss = text_loss + args.aux_vision * cell_loss + args.aux_time * time_loss
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
             opt.step()
             sched.step()
             step += 1
-            entry = {"step": step, "loss": round(loss.item(), 5), "lr": sched.get_last_lr()[0],
+            entry = {"step": step, "loss": round(text_loss.item(), 5), "cell_loss": round(cell_loss.item(), 4),
+                     "time_loss": round(time_loss.item(), 4), "lr": sched.get_last_lr()[0],
                      "seconds": round(time.time() - start, 1)}
-            if step % 100 == 0 or step == args.steps:
+            if step % args.every == 0 or step == args.steps:
                 model.eval()
                 with torch.no_grad():
-                    vl = [model(**b).loss.item() for b in batches(val_items, tok, merge, args.batch, random.Random(0))]
+                    vl = [model(**b).loss.item() for b, _ in batches(val_items, tok, merge, args.batch, random.Random(0))]
                 model.train()
                 entry["validation_loss"] = round(sum(vl) / max(1, len(vl)), 5)
                 print(json.dumps(entry), flush=True)
@@ -319,9 +370,9 @@ def main():
                 break
         if args.minutes is not None and time.time() - start > args.minutes * 60:
             break
-    desc, qa = evaluate(model, tok, val, merge, limit=args.validation)
+    desc, qa, kinds = evaluate(model, tok, val, merge, limit=args.validation)
     result = {"steps": step, "train_seconds": round(time.time() - start), "validation_description_exact": desc,
-              "validation_answer_exact": qa}
+              "validation_answer_exact": qa, "validation_answer_exact_by_kind": kinds}
     print(json.dumps(result), flush=True)
     log.write(json.dumps(result) + "\n")
     save(model, tok, args.out)
