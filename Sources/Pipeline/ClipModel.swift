@@ -31,9 +31,7 @@ public final class ClipModel: @unchecked Sendable {
 
     /// Sampling options for this checkpoint: frame sizes within its processor's maximum.
     public func sampling(_ options: SamplingOptions) -> SamplingOptions {
-        var o = options
-        o.resize = o.resize.limited(toMaxPixels: model.files.preprocessor.maxPixels)
-        return o
+        Qwen2VLProcessor(config: model.files.preprocessor).sampling(options)
     }
 
     /// The model used when none is given: `$REELQL_MODEL`, else the bundled `models/demo` found

@@ -44,14 +44,17 @@ struct EncodeCommand: ParsableCommand {
             defer { timing[key] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 }
             return try body()
         }
-        let sampled = try reportingErrors { try timed("decode") { try VideoDecoder(path: file).sample(sampling.options) } }
         try reportingModelErrors {
             let files = try timed("load") { try Qwen2VLModelFiles(directory: model) }
+            let processor = Qwen2VLProcessor(config: files.preprocessor)
+            let sampled = try reportingErrors {
+                try timed("decode") { try VideoDecoder(path: file).sample(processor.sampling(sampling.options)) }
+            }
             let vision = try timed("load") {
                 try Qwen2VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: model), dtype: dtype)
             }
             let (pixels, grid) = try timed("processor") {
-                try Qwen2VLProcessor(config: files.preprocessor).patches(frames: sampled.frames.map(RGBImage.init))
+                try processor.patches(frames: sampled.frames.map(RGBImage.init))
             }
             let merged = try timed("vision") { try vision.forward(pixels: pixels, grid: grid).merged }
             let values = merged.buffer

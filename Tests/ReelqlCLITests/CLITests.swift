@@ -177,6 +177,19 @@ enum CLI {
         #expect(abs((bf16["mean"] as! Double) - (out["mean"] as! Double)) < 0.05)
     }
 
+    /// Frames are sized within the checkpoint's processor maximum (the demo model's longest_edge
+    /// is 112×112 pixels), as describe and run size them, whatever --max-pixels asks for.
+    @Test func encodeKeepsFramesWithinTheCheckpointsMaximum() throws {
+        let demo = CLI.root.appendingPathComponent("models/demo").path
+        let limit = try Qwen2VLModelFiles(directory: demo).preprocessor.maxPixels
+        let r = try CLI.run(["encode", CLI.video("vp9.webm"), "--model", demo, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try CLI.json(r.stdout)
+        let (width, height) = (out["width"] as! Int, out["height"] as! Int)
+        #expect(width * height <= limit, "\(width)×\(height) exceeds \(limit) pixels")
+        #expect(limit < 160 * 120)  // vp9.webm is 160×120: larger than the limit
+    }
+
     @Test func missingModelIsAClearError() throws {
         let r = try CLI.run(["encode", CLI.video("vp9.webm"), "--model", "/nonexistent"])
         #expect(r.status == 20)

@@ -40,6 +40,15 @@ public struct Qwen2VLProcessor: Sendable {
         self.config = config
     }
 
+    /// Sampling options for this processor: frame sizes within its maximum pixel count (the
+    /// checkpoint's `longest_edge` / `max_pixels`), as the reference caps them. Every command that
+    /// feeds a checkpoint samples through this.
+    public func sampling(_ options: SamplingOptions) -> SamplingOptions {
+        var o = options
+        o.resize = o.resize.limited(toMaxPixels: config.maxPixels)
+        return o
+    }
+
     /// A single image goes through the same path: its frame is repeated to fill a temporal patch.
     public func patches(image: RGBImage) throws -> (pixels: Tensor, grid: VisionGrid) {
         try patches(frames: [image])
