@@ -31,7 +31,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 import synth  # noqa: E402
 
-SENTENCE = re.compile(r"An? (\w+) (\w+)(?: appears at (\d+) seconds?)? and (?:moves (\w+)|(stays still))"
+SENTENCE = re.compile(r"An? (\w+) (\w+)(?: appears at (\d+) seconds? and)? (?:moves (\w+)|(stays still))"
                       r"(?: and disappears at (\d+) seconds?)?(?: and (?:turns (\w+)|(grows)) at (\d+) seconds?)?\.")
 
 
@@ -66,6 +66,18 @@ def score_description(scene, text):
     return correct, total
 
 
+def check_scorer(count=2000):
+    """The scorer must give full marks to every reference description (and fewer to a wrong one)."""
+    for i in range(count):
+        r = synth.record(synth.make_scene("validation", i))
+        c, t = score_description(r["scene"], r["description"])
+        if c != t:
+            raise AssertionError(f"scorer: {r['id']} reference description scores {c}/{t}: {r['description']}")
+        wrong = r["description"].replace(" moves ", " moves sideways ").replace("stays still", "moves sideways")
+        if score_description(r["scene"], wrong)[0] >= t:
+            raise AssertionError(f"scorer: {r['id']} a wrong description scores full marks: {wrong}")
+
+
 def run_reelql(binary, path, questions, max_new):
     args = [binary, "describe", path, "--json", "--max-new-tokens", str(max_new)]
     for q in questions:
@@ -88,6 +100,7 @@ def main():
     ap.add_argument("--keep", help="keep the rendered clips in this directory")
     args = ap.parse_args()
 
+    check_scorer()
     records = [synth.record(synth.make_scene("test", i)) for i in range(args.count)]
     work = args.keep or tempfile.mkdtemp(prefix="reelql-eval-")
     os.makedirs(work, exist_ok=True)

@@ -303,6 +303,7 @@ def main():
     ap.add_argument("--aux-vision", type=float, default=1.0, help="weight of the per-token color/shape loss")
     ap.add_argument("--aux-time", type=float, default=0.3, help="weight of the per-token time-index loss")
     ap.add_argument("--time-layer", type=int, default=1, help="decoder layer whose output carries the time index")
+    ap.add_argument("--init", help="continue training this checkpoint (written by this script) instead of a new model")
     ap.add_argument("--every", type=int, default=100, help="validation loss every this many steps")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
@@ -319,9 +320,14 @@ def main():
         train = render_split("train", args.train, proc, work)
         val = render_split("validation", args.validation, proc, work)
     print(f"rendered {len(train)} + {len(val)} scenes in {time.time() - t0:.0f} s", flush=True)
-    tok = train_tokenizer([d[0] for d in train], args.vocab)
-    config = make_config(tok, args)
-    model = Qwen2VLForConditionalGeneration(config)
+    if args.init:  # continue from a checkpoint this script wrote (its tokenizer and weights)
+        tok = Tokenizer.from_file(os.path.join(args.init, "tokenizer.json"))
+        model = Qwen2VLForConditionalGeneration.from_pretrained(args.init, dtype=torch.float32)
+        config = model.config
+    else:
+        tok = train_tokenizer([d[0] for d in train], args.vocab)
+        config = make_config(tok, args)
+        model = Qwen2VLForConditionalGeneration(config)
     model.train()
     merge = config.vision_config.spatial_merge_size ** 2
     print(f"vocabulary {tok.get_vocab_size()}, parameters {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M", flush=True)
