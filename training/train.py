@@ -85,6 +85,49 @@ def cell_labels(scene, times, cell=28):
     return torch.from_numpy(np.concatenate(per_patch))
 
 
+def record_labels(scene, times, cell=28):
+    """Ground truth per merged video token for the language model's auxiliary losses, each
+    computable from the token and the video before it (the decoder attends causally):
+    (tokens, 3) int64 — the name of the shape the token's cell shows (its color at the start and its
+    shape: COLORS × SHAPES classes, the last class for none), that shape's appearance time in whole
+    seconds, and its change so far (0 none, 1 grew, 2 + COLORS index: turned that color); -100
+    where no shape is shown — and (tokens, 2 × names) float: which shapes appeared and which
+    disappeared at the token's temporal patch (the same for all its tokens)."""
+    n = synth.SIZE // cell
+    names = len(synth.COLORS) * len(synth.SHAPES)
+    objects = scene["objects"]
+    name = [list(synth.COLORS).index(o["color"]) * len(synth.SHAPES) + synth.SHAPES.index(o["shape"]) for o in objects]
+    labels, events, before = [], [], set()
+    for a, b in zip(times[0::2], times[1::2]):
+        owner = np.zeros((synth.SIZE, synth.SIZE, len(objects) + 1), np.int64)   # pixels per object, both frames
+        for t in (a, b):
+            for k, _, mask in synth.shape_masks(scene, t):
+                owner[..., k + 1] += mask
+        counts = owner.reshape(n, cell, n, cell, -1).sum((1, 3)).reshape(n * n, -1)
+        counts[:, 0] = 0
+        shown = np.where(counts.max(-1) * 8 >= 2 * cell * cell, counts.argmax(-1), 0)
+        rows = np.full((n * n, 3), -100, np.int64)
+        rows[:, 0] = names
+        for token, k in enumerate(shown):
+            if k:
+                o = objects[k - 1]
+                change = o["change"]
+                rows[token] = (name[k - 1], o["appear"],
+                               0 if not change or b < change["at"] else 1 if "grow" in change
+                               else 2 + list(synth.COLORS).index(change["color"]))
+        now = {k for k, o in enumerate(objects) if synth.state_at(o, a)[0] or synth.state_at(o, b)[0]}
+        event = np.zeros(2 * names, np.float32)
+        if a > 0:
+            for k in now - before:
+                event[name[k]] = 1
+            for k in before - now:
+                event[names + name[k]] = 1
+        before = now
+        labels.append(rows)
+        events.append(np.repeat(event[None], n * n, 0))
+    return torch.from_numpy(np.concatenate(labels)), torch.from_numpy(np.concatenate(events))
+
+
 def render_split(split, count, proc, workdir):
     """[(record, pixel_values fp16, grid_thw, cell labels)] for scenes 0..count-1 of a split."""
     out = []
@@ -98,7 +141,7 @@ def render_split(split, count, proc, workdir):
         grid = v["video_grid_thw"][0]
         labels = cell_labels(rec["scene"], times)
         assert len(labels) == int(grid.prod()) // 4, (len(labels), grid)
-        out.append((rec, v["pixel_values_videos"].half(), grid, labels))
+        out.append((rec, v["pixel_values_videos"].half(), grid, labels, *record_labels(rec["scene"], times)))
         if (i + 1) % 500 == 0:
             print(f"  {split}: {i + 1}/{count} scenes", flush=True)
     return out
@@ -173,33 +216,51 @@ def batches(items, tok, merge, batch_size, rng):
         cells = torch.cat([d[3] for d, _, _ in chosen])
         times = torch.cat([torch.arange(int(d[2][0])).repeat_interleave(int(d[2][1:].prod()) // merge)
                            for d, _, _ in chosen])
+        records = torch.cat([d[4] for d, _, _ in chosen])
+        events = torch.cat([d[5] for d, _, _ in chosen])
         yield dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values_videos=pixels, video_grid_thw=grids,
-                   mm_token_type_ids=video_types(ids, tok), position_ids=positions), (cells, times)
+                   mm_token_type_ids=video_types(ids, tok), position_ids=positions), (cells, times, records, events)
 
 
 class Auxiliary(torch.nn.Module):
     """Training-only heads, dropped from the checkpoint: they give the vision tower a dense signal
     (what color, shape and motion each video token's cell shows, in each of its two frames) and make the
-    language model carry each video token's time index, which the text loss alone teaches slowly.
-    They read the merger's output and one decoder layer's hidden states through forward hooks."""
+    language model carry each video token's time index, which the text loss alone teaches slowly,
+    and, a layer or more later, a record of the shape the token shows (its name, when it appeared,
+    how it changed so far) and of the shapes that appeared or disappeared at the token's time (see
+    record_labels), so that answering is a look-up of the named shape's record.
+    They read the merger's output and decoder layers' hidden states through forward hooks."""
 
-    def __init__(self, model, layer, maps=6, max_time=16, classes=8):
+    def __init__(self, model, layer, record_layer, maps=6, max_time=16, classes=8):
         super().__init__()
         hidden = model.config.text_config.hidden_size
         self.classes = classes
+        self.names = len(synth.COLORS) * len(synth.SHAPES)
+        self.split = (self.names + 1, max_time, 2 + len(synth.COLORS))
         self.cells = torch.nn.Linear(hidden, maps * classes)
         self.time = torch.nn.Linear(hidden, max_time)
+        self.record = torch.nn.Linear(hidden, sum(self.split))
+        self.events = torch.nn.Linear(hidden, 2 * self.names)
         self.seen = {}
         model.model.visual.merger.register_forward_hook(lambda m, i, o: self.seen.__setitem__("vision", o))
-        model.model.language_model.layers[layer].register_forward_hook(
-            lambda m, i, o: self.seen.__setitem__("text", o[0] if isinstance(o, tuple) else o))
+        layers = model.model.language_model.layers
+        layers[layer].register_forward_hook(lambda m, i, o: self.seen.__setitem__("text", o[0] if isinstance(o, tuple) else o))
+        layers[record_layer].register_forward_hook(
+            lambda m, i, o: self.seen.__setitem__("record", o[0] if isinstance(o, tuple) else o))
 
     def losses(self, input_ids, video_token, targets):
-        cells, times = targets
+        """(cell loss, time loss, record loss)."""
+        cells, times, records, events = targets
+        ce = torch.nn.functional.cross_entropy
         vision = self.cells(self.seen["vision"]).view(-1, self.classes)
-        text = self.seen["text"][input_ids == video_token]
-        return (torch.nn.functional.cross_entropy(vision, cells.view(-1)),
-                torch.nn.functional.cross_entropy(self.time(text), times))
+        video = input_ids == video_token
+        text = self.seen["text"][video]
+        state = torch.nn.functional.layer_norm(self.seen["record"][video], self.seen["record"].shape[-1:])
+        name, appear, change = self.record(state).split(self.split, -1)
+        record = (ce(name, records[:, 0]) + ce(appear, records[:, 1], ignore_index=-100)
+                  + ce(change, records[:, 2], ignore_index=-100)
+                  + torch.nn.functional.binary_cross_entropy_with_logits(self.events(state), events))
+        return ce(vision, cells.view(-1)), ce(self.time(text), times), record
 
 
 def rope_positions(ids, video_token, grid, merge=2):
@@ -292,6 +353,8 @@ def main():
     ap.add_argument("--aux-vision", type=float, default=1.0, help="weight of the per-token color/shape loss")
     ap.add_argument("--aux-time", type=float, default=0.3, help="weight of the per-token time-index loss")
     ap.add_argument("--time-layer", type=int, default=1, help="decoder layer whose output carries the time index")
+    ap.add_argument("--aux-record", type=float, default=1.0, help="weight of the per-token shape-record loss")
+    ap.add_argument("--record-layer", type=int, default=2, help="decoder layer whose output carries the shape records")
     ap.add_argument("--init", help="continue training this checkpoint (written by this script) instead of a new model")
     ap.add_argument("--every", type=int, default=100, help="validation loss every this many steps")
     ap.add_argument("--seed", type=int, default=7)
@@ -323,7 +386,7 @@ def main():
 
     items = [(d, p, a) for d in train for p, a in examples(d[0])]
     val_items = [(d, p, a) for d in val for p, a in examples(d[0])]
-    aux = Auxiliary(model, args.time_layer)
+    aux = Auxiliary(model, args.time_layer, args.record_layer)
     vt = tok.token_to_id("<|video_pad|>")
     vision = [p for n, p in model.named_parameters() if n.startswith("model.visual.")]
     others = [p for n, p in model.named_parameters() if not n.startswith("model.visual.")] + list(aux.parameters())
@@ -340,8 +403,8 @@ def main():
     while step < args.steps:
         for batch, targets in batches(items, tok, merge, args.batch, rng):
             text_loss = model(**batch).loss
-            cell_loss, time_loss = aux.losses(batch["input_ids"], vt, targets)
-            loss = text_loss + args.aux_vision * cell_loss + args.aux_time * time_loss
+            cell_loss, time_loss, record_loss = aux.losses(batch["input_ids"], vt, targets)
+            loss = text_loss + args.aux_vision * cell_loss + args.aux_time * time_loss + args.aux_record * record_loss
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
@@ -349,7 +412,7 @@ def main():
             sched.step()
             step += 1
             entry = {"step": step, "loss": round(text_loss.item(), 5), "cell_loss": round(cell_loss.item(), 4),
-                     "time_loss": round(time_loss.item(), 4), "lr": sched.get_last_lr()[0],
+                     "time_loss": round(time_loss.item(), 4), "record_loss": round(record_loss.item(), 4), "lr": sched.get_last_lr()[0],
                      "seconds": round(time.time() - start, 1)}
             if step % args.every == 0 or step == args.steps:
                 model.eval()
