@@ -88,10 +88,11 @@ def cell_labels(scene, times, cell=28):
 def record_labels(scene, times, cell=28):
     """Ground truth per merged video token for the language model's auxiliary losses, each
     computable from the token and the video before it (the decoder attends causally):
-    (tokens, 3) int64 — the name of the shape the token's cell shows (its color at the start and its
+    (tokens, 6) int64 — the name of the shape the token's cell shows (its color at the start and its
     shape: COLORS × SHAPES classes, the last class for none), that shape's appearance time in whole
-    seconds, and its change so far (0 none, 1 grew, 2 + COLORS index: turned that color); -100
-    where no shape is shown — and (tokens, 2 × names) float: which shapes appeared and which
+    seconds, its change so far (0 none, 1 grew, 2 + COLORS index: turned that color), and the name's
+    parts apart: its color at the start, its shape and its motion (indices in COLORS, SHAPES,
+    MOTIONS); -100 where no shape is shown — and (tokens, 2 × names) float: which shapes appeared and which
     disappeared at the token's temporal patch (the same for all its tokens)."""
     n = synth.SIZE // cell
     names = len(synth.COLORS) * len(synth.SHAPES)
@@ -106,7 +107,7 @@ def record_labels(scene, times, cell=28):
         counts = owner.reshape(n, cell, n, cell, -1).sum((1, 3)).reshape(n * n, -1)
         counts[:, 0] = 0
         shown = np.where(counts.max(-1) * 8 >= 2 * cell * cell, counts.argmax(-1), 0)
-        rows = np.full((n * n, 3), -100, np.int64)
+        rows = np.full((n * n, 6), -100, np.int64)
         rows[:, 0] = names
         for token, k in enumerate(shown):
             if k:
@@ -114,7 +115,9 @@ def record_labels(scene, times, cell=28):
                 change = o["change"]
                 rows[token] = (name[k - 1], o["appear"],
                                0 if not change or b < change["at"] else 1 if "grow" in change
-                               else 2 + list(synth.COLORS).index(change["color"]))
+                               else 2 + list(synth.COLORS).index(change["color"]),
+                               list(synth.COLORS).index(o["color"]), synth.SHAPES.index(o["shape"]),
+                               synth.MOTIONS.index(o["motion"]))
         now = {k for k, o in enumerate(objects) if synth.state_at(o, a)[0] or synth.state_at(o, b)[0]}
         event = np.zeros(2 * names, np.float32)
         if a > 0:
@@ -160,6 +163,19 @@ def examples(rec):
     yield DESCRIBE, rec["description"]
     for qa in rec["qa"]:
         yield qa["question"], qa["answer"]
+
+
+def subject(question):
+    """(color, shape) class of the one shape a question names, for the auxiliary subject loss:
+    (COLORS index, or len(COLORS) when only the shape is named; SHAPES index), or (-100, -100)
+    when it names none or two."""
+    words = question.rstrip("?").replace(",", "").split()
+    shapes = [i for i, w in enumerate(words) if w in synth.SHAPES]
+    if len(shapes) != 1:
+        return -100, -100
+    i = shapes[0]
+    color = list(synth.COLORS).index(words[i - 1]) if words[i - 1] in synth.COLORS else len(synth.COLORS)
+    return color, synth.SHAPES.index(words[i])
 
 
 def encode(tok, prompt, answer, video_tokens):
@@ -217,9 +233,12 @@ def batches(items, tok, merge, batch_size, rng):
         times = torch.cat([torch.arange(int(d[2][0])).repeat_interleave(int(d[2][1:].prod()) // merge)
                            for d, _, _ in chosen])
         records = torch.cat([d[4] for d, _, _ in chosen])
+        # The question's subject, at the last prompt token (whose output is the first answer token).
+        subjects = torch.tensor([(i * width + len(s) - 1 - int((torch.tensor(lab) != -100).sum()), *subject(p))
+                                 for i, ((s, lab), (_, p, _)) in enumerate(zip(seqs, chosen))])
         events = torch.cat([d[5] for d, _, _ in chosen])
         yield dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values_videos=pixels, video_grid_thw=grids,
-                   mm_token_type_ids=video_types(ids, tok), position_ids=positions), (cells, times, records, events)
+                   mm_token_type_ids=video_types(ids, tok), position_ids=positions), (cells, times, records, events, subjects)
 
 
 class Auxiliary(torch.nn.Module):
@@ -236,11 +255,13 @@ class Auxiliary(torch.nn.Module):
         hidden = model.config.text_config.hidden_size
         self.classes = classes
         self.names = len(synth.COLORS) * len(synth.SHAPES)
-        self.split = (self.names + 1, max_time, 2 + len(synth.COLORS))
+        self.split = (self.names + 1, max_time, 2 + len(synth.COLORS), len(synth.COLORS), len(synth.SHAPES),
+                      len(synth.MOTIONS))
         self.cells = torch.nn.Linear(hidden, maps * classes)
         self.time = torch.nn.Linear(hidden, max_time)
         self.record = torch.nn.Linear(hidden, sum(self.split))
         self.events = torch.nn.Linear(hidden, 2 * self.names)
+        self.subject = torch.nn.Linear(hidden, len(synth.COLORS) + 1 + len(synth.SHAPES))
         self.seen = {}
         model.model.visual.merger.register_forward_hook(lambda m, i, o: self.seen.__setitem__("vision", o))
         layers = model.model.language_model.layers
@@ -249,18 +270,23 @@ class Auxiliary(torch.nn.Module):
             lambda m, i, o: self.seen.__setitem__("record", o[0] if isinstance(o, tuple) else o))
 
     def losses(self, input_ids, video_token, targets):
-        """(cell loss, time loss, record loss)."""
-        cells, times, records, events = targets
+        """(cell loss, time loss, record loss, subject loss)."""
+        cells, times, records, events, subjects = targets
         ce = torch.nn.functional.cross_entropy
         vision = self.cells(self.seen["vision"]).view(-1, self.classes)
         video = input_ids == video_token
         text = self.seen["text"][video]
         state = torch.nn.functional.layer_norm(self.seen["record"][video], self.seen["record"].shape[-1:])
-        name, appear, change = self.record(state).split(self.split, -1)
-        record = (ce(name, records[:, 0]) + ce(appear, records[:, 1], ignore_index=-100)
-                  + ce(change, records[:, 2], ignore_index=-100)
+        heads = self.record(state).split(self.split, -1)
+        record = (ce(heads[0], records[:, 0]) + sum(ce(h, records[:, k]) for k, h in enumerate(heads) if k)
                   + torch.nn.functional.binary_cross_entropy_with_logits(self.events(state), events))
-        return ce(vision, cells.view(-1)), ce(self.time(text), times), record
+        hidden = self.seen["record"]
+        asked = torch.nn.functional.layer_norm(hidden.reshape(-1, hidden.shape[-1])[subjects[:, 0]], hidden.shape[-1:])
+        color, shape = self.subject(asked).split((len(synth.COLORS) + 1, len(synth.SHAPES)), -1)
+        known = subjects[:, 1] >= 0
+        asked_loss = (ce(color[known], subjects[known, 1]) + ce(shape[known], subjects[known, 2])) if known.any() \
+            else hidden.sum() * 0
+        return ce(vision, cells.view(-1)), ce(self.time(text), times), record, asked_loss
 
 
 def rope_positions(ids, video_token, grid, merge=2):
@@ -354,6 +380,7 @@ def main():
     ap.add_argument("--aux-time", type=float, default=0.3, help="weight of the per-token time-index loss")
     ap.add_argument("--time-layer", type=int, default=1, help="decoder layer whose output carries the time index")
     ap.add_argument("--aux-record", type=float, default=1.0, help="weight of the per-token shape-record loss")
+    ap.add_argument("--aux-subject", type=float, default=1.0, help="weight of the question-subject loss")
     ap.add_argument("--record-layer", type=int, default=2, help="decoder layer whose output carries the shape records")
     ap.add_argument("--init", help="continue training this checkpoint (written by this script) instead of a new model")
     ap.add_argument("--every", type=int, default=100, help="validation loss every this many steps")
@@ -403,8 +430,9 @@ def main():
     while step < args.steps:
         for batch, targets in batches(items, tok, merge, args.batch, rng):
             text_loss = model(**batch).loss
-            cell_loss, time_loss, record_loss = aux.losses(batch["input_ids"], vt, targets)
-            loss = text_loss + args.aux_vision * cell_loss + args.aux_time * time_loss + args.aux_record * record_loss
+            cell_loss, time_loss, record_loss, subject_loss = aux.losses(batch["input_ids"], vt, targets)
+            loss = (text_loss + args.aux_vision * cell_loss + args.aux_time * time_loss + args.aux_record * record_loss
+                    + args.aux_subject * subject_loss)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
@@ -412,7 +440,8 @@ def main():
             sched.step()
             step += 1
             entry = {"step": step, "loss": round(text_loss.item(), 5), "cell_loss": round(cell_loss.item(), 4),
-                     "time_loss": round(time_loss.item(), 4), "record_loss": round(record_loss.item(), 4), "lr": sched.get_last_lr()[0],
+                     "time_loss": round(time_loss.item(), 4), "record_loss": round(record_loss.item(), 4),
+                     "subject_loss": round(subject_loss.item(), 4), "lr": sched.get_last_lr()[0],
                      "seconds": round(time.time() - start, 1)}
             if step % args.every == 0 or step == args.steps:
                 model.eval()
