@@ -27,7 +27,12 @@ static int rq_detect(void) {
     return 0;
 }
 
+// A level forced on one thread (tests of the portable paths); -1: none. Thread-local, so that
+// forcing it never changes the kernels other threads of the process run.
+static _Thread_local int rq_forced = -1;
+
 int rq_cpu_level(void) {
+    if (rq_forced >= 0) return rq_forced;
     int l = __atomic_load_n(&rq_level, __ATOMIC_RELAXED);
     if (l < 0) { l = rq_detect(); __atomic_store_n(&rq_level, l, __ATOMIC_RELAXED); }
     return l;
@@ -35,10 +40,11 @@ int rq_cpu_level(void) {
 
 int rq_set_cpu_level(int level) {
     int best = rq_detect();
-    int l = level < 0 ? best : (level < best ? level : best);
-    __atomic_store_n(&rq_level, l, __ATOMIC_RELAXED);
-    return l;
+    rq_forced = level < 0 ? -1 : (level < best ? level : best);
+    return rq_forced < 0 ? best : rq_forced;
 }
+
+int rq_forced_cpu_level(void) { return rq_forced; }
 
 #if RQ_X86
 #define RQ_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,fma,f16c")))

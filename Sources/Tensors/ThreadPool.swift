@@ -1,4 +1,5 @@
 import CDNNL
+import CKernels
 import COpenBLAS
 import Foundation
 
@@ -50,8 +51,15 @@ public final class ThreadPool: @unchecked Sendable {
         if chunks == 1 { body(0..<count); return }
         // On OpenMP's team — the threads oneDNN runs on — so that our element-wise work and
         // oneDNN's products never compete for the cores with a second set of threads.
+        // A kernel level forced on this thread (tests) holds on the team's threads for this job.
+        let forced = rq_forced_cpu_level()
         withoutActuallyEscaping(body) { body in
-            var work = body
+            var work: (Range<Int>) -> Void = forced < 0 ? body : { range in
+                let previous = rq_forced_cpu_level()
+                _ = rq_set_cpu_level(forced)
+                body(range)
+                _ = rq_set_cpu_level(previous)
+            }
             withUnsafeMutablePointer(to: &work) { context in
                 reelql_parallel(count, UInt32(chunks), { context, begin, end in
                     let body = context!.assumingMemoryBound(to: ((Range<Int>) -> Void).self).pointee

@@ -77,8 +77,9 @@ import Testing
         for fraction in [0.2, 0.45, 0.7, Double.random(in: 0.75...0.95, using: &rng)] {
             let target = max(1, Int(Double(total) * fraction))
             let p = try Self.start(["run", ws.spec, "--db", killed, "--quiet"])
-            while p.isRunning && Self.committedClips(killed) < target { usleep(2_000) }
-            kill(p.processIdentifier, SIGKILL)
+            let deadline = Date().addingTimeInterval(300)
+            while p.isRunning && Self.committedClips(killed) < target && Date() < deadline { usleep(2_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL) }
             p.waitUntilExit()
             partial.append(Self.committedClips(killed))
         }
@@ -97,8 +98,9 @@ import Testing
         let reference = ws.root + "/reference.sqlite", interrupted = ws.root + "/interrupted.sqlite"
         _ = try CLI.run(["run", ws.spec, "--db", reference, "--quiet"])
         let p = try Self.start(["run", ws.spec, "--db", interrupted, "--quiet"])
-        while p.isRunning && Self.committedClips(interrupted) < 1 { usleep(2_000) }
-        kill(p.processIdentifier, SIGINT)
+        let deadline = Date().addingTimeInterval(300)
+        while p.isRunning && Self.committedClips(interrupted) < 1 && Date() < deadline { usleep(2_000) }
+        if p.isRunning { kill(p.processIdentifier, SIGINT) }
         p.waitUntilExit()
         let status = try Store(path: interrupted).db.read { db in try String.fetchOne(db, sql: "SELECT status FROM runs ORDER BY id DESC LIMIT 1") }
         if p.terminationStatus == 130 {

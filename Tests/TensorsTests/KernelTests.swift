@@ -17,6 +17,27 @@ import Testing
 
     static let sizes = [1, 7, 65, 1000, 1537]
 
+    /// Forcing a level is the calling thread's affair (tests run in parallel in one process) and
+    /// holds on the pool's threads for work that thread starts.
+    @Test func forcedLevelStaysOnItsThreadAndItsPoolWork() throws {
+        let best = rq_set_cpu_level(-1)
+        defer { rq_set_cpu_level(-1) }
+        #expect(rq_set_cpu_level(0) == 0 && rq_cpu_level() == 0)
+        final class Seen: @unchecked Sendable { var level: Int32 = -1 }
+        let elsewhere = Seen()
+        let other = Thread { elsewhere.level = rq_cpu_level() }
+        other.start()
+        while !other.isFinished { usleep(1_000) }
+        #expect(elsewhere.level == best)
+        let levels = UnsafeMutableBufferPointer<Int32>.allocate(capacity: 64)
+        defer { levels.deallocate() }
+        levels.initialize(repeating: -1)
+        ThreadPool(threads: 4).parallelFor(64) { levels[$0] = rq_cpu_level() }
+        #expect(levels.allSatisfy { $0 == 0 })
+        _ = rq_set_cpu_level(-1)
+        #expect(rq_cpu_level() == best && rq_forced_cpu_level() == -1)
+    }
+
     @Test(arguments: sizes)
     func rmsNorm(n: Int) throws {
         let x = Reference.tensor([3, n], seed: 1, scale: 3), w = Reference.tensor([n], seed: 2, scale: 1.5)

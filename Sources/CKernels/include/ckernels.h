@@ -7,8 +7,11 @@
 
 /// Which instruction set the kernels use: 0 portable, 1 AVX2+FMA, 2 AVX-512 (F, BW, VL), 3 with BF16.
 int rq_cpu_level(void);
-/// Forces a lower level (for tests of the portable paths); returns the level now in force.
+/// Forces a lower level on the calling thread (for tests of the portable paths; ThreadPool work
+/// the thread starts runs at it too); -1 lifts it. Returns the level now in force on this thread.
 int rq_set_cpu_level(int level);
+/// The level forced on the calling thread, or -1.
+int rq_forced_cpu_level(void);
 
 // --- conversions -----------------------------------------------------------------------------
 void rq_bf16_to_f32(const uint16_t *src, float *dst, size_t n);
