@@ -97,10 +97,16 @@ public enum Attention {
         let scratch = scratch ?? AttentionScratch()
         // bf16: q, k, v rounded once (into reused scratch); the probabilities per block.
         let bf16 = precision == .bf16 && blocks.contains { $0.queries.count > 4 }
+        // Where oneDNN has no bf16 products (CPUs without AVX-512): the same roundings, with f32
+        // products on the rounded values.
+        let widen = bf16 && !OneDNN.shared.bf16Products
         let qw = heads * d, kw = kvHeads * d
-        try ScratchPool.shared.withHalfs(bf16 ? x.t * qw + 2 * x.s * kw : 1) { buffer in
+        let rounded = x.t * qw + 2 * x.s * kw
+        try ScratchPool.shared.withHalfs(bf16 ? rounded : 1) { buffer in
+          try ScratchPool.shared.withBuffer(bytes: widen ? rounded * 4 : 64) { wide in
             var halves: Halves? = nil
             var probabilities: UnsafeMutablePointer<UInt16>? = nil
+            var products = x
             if bf16 {
                 let h = Halves(q: buffer, k: buffer + x.t * qw, v: buffer + x.t * qw + x.s * kw)
                 for (src, stride, dst, rows, width) in [(x.q, x.qs, h.q, x.t, qw), (x.k, x.ks, h.k, x.s, kw), (x.v, x.ks, h.v, x.s, kw)] {
@@ -108,18 +114,25 @@ public enum Attention {
                         for i in r { Convert.bf16(src + i * stride, count: width, into: dst + i * width) }
                     }
                 }
-                halves = h
-                probabilities = scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0)
+                if widen {
+                    let f = wide.assumingMemoryBound(to: Float.self)
+                    pool.parallelRanges(rounded, grain: 1 << 15) { r in rq_bf16_to_f32(buffer + r.lowerBound, f + r.lowerBound, r.count) }
+                    products = Inputs(q: f, k: f + x.t * qw, v: f + x.t * qw + x.s * kw, qs: qw, ks: kw, t: x.t, s: x.s)
+                } else {
+                    halves = h
+                    probabilities = scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0)
+                }
             }
             for b in blocks {
                 if b.queries.count <= 4 {
                     direct(x, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale, pool: pool)
                 } else {
                     let scores = scratch.floats(heads * b.queries.count * b.keys.count)
-                    try batched(x, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale,
-                                scores: scores, halves: halves, probabilities: probabilities, pool: pool)
+                    try batched(products, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale,
+                                scores: scores, halves: halves, probabilities: probabilities, roundProbabilities: widen, pool: pool)
                 }
             }
+          }
         }
         return out
     }
@@ -179,7 +192,8 @@ public enum Attention {
 
     static func batched(_ x: Inputs, out: Tensor, heads: Int, kvHeads: Int, d: Int,
                         block: Block, scale: Float, scores: UnsafeMutablePointer<Float>,
-                        halves: Halves?, probabilities: UnsafeMutablePointer<UInt16>?, pool: ThreadPool) throws {
+                        halves: Halves?, probabilities: UnsafeMutablePointer<UInt16>?, roundProbabilities: Bool = false,
+                        pool: ThreadPool) throws {
         let g = heads / kvHeads
         let tq = block.queries.count, sk = block.keys.count
         let os = heads * d
@@ -207,6 +221,13 @@ public enum Attention {
                                        p + r.lowerBound * sk)
             } else {
                 rq_softmax_scaled(scores + r.lowerBound * sk, r.count, sk, scale, block.causalBase ?? -1, tq, r.lowerBound)
+                if roundProbabilities { // bf16 probabilities, kept as f32 for an f32 product
+                    let p = scores + r.lowerBound * sk, n = r.count * sk
+                    let half = UnsafeMutablePointer<UInt16>.allocate(capacity: n)
+                    defer { half.deallocate() }
+                    rq_f32_to_bf16(p, half, n)
+                    rq_bf16_to_f32(half, p, n)
+                }
             }
         }
         // out[i, (kv·g + g')·d + c] = Σ_j p[kv, g', i, j] · v[j, kv·d + c]

@@ -8,7 +8,8 @@ import Foundation
 ///
 /// f32 weights go to OpenBLAS. bf16 weights stay bf16 and the activations are rounded to bf16
 /// (as PyTorch computes a bf16 model), with f32 accumulation: few rows (decoding) use the bf16
-/// GEMV kernels, which read each weight once per step; many rows (prefill, vision) use oneDNN.
+/// GEMV kernels, which read each weight once per step; many rows (prefill, vision) use oneDNN
+/// where it has bf16 products (AVX-512), else OpenBLAS on the same bf16 values widened to f32.
 public enum Linear {
     /// Rows at or below this count use the GEMV kernels rather than a GEMM.
     public static let gemvRows = 8
@@ -58,7 +59,7 @@ public enum Linear {
     /// a typical row count). Products of ≤ `gemvRows` rows still read the original. bf16 only;
     /// other dtypes are returned as they are.
     public static func pack(_ w: WeightTensor, rows: Int = 1024) throws -> WeightTensor {
-        guard w.dtype == .bf16, w.shape.count == 2, w.packed == nil else { return w }
+        guard w.dtype == .bf16, w.shape.count == 2, w.packed == nil, OneDNN.shared.bf16Products else { return w }
         let n = w.shape[0], k = w.shape[1]
         let p = try OneDNN.shared.pack(bf16: w.pointer, k: k, n: n, rows: rows)
         var packed = w
@@ -89,6 +90,9 @@ public enum Linear {
     /// bf16 GEMM through oneDNN: activations rounded to bf16, weights read in place, f32 out.
     static func gemmBF16(x: UnsafePointer<Float>, m: Int, k: Int, w: WeightTensor, n: Int,
                          y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+        guard OneDNN.shared.bf16Products else {
+            return gemmBF16Widened(x: x, m: m, k: k, w: w.pointer.assumingMemoryBound(to: UInt16.self), n: n, y: y, pool: pool)
+        }
         try ScratchPool.shared.withHalfs(m * k) { xb in
             pool.parallelRanges(m * k, grain: 1 << 15) { r in rq_f32_to_bf16(x + r.lowerBound, xb + r.lowerBound, r.count) }
             try OneDNN.shared.matmul(
@@ -96,6 +100,23 @@ public enum Linear {
                 weights: w.packed.map { .init(packed: $0.desc, key: $0.key, pointer: $0.bytes) }
                     ?? .init(dims: [k, n], strides: [1, k], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(mutating: w.pointer)),
                 dst: .init(dims: [m, n], strides: [n, 1], type: dnnl_f32, pointer: UnsafeMutableRawPointer(y)))
+        }
+    }
+
+    /// The same product where oneDNN has no bf16 matmul: activations rounded to bf16, then both
+    /// operands widened to f32 (exactly) for OpenBLAS — bf16 inputs, f32 accumulation, as above.
+    static func gemmBF16Widened(x: UnsafePointer<Float>, m: Int, k: Int, w: UnsafePointer<UInt16>, n: Int,
+                                y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
+        ScratchPool.shared.withBuffer(bytes: (m + n) * k * 4) { raw in
+            let xf = raw.assumingMemoryBound(to: Float.self), wf = xf + m * k
+            ScratchPool.shared.withHalfs(m * k) { xb in
+                pool.parallelRanges(m * k, grain: 1 << 15) { r in
+                    rq_f32_to_bf16(x + r.lowerBound, xb + r.lowerBound, r.count)
+                    rq_bf16_to_f32(xb + r.lowerBound, xf + r.lowerBound, r.count)
+                }
+            }
+            pool.parallelRanges(n * k, grain: 1 << 15) { r in rq_bf16_to_f32(w + r.lowerBound, wf + r.lowerBound, r.count) }
+            sgemm(m: m, n: n, k: k, a: xf, b: wf, c: y)
         }
     }
 }

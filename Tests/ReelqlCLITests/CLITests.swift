@@ -175,6 +175,13 @@ enum CLI {
                                              "--max-pixels", "12544", "--dtype", "bf16", "--json"]).stdout)
         #expect(bf16["dtype"] as? String == "bf16")
         #expect(abs((bf16["mean"] as! Double) - (out["mean"] as! Double)) < 0.05)
+        // Without oneDNN's bf16 products (CPUs without AVX-512), the widened path: same roundings.
+        let widened = try CLI.run(["encode", CLI.video("vp9.webm"), "--model", Self.model, "--min-pixels", "784",
+                                   "--max-pixels", "12544", "--dtype", "bf16", "--json"], environment: ["REELQL_NO_ONEDNN_BF16": "1"])
+        #expect(widened.status == 0, "\(widened.stderr)")
+        let w = try CLI.json(widened.stdout)
+        #expect(abs((w["mean"] as! Double) - (bf16["mean"] as! Double)) < 1e-4)
+        #expect(abs((w["std"] as! Double) - (bf16["std"] as! Double)) < 1e-4)
     }
 
     /// Frames are sized within the checkpoint's processor maximum (the demo model's longest_edge

@@ -27,6 +27,20 @@ import Testing
         #expect(relativeError(y.values, try Reference.values("linear_bf16_\(m)x\(k)x\(n)")) < 1e-5)
     }
 
+    /// The product CPUs without oneDNN bf16 matmul (no AVX-512) take: the same bf16 roundings,
+    /// widened to f32 for OpenBLAS. Same PyTorch references as the oneDNN path.
+    @Test(arguments: shapes.filter { $0.0 > Linear.gemvRows })
+    func bf16Widened(m: Int, k: Int, n: Int) throws {
+        let x = Reference.tensor([m, k], seed: 7)
+        let w = Reference.bf16Weight("w", Reference.pattern(n * k, seed: 8, scale: 0.25), shape: [n, k])
+        let b = Reference.tensor([n], seed: 9, scale: 0.1)
+        let y = Tensor(zeros: [m, n])
+        Linear.gemmBF16Widened(x: x.pointer, m: m, k: k, w: w.pointer.assumingMemoryBound(to: UInt16.self), n: n,
+                               y: y.pointer, pool: .shared)
+        for i in 0..<m { for j in 0..<n { y.pointer[i * n + j] += b.pointer[j] } }
+        #expect(relativeError(y.values, try Reference.values("linear_bf16_\(m)x\(k)x\(n)")) < 1e-5)
+    }
+
     @Test func shapesAreChecked() {
         let x = Tensor(zeros: [2, 5])
         let w = Reference.f32Weight("w", [Float](repeating: 0, count: 12), shape: [3, 4])
