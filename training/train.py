@@ -92,13 +92,14 @@ def record_labels(scene, times, cell=28):
     shape: COLORS × SHAPES classes, the last class for none), that shape's appearance time in whole
     seconds, its change so far (0 none, 1 grew, 2 + COLORS index: turned that color), and the name's
     parts apart: its color at the start, its shape and its motion (indices in COLORS, SHAPES,
-    MOTIONS); -100 where no shape is shown — and (tokens, 2 × names) float: which shapes appeared and which
-    disappeared at the token's temporal patch (the same for all its tokens)."""
+    MOTIONS); -100 where no shape is shown — and (tokens, 3 × names) float: which shapes appeared,
+    disappeared and changed (color or size) at the token's temporal patch (the same for all its
+    tokens)."""
     n = synth.SIZE // cell
     names = len(synth.COLORS) * len(synth.SHAPES)
     objects = scene["objects"]
     name = [list(synth.COLORS).index(o["color"]) * len(synth.SHAPES) + synth.SHAPES.index(o["shape"]) for o in objects]
-    labels, events, before = [], [], set()
+    labels, events, before, prev = [], [], set(), -1.0
     for a, b in zip(times[0::2], times[1::2]):
         owner = np.zeros((synth.SIZE, synth.SIZE, len(objects) + 1), np.int64)   # pixels per object, both frames
         for t in (a, b):
@@ -119,12 +120,16 @@ def record_labels(scene, times, cell=28):
                                list(synth.COLORS).index(o["color"]), synth.SHAPES.index(o["shape"]),
                                synth.MOTIONS.index(o["motion"]))
         now = {k for k, o in enumerate(objects) if synth.state_at(o, a)[0] or synth.state_at(o, b)[0]}
-        event = np.zeros(2 * names, np.float32)
+        event = np.zeros(3 * names, np.float32)
         if a > 0:
             for k in now - before:
                 event[name[k]] = 1
             for k in before - now:
                 event[names + name[k]] = 1
+            for k, o in enumerate(objects):   # the first patch that shows the change
+                if o["change"] and o["change"]["at"] <= b and not o["change"]["at"] <= prev:
+                    event[2 * names + name[k]] = 1
+        prev = b
         before = now
         labels.append(rows)
         events.append(np.repeat(event[None], n * n, 0))
@@ -260,7 +265,7 @@ class Auxiliary(torch.nn.Module):
         self.cells = torch.nn.Linear(hidden, maps * classes)
         self.time = torch.nn.Linear(hidden, max_time)
         self.record = torch.nn.Linear(hidden, sum(self.split))
-        self.events = torch.nn.Linear(hidden, 2 * self.names)
+        self.events = torch.nn.Linear(hidden, 3 * self.names)
         self.subject = torch.nn.Linear(hidden, len(synth.COLORS) + 1 + len(synth.SHAPES))
         self.seen = {}
         model.model.visual.merger.register_forward_hook(lambda m, i, o: self.seen.__setitem__("vision", o))
