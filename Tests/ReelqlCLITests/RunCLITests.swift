@@ -54,9 +54,10 @@ import Testing
         #expect((out["failed_files"] as? [String])?.count == 2)
     }
 
-    /// Committed clips in a database another process is writing; 0 while it does not exist yet.
+    /// Committed clips in a database another process is writing; 0 until it is in WAL mode (a
+    /// reader that opens it while the writer switches to WAL makes that switch fail as busy).
     static func committedClips(_ path: String) -> Int {
-        guard FileManager.default.fileExists(atPath: path) else { return 0 }
+        guard FileManager.default.fileExists(atPath: path + "-wal") else { return 0 }
         var config = Configuration()
         config.readonly = true
         guard let queue = try? DatabaseQueue(path: path, configuration: config) else { return 0 }
@@ -97,7 +98,7 @@ import Testing
         defer { ws.remove() }
         let reference = ws.root + "/reference.sqlite", interrupted = ws.root + "/interrupted.sqlite"
         _ = try CLI.run(["run", ws.spec, "--db", reference, "--quiet"])
-        let p = try Self.start(["run", ws.spec, "--db", interrupted, "--quiet"])
+        let p = try Self.start(["run", ws.spec, "--db", interrupted, "--quiet", "--log", ws.root + "/interrupted.log"])
         let deadline = Date().addingTimeInterval(300)
         while p.isRunning && Self.committedClips(interrupted) < 1 && Date() < deadline { usleep(2_000) }
         if p.isRunning { kill(p.processIdentifier, SIGINT) }
@@ -106,7 +107,9 @@ import Testing
         if p.terminationStatus == 130 {
             #expect(status == "interrupted")
         } else {
-            #expect(p.terminationStatus == 0 && status == "finished") // it had already finished
+            // It had already finished.
+            #expect(p.terminationStatus == 0 && status == "finished",
+                    "exit \(p.terminationStatus) (\(p.terminationReason == .uncaughtSignal ? "signal" : "exit")), run \(status ?? "none"): \((try? String(contentsOfFile: ws.root + "/interrupted.log", encoding: .utf8)) ?? "")")
         }
         _ = try CLI.run(["run", ws.spec, "--db", interrupted, "--quiet"])
         #expect(try Self.rows(interrupted) == (try Self.rows(reference)))
