@@ -137,7 +137,8 @@ def record_labels(scene, times, cell=28):
 
 
 def render_split(split, count, proc, workdir):
-    """[(record, pixel_values fp16, grid_thw, cell labels)] for scenes 0..count-1 of a split."""
+    """[(record, pixel_values fp16, grid_thw, cell labels, record labels, events)] for scenes
+    0..count-1 of a split."""
     out = []
     for i in range(count):
         rec = synth.record(synth.make_scene(split, i))
@@ -239,8 +240,8 @@ def batches(items, tok, merge, batch_size, rng):
                            for d, _, _ in chosen])
         records = torch.cat([d[4] for d, _, _ in chosen])
         # The question's subject, at the last prompt token (whose output is the first answer token).
-        subjects = torch.tensor([(i * width + len(s) - 1 - int((torch.tensor(lab) != -100).sum()), *subject(p))
-                                 for i, ((s, lab), (_, p, _)) in enumerate(zip(seqs, chosen))])
+        subjects = torch.tensor([(i * width + lab.count(-100) - 1, *subject(p))
+                                 for i, ((_, lab), (_, p, _)) in enumerate(zip(seqs, chosen))])
         events = torch.cat([d[5] for d, _, _ in chosen])
         yield dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values_videos=pixels, video_grid_thw=grids,
                    mm_token_type_ids=video_types(ids, tok), position_ids=positions), (cells, times, records, events, subjects)
@@ -283,7 +284,7 @@ class Auxiliary(torch.nn.Module):
         text = self.seen["text"][video]
         state = torch.nn.functional.layer_norm(self.seen["record"][video], self.seen["record"].shape[-1:])
         heads = self.record(state).split(self.split, -1)
-        record = (ce(heads[0], records[:, 0]) + sum(ce(h, records[:, k]) for k, h in enumerate(heads) if k)
+        record = (sum(ce(h, records[:, k]) for k, h in enumerate(heads))   # -100: no shape shown
                   + torch.nn.functional.binary_cross_entropy_with_logits(self.events(state), events))
         hidden = self.seen["record"]
         asked = torch.nn.functional.layer_norm(hidden.reshape(-1, hidden.shape[-1])[subjects[:, 0]], hidden.shape[-1:])

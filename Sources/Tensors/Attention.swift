@@ -102,8 +102,7 @@ public enum Attention {
         let widen = bf16 && !OneDNN.shared.bf16Products
         let qw = heads * d, kw = kvHeads * d
         let rounded = x.t * qw + 2 * x.s * kw
-        try ScratchPool.shared.withHalfs(bf16 ? rounded : 1) { buffer in
-          try ScratchPool.shared.withBuffer(bytes: widen ? rounded * 4 : 64) { wide in
+        try ScratchPool.shared.withHalfs(bf16 ? rounded : 1) { buffer in try ScratchPool.shared.withBuffer(bytes: widen ? rounded * 4 : 64) { wide in
             var halves: Halves? = nil
             var probabilities: UnsafeMutablePointer<UInt16>? = nil
             var products = x
@@ -120,8 +119,8 @@ public enum Attention {
                     products = Inputs(q: f, k: f + x.t * qw, v: f + x.t * qw + x.s * kw, qs: qw, ks: kw, t: x.t, s: x.s)
                 } else {
                     halves = h
-                    probabilities = scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0)
                 }
+                probabilities = scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0)
             }
             for b in blocks {
                 if b.queries.count <= 4 {
@@ -129,11 +128,10 @@ public enum Attention {
                 } else {
                     let scores = scratch.floats(heads * b.queries.count * b.keys.count)
                     try batched(products, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale,
-                                scores: scores, halves: halves, probabilities: probabilities, roundProbabilities: widen, pool: pool)
+                                scores: scores, halves: halves, probabilities: probabilities, pool: pool)
                 }
             }
-          }
-        }
+        } }
         return out
     }
 
@@ -192,8 +190,7 @@ public enum Attention {
 
     static func batched(_ x: Inputs, out: Tensor, heads: Int, kvHeads: Int, d: Int,
                         block: Block, scale: Float, scores: UnsafeMutablePointer<Float>,
-                        halves: Halves?, probabilities: UnsafeMutablePointer<UInt16>?, roundProbabilities: Bool = false,
-                        pool: ThreadPool) throws {
+                        halves: Halves?, probabilities: UnsafeMutablePointer<UInt16>?, pool: ThreadPool) throws {
         let g = heads / kvHeads
         let tq = block.queries.count, sk = block.keys.count
         let os = heads * d
@@ -219,21 +216,16 @@ public enum Attention {
             if let p = probabilities {
                 rq_softmax_scaled_bf16(scores + r.lowerBound * sk, r.count, sk, scale, block.causalBase ?? -1, tq, r.lowerBound,
                                        p + r.lowerBound * sk)
+                // Widened (bf16 probabilities without bf16 q, k, v copies): back to f32 for an f32 product.
+                if halves == nil { rq_bf16_to_f32(p + r.lowerBound * sk, scores + r.lowerBound * sk, r.count * sk) }
             } else {
                 rq_softmax_scaled(scores + r.lowerBound * sk, r.count, sk, scale, block.causalBase ?? -1, tq, r.lowerBound)
-                if roundProbabilities { // bf16 probabilities, kept as f32 for an f32 product
-                    let p = scores + r.lowerBound * sk, n = r.count * sk
-                    let half = UnsafeMutablePointer<UInt16>.allocate(capacity: n)
-                    defer { half.deallocate() }
-                    rq_f32_to_bf16(p, half, n)
-                    rq_bf16_to_f32(half, p, n)
-                }
             }
         }
         // out[i, (kv·g + g')·d + c] = Σ_j p[kv, g', i, j] · v[j, kv·d + c]
         try OneDNN.shared.matmul(
             src: .init(dims: [kvHeads, g, tq, sk], strides: [g * tq * sk, tq * sk, sk, 1], type: type,
-                       pointer: probabilities.map { UnsafeMutableRawPointer($0) } ?? UnsafeMutableRawPointer(scores)),
+                       pointer: halves == nil ? UnsafeMutableRawPointer(scores) : UnsafeMutableRawPointer(probabilities!)),
             weights: .init(dims: [kvHeads, 1, sk, d], strides: [d, d, ks, 1], type: type, pointer: vp),
             dst: .init(dims: [kvHeads, g, tq, d], strides: [g * d, d, os, 1], type: dnnl_f32, pointer: op))
     }

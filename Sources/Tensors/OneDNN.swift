@@ -25,10 +25,22 @@ final class OneDNN: @unchecked Sendable {
     private var cache: [String: dnnl_primitive_t] = [:]
     private let lock = NSLock()
 
+    /// Whether oneDNN has bf16 matrix products on this CPU. oneDNN 2.x (Debian 12's) has them
+    /// only with AVX-512; elsewhere (AVX2 servers) `Linear` and `Attention` widen bf16 products
+    /// to f32. `REELQL_NO_ONEDNN_BF16=1` takes the widened path anywhere (tests, comparisons).
+    private(set) var bf16Products = false
+
     private init() {
         _ = ThreadPool.shared // sizes OpenMP's team before oneDNN starts it
         dnnl_engine_create(&engine, dnnl_cpu, 0)
         dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue)
+        if ProcessInfo.processInfo.environment["REELQL_NO_ONEDNN_BF16"] != "1" {
+            let probe = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+            defer { probe.deallocate() }
+            bf16Products = (try? matmul(src: .init(dims: [2, 2], strides: [2, 1], type: dnnl_bf16, pointer: probe),
+                                        weights: .init(dims: [2, 2], strides: [1, 2], type: dnnl_bf16, pointer: probe + 16),
+                                        dst: .init(dims: [2, 2], strides: [2, 1], type: dnnl_f32, pointer: probe + 32))) != nil
+        }
     }
 
     /// A matrix operand: logical dims, strides in elements, element type, memory — or a
@@ -116,18 +128,6 @@ final class OneDNN: @unchecked Sendable {
         guard status == dnnl_success else { free(bytes); throw OneDNN.failure("reorder execution", status) }
         return (packedDesc, bytes, size)
     }
-
-    /// Whether oneDNN has bf16 matrix products on this CPU. oneDNN 2.x (Debian 12's) has them
-    /// only with AVX-512; elsewhere (AVX2 servers) `Linear` widens bf16 products to f32.
-    /// `REELQL_NO_ONEDNN_BF16=1` takes the widened path anywhere (tests, comparisons).
-    lazy var bf16Products: Bool = {
-        if ProcessInfo.processInfo.environment["REELQL_NO_ONEDNN_BF16"] == "1" { return false }
-        let probe = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
-        defer { probe.deallocate() }
-        return (try? matmul(src: .init(dims: [2, 2], strides: [2, 1], type: dnnl_bf16, pointer: probe),
-                            weights: .init(dims: [2, 2], strides: [1, 2], type: dnnl_bf16, pointer: probe + 16),
-                            dst: .init(dims: [2, 2], strides: [2, 1], type: dnnl_f32, pointer: probe + 32))) != nil
-    }()
 
     /// dst = src · weights over the last two dimensions (leading dimensions broadcast as batches).
     func matmul(src: Operand, weights: Operand, dst: Operand) throws {
