@@ -174,12 +174,16 @@ def seconds(t):
     return "1 second" if t == 1 else f"{t} seconds"
 
 
+def described_order(scene):
+    """The shapes in the order the description names them: by appearance time, then by position
+    at the start (left to right, then top to bottom), so the text is a function of the scene."""
+    return sorted(scene["objects"], key=lambda o: (o["appear"], o["start"][0], o["start"][1]))
+
+
 def describe(scene):
-    """The reference description: one sentence per shape, in a fixed order (appearance time,
-    then left-to-right lane), so the text is a function of the scene."""
-    objects = sorted(scene["objects"], key=lambda o: (o["appear"], o["start"][0], o["start"][1]))
+    """The reference description: one sentence per shape, in described_order."""
     parts = []
-    for obj in objects:
+    for obj in described_order(scene):
         verb = "stays still" if obj["motion"] == "still" else f"moves {obj['motion']}"
         if obj["appear"] > 0:
             s = f"a {name(obj)} appears at {seconds(obj['appear'])} and {verb}"

@@ -22,6 +22,7 @@ Steps, all deterministic (fixed seeds, fixed scene indices):
 import argparse
 import json
 import math
+import multiprocessing
 import os
 import random
 import shutil
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 from qwen_vl_utils.vision_process import smart_nframes
 from tokenizers import Tokenizer
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
 from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
@@ -136,23 +138,35 @@ def record_labels(scene, times, cell=28):
     return torch.from_numpy(np.concatenate(labels)), torch.from_numpy(np.concatenate(events))
 
 
-def render_split(split, count, proc, workdir):
-    """[(record, pixel_values fp16, grid_thw, cell labels, record labels, events)] for scenes
-    0..count-1 of a split."""
+def render_scene(split, index, workdir):
+    """(record, pixel_values fp16, grid_thw, cell labels, record labels, events) of one scene."""
+    rec = synth.record(synth.make_scene(split, index))
+    path = os.path.join(workdir, rec["id"] + ".mp4")
+    synth.write_mp4(rec["scene"], path)
+    frames, times = decode_sampled(path, with_times=True)
+    os.remove(path)
+    v = processor()(videos=[frames], return_tensors="pt")
+    grid = v["video_grid_thw"][0]
+    labels = cell_labels(rec["scene"], times)
+    assert len(labels) == int(grid.prod()) // 4, (len(labels), grid)
+    return (rec, v["pixel_values_videos"].half(), grid, labels, *record_labels(rec["scene"], times))
+
+
+def _render_worker(job):
+    torch.set_num_threads(1)
+    split, index, workdir = job
+    return render_scene(split, index, workdir)
+
+
+def render_split(split, count, workdir, jobs=1):
+    """[render_scene(split, i)] for scenes 0..count-1 of a split, rendered by jobs processes."""
+    work = [(split, i, workdir) for i in range(count)]
     out = []
-    for i in range(count):
-        rec = synth.record(synth.make_scene(split, i))
-        path = os.path.join(workdir, rec["id"] + ".mp4")
-        synth.write_mp4(rec["scene"], path)
-        frames, times = decode_sampled(path, with_times=True)
-        v = proc(videos=[frames], return_tensors="pt")
-        os.remove(path)
-        grid = v["video_grid_thw"][0]
-        labels = cell_labels(rec["scene"], times)
-        assert len(labels) == int(grid.prod()) // 4, (len(labels), grid)
-        out.append((rec, v["pixel_values_videos"].half(), grid, labels, *record_labels(rec["scene"], times)))
-        if (i + 1) % 500 == 0:
-            print(f"  {split}: {i + 1}/{count} scenes", flush=True)
+    with multiprocessing.get_context("fork").Pool(jobs) as pool:
+        for item in pool.imap(_render_worker, work, chunksize=16):
+            out.append(item)
+            if len(out) % 1000 == 0:
+                print(f"  {split}: {len(out)}/{count} scenes", flush=True)
     return out
 
 
@@ -184,6 +198,32 @@ def subject(question):
     return color, synth.SHAPES.index(words[i])
 
 
+SENTENCE_FACTS = (16, 16, len(synth.MOTIONS), 2 + len(synth.COLORS), 16)   # appear, leave, motion, change, at
+
+
+def sentence_targets(tok, rec):
+    """Per token of the description (and its closing <|im_end|>), the ground truth of the shape
+    whose sentence the token is in, for the auxiliary sentence losses: (tokens, 8) int64 — its name
+    (as in record_labels), the name's color and shape, its appearance time, its disappearance time
+    (0: never), its motion, its change (0 none, 1 grew, 2 + COLORS index: turned that color) and the
+    change's time (0: none); -100 for <|im_end|>."""
+    text = rec["description"]
+    objects = synth.described_order(rec["scene"])
+    rows = []
+    for start, _ in tok.encode(text + "<|im_end|>").offsets:
+        j = text[:start].count(".")
+        if j >= len(objects):
+            rows.append([-100] * 8)
+            continue
+        o = objects[j]
+        color, shape, change = list(synth.COLORS).index(o["color"]), synth.SHAPES.index(o["shape"]), o["change"]
+        rows.append([color * len(synth.SHAPES) + shape, color, shape, o["appear"], o["leave"] or 0,
+                     synth.MOTIONS.index(o["motion"]),
+                     0 if not change else 1 if "grow" in change else 2 + list(synth.COLORS).index(change["color"]),
+                     change["at"] if change else 0])
+    return rows
+
+
 def encode(tok, prompt, answer, video_tokens):
     """Token ids and labels for one chat turn, as reelql's Qwen2VLPrompt renders it."""
     head = (f"<|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n<|vision_start|>"
@@ -213,10 +253,19 @@ def make_config(tok, args):
         image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"), tie_word_embeddings=False)
 
 
-def batches(items, tok, merge, batch_size, rng):
-    """Shuffled batches of examples; each item is (scene data, prompt, answer)."""
-    order = list(range(len(items)))
-    rng.shuffle(order)
+def batches(items, tok, merge, batch_size, rng, sentence_rows, per_scene=1):
+    """Shuffled batches of examples; each item is (scene data, prompt, answer); sentence_rows maps
+    a scene's id to its sentence_targets. A scene's examples come per_scene at a time, and each
+    batch carries every scene it uses once: the vision tower runs once per scene (see forward)."""
+    by_scene = {}
+    for i, (d, _, _) in enumerate(items):
+        by_scene.setdefault(d[0]["id"], []).append(i)
+    chunks = []
+    for indices in by_scene.values():
+        rng.shuffle(indices)
+        chunks += [indices[k:k + per_scene] for k in range(0, len(indices), per_scene)]
+    rng.shuffle(chunks)
+    order = [i for chunk in chunks for i in chunk]
     pad = tok.token_to_id("<|endoftext|>")
     vt = tok.token_to_id("<|video_pad|>")
     for b in range(0, len(order) - batch_size + 1, batch_size):
@@ -230,12 +279,14 @@ def batches(items, tok, merge, batch_size, rng):
             ids[i, :len(s)] = torch.tensor(s)
             labels[i, :len(s)] = torch.tensor(lab)
             mask[i, :len(s)] = 1
-        pixels = torch.cat([d[1] for d, _, _ in chosen]).float()
-        grids = torch.stack([d[2] for d, _, _ in chosen])
-        positions = torch.stack([rope_positions(ids[i], vt, grids[i]) for i in range(len(seqs))], dim=1)  # (3, B, L)
+        scenes = {d[0]["id"]: d for d, _, _ in chosen}                 # each scene once, in order
+        pixels = torch.cat([d[1] for d in scenes.values()]).float()
+        grids = torch.stack([d[2] for d in scenes.values()])
+        scene_of = [list(scenes).index(d[0]["id"]) for d, _, _ in chosen]
+        positions = torch.stack([rope_positions(ids[i], vt, grids[scene_of[i]]) for i in range(len(seqs))], dim=1)  # (3, B, L)
         # Auxiliary targets, in the order the model places video features: per video token, the
-        # cell labels (vision) and its temporal patch index (language model).
-        cells = torch.cat([d[3] for d, _, _ in chosen])
+        # cell labels (vision, per scene) and its temporal patch index (language model, per example).
+        cells = torch.cat([d[3] for d in scenes.values()])
         times = torch.cat([torch.arange(int(d[2][0])).repeat_interleave(int(d[2][1:].prod()) // merge)
                            for d, _, _ in chosen])
         records = torch.cat([d[4] for d, _, _ in chosen])
@@ -243,8 +294,26 @@ def batches(items, tok, merge, batch_size, rng):
         subjects = torch.tensor([(i * width + lab.count(-100) - 1, *subject(p))
                                  for i, ((_, lab), (_, p, _)) in enumerate(zip(seqs, chosen))])
         events = torch.cat([d[5] for d, _, _ in chosen])
+        # The described shape's facts at each position whose output is a description token.
+        sentences = [[i * width + lab.count(-100) - 1 + k, *row]
+                     for i, ((_, lab), (d, p, _)) in enumerate(zip(seqs, chosen)) if p == DESCRIBE
+                     for k, row in enumerate(sentence_rows[d[0]["id"]])
+                     if row[0] >= 0]
+        sentences = torch.tensor(sentences, dtype=torch.long).view(-1, 9)
         yield dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values_videos=pixels, video_grid_thw=grids,
-                   mm_token_type_ids=video_types(ids, tok), position_ids=positions), (cells, times, records, events, subjects)
+                   scene_of=scene_of, mm_token_type_ids=video_types(ids, tok), position_ids=positions), \
+            (cells, times, records, events, subjects, sentences)
+
+
+def forward(model, batch):
+    """The model's output for a batch from batches: the vision tower encodes each scene once and
+    every example of that scene gets its features."""
+    batch = dict(batch)
+    scene_of = batch.pop("scene_of")
+    features = model.model.get_video_features(batch.pop("pixel_values_videos"), batch.pop("video_grid_thw"),
+                                              return_dict=True).pooler_output
+    video = BaseModelOutputWithPooling(pooler_output=tuple(features[k] for k in scene_of))
+    return model(**batch, mm_encoder_outputs={"video": video})
 
 
 class Auxiliary(torch.nn.Module):
@@ -253,7 +322,9 @@ class Auxiliary(torch.nn.Module):
     language model carry each video token's time index, which the text loss alone teaches slowly,
     and, a layer or more later, a record of the shape the token shows (its name, when it appeared,
     how it changed so far) and of the shapes that appeared or disappeared at the token's time (see
-    record_labels), so that answering is a look-up of the named shape's record.
+    record_labels), so that answering is a look-up of the named shape's record; and, at each
+    description token, which shape its sentence is about (at the record layer: the model commits
+    to one shape before naming it) and that shape's facts (at the last layer; see sentence_targets).
     They read the merger's output and decoder layers' hidden states through forward hooks."""
 
     def __init__(self, model, layer, record_layer, maps=6, max_time=16, classes=8):
@@ -268,16 +339,20 @@ class Auxiliary(torch.nn.Module):
         self.record = torch.nn.Linear(hidden, sum(self.split))
         self.events = torch.nn.Linear(hidden, 3 * self.names)
         self.subject = torch.nn.Linear(hidden, len(synth.COLORS) + 1 + len(synth.SHAPES))
+        self.sentence_split = (self.names, len(synth.COLORS), len(synth.SHAPES))
+        self.sentence_name = torch.nn.Linear(hidden, sum(self.sentence_split))
+        self.sentence_facts = torch.nn.Linear(hidden, sum(SENTENCE_FACTS))
         self.seen = {}
         model.model.visual.merger.register_forward_hook(lambda m, i, o: self.seen.__setitem__("vision", o))
         layers = model.model.language_model.layers
         layers[layer].register_forward_hook(lambda m, i, o: self.seen.__setitem__("text", o[0] if isinstance(o, tuple) else o))
         layers[record_layer].register_forward_hook(
             lambda m, i, o: self.seen.__setitem__("record", o[0] if isinstance(o, tuple) else o))
+        layers[-1].register_forward_hook(lambda m, i, o: self.seen.__setitem__("last", o[0] if isinstance(o, tuple) else o))
 
     def losses(self, input_ids, video_token, targets):
-        """(cell loss, time loss, record loss, subject loss)."""
-        cells, times, records, events, subjects = targets
+        """(cell loss, time loss, record loss, subject loss, sentence loss)."""
+        cells, times, records, events, subjects, sentences = targets
         ce = torch.nn.functional.cross_entropy
         vision = self.cells(self.seen["vision"]).view(-1, self.classes)
         video = input_ids == video_token
@@ -292,7 +367,13 @@ class Auxiliary(torch.nn.Module):
         known = subjects[:, 1] >= 0
         asked_loss = (ce(color[known], subjects[known, 1]) + ce(shape[known], subjects[known, 2])) if known.any() \
             else hidden.sum() * 0
-        return ce(vision, cells.view(-1)), ce(self.time(text), times), record, asked_loss
+        sentence_loss = hidden.sum() * 0
+        if len(sentences):
+            norm = lambda h: torch.nn.functional.layer_norm(h.reshape(-1, h.shape[-1])[sentences[:, 0]], h.shape[-1:])
+            names = self.sentence_name(norm(hidden)).split(self.sentence_split, -1)
+            facts = self.sentence_facts(norm(self.seen["last"])).split(SENTENCE_FACTS, -1)
+            sentence_loss = sum(ce(h, sentences[:, 1 + k]) for k, h in enumerate(names + facts))
+        return ce(vision, cells.view(-1)), ce(self.time(text), times), record, asked_loss, sentence_loss
 
 
 def rope_positions(ids, video_token, grid, merge=2):
@@ -369,11 +450,12 @@ def save(model, tok, out):
 
 def main():
     ap = argparse.ArgumentParser(description="Train reelql's demo model.")
-    ap.add_argument("--train", type=int, default=3000, help="train scenes")
+    ap.add_argument("--train", type=int, default=16000, help="train scenes")
     ap.add_argument("--validation", type=int, default=40, help="validation scenes")
-    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--steps", type=int, default=13000)
     ap.add_argument("--minutes", type=float, default=None, help="stop training after this long")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--per-scene", type=int, default=4, help="examples of one scene per batch (they share its vision pass)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
@@ -387,9 +469,11 @@ def main():
     ap.add_argument("--time-layer", type=int, default=1, help="decoder layer whose output carries the time index")
     ap.add_argument("--aux-record", type=float, default=1.0, help="weight of the per-token shape-record loss")
     ap.add_argument("--aux-subject", type=float, default=1.0, help="weight of the question-subject loss")
+    ap.add_argument("--aux-sentence", type=float, default=0.5, help="weight of the described-shape losses")
+    ap.add_argument("--describe-repeat", type=int, default=2, help="examples per scene of the description prompt")
     ap.add_argument("--record-layer", type=int, default=2, help="decoder layer whose output carries the shape records")
     ap.add_argument("--init", help="continue training this checkpoint (written by this script) instead of a new model")
-    ap.add_argument("--every", type=int, default=100, help="validation loss every this many steps")
+    ap.add_argument("--every", type=int, default=250, help="validation loss every this many steps")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default=os.path.join(ROOT, "models", "demo"))
@@ -400,10 +484,9 @@ def main():
     rng = random.Random(args.seed)
     t0 = time.time()
 
-    proc = processor()
     with tempfile.TemporaryDirectory() as work:
-        train = render_split("train", args.train, proc, work)
-        val = render_split("validation", args.validation, proc, work)
+        train = render_split("train", args.train, work, args.threads)
+        val = render_split("validation", args.validation, work, args.threads)
     print(f"rendered {len(train)} + {len(val)} scenes in {time.time() - t0:.0f} s", flush=True)
     if args.init:  # continue from a checkpoint this script wrote (its tokenizer and weights)
         tok = Tokenizer.from_file(os.path.join(args.init, "tokenizer.json"))
@@ -418,7 +501,9 @@ def main():
     print(f"vocabulary {tok.get_vocab_size()}, parameters {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M", flush=True)
 
     items = [(d, p, a) for d in train for p, a in examples(d[0])]
+    items += [(d, DESCRIBE, d[0]["description"]) for d in train] * (args.describe_repeat - 1)
     val_items = [(d, p, a) for d in val for p, a in examples(d[0])]
+    rows = {d[0]["id"]: sentence_targets(tok, d[0]) for d in train + val}
     aux = Auxiliary(model, args.time_layer, args.record_layer)
     vt = tok.token_to_id("<|video_pad|>")
     vision = [p for n, p in model.named_parameters() if n.startswith("model.visual.")]
@@ -434,11 +519,11 @@ def main():
                           "transformers": __import__("transformers").__version__}}) + "\n")
     step, start = 0, time.time()
     while step < args.steps:
-        for batch, targets in batches(items, tok, merge, args.batch, rng):
-            text_loss = model(**batch).loss
-            cell_loss, time_loss, record_loss, subject_loss = aux.losses(batch["input_ids"], vt, targets)
+        for batch, targets in batches(items, tok, merge, args.batch, rng, rows, args.per_scene):
+            text_loss = forward(model, batch).loss
+            cell_loss, time_loss, record_loss, subject_loss, sentence_loss = aux.losses(batch["input_ids"], vt, targets)
             loss = (text_loss + args.aux_vision * cell_loss + args.aux_time * time_loss + args.aux_record * record_loss
-                    + args.aux_subject * subject_loss)
+                    + args.aux_subject * subject_loss + args.aux_sentence * sentence_loss)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
@@ -447,12 +532,12 @@ def main():
             step += 1
             entry = {"step": step, "loss": round(text_loss.item(), 5), "cell_loss": round(cell_loss.item(), 4),
                      "time_loss": round(time_loss.item(), 4), "record_loss": round(record_loss.item(), 4),
-                     "subject_loss": round(subject_loss.item(), 4), "lr": sched.get_last_lr()[0],
+                     "subject_loss": round(subject_loss.item(), 4), "sentence_loss": round(sentence_loss.item(), 4), "lr": sched.get_last_lr()[0],
                      "seconds": round(time.time() - start, 1)}
             if step % args.every == 0 or step == args.steps:
                 model.eval()
                 with torch.no_grad():
-                    vl = [model(**b).loss.item() for b, _ in batches(val_items, tok, merge, args.batch, random.Random(0))]
+                    vl = [forward(model, b).loss.item() for b, _ in batches(val_items, tok, merge, args.batch, random.Random(0), rows)]
                 model.train()
                 entry["validation_loss"] = round(sum(vl) / max(1, len(vl)), 5)
                 print(json.dumps(entry), flush=True)
