@@ -153,9 +153,12 @@ def render_scene(split, index, workdir):
 
 
 def _render_worker(job):
+    """render_scene in a pool process, tensors as numpy arrays (pickled by value: torch would pass
+    each tensor as a file descriptor, and thousands of them exhaust the pool's channel)."""
     torch.set_num_threads(1)
     split, index, workdir = job
-    return render_scene(split, index, workdir)
+    rec, *tensors = render_scene(split, index, workdir)
+    return rec, *(t.numpy() for t in tensors)
 
 
 def render_split(split, count, workdir, jobs=1):
@@ -163,8 +166,8 @@ def render_split(split, count, workdir, jobs=1):
     work = [(split, i, workdir) for i in range(count)]
     out = []
     with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        for item in pool.imap(_render_worker, work, chunksize=16):
-            out.append(item)
+        for rec, *arrays in pool.imap(_render_worker, work, chunksize=16):
+            out.append((rec, *(torch.from_numpy(a) for a in arrays)))
             if len(out) % 1000 == 0:
                 print(f"  {split}: {len(out)}/{count} scenes", flush=True)
     return out
