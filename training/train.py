@@ -201,30 +201,35 @@ def subject(question):
     return color, synth.SHAPES.index(words[i])
 
 
-SENTENCE_FACTS = (16, 16, len(synth.MOTIONS), 2 + len(synth.COLORS), 16)   # appear, leave, motion, change, at
+FACTS = (16, 16, len(synth.MOTIONS), 2 + len(synth.COLORS), 16)   # appear, leave, motion, change, at
 
 
-def sentence_targets(tok, rec):
-    """Per token of the description (and its closing <|im_end|>), the ground truth of the shape
-    whose sentence the token is in, for the auxiliary sentence losses: (tokens, 8) int64 — its name
-    (as in record_labels), the name's color and shape, its appearance time, its disappearance time
-    (0: never), its motion, its change (0 none, 1 grew, 2 + COLORS index: turned that color) and the
-    change's time (0: none); -100 for <|im_end|>."""
-    text = rec["description"]
+def facts(o):
+    """A shape's ground truth for the auxiliary answer losses: its name (as in record_labels), the
+    name's color and shape, its appearance time, its disappearance time (0: never), its motion, its
+    change (0 none, 1 grew, 2 + COLORS index: turned that color) and the change's time (0: none)."""
+    color, shape, change = list(synth.COLORS).index(o["color"]), synth.SHAPES.index(o["shape"]), o["change"]
+    return [color * len(synth.SHAPES) + shape, color, shape, o["appear"], o["leave"] or 0,
+            synth.MOTIONS.index(o["motion"]),
+            0 if not change else 1 if "grow" in change else 2 + list(synth.COLORS).index(change["color"]),
+            change["at"] if change else 0]
+
+
+def answer_targets(tok, rec, prompt, answer):
+    """Per token of an answer (and its closing <|im_end|>), the facts of the shape the text is
+    about, for the auxiliary answer losses: (tokens, 8) int64 — in a description, the shape whose
+    sentence the token is in; in the answer to a question that names one shape, that shape; -100
+    for <|im_end|>, and everywhere when a question names no shape or two."""
     objects = synth.described_order(rec["scene"])
-    rows = []
-    for start, _ in tok.encode(text + "<|im_end|>").offsets:
-        j = text[:start].count(".")
-        if j >= len(objects):
-            rows.append([-100] * 8)
-            continue
-        o = objects[j]
-        color, shape, change = list(synth.COLORS).index(o["color"]), synth.SHAPES.index(o["shape"]), o["change"]
-        rows.append([color * len(synth.SHAPES) + shape, color, shape, o["appear"], o["leave"] or 0,
-                     synth.MOTIONS.index(o["motion"]),
-                     0 if not change else 1 if "grow" in change else 2 + list(synth.COLORS).index(change["color"]),
-                     change["at"] if change else 0])
-    return rows
+    offsets = tok.encode(answer + "<|im_end|>").offsets
+    if prompt == DESCRIBE:
+        about = [answer[:start].count(".") for start, _ in offsets]
+    else:
+        color, shape = subject(prompt)
+        named = [j for j, o in enumerate(objects) if shape >= 0 and o["shape"] == synth.SHAPES[shape]
+                 and (color == len(synth.COLORS) or o["color"] == list(synth.COLORS)[color])]
+        about = [named[0] if len(named) == 1 and start < len(answer) else len(objects) for start, _ in offsets]
+    return [facts(objects[j]) if j < len(objects) else [-100] * 8 for j in about]
 
 
 def encode(tok, prompt, answer, video_tokens):
@@ -256,9 +261,9 @@ def make_config(tok, args):
         image_token_id=tid("<|image_pad|>"), video_token_id=tid("<|video_pad|>"), tie_word_embeddings=False)
 
 
-def batches(items, tok, merge, batch_size, rng, sentence_rows, per_scene=1):
-    """Shuffled batches of examples; each item is (scene data, prompt, answer); sentence_rows maps
-    a scene's id to its sentence_targets. A scene's examples come per_scene at a time, and each
+def batches(items, tok, merge, batch_size, rng, answer_rows, per_scene=1):
+    """Shuffled batches of examples; each item is (scene data, prompt, answer); answer_rows maps
+    (scene id, prompt) to the example's answer_targets. A scene's examples come per_scene at a time, and each
     batch carries every scene it uses once: the vision tower runs once per scene (see forward)."""
     by_scene = {}
     for i, (d, _, _) in enumerate(items):
@@ -297,15 +302,14 @@ def batches(items, tok, merge, batch_size, rng, sentence_rows, per_scene=1):
         subjects = torch.tensor([(i * width + lab.count(-100) - 1, *subject(p))
                                  for i, ((_, lab), (_, p, _)) in enumerate(zip(seqs, chosen))])
         events = torch.cat([d[5] for d, _, _ in chosen])
-        # The described shape's facts at each position whose output is a description token.
-        sentences = [[i * width + lab.count(-100) - 1 + k, *row]
-                     for i, ((_, lab), (d, p, _)) in enumerate(zip(seqs, chosen)) if p == DESCRIBE
-                     for k, row in enumerate(sentence_rows[d[0]["id"]])
-                     if row[0] >= 0]
-        sentences = torch.tensor(sentences, dtype=torch.long).view(-1, 9)
+        # The facts of the shape the answer is about, at each position whose output is an answer token.
+        about = [[i * width + lab.count(-100) - 1 + k, *row]
+                 for i, ((_, lab), (d, p, _)) in enumerate(zip(seqs, chosen))
+                 for k, row in enumerate(answer_rows[d[0]["id"], p]) if row[0] >= 0]
+        about = torch.tensor(about, dtype=torch.long).view(-1, 9)
         yield dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values_videos=pixels, video_grid_thw=grids,
                    scene_of=scene_of, mm_token_type_ids=video_types(ids, tok), position_ids=positions), \
-            (cells, times, records, events, subjects, sentences)
+            (cells, times, records, events, subjects, about)
 
 
 def forward(model, batch):
@@ -326,8 +330,9 @@ class Auxiliary(torch.nn.Module):
     and, a layer or more later, a record of the shape the token shows (its name, when it appeared,
     how it changed so far) and of the shapes that appeared or disappeared at the token's time (see
     record_labels), so that answering is a look-up of the named shape's record; and, at each
-    description token, which shape its sentence is about (at the record layer: the model commits
-    to one shape before naming it) and that shape's facts (at the last layer; see sentence_targets).
+    answer token, which shape the text is about (at the record layer: in a description the model
+    commits to one shape before naming it) and that shape's facts (at the last layer; see
+    answer_targets).
     They read the merger's output and decoder layers' hidden states through forward hooks."""
 
     def __init__(self, model, layer, record_layer, maps=6, max_time=16, classes=8):
@@ -342,9 +347,9 @@ class Auxiliary(torch.nn.Module):
         self.record = torch.nn.Linear(hidden, sum(self.split))
         self.events = torch.nn.Linear(hidden, 3 * self.names)
         self.subject = torch.nn.Linear(hidden, len(synth.COLORS) + 1 + len(synth.SHAPES))
-        self.sentence_split = (self.names, len(synth.COLORS), len(synth.SHAPES))
-        self.sentence_name = torch.nn.Linear(hidden, sum(self.sentence_split))
-        self.sentence_facts = torch.nn.Linear(hidden, sum(SENTENCE_FACTS))
+        self.about_split = (self.names, len(synth.COLORS), len(synth.SHAPES))
+        self.about_name = torch.nn.Linear(hidden, sum(self.about_split))
+        self.about_facts = torch.nn.Linear(hidden, sum(FACTS))
         self.seen = {}
         model.model.visual.merger.register_forward_hook(lambda m, i, o: self.seen.__setitem__("vision", o))
         layers = model.model.language_model.layers
@@ -354,8 +359,8 @@ class Auxiliary(torch.nn.Module):
         layers[-1].register_forward_hook(lambda m, i, o: self.seen.__setitem__("last", o[0] if isinstance(o, tuple) else o))
 
     def losses(self, input_ids, video_token, targets):
-        """(cell loss, time loss, record loss, subject loss, sentence loss)."""
-        cells, times, records, events, subjects, sentences = targets
+        """(cell loss, time loss, record loss, subject loss, about loss)."""
+        cells, times, records, events, subjects, about = targets
         ce = torch.nn.functional.cross_entropy
         vision = self.cells(self.seen["vision"]).view(-1, self.classes)
         video = input_ids == video_token
@@ -370,13 +375,13 @@ class Auxiliary(torch.nn.Module):
         known = subjects[:, 1] >= 0
         asked_loss = (ce(color[known], subjects[known, 1]) + ce(shape[known], subjects[known, 2])) if known.any() \
             else hidden.sum() * 0
-        sentence_loss = hidden.sum() * 0
-        if len(sentences):
-            norm = lambda h: torch.nn.functional.layer_norm(h.reshape(-1, h.shape[-1])[sentences[:, 0]], h.shape[-1:])
-            names = self.sentence_name(norm(hidden)).split(self.sentence_split, -1)
-            facts = self.sentence_facts(norm(self.seen["last"])).split(SENTENCE_FACTS, -1)
-            sentence_loss = sum(ce(h, sentences[:, 1 + k]) for k, h in enumerate(names + facts))
-        return ce(vision, cells.view(-1)), ce(self.time(text), times), record, asked_loss, sentence_loss
+        about_loss = hidden.sum() * 0
+        if len(about):
+            norm = lambda h: torch.nn.functional.layer_norm(h.reshape(-1, h.shape[-1])[about[:, 0]], h.shape[-1:])
+            names = self.about_name(norm(hidden)).split(self.about_split, -1)
+            known = self.about_facts(norm(self.seen["last"])).split(FACTS, -1)
+            about_loss = sum(ce(h, about[:, 1 + k]) for k, h in enumerate(names + known))
+        return ce(vision, cells.view(-1)), ce(self.time(text), times), record, asked_loss, about_loss
 
 
 def rope_positions(ids, video_token, grid, merge=2):
@@ -472,7 +477,7 @@ def main():
     ap.add_argument("--time-layer", type=int, default=1, help="decoder layer whose output carries the time index")
     ap.add_argument("--aux-record", type=float, default=1.0, help="weight of the per-token shape-record loss")
     ap.add_argument("--aux-subject", type=float, default=1.0, help="weight of the question-subject loss")
-    ap.add_argument("--aux-sentence", type=float, default=0.5, help="weight of the described-shape losses")
+    ap.add_argument("--aux-about", type=float, default=0.5, help="weight of the losses on the shape an answer is about")
     ap.add_argument("--describe-repeat", type=int, default=2, help="examples per scene of the description prompt")
     ap.add_argument("--record-layer", type=int, default=2, help="decoder layer whose output carries the shape records")
     ap.add_argument("--init", help="continue training this checkpoint (written by this script) instead of a new model")
@@ -506,7 +511,7 @@ def main():
     items = [(d, p, a) for d in train for p, a in examples(d[0])]
     items += [(d, DESCRIBE, d[0]["description"]) for d in train] * (args.describe_repeat - 1)
     val_items = [(d, p, a) for d in val for p, a in examples(d[0])]
-    rows = {d[0]["id"]: sentence_targets(tok, d[0]) for d in train + val}
+    rows = {(d[0]["id"], p): answer_targets(tok, d[0], p, a) for d, p, a in items + val_items}
     aux = Auxiliary(model, args.time_layer, args.record_layer)
     vt = tok.token_to_id("<|video_pad|>")
     vision = [p for n, p in model.named_parameters() if n.startswith("model.visual.")]
@@ -524,9 +529,9 @@ def main():
     while step < args.steps:
         for batch, targets in batches(items, tok, merge, args.batch, rng, rows, args.per_scene):
             text_loss = forward(model, batch).loss
-            cell_loss, time_loss, record_loss, subject_loss, sentence_loss = aux.losses(batch["input_ids"], vt, targets)
+            cell_loss, time_loss, record_loss, subject_loss, about_loss = aux.losses(batch["input_ids"], vt, targets)
             loss = (text_loss + args.aux_vision * cell_loss + args.aux_time * time_loss + args.aux_record * record_loss
-                    + args.aux_subject * subject_loss + args.aux_sentence * sentence_loss)
+                    + args.aux_subject * subject_loss + args.aux_about * about_loss)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(aux.parameters()), 1.0)
@@ -535,7 +540,7 @@ def main():
             step += 1
             entry = {"step": step, "loss": round(text_loss.item(), 5), "cell_loss": round(cell_loss.item(), 4),
                      "time_loss": round(time_loss.item(), 4), "record_loss": round(record_loss.item(), 4),
-                     "subject_loss": round(subject_loss.item(), 4), "sentence_loss": round(sentence_loss.item(), 4), "lr": sched.get_last_lr()[0],
+                     "subject_loss": round(subject_loss.item(), 4), "about_loss": round(about_loss.item(), 4), "lr": sched.get_last_lr()[0],
                      "seconds": round(time.time() - start, 1)}
             if step % args.every == 0 or step == args.steps:
                 model.eval()
