@@ -8,9 +8,11 @@ Steps, all deterministic (fixed seeds, fixed scene indices):
     112×112 — the sampling and processing rules reelql implements;
  2. train a byte-level BPE tokenizer (Qwen2's pre-tokenizer regex) on the train split's text and
     add Qwen2-VL's special tokens;
- 3. train Qwen2VLForConditionalGeneration (a small config of the real architecture) on one
-    example per (scene, prompt): "Describe this video." → the reference description, and each
-    question → its answer, in Qwen2-VL's chat format, with the loss on the answer only;
+ 3. train Qwen2VLForConditionalGeneration (a small config of the real architecture) on examples
+    of each scene: "Describe this video." → the reference description (--describe-repeat times
+    per epoch), and each question → its answer, in Qwen2-VL's chat format, with the loss on the
+    answer only (plus training-only auxiliary heads, see Auxiliary), a few examples of a scene per
+    batch sharing one vision pass;
  4. log train/validation loss (training/logs/), score greedy answers on validation scenes, and
     write the checkpoint in the Hugging Face layout to models/demo/.
 
@@ -154,7 +156,7 @@ def render_scene(split, index, workdir):
 
 def _render_worker(job):
     """render_scene in a pool process, tensors as numpy arrays (pickled by value: torch would pass
-    each tensor as a file descriptor, and thousands of them exhaust the pool's channel)."""
+    each tensor as a shared file descriptor, and thousands of them run out of descriptors)."""
     torch.set_num_threads(1)
     split, index, workdir = job
     rec, *tensors = render_scene(split, index, workdir)
@@ -217,7 +219,7 @@ def facts(o):
 
 def answer_targets(tok, rec, prompt, answer):
     """Per token of an answer (and its closing <|im_end|>), the facts of the shape the text is
-    about, for the auxiliary answer losses: (tokens, 8) int64 — in a description, the shape whose
+    about, for the auxiliary answer losses: a list of 8-int rows (see facts) — in a description, the shape whose
     sentence the token is in; in the answer to a question that names one shape, that shape; -100
     for <|im_end|>, and everywhere when a question names no shape or two."""
     objects = synth.described_order(rec["scene"])
@@ -330,7 +332,7 @@ class Auxiliary(torch.nn.Module):
     and, a layer or more later, a record of the shape the token shows (its name, when it appeared,
     how it changed so far) and of the shapes that appeared or disappeared at the token's time (see
     record_labels), so that answering is a look-up of the named shape's record; and, at each
-    answer token, which shape the text is about (at the record layer: in a description the model
+    position whose output is an answer token, which shape the text is about (at the record layer: in a description the model
     commits to one shape before naming it) and that shape's facts (at the last layer; see
     answer_targets).
     They read the merger's output and decoder layers' hidden states through forward hooks."""
@@ -478,7 +480,7 @@ def main():
     ap.add_argument("--aux-record", type=float, default=1.0, help="weight of the per-token shape-record loss")
     ap.add_argument("--aux-subject", type=float, default=1.0, help="weight of the question-subject loss")
     ap.add_argument("--aux-about", type=float, default=0.5, help="weight of the losses on the shape an answer is about")
-    ap.add_argument("--describe-repeat", type=int, default=2, help="examples per scene of the description prompt")
+    ap.add_argument("--describe-repeat", type=int, default=2, help="examples per scene of the description prompt (≥ 1)")
     ap.add_argument("--record-layer", type=int, default=2, help="decoder layer whose output carries the shape records")
     ap.add_argument("--init", help="continue training this checkpoint (written by this script) instead of a new model")
     ap.add_argument("--every", type=int, default=250, help="validation loss every this many steps")
@@ -509,6 +511,8 @@ def main():
     print(f"vocabulary {tok.get_vocab_size()}, parameters {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M", flush=True)
 
     items = [(d, p, a) for d in train for p, a in examples(d[0])]
+    if args.describe_repeat < 1:
+        ap.error("--describe-repeat must be at least 1")
     items += [(d, DESCRIBE, d[0]["description"]) for d in train] * (args.describe_repeat - 1)
     val_items = [(d, p, a) for d in val for p, a in examples(d[0])]
     rows = {(d[0]["id"], p): answer_targets(tok, d[0], p, a) for d, p, a in items + val_items}
