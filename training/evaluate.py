@@ -92,6 +92,7 @@ def run_reelql(binary, path, questions, max_new):
 def main():
     ap = argparse.ArgumentParser(description="Score the demo model on held-out clips.")
     ap.add_argument("--count", type=int, default=200)
+    ap.add_argument("--start", type=int, default=0, help="first test-split index")
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "demo"))
     ap.add_argument("--reelql", default=os.path.join(ROOT, ".build", "release", "reelql"))
     ap.add_argument("--only", choices=["reelql", "transformers"])
@@ -101,7 +102,7 @@ def main():
     args = ap.parse_args()
 
     check_scorer()
-    records = [synth.record(synth.make_scene("test", i)) for i in range(args.count)]
+    records = [synth.record(synth.make_scene("test", i)) for i in range(args.start, args.start + args.count)]
     work = args.keep or tempfile.mkdtemp(prefix="reelql-eval-")
     os.makedirs(work, exist_ok=True)
     for r in records:
@@ -132,7 +133,7 @@ def main():
         engines["transformers"] = transformers
 
     outputs = {}
-    results = {"count": args.count, "model": os.path.relpath(args.model, ROOT), "engines": {}}
+    results = {"count": args.count, "start": args.start, "model": os.path.relpath(args.model, ROOT), "engines": {}}
     for name, engine in engines.items():
         t0 = time.time()
         dc = dt = ac = at = 0
