@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Train reelql's demo model: a small Qwen2-VL on the synthetic shape world (training/synth.py).
 
-Steps, all deterministic (fixed seeds, fixed scene indices):
+Steps, with fixed seeds and scene indices (scenes, frames and text are deterministic; 2-thread CPU
+torch arithmetic is not bit-exact, so reruns agree to about the 4th digit of the loss):
  1. render N train and M validation scenes to H.264 mp4 (as users' files are) and decode them
     again with PyAV; sample frames with qwen-vl-utils' rule at 2 fps (smart_nframes, indices
     round(linspace(0, total-1, n))) and process them with transformers' Qwen2VLVideoProcessor at
@@ -89,6 +90,16 @@ def cell_labels(scene, times, cell=28):
     return torch.from_numpy(np.concatenate(per_patch))
 
 
+def name_class(o):
+    """A shape's name class: its color at the start × its shape (COLORS × SHAPES)."""
+    return list(synth.COLORS).index(o["color"]) * len(synth.SHAPES) + synth.SHAPES.index(o["shape"])
+
+
+def change_class(change):
+    """0 no change, 1 grew, 2 + COLORS index: turned that color."""
+    return 0 if not change else 1 if "grow" in change else 2 + list(synth.COLORS).index(change["color"])
+
+
 def record_labels(scene, times, cell=28):
     """Ground truth per merged video token for the language model's auxiliary losses, each
     computable from the token and the video before it (the decoder attends causally):
@@ -102,7 +113,7 @@ def record_labels(scene, times, cell=28):
     n = synth.SIZE // cell
     names = len(synth.COLORS) * len(synth.SHAPES)
     objects = scene["objects"]
-    name = [list(synth.COLORS).index(o["color"]) * len(synth.SHAPES) + synth.SHAPES.index(o["shape"]) for o in objects]
+    name = [name_class(o) for o in objects]
     labels, events, before, prev = [], [], set(), -1.0
     for a, b in zip(times[0::2], times[1::2]):
         owner = np.zeros((synth.SIZE, synth.SIZE, len(objects) + 1), np.int64)   # pixels per object, both frames
@@ -118,9 +129,7 @@ def record_labels(scene, times, cell=28):
             if k:
                 o = objects[k - 1]
                 change = o["change"]
-                rows[token] = (name[k - 1], o["appear"],
-                               0 if not change or b < change["at"] else 1 if "grow" in change
-                               else 2 + list(synth.COLORS).index(change["color"]),
+                rows[token] = (name[k - 1], o["appear"], change_class(change if change and b >= change["at"] else None),
                                list(synth.COLORS).index(o["color"]), synth.SHAPES.index(o["shape"]),
                                synth.MOTIONS.index(o["motion"]))
         now = {k for k, o in enumerate(objects) if synth.state_at(o, a)[0] or synth.state_at(o, b)[0]}
@@ -210,11 +219,9 @@ def facts(o):
     """A shape's ground truth for the auxiliary answer losses: its name (as in record_labels), the
     name's color and shape, its appearance time, its disappearance time (0: never), its motion, its
     change (0 none, 1 grew, 2 + COLORS index: turned that color) and the change's time (0: none)."""
-    color, shape, change = list(synth.COLORS).index(o["color"]), synth.SHAPES.index(o["shape"]), o["change"]
-    return [color * len(synth.SHAPES) + shape, color, shape, o["appear"], o["leave"] or 0,
-            synth.MOTIONS.index(o["motion"]),
-            0 if not change else 1 if "grow" in change else 2 + list(synth.COLORS).index(change["color"]),
-            change["at"] if change else 0]
+    return [name_class(o), list(synth.COLORS).index(o["color"]), synth.SHAPES.index(o["shape"]), o["appear"],
+            o["leave"] or 0, synth.MOTIONS.index(o["motion"]), change_class(o["change"]),
+            o["change"]["at"] if o["change"] else 0]
 
 
 def answer_targets(tok, rec, prompt, answer):
@@ -300,13 +307,13 @@ def batches(items, tok, merge, batch_size, rng, answer_rows, per_scene=1):
         times = torch.cat([torch.arange(int(d[2][0])).repeat_interleave(int(d[2][1:].prod()) // merge)
                            for d, _, _ in chosen])
         records = torch.cat([d[4] for d, _, _ in chosen])
-        # The question's subject, at the last prompt token (whose output is the first answer token).
-        subjects = torch.tensor([(i * width + lab.count(-100) - 1, *subject(p))
-                                 for i, ((_, lab), (_, p, _)) in enumerate(zip(seqs, chosen))])
+        # Flat index of each example's last prompt token (whose output is the first answer token).
+        last = [i * width + lab.count(-100) - 1 for i, (_, lab) in enumerate(seqs)]
+        # The question's subject, at the last prompt token.
+        subjects = torch.tensor([(at, *subject(p)) for at, (_, p, _) in zip(last, chosen)])
         events = torch.cat([d[5] for d, _, _ in chosen])
         # The facts of the shape the answer is about, at each position whose output is an answer token.
-        about = [[i * width + lab.count(-100) - 1 + k, *row]
-                 for i, ((_, lab), (d, p, _)) in enumerate(zip(seqs, chosen))
+        about = [[at + k, *row] for at, (d, p, _) in zip(last, chosen)
                  for k, row in enumerate(answer_rows[d[0]["id"], p]) if row[0] >= 0]
         about = torch.tensor(about, dtype=torch.long).view(-1, 9)
         yield dict(input_ids=ids, attention_mask=mask, labels=labels, pixel_values_videos=pixels, video_grid_thw=grids,
@@ -381,8 +388,8 @@ class Auxiliary(torch.nn.Module):
         if len(about):
             norm = lambda h: torch.nn.functional.layer_norm(h.reshape(-1, h.shape[-1])[about[:, 0]], h.shape[-1:])
             names = self.about_name(norm(hidden)).split(self.about_split, -1)
-            known = self.about_facts(norm(self.seen["last"])).split(FACTS, -1)
-            about_loss = sum(ce(h, about[:, 1 + k]) for k, h in enumerate(names + known))
+            shown = self.about_facts(norm(self.seen["last"])).split(FACTS, -1)
+            about_loss = sum(ce(h, about[:, 1 + k]) for k, h in enumerate(names + shown))
         return ce(vision, cells.view(-1)), ce(self.time(text), times), record, asked_loss, about_loss
 
 
@@ -515,7 +522,7 @@ def main():
         ap.error("--describe-repeat must be at least 1")
     items += [(d, DESCRIBE, d[0]["description"]) for d in train] * (args.describe_repeat - 1)
     val_items = [(d, p, a) for d in val for p, a in examples(d[0])]
-    rows = {(d[0]["id"], p): answer_targets(tok, d[0], p, a) for d, p, a in items + val_items}
+    rows = {(d[0]["id"], p): answer_targets(tok, d[0], p, a) for d in train + val for p, a in examples(d[0])}
     aux = Auxiliary(model, args.time_layer, args.record_layer)
     vt = tok.token_to_id("<|video_pad|>")
     vision = [p for n, p in model.named_parameters() if n.startswith("model.visual.")]
