@@ -7,6 +7,6 @@ WORKDIR /opt/reelql
 COPY scripts/ scripts/
 RUN scripts/setup.sh && rm -rf /var/lib/apt/lists/*
 COPY . .
-RUN swift build -c release --product reelql \
+RUN swift build -c release --force-resolved-versions --product reelql \
  && install -D "$(swift build -c release --show-bin-path)/reelql" /usr/local/bin/reelql
 ENTRYPOINT ["reelql"]

@@ -30,7 +30,7 @@ bench-decode: release output/bench-720p30.mp4
 # Regenerates the fixture videos (ffmpeg CLI) and their reference data (needs the reference venv).
 fixtures:
 	fixtures/scripts/make_videos.sh
-	"$$(../shared/tools/reference-venv.sh)" fixtures/scripts/reference_frames.py
+	"$$(scripts/reference-venv.sh)" fixtures/scripts/reference_frames.py
 
 clean:
 	rm -rf .build output/demo

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-swift build -c release --product reelql
+swift build -c release --force-resolved-versions --product reelql
 BIN="$(swift build -c release --show-bin-path)/reelql"
 "$BIN" run pipelines/demo.yaml
 echo

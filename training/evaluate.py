@@ -13,7 +13,7 @@ Scores:
   - answers: exact match after trimming.
 
   numpy 2.4.6, av 18.1.0, torch 2.15.0, transformers 5.24.0 (reference virtualenv)
-  usage: PY=$(../shared/tools/reference-venv.sh)
+  usage: PY=$(scripts/reference-venv.sh)
          $PY training/evaluate.py --count 200                     # reelql and transformers
          $PY training/evaluate.py --count 200 --only reelql --reelql .build/release/reelql
 """

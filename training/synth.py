@@ -17,7 +17,7 @@ and text. Rendering is numpy only; writing mp4 needs PyAV (libx264).
   usage: python training/synth.py --split test --count 200 --out build/test   # mp4 + jsonl
          python training/synth.py --split train --count 5 --print              # text only
 
-  numpy 2.4.6, av 18.1.0 (the reference virtualenv, ../shared/tools/reference-venv.sh)
+  numpy 2.4.6, av 18.1.0 (the reference virtualenv, scripts/reference-venv.sh)
 """
 import argparse
 import hashlib

@@ -18,7 +18,7 @@ torch arithmetic is not bit-exact, so reruns agree to about the 4th digit of the
     write the checkpoint in the Hugging Face layout to models/demo/.
 
   torch 2.15.0, transformers 5.24.0, tokenizers 0.23.3, qwen-vl-utils 0.0.14, av 18.1.0
-  usage: PY=$(../shared/tools/reference-venv.sh)
+  usage: PY=$(scripts/reference-venv.sh)
          $PY training/train.py                       # the shipped model (about an hour, 2 cores)
          $PY training/train.py --train 64 --steps 20 --out /tmp/demo-smoke   # a smoke run
 """

@@ -26,9 +26,9 @@ struct DecodeBench: ParsableCommand {
         commandName: "decode",
         abstract: "Time reelql's frame sampling against the ffmpeg CLI doing the same work.",
         discussion: """
-        Samples FILE at --fps, resized by smart_resize with --max-pixels, and in the same run times
-        `ffmpeg -i FILE -vf fps=F,scale=W:H -f rawvideo -pix_fmt rgb24 -` at the same size.
-        Runs alternate between the two; the medians and their ratio are printed.
+        Samples FILE at --fps, resized by smart_resize with --max-pixels, and in the same run times \
+        `ffmpeg -i FILE -vf fps=F,scale=W:H -f rawvideo -pix_fmt rgb24 -` at the same size. \
+        Runs alternate between the two; the medians and their ratio are printed. \
         Make the standard clip with `make bench-clip` (1280×720, 30 fps, 20 s, H.264).
         """)
 
@@ -97,8 +97,8 @@ struct IngestBench: ParsableCommand {
         commandName: "ingest",
         abstract: "Open and sample FILES round-robin, --files times in all; report files/s and memory growth.",
         discussion: """
-        Resident memory is read after a warm-up of --warmup files and again at the end: a leak of
-        FFmpeg contexts or frame buffers shows as growth. Unreadable files count as opened (their
+        Resident memory is read after a warm-up of --warmup files and again at the end: a leak of \
+        FFmpeg contexts or frame buffers shows as growth. Unreadable files count as opened (their \
         error is part of the work).
         """)
 

@@ -32,7 +32,7 @@ struct DescribeCommand: ParsableCommand {
         commandName: "describe",
         abstract: "Describe a video (and answer questions about it) with a Qwen2-VL checkpoint.",
         discussion: """
-        The video is sampled, encoded and its prompt prefix prefilled once; the description and every
+        The video is sampled, encoded and its prompt prefix prefilled once; the description and every \
         --question are answered from that one encoding. Text streams to stdout as it is generated.
         """)
 

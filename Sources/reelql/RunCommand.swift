@@ -8,10 +8,10 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Process a directory of videos (or a pipeline spec) into a SQLite database.",
         discussion: """
-        SPEC is a pipeline YAML file, or a directory of videos (processed with default settings).
-        Reruns skip clips already done under the same model, prompts and settings, redo files whose
-        content changed, and mark vanished files. Ctrl-C (SIGINT) or SIGTERM finishes the clip in
-        flight and exits; a second Ctrl-C exits at once. Exit status: 0, 3 when some videos failed,
+        SPEC is a pipeline YAML file, or a directory of videos (processed with default settings). \
+        Reruns skip clips already done under the same model, prompts and settings, redo files whose \
+        content changed, and mark vanished files. Ctrl-C (SIGINT) or SIGTERM finishes the clip in \
+        flight and exits; a second Ctrl-C exits at once. Exit status: 0, 3 when some videos failed, \
         130 when interrupted.
         """)
 

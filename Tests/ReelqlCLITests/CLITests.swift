@@ -265,4 +265,29 @@ import VLM
         let ids = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [Int]
         #expect(ids == (try Tokenizer(directory: Self.model)).encode("<|im_start|>user"))
     }
+
+    /// Every command's help reads as written: ArgumentParser re-wraps discussions to the terminal, so
+    /// a hard line break inside a paragraph would show as a ragged break mid-sentence. With a terminal
+    /// wide enough for any paragraph, each line of the overview and discussion is a whole paragraph.
+    @Test func helpTextHasNoHardLineBreaks() throws {
+        var commands: [[String]] = [[]], seen = 0
+        while seen < commands.count {
+            let path = commands[seen]; seen += 1
+            let r = try CLI.run(path + ["--help"], environment: ["COLUMNS": "100000"])
+            #expect(r.status == 0, "\(path): \(r.stderr)")
+            let lines = r.stdout.components(separatedBy: "\n")
+            let usage = lines.firstIndex { $0.hasPrefix("USAGE:") } ?? lines.count
+            for line in lines[..<usage] where !line.isEmpty {
+                let last = line.trimmingCharacters(in: .whitespaces).last
+                #expect(last.map { ".:)`".contains($0) } ?? true, "reelql \(path.joined(separator: " ")) --help: '\(line)'")
+            }
+            if let start = lines.firstIndex(of: "SUBCOMMANDS:") {
+                for line in lines[(start + 1)...] {
+                    guard line.hasPrefix("  "), let name = line.split(separator: " ").first, !name.hasPrefix("See") else { break }
+                    commands.append(path + [String(name)])
+                }
+            }
+        }
+        #expect(commands.count > 12, "found \(commands.map { $0.joined(separator: " ") })")
+    }
 }

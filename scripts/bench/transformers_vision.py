@@ -2,8 +2,8 @@
 """The reference point for `reelql bench vision`: transformers' Qwen2-VL vision tower with the
 Qwen2-VL-2B vision config (depth 32, width 1280, 16 heads; random weights) on 8 frames at
 448×448 (4096 patches), timed on this machine.
-  usage: $(../shared/tools/reference-venv.sh) scripts/bench/transformers_vision.py [bf16|f32]
-(torch 2.15.0, transformers 5.24.0, as ../shared/tools/reference-venv.sh installs them)"""
+  usage: $(scripts/reference-venv.sh) scripts/bench/transformers_vision.py [bf16|f32]
+(torch 2.15.0, transformers 5.24.0, as scripts/reference-venv.sh installs them)"""
 import sys
 import time
 
