@@ -179,22 +179,34 @@ public final class VideoDecoder {
         let workers = max(1, min(useful, segments.count))
         var options = decodeOptions
         if workers > 1 && options.threads == 0 { options.threads = max(1, cores / workers) }
-        // Longest segments first, so that the workers finish together.
-        let queue = SegmentQueue(segments.sorted { $0.cost > $1.cost })
-        let job = DecodeJob(path: path, index: index, wanted: wantedPacket, wantedFrames: wantedFrames,
-                            plan: plan, rotation: probe.rotation, options: options)
-        let results = WorkerResults(count: workers)
         let first = UncheckedBox(demuxer)
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            do {
-                // Worker 0 reuses the demuxer that built the index; the others open their own.
-                let demuxer = w == 0 ? first.value : try Demuxer(path: job.path)
-                results.store(w, try job.run(demuxer: demuxer, queue: queue))
-            } catch {
-                results.fail(error)
+        func decodeSegments(_ options: DecodeOptions, reuseDemuxer: Bool) throws -> WorkerResults {
+            // Longest segments first, so that the workers finish together.
+            let queue = SegmentQueue(segments.sorted { $0.cost > $1.cost })
+            let job = DecodeJob(path: path, index: index, wanted: wantedPacket, wantedFrames: wantedFrames,
+                                plan: plan, rotation: probe.rotation, options: options)
+            let results = WorkerResults(count: workers)
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                do {
+                    // Worker 0 reuses the demuxer that built the index; the others open their own.
+                    let demuxer = w == 0 && reuseDemuxer ? first.value : try Demuxer(path: job.path)
+                    results.store(w, try job.run(demuxer: demuxer, queue: queue))
+                } catch {
+                    results.fail(error)
+                }
             }
+            if let error = results.error { throw error }
+            return results
         }
-        if let error = results.error { throw error }
+        var results = try decodeSegments(options, reuseDemuxer: true)
+        // How FFmpeg conceals damage depends on which frames its other threads have finished, so
+        // a damaged stream decoded with several decoder threads gives different pictures from run
+        // to run. Damaged segments are decoded again on one thread each: the same frames every time.
+        if options.threads != 1, results.outcomes.contains(where: { ($0?.decoderErrors ?? 0) > 0 }) {
+            var single = options
+            single.threads = 1
+            results = try decodeSegments(single, reuseDemuxer: false)
+        }
 
         var decoded: [Int: VideoFrame] = [:]
         var damage = DecodeDamage()

@@ -53,4 +53,21 @@ import Testing
         #expect(b.timestamps.allSatisfy { $0 >= 10 })
         #expect(a.timestamps.allSatisfy { $0 < 10 })
     }
+
+    /// How FFmpeg conceals damage depends on its threads' timing: a damaged stream must give the
+    /// same pictures on every run and with every strategy — those of one decoder thread.
+    @Test(arguments: ["corrupt.mp4", "truncated.mp4"])
+    func damagedStreamsDecodeTheSameEveryTime(name: String) throws {
+        let options = SamplingOptions(fps: 2, resize: ResizeOptions(minPixels: 784, maxPixels: 12544))
+        let reference = try VideoDecoder(path: Fixtures.video(name), options: DecodeOptions(threads: 1, workers: 1)).sample(options)
+        #expect(reference.damage != nil, "\(name) is not damaged")
+        for strategy in [DecodeOptions(), DecodeOptions(threads: 2, workers: 1), DecodeOptions(threads: 4), DecodeOptions(seekThreshold: 0, workers: 3)] {
+            for _ in 0..<3 {
+                let sampled = try VideoDecoder(path: Fixtures.video(name), options: strategy).sample(options)
+                #expect(sampled.indices == reference.indices, "\(name)")
+                let same = sampled.frames.map(\.rgb) == reference.frames.map(\.rgb)
+                #expect(same, "\(name) with \(strategy): other pictures than one decoder thread's")
+            }
+        }
+    }
 }
