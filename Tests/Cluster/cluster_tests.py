@@ -312,6 +312,9 @@ generation: {{max_new_tokens: 64}}
         done_before = conn.execute("SELECT count(*) FROM clips").fetchone()[0]
     assert state != "COMPLETED" and 0 < done_before < shard_clips[k], (
         f"the kill did not land mid-run: task {task} {state} with {done_before} of {shard_clips[k]} clips")
+    with open(os.path.join(results, f"shard-{k}.log")) as f:
+        text = f.read()
+    assert "stopping after the clip in flight" not in text, f"task {task} was stopped gracefully, not killed:\n{text}"
     log(f"slurm: task {task} killed ({state}) after {done_before} of {shard_clips[k]} clips")
     slurm.cmd(["scontrol", "requeue", task])
     slurm.cmd(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=False)  # no requeue delay
@@ -403,6 +406,17 @@ def test_kubernetes(reelql):
         script = merge_cmd[-1].replace("/results/", results + "/")
         args = json.loads(run(["sh", "-c", script], env=dict(os.environ, PATH=fake + ":" + os.environ["PATH"])).stdout)
         assert args[0] == "merge" and sorted(os.path.basename(a) for a in args[2:]) == sorted(os.path.basename(d) for d in dbs), args
+    # The merge waits with kubectl: its service account must be allowed to read Jobs.
+    merge_pod = merge["spec"]["template"]["spec"]
+    if any(c["command"][0] == "kubectl" for c in merge_pod.get("initContainers", [])):
+        account = merge_pod.get("serviceAccountName")
+        roles = {d["metadata"]["name"]: d for d in docs if d and d.get("kind") == "Role"}
+        bound = [roles.get(b["roleRef"]["name"]) for b in docs if b and b.get("kind") == "RoleBinding"
+                 and any(s.get("kind") == "ServiceAccount" and s.get("name") == account for s in b.get("subjects", []))]
+        allowed = {(g, res, v) for role in bound if role for rule in role["rules"]
+                   for g in rule["apiGroups"] for res in rule["resources"] for v in rule["verbs"]}
+        assert account and {("batch", "jobs", "get"), ("batch", "jobs", "watch")} <= allowed, (
+            f"the merge Job runs kubectl wait as service account {account!r}, which may not get and watch Jobs")
     log(f"kubernetes: manifest valid (strict, API 1.37); indices 0…{n - 1} run shards 1…{n} of {n}; merge reads all {n}")
 
 
