@@ -426,8 +426,11 @@ TESTS = {"kubernetes": test_kubernetes, "slurm": test_slurm}
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reelql", required=True, help="the reelql binary to test")
-    ap.add_argument("tests", nargs="*", choices=sorted(TESTS), default=[])
+    ap.add_argument("tests", nargs="*", help=f"which tests: {', '.join(sorted(TESTS))} (default: all)")
     a = ap.parse_args()
+    for name in a.tests:
+        if name not in TESTS:
+            ap.error(f"no test '{name}': choose from {', '.join(sorted(TESTS))}")
     reelql = os.path.abspath(a.reelql)
     passed = failed = skipped = 0
     for name in a.tests or sorted(TESTS):
