@@ -39,9 +39,10 @@ if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then
   exit 0
 fi
 K=$SLURM_ARRAY_TASK_ID
-# A requeued task resumes: its database keeps the clips it finished. Exit 3 (some videos failed)
-# is a finished shard, not a failed task.
+# reelql runs as a job step (srun), so Slurm signals and accounts it as the task's work. A
+# requeued task resumes: its database keeps the clips it finished. Exit 3 (some videos failed) is
+# a finished shard, not a failed task.
 status=0
-"${reelql[@]}" run "$SPEC" --shard "$K/$N" --db "$RESULTS/shard-$K.sqlite" --log "$RESULTS/shard-$K.log" --quiet || status=$?
+srun --ntasks=1 "${reelql[@]}" run "$SPEC" --shard "$K/$N" --db "$RESULTS/shard-$K.sqlite" --log "$RESULTS/shard-$K.log" --quiet || status=$?
 [ "$status" -eq 3 ] && status=0
 exit "$status"
