@@ -10,7 +10,6 @@ final class FrameScaler {
     /// Clockwise rotation applied after scaling: 0, 90, 180 or 270.
     let rotation: Int
     private var sws: OpaquePointer? = nil
-    private var scratch: [UInt8] = []
 
     let path: String
 
@@ -44,20 +43,13 @@ final class FrameScaler {
             throw MediaError.decodeFailed(path: path, reason: "no pixel conversion from \(FFmpeg.pixelFormatName(f.format) ?? "format \(f.format)") \(f.width)×\(f.height)")
         }
         reelql_sws_set_source_colorspace(sws, Int32(f.colorspace.rawValue), full)
-        if rotation == 0 {
-            var out = [UInt8](repeating: 0, count: width * height * 3)
-            let rows = out.withUnsafeMutableBufferPointer {
-                reelql_sws_scale_frame(sws, frame, $0.baseAddress, Int32(width * 3))
-            }
-            guard rows == Int32(height) else { throw scaleError(rows) }
-            return out
-        }
-        if scratch.count != codedW * codedH * 3 { scratch = [UInt8](repeating: 0, count: codedW * codedH * 3) }
-        let rows = scratch.withUnsafeMutableBufferPointer {
-            reelql_sws_scale_frame(sws, frame, $0.baseAddress, Int32(codedW * 3))
-        }
+        // libswscale writes whole SIMD blocks past the end of a row (seen: a 56-pixel-wide
+        // frame overran an exact-size buffer), so it writes into padded, aligned rows.
+        let dst = try PaddedImage(width: codedW, height: codedH)
+        let rows = dst.withDestination { planes, strides in reelql_sws_scale_frame(sws, frame, planes[0], strides[0]) }
         guard rows == Int32(codedH) else { throw scaleError(rows) }
-        return FrameScaler.rotate(scratch, width: codedW, height: codedH, clockwise: rotation)
+        if rotation == 0 { return dst.packed() }
+        return FrameScaler.rotate(dst.packed(), width: codedW, height: codedH, clockwise: rotation)
     }
 
     private func scaleError(_ rows: Int32) -> MediaError {

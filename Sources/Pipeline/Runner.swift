@@ -120,6 +120,8 @@ public final class Runner: @unchecked Sendable {
         var frames = 0, width = 0, height = 0
         var failure: (kind: String, message: String)?
         var damage: DecodeDamage?
+        var thumbnails: [Store.ThumbnailRow] = []
+        var thumbnailError: String?
         /// The last item of its video (the summary may follow).
         var lastOfVideo = false
     }
@@ -197,6 +199,16 @@ public final class Runner: @unchecked Sendable {
                             work.pixels = pixels; work.grid = grid
                             work.frames = sampled.frames.count; work.width = sampled.plan.width; work.height = sampled.plan.height
                             work.damage = sampled.damage
+                            if spec.output.thumbnails > 0 {
+                                do {
+                                    work.thumbnails = try Thumbnail.make(frames: sampled.frames, maxSide: spec.output.thumbnails).map {
+                                        Store.ThumbnailRow(kind: $0.kind.rawValue, mimeType: Thumbnail.mimeType, width: $0.width,
+                                                           height: $0.height, bytes: $0.jpeg)
+                                    }
+                                } catch {
+                                    work.thumbnailError = error.localizedDescription
+                                }
+                            }
                         } catch let e as MediaError {
                             work.failure = (e.kind, e.localizedDescription)
                         } catch {
@@ -243,10 +255,12 @@ public final class Runner: @unchecked Sendable {
                 report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
                 let s0 = DispatchTime.now().uptimeNanoseconds
                 try store.saveClip(video: work.video, index: work.clip, start: work.range.start, end: work.range.end, frames: work.frames,
-                                   width: work.width, height: work.height, results: rows, model: modelDirectory, settings: generationJSON,
+                                   width: work.width, height: work.height, results: rows, thumbnails: work.thumbnails,
+                                   model: modelDirectory, settings: generationJSON,
                                    settingsKey: settingsKey, run: run)
                 report.storing += Double(DispatchTime.now().uptimeNanoseconds - s0) / 1e9
                 report.stats.clipsDone += 1
+                if let e = work.thumbnailError { progress.event("clip \(work.clip) of \(name): no thumbnails: \(e)") }
                 tokens += rows.reduce(0) { $0 + $1.generatedTokens }
                 if let d = work.damage { videoDamage[work.video] = d }
             }

@@ -42,6 +42,10 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
     }
     public struct Output: Sendable, Equatable, Codable {
         public var database: String = "output/reelql.sqlite"
+        /// The longest side of each clip's thumbnails in pixels; 0: none. YAML `thumbnails`:
+        /// true (320), false, or a size.
+        public var thumbnails: Int = 320
+        enum CodingKeys: String, CodingKey { case database, thumbnails }
     }
 
     public var inputs = Inputs()
@@ -69,7 +73,7 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         "clips": ["seconds", "overlap", "min_remainder"],
         "prompts": ["description", "questions", "summary"],
         "generation": ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"],
-        "output": ["database"],
+        "output": ["database", "thumbnails"],
     ]
 
     public static func load(path: String) throws -> PipelineSpec {
@@ -132,6 +136,9 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         if let p = generation.topP, !(p > 0 && p <= 1) { throw bad("generation.top_p", "must be in (0, 1]") }
         if let k = generation.topK, k < 1 { throw bad("generation.top_k", "must be ≥ 1") }
         guard generation.repetitionPenalty > 0 else { throw bad("generation.repetition_penalty", "must be > 0") }
+        guard output.thumbnails == 0 || (16...4096).contains(output.thumbnails) else {
+            throw bad("output.thumbnails", "must be true, false or a size in pixels from 16 to 4096, got \(output.thumbnails)")
+        }
     }
 
     /// A path of the spec resolved against the spec's folder.
@@ -220,6 +227,11 @@ extension PipelineSpec.Output {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         database = try c.decodeIfPresent(String.self, forKey: .database) ?? database
+        if let on = try? c.decodeIfPresent(Bool.self, forKey: .thumbnails) {
+            thumbnails = on ? thumbnails : 0
+        } else if let size = try c.decodeIfPresent(Int.self, forKey: .thumbnails) {
+            thumbnails = size
+        }
     }
 }
 extension PipelineSpec {

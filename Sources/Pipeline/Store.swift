@@ -129,6 +129,26 @@ public final class Store: @unchecked Sendable {
                 FROM videos v;
             """)
         }
+        m.registerMigration("v2: thumbnails, FTS found by Datasette") { db in
+            try db.execute(sql: """
+            -- Pictures of each clip: the middle sampled frame and a strip of up to 8 sampled frames.
+            CREATE TABLE thumbnails (
+                id INTEGER PRIMARY KEY,
+                clip_id INTEGER NOT NULL REFERENCES clips(id) ON DELETE CASCADE,
+                kind TEXT NOT NULL CHECK (kind IN ('frame', 'strip')),
+                mime_type TEXT NOT NULL,
+                width INTEGER NOT NULL,
+                height INTEGER NOT NULL,
+                bytes BLOB NOT NULL,
+                UNIQUE (clip_id, kind)
+            );
+            -- Datasette recognises a table's full-text index by content="table" in double quotes
+            -- (v1 wrote single quotes): the same index, declared again and rebuilt from results.
+            DROP TABLE results_fts;
+            CREATE VIRTUAL TABLE results_fts USING fts5(text, content="results", content_rowid="id");
+            INSERT INTO results_fts(results_fts) VALUES ('rebuild');
+            """)
+        }
         return m
     }
 
@@ -249,9 +269,21 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    /// A finished clip and its results, in one transaction.
+    public struct ThumbnailRow: Sendable {
+        public var kind: String
+        public var mimeType: String
+        public var width: Int
+        public var height: Int
+        public var bytes: Data
+        public init(kind: String, mimeType: String, width: Int, height: Int, bytes: Data) {
+            self.kind = kind; self.mimeType = mimeType; self.width = width; self.height = height; self.bytes = bytes
+        }
+    }
+
+    /// A finished clip, its results and its thumbnails, in one transaction.
     public func saveClip(video: Int64, index: Int, start: Double, end: Double, frames: Int, width: Int, height: Int,
-                         results: [ResultRow], model: String, settings: String, settingsKey: String, run: Int64) throws {
+                         results: [ResultRow], thumbnails: [ThumbnailRow] = [], model: String, settings: String, settingsKey: String,
+                         run: Int64) throws {
         let now = Store.now()
         try db.write { db in
             try db.cachedStatement(sql: """
@@ -261,6 +293,11 @@ public final class Store: @unchecked Sendable {
             let clip = db.lastInsertedRowID
             for r in results {
                 try insert(db, video: video, clip: clip, index: index, r, model: model, settings: settings, settingsKey: settingsKey)
+            }
+            for t in thumbnails {
+                try db.cachedStatement(sql: """
+                    INSERT INTO thumbnails (clip_id, kind, mime_type, width, height, bytes) VALUES (?, ?, ?, ?, ?, ?)
+                    """).execute(arguments: [clip, t.kind, t.mimeType, t.width, t.height, t.bytes])
             }
         }
     }
@@ -376,6 +413,13 @@ public final class Store: @unchecked Sendable {
                             """, arguments: [vid, c["clip_index"], c["start_seconds"], c["end_seconds"], c["frames"], c["width"],
                                              c["height"], c["settings_key"], (c["run_id"] as Int64?).flatMap { runMap[$0] }, c["done_at"]])
                     }
+                    try db.execute(sql: """
+                        INSERT OR IGNORE INTO main.thumbnails (clip_id, kind, mime_type, width, height, bytes)
+                        SELECT m.id, t.kind, t.mime_type, t.width, t.height, t.bytes
+                        FROM src.thumbnails t JOIN src.clips c ON c.id = t.clip_id
+                        JOIN main.clips m ON m.video_id = ? AND m.clip_index = c.clip_index AND m.settings_key = c.settings_key
+                        WHERE c.video_id = ?
+                        """, arguments: [vid, srcVid])
                     for r in try Row.fetchAll(db, sql: "SELECT * FROM src.results WHERE video_id = ?", arguments: [srcVid]) {
                         let index: Int = r["clip_index"]
                         let clip: Int64? = index < 0 ? nil : try Int64.fetchOne(db, sql: """
