@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages reelql builds against (scripts/apt-packages.txt), when missing.
-# Used by scripts/demo.sh, scripts/test.sh, .ci/run and the Dockerfile.
+# Used by scripts/demo.sh, scripts/test.sh, .ci/run and the Dockerfile. Extra lists (as
+# scripts/test.sh passes scripts/apt-packages-test.txt) are installed too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mapfile -t packages < <(grep -v '^\s*#' scripts/apt-packages.txt | grep -v '^\s*$')
+mapfile -t packages < <(cat scripts/apt-packages.txt "$@" | grep -v '^\s*#' | grep -v '^\s*$')
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,7 +7,7 @@
 # .ci/run runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh scripts/apt-packages-test.txt
 swift test --force-resolved-versions "$@"
 if [ $# -eq 0 ]; then
   python3 Tests/Cluster/cluster_tests.py --reelql "$(swift build --show-bin-path)/reelql"

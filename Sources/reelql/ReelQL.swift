@@ -8,7 +8,7 @@ struct ReelQL: ParsableCommand {
         commandName: "reelql",
         abstract: "Turn directories of video into searchable text with Qwen2-VL, natively on the CPU.",
         version: "0.1.0",
-        subcommands: [RunCommand.self, SearchCommand.self, MergeCommand.self, DescribeCommand.self, ProbeCommand.self, FramesCommand.self, EncodeCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self]
+        subcommands: [RunCommand.self, SearchCommand.self, MergeCommand.self, ReportCommand.self, DescribeCommand.self, ProbeCommand.self, FramesCommand.self, EncodeCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self]
     )
 }
 
