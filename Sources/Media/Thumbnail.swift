@@ -96,7 +96,11 @@ public struct Thumbnail: Sendable, Equatable {
         c.pointee.pix_fmt = AV_PIX_FMT_YUVJ420P
         c.pointee.color_range = AVCOL_RANGE_JPEG
         c.pointee.time_base = AVRational(num: 1, den: 1)
-        c.pointee.flags |= AV_CODEC_FLAG_QSCALE
+        // A square-pixel aspect makes the encoder write a JFIF APP0 header (tools that sniff JPEG
+        // by its JFIF marker, as Datasette's image plugin does, then recognise it); BITEXACT drops
+        // the "Lavc" version comment, so the bytes do not depend on the FFmpeg build's version.
+        c.pointee.sample_aspect_ratio = AVRational(num: 1, den: 1)
+        c.pointee.flags |= AV_CODEC_FLAG_QSCALE | AV_CODEC_FLAG_BITEXACT
         c.pointee.global_quality = q * FF_QP2LAMBDA
         var r = avcodec_open2(c, codec, nil)
         guard r >= 0 else { throw fail("opening the MJPEG encoder", r) }

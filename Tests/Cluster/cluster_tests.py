@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The cluster recipes in pipelines/cluster, run for real (scripts/test.sh runs this after swift test).
+"""The cluster recipes in pipelines/cluster and Datasette, run for real (scripts/test.sh runs this after swift test).
 
   python3 Tests/Cluster/cluster_tests.py --reelql .build/debug/reelql [slurm] [kubernetes]
 
@@ -10,6 +10,9 @@ slurm       A real single-node Slurm (Debian's slurm-wlm and munge, installed if
             spec. Then one array task is killed mid-run (scancel --signal=KILL) and requeued: it
             must resume from its database (the clips it finished are not redone) and the merge must
             again equal the single run. Every daemon and job it starts, it stops.
+datasette   Datasette (pinned in scripts/requirements-checks.txt, with datasette-render-images) on a
+            database of the demo pipeline: its search box on results uses the FTS index, and the
+            thumbnails table shows its pictures.
 kubernetes  pipelines/cluster/k8s-indexed-job.yaml against the Kubernetes API schema (strict,
             offline: kubernetes-validate ships the schemas; pinned in scripts/requirements-checks.txt),
             and its shard arithmetic: pod JOB_COMPLETION_INDEX i (0-based) runs --shard i+1/N
@@ -419,7 +422,47 @@ def test_kubernetes(reelql):
     log(f"kubernetes: manifest valid (strict, API 1.37); indices 0…{n - 1} run shards 1…{n} of {n}; merge reads all {n}")
 
 
-TESTS = {"kubernetes": test_kubernetes, "slurm": test_slurm}
+def test_datasette(reelql):
+    """`datasette DB` as a user runs it on a database reelql wrote: its search box on `results`
+    uses results_fts, and with datasette-render-images the thumbnails show as pictures."""
+    import urllib.parse
+    import urllib.request
+    py = checks_python()
+    datasette = os.path.join(os.path.dirname(py), "datasette")
+    with tempfile.TemporaryDirectory() as tmp:
+        db = os.path.join(tmp, "demo.sqlite")
+        r = run([reelql, "run", os.path.join(ROOT, "pipelines/demo.yaml"), "--db", db, "--quiet"], check=False)
+        assert r.returncode == 0, f"demo run exited {r.returncode}: {r.stderr}"
+        with readonly(db) as conn:
+            total = conn.execute("SELECT count(*) FROM results").fetchone()[0]
+            expected = conn.execute("SELECT count(*) FROM results_fts WHERE results_fts MATCH 'circle'").fetchone()[0]
+            thumbs = conn.execute("SELECT count(*) FROM thumbnails").fetchone()[0]
+        assert 0 < expected < total and thumbs > 0, (expected, total, thumbs)
+        port = free_port()
+        server = subprocess.Popen([datasette, db, "-h", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            base = f"http://127.0.0.1:{port}/demo"
+            def get(path):
+                with urllib.request.urlopen(base + path, timeout=10) as f:
+                    return f.read().decode()
+            def up():
+                try:
+                    return get(".json")
+                except OSError:
+                    return None
+            wait_until("datasette to answer", up, 30, 0.3)
+            found = json.loads(get("/results.json?" + urllib.parse.urlencode({"_search": "circle", "_shape": "array", "_size": "max"})))
+            assert len(found) == expected, f"Datasette's search on results gave {len(found)} rows, FTS5 {expected} (of {total})"
+            page = get("/thumbnails?_size=max")
+            shown = page.count('src="data:image/jpeg;base64,')
+            assert shown == thumbs, f"Datasette showed {shown} of {thumbs} thumbnails as images"
+        finally:
+            server.terminate()
+            server.wait(10)
+    log(f"datasette: search on results finds {expected} of {total} rows (as FTS5); {thumbs} thumbnails shown as images")
+
+
+TESTS = {"datasette": test_datasette, "kubernetes": test_kubernetes, "slurm": test_slurm}
 
 
 def main():

@@ -40,7 +40,8 @@ import Testing
             guard let frame = mine.first(where: { $0.kind == "frame" }), let strip = mine.first(where: { $0.kind == "strip" }) else {
                 Issue.record("clip \(id) lacks a frame or a strip"); continue
             }
-            #expect(frame.mime == "image/jpeg" && frame.bytes.starts(with: [0xFF, 0xD8]))
+            // JPEG with a JFIF header (as image sniffers such as Datasette's plugin look for).
+            #expect(frame.mime == "image/jpeg" && frame.bytes.starts(with: [0xFF, 0xD8, 0xFF, 0xE0]) && frame.bytes[6..<10] == Data("JFIF".utf8))
             // The sampled frames here are smaller than 320: kept at their size, never enlarged.
             #expect(frame.width == w && frame.height == h)
             // The strip: every sampled frame (up to 8) side by side, each within 160 px (not scaled here).
