@@ -13,4 +13,6 @@ echo "== reelql search \"circle OR square OR triangle\" --db output/demo.sqlite"
 "$BIN" search "circle OR square OR triangle" --db output/demo.sqlite --limit 6
 echo
 echo "Ground truth of the demo clips: fixtures/demo/scenes.jsonl (\"description\" and \"qa\" per clip)."
+"$BIN" report output/demo.sqlite > /dev/null
+echo "Look at it: output/demo.html (reelql report: pictures, descriptions and answers of every clip)."
 echo "Query it: output/demo.sqlite (tables runs, videos, clips, results; views clip_results, answers, video_results)."
