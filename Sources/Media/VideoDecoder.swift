@@ -201,7 +201,9 @@ public final class VideoDecoder {
         var results = try decodeSegments(options, reuseDemuxer: true)
         // How FFmpeg conceals damage depends on which frames its other threads have finished, so
         // a damaged stream decoded with several decoder threads gives different pictures from run
-        // to run. Damaged segments are decoded again on one thread each: the same frames every time.
+        // to run. A sampling that met damage is decoded again with one decoder thread per worker
+        // (the segments stay in parallel): the same frames every time. Damage is rare, so the
+        // second pass costs nothing on healthy files.
         if options.threads != 1, results.outcomes.contains(where: { ($0?.decoderErrors ?? 0) > 0 }) {
             var single = options
             single.threads = 1

@@ -335,9 +335,9 @@ table.runs td, table.runs th { border: 1px solid var(--line); padding: 4px 8px; 
     shown = q ? items.filter(it => it.clip && it.hay.includes(q)) : items;
     container.textContent = ""; next = 0; lastVideo = -1; lastList = null;
     renderMore();
-    const clips = shown.filter(it => it.clip).length;
+    const clips = shown.filter(it => it.clip).length, videos = new Set(shown.map(it => it.vi)).size;
     document.getElementById("stats").textContent = clips + " clip" + (clips === 1 ? "" : "s") + " in " +
-      new Set(shown.map(it => it.vi)).size + " video" + (new Set(shown.map(it => it.vi)).size === 1 ? "" : "s") +
+      videos + " video" + (videos === 1 ? "" : "s") +
       (data.search ? " (report made with --search " + JSON.stringify(data.search) + ")" : "");
     document.body.dataset.matches = String(clips);
     if (!shown.length) container.appendChild(el("div", "empty", "No clip matches."));

@@ -11,12 +11,12 @@ import Testing
 
     struct Browser {
         let dir: String
-        /// Chromium's DOM of `page` after its scripts ran (virtual time: timers and image decoding complete).
-        func dumpDOM(_ page: String) throws -> (dom: String, seconds: Double) {
+        /// Runs headless Chromium on `page` with `flags`; returns its stdout and wall time.
+        func run(_ page: String, _ flags: [String]) throws -> (out: String, seconds: Double) {
             let p = Process()
             p.executableURL = URL(fileURLWithPath: try #require(ReportTests.chromium, "chromium is not installed: scripts/test.sh installs it"))
-            p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--allow-file-access-from-files",
-                           "--user-data-dir=\(dir)/profile", "--virtual-time-budget=20000", "--dump-dom", URL(fileURLWithPath: page).absoluteString]
+            p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--user-data-dir=\(dir)/profile"]
+                + flags + [URL(fileURLWithPath: page).absoluteString]
             let out = Pipe()
             p.standardOutput = out
             p.standardError = FileHandle.nullDevice
@@ -26,15 +26,13 @@ import Testing
             p.waitUntilExit()
             return (String(decoding: data, as: UTF8.self), Date().timeIntervalSince(t0))
         }
+        /// The DOM of `page` after its scripts ran (virtual time: timers complete at once).
+        func dumpDOM(_ page: String) throws -> (dom: String, seconds: Double) {
+            let r = try run(page, ["--allow-file-access-from-files", "--virtual-time-budget=20000", "--dump-dom"])
+            return (r.out, r.seconds)
+        }
         func screenshot(_ page: String, to png: String) throws {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: try #require(ReportTests.chromium))
-            p.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars", "--user-data-dir=\(dir)/profile",
-                           "--window-size=1280,1000", "--virtual-time-budget=5000", "--screenshot=\(png)", URL(fileURLWithPath: page).absoluteString]
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            p.waitUntilExit()
+            _ = try run(page, ["--hide-scrollbars", "--window-size=1280,1000", "--virtual-time-budget=5000", "--screenshot=\(png)"])
         }
     }
 
