@@ -13,20 +13,37 @@ public struct ClipRange: Sendable, Equatable, Codable, CustomStringConvertible {
 public enum ClipSegmenter {
     /// Clips of `length` seconds starting every `length − overlap` seconds. A final remainder
     /// shorter than `minRemainder` seconds joins the previous clip instead of standing alone.
-    /// A video no longer than one clip is one clip.
+    /// A video no longer than one clip is one clip. Clips must advance by at least
+    /// `minimumStride` seconds (a caller passes one frame's duration) and a video yields at most
+    /// `maxClips` clips: hostile settings (a clip per nanosecond) are an error, not an
+    /// allocation that takes the machine's memory.
+    public static let maxClips = 100_000
+
     public static func segments(duration: Double, length: Double, overlap: Double = 0,
-                                minRemainder: Double? = nil) throws -> [ClipRange] {
+                                minRemainder: Double? = nil, minimumStride: Double = 1e-3) throws -> [ClipRange] {
         guard duration.isFinite, duration > 0 else {
             throw MediaError.invalidArgument("clip segmentation needs a positive duration, got \(duration)")
         }
         guard length.isFinite, length > 0 else {
             throw MediaError.invalidArgument("clip length must be positive, got \(length)")
         }
-        guard overlap >= 0, overlap < length else {
+        guard overlap.isFinite, overlap >= 0, overlap < length else {
             throw MediaError.invalidArgument("clip overlap must be in [0, \(length)), got \(overlap)")
+        }
+        if let r = minRemainder, !(r.isFinite && r >= 0) {
+            throw MediaError.invalidArgument("clip min_remainder must be a number ≥ 0, got \(r)")
         }
         let threshold = minRemainder ?? length / 4
         let stride = length - overlap
+        let floor = minimumStride.isFinite && minimumStride > 0 ? minimumStride : 1e-3
+        guard stride >= floor else {
+            throw MediaError.invalidArgument(String(format: "clips of %g s with %g s overlap advance by %g s; a clip must advance by at least %g s (one frame)",
+                                                    length, overlap, stride, floor))
+        }
+        guard duration / stride <= Double(maxClips) else {
+            throw MediaError.invalidArgument(String(format: "clips advancing by %g s would cut this %.1f s video into more than %d clips; use longer clips",
+                                                    stride, duration, maxClips))
+        }
         var clips: [ClipRange] = []
         var start = 0.0
         // A small tolerance keeps float noise (0.1 + 0.2 …) from creating sliver clips.

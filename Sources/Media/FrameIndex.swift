@@ -70,7 +70,8 @@ public struct FrameIndex: Sendable {
         let nominalTicks = max(Int64(1), Int64((1 / rate / tb).rounded()))
 
         var packets: [IndexedPacket] = []
-        if st.nb_frames > 0 { packets.reserveCapacity(Int(st.nb_frames)) }
+        // The container's declared count only sizes a first reservation (a hostile header may claim 10¹²).
+        if st.nb_frames > 0 { packets.reserveCapacity(Int(min(st.nb_frames, 1 << 20))) }
         var corrupt = 0
         var readError: String? = nil
         let packet = av_packet_alloc()!

@@ -1,39 +1,83 @@
 import Foundation
 import Media
 import Tensors
+import GRDB
 import VLM
 
-/// Where a run's progress goes: a live line on a terminal, timestamped lines otherwise.
+/// Where a run's progress goes: a live line on a terminal, timestamped lines otherwise, and
+/// every event to the log file. Progress is best-effort: a full or closed stderr or log never
+/// stops the run or touches what it stores (a log that fails is reported once, then dropped).
 public final class Progress: @unchecked Sendable {
     public let quiet: Bool
     let live: Bool
-    let log: FileHandle?
+    private var log: Int32 = -1
+    private let logPath: String?
     private let lock = NSLock()
     private var lastLine = 0
 
-    public init(quiet: Bool, logFile: String?) {
+    /// Opens (appends to) `logFile`, creating its folder; a log that cannot be opened is an error
+    /// before the run starts, naming the file.
+    public init(quiet: Bool, logFile: String?) throws {
         self.quiet = quiet
         live = !quiet && isatty(STDERR_FILENO) != 0
-        if let logFile {
-            if !FileManager.default.fileExists(atPath: logFile) { FileManager.default.createFile(atPath: logFile, contents: nil) }
-            log = FileHandle(forWritingAtPath: logFile)
-            _ = try? log?.seekToEnd()
-        } else {
-            log = nil
+        logPath = logFile
+        guard let logFile else { return }
+        var st = stat()
+        if stat(logFile, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
+            throw PipelineError.invalidArgument("--log \(logFile): is a folder; name a file to append progress lines to")
+        }
+        let dir = (logFile as NSString).deletingLastPathComponent
+        if !dir.isEmpty && !FileManager.default.fileExists(atPath: dir) {
+            do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+                throw PipelineError.invalidArgument("--log \(logFile): cannot create its folder \(dir): \(error.localizedDescription)")
+            }
+        }
+        let fd = open(logFile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
+        guard fd >= 0 else {
+            throw PipelineError.invalidArgument("--log \(logFile): cannot open it for appending: \(String(cString: strerror(errno)))")
+        }
+        log = fd
+    }
+
+    deinit { if log >= 0 { close(log) } }
+
+    /// Writes all of `text` to `fd`; false when the descriptor refuses (full, closed, gone).
+    @discardableResult
+    public static func write(_ fd: Int32, _ text: String) -> Bool {
+        var bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let n = bytes.withUnsafeMutableBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return false }
+            offset += n
+        }
+        bytes.removeAll()
+        return true
+    }
+
+    private func toLog(_ line: String) {
+        guard log >= 0 else { return }
+        if !Self.write(log, line) {
+            let why = String(cString: strerror(errno))
+            close(log)
+            log = -1
+            Self.write(STDERR_FILENO, "warning: log \(logPath ?? ""): cannot write (\(why)); progress is no longer logged there\n")
         }
     }
 
-    /// A message worth keeping (file done, failure, summary).
+    /// A message worth keeping (file done, failure, summary): to the log always, and to stderr
+    /// unless quiet.
     public func event(_ message: String) {
         lock.lock(); defer { lock.unlock() }
         let line = "\(Store.now()) \(message)\n"
-        log?.write(Data(line.utf8))
+        toLog(line)
         guard !quiet else { return }
         if live {
-            FileHandle.standardError.write(Data(("\r\u{1B}[K" + message + "\n").utf8))
+            Self.write(STDERR_FILENO, "\r\u{1B}[K" + message + "\n")
             lastLine = 0
         } else {
-            FileHandle.standardError.write(Data(line.utf8))
+            Self.write(STDERR_FILENO, line)
         }
     }
 
@@ -41,13 +85,13 @@ public final class Progress: @unchecked Sendable {
     public func status(_ message: String) {
         guard live else { return }
         lock.lock(); defer { lock.unlock() }
-        FileHandle.standardError.write(Data(("\r\u{1B}[K" + message).utf8))
+        Self.write(STDERR_FILENO, "\r\u{1B}[K" + message)
         lastLine = message.count
     }
 
     public func finish() {
         guard live, lastLine > 0 else { return }
-        FileHandle.standardError.write(Data("\n".utf8))
+        Self.write(STDERR_FILENO, "\n")
     }
 }
 
@@ -85,8 +129,32 @@ public final class Runner: @unchecked Sendable {
         self.spec = spec
         self.shard = shard
         self.progress = progress
-        if let s = shard, !(1...s.n).contains(s.k) { throw PipelineError.invalidArgument("--shard \(s.k)/\(s.n): K must be in 1…\(s.n)") }
+        if let s = shard, !(s.n >= 1 && s.k >= 1 && s.k <= s.n) {
+            throw PipelineError.invalidArgument("--shard \(s.k)/\(s.n): N must be ≥ 1 and K in 1…N")
+        }
+        try spec.validate(path: "spec")
         store = try Store(path: databasePath ?? spec.resolve(spec.output.database))
+        // One writer at a time: a second run on this database is refused here, before any work;
+        // runs a killed process left `running` get their final status.
+        abandonedRuns = try store.lockForWriting()
+    }
+
+    /// Runs found `running` with no live process behind them, marked `abandoned` at start.
+    public private(set) var abandonedRuns = 0
+    /// The run in progress (0 before it starts).
+    private let currentRun = RunID()
+
+    /// Records the run as interrupted at once (a second Ctrl-C, just before the process exits):
+    /// waits at most `timeout` seconds for the database.
+    public func abandon(timeout: Double = 2) {
+        guard let run = currentRun.value else { return }
+        let done = DispatchSemaphore(value: 0)
+        let store = self.store
+        Thread.detachNewThread {
+            try? store.setRunStatus(run, .interrupted)
+            done.signal()
+        }
+        _ = done.wait(timeout: .now() + timeout)
     }
 
     /// Asks the run to stop after the clip in flight (SIGINT/SIGTERM call this).
@@ -109,6 +177,8 @@ public final class Runner: @unchecked Sendable {
         return (String(format: "%016llx", Scan.fnv1a(data)), String(decoding: data, as: UTF8.self))
     }
 
+    /// One item from the producer: a clip ready for the model, a clip or file that failed, or
+    /// the end of a video whose clips were all done before.
     struct Work: @unchecked Sendable {
         var video: Int64
         var path: String
@@ -124,172 +194,101 @@ public final class Runner: @unchecked Sendable {
         var thumbnailError: String?
         /// The last item of its video (the summary may follow).
         var lastOfVideo = false
+        /// An error that ends the run (the database failed): no file's status changes.
+        var fatal: Error?
+
+        static func whole(_ video: Int64, _ path: String, clipCount: Int, failure: (kind: String, message: String)? = nil) -> Work {
+            Work(video: video, path: path, clip: -1, clipCount: clipCount, range: ClipRange(start: 0, end: 0), failure: failure, lastOfVideo: true)
+        }
+        static func fatal(_ error: Error) -> Work {
+            Work(video: 0, path: "", clip: -1, clipCount: 0, range: ClipRange(start: 0, end: 0), fatal: error)
+        }
+    }
+
+    /// Failure kinds that mean the file is damaged (its other clips still count); any other
+    /// clip failure fails the file.
+    static let damageKinds: Set<String> = ["truncated", "corrupt-data", "decode-failed"]
+
+    /// What the producer and the model share for one run.
+    struct Context: @unchecked Sendable {
+        var run: Int64
+        var files: [String]
+        var settingsKey: String
+        var modelDirectory: String
+        var generationJSON: String
+        var sampling: SamplingOptions
+        var processor: Qwen2VLProcessor
     }
 
     public func run() throws -> RunReport {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var report = RunReport()
         let modelDirectory = try spec.model.map(spec.resolve) ?? ClipModel.defaultDirectory()
-        let (settingsKey, settingsJSON) = try Self.settingsKey(spec, modelDirectory: modelDirectory)
+        let (settingsKey, _) = try Self.settingsKey(spec, modelDirectory: modelDirectory)
         let specJSON = String(decoding: (try? JSONEncoder().encode(spec)) ?? Data(), as: UTF8.self)
         var files = try Scan.files(spec.inputs, resolve: spec.resolve)
         if let s = shard { files = files.filter { Scan.shard(of: $0, count: s.n) == s.k } }
         let roots = spec.inputs.paths.map(spec.resolve).filter { !$0.contains("*") && !$0.contains("?") }
         let run = try store.startRun(spec: specJSON, model: modelDirectory, settingsKey: settingsKey, shard: shard.map { "\($0.k)/\($0.n)" })
+        currentRun.set(run)
         report.run = run
+        do {
+            try execute(&report, run: run, files: files, roots: roots, modelDirectory: modelDirectory, settingsKey: settingsKey, t0: t0)
+        } catch {
+            // The run ends on an error (a full disk, a damaged database): its row says so when
+            // the database still takes writes.
+            report.wall = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            try? store.finishRun(run, status: .failed, stats: report.stats, seconds: report.wall)
+            progress.finish()
+            throw error
+        }
+        return report
+    }
+
+    private func execute(_ report: inout RunReport, run: Int64, files: [String], roots: [String], modelDirectory: String,
+                         settingsKey: String, t0: UInt64) throws {
         report.stats.videosSeen = files.count
         if shard == nil { report.videosMissing = try store.markMissing(seen: Set(files), roots: roots) }
         progress.event("run \(run): \(files.count) video file(s)\(shard.map { " (shard \($0.k)/\($0.n))" } ?? ""), model \(modelDirectory), database \(store.path)")
+        if abandonedRuns > 0 { progress.event("\(abandonedRuns) earlier run(s) had ended without finishing (killed); marked abandoned") }
 
         let dtype = spec.dtype.flatMap(ComputeDType.init(rawValue:))
         let loadStart = DispatchTime.now().uptimeNanoseconds
         let model = try ClipModel(directory: modelDirectory, dtype: dtype, generation: spec.generation)
         report.loading = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
         report.setup = Double(loadStart - t0) / 1e9
-        let processor = Qwen2VLProcessor(config: model.model.files.preprocessor)
-        let sampling = model.sampling(spec.samplingOptions)
-        let generationJSON = String(decoding: (try? JSONEncoder().encode(spec.generation)) ?? Data(), as: UTF8.self)
-        _ = settingsJSON
+        let context = Context(run: run, files: files, settingsKey: settingsKey, modelDirectory: modelDirectory,
+                              generationJSON: String(decoding: (try? JSONEncoder().encode(spec.generation)) ?? Data(), as: UTF8.self),
+                              sampling: model.sampling(spec.samplingOptions),
+                              processor: Qwen2VLProcessor(config: model.model.files.preprocessor))
 
         // Producer: decodes and preprocesses clips ahead of the model (a bounded queue of 2).
         let queue = BoundedQueue<Work>(capacity: 2)
-        let stop = stopFlag
-        let store = self.store
-        let spec = self.spec
         let decodeTime = Accumulator()
-        let allFiles = files
         let producerDone = DispatchSemaphore(value: 0)
-        let producer = Thread {
+        let producer = Thread { [self] in
             defer { queue.close(); producerDone.signal() }
-            for path in allFiles {
-                if stop.isSet { return }
-                let t = DispatchTime.now().uptimeNanoseconds
-                defer { decodeTime.add(Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9) }
-                let video: Int64
-                do {
-                    let (fp, size, mtime) = try Scan.fingerprint(path)
-                    video = try store.upsertVideo(path: path, size: size, mtime: mtime, fingerprint: fp, run: run)
-                } catch {
-                    continue // unreadable metadata: the decoder below reports it on the next run
-                }
-                do {
-                    let decoder = try VideoDecoder(path: path)
-                    let index = decoder.frameIndex()
-                    let probe = decoder.probe
-                    try store.setVideoInfo(video, duration: probe.duration, width: probe.displayWidth, height: probe.displayHeight,
-                                           fps: probe.averageFrameRate, codec: probe.codec, frameCount: index.count)
-                    let span = max(index.span, 1e-3)
-                    let clips = try ClipSegmenter.segments(duration: span, length: spec.clips.seconds, overlap: spec.clips.overlap,
-                                                           minRemainder: spec.clips.minRemainder)
-                    let done = try store.doneClips(video: video, settingsKey: settingsKey)
-                    let todo = clips.indices.filter { !done.contains($0) }
-                    if todo.isEmpty {
-                        queue.push(Work(video: video, path: path, clip: -1, clipCount: clips.count, range: ClipRange(start: 0, end: 0), lastOfVideo: true))
-                        continue
-                    }
-                    for (n, i) in todo.enumerated() {
-                        if stop.isSet { return }
-                        var work = Work(video: video, path: path, clip: i, clipCount: clips.count, range: clips[i], lastOfVideo: n == todo.count - 1)
-                        do {
-                            var options = sampling
-                            options.start = clips[i].start
-                            options.end = clips[i].end
-                            let sampled = try decoder.sample(options)
-                            let (pixels, grid) = try processor.patches(frames: sampled.frames.map(RGBImage.init))
-                            work.pixels = pixels; work.grid = grid
-                            work.frames = sampled.frames.count; work.width = sampled.plan.width; work.height = sampled.plan.height
-                            work.damage = sampled.damage
-                            if spec.output.thumbnails > 0 {
-                                do {
-                                    work.thumbnails = try Thumbnail.make(frames: sampled.frames, maxSide: spec.output.thumbnails).map {
-                                        Store.ThumbnailRow(kind: $0.kind.rawValue, mimeType: Thumbnail.mimeType, width: $0.width,
-                                                           height: $0.height, bytes: $0.jpeg)
-                                    }
-                                } catch {
-                                    work.thumbnailError = error.localizedDescription
-                                }
-                            }
-                        } catch let e as MediaError {
-                            work.failure = (e.kind, e.localizedDescription)
-                        } catch {
-                            work.failure = ("preprocess", "\(error)")
-                        }
-                        queue.push(work)
-                    }
-                } catch let e as MediaError {
-                    queue.push(Work(video: video, path: path, clip: -1, clipCount: 0, range: ClipRange(start: 0, end: 0),
-                                    failure: (e.kind, e.localizedDescription), lastOfVideo: true))
-                } catch {
-                    queue.push(Work(video: video, path: path, clip: -1, clipCount: 0, range: ClipRange(start: 0, end: 0),
-                                    failure: ("error", "\(error)"), lastOfVideo: true))
-                }
-            }
+            produce(context, into: queue, time: decodeTime)
         }
         producer.stackSize = 8 << 20
         producer.start()
+        defer {
+            queue.close()
+            producerDone.wait() // the producer stops at its next check; nothing it does outlives the run
+        }
 
         // Consumer: the model, one clip at a time; one transaction per finished clip.
-        var videoFailed = Set<Int64>(), videoDamage: [Int64: DecodeDamage] = [:]
+        var state = VideoState()
         var doneVideos = 0, tokens = 0
         let started = Date()
         while true {
             let w0 = DispatchTime.now().uptimeNanoseconds
             guard let work = queue.pop() else { break }
             report.waiting += Double(DispatchTime.now().uptimeNanoseconds - w0) / 1e9
-            let name = (work.path as NSString).lastPathComponent
-            if let failure = work.failure, work.clip < 0 {
-                try store.setVideoStatus(work.video, status: "failed", errorKind: failure.kind, error: failure.message)
-                report.stats.videosFailed += 1
-                report.failed.append(work.path)
-                videoFailed.insert(work.video)
-                progress.event("failed: \(name): \(failure.message)")
-            } else if let failure = work.failure {
-                // A clip that could not be decoded: the video is damaged; later clips still run.
-                var d = videoDamage[work.video] ?? DecodeDamage()
-                d.lostSampledFrames += 1
-                videoDamage[work.video] = d
-                progress.event("clip \(work.clip) of \(name) failed: \(failure.message)")
-            } else if let pixels = work.pixels, let grid = work.grid {
-                let m0 = DispatchTime.now().uptimeNanoseconds
-                let rows = try model.describe(pixels: pixels, grid: grid, description: spec.prompts.description, questions: spec.prompts.questions)
-                report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
-                let s0 = DispatchTime.now().uptimeNanoseconds
-                try store.saveClip(video: work.video, index: work.clip, start: work.range.start, end: work.range.end, frames: work.frames,
-                                   width: work.width, height: work.height, results: rows, thumbnails: work.thumbnails,
-                                   model: modelDirectory, settings: generationJSON,
-                                   settingsKey: settingsKey, run: run)
-                report.storing += Double(DispatchTime.now().uptimeNanoseconds - s0) / 1e9
-                report.stats.clipsDone += 1
-                if let e = work.thumbnailError { progress.event("clip \(work.clip) of \(name): no thumbnails: \(e)") }
-                tokens += rows.reduce(0) { $0 + $1.generatedTokens }
-                if let d = work.damage { videoDamage[work.video] = d }
-            }
-            let allReused = work.clip < 0 && work.failure == nil
-            if allReused { report.stats.clipsSkipped += work.clipCount }
-            if work.lastOfVideo && !videoFailed.contains(work.video) {
-                // All of the video's clips are in: its summary, then its status.
-                if !spec.prompts.summary.isEmpty, !(try store.hasSummary(video: work.video, settingsKey: settingsKey)) {
-                    let descriptions = try store.descriptions(video: work.video, settingsKey: settingsKey)
-                    if descriptions.count == work.clipCount && !descriptions.isEmpty {
-                        let prompt = spec.prompts.summary.replacingOccurrences(
-                            of: "{descriptions}", with: descriptions.enumerated().map { "\($0.offset + 1). \($0.element)" }.joined(separator: "\n"))
-                        let m0 = DispatchTime.now().uptimeNanoseconds
-                        var row = try model.text(prompt)
-                        report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
-                        row.prompt = spec.prompts.summary
-                        try store.saveSummary(video: work.video, row, model: modelDirectory, settings: generationJSON, settingsKey: settingsKey)
-                        tokens += row.generatedTokens
-                    }
-                }
-                if let d = videoDamage[work.video] {
-                    try store.setVideoStatus(work.video, status: "damaged", errorKind: d.truncated ? "truncated" : "corrupt-data", error: d.summary)
-                    report.videosDamaged += 1
-                    progress.event("done with damage: \(name): \(d.summary)")
-                } else if !allReused {
-                    try store.setVideoStatus(work.video, status: "done")
-                } else if try store.videoStatus(work.video) == "pending" {
-                    try store.setVideoStatus(work.video, status: "done")
-                }
+            if let fatal = work.fatal { throw fatal }
+            tokens += try consume(work, model: model, context: context, state: &state, report: &report)
+            if work.lastOfVideo && !state.failed.contains(work.video) {
+                tokens += try finishVideo(work, model: model, context: context, state: &state, report: &report)
                 doneVideos += 1
             }
             let elapsed = Date().timeIntervalSince(started)
@@ -301,20 +300,188 @@ public final class Runner: @unchecked Sendable {
             if stopFlag.isSet { break }
         }
         report.interrupted = stopFlag.isSet
-        queue.close()
-        producerDone.wait() // the producer stops at its next check; nothing it does outlives the run
         report.stats.tokensGenerated = tokens
         report.decoding = decodeTime.value
         report.wall = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-        try store.finishRun(run, status: report.interrupted ? "interrupted" : "finished", stats: report.stats, seconds: report.wall)
+        try store.finishRun(run, status: report.interrupted ? .interrupted : .finished, stats: report.stats, seconds: report.wall)
         progress.finish()
-        return report
+    }
+
+    /// Per-video bookkeeping of the consumer.
+    struct VideoState {
+        var failed = Set<Int64>()
+        var damage: [Int64: DecodeDamage] = [:]
+    }
+
+    /// The producer's loop: every file's clips, sampled and preprocessed, into `queue`. A file's
+    /// own failure becomes a failure item; a database failure ends the run (a fatal item).
+    private func produce(_ c: Context, into queue: BoundedQueue<Work>, time: Accumulator) {
+        for path in c.files {
+            if stopFlag.isSet { return }
+            let t = DispatchTime.now().uptimeNanoseconds
+            defer { time.add(Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9) }
+            do {
+                for work in try produce(path: path, c) {
+                    if stopFlag.isSet { return }
+                    queue.push(work)
+                }
+            } catch {
+                queue.push(.fatal(error))
+                return
+            }
+        }
+    }
+
+    /// One file's items. Throws only what ends the run (database errors).
+    private func produce(path: String, _ c: Context) throws -> AnyIterator<Work> {
+        let identity: (fingerprint: String, size: Int64, mtime: Double)
+        do {
+            identity = try Scan.fingerprint(path)
+        } catch {
+            // Unreadable (permission, a special file, gone): the file fails, named, and the run goes on.
+            let video = try store.upsertUnreadable(path: path, run: c.run)
+            return AnyIterator([Work.whole(video, path, clipCount: 0, failure: ("unreadable", "\(PathBytes.display(path)): \(error.localizedDescription)"))].makeIterator())
+        }
+        let video = try store.upsertVideo(path: path, size: identity.size, mtime: identity.mtime, fingerprint: identity.fingerprint, run: c.run)
+        let decoder: VideoDecoder
+        let clips: [ClipRange]
+        let done: Set<Int>
+        do {
+            decoder = try VideoDecoder(path: path)
+            let index = decoder.frameIndex()
+            let probe = decoder.probe
+            try store.setVideoInfo(video, duration: probe.duration, width: probe.displayWidth, height: probe.displayHeight,
+                                   fps: probe.averageFrameRate, codec: probe.codec, frameCount: index.count)
+            let span = max(index.span, 1e-3)
+            clips = try ClipSegmenter.segments(duration: span, length: spec.clips.seconds, overlap: spec.clips.overlap,
+                                               minRemainder: spec.clips.minRemainder,
+                                               minimumStride: min(index.medianFrameDuration, PipelineSpec.minimumClipStride))
+            done = try store.doneClips(video: video, settingsKey: c.settingsKey)
+        } catch let e as MediaError {
+            return AnyIterator([Work.whole(video, path, clipCount: 0, failure: (e.kind, e.localizedDescription))].makeIterator())
+        }
+        let todo = clips.indices.filter { !done.contains($0) }
+        if todo.isEmpty { return AnyIterator([Work.whole(video, path, clipCount: clips.count)].makeIterator()) }
+        var next = 0
+        // Lazily: each clip is decoded only when the queue has room for it.
+        return AnyIterator { [self] in
+            guard next < todo.count else { return nil }
+            let i = todo[next]
+            next += 1
+            return clip(i, of: clips, video: video, path: path, decoder: decoder, last: next == todo.count, c)
+        }
+    }
+
+    /// Samples, preprocesses and pictures one clip.
+    private func clip(_ i: Int, of clips: [ClipRange], video: Int64, path: String, decoder: VideoDecoder, last: Bool, _ c: Context) -> Work {
+        var work = Work(video: video, path: path, clip: i, clipCount: clips.count, range: clips[i], lastOfVideo: last)
+        do {
+            var options = c.sampling
+            options.start = clips[i].start
+            options.end = clips[i].end
+            let sampled = try decoder.sample(options)
+            let (pixels, grid) = try c.processor.patches(frames: sampled.frames.map(RGBImage.init))
+            work.pixels = pixels; work.grid = grid
+            work.frames = sampled.frames.count; work.width = sampled.plan.width; work.height = sampled.plan.height
+            work.damage = sampled.damage
+            if spec.output.thumbnails > 0 {
+                do {
+                    work.thumbnails = try Thumbnail.make(frames: sampled.frames, maxSide: spec.output.thumbnails).map {
+                        Store.ThumbnailRow(kind: $0.kind.rawValue, mimeType: Thumbnail.mimeType, width: $0.width, height: $0.height, bytes: $0.jpeg)
+                    }
+                } catch {
+                    work.thumbnailError = error.localizedDescription
+                }
+            }
+        } catch let e as MediaError {
+            work.failure = (e.kind, e.localizedDescription)
+        } catch {
+            work.failure = ("preprocess", "\(error.localizedDescription)")
+        }
+        return work
+    }
+
+    /// Runs the model on one item and stores it; returns the tokens generated.
+    private func consume(_ work: Work, model: ClipModel, context c: Context, state: inout VideoState, report: inout RunReport) throws -> Int {
+        let name = PathBytes.display((work.path as NSString).lastPathComponent)
+        if let failure = work.failure, work.clip < 0 || !Self.damageKinds.contains(failure.kind) {
+            // The file failed (it cannot be opened, or a clip asks what it cannot give).
+            guard !state.failed.contains(work.video) else { return 0 }
+            try store.setVideoStatus(work.video, status: .failed, errorKind: failure.kind, error: failure.message)
+            report.stats.videosFailed += 1
+            report.failed.append(work.path)
+            state.failed.insert(work.video)
+            progress.event("failed: \(name): \(failure.message)")
+            return 0
+        }
+        if let failure = work.failure {
+            // A clip that could not be decoded: the video is damaged; later clips still run.
+            var d = state.damage[work.video] ?? DecodeDamage()
+            d.lostSampledFrames += 1
+            state.damage[work.video] = d
+            progress.event("clip \(work.clip) of \(name) failed: \(failure.message)")
+            return 0
+        }
+        guard let pixels = work.pixels, let grid = work.grid, !state.failed.contains(work.video) else {
+            if work.clip < 0 { report.stats.clipsSkipped += work.clipCount }
+            return 0
+        }
+        let m0 = DispatchTime.now().uptimeNanoseconds
+        let rows = try model.describe(pixels: pixels, grid: grid, description: spec.prompts.description, questions: spec.prompts.questions)
+        report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
+        let s0 = DispatchTime.now().uptimeNanoseconds
+        try store.saveClip(video: work.video, index: work.clip, start: work.range.start, end: work.range.end, frames: work.frames,
+                           width: work.width, height: work.height, results: rows, thumbnails: work.thumbnails,
+                           model: c.modelDirectory, settings: c.generationJSON, settingsKey: c.settingsKey, run: c.run)
+        report.storing += Double(DispatchTime.now().uptimeNanoseconds - s0) / 1e9
+        report.stats.clipsDone += 1
+        if let e = work.thumbnailError { progress.event("clip \(work.clip) of \(name): no thumbnails: \(e)") }
+        if let d = work.damage { state.damage[work.video] = d }
+        return rows.reduce(0) { $0 + $1.generatedTokens }
+    }
+
+    /// All of a video's clips are in: its summary, then its status. Returns the tokens generated.
+    private func finishVideo(_ work: Work, model: ClipModel, context c: Context, state: inout VideoState, report: inout RunReport) throws -> Int {
+        let name = PathBytes.display((work.path as NSString).lastPathComponent)
+        let allReused = work.clip < 0 && work.failure == nil
+        var tokens = 0
+        if !spec.prompts.summary.isEmpty, !(try store.hasSummary(video: work.video, settingsKey: c.settingsKey)) {
+            let descriptions = try store.descriptions(video: work.video, settingsKey: c.settingsKey)
+            if descriptions.count == work.clipCount && !descriptions.isEmpty {
+                let prompt = spec.prompts.summary.replacingOccurrences(
+                    of: "{descriptions}", with: descriptions.enumerated().map { "\($0.offset + 1). \($0.element)" }.joined(separator: "\n"))
+                let m0 = DispatchTime.now().uptimeNanoseconds
+                var row = try model.text(prompt)
+                report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
+                row.prompt = spec.prompts.summary
+                try store.saveSummary(video: work.video, row, model: c.modelDirectory, settings: c.generationJSON, settingsKey: c.settingsKey)
+                tokens += row.generatedTokens
+            }
+        }
+        if let d = state.damage[work.video] {
+            try store.setVideoStatus(work.video, status: .damaged, errorKind: d.truncated ? "truncated" : "corrupt-data", error: d.summary)
+            report.videosDamaged += 1
+            progress.event("done with damage: \(name): \(d.summary)")
+        } else if !allReused {
+            try store.setVideoStatus(work.video, status: .done)
+        } else if try store.videoStatus(work.video) == .pending {
+            try store.setVideoStatus(work.video, status: .done)
+        }
+        return tokens
     }
 
     static func duration(_ s: Double) -> String {
         let t = Int(s.rounded())
         return String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60)
     }
+}
+
+/// The id of the run in progress, shared with a signal handler.
+final class RunID: @unchecked Sendable {
+    private var id: Int64?
+    private let lock = NSLock()
+    var value: Int64? { lock.lock(); defer { lock.unlock() }; return id }
+    func set(_ v: Int64) { lock.lock(); id = v; lock.unlock() }
 }
 
 /// A thread-safe flag.

@@ -120,25 +120,65 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         }
     }
 
+    /// The shortest step between clips a spec may ask for (seconds − overlap).
+    public static let minimumClipStride = 0.1
+
     public func validate(path: String) throws {
         func bad(_ key: String, _ why: String) -> PipelineError { .invalidSpec(path: path, key: key, reason: why) }
+        /// A number must be finite (YAML's .inf and .nan decode as numbers).
+        func finite(_ key: String, _ x: Double?) throws {
+            if let x, !x.isFinite { throw bad(key, "must be a finite number, got \(x)") }
+        }
+        try finite("sampling.fps", sampling.fps)
+        try finite("sampling.total_pixels", sampling.totalPixels)
+        try finite("clips.seconds", clips.seconds)
+        try finite("clips.overlap", clips.overlap)
+        try finite("clips.min_remainder", clips.minRemainder)
+        try finite("generation.temperature", generation.temperature)
+        try finite("generation.top_p", generation.topP)
+        try finite("generation.repetition_penalty", generation.repetitionPenalty)
         guard !inputs.paths.isEmpty else { throw bad("inputs.paths", "list at least one directory, file or glob") }
+        if inputs.paths.contains(where: \.isEmpty) { throw bad("inputs.paths", "an empty path") }
         guard FrameSampler.fpsRange.contains(sampling.fps) else { throw bad("sampling.fps", "must be between 0.1 and 30, got \(sampling.fps)") }
-        guard sampling.minPixels >= 1 else { throw bad("sampling.min_pixels", "must be ≥ 1") }
-        if let m = sampling.maxPixels, m < sampling.minPixels { throw bad("sampling.max_pixels", "must be ≥ min_pixels (\(sampling.minPixels))") }
-        if let m = sampling.maxFrames, m < 1 { throw bad("sampling.max_frames", "must be ≥ 1") }
-        guard clips.seconds > 0 else { throw bad("clips.seconds", "must be > 0") }
-        guard clips.overlap >= 0 && clips.overlap < clips.seconds else { throw bad("clips.overlap", "must be in [0, clips.seconds)") }
+        let smallest = SmartResize.factor * SmartResize.factor
+        guard sampling.minPixels >= 1 else { throw bad("sampling.min_pixels", "must be ≥ 1, got \(sampling.minPixels)") }
+        guard sampling.minPixels <= 1 << 30 else { throw bad("sampling.min_pixels", "must be ≤ \(1 << 30), got \(sampling.minPixels)") }
+        if let m = sampling.maxPixels {
+            guard m >= smallest else {
+                throw bad("sampling.max_pixels", "must be ≥ \(smallest) (one \(SmartResize.factor)×\(SmartResize.factor) cell, the smallest frame), got \(m)")
+            }
+            guard m >= sampling.minPixels else { throw bad("sampling.max_pixels", "must be ≥ min_pixels (\(sampling.minPixels)), got \(m)") }
+        }
+        if let t = sampling.totalPixels {
+            guard t > 0 else { throw bad("sampling.total_pixels", "must be > 0, got \(t)") }
+        }
+        // The per-frame bound qwen-vl-utils derives (even for a one-frame clip) must fit a frame.
+        let perFrame = SmartResize.videoMaxPixels(frameCount: 1, minPixels: sampling.minPixels, maxPixels: sampling.maxPixels,
+                                                 totalPixels: sampling.totalPixels)
+        guard perFrame >= Double(smallest) else {
+            throw bad(sampling.totalPixels != nil ? "sampling.total_pixels" : "sampling.min_pixels",
+                      "these bounds leave \(Int(perFrame)) pixels per frame, less than the smallest frame (\(smallest))")
+        }
+        if let m = sampling.maxFrames, m < 1 { throw bad("sampling.max_frames", "must be ≥ 1, got \(m)") }
+        guard clips.seconds >= Self.minimumClipStride else {
+            throw bad("clips.seconds", "must be ≥ \(Self.minimumClipStride) s, got \(clips.seconds)")
+        }
+        guard clips.overlap >= 0 && clips.overlap < clips.seconds else { throw bad("clips.overlap", "must be in [0, clips.seconds), got \(clips.overlap)") }
+        guard clips.seconds - clips.overlap >= Self.minimumClipStride else {
+            throw bad("clips.overlap", "clips must advance by at least \(Self.minimumClipStride) s (seconds − overlap), got \(clips.seconds - clips.overlap)")
+        }
+        if let r = clips.minRemainder, r < 0 { throw bad("clips.min_remainder", "must be ≥ 0, got \(r)") }
         if let d = dtype, !["f32", "bf16"].contains(d) { throw bad("dtype", "must be one of f32, bf16; got '\(d)'") }
         guard !prompts.description.isEmpty else { throw bad("prompts.description", "must not be empty") }
-        guard generation.maxNewTokens >= 1 else { throw bad("generation.max_new_tokens", "must be ≥ 1") }
-        guard generation.temperature >= 0 else { throw bad("generation.temperature", "must be ≥ 0") }
-        if let p = generation.topP, !(p > 0 && p <= 1) { throw bad("generation.top_p", "must be in (0, 1]") }
-        if let k = generation.topK, k < 1 { throw bad("generation.top_k", "must be ≥ 1") }
-        guard generation.repetitionPenalty > 0 else { throw bad("generation.repetition_penalty", "must be > 0") }
+        guard generation.maxNewTokens >= 1 else { throw bad("generation.max_new_tokens", "must be ≥ 1, got \(generation.maxNewTokens)") }
+        guard generation.temperature >= 0 else { throw bad("generation.temperature", "must be ≥ 0, got \(generation.temperature)") }
+        if let p = generation.topP, !(p > 0 && p <= 1) { throw bad("generation.top_p", "must be in (0, 1], got \(p)") }
+        if let k = generation.topK, k < 1 { throw bad("generation.top_k", "must be ≥ 1, got \(k)") }
+        guard generation.repetitionPenalty > 0 else { throw bad("generation.repetition_penalty", "must be > 0, got \(generation.repetitionPenalty)") }
         guard output.thumbnails == 0 || (16...4096).contains(output.thumbnails) else {
             throw bad("output.thumbnails", "must be true, false or a size in pixels from 16 to 4096, got \(output.thumbnails)")
         }
+        guard !output.database.isEmpty else { throw bad("output.database", "must not be empty") }
     }
 
     /// A path of the spec resolved against the spec's folder.

@@ -7,10 +7,19 @@ public final class Store: @unchecked Sendable {
     public let path: String
     public let db: DatabasePool
 
+    /// An exclusive lock (flock) on the database file while a run or a merge writes to it.
+    private var writerLock: Int32 = -1
+    private let lockGuard = NSLock()
+
     public init(path: String) throws {
         self.path = path
+        try Store.checkFile(path, mayBeAbsent: true)
         let dir = (path as NSString).deletingLastPathComponent
-        if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        if !dir.isEmpty && !FileManager.default.fileExists(atPath: dir) {
+            do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
+                throw PipelineError.database(path: path, reason: "cannot create its folder \(dir): \(Store.reason(error))")
+            }
+        }
         var config = Configuration()
         config.foreignKeysEnabled = true
         config.busyMode = .timeout(30)
@@ -20,8 +29,114 @@ public final class Store: @unchecked Sendable {
         do {
             db = try DatabasePool(path: path, configuration: config)
             try Store.migrator.migrate(db)
+            try db.read { db in try Store.checkSchema(db, path: path, requireThumbnails: true) }
+        } catch let e as PipelineError {
+            throw e
         } catch {
-            throw PipelineError.database(path: path, reason: "\(error)")
+            throw PipelineError.database(path: path, reason: Store.reason(error))
+        }
+    }
+
+    deinit {
+        if writerLock >= 0 { close(writerLock) }
+    }
+
+    /// A database is a regular file (or not there yet): a device such as /dev/full, a FIFO or a
+    /// folder is refused before SQLite touches it (it would create PATH-journal beside it).
+    static func checkFile(_ path: String, mayBeAbsent: Bool) throws {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            if errno == ENOENT && mayBeAbsent { return }
+            throw PipelineError.database(path: path, reason: errno == ENOENT ? "no such database" : String(cString: strerror(errno)))
+        }
+        let kind = st.st_mode & S_IFMT
+        guard kind == S_IFREG else {
+            let what = kind == S_IFDIR ? "a folder" : kind == S_IFCHR ? "a character device" : kind == S_IFBLK ? "a block device"
+                : kind == S_IFIFO ? "a named pipe (FIFO)" : kind == S_IFSOCK ? "a socket" : "not a regular file"
+            throw PipelineError.database(path: path, reason: "\(what), not a database file")
+        }
+    }
+
+    /// The tables every reelql database has (a dropped one is damage, reported before any work).
+    static func checkSchema(_ db: Database, path: String, requireThumbnails: Bool) throws {
+        var tables = ["runs", "videos", "clips", "results"]
+        if requireThumbnails { tables += ["thumbnails", "results_fts"] }
+        for table in tables where try !db.tableExists(table) {
+            throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: it has no table '\(table)'")
+        }
+    }
+
+    /// An error's message without the SQL that caused it (GRDB's description quotes the statement).
+    static func reason(_ error: Error) -> String {
+        if let e = error as? DatabaseError { return e.message ?? "SQLite error \(e.resultCode.rawValue)" }
+        if let e = error as? PipelineError { return e.localizedDescription }
+        return error.localizedDescription
+    }
+
+    /// `path` as an SQLite URI (file:…?query), every byte that is not unreserved percent-encoded.
+    static func uri(_ path: String, _ query: String) -> String {
+        let absolute = path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
+        var out = "file:"
+        for b in absolute.utf8 {
+            if (b >= 0x30 && b <= 0x39) || (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || "/-._~".utf8.contains(b) {
+                out.append(Character(Unicode.Scalar(b)))
+            } else {
+                out += String(format: "%%%02X", b)
+            }
+        }
+        return out + "?" + query
+    }
+
+    /// Opens a database for reading only: nothing in it or its header changes, and one on a
+    /// read-only mount opens too (read as immutable when SQLite cannot make its shared-memory
+    /// file there). Checks that it is a reelql database.
+    public static func openReadOnly(_ path: String) throws -> DatabaseQueue {
+        try checkFile(path, mayBeAbsent: false)
+        var config = Configuration()
+        config.readonly = true
+        var firstError: Error?
+        for query in ["mode=ro", "mode=ro&immutable=1"] {
+            do {
+                let queue = try DatabaseQueue(path: uri(path, query), configuration: config)
+                try queue.read { db in try checkSchema(db, path: path, requireThumbnails: false) }
+                return queue
+            } catch let e as PipelineError {
+                throw e
+            } catch {
+                if firstError == nil { firstError = error }
+            }
+        }
+        throw PipelineError.database(path: path, reason: "cannot open it read-only: \(firstError.map(reason) ?? "unknown error")")
+    }
+
+    /// Takes the database for this process's writes (a run or a merge): a second writer is
+    /// refused at once, naming the run that holds it; runs that a dead process left `running`
+    /// (kill -9, a power cut) are then marked `abandoned`. Returns how many were.
+    @discardableResult
+    public func lockForWriting() throws -> Int {
+        lockGuard.lock(); defer { lockGuard.unlock() }
+        if writerLock < 0 {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw PipelineError.database(path: path, reason: "cannot open it: \(String(cString: strerror(errno)))") }
+            guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+                let busy = errno == EWOULDBLOCK
+                let why = String(cString: strerror(errno))
+                close(fd)
+                guard busy else { throw PipelineError.database(path: path, reason: "cannot lock it: \(why)") }
+                let holder = try? db.read { db in
+                    try Row.fetchOne(db, sql: "SELECT id, started_at FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1")
+                }
+                if let row = holder ?? nil {
+                    throw PipelineError.databaseInUse(path: path, holder: "run \(row["id"] as Int64) (started \(row["started_at"] as String))")
+                }
+                throw PipelineError.databaseInUse(path: path, holder: "another reelql process (a merge)")
+            }
+            writerLock = fd
+        }
+        return try db.write { db in
+            try db.execute(sql: "UPDATE runs SET status = ?, finished_at = coalesce(finished_at, ?) WHERE status = ?",
+                           arguments: [RunStatus.abandoned.rawValue, Store.now(), RunStatus.running.rawValue])
+            return db.changesCount
         }
     }
 
@@ -154,6 +269,20 @@ public final class Store: @unchecked Sendable {
 
     // MARK: - Runs
 
+    /// A run's `status`.
+    public enum RunStatus: String, Sendable, CaseIterable {
+        case running, finished, interrupted
+        /// Stopped by an error (a full disk, a damaged database).
+        case failed
+        /// Left `running` by a process that died (kill -9, a power cut); set by the next run.
+        case abandoned
+    }
+
+    /// A video's `status`.
+    public enum VideoStatus: String, Sendable, CaseIterable {
+        case pending, done, damaged, failed, missing
+    }
+
     public func startRun(spec: String, model: String, settingsKey: String, shard: String?) throws -> Int64 {
         try db.write { db in
             try db.execute(sql: """
@@ -169,13 +298,20 @@ public final class Store: @unchecked Sendable {
         public init() {}
     }
 
-    public func finishRun(_ id: Int64, status: String, stats: RunStats, seconds: Double) throws {
+    public func finishRun(_ id: Int64, status: RunStatus, stats: RunStats, seconds: Double) throws {
         try db.write { db in
             try db.execute(sql: """
                 UPDATE runs SET finished_at = ?, status = ?, videos_seen = ?, videos_failed = ?, clips_done = ?,
                        clips_skipped = ?, tokens_generated = ?, seconds = ? WHERE id = ?
-                """, arguments: [Store.now(), status, stats.videosSeen, stats.videosFailed, stats.clipsDone,
+                """, arguments: [Store.now(), status.rawValue, stats.videosSeen, stats.videosFailed, stats.clipsDone,
                                  stats.clipsSkipped, stats.tokensGenerated, seconds, id])
+        }
+    }
+
+    /// Sets a run's final status without its counts (a run stopped from a signal handler).
+    public func setRunStatus(_ id: Int64, _ status: RunStatus) throws {
+        try db.write { db in
+            try db.execute(sql: "UPDATE runs SET status = ?, finished_at = ? WHERE id = ?", arguments: [status.rawValue, Store.now(), id])
         }
     }
 
@@ -208,6 +344,22 @@ public final class Store: @unchecked Sendable {
         }
     }
 
+    /// Records a file that could not be read (to fingerprint it): its earlier results stay,
+    /// whatever they were, until it can be read again. Returns the video's id.
+    public func upsertUnreadable(path: String, run: Int64) throws -> Int64 {
+        try db.write { db in
+            if let id = try Int64.fetchOne(db, sql: "SELECT id FROM videos WHERE path = ?", arguments: [path]) {
+                try db.execute(sql: "UPDATE videos SET last_run_id = ?, updated_at = ? WHERE id = ?", arguments: [run, Store.now(), id])
+                return id
+            }
+            try db.execute(sql: """
+                INSERT INTO videos (path, size, mtime, fingerprint, status, last_run_id, updated_at)
+                VALUES (?, 0, 0, '', 'pending', ?, ?)
+                """, arguments: [path, run, Store.now()])
+            return db.lastInsertedRowID
+        }
+    }
+
     public func setVideoInfo(_ id: Int64, duration: Double?, width: Int, height: Int, fps: Double?, codec: String, frameCount: Int?) throws {
         try db.write { db in
             try db.execute(sql: "UPDATE videos SET duration = ?, width = ?, height = ?, fps = ?, codec = ?, frame_count = ? WHERE id = ?",
@@ -215,15 +367,15 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    public func setVideoStatus(_ id: Int64, status: String, errorKind: String? = nil, error: String? = nil) throws {
+    public func setVideoStatus(_ id: Int64, status: VideoStatus, errorKind: String? = nil, error: String? = nil) throws {
         try db.write { db in
             try db.execute(sql: "UPDATE videos SET status = ?, error_kind = ?, error = ?, updated_at = ? WHERE id = ?",
-                           arguments: [status, errorKind, error, Store.now(), id])
+                           arguments: [status.rawValue, errorKind, error, Store.now(), id])
         }
     }
 
-    public func videoStatus(_ id: Int64) throws -> String? {
-        try db.read { db in try String.fetchOne(db, sql: "SELECT status FROM videos WHERE id = ?", arguments: [id]) }
+    public func videoStatus(_ id: Int64) throws -> VideoStatus? {
+        try db.read { db in try String.fetchOne(db, sql: "SELECT status FROM videos WHERE id = ?", arguments: [id]).flatMap(VideoStatus.init) }
     }
 
     /// Videos under `roots` that the scan did not find any more.
@@ -347,16 +499,28 @@ public final class Store: @unchecked Sendable {
 
     /// Ranked full-text matches (FTS5 bm25), with the file and the time range of the clip.
     public func search(_ query: String, limit: Int = 20) throws -> [Match] {
-        try db.read { db in
-            try Row.fetchAll(db, sql: """
-                SELECT v.path, r.clip_index, c.start_seconds, c.end_seconds, r.kind, r.prompt, r.text, bm25(results_fts) AS rank
-                FROM results_fts JOIN results r ON r.id = results_fts.rowid JOIN videos v ON v.id = r.video_id
-                LEFT JOIN clips c ON c.id = r.clip_id
-                WHERE results_fts MATCH ? ORDER BY rank LIMIT ?
-                """, arguments: [query, limit]).map {
-                Match(path: $0["path"], clipIndex: $0["clip_index"], start: $0["start_seconds"], end: $0["end_seconds"],
-                      kind: $0["kind"], prompt: $0["prompt"], text: $0["text"], rank: $0["rank"])
+        try Store.search(db, query, limit: limit, path: path)
+    }
+
+    /// Searches any open reelql database (a read-only one: `openReadOnly`). A query FTS5 cannot
+    /// parse is an error quoting the query and SQLite's reason, not the SQL statement.
+    public static func search(_ reader: any DatabaseReader, _ query: String, limit: Int = 20, path: String) throws -> [Match] {
+        do {
+            return try reader.read { db in
+                try Row.fetchAll(db, sql: """
+                    SELECT v.path, r.clip_index, c.start_seconds, c.end_seconds, r.kind, r.prompt, r.text, bm25(results_fts) AS rank
+                    FROM results_fts JOIN results r ON r.id = results_fts.rowid JOIN videos v ON v.id = r.video_id
+                    LEFT JOIN clips c ON c.id = r.clip_id
+                    WHERE results_fts MATCH ? ORDER BY rank LIMIT ?
+                    """, arguments: [query, limit]).map {
+                    Match(path: $0["path"], clipIndex: $0["clip_index"], start: $0["start_seconds"], end: $0["end_seconds"],
+                          kind: $0["kind"], prompt: $0["prompt"], text: $0["text"], rank: $0["rank"])
+                }
             }
+        } catch let e as DatabaseError where e.resultCode == .SQLITE_ERROR {
+            throw PipelineError.invalidArgument("invalid search query '\(query)': \(e.message ?? "SQLite error") (FTS5 syntax: words, \"phrases\", AND, OR, NOT, prefix*)")
+        } catch let e as DatabaseError {
+            throw PipelineError.database(path: path, reason: reason(e))
         }
     }
 
@@ -366,11 +530,15 @@ public final class Store: @unchecked Sendable {
     /// here (same video path; same clip or result under the same settings) are kept, so merging
     /// twice changes nothing.
     public func merge(from other: String) throws {
-        guard FileManager.default.fileExists(atPath: other) else { throw PipelineError.database(path: other, reason: "no such file") }
-        // Make sure the source has the schema (a database this version wrote, or migrate it).
-        _ = try Store(path: other)
+        // Inputs are only read: opened read-only (never migrated, so a foreign SQLite file gains
+        // nothing and a reelql one keeps its header), refused at once when it is this database.
+        try Store.checkMergeInput(other, output: path)
+        let source = try Store.openReadOnly(other)
+        let hasThumbnails = try source.read { db in try db.tableExists("thumbnails") }
+        try source.close()
+        try lockForWriting()
         try db.writeWithoutTransaction { db in
-            try db.execute(sql: "ATTACH DATABASE ? AS src", arguments: [other])
+            try Store.attachReadOnly(db, other)
             defer { try? db.execute(sql: "DETACH DATABASE src") }
             try db.inTransaction {
                 var runMap: [Int64: Int64] = [:]
@@ -403,7 +571,7 @@ public final class Store: @unchecked Sendable {
                                              v["fps"], v["codec"], v["frame_count"], v["status"], v["error_kind"], v["error"], lastRun,
                                              v["updated_at"]])
                     }
-                    let vid = try Int64.fetchOne(db, sql: "SELECT id FROM main.videos WHERE path = ?", arguments: [path])!
+                    guard let vid = try Int64.fetchOne(db, sql: "SELECT id FROM main.videos WHERE path = ?", arguments: [path]) else { continue }
                     let srcVid: Int64 = v["id"]
                     for c in try Row.fetchAll(db, sql: "SELECT * FROM src.clips WHERE video_id = ?", arguments: [srcVid]) {
                         try db.execute(sql: """
@@ -413,13 +581,13 @@ public final class Store: @unchecked Sendable {
                             """, arguments: [vid, c["clip_index"], c["start_seconds"], c["end_seconds"], c["frames"], c["width"],
                                              c["height"], c["settings_key"], (c["run_id"] as Int64?).flatMap { runMap[$0] }, c["done_at"]])
                     }
-                    try db.execute(sql: """
+                    if hasThumbnails { try db.execute(sql: """
                         INSERT OR IGNORE INTO main.thumbnails (clip_id, kind, mime_type, width, height, bytes)
                         SELECT m.id, t.kind, t.mime_type, t.width, t.height, t.bytes
                         FROM src.thumbnails t JOIN src.clips c ON c.id = t.clip_id
                         JOIN main.clips m ON m.video_id = ? AND m.clip_index = c.clip_index AND m.settings_key = c.settings_key
                         WHERE c.video_id = ?
-                        """, arguments: [vid, srcVid])
+                        """, arguments: [vid, srcVid]) }
                     for r in try Row.fetchAll(db, sql: "SELECT * FROM src.results WHERE video_id = ?", arguments: [srcVid]) {
                         let index: Int = r["clip_index"]
                         let clip: Int64? = index < 0 ? nil : try Int64.fetchOne(db, sql: """
@@ -437,6 +605,36 @@ public final class Store: @unchecked Sendable {
                 return .commit
             }
         }
+    }
+
+    /// Refuses an input that is the output database itself (the same path, `./OUT`, a symlink
+    /// or a hard link to it): merging a database into itself would wait on its own lock.
+    public static func checkMergeInput(_ input: String, output: String) throws {
+        var a = stat(), b = stat()
+        if stat(input, &a) == 0 && stat(output, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino {
+            throw PipelineError.invalidArgument("\(input): this is the output database itself (\(output)); name another database to merge from")
+        }
+    }
+
+    /// Attaches `path` as `src`, read-only (immutable when it lies on a read-only mount).
+    static func attachReadOnly(_ db: Database, _ path: String) throws {
+        var last: Error?
+        for query in ["mode=ro", "mode=ro&immutable=1"] {
+            do {
+                try db.execute(sql: "ATTACH DATABASE ? AS src", arguments: [uri(path, query)])
+            } catch {
+                last = error
+                continue
+            }
+            do {
+                _ = try Int.fetchOne(db, sql: "SELECT count(*) FROM src.runs")
+                return
+            } catch {
+                last = error
+                try? db.execute(sql: "DETACH DATABASE src")
+            }
+        }
+        throw PipelineError.database(path: path, reason: "cannot read it: \(last.map(reason) ?? "unknown error")")
     }
 
     static let version = "0.1.0"

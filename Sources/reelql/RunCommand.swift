@@ -71,22 +71,28 @@ struct RunCommand: ParsableCommand {
             }
             shardPair = (parts[0], parts[1])
         }
-        let progress = Progress(quiet: quiet || json, logFile: log)
+        let progress: Pipeline.Progress
         let runner: Runner
         do {
+            progress = try Pipeline.Progress(quiet: quiet || json, logFile: log)
             runner = try Runner(spec: pipeline, databasePath: db.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, shard: shardPair, progress: progress)
         } catch let e as PipelineError {
             printError("error[run]: \(e.localizedDescription)")
+            if case .databaseInUse = e { throw ExitCode(75) }
             throw ExitCode(2)
         }
-        // SIGINT / SIGTERM: finish the clip in flight, then stop; a second one stops at once.
+        // SIGINT / SIGTERM: finish the clip in flight, then stop; a second one stops at once
+        // (the run's row is marked interrupted first, waiting at most 2 s for the database).
         var sources: [DispatchSourceSignal] = []
         let signals = SignalCount()
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
-                if signals.increment() > 1 { _exit(130) }
+                if signals.increment() > 1 {
+                    runner.abandon()
+                    _exit(130)
+                }
                 progress.event("stopping after the clip in flight (again to stop at once)")
                 runner.requestStop()
             }
@@ -109,7 +115,9 @@ struct RunCommand: ParsableCommand {
                          storeSeconds: report.storing, failedFiles: report.failed)
         if json {
             try printJSON(out)
-        } else if !quiet {
+        }
+        do {
+            // The closing line goes to the log even when quiet (event() keeps stderr quiet then).
             progress.event(String(format: "run %lld %@: %d videos (%d failed, %d damaged, %d missing), %d clips done, %d reused, %d tokens in %.1f s (model %.1f s, waiting for decode %.1f s, overhead %.2f s = %.1f%%) → %@",
                                   report.run, report.interrupted ? "interrupted" : "finished", out.videos, out.failed, out.damaged, out.missing,
                                   out.clipsDone, out.clipsReused, out.tokens, out.wallSeconds, out.modelSeconds, out.waitSeconds,
@@ -136,18 +144,21 @@ struct SearchCommand: ParsableCommand {
     var query: String
     @Option(help: "The database.")
     var db: String = "output/reelql.sqlite"
-    @Option(help: "At most this many matches.")
+    @Option(help: "At most this many matches (1–100000).")
     var limit: Int = 20
     @Flag(help: "Print JSON.")
     var json = false
 
+    func validate() throws {
+        guard (1...100_000).contains(limit) else { throw ValidationError("--limit must be between 1 and 100000, got \(limit)") }
+    }
+
     func run() throws {
-        guard FileManager.default.fileExists(atPath: db) else {
-            printError("error[search]: \(db): no such database")
-            throw ExitCode(2)
-        }
         let matches: [Store.Match]
-        do { matches = try Store(path: db).search(query, limit: limit) } catch {
+        do {
+            // Read-only: a search never changes the database, and one on a read-only mount works.
+            matches = try Store.search(try Store.openReadOnly(db), query, limit: limit, path: db)
+        } catch {
             printError("error[search]: \(error.localizedDescription)")
             throw ExitCode(2)
         }
@@ -179,9 +190,19 @@ struct MergeCommand: ParsableCommand {
 
     func run() throws {
         do {
+            // Every input is checked (a reelql database, readable, not the output) before the
+            // output is created or touched.
+            for i in inputs {
+                try Store.checkMergeInput(i, output: output)
+                try Store.openReadOnly(i).close()
+            }
             let store = try Store(path: output)
             for i in inputs { try store.merge(from: i) }
             print("merged \(inputs.count) database(s) into \(output)")
+        } catch let e as PipelineError {
+            printError("error[merge]: \(e.localizedDescription)")
+            if case .databaseInUse = e { throw ExitCode(75) }
+            throw ExitCode(2)
         } catch {
             printError("error[merge]: \(error.localizedDescription)")
             throw ExitCode(2)

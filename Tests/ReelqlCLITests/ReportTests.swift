@@ -140,7 +140,7 @@ import Testing
         let run = try store.startRun(spec: "{}", model: "m", settingsKey: "k", shard: nil)
         for v in 0..<100 {
             let video = try store.upsertVideo(path: "/footage/cam\(v).mp4", size: 1, mtime: 0, fingerprint: "f\(v)", run: run)
-            try store.setVideoStatus(video, status: "done")
+            try store.setVideoStatus(video, status: .done)
             for c in 0..<100 {
                 let row = Store.ResultRow(kind: "description", prompt: "Describe.", text: "clip \(c) of camera \(v): a red square moves left",
                                           promptTokens: 1, generatedTokens: 1, visionSeconds: 0, prefillSeconds: 0, generateSeconds: 0)
