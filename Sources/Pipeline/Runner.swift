@@ -196,6 +196,8 @@ public final class Runner: @unchecked Sendable {
         var lastOfVideo = false
         /// An error that ends the run (the database failed): no file's status changes.
         var fatal: Error?
+        /// Clips of this video already done under the same settings (on its first item).
+        var reused = 0
 
         static func whole(_ video: Int64, _ path: String, clipCount: Int, failure: (kind: String, message: String)? = nil) -> Work {
             Work(video: video, path: path, clip: -1, clipCount: clipCount, range: ClipRange(start: 0, end: 0), failure: failure, lastOfVideo: true)
@@ -361,14 +363,20 @@ public final class Runner: @unchecked Sendable {
             return AnyIterator([Work.whole(video, path, clipCount: 0, failure: (e.kind, e.localizedDescription))].makeIterator())
         }
         let todo = clips.indices.filter { !done.contains($0) }
-        if todo.isEmpty { return AnyIterator([Work.whole(video, path, clipCount: clips.count)].makeIterator()) }
+        if todo.isEmpty {
+            var whole = Work.whole(video, path, clipCount: clips.count)
+            whole.reused = clips.count
+            return AnyIterator([whole].makeIterator())
+        }
         var next = 0
         // Lazily: each clip is decoded only when the queue has room for it.
         return AnyIterator { [self] in
             guard next < todo.count else { return nil }
             let i = todo[next]
             next += 1
-            return clip(i, of: clips, video: video, path: path, decoder: decoder, last: next == todo.count, c)
+            var work = clip(i, of: clips, video: video, path: path, decoder: decoder, last: next == todo.count, c)
+            if next == 1 { work.reused = clips.count - todo.count }
+            return work
         }
     }
 
@@ -404,6 +412,7 @@ public final class Runner: @unchecked Sendable {
     /// Runs the model on one item and stores it; returns the tokens generated.
     private func consume(_ work: Work, model: ClipModel, context c: Context, state: inout VideoState, report: inout RunReport) throws -> Int {
         let name = PathBytes.display((work.path as NSString).lastPathComponent)
+        report.stats.clipsSkipped += work.reused
         if let failure = work.failure, work.clip < 0 || !Self.damageKinds.contains(failure.kind) {
             // The file failed (it cannot be opened, or a clip asks what it cannot give).
             guard !state.failed.contains(work.video) else { return 0 }
@@ -422,10 +431,7 @@ public final class Runner: @unchecked Sendable {
             progress.event("clip \(work.clip) of \(name) failed: \(failure.message)")
             return 0
         }
-        guard let pixels = work.pixels, let grid = work.grid, !state.failed.contains(work.video) else {
-            if work.clip < 0 { report.stats.clipsSkipped += work.clipCount }
-            return 0
-        }
+        guard let pixels = work.pixels, let grid = work.grid, !state.failed.contains(work.video) else { return 0 }
         let m0 = DispatchTime.now().uptimeNanoseconds
         let rows = try model.describe(pixels: pixels, grid: grid, description: spec.prompts.description, questions: spec.prompts.questions)
         report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
