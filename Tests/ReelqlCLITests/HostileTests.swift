@@ -1,0 +1,397 @@
+import Foundation
+import GRDB
+import Testing
+
+/// Hostile inputs, tried as a hostile user would (issue 15): broken file systems, impossible
+/// settings, two writers on one database, full outputs, hostile checkpoint numbers. Every case
+/// ends within its time limit (a hang is killed and fails), never by a signal or a trap (exit
+/// < 128), says what is wrong naming the file, key or value, and leaves any database consistent:
+/// `PRAGMA integrity_check` ok, no duplicate rows, no run left `running` once the process ended.
+enum Hostile {
+    struct Outcome: CustomStringConvertible {
+        var status: Int32
+        var signalled: Bool
+        var timedOut: Bool
+        var stdout: String
+        var stderr: String
+        var seconds: Double
+        var description: String { "exit \(status)\(signalled ? " (signal)" : "")\(timedOut ? " (timed out)" : ""), \(String(format: "%.1f", seconds)) s, stderr: \(stderr.prefix(600))" }
+        /// Ended by itself, not by a signal, a trap or the deadline.
+        var clean: Bool { !signalled && !timedOut && status < 128 }
+    }
+
+    /// A scratch folder with `videos/` holding copies of fixture videos and a spec for the tiny
+    /// random-weight model (`spec.yaml`; `extra` YAML lines are appended to it).
+    struct Workspace {
+        let root: String
+        init(_ videos: [String] = ["hevc.mp4"], extra: String = "", tokens: Int = 4) throws {
+            root = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-hostile-\(UUID().uuidString)").path
+            try FileManager.default.createDirectory(atPath: root + "/videos", withIntermediateDirectories: true)
+            for v in videos { try FileManager.default.copyItem(atPath: CLI.video(v), toPath: "\(root)/videos/\(v)") }
+            try spec(extra, tokens: tokens).write(toFile: root + "/spec.yaml", atomically: true, encoding: .utf8)
+        }
+        func spec(_ extra: String, tokens: Int = 4) -> String {
+            """
+            inputs: {paths: [videos]}
+            sampling: {fps: 2, min_pixels: 3136, max_pixels: 9408, max_frames: 4}
+            model: \(Hostile.tinyModel)
+            prompts: {description: Describe this clip., questions: [Is there a dog?]}
+            generation: {max_new_tokens: \(tokens)}
+            \(extra)
+            """
+        }
+        /// A spec with `yaml` replacing one top-level section.
+        func write(_ name: String, _ text: String) throws -> String {
+            let path = root + "/" + name
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        var specPath: String { root + "/spec.yaml" }
+        var db: String { root + "/out.sqlite" }
+        func remove() { try? FileManager.default.removeItem(atPath: root) }
+    }
+
+    static let tinyModel = CLI.root.appendingPathComponent("fixtures/models/tiny-qwen2vl-chat").path
+
+    /// Runs reelql (under `/bin/sh -c` with `ulimit -v` when `memoryLimitKB` is set), stdout and
+    /// stderr to files or the given paths, killed past `limit` seconds.
+    static func run(_ args: [String], limit: Double = 30, memoryLimitKB: Int? = nil, stdoutPath: String? = nil,
+                    stderrPath: String? = nil, environment: [String: String] = [:]) throws -> Outcome {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-hostile-out-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let outPath = stdoutPath ?? dir + "/stdout", errPath = stderrPath ?? dir + "/stderr"
+        if stdoutPath == nil { _ = FileManager.default.createFile(atPath: outPath, contents: nil) }
+        if stderrPath == nil { _ = FileManager.default.createFile(atPath: errPath, contents: nil) }
+        let p = Process()
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        if let kb = memoryLimitKB {
+            p.executableURL = URL(fileURLWithPath: "/bin/sh")
+            p.arguments = ["-c", "ulimit -v \(kb) && exec \"$0\" \"$@\"", CLI.binary.path] + args
+        } else {
+            p.executableURL = CLI.binary
+            p.arguments = args
+        }
+        guard let out = FileHandle(forWritingAtPath: outPath), let err = FileHandle(forWritingAtPath: errPath) else {
+            throw CocoaError(.fileNoSuchFile)
+        }
+        p.standardOutput = out
+        p.standardError = err
+        p.standardInput = FileHandle.nullDevice
+        let start = Date()
+        try p.run()
+        var timedOut = false
+        while p.isRunning {
+            if Date().timeIntervalSince(start) > limit {
+                timedOut = true
+                kill(p.processIdentifier, SIGKILL)
+                break
+            }
+            usleep(5_000)
+        }
+        p.waitUntilExit()
+        try? out.close(); try? err.close()
+        let read = { (path: String) in stdoutPath == path || stderrPath == path ? "" : ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "") }
+        return Outcome(status: p.terminationStatus, signalled: p.terminationReason == .uncaughtSignal, timedOut: timedOut,
+                       stdout: read(outPath), stderr: read(errPath), seconds: Date().timeIntervalSince(start))
+    }
+
+    static func readOnly(_ path: String) throws -> DatabaseQueue {
+        var config = Configuration()
+        config.readonly = true
+        return try DatabaseQueue(path: path, configuration: config)
+    }
+
+    /// The database is consistent: integrity ok, no duplicates, no run left running.
+    static func expectConsistent(_ path: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        try readOnly(path).read { db in
+            #expect(try String.fetchOne(db, sql: "PRAGMA integrity_check") == "ok", sourceLocation: sourceLocation)
+            guard try db.tableExists("runs") else { return }
+            #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM runs WHERE status = 'running'") == 0, "a run was left running", sourceLocation: sourceLocation)
+            #expect(try Int.fetchOne(db, sql: "SELECT count(*) - count(DISTINCT path) FROM videos") == 0, sourceLocation: sourceLocation)
+            if try db.tableExists("clips") {
+                #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM (SELECT 1 FROM clips GROUP BY video_id, clip_index, settings_key HAVING count(*) > 1)") == 0,
+                        sourceLocation: sourceLocation)
+            }
+        }
+    }
+
+    static func videos(_ db: String) throws -> [String] {
+        try readOnly(db).read { db in try String.fetchAll(db, sql: "SELECT path || '|' || status FROM videos ORDER BY path") }
+    }
+
+    static func sha(_ path: String) -> Data? { FileManager.default.contents(atPath: path) }
+}
+
+@Suite struct HostileFileSystemTests {
+    /// A FIFO in an input folder is skipped without opening it (opening blocks until a writer
+    /// comes); a FIFO named directly fails without blocking.
+    @Test func fifosNeverBlock() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(mkfifo(ws.root + "/videos/pipe.mp4", 0o644) == 0)
+        let r = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"], limit: 60)
+        #expect(r.clean && r.status == 0, "\(r)")
+        #expect(try Hostile.videos(ws.db).count == 1)
+        try Hostile.expectConsistent(ws.db)
+        for command in [["probe"], ["frames"], ["describe", "--model", Hostile.tinyModel, "--max-new-tokens", "2"]] {
+            let one = try Hostile.run(command + [ws.root + "/videos/pipe.mp4"], limit: 20)
+            #expect(one.clean && one.status == 12 && one.stderr.contains("pipe.mp4") && one.stderr.contains("FIFO"), "\(command): \(one)")
+        }
+    }
+
+    /// Directory symlinks that loop (to itself, to its parent) and links to the same file: one
+    /// video, scanned once, and the scan ends.
+    @Test func symlinkLoopsAndAliasesAreOneVideo() throws {
+        let ws = try Hostile.Workspace(["hevc.mp4"])
+        defer { ws.remove() }
+        let v = ws.root + "/videos"
+        #expect(symlink(".", v + "/loop") == 0)
+        #expect(symlink("..", v + "/up") == 0)
+        #expect(symlink("hevc.mp4", v + "/alias.mp4") == 0)
+        #expect(link(v + "/hevc.mp4", v + "/hard.mp4") == 0)
+        let r = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"], limit: 60)
+        #expect(r.clean && r.status == 0, "\(r)")
+        let rows = try Hostile.videos(ws.db)
+        #expect(rows.count == 1, "\(rows)")
+        try Hostile.expectConsistent(ws.db)
+    }
+
+    /// A file whose name is not UTF-8 is found by `run` and opened by `probe` and `describe`.
+    @Test func namesThatAreNotUTF8() throws {
+        let ws = try Hostile.Workspace([])
+        defer { ws.remove() }
+        let bytes = Array((ws.root + "/videos/clip-").utf8) + [0xFF, 0xE9] + Array(".mp4".utf8)
+        let data = try #require(FileManager.default.contents(atPath: CLI.video("hevc.mp4")))
+        let fd = (bytes + [0]).withUnsafeBufferPointer { p in
+            p.baseAddress!.withMemoryRebound(to: CChar.self, capacity: p.count) { open($0, O_WRONLY | O_CREAT | O_TRUNC, 0o644) }
+        }
+        #expect(fd >= 0)
+        _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        let r = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"], limit: 60)
+        #expect(r.clean && r.status == 0, "\(r)")
+        let rows = try Hostile.videos(ws.db)
+        #expect(rows.count == 1 && rows.first?.hasSuffix("|done") == true, "\(rows)")
+        // The name reaches the commands byte for byte (through /bin/sh, which passes argv as is).
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", "exec \"$0\" probe --json \"$(printf '\(ws.root)/videos/clip-\\377\\351.mp4')\"", CLI.binary.path]
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0 && String(decoding: o, as: UTF8.self).contains("hevc"), "probe exit \(p.terminationStatus)")
+    }
+
+    /// /proc files report size 0 but are not empty; they are not videos either.
+    @Test func procFilesAreNotCalledEmpty() throws {
+        let r = try Hostile.run(["probe", "/proc/self/status"], limit: 20)
+        #expect(r.clean && r.status == 12 && !r.stderr.contains("empty"), "\(r)")
+    }
+}
+
+@Suite struct HostileSettingsTests {
+    /// Clip settings that would cut a video into billions of clips, and numbers that are not
+    /// numbers, are errors naming the key, before any work.
+    @Test func impossibleSpecsNameTheKey() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let cases: [(yaml: String, key: String)] = [
+            ("clips: {seconds: 1.0e-9}", "clips.seconds"),
+            ("clips: {seconds: 1, overlap: 0.9999999}", "clips.overlap"),
+            ("clips: {seconds: .inf}", "clips.seconds"),
+            ("clips: {seconds: 2, min_remainder: .nan}", "clips.min_remainder"),
+        ]
+        for (i, c) in cases.enumerated() {
+            let spec = try ws.write("clips-\(i).yaml", ws.spec("") + "\n" + c.yaml)
+            let r = try Hostile.run(["run", spec, "--db", ws.db, "--quiet"], limit: 20, memoryLimitKB: 8 << 20)
+            #expect(r.clean && r.status == 2 && r.stderr.contains(c.key), "\(c.yaml): \(r)")
+        }
+        let generationCases: [(yaml: String, key: String)] = [
+            ("{max_new_tokens: 4, temperature: .inf}", "generation.temperature"),
+            ("{max_new_tokens: 4, top_p: .nan}", "generation.top_p"),
+            ("{max_new_tokens: 4, repetition_penalty: .inf}", "generation.repetition_penalty"),
+        ]
+        for (i, c) in generationCases.enumerated() {
+            let text = ws.spec("").replacingOccurrences(of: "generation: {max_new_tokens: 4}", with: "generation: \(c.yaml)")
+            let spec = try ws.write("generation-\(i).yaml", text)
+            let r = try Hostile.run(["run", spec, "--db", ws.db, "--quiet"], limit: 20)
+            #expect(r.clean && r.status == 2 && r.stderr.contains(c.key), "\(c.yaml): \(r)")
+        }
+        let samplingCases: [(yaml: String, key: String)] = [
+            ("{fps: .nan}", "sampling.fps"),
+            ("{total_pixels: .nan}", "sampling.total_pixels"),
+            ("{total_pixels: -100000}", "sampling.total_pixels"),
+            ("{min_pixels: 1, max_pixels: 1}", "sampling.max_pixels"),
+        ]
+        for (i, c) in samplingCases.enumerated() {
+            let text = ws.spec("").replacingOccurrences(of: "sampling: {fps: 2, min_pixels: 3136, max_pixels: 9408, max_frames: 4}", with: "sampling: \(c.yaml)")
+            let spec = try ws.write("sampling-\(i).yaml", text)
+            let r = try Hostile.run(["run", spec, "--db", ws.db, "--quiet"], limit: 20)
+            #expect(r.clean && r.status == 2 && r.stderr.contains(c.key), "\(c.yaml): \(r)")
+        }
+        // Nothing was processed: no file was marked damaged or failed by a settings error.
+        let stored = FileManager.default.fileExists(atPath: ws.db) ? try Hostile.videos(ws.db) : []
+        #expect(stored.isEmpty)
+    }
+}
+
+@Suite(.serialized) struct HostileDatabaseTests {
+    /// A second run on a database in use is refused at once naming the run; the first finishes.
+    @Test func aSecondRunIsRefused() throws {
+        let ws = try Hostile.Workspace(["shortgop.mp4"], tokens: 48)
+        defer { ws.remove() }
+        let first = Process()
+        first.executableURL = CLI.binary
+        first.arguments = ["run", ws.specPath, "--db", ws.db, "--quiet"]
+        first.standardError = FileHandle.nullDevice
+        try first.run()
+        let deadline = Date().addingTimeInterval(60)
+        var started = false
+        while first.isRunning && !started && Date() < deadline {
+            started = (try? Hostile.readOnly(ws.db).read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM runs WHERE status = 'running'") }) == 1
+            if !started { usleep(10_000) }
+        }
+        let second = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"], limit: 20)
+        first.waitUntilExit()
+        #expect(started, "the first run never showed as running")
+        #expect(second.clean && second.status == 75 && second.stderr.contains("in use by run 1"), "\(second)")
+        #expect(first.terminationStatus == 0)
+        try Hostile.expectConsistent(ws.db)
+    }
+
+    /// A run left `running` by a killed process gets a final status from the next run.
+    @Test func staleRunningRowsAreClosed() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let queue = try DatabaseQueue(path: ws.db)
+        try queue.write { db in try db.execute(sql: "UPDATE runs SET status = 'running', finished_at = NULL") }
+        try queue.close()
+        let r = try Hostile.run(["run", ws.specPath, "--db", ws.db])
+        #expect(r.clean && r.status == 0 && r.stderr.contains("abandoned"), "\(r)")
+        #expect(try Hostile.readOnly(ws.db).read { db in try String.fetchAll(db, sql: "SELECT status FROM runs ORDER BY id") } == ["abandoned", "finished"])
+        try Hostile.expectConsistent(ws.db)
+    }
+
+    /// Two Ctrl-C in a row stop at once, and the run's row still gets a final status.
+    @Test func doubleInterruptLeavesNoRunningRow() throws {
+        let ws = try Hostile.Workspace(["shortgop.mp4"], tokens: 48)
+        defer { ws.remove() }
+        let p = Process()
+        p.executableURL = CLI.binary
+        p.arguments = ["run", ws.specPath, "--db", ws.db, "--quiet"]
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        let deadline = Date().addingTimeInterval(60)
+        while p.isRunning && RunCLITests.committedClips(ws.db) < 1 && Date() < deadline { usleep(5_000) }
+        let interrupted = p.isRunning
+        if interrupted {
+            kill(p.processIdentifier, SIGINT)
+            usleep(100_000)
+            kill(p.processIdentifier, SIGINT)
+        }
+        p.waitUntilExit()
+        #expect(interrupted, "the run ended before it could be interrupted")
+        #expect(p.terminationStatus == 130 && p.terminationReason == .exit)
+        try Hostile.expectConsistent(ws.db)
+    }
+
+    /// A damaged database (a table dropped) is one fatal error before any work: no file's status
+    /// changes.
+    @Test func aDroppedTableIsOneFatalError() throws {
+        let ws = try Hostile.Workspace(["hevc.mp4", "h264_cfr.mp4"])
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let before = try Hostile.videos(ws.db)
+        let queue = try DatabaseQueue(path: ws.db)
+        try queue.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA foreign_keys = OFF")
+            try db.execute(sql: "DROP VIEW clip_results; DROP VIEW answers; DROP VIEW video_results; DROP TABLE thumbnails; DROP TABLE clips")
+        }
+        try queue.close()
+        try FileManager.default.removeItem(atPath: ws.root + "/videos/h264_cfr.mp4") // would be marked missing
+        let r = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"])
+        #expect(r.clean && r.status == 2 && r.stderr.contains("clips") && r.stderr.contains(ws.db), "\(r)")
+        #expect(try Hostile.videos(ws.db) == before)
+    }
+
+    /// A database that is a device, a FIFO or a folder is refused before SQLite touches it.
+    @Test func databaseMustBeARegularFile() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(mkfifo(ws.root + "/fifo.sqlite", 0o644) == 0)
+        for db in ["/dev/full", ws.root + "/fifo.sqlite", ws.root + "/videos"] {
+            let r = try Hostile.run(["run", ws.specPath, "--db", db, "--quiet"], limit: 20)
+            #expect(r.clean && r.status == 2 && r.stderr.contains(db), "\(db): \(r)")
+            #expect(!FileManager.default.fileExists(atPath: db + "-journal") && !FileManager.default.fileExists(atPath: db + "-wal"))
+        }
+    }
+
+    /// merge reads its inputs only: a foreign SQLite file is refused and unchanged, a reelql
+    /// input keeps every byte; the output named as an input (itself, ./OUT, a symlink) is
+    /// refused at once.
+    @Test func mergeInputsAreReadOnly() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let foreign = ws.root + "/foreign.sqlite"
+        let q = try DatabaseQueue(path: foreign)
+        try q.write { db in try db.execute(sql: "CREATE TABLE notes (x TEXT); INSERT INTO notes VALUES ('mine')") }
+        try q.close()
+        let foreignBytes = Hostile.sha(foreign), inputBytes = Hostile.sha(ws.db)
+        let merged = ws.root + "/merged.sqlite"
+        let refused = try Hostile.run(["merge", merged, foreign], limit: 20)
+        #expect(refused.clean && refused.status == 2 && refused.stderr.contains("foreign.sqlite") && refused.stderr.contains("not a reelql database"), "\(refused)")
+        #expect(Hostile.sha(foreign) == foreignBytes)
+        let ok = try Hostile.run(["merge", merged, ws.db], limit: 20)
+        #expect(ok.clean && ok.status == 0, "\(ok)")
+        #expect(Hostile.sha(ws.db) == inputBytes, "the input's bytes changed")
+        #expect(symlink(merged, ws.root + "/link.sqlite") == 0)
+        for input in [merged, ws.root + "/./merged.sqlite", ws.root + "/link.sqlite"] {
+            let r = try Hostile.run(["merge", merged, input], limit: 5)
+            #expect(r.clean && r.status == 2 && r.stderr.contains("output database itself"), "\(input): \(r)")
+        }
+        try Hostile.expectConsistent(merged)
+    }
+
+    /// search never writes (its database stays byte-identical) and a query FTS5 cannot parse is
+    /// an error quoting it, not the SQL behind it.
+    @Test func searchIsReadOnlyAndItsErrorsAreForPeople() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let bytes = Hostile.sha(ws.db)
+        for query in ["AND AND", "\"unterminated", "col:x", "NEAR("] {
+            let r = try Hostile.run(["search", query, "--db", ws.db], limit: 10)
+            #expect(r.clean && r.status == 2 && r.stderr.contains("invalid search query") && !r.stderr.contains("SELECT"), "\(query): \(r)")
+        }
+        #expect(try Hostile.run(["search", "dog", "--db", ws.db], limit: 10).status == 0)
+        #expect(Hostile.sha(ws.db) == bytes)
+    }
+
+    /// Progress and logs are best-effort: a full stderr or log never stops the run or changes
+    /// its rows; a log that cannot be opened is an error before any work; --quiet still logs
+    /// the closing line.
+    @Test func fullOutputsAndBadLogs() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let full = try Hostile.run(["run", ws.specPath, "--db", ws.db], stderrPath: "/dev/full")
+        #expect(full.clean && full.status == 0, "\(full)")
+        let logFull = try Hostile.run(["run", ws.specPath, "--db", ws.root + "/b.sqlite", "--log", "/dev/full"])
+        #expect(logFull.clean && logFull.status == 0 && logFull.stderr.contains("/dev/full"), "\(logFull)")
+        #expect(try Hostile.videos(ws.db) == (try Hostile.videos(ws.root + "/b.sqlite")))
+        let folder = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--log", ws.root], limit: 20)
+        #expect(folder.clean && folder.status == 2 && folder.stderr.contains("--log"), "\(folder)")
+        let nested = ws.root + "/logs/deeper/run.log"
+        let quiet = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet", "--log", nested])
+        #expect(quiet.clean && quiet.status == 0 && quiet.stderr.isEmpty, "\(quiet)")
+        let log = (try? String(contentsOfFile: nested, encoding: .utf8)) ?? ""
+        #expect(log.contains("finished"), "log: \(log)")
+        try Hostile.expectConsistent(ws.db)
+    }
+}
