@@ -101,4 +101,24 @@ import Glibc
         #expect(write(bytes: empty, []))
         guard case .emptyFile? = openError(PathBytes.string(empty)) else { Issue.record("an empty file stays emptyFile"); return }
     }
+
+    @Test func pngWritesUnderLatin1Name() throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let raw = Array((dir + "/frame").utf8) + [0xE9] + Array(".png".utf8)
+        try PNGWriter.write(rgb: [UInt8](repeating: 128, count: 4 * 2 * 3), width: 4, height: 2, to: PathBytes.string(raw))
+        // Read back by the raw bytes, not through PathBytes.
+        let fd = (raw + [0]).withUnsafeBufferPointer { p in
+            p.withMemoryRebound(to: CChar.self) { c -> Int32 in
+                guard let base = c.baseAddress else { return -1 }
+                return open(base, O_RDONLY)
+            }
+        }
+        #expect(fd >= 0)
+        guard fd >= 0 else { return }
+        defer { close(fd) }
+        var head = [UInt8](repeating: 0, count: 8)
+        #expect(read(fd, &head, 8) == 8)
+        #expect(head == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+    }
 }
