@@ -66,16 +66,13 @@ final class Demuxer {
     init(path: String) throws {
         _ = FFmpeg.configured
         self.path = path
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw MediaError.fileNotFound(path: path)
-        }
-        if isDirectory.boolValue { throw MediaError.notAVideo(path: path, reason: "it is a directory") }
-        let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? -1
-        if size == 0 { throw MediaError.emptyFile(path: path) }
+        try Demuxer.checkOpenable(path)
 
         var ctx: UnsafeMutablePointer<AVFormatContext>? = nil
-        let openResult = avformat_open_input(&ctx, path, nil, nil)
+        // The path's own bytes (it may not be UTF-8); a relative path is marked as a file so a
+        // name holding ':' is not taken for a protocol.
+        let url = path.hasPrefix("/") ? path : "file:" + path
+        let openResult = PathBytes.withCString(url) { avformat_open_input(&ctx, $0, nil, nil) }
         guard openResult >= 0, let opened = ctx else {
             if Demuxer.looksLikeUnfinishedMP4(path: path) {
                 var damage = DecodeDamage()
@@ -191,12 +188,33 @@ final class Demuxer {
         }
     }
 
+    /// Refuses, before anything opens it, a path that is missing, a directory, a special file
+    /// (opening a FIFO blocks until a writer appears; a device may have side effects) or an
+    /// empty file. A regular file whose size `stat` gives as 0 but that has content (under /proc,
+    /// say) passes, and FFmpeg has the last word.
+    static func checkOpenable(_ path: String) throws {
+        let (found, code) = FileStatus.of(path)
+        guard let status = found else {
+            switch code {
+            case ENOENT, ENOTDIR: throw MediaError.fileNotFound(path: path)
+            case EACCES: throw MediaError.notAVideo(path: path, reason: "permission denied")
+            default: throw MediaError.notAVideo(path: path, reason: FileStatus.describe(errno: code))
+            }
+        }
+        if status.kind == .directory { throw MediaError.notAVideo(path: path, reason: "it is a directory") }
+        if let reason = status.notRegularReason { throw MediaError.notAVideo(path: path, reason: reason) }
+        if status.size == 0 && !FileStatus.hasContent(path) { throw MediaError.emptyFile(path: path) }
+    }
+
     /// An ISO-BMFF file ('ftyp' first) that FFmpeg cannot open has almost always lost its
     /// index ('moov'): a download or recording that never finished.
     static func looksLikeUnfinishedMP4(path: String) -> Bool {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
-        defer { try? handle.close() }
-        guard let head = try? handle.read(upToCount: 12), head.count == 12 else { return false }
+        guard FileStatus.of(path).status?.kind == .regular else { return false }
+        let (fd, _) = FileStatus.openForReading(path)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var head = [UInt8](repeating: 0, count: 12)
+        guard pread(fd, &head, 12, 0) == 12 else { return false }
         return Array(head[4..<8]) == Array("ftyp".utf8)
     }
 }

@@ -22,28 +22,28 @@ public enum MediaError: Error, LocalizedError, Sendable, Equatable {
     public var errorDescription: String? {
         switch self {
         case .fileNotFound(let path):
-            return "\(path): no such file"
+            return "\(PathBytes.display(path)): no such file"
         case .emptyFile(let path):
-            return "\(path): the file is empty (0 bytes)"
+            return "\(PathBytes.display(path)): the file is empty (0 bytes)"
         case .notAVideo(let path, let reason):
-            return "\(path): not a video file (\(reason))"
+            return "\(PathBytes.display(path)): not a video file (\(reason))"
         case .noVideoStream(let path, let streams):
             let kinds = streams.isEmpty ? "no streams" : streams.joined(separator: ", ")
-            return "\(path): the file has no video stream (it has \(kinds))"
+            return "\(PathBytes.display(path)): the file has no video stream (it has \(kinds))"
         case .unsupportedCodec(let path, let codec):
-            return "\(path): unsupported video codec '\(codec)': this FFmpeg build has no decoder for it"
+            return "\(PathBytes.display(path)): unsupported video codec '\(codec)': this FFmpeg build has no decoder for it"
         case .truncated(let path, let damage):
-            return "\(path): the file is truncated: \(damage.summary)"
+            return "\(PathBytes.display(path)): the file is truncated: \(damage.summary)"
         case .corruptData(let path, let damage):
-            return "\(path): corrupt data in the video stream: \(damage.summary)"
+            return "\(PathBytes.display(path)): corrupt data in the video stream: \(damage.summary)"
         case .decodeFailed(let path, let reason):
-            return "\(path): no frame could be decoded (\(reason))"
+            return "\(PathBytes.display(path)): no frame could be decoded (\(reason))"
         case .invalidArgument(let message):
             return message
         case .ffmpeg(let path, let operation, let message):
-            return "\(path): \(operation) failed: \(message)"
+            return "\(PathBytes.display(path)): \(operation) failed: \(message)"
         case .writeFailed(let path, let reason):
-            return "\(path): could not write (\(reason))"
+            return "\(PathBytes.display(path)): could not write (\(reason))"
         }
     }
 

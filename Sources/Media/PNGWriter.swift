@@ -1,5 +1,8 @@
 import CFFmpeg
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Writes packed RGB24 images as PNG files with FFmpeg's own PNG encoder.
 public enum PNGWriter {
@@ -42,8 +45,27 @@ public enum PNGWriter {
             reelql_frame_set_packed(f, nil, 0)
         }
         guard !bytes.isEmpty else { throw MediaError.writeFailed(path: path, reason: "the PNG encoder produced nothing") }
-        do { try bytes.write(to: URL(fileURLWithPath: path)) } catch {
-            throw MediaError.writeFailed(path: path, reason: error.localizedDescription)
+        try writeFile(bytes, to: path)
+    }
+
+    /// Writes `bytes` to `path` by the path's own bytes (a name need not be UTF-8).
+    static func writeFile(_ bytes: Data, to path: String) throws {
+        let fd = PathBytes.withCString(path) { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        guard fd >= 0 else { throw MediaError.writeFailed(path: path, reason: FileStatus.describe(errno: errno)) }
+        defer { close(fd) }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { raw -> Int in
+                guard let base = raw.baseAddress else { return 0 }
+                return Glibc.write(fd, base + written, raw.count - written)
+            }
+            if n < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                throw MediaError.writeFailed(path: path, reason: FileStatus.describe(errno: code))
+            }
+            if n == 0 { throw MediaError.writeFailed(path: path, reason: "nothing could be written") }
+            written += n
         }
     }
 }
