@@ -47,13 +47,8 @@ public enum Report {
 
     /// The page for the database at `path`.
     public static func html(database path: String, options: Options = Options()) throws -> String {
-        guard FileManager.default.fileExists(atPath: path) else { throw PipelineError.database(path: path, reason: "no such database") }
-        var config = Configuration()
-        config.readonly = true
-        let queue: DatabaseQueue
-        do { queue = try DatabaseQueue(path: path, configuration: config) } catch {
-            throw PipelineError.database(path: path, reason: "cannot open it read-only: \(error)")
-        }
+        // Read-only (immutable on a read-only mount); a FIFO or device is refused unopened.
+        let queue = try Store.openReadOnly(path)
         var images: [String] = []
         let payload: Payload
         do {

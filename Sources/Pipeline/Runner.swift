@@ -114,6 +114,8 @@ public struct RunReport: Sendable {
     /// Everything else on the critical path: scanning, fingerprints, the database, bookkeeping.
     public var overhead: Double { max(0, wall - model - waiting) }
     public var failed: [String] = []
+    /// Entries of the inputs that were not opened (special files, dangling links, loops).
+    public var skipped: [Scan.Skipped] = []
 }
 
 /// Runs a pipeline spec over its inputs into its database: resumable, failure-isolated, with
@@ -228,12 +230,14 @@ public final class Runner: @unchecked Sendable {
         let modelDirectory = try spec.model.map(spec.resolve) ?? ClipModel.defaultDirectory()
         let (settingsKey, _) = try Self.settingsKey(spec, modelDirectory: modelDirectory)
         let specJSON = String(decoding: (try? JSONEncoder().encode(spec)) ?? Data(), as: UTF8.self)
-        var files = try Scan.files(spec.inputs, resolve: spec.resolve)
+        let listing = try Scan.listing(spec.inputs, resolve: spec.resolve)
+        var files = listing.files
         if let s = shard { files = files.filter { Scan.shard(of: $0, count: s.n) == s.k } }
         let roots = spec.inputs.paths.map(spec.resolve).filter { !$0.contains("*") && !$0.contains("?") }
         let run = try store.startRun(spec: specJSON, model: modelDirectory, settingsKey: settingsKey, shard: shard.map { "\($0.k)/\($0.n)" })
         currentRun.set(run)
         report.run = run
+        report.skipped = listing.skipped
         do {
             try execute(&report, run: run, files: files, roots: roots, modelDirectory: modelDirectory, settingsKey: settingsKey, t0: t0)
         } catch {
@@ -252,6 +256,9 @@ public final class Runner: @unchecked Sendable {
         report.stats.videosSeen = files.count
         if shard == nil { report.videosMissing = try store.markMissing(seen: Set(files), roots: roots) }
         progress.event("run \(run): \(files.count) video file(s)\(shard.map { " (shard \($0.k)/\($0.n))" } ?? ""), model \(modelDirectory), database \(store.path)")
+        // Special files (FIFOs, sockets, devices), dangling links and link loops are never opened.
+        for skip in report.skipped.prefix(20) { progress.event("skipped: \(PathBytes.display(skip.path)): \(skip.reason)") }
+        if report.skipped.count > 20 { progress.event("skipped \(report.skipped.count - 20) more entries that are not regular files") }
         if abandonedRuns > 0 { progress.event("\(abandonedRuns) earlier run(s) had ended without finishing (killed); marked abandoned") }
 
         let dtype = spec.dtype.flatMap(ComputeDType.init(rawValue:))

@@ -77,6 +77,13 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
     ]
 
     public static func load(path: String) throws -> PipelineSpec {
+        // Only a regular file is read (a FIFO would block, a device never end).
+        if let status = FileStatus.of(path).status, let why = status.notRegularReason ?? (status.kind == .directory ? "a folder" : nil) {
+            throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "\(why); a spec is a YAML file")
+        }
+        if let size = FileStatus.of(path).status?.size, size > 16 << 20 {
+            throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "\(size) bytes; a spec is a small YAML file (at most 16 MiB)")
+        }
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "cannot read the file")
         }
