@@ -395,3 +395,89 @@ enum Hostile {
         try Hostile.expectConsistent(ws.db)
     }
 }
+
+/// Hostile checkpoint numbers and generation lengths, under `ulimit -v` of 8 GiB: each is an
+/// error naming the key (or a bounded generation), never a trap and never an allocation that
+/// takes the machine's memory.
+@Suite struct HostileCheckpointTests {
+    static let memoryLimitKB = 8 << 20
+
+    /// A copy of the tiny chat checkpoint with `edit` applied to one of its JSON files.
+    static func checkpoint(_ file: String = "config.json", _ edit: (inout [String: Any]) -> Void) throws -> String {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-hostile-model-\(UUID().uuidString)").path
+        try FileManager.default.copyItem(atPath: Hostile.tinyModel, toPath: dir)
+        let path = dir + "/" + file
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        edit(&json)
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+        return dir
+    }
+
+    static func text(_ f: @escaping (inout [String: Any]) -> Void) -> (inout [String: Any]) -> Void {
+        { json in
+            var t = json["text_config"] as? [String: Any] ?? [:]
+            f(&t)
+            json["text_config"] = t
+        }
+    }
+    static func vision(_ f: @escaping (inout [String: Any]) -> Void) -> (inout [String: Any]) -> Void {
+        { json in
+            var v = json["vision_config"] as? [String: Any] ?? [:]
+            f(&v)
+            json["vision_config"] = v
+        }
+    }
+
+    @Test func hostileConfigNumbersNameTheKey() throws {
+        let cases: [(file: String, key: String, edit: (inout [String: Any]) -> Void)] = [
+            ("config.json", "num_hidden_layers", text { $0["num_hidden_layers"] = -1 }),
+            ("config.json", "num_hidden_layers", text { $0["num_hidden_layers"] = 1_000_000_000 }),
+            ("config.json", "max_position_embeddings", text { $0["max_position_embeddings"] = 1_000_000_000_000 }),
+            ("config.json", "vocab_size", text { $0["vocab_size"] = 1_000_000_000_000 }),
+            ("config.json", "rope_theta", text { $0["rope_parameters"] = ["rope_theta": 0, "mrope_section": [2, 3, 3], "rope_type": "default"] }),
+            ("config.json", "rms_norm_eps", text { $0["rms_norm_eps"] = -1 }),
+            ("config.json", "depth", vision { $0["depth"] = 1_000_000_000 }),
+            ("config.json", "patch_size", vision { $0["patch_size"] = 0 }),
+            ("config.json", "spatial_merge_size", vision { $0["spatial_merge_size"] = 0 }),
+            ("config.json", "temporal_patch_size", vision { $0["temporal_patch_size"] = 0 }),
+            ("video_preprocessor_config.json", "patch_size", { $0["patch_size"] = 0 }),
+            ("video_preprocessor_config.json", "merge_size", { $0["merge_size"] = 0 }),
+            ("video_preprocessor_config.json", "temporal_patch_size", { $0["temporal_patch_size"] = 0 }),
+        ]
+        for c in cases {
+            let model = try Self.checkpoint(c.file, c.edit)
+            defer { try? FileManager.default.removeItem(atPath: model) }
+            let r = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", model, "--max-new-tokens", "4"],
+                                    limit: 30, memoryLimitKB: Self.memoryLimitKB)
+            #expect(r.clean && [2, 20, 21, 22].contains(r.status) && r.stderr.contains(c.key), "\(c.file) \(c.key): \(r)")
+        }
+    }
+
+    @Test func hostileTokenizerIdsNameTheToken() throws {
+        for id in [-5, 1_000_000_000_000] {
+            let model = try Self.checkpoint("tokenizer.json") { json in
+                var added = json["added_tokens"] as? [[String: Any]] ?? []
+                added.append(["id": id, "content": "<|hostile|>", "single_word": false, "lstrip": false, "rstrip": false,
+                              "normalized": false, "special": true])
+                json["added_tokens"] = added
+            }
+            defer { try? FileManager.default.removeItem(atPath: model) }
+            let r = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", model, "--max-new-tokens", "4"],
+                                    limit: 30, memoryLimitKB: Self.memoryLimitKB)
+            #expect(r.clean && r.status == 22 && r.stderr.contains("\(id)"), "id \(id): \(r)")
+        }
+    }
+
+    /// `--max-new-tokens 1000000000` is bounded by the context; a prompt longer than the
+    /// context is an error that says so, quickly.
+    @Test func generationIsBoundedByTheContext() throws {
+        let r = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", Hostile.tinyModel, "--max-new-tokens", "1000000000", "--json"],
+                                limit: 120, memoryLimitKB: Self.memoryLimitKB)
+        #expect(r.clean && r.status == 0, "\(r)")
+        let small = try Self.checkpoint(text { $0["max_position_embeddings"] = 64 })
+        defer { try? FileManager.default.removeItem(atPath: small) }
+        let long = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", small, "--max-new-tokens", "4"],
+                                   limit: 30, memoryLimitKB: Self.memoryLimitKB)
+        #expect(long.clean && long.status == 2 && long.stderr.contains("max_position_embeddings"), "\(long)")
+    }
+}
