@@ -22,6 +22,9 @@ public enum Qwen2VLRoPE {
                 }
                 let g = grids[gridIndex]
                 gridIndex += 1
+                guard merge > 0, g.t > 0, g.h > 0, g.w > 0, checkedElementCount([g.t, g.h, g.w]) != nil else {
+                    throw VLMError.invalidInput("grid \(g) must have positive sides and a representable size")
+                }
                 let (t, h, w) = (g.t, g.h / merge, g.w / merge)
                 guard i + t * h * w <= ids.count, ids[i..<(i + t * h * w)].allSatisfy(visionTokens.contains) else {
                     throw VLMError.invalidInput("the prompt has fewer vision pad tokens than grid \(g) needs (\(t * h * w))")
