@@ -142,7 +142,7 @@ public final class Qwen2VLSession: @unchecked Sendable {
         let forked = try cache.fork(extra: continuation.count + budget)
         var hidden: Tensor
         let tail = positions.map { Array($0[prefix.count...]) }
-        let (cos, sin) = Qwen2VLRoPE.cosSin(positions: tail, theta: c.text.ropeTheta, headDim: c.text.headDim, section: c.text.mropeSection)
+        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: tail, theta: c.text.ropeTheta, headDim: c.text.headDim, section: c.text.mropeSection)
         hidden = try model.language.forward(try model.language.embed(continuation), cos: cos, sin: sin, cache: forked)
         var sampler = TokenSampler(parameters)
         var seen = ids
@@ -155,7 +155,7 @@ public final class Qwen2VLSession: @unchecked Sendable {
             onToken(next)
             if parameters.stopTokens.contains(next) || out.count == budget { break }
             let position = forked.count + delta
-            let (cs, sn) = Qwen2VLRoPE.cosSin(positions: [[position], [position], [position]], theta: c.text.ropeTheta,
+            let (cs, sn) = try Qwen2VLRoPE.checkedCosSin(positions: [[position], [position], [position]], theta: c.text.ropeTheta,
                                               headDim: c.text.headDim, section: c.text.mropeSection)
             hidden = try model.language.forward(try model.language.embed([next]), cos: cs, sin: sn, cache: forked)
         }

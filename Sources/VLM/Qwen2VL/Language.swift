@@ -202,7 +202,8 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
             Ops.add(x, out, pool: pool)
         }
         cache.advance(t)
-        return Ops.rmsNorm(x, weight: norm, eps: eps, pool: pool)
+        let final = try Tensor(checkedUninitialized: [t, h], what: "final norm")
+        return Ops.rmsNorm(x, weight: norm, eps: eps, into: final, pool: pool)
     }
 
     /// Logits [rows, vocab] of hidden states [rows, hidden].
@@ -215,8 +216,16 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
     func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor {
         let logits = try self.logits(hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0]))
         // x − x is 0 for finite x and NaN for NaN and ±Inf: one pass, no branch per element.
-        var probe: Float = 0
-        for v in logits.buffer { probe += v - v }
+        let values = logits.buffer
+        var lanes = SIMD16<Float>(repeating: 0)
+        var i = 0
+        while i + 16 <= values.count {
+            let v = UnsafeRawPointer(values.baseAddress! + i).loadUnaligned(as: SIMD16<Float>.self)
+            lanes += v - v
+            i += 16
+        }
+        var probe = lanes.sum()
+        while i < values.count { probe += values[i] - values[i]; i += 1 }
         guard probe == 0 else { throw VLMError.nonFiniteLogits(step: step) }
         return logits
     }

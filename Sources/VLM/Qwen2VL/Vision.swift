@@ -171,7 +171,8 @@ public final class Qwen2VLVision: @unchecked Sendable {
 
         // PatchMerger: LayerNorm, then each 2×2 window (4 consecutive rows, in merge order) as one row.
         let mergedRows = n / (m * m), mergedWidth = e * m * m
-        let ln = Ops.layerNorm(x, weight: weights.mergerNorm.0, bias: weights.mergerNorm.1, eps: 1e-6, pool: pool)
+        let ln = Ops.layerNorm(x, weight: weights.mergerNorm.0, bias: weights.mergerNorm.1, eps: 1e-6,
+                               into: try Tensor(checkedUninitialized: [n, e], what: "vision merger norm"), pool: pool)
         let h1 = try Linear.forward(ln.reshaped([mergedRows, mergedWidth]), weights.merger0, bias: weights.merger0Bias, pool: pool)
         Ops.activate(h1, .gelu, pool: pool)
         let merged = try Linear.forward(h1, weights.merger2, bias: weights.merger2Bias, pool: pool) // [N/4, hidden]
