@@ -190,12 +190,13 @@ import Tensors
         #expect(loadError(copy) == nil)
     }
 
-    @Test func nanWeightsAreAnErrorNotGarbage() throws {
+    @Test(arguments: [("model.norm.weight", Float.nan), ("lm_head.weight", Float.infinity)])
+    func nonFiniteWeightsAreAnErrorNotGarbage(tensor: String, value: Float) throws {
         let copy = try Copy()
         try copy.editWeights { tensors in
-            let i = tensors.firstIndex { $0.0 == "model.norm.weight" }!
+            let i = tensors.firstIndex { $0.0 == tensor }!
             var values = tensors[i].3.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
-            values[0] = .nan
+            values[0] = value
             tensors[i].3 = values.withUnsafeBytes { Data($0) }
         }
         let model = try Qwen2VLModel(directory: copy.path)
@@ -253,5 +254,20 @@ import Tensors
             #expect(message.hasPrefix(name), "\(message)")
             #expect(message.hasSuffix(value), "\(message)")
         }
+    }
+
+    /// The profile report goes to stderr with write(2): a full stderr (/dev/full) is ignored
+    /// rather than trapping inside FileHandle.write.
+    @Test func profileReportSurvivesAFullStderr() throws {
+        let full = open("/dev/full", O_WRONLY)
+        try #require(full >= 0)
+        let saved = dup(2)
+        dup2(full, 2)
+        var timer = StageTimer(enabled: true)
+        timer.mark("stage")
+        timer.report("test")
+        dup2(saved, 2)
+        close(saved)
+        close(full)
     }
 }
