@@ -18,13 +18,13 @@ public final class AttentionScratch: @unchecked Sendable {
     private var storage = TensorStorage(count: 0, zeroed: false)
     private var halves = TensorStorage(count: 0, zeroed: false)
     public init() {}
-    func floats(_ n: Int) -> UnsafeMutablePointer<Float> {
-        if storage.count < n { storage = TensorStorage(count: n, zeroed: false) }
+    func floats(_ n: Int) throws -> UnsafeMutablePointer<Float> {
+        if storage.count < n { storage = try TensorStorage(checkedCount: n, zeroed: false, what: "attention scores") }
         return storage.pointer
     }
     /// Room for n 16-bit values.
-    func halfs(_ n: Int) -> UnsafeMutablePointer<UInt16> {
-        if halves.count * 2 < n { halves = TensorStorage(count: (n + 1) / 2, zeroed: false) }
+    func halfs(_ n: Int) throws -> UnsafeMutablePointer<UInt16> {
+        if halves.count * 2 < n { halves = try TensorStorage(checkedCount: n / 2 + n % 2, zeroed: false, what: "attention probabilities") }
         return UnsafeMutableRawPointer(halves.pointer).assumingMemoryBound(to: UInt16.self)
     }
 }
@@ -91,7 +91,7 @@ public enum Attention {
 
     static func run(_ x: Inputs, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask, scale: Float?,
                     precision: AttentionPrecision, scratch: AttentionScratch?, budget: Int, pool: ThreadPool) throws -> Tensor {
-        let out = Tensor(uninitialized: [x.t, heads * d])
+        let out = try Tensor(checkedUninitialized: [x.t, heads * d], what: "attention output")
         let scale = scale ?? 1 / Float(d).squareRoot()
         let blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: budget)
         let scratch = scratch ?? AttentionScratch()
@@ -120,13 +120,13 @@ public enum Attention {
                 } else {
                     halves = h
                 }
-                probabilities = scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0)
+                probabilities = try scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0)
             }
             for b in blocks {
                 if b.queries.count <= 4 {
                     direct(x, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale, pool: pool)
                 } else {
-                    let scores = scratch.floats(heads * b.queries.count * b.keys.count)
+                    let scores = try scratch.floats(heads * b.queries.count * b.keys.count)
                     try batched(products, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale,
                                 scores: scores, halves: halves, probabilities: probabilities, pool: pool)
                 }

@@ -17,7 +17,7 @@ public enum Linear {
     public static func forward(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil,
                                pool: ThreadPool = .shared) throws -> Tensor {
         let m = x.count / max(1, x.shape.last ?? 1)
-        let y = Tensor(zeros: Array(x.shape.dropLast()) + [w.shape[0]])
+        let y = try Tensor(checkedZeros: Array(x.shape.dropLast()) + [w.shape[0]], what: "linear output")
         try forward(x, w, bias: bias, into: y, rows: m, pool: pool)
         return y
     }
@@ -34,7 +34,7 @@ public enum Linear {
         case .f32:
             sgemm(m: m, n: n, k: k, a: x.pointer, b: w.pointer.assumingMemoryBound(to: Float.self), c: y.pointer)
         case .bf16 where m <= gemvRows:
-            gemvBF16(x: x.pointer, batch: m, w: w.pointer.assumingMemoryBound(to: UInt16.self), rows: n, cols: k, y: y.pointer, pool: pool)
+            try gemvBF16(x: x.pointer, batch: m, w: w.pointer.assumingMemoryBound(to: UInt16.self), rows: n, cols: k, y: y.pointer, pool: pool)
         case .bf16:
             try gemmBF16(x: x.pointer, m: m, k: k, w: w, n: n, y: y.pointer, pool: pool)
         case .f16 where m <= gemvRows:
@@ -78,8 +78,8 @@ public enum Linear {
     /// bf16 weights × a few vectors (rounded to bf16): each weight row is read once for all of
     /// them, rows split over threads.
     static func gemvBF16(x: UnsafePointer<Float>, batch: Int, w: UnsafePointer<UInt16>, rows: Int, cols: Int,
-                         y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        ScratchPool.shared.withHalfs(batch * cols) { xb in
+                         y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+        try ScratchPool.shared.withHalfs(batch * cols) { xb in
             rq_f32_to_bf16(x, xb, batch * cols)
             pool.parallelRanges(rows, grain: 64) { r in
                 rq_gemm_small_bf16(w, xb, y, batch, rows, cols, r.lowerBound, r.upperBound)
@@ -91,7 +91,7 @@ public enum Linear {
     static func gemmBF16(x: UnsafePointer<Float>, m: Int, k: Int, w: WeightTensor, n: Int,
                          y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
         guard OneDNN.shared.bf16Products else {
-            return gemmBF16Widened(x: x, m: m, k: k, w: w.pointer.assumingMemoryBound(to: UInt16.self), n: n, y: y, pool: pool)
+            return try gemmBF16Widened(x: x, m: m, k: k, w: w.pointer.assumingMemoryBound(to: UInt16.self), n: n, y: y, pool: pool)
         }
         try ScratchPool.shared.withHalfs(m * k) { xb in
             pool.parallelRanges(m * k, grain: 1 << 15) { r in rq_f32_to_bf16(x + r.lowerBound, xb + r.lowerBound, r.count) }
@@ -106,10 +106,10 @@ public enum Linear {
     /// The same product where oneDNN has no bf16 matmul: activations rounded to bf16, then both
     /// operands widened to f32 (exactly) for OpenBLAS — bf16 inputs, f32 accumulation, as above.
     static func gemmBF16Widened(x: UnsafePointer<Float>, m: Int, k: Int, w: UnsafePointer<UInt16>, n: Int,
-                                y: UnsafeMutablePointer<Float>, pool: ThreadPool) {
-        ScratchPool.shared.withBuffer(bytes: (m + n) * k * 4) { raw in
+                                y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+        try ScratchPool.shared.withBuffer(bytes: (m + n) * k * 4) { raw in
             let xf = raw.assumingMemoryBound(to: Float.self), wf = xf + m * k
-            ScratchPool.shared.withHalfs(m * k) { xb in
+            try ScratchPool.shared.withHalfs(m * k) { xb in
                 pool.parallelRanges(m * k, grain: 1 << 15) { r in
                     rq_f32_to_bf16(x + r.lowerBound, xb + r.lowerBound, r.count)
                     rq_bf16_to_f32(xb + r.lowerBound, xf + r.lowerBound, r.count)

@@ -12,18 +12,23 @@ public final class ScratchPool: @unchecked Sendable {
     /// At most this many idle buffers are kept.
     private let keep = 8
 
-    public func withBuffer<R>(bytes: Int, _ body: (UnsafeMutableRawPointer) throws -> R) rethrows -> R {
-        let buffer = take(max(64, bytes))
+    /// `bytes` of scratch for the duration of `body`. Sizes follow the activations (token counts),
+    /// so a refused allocation or a negative size throws `TensorError.allocationFailed`.
+    public func withBuffer<R>(bytes: Int, _ body: (UnsafeMutableRawPointer) throws -> R) throws -> R {
+        guard bytes >= 0 else { throw TensorError.allocationFailed(what: "scratch memory", size: "\(bytes) bytes (negative)") }
+        let buffer = try take(max(64, bytes))
         defer { give(buffer) }
         return try body(buffer.pointer)
     }
 
     /// `count` UInt16 values.
-    public func withHalfs<R>(_ count: Int, _ body: (UnsafeMutablePointer<UInt16>) throws -> R) rethrows -> R {
-        try withBuffer(bytes: count * 2) { try body($0.assumingMemoryBound(to: UInt16.self)) }
+    public func withHalfs<R>(_ count: Int, _ body: (UnsafeMutablePointer<UInt16>) throws -> R) throws -> R {
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: 2)
+        guard !overflow else { throw TensorError.allocationFailed(what: "scratch memory", size: "\(count) 16-bit values (the byte size overflows)") }
+        return try withBuffer(bytes: bytes) { try body($0.assumingMemoryBound(to: UInt16.self)) }
     }
 
-    private func take(_ bytes: Int) -> (bytes: Int, pointer: UnsafeMutableRawPointer) {
+    private func take(_ bytes: Int) throws -> (bytes: Int, pointer: UnsafeMutableRawPointer) {
         lock.lock()
         if let i = free.indices.filter({ free[$0].bytes >= bytes }).min(by: { free[$0].bytes < free[$1].bytes }) {
             let b = free.remove(at: i)
@@ -32,7 +37,9 @@ public final class ScratchPool: @unchecked Sendable {
         }
         lock.unlock()
         var raw: UnsafeMutableRawPointer? = nil
-        guard posix_memalign(&raw, 64, bytes) == 0, let raw else { fatalError("out of memory allocating \(bytes) bytes") }
+        guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
+            throw TensorError.allocationFailed(what: "scratch memory", size: "\(bytes) bytes")
+        }
         return (bytes, raw)
     }
 

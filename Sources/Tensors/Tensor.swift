@@ -25,16 +25,56 @@ public final class TensorStorage: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
 
+    /// Memory whose size the caller controls (constants, sizes already bounded). A failed
+    /// allocation stops the process; sizes that derive from input or configuration go through
+    /// `init(checkedCount:)` instead.
     public init(count: Int, zeroed: Bool = true) {
+        precondition(count >= 0, "negative element count \(count)")
+        guard let raw = TensorStorage.allocate(count: count, zeroed: zeroed) else {
+            fatalError("out of memory allocating \(count) floats")
+        }
         self.count = count
-        var raw: UnsafeMutableRawPointer? = nil
-        let bytes = max(64, (count * MemoryLayout<Float>.size + 63) & ~63)
-        guard posix_memalign(&raw, 64, bytes) == 0, let raw else { fatalError("out of memory allocating \(bytes) bytes") }
-        if zeroed { memset(raw, 0, bytes) }
         pointer = raw.bindMemory(to: Float.self, capacity: max(count, 16))
     }
 
+    /// Memory sized by input or configuration: a negative count, a byte size that overflows, or a
+    /// refused allocation is a `TensorError.allocationFailed` naming `what` and the size.
+    public init(checkedCount count: Int, zeroed: Bool = true, what: String = "a tensor") throws {
+        guard count >= 0 else { throw TensorError.allocationFailed(what: what, size: "\(count) floats (negative)") }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
+        guard !overflow, bytes <= Int.max - 63 else {
+            throw TensorError.allocationFailed(what: what, size: "\(count) floats (the byte size overflows)")
+        }
+        guard let raw = TensorStorage.allocate(count: count, zeroed: zeroed) else {
+            throw TensorError.allocationFailed(what: what, size: "\(TensorStorage.byteSize(count)) bytes")
+        }
+        self.count = count
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 16))
+    }
+
+    static func byteSize(_ count: Int) -> Int { max(64, (count * MemoryLayout<Float>.size + 63) & ~63) }
+
+    private static func allocate(count: Int, zeroed: Bool) -> UnsafeMutableRawPointer? {
+        var raw: UnsafeMutableRawPointer? = nil
+        let bytes = byteSize(count)
+        guard posix_memalign(&raw, 64, bytes) == 0, let raw else { return nil }
+        if zeroed { memset(raw, 0, bytes) }
+        return raw
+    }
+
     deinit { free(pointer) }
+}
+
+/// The element count of `shape`, or nil when a dimension is negative or the product overflows.
+public func checkedElementCount(_ shape: [Int]) -> Int? {
+    var n = 1
+    for d in shape {
+        guard d >= 0 else { return nil }
+        let (p, overflow) = n.multipliedReportingOverflow(by: d)
+        if overflow { return nil }
+        n = p
+    }
+    return n
 }
 
 /// A contiguous row-major f32 tensor. Views (`rows`, `reshaped`) share storage with the tensor
@@ -57,6 +97,29 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
     public init(uninitialized shape: [Int]) {
         precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
         storage = TensorStorage(count: shape.reduce(1, *), zeroed: false)
+        offset = 0
+        self.shape = shape
+    }
+
+    /// A zero-filled tensor whose shape derives from input or configuration: a negative
+    /// dimension, an overflowing size or a refused allocation throws `TensorError.allocationFailed`.
+    public init(checkedZeros shape: [Int], what: String = "a tensor") throws {
+        try self.init(checkedShape: shape, zeroed: true, what: what)
+    }
+
+    /// Scratch space (contents undefined until written) whose shape derives from input or
+    /// configuration; failures throw as `init(checkedZeros:what:)`.
+    public init(checkedUninitialized shape: [Int], what: String = "a tensor") throws {
+        try self.init(checkedShape: shape, zeroed: false, what: what)
+    }
+
+    private init(checkedShape shape: [Int], zeroed: Bool, what: String) throws {
+        guard let count = checkedElementCount(shape) else {
+            throw TensorError.allocationFailed(what: what, size: "shape \(shape) (negative or overflowing)")
+        }
+        do { storage = try TensorStorage(checkedCount: count, zeroed: zeroed, what: what) } catch TensorError.allocationFailed(_, let size) {
+            throw TensorError.allocationFailed(what: "\(what) \(shape)", size: size)
+        }
         offset = 0
         self.shape = shape
     }

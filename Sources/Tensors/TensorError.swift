@@ -11,6 +11,8 @@ public enum TensorError: Error, LocalizedError, Sendable, Equatable {
     case shapeMismatch(operation: String, expected: String, got: String)
     case unsupportedDType(operation: String, dtype: String)
     case backend(operation: String, reason: String)
+    /// Memory for `what` could not be had: the system refused `size`, or the size overflows.
+    case allocationFailed(what: String, size: String)
 
     public var errorDescription: String? {
         switch self {
@@ -23,6 +25,7 @@ public enum TensorError: Error, LocalizedError, Sendable, Equatable {
         case .shapeMismatch(let op, let expected, let got): return "\(op): expected shape \(expected), got \(got)"
         case .unsupportedDType(let op, let dtype): return "\(op): unsupported dtype \(dtype)"
         case .backend(let op, let reason): return "\(op) failed: \(reason)"
+        case .allocationFailed(let what, let size): return "out of memory: cannot allocate \(size) for \(what)"
         }
     }
 }

@@ -30,6 +30,10 @@ public final class Tokenizer: @unchecked Sendable {
 
     public var vocabularySize: Int { idToToken.count }
 
+    /// Ids a tokenizer of `tokens` tokens may use: twice the count plus 1024 (gaps are allowed),
+    /// never more than 2²⁴.
+    static func idLimit(tokens: Int) -> Int { min(1 << 24, 2 * tokens + 1024) }
+
     public convenience init(directory: String) throws {
         try self.init(path: (directory as NSString).appendingPathComponent("tokenizer.json"))
     }
@@ -48,17 +52,29 @@ public final class Tokenizer: @unchecked Sendable {
         // Added tokens (ids may extend beyond the BPE vocabulary).
         var added: [AddedToken] = []
         for item in json["added_tokens"] as? [[String: Any]] ?? [] {
-            guard let id = item["id"] as? Int, let content = item["content"] as? String else {
-                throw TokenizerError.invalid(path: path, reason: "added_tokens entry without id/content")
+            guard let content = item["content"] as? String else {
+                throw TokenizerError.invalid(path: path, reason: "added_tokens entry without content")
+            }
+            guard let id = item["id"] as? Int else {
+                throw TokenizerError.invalid(path: path, reason: "added token '\(content)' has id \(item["id"].map { "\($0)" } ?? "(none)"), not an integer")
             }
             added.append(AddedToken(id: id, content: content, special: item["special"] as? Bool ?? false,
                                     lstrip: item["lstrip"] as? Bool ?? false, rstrip: item["rstrip"] as? Bool ?? false))
+        }
+        // Tables below are indexed by id, so ids must be dense enough: in 0..<limit, where limit
+        // leaves room for gaps but never for a table sized by a hostile id (-1, 10¹², …).
+        let limit = Self.idLimit(tokens: vocab.count + added.count)
+        for (token, id) in vocab where !(0..<limit).contains(id) {
+            throw TokenizerError.invalid(path: path, reason: "vocabulary token '\(token)' has id \(id); ids must be in 0..<\(limit) for \(vocab.count + added.count) tokens")
+        }
+        for a in added where !(0..<limit).contains(a.id) {
+            throw TokenizerError.invalid(path: path, reason: "added token '\(a.content)' has id \(a.id); ids must be in 0..<\(limit) for \(vocab.count + added.count) tokens")
         }
         var full = vocab
         for a in added { full[a.content] = a.id }
         let size = (full.values.max() ?? -1) + 1
         var inverse = [String](repeating: "", count: size)
-        for (t, i) in full where i >= 0 { inverse[i] = t }
+        for (t, i) in full { inverse[i] = t }
         var special = [Bool](repeating: false, count: size)
         for a in added where a.special { special[a.id] = true }
         vocabulary = full

@@ -26,11 +26,15 @@ public struct GenerationParameters: Sendable, Equatable {
     }
 
     public func validate() throws {
-        guard maxNewTokens >= 0 else { throw VLMError.invalidInput("max_new_tokens must be ≥ 0") }
-        guard temperature >= 0, temperature.isFinite else { throw VLMError.invalidInput("temperature must be ≥ 0") }
-        if let k = topK, k < 1 { throw VLMError.invalidInput("top_k must be ≥ 1") }
-        if let p = topP, !(p > 0 && p <= 1) { throw VLMError.invalidInput("top_p must be in (0, 1]") }
-        guard repetitionPenalty > 0 else { throw VLMError.invalidInput("repetition_penalty must be > 0") }
+        guard maxNewTokens >= 0 else { throw VLMError.invalidInput("max_new_tokens must be ≥ 0, got \(maxNewTokens)") }
+        guard temperature.isFinite, temperature >= 0 else {
+            throw VLMError.invalidInput("temperature must be a finite number ≥ 0, got \(temperature)")
+        }
+        if let k = topK, k < 1 { throw VLMError.invalidInput("top_k must be ≥ 1, got \(k)") }
+        if let p = topP, !(p.isFinite && p > 0 && p <= 1) { throw VLMError.invalidInput("top_p must be in (0, 1], got \(p)") }
+        guard repetitionPenalty.isFinite, repetitionPenalty > 0 else {
+            throw VLMError.invalidInput("repetition_penalty must be a finite number > 0, got \(repetitionPenalty)")
+        }
     }
 }
 
@@ -107,11 +111,12 @@ public final class Qwen2VLSession: @unchecked Sendable {
         self.model = model
         self.prefix = prefix
         self.vision = vision
+        // Before the vision tower runs: a prefix longer than the context can never be answered.
+        try model.checkContext(prefix.count)
         var t0 = DispatchTime.now().uptimeNanoseconds
         prepared = try model.prepare(ids: prefix, vision: vision)
         let t1 = DispatchTime.now().uptimeNanoseconds
-        cache = KVCache(layers: model.config.text.numHiddenLayers, capacity: prefix.count,
-                        width: model.config.text.numKeyValueHeads * model.config.text.headDim)
+        cache = try model.makeCache(capacity: prefix.count)
         _ = try model.prefill(prepared, cache: cache)
         let t2 = DispatchTime.now().uptimeNanoseconds
         timing = (Double(t1 - t0) / 1e9, Double(t2 - t1) / 1e9)
@@ -119,35 +124,38 @@ public final class Qwen2VLSession: @unchecked Sendable {
     }
 
     /// Generates the answer to `continuation` (the prompt tokens after the shared prefix).
-    /// `onToken` sees each token as it is chosen. Returns the generated ids.
+    /// `onToken` sees each token as it is chosen. Returns the generated ids: at most
+    /// `maxNewTokens`, and no more than the context (`max_position_embeddings`) still holds.
     public func generate(continuation: [Int], parameters: GenerationParameters,
                          onToken: (Int) -> Void = { _ in }) throws -> [Int] {
         try parameters.validate()
+        if continuation.isEmpty {
+            throw VLMError.invalidInput("a prompt continuation is needed after the shared prefix")
+        }
         let ids = prefix + continuation
+        let budget = try model.newTokenBudget(promptTokens: ids.count, requested: parameters.maxNewTokens)
+        guard budget > 0 else { return [] }
         let c = model.config
         // Positions of the whole prompt; the prefix part is what the cache already holds.
         let (positions, delta) = try Qwen2VLRoPE.positions(ids: ids, visionTokens: [c.videoTokenId, c.imageTokenId],
                                                            grids: vision.map(\.grid), merge: c.vision.spatialMergeSize)
-        let forked = cache.fork(extra: continuation.count + parameters.maxNewTokens)
+        let forked = try cache.fork(extra: continuation.count + budget)
         var hidden: Tensor
-        if continuation.isEmpty {
-            throw VLMError.invalidInput("a prompt continuation is needed after the shared prefix")
-        }
         let tail = positions.map { Array($0[prefix.count...]) }
-        let (cos, sin) = Qwen2VLRoPE.cosSin(positions: tail, theta: c.text.ropeTheta, headDim: c.text.headDim, section: c.text.mropeSection)
+        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: tail, theta: c.text.ropeTheta, headDim: c.text.headDim, section: c.text.mropeSection)
         hidden = try model.language.forward(try model.language.embed(continuation), cos: cos, sin: sin, cache: forked)
         var sampler = TokenSampler(parameters)
         var seen = ids
         var out: [Int] = []
-        while out.count < parameters.maxNewTokens {
-            let logits = try model.language.logits(hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0]))
+        while out.count < budget {
+            let logits = try model.language.nextTokenLogits(hidden, step: out.count)
             let next = sampler.next(logits: logits.buffer, seen: seen)
             out.append(next)
             seen.append(next)
             onToken(next)
-            if parameters.stopTokens.contains(next) || out.count == parameters.maxNewTokens { break }
+            if parameters.stopTokens.contains(next) || out.count == budget { break }
             let position = forked.count + delta
-            let (cs, sn) = Qwen2VLRoPE.cosSin(positions: [[position], [position], [position]], theta: c.text.ropeTheta,
+            let (cs, sn) = try Qwen2VLRoPE.checkedCosSin(positions: [[position], [position], [position]], theta: c.text.ropeTheta,
                                               headDim: c.text.headDim, section: c.text.mropeSection)
             hidden = try model.language.forward(try model.language.embed([next]), cos: cs, sin: sn, cache: forked)
         }

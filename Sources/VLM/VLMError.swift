@@ -11,6 +11,8 @@ public enum VLMError: Error, LocalizedError, Sendable, Equatable {
     case weightShape(name: String, expected: [Int], got: [Int])
     case unexpectedWeights(names: [String], checkpoint: String)
     case invalidInput(String)
+    /// The logits of decoding step `step` (0 = the first new token) hold NaN or ±Inf.
+    case nonFiniteLogits(step: Int)
 
     public var errorDescription: String? {
         switch self {
@@ -23,6 +25,8 @@ public enum VLMError: Error, LocalizedError, Sendable, Equatable {
             let shown = names.prefix(5).joined(separator: ", ")
             return "\(checkpoint): \(names.count) unknown vision tensor(s): \(shown)\(names.count > 5 ? ", …" : "")"
         case .invalidInput(let message): return message
+        case .nonFiniteLogits(let step):
+            return "the model produced non-finite logits (NaN/Inf) at step \(step); the checkpoint's weights may be damaged"
         }
     }
 }

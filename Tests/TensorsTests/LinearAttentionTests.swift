@@ -35,7 +35,7 @@ import Testing
         let w = Reference.bf16Weight("w", Reference.pattern(n * k, seed: 8, scale: 0.25), shape: [n, k])
         let b = Reference.tensor([n], seed: 9, scale: 0.1)
         let y = Tensor(zeros: [m, n])
-        Linear.gemmBF16Widened(x: x.pointer, m: m, k: k, w: w.pointer.assumingMemoryBound(to: UInt16.self), n: n,
+        try Linear.gemmBF16Widened(x: x.pointer, m: m, k: k, w: w.pointer.assumingMemoryBound(to: UInt16.self), n: n,
                                y: y.pointer, pool: .shared)
         for i in 0..<m { for j in 0..<n { y.pointer[i * n + j] += b.pointer[j] } }
         #expect(relativeError(y.values, try Reference.values("linear_bf16_\(m)x\(k)x\(n)")) < 1e-5)

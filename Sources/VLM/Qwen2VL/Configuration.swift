@@ -69,18 +69,51 @@ public struct Qwen2VLVisionConfiguration: Codable, Sendable, Equatable {
         try c.encode(ropeTheta, forKey: .ropeTheta)
     }
 
+    /// Every number against a sane range, before anything is sized by it (`ConfigBounds`).
     func validate(path: String) throws {
         func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: "vision_config.\(key)", reason: why) }
-        for (key, value) in [("depth", depth), ("embed_dim", embedDim), ("num_heads", numHeads), ("hidden_size", hiddenSize),
-                             ("patch_size", patchSize), ("spatial_merge_size", spatialMergeSize),
-                             ("temporal_patch_size", temporalPatchSize), ("in_channels", inChannels)] where value <= 0 {
-            throw bad(key, "must be positive, got \(value)")
+        let b = ConfigBounds.self
+        for (key, value, range) in [("depth", depth, b.layers), ("embed_dim", embedDim, b.width), ("num_heads", numHeads, b.heads),
+                                    ("hidden_size", hiddenSize, b.width), ("patch_size", patchSize, b.patch),
+                                    ("spatial_merge_size", spatialMergeSize, b.merge),
+                                    ("temporal_patch_size", temporalPatchSize, b.temporalPatch), ("in_channels", inChannels, b.channels)] {
+            try b.check(value, range, orThrow: bad(key, b.outside(value, range)))
         }
         guard embedDim % numHeads == 0 else { throw bad("num_heads", "\(numHeads) does not divide embed_dim \(embedDim)") }
         guard headDim % 4 == 0 else { throw bad("num_heads", "head dim \(headDim) must be a multiple of 4 for 2D rotary") }
+        guard mlpRatio.isFinite, mlpRatio > 0 else { throw bad("mlp_ratio", "must be a finite number > 0, got \(mlpRatio)") }
+        let mlp = Double(embedDim) * mlpRatio
+        guard mlp >= 1, mlp <= Double(b.intermediate.upperBound) else {
+            throw bad("mlp_ratio", "\(mlpRatio) × embed_dim \(embedDim) gives an MLP width outside \(b.intermediate)")
+        }
+        guard ropeTheta.isFinite, ropeTheta > 0 else { throw bad("rope_theta", "must be a finite number > 0, got \(ropeTheta)") }
         guard ["quick_gelu", "gelu", "gelu_pytorch_tanh", "silu"].contains(hiddenAct) else {
             throw bad("hidden_act", "'\(hiddenAct)' is not one of quick_gelu, gelu, gelu_pytorch_tanh, silu")
         }
+    }
+}
+
+/// Sane ranges for configuration numbers: wide enough for any released Qwen2-VL, narrow enough
+/// that nothing sized by them (weights, caches, buffers, loops) can be absurd or overflow.
+enum ConfigBounds {
+    static let width = 1...(1 << 20)          // hidden sizes
+    static let intermediate = 1...(1 << 22)   // MLP widths
+    static let heads = 1...(1 << 14)
+    static let layers = 1...1024
+    static let vocab = 1...(1 << 24)
+    static let positions = 1...(1 << 24)      // max_position_embeddings
+    static let patch = 1...1024
+    static let merge = 1...16
+    static let temporalPatch = 1...16
+    static let channels = 1...16
+    static let pixels = 1...(1 << 30)         // min_pixels / max_pixels
+    static let newTokens = 0...(1 << 24)
+
+    static func outside(_ value: Int, _ range: ClosedRange<Int>) -> String {
+        "must be in \(range.lowerBound)...\(range.upperBound), got \(value)"
+    }
+    static func check(_ value: Int, _ range: ClosedRange<Int>, orThrow error: @autoclosure () -> VLMError) throws {
+        guard range.contains(value) else { throw error() }
     }
 }
 
@@ -179,16 +212,35 @@ public struct Qwen2VLTextConfiguration: Codable, Sendable, Equatable {
         try c.encodeIfPresent(eosTokenId, forKey: .eosTokenId)
     }
 
-    func validate(path: String) throws {
-        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: key, reason: why) }
-        guard numAttentionHeads > 0, hiddenSize % numAttentionHeads == 0 else {
+    /// Every number against a sane range, before anything is sized by it (`ConfigBounds`).
+    /// `prefix` is where the text fields sit in the file ("text_config." or "" for 4.x files).
+    func validate(path: String, prefix: String = "") throws {
+        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: prefix + key, reason: why) }
+        let b = ConfigBounds.self
+        for (key, value, range) in [("vocab_size", vocabSize, b.vocab), ("hidden_size", hiddenSize, b.width),
+                                    ("intermediate_size", intermediateSize, b.intermediate),
+                                    ("num_hidden_layers", numHiddenLayers, b.layers),
+                                    ("num_attention_heads", numAttentionHeads, b.heads),
+                                    ("num_key_value_heads", numKeyValueHeads, b.heads),
+                                    ("max_position_embeddings", maxPositionEmbeddings, b.positions)] {
+            try b.check(value, range, orThrow: bad(key, b.outside(value, range)))
+        }
+        guard hiddenSize % numAttentionHeads == 0 else {
             throw bad("num_attention_heads", "\(numAttentionHeads) does not divide hidden_size \(hiddenSize)")
         }
-        guard numKeyValueHeads > 0, numAttentionHeads % numKeyValueHeads == 0 else {
+        guard numAttentionHeads % numKeyValueHeads == 0 else {
             throw bad("num_key_value_heads", "\(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)")
         }
-        guard mropeSection.count == 3, mropeSection.reduce(0, +) * 2 == headDim else {
-            throw bad("mrope_section", "\(mropeSection) must hold 3 sizes summing to head_dim / 2 = \(headDim / 2)")
+        guard mropeSection.count == 3, mropeSection.allSatisfy({ (0...headDim).contains($0) }),
+              mropeSection.reduce(0, +) * 2 == headDim else {
+            throw bad("mrope_section", "\(mropeSection) must hold 3 sizes ≥ 0 summing to head_dim / 2 = \(headDim / 2)")
+        }
+        guard ropeTheta.isFinite, ropeTheta > 0 else { throw bad("rope_theta", "must be a finite number > 0, got \(ropeTheta)") }
+        guard rmsNormEps.isFinite, rmsNormEps >= 0 else { throw bad("rms_norm_eps", "must be a finite number ≥ 0, got \(rmsNormEps)") }
+        guard hiddenAct == "silu" else { throw bad("hidden_act", "'\(hiddenAct)' is not supported (expected silu)") }
+        if let bos = bosTokenId, !(0..<vocabSize).contains(bos) { throw bad("bos_token_id", "\(bos) is outside the vocabulary 0..<\(vocabSize)") }
+        for eos in eosTokenId?.ids ?? [] where !(0..<vocabSize).contains(eos) {
+            throw bad("eos_token_id", "\(eos) is outside the vocabulary 0..<\(vocabSize)")
         }
     }
 }
@@ -224,6 +276,22 @@ public struct Qwen2VLConfiguration: Codable, Sendable, Equatable {
         visionEndTokenId = try c.int(.visionEndTokenId) ?? visionEndTokenId
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? text.tieWordEmbeddings ?? false
         torchDtype = try c.decodeIfPresent(String.self, forKey: .torchDtype) ?? c.decodeIfPresent(String.self, forKey: .dtype)
+    }
+
+    /// The text and vision fields, the special token ids against the vocabulary, and the widths
+    /// the two towers share.
+    func validate(path: String, textPrefix: String = "text_config.") throws {
+        try vision.validate(path: path)
+        try text.validate(path: path, prefix: textPrefix)
+        for (key, id) in [("image_token_id", imageTokenId), ("video_token_id", videoTokenId),
+                          ("vision_start_token_id", visionStartTokenId), ("vision_end_token_id", visionEndTokenId)]
+            where !(0..<text.vocabSize).contains(id) {
+            throw VLMError.invalidConfig(path: path, key: key, reason: "\(id) is outside the vocabulary 0..<\(text.vocabSize)")
+        }
+        guard vision.hiddenSize == text.hiddenSize else {
+            throw VLMError.invalidConfig(path: path, key: "vision_config.hidden_size",
+                                         reason: "\(vision.hiddenSize) differs from the language model's hidden_size \(text.hiddenSize)")
+        }
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -301,9 +369,28 @@ public struct Qwen2VLPreprocessorConfiguration: Codable, Sendable, Equatable {
         try c.encode(maxPixels, forKey: .maxPixels)
     }
 
-    func validate(path: String) throws {
+    /// Every number against a sane range; with `vision`, the patching must be the vision tower's.
+    func validate(path: String, vision: Qwen2VLVisionConfiguration? = nil) throws {
+        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: key, reason: why) }
+        let b = ConfigBounds.self
         guard imageMean.count == 3, imageStd.count == 3, imageStd.allSatisfy({ $0 > 0 }) else {
             throw VLMError.invalidConfig(path: path, key: "image_mean/image_std", reason: "need 3 values each, std > 0")
+        }
+        guard (imageMean + imageStd).allSatisfy(\.isFinite) else {
+            throw bad("image_mean/image_std", "must be finite, got \(imageMean) and \(imageStd)")
+        }
+        guard rescaleFactor.isFinite, rescaleFactor > 0 else { throw bad("rescale_factor", "must be a finite number > 0, got \(rescaleFactor)") }
+        for (key, value, range) in [("patch_size", patchSize, b.patch), ("temporal_patch_size", temporalPatchSize, b.temporalPatch),
+                                    ("merge_size", mergeSize, b.merge), ("max_pixels", maxPixels, b.pixels)] {
+            try b.check(value, range, orThrow: bad(key, b.outside(value, range)))
+        }
+        try b.check(minPixels, 0...maxPixels, orThrow: bad("min_pixels", b.outside(minPixels, 0...maxPixels) + " (at most max_pixels)"))
+        if let v = vision {
+            for (key, mine, theirs, theirKey) in [("patch_size", patchSize, v.patchSize, "patch_size"),
+                                                  ("temporal_patch_size", temporalPatchSize, v.temporalPatchSize, "temporal_patch_size"),
+                                                  ("merge_size", mergeSize, v.spatialMergeSize, "spatial_merge_size")] where mine != theirs {
+                throw bad(key, "\(mine) differs from the vision tower's \(theirKey) \(theirs) in config.json")
+            }
         }
     }
 }
@@ -327,6 +414,35 @@ public struct GenerationConfiguration: Codable, Sendable, Equatable {
     }
 
     public init() {}
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        bosTokenId = try c.int(.bosTokenId)
+        eosTokenId = try c.decodeIfPresent(TokenIDs.self, forKey: .eosTokenId)
+        padTokenId = try c.int(.padTokenId)
+        doSample = try c.decodeIfPresent(Bool.self, forKey: .doSample)
+        temperature = try c.decodeIfPresent(Double.self, forKey: .temperature)
+        topK = try c.int(.topK)
+        topP = try c.decodeIfPresent(Double.self, forKey: .topP)
+        repetitionPenalty = try c.decodeIfPresent(Double.self, forKey: .repetitionPenalty)
+        maxNewTokens = try c.int(.maxNewTokens)
+    }
+
+    /// Token ids within the vocabulary and sampling numbers in their ranges.
+    func validate(path: String, vocabSize: Int) throws {
+        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: key, reason: why) }
+        for (key, id) in [("bos_token_id", bosTokenId), ("pad_token_id", padTokenId)] {
+            if let id, !(0..<vocabSize).contains(id) { throw bad(key, "\(id) is outside the vocabulary 0..<\(vocabSize)") }
+        }
+        for id in eosTokenId?.ids ?? [] where !(0..<vocabSize).contains(id) {
+            throw bad("eos_token_id", "\(id) is outside the vocabulary 0..<\(vocabSize)")
+        }
+        if let t = temperature, !(t.isFinite && t >= 0) { throw bad("temperature", "must be a finite number ≥ 0, got \(t)") }
+        if let k = topK, k < 0 { throw bad("top_k", "must be ≥ 0, got \(k)") }
+        if let p = topP, !(p.isFinite && p > 0 && p <= 1) { throw bad("top_p", "must be in (0, 1], got \(p)") }
+        if let r = repetitionPenalty, !(r.isFinite && r > 0) { throw bad("repetition_penalty", "must be a finite number > 0, got \(r)") }
+        if let n = maxNewTokens { try ConfigBounds.check(n, ConfigBounds.newTokens, orThrow: bad("max_new_tokens", ConfigBounds.outside(n, ConfigBounds.newTokens))) }
+    }
 }
 
 /// The configuration files of a model directory.
@@ -341,16 +457,23 @@ public struct Qwen2VLModelFiles: Sendable {
         let configPath = (directory as NSString).appendingPathComponent("config.json")
         config = try Self.decode(Qwen2VLConfiguration.self, at: configPath)
         guard config.modelType == "qwen2_vl" else { throw VLMError.unsupportedModel(path: configPath, modelType: config.modelType) }
-        try config.vision.validate(path: configPath)
-        try config.text.validate(path: configPath)
+        try config.validate(path: configPath, textPrefix: Self.textPrefix(configPath))
         let video = (directory as NSString).appendingPathComponent("video_preprocessor_config.json")
         let image = (directory as NSString).appendingPathComponent("preprocessor_config.json")
         let pre = FileManager.default.fileExists(atPath: video) ? video : image
         preprocessor = FileManager.default.fileExists(atPath: pre)
             ? try Self.decode(Qwen2VLPreprocessorConfiguration.self, at: pre) : Qwen2VLPreprocessorConfiguration()
-        try preprocessor.validate(path: pre)
+        try preprocessor.validate(path: pre, vision: config.vision)
         let gen = (directory as NSString).appendingPathComponent("generation_config.json")
         generation = FileManager.default.fileExists(atPath: gen) ? try Self.decode(GenerationConfiguration.self, at: gen) : GenerationConfiguration()
+        try generation.validate(path: gen, vocabSize: config.text.vocabSize)
+    }
+
+    /// "text_config." when config.json nests the text fields (transformers 5), else "".
+    static func textPrefix(_ configPath: String) -> String {
+        guard let data = FileManager.default.contents(atPath: configPath),
+              let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return "" }
+        return json["text_config"] is [String: Any] ? "text_config." : ""
     }
 
     /// Decodes a JSON file, turning decoding errors into `VLMError.invalidConfig` naming the key.

@@ -10,6 +10,8 @@ public final class KVCache: @unchecked Sendable {
     let values: [Tensor]
     public private(set) var count = 0
 
+    /// A cache whose size the caller chose (benchmarks); a refused allocation stops the process.
+    /// Caches sized by a prompt or a configuration use `init(checkedLayers:capacity:width:)`.
     public init(layers: Int, capacity: Int, width: Int) {
         self.capacity = capacity
         self.width = width
@@ -17,9 +19,23 @@ public final class KVCache: @unchecked Sendable {
         values = (0..<layers).map { _ in Tensor(uninitialized: [capacity, width]) }
     }
 
+    /// A cache sized by a prompt or a configuration: a size that overflows or memory the system
+    /// refuses is a thrown `TensorError.allocationFailed`, not a crash.
+    public init(checkedLayers layers: Int, capacity: Int, width: Int) throws {
+        self.capacity = capacity
+        self.width = width
+        guard layers >= 0 else { throw TensorError.allocationFailed(what: "KV cache", size: "\(layers) layers") }
+        keys = try (0..<layers).map { _ in try Tensor(checkedUninitialized: [capacity, width], what: "KV cache keys") }
+        values = try (0..<layers).map { _ in try Tensor(checkedUninitialized: [capacity, width], what: "KV cache values") }
+    }
+
     /// A copy of the filled part, with room for `extra` more positions.
-    public func fork(extra: Int) -> KVCache {
-        let c = KVCache(layers: keys.count, capacity: count + extra, width: width)
+    public func fork(extra: Int) throws -> KVCache {
+        let (capacity, overflow) = count.addingReportingOverflow(extra)
+        guard extra >= 0, !overflow else {
+            throw TensorError.allocationFailed(what: "KV cache", size: "\(count) + \(extra) positions")
+        }
+        let c = try KVCache(checkedLayers: keys.count, capacity: capacity, width: width)
         for l in keys.indices {
             c.keys[l].pointer.update(from: keys[l].pointer, count: count * width)
             c.values[l].pointer.update(from: values[l].pointer, count: count * width)
@@ -45,10 +61,12 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
     private var workspace: [String: TensorStorage] = [:]
     private let forwardLock = NSLock()
 
-    private func buffer(_ name: String, _ shape: [Int]) -> Tensor {
-        let n = shape.reduce(1, *)
+    private func buffer(_ name: String, _ shape: [Int]) throws -> Tensor {
+        guard let n = checkedElementCount(shape) else {
+            throw TensorError.allocationFailed(what: "language workspace '\(name)'", size: "shape \(shape) (overflowing)")
+        }
         if let s = workspace[name], s.count >= n { return Tensor(storage: s, offset: 0, shape: shape) }
-        let s = TensorStorage(count: n, zeroed: false)
+        let s = try TensorStorage(checkedCount: n, zeroed: false, what: "language workspace '\(name)' \(shape)")
         workspace[name] = s
         return Tensor(storage: s, offset: 0, shape: shape)
     }
@@ -70,9 +88,19 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
                 dtype: ComputeDType? = nil, pool: ThreadPool = .shared) throws {
         self.config = config
         self.pool = pool
+        // Every number in range before anything is sized by it.
+        let configPath = (checkpoint.directory as NSString).appendingPathComponent("config.json")
+        try config.validate(path: configPath)
         // transformers 4.x and 5.x saves: model.*; transformers 5 module names: model.language_model.*
         let prefix = checkpoint.contains("model.language_model.embed_tokens.weight") ? "model.language_model." : "model."
         let c = config, h = c.hiddenSize, hd = c.headDim
+        // The layer count must be what the checkpoint holds (a config claiming 10⁹ layers fails
+        // here, before any loop or allocation follows it).
+        let found = layerIndices(in: checkpoint.names, prefix: prefix + "layers.")
+        guard found == Set(0..<found.count), found.count == c.numHiddenLayers else {
+            throw VLMError.invalidConfig(path: configPath, key: "num_hidden_layers",
+                                         reason: "is \(c.numHiddenLayers) but the checkpoint has \(describeLayers(found)) (\(prefix)layers.N)")
+        }
         func weight(_ name: String, _ shape: [Int]) throws -> WeightTensor {
             guard checkpoint.contains(name) else { throw VLMError.missingWeight(name: name, checkpoint: checkpoint.directory) }
             let w = try checkpoint.tensor(name)
@@ -99,17 +127,19 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
         }
         norm = try vector(prefix + "norm.weight", h)
         embed = try embedding.converted(to: computeType == .bf16 ? .bf16 : .f32)
-        if checkpoint.contains("lm_head.weight") && !tieWordEmbeddings {
-            head = try matrix("lm_head.weight", [c.vocabSize, h])
-        } else {
+        if tieWordEmbeddings {
             head = embed
+        } else {
+            // Untied: the head is its own tensor; using the embedding in its place would be a
+            // different model.
+            head = try matrix("lm_head.weight", [c.vocabSize, h])
         }
     }
 
     /// Embedding rows of `ids` [T, hidden] (f32).
     public func embed(_ ids: [Int]) throws -> Tensor {
         let h = config.hiddenSize
-        let out = Tensor(uninitialized: [ids.count, h])
+        let out = try Tensor(checkedUninitialized: [ids.count, h], what: "prompt embeddings")
         let row = embed.dtype.size * h
         for (r, id) in ids.enumerated() {
             guard id >= 0 && id < config.vocabSize else { throw VLMError.invalidInput("token id \(id) is outside the vocabulary (\(config.vocabSize))") }
@@ -131,10 +161,10 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
         let eps = Float(c.rmsNormEps)
         forwardLock.lock()
         defer { forwardLock.unlock() }
-        let normed = buffer("normed", [t, h])
-        let q = buffer("q", [t, heads * hd])
-        let gate = buffer("gate", [t, c.intermediateSize]), up = buffer("up", [t, c.intermediateSize])
-        let out = buffer("out", [t, h])
+        let normed = try buffer("normed", [t, h])
+        let q = try buffer("q", [t, heads * hd])
+        let gate = try buffer("gate", [t, c.intermediateSize]), up = try buffer("up", [t, c.intermediateSize])
+        let out = try buffer("out", [t, h])
         let past = cache.count
         var profile = StageTimer(enabled: StageTimer.requested && t > 1)
         defer { profile.report("language (\(t) tokens)") }
@@ -172,11 +202,50 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
             Ops.add(x, out, pool: pool)
         }
         cache.advance(t)
-        return Ops.rmsNorm(x, weight: norm, eps: eps, pool: pool)
+        let final = try Tensor(checkedUninitialized: [t, h], what: "final norm")
+        return Ops.rmsNorm(x, weight: norm, eps: eps, into: final, pool: pool)
     }
 
     /// Logits [rows, vocab] of hidden states [rows, hidden].
     public func logits(_ hidden: Tensor) throws -> Tensor {
         try Linear.forward(hidden, head, pool: pool)
     }
+
+    /// Logits [vocab] of the last row of `hidden` for decoding step `step`: NaN or ±Inf among them
+    /// (damaged weights) is an error rather than a stream of arbitrary tokens.
+    func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor {
+        let logits = try self.logits(hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0]))
+        // x − x is 0 for finite x and NaN for NaN and ±Inf: one pass, no branch per element.
+        let values = logits.buffer
+        var lanes = SIMD16<Float>(repeating: 0)
+        var i = 0
+        while i + 16 <= values.count {
+            let v = UnsafeRawPointer(values.baseAddress! + i).loadUnaligned(as: SIMD16<Float>.self)
+            lanes += v - v
+            i += 16
+        }
+        var probe = lanes.sum()
+        while i < values.count { probe += values[i] - values[i]; i += 1 }
+        guard probe == 0 else { throw VLMError.nonFiniteLogits(step: step) }
+        return logits
+    }
+}
+
+/// The N of every `<prefix>N.` tensor name.
+func layerIndices(in names: [String], prefix: String) -> Set<Int> {
+    var found = Set<Int>()
+    for name in names where name.hasPrefix(prefix) {
+        let rest = name.dropFirst(prefix.count)
+        if let dot = rest.firstIndex(of: "."), let i = Int(rest[..<dot]) { found.insert(i) }
+    }
+    return found
+}
+
+/// "2 layers (0…1)", "3 layers (0, 2, 5)", "no layers".
+func describeLayers(_ found: Set<Int>) -> String {
+    guard !found.isEmpty else { return "no layers" }
+    let sorted = found.sorted()
+    let list = sorted == Array(0..<sorted.count) ? "0…\(sorted.count - 1)"
+        : sorted.prefix(6).map(String.init).joined(separator: ", ") + (sorted.count > 6 ? ", …" : "")
+    return "\(found.count) layer\(found.count == 1 ? "" : "s") (\(list))"
 }

@@ -38,8 +38,32 @@ public final class Qwen2VLModel: @unchecked Sendable {
         public var ropeDelta: Int
     }
 
+    /// The model's context: `max_position_embeddings` tokens.
+    public var contextLength: Int { config.text.maxPositionEmbeddings }
+
+    /// Throws `invalidInput` when `tokens` prompt tokens exceed the model's context.
+    public func checkContext(_ tokens: Int) throws {
+        guard tokens <= contextLength else {
+            throw VLMError.invalidInput("the prompt has \(tokens) tokens; the model's context (max_position_embeddings) is \(contextLength)")
+        }
+    }
+
+    /// How many of `requested` new tokens fit after a prompt of `promptTokens` tokens: generation
+    /// stops where the context ends.
+    public func newTokenBudget(promptTokens: Int, requested: Int) throws -> Int {
+        guard requested >= 0 else { throw VLMError.invalidInput("max_new_tokens must be ≥ 0, got \(requested)") }
+        try checkContext(promptTokens)
+        return min(requested, contextLength - promptTokens)
+    }
+
+    func makeCache(capacity: Int) throws -> KVCache {
+        try KVCache(checkedLayers: config.text.numHiddenLayers, capacity: capacity,
+                    width: config.text.numKeyValueHeads * config.text.headDim)
+    }
+
     public func prepare(ids: [Int], vision inputs: [VisionInput]) throws -> Prepared {
         let c = config
+        try checkContext(ids.count)
         let x = try language.embed(ids)
         let h = c.text.hiddenSize
         // Splice each vision block's embeddings, in order, over its pad tokens.
@@ -69,35 +93,36 @@ public final class Qwen2VLModel: @unchecked Sendable {
 
     /// Runs a prepared prompt (or its continuation) through the decoder into `cache`.
     public func prefill(_ p: Prepared, cache: KVCache) throws -> Tensor {
-        let (cos, sin) = Qwen2VLRoPE.cosSin(positions: p.positions, theta: config.text.ropeTheta,
+        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: p.positions, theta: config.text.ropeTheta,
                                             headDim: config.text.headDim, section: config.text.mropeSection)
         return try language.forward(p.embeddings, cos: cos, sin: sin, cache: cache)
     }
 
     /// Logits of every position of a prompt [T, vocab].
     public func logits(ids: [Int], vision: [VisionInput] = []) throws -> Tensor {
+        try checkContext(ids.count)
         let p = try prepare(ids: ids, vision: vision)
-        let cache = KVCache(layers: config.text.numHiddenLayers, capacity: ids.count,
-                            width: config.text.numKeyValueHeads * config.text.headDim)
+        let cache = try makeCache(capacity: ids.count)
         return try language.logits(try prefill(p, cache: cache))
     }
 
-    /// Greedy decoding: the `maxNewTokens` most likely next tokens, stopping early at one of `stop`.
+    /// Greedy decoding: the `maxNewTokens` most likely next tokens, stopping early at one of `stop`
+    /// or where the context (`max_position_embeddings`) ends.
     public func generateGreedy(ids: [Int], vision: [VisionInput] = [], maxNewTokens: Int, stop: Set<Int> = []) throws -> [Int] {
+        let budget = try newTokenBudget(promptTokens: ids.count, requested: maxNewTokens)
+        guard budget > 0 else { return [] }
         let p = try prepare(ids: ids, vision: vision)
-        let cache = KVCache(layers: config.text.numHiddenLayers, capacity: ids.count + maxNewTokens,
-                            width: config.text.numKeyValueHeads * config.text.headDim)
+        let cache = try makeCache(capacity: ids.count + budget)
         var hidden = try prefill(p, cache: cache)
         var out: [Int] = []
-        for step in 0..<maxNewTokens {
-            let last = hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0])
-            let logits = try language.logits(last)
+        for step in 0..<budget {
+            let logits = try language.nextTokenLogits(hidden, step: step)
             let next = argmax(logits.buffer)
             out.append(next)
-            if stop.contains(next) || step == maxNewTokens - 1 { break }
+            if stop.contains(next) || step == budget - 1 { break }
             // The new token's position on all three axes: its index plus rope_delta.
             let position = cache.count + p.ropeDelta
-            let (cos, sin) = Qwen2VLRoPE.cosSin(positions: [[position], [position], [position]], theta: config.text.ropeTheta,
+            let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: [[position], [position], [position]], theta: config.text.ropeTheta,
                                                 headDim: config.text.headDim, section: config.text.mropeSection)
             hidden = try language.forward(try language.embed([next]), cos: cos, sin: sin, cache: cache)
         }

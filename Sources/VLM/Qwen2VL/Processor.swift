@@ -56,6 +56,8 @@ public struct Qwen2VLProcessor: Sendable {
 
     public func patches(frames: [RGBImage]) throws -> (pixels: Tensor, grid: VisionGrid) {
         guard let first = frames.first else { throw VLMError.invalidInput("no frames to process") }
+        // A processor built from an unchecked configuration: no zero patch or merge size below.
+        try config.validate(path: "preprocessor configuration")
         let p = config.patchSize, m = config.mergeSize, tp = config.temporalPatchSize
         let factor = p * m
         guard first.width % factor == 0, first.height % factor == 0 else {
@@ -68,7 +70,7 @@ public struct Qwen2VLProcessor: Sendable {
         let padded = frames.count + (tp - frames.count % tp) % tp
         let grid = VisionGrid(t: padded / tp, h: first.height / p, w: first.width / p)
         let rowSize = 3 * tp * p * p
-        let out = Tensor(uninitialized: [grid.patches, rowSize])
+        let out = try Tensor(checkedUninitialized: [grid.patches, rowSize], what: "pixel values")
 
         // (x · 1/rescale − mean·(1/rescale)) / (std·(1/rescale)): transformers fuses rescale into
         // mean and std in float32; the same float32 operations give the same bits.

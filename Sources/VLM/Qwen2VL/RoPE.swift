@@ -22,6 +22,9 @@ public enum Qwen2VLRoPE {
                 }
                 let g = grids[gridIndex]
                 gridIndex += 1
+                guard merge > 0, g.t > 0, g.h > 0, g.w > 0, checkedElementCount([g.t, g.h, g.w]) != nil else {
+                    throw VLMError.invalidInput("grid \(g) must have positive sides and a representable size")
+                }
                 let (t, h, w) = (g.t, g.h / merge, g.w / merge)
                 guard i + t * h * w <= ids.count, ids[i..<(i + t * h * w)].allSatisfy(visionTokens.contains) else {
                     throw VLMError.invalidInput("the prompt has fewer vision pad tokens than grid \(g) needs (\(t * h * w))")
@@ -45,12 +48,27 @@ public enum Qwen2VLRoPE {
     /// transformers), frequency j takes the axis of its `mrope_section` (t, h, w in turn), and
     /// the half is repeated (rotate-half layout). Port of `Qwen2VLRotaryEmbedding`.
     public static func cosSin(positions: [[Int]], theta: Double, headDim: Int, section: [Int]) -> (Tensor, Tensor) {
+        let t = positions[0].count
+        let cos = Tensor(uninitialized: [t, headDim]), sin = Tensor(uninitialized: [t, headDim])
+        fill(cos: cos, sin: sin, positions: positions, theta: theta, headDim: headDim, section: section)
+        return (cos, sin)
+    }
+
+    /// `cosSin` for prompts: the tables' size follows the prompt, so a refused allocation throws.
+    static func checkedCosSin(positions: [[Int]], theta: Double, headDim: Int, section: [Int]) throws -> (Tensor, Tensor) {
+        let t = positions[0].count
+        let cos = try Tensor(checkedUninitialized: [t, headDim], what: "rotary cos")
+        let sin = try Tensor(checkedUninitialized: [t, headDim], what: "rotary sin")
+        fill(cos: cos, sin: sin, positions: positions, theta: theta, headDim: headDim, section: section)
+        return (cos, sin)
+    }
+
+    private static func fill(cos: Tensor, sin: Tensor, positions: [[Int]], theta: Double, headDim: Int, section: [Int]) {
         let half = headDim / 2, t = positions[0].count
         let invFreq = (0..<half).map { j in 1 / powf(Float(theta), Float(2 * j) / Float(headDim)) }
         var axisOf = [Int](repeating: 2, count: half)
         var j = 0
         for (axis, n) in section.enumerated() { for _ in 0..<n where j < half { axisOf[j] = axis; j += 1 } }
-        let cos = Tensor(uninitialized: [t, headDim]), sin = Tensor(uninitialized: [t, headDim])
         for r in 0..<t {
             for j in 0..<half {
                 let angle = Float(positions[axisOf[j]][r]) * invFreq[j]
@@ -59,6 +77,5 @@ public enum Qwen2VLRoPE {
                 sin.pointer[r * headDim + j] = s; sin.pointer[r * headDim + j + half] = s
             }
         }
-        return (cos, sin)
     }
 }

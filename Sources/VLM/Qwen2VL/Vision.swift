@@ -42,6 +42,9 @@ public final class Qwen2VLVision: @unchecked Sendable {
                 pool: ThreadPool = .shared) throws {
         self.config = config
         self.pool = pool
+        // Every number in range before anything is sized by it.
+        let configPath = (checkpoint.directory as NSString).appendingPathComponent("config.json")
+        try config.validate(path: configPath)
         let prefix: String
         if checkpoint.contains("visual.patch_embed.proj.weight") {
             prefix = "visual."
@@ -51,6 +54,13 @@ public final class Qwen2VLVision: @unchecked Sendable {
             throw VLMError.missingWeight(name: "visual.patch_embed.proj.weight", checkpoint: checkpoint.directory)
         }
         let c = config
+        // Every block the config names must be in the checkpoint (a depth of 10⁹ fails here, before
+        // the table of expected tensors is built); blocks beyond it are reported as unknown below.
+        let found = layerIndices(in: checkpoint.names, prefix: prefix + "blocks.")
+        guard Set(0..<c.depth).isSubset(of: found) else {
+            throw VLMError.invalidConfig(path: configPath, key: "vision_config.depth",
+                                         reason: "is \(c.depth) but the checkpoint has \(describeLayers(found).replacingOccurrences(of: "layer", with: "block")) (\(prefix)blocks.N)")
+        }
         let e = c.embedDim, mlp = c.mlpHiddenDim, merged = e * c.spatialMergeSize * c.spatialMergeSize
         var expected: [String: [Int]] = [
             "patch_embed.proj.weight": [e, c.inChannels, c.temporalPatchSize, c.patchSize, c.patchSize],
@@ -105,7 +115,10 @@ public final class Qwen2VLVision: @unchecked Sendable {
     /// The tower's output for one video or image: `hidden` [t·h·w, embed] before the merger,
     /// `merged` [t·h·w / 4, hidden_size] — one embedding per video token.
     public func forward(pixels: Tensor, grid: VisionGrid) throws -> (hidden: Tensor, merged: Tensor) {
-        let c = config, e = c.embedDim, n = grid.patches, m = c.spatialMergeSize
+        let c = config, e = c.embedDim, m = c.spatialMergeSize
+        guard grid.t > 0, grid.h > 0, grid.w > 0, let n = checkedElementCount([grid.t, grid.h, grid.w]) else {
+            throw VLMError.invalidInput("grid \(grid) must have positive sides and a representable size")
+        }
         guard pixels.shape == [n, c.patchDim] else {
             throw VLMError.invalidInput("pixel values \(pixels.shape) do not match grid \(grid) × \(c.patchDim)")
         }
@@ -114,16 +127,16 @@ public final class Qwen2VLVision: @unchecked Sendable {
         }
         // Conv3d with stride = kernel is one GEMM over flattened patches.
         let x = try Linear.forward(pixels, weights.patchEmbed, pool: pool) // [N, e]
-        let (cos, sin) = rotary(grid: grid)                                // [N, headDim]
+        let (cos, sin) = try rotary(grid: grid)                            // [N, headDim]
         // Attention stays within each temporal patch: h·w patches per block.
         let cuSeqlens = (0...grid.t).map { $0 * grid.h * grid.w }
         let heads = c.numHeads, hd = c.headDim
         let act = activation
 
-        let qkv = Tensor(uninitialized: [n, 3 * e])
-        let proj = Tensor(uninitialized: [n, e])
-        let hidden = Tensor(uninitialized: [n, c.mlpHiddenDim])
-        let normed = Tensor(uninitialized: [n, e])
+        let qkv = try Tensor(checkedUninitialized: [n, 3 * e], what: "vision qkv")
+        let proj = try Tensor(checkedUninitialized: [n, e], what: "vision projection")
+        let hidden = try Tensor(checkedUninitialized: [n, c.mlpHiddenDim], what: "vision MLP")
+        let normed = try Tensor(checkedUninitialized: [n, e], what: "vision norm")
         var profile = StageTimer(enabled: StageTimer.requested)
         func mark(_ stage: String) { profile.mark(stage) }
         defer { profile.report("vision") }
@@ -158,7 +171,8 @@ public final class Qwen2VLVision: @unchecked Sendable {
 
         // PatchMerger: LayerNorm, then each 2×2 window (4 consecutive rows, in merge order) as one row.
         let mergedRows = n / (m * m), mergedWidth = e * m * m
-        let ln = Ops.layerNorm(x, weight: weights.mergerNorm.0, bias: weights.mergerNorm.1, eps: 1e-6, pool: pool)
+        let ln = Ops.layerNorm(x, weight: weights.mergerNorm.0, bias: weights.mergerNorm.1, eps: 1e-6,
+                               into: try Tensor(checkedUninitialized: [n, e], what: "vision merger norm"), pool: pool)
         let h1 = try Linear.forward(ln.reshaped([mergedRows, mergedWidth]), weights.merger0, bias: weights.merger0Bias, pool: pool)
         Ops.activate(h1, .gelu, pool: pool)
         let merged = try Linear.forward(h1, weights.merger2, bias: weights.merger2Bias, pool: pool) // [N/4, hidden]
@@ -177,11 +191,11 @@ public final class Qwen2VLVision: @unchecked Sendable {
     /// cos/sin [N, headDim] of the 2D rotary: each patch's (h, w) in merge order, repeated for
     /// every temporal patch; per row [cos(h·f), cos(w·f)] twice, f = θ^(−2i/(headDim/2)).
     /// Port of `get_vision_position_ids` and `Qwen2VLVisionRotaryEmbedding` (float32 throughout).
-    func rotary(grid: VisionGrid) -> (Tensor, Tensor) {
+    func rotary(grid: VisionGrid) throws -> (Tensor, Tensor) {
         let hd = config.headDim, quarter = hd / 4, spatial = hd / 2, m = config.spatialMergeSize
         let invFreq = (0..<quarter).map { i in 1 / powf(Float(config.ropeTheta), Float(2 * i) / Float(spatial)) }
         let n = grid.patches
-        let cos = Tensor(uninitialized: [n, hd]), sin = Tensor(uninitialized: [n, hd])
+        let cos = try Tensor(checkedUninitialized: [n, hd], what: "vision rotary"), sin = try Tensor(checkedUninitialized: [n, hd], what: "vision rotary")
         var row = 0
         for _ in 0..<grid.t {
             for hb in 0..<(grid.h / m) {
@@ -231,6 +245,15 @@ struct StageTimer {
     func report(_ what: String) {
         guard enabled else { return }
         let lines = totals.sorted { $0.value > $1.value }.map { String(format: "  %-8@ %8.3f s", $0.key, $0.value) }
-        FileHandle.standardError.write(Data(("\(what) profile:\n" + lines.joined(separator: "\n") + "\n").utf8))
+        // write(2), errors ignored: FileHandle.write traps when stderr cannot be written (/dev/full).
+        let text = Array(("\(what) profile:\n" + lines.joined(separator: "\n") + "\n").utf8)
+        text.withUnsafeBytes { raw in
+            var offset = 0
+            while offset < raw.count {
+                let n = write(2, raw.baseAddress! + offset, raw.count - offset)
+                if n <= 0 { break }
+                offset += n
+            }
+        }
     }
 }

@@ -1,0 +1,62 @@
+import Foundation
+import Testing
+@testable import Tokenizers
+
+/// tokenizer.json files with hostile ids: an error naming the token and the id, never a trap or
+/// a table sized by the id.
+@Suite struct HostileTokenizerTests {
+    static let small = ParityTests.root.appendingPathComponent("small/tokenizer.json")
+
+    /// A copy of the small tokenizer with `edit` applied to its JSON; returns the load error's text.
+    func loadError(_ edit: (inout [String: Any]) -> Void) throws -> String? {
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.small)) as? [String: Any])
+        edit(&json)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tok-\(UUID().uuidString).json").path
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        do {
+            _ = try Tokenizer(path: path)
+            return nil
+        } catch let e as TokenizerError {
+            return e.errorDescription
+        }
+    }
+
+    func settingAddedTokenId(_ id: Any) -> (inout [String: Any]) -> Void {
+        { json in
+            var added = json["added_tokens"] as! [[String: Any]]
+            added[2]["id"] = id // <|im_end|>
+            json["added_tokens"] = added
+        }
+    }
+
+    @Test(arguments: [-1, -1_000_000, 1_000_000_000_000, 5_000_000, Int.max])
+    func addedTokenIdOutOfRange(id: Int) throws {
+        let message = try #require(try loadError(settingAddedTokenId(id)))
+        #expect(message.contains("'<|im_end|>'"), "\(message)")
+        #expect(message.contains("\(id)"), "\(message)")
+    }
+
+    @Test func addedTokenIdNotAnInteger() throws {
+        let message = try #require(try loadError(settingAddedTokenId(1e30)))
+        #expect(message.contains("'<|im_end|>'"), "\(message)")
+    }
+
+    @Test(arguments: [-7, 1_000_000_000_000])
+    func vocabularyIdOutOfRange(id: Int) throws {
+        let message = try #require(try loadError { json in
+            var model = json["model"] as! [String: Any]
+            var vocab = model["vocab"] as! [String: Int]
+            vocab["a"] = id
+            model["vocab"] = vocab
+            json["model"] = model
+        })
+        #expect(message.contains("'a'"), "\(message)")
+        #expect(message.contains("\(id)"), "\(message)")
+    }
+
+    /// Ids with gaps (a padded vocabulary) still load.
+    @Test func sparseButReasonableIdsLoad() throws {
+        #expect(try loadError(settingAddedTokenId(1500)) == nil)
+    }
+}
