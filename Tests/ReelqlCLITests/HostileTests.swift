@@ -430,16 +430,16 @@ enum Hostile {
 
     @Test func hostileConfigNumbersNameTheKey() throws {
         let cases: [(file: String, key: String, edit: (inout [String: Any]) -> Void)] = [
-            ("config.json", "num_hidden_layers", text { $0["num_hidden_layers"] = -1 }),
-            ("config.json", "num_hidden_layers", text { $0["num_hidden_layers"] = 1_000_000_000 }),
-            ("config.json", "max_position_embeddings", text { $0["max_position_embeddings"] = 1_000_000_000_000 }),
-            ("config.json", "vocab_size", text { $0["vocab_size"] = 1_000_000_000_000 }),
-            ("config.json", "rope_theta", text { $0["rope_parameters"] = ["rope_theta": 0, "mrope_section": [2, 3, 3], "rope_type": "default"] }),
-            ("config.json", "rms_norm_eps", text { $0["rms_norm_eps"] = -1 }),
-            ("config.json", "depth", vision { $0["depth"] = 1_000_000_000 }),
-            ("config.json", "patch_size", vision { $0["patch_size"] = 0 }),
-            ("config.json", "spatial_merge_size", vision { $0["spatial_merge_size"] = 0 }),
-            ("config.json", "temporal_patch_size", vision { $0["temporal_patch_size"] = 0 }),
+            ("config.json", "num_hidden_layers", Self.text { $0["num_hidden_layers"] = -1 }),
+            ("config.json", "num_hidden_layers", Self.text { $0["num_hidden_layers"] = 1_000_000_000 }),
+            ("config.json", "max_position_embeddings", Self.text { $0["max_position_embeddings"] = 1_000_000_000_000 }),
+            ("config.json", "vocab_size", Self.text { $0["vocab_size"] = 1_000_000_000_000 }),
+            ("config.json", "rope_theta", Self.text { $0["rope_parameters"] = ["rope_theta": 0, "mrope_section": [2, 3, 3], "rope_type": "default"] }),
+            ("config.json", "rms_norm_eps", Self.text { $0["rms_norm_eps"] = -1 }),
+            ("config.json", "depth", Self.vision { $0["depth"] = 1_000_000_000 }),
+            ("config.json", "patch_size", Self.vision { $0["patch_size"] = 0 }),
+            ("config.json", "spatial_merge_size", Self.vision { $0["spatial_merge_size"] = 0 }),
+            ("config.json", "temporal_patch_size", Self.vision { $0["temporal_patch_size"] = 0 }),
             ("video_preprocessor_config.json", "patch_size", { $0["patch_size"] = 0 }),
             ("video_preprocessor_config.json", "merge_size", { $0["merge_size"] = 0 }),
             ("video_preprocessor_config.json", "temporal_patch_size", { $0["temporal_patch_size"] = 0 }),
@@ -474,7 +474,7 @@ enum Hostile {
         let r = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", Hostile.tinyModel, "--max-new-tokens", "1000000000", "--json"],
                                 limit: 120, memoryLimitKB: Self.memoryLimitKB)
         #expect(r.clean && r.status == 0, "\(r)")
-        let small = try Self.checkpoint(text { $0["max_position_embeddings"] = 64 })
+        let small = try Self.checkpoint("config.json", Self.text { $0["max_position_embeddings"] = 64 })
         defer { try? FileManager.default.removeItem(atPath: small) }
         let long = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", small, "--max-new-tokens", "4"],
                                    limit: 30, memoryLimitKB: Self.memoryLimitKB)
