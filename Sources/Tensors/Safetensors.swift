@@ -255,9 +255,7 @@ public final class Checkpoint: WeightStore, @unchecked Sendable {
         let singlePath = (directory as NSString).appendingPathComponent("model.safetensors")
         if fm.fileExists(atPath: indexPath) {
             let data: Data
-            do { data = try Data(contentsOf: URL(fileURLWithPath: indexPath)) } catch {
-                throw TensorError.unreadable(path: indexPath, reason: error.localizedDescription)
-            }
+            data = try MappedFile.readSmallFile(indexPath)
             struct Index: Decodable {
                 var weightMap: [String: String]
                 enum CodingKeys: String, CodingKey { case weightMap = "weight_map" }

@@ -40,6 +40,11 @@ public final class Tokenizer: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw TokenizerError.missingFile(path: path) }
+        // Only a regular file is read: a FIFO would block, a device never end.
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw TokenizerError.invalid(path: path, reason: "not a regular file") }
+        guard st.st_size <= 1 << 30 else { throw TokenizerError.invalid(path: path, reason: "\(st.st_size) bytes; a tokenizer.json is far smaller") }
         guard let data = FileManager.default.contents(atPath: path) else { throw TokenizerError.missingFile(path: path) }
         guard let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
             throw TokenizerError.invalid(path: path, reason: "not a JSON object")

@@ -453,6 +453,18 @@ enum Hostile {
         }
     }
 
+    /// A checkpoint file that is a FIFO (or a device) is refused without blocking.
+    @Test func checkpointFilesThatAreFIFOsNeverBlock() throws {
+        for file in ["config.json", "tokenizer.json", "model.safetensors", "video_preprocessor_config.json"] {
+            let model = try Self.checkpoint { _ in }
+            defer { try? FileManager.default.removeItem(atPath: model) }
+            try FileManager.default.removeItem(atPath: model + "/" + file)
+            #expect(mkfifo(model + "/" + file, 0o644) == 0)
+            let r = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", model, "--max-new-tokens", "4"], limit: 20)
+            #expect(r.clean && [20, 21, 22].contains(r.status) && r.stderr.contains(file) && r.stderr.contains("not a regular file"), "\(file): \(r)")
+        }
+    }
+
     @Test func hostileTokenizerIdsNameTheToken() throws {
         for id in [-5, 1_000_000_000_000] {
             let model = try Self.checkpoint("tokenizer.json") { json in

@@ -471,15 +471,27 @@ public struct Qwen2VLModelFiles: Sendable {
 
     /// "text_config." when config.json nests the text fields (transformers 5), else "".
     static func textPrefix(_ configPath: String) -> String {
-        guard let data = FileManager.default.contents(atPath: configPath),
+        guard let data = try? readConfigFile(configPath),
               let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return "" }
         return json["text_config"] is [String: Any] ? "text_config." : ""
     }
 
+    /// A configuration file's bytes: only a regular file of reasonable size is read (a FIFO in
+    /// its place would block, a device never end).
+    static func readConfigFile(_ path: String) throws -> Data {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw VLMError.missingFile(path: path) }
+        guard (st.st_mode & S_IFMT) == S_IFREG else { throw VLMError.invalidConfig(path: path, key: "(file)", reason: "not a regular file") }
+        guard st.st_size <= 64 << 20 else {
+            throw VLMError.invalidConfig(path: path, key: "(file)", reason: "\(st.st_size) bytes; a configuration file is far smaller")
+        }
+        guard let data = FileManager.default.contents(atPath: path) else { throw VLMError.missingFile(path: path) }
+        return data
+    }
+
     /// Decodes a JSON file, turning decoding errors into `VLMError.invalidConfig` naming the key.
     public static func decode<T: Decodable>(_ type: T.Type, at path: String) throws -> T {
-        guard let data = FileManager.default.contents(atPath: path) else { throw VLMError.missingFile(path: path) }
-        return try decode(type, from: data, path: path)
+        return try decode(type, from: try readConfigFile(path), path: path)
     }
 
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data, path: String) throws -> T {
