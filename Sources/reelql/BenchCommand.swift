@@ -168,7 +168,7 @@ struct IngestBench: ParsableCommand {
 
     func residentMiB() -> Double {
         let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "0 0"
-        let pages = Double(statm.split(separator: " ")[1]) ?? 0
+        let pages = statm.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0
         return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
     }
 }
