@@ -9,6 +9,11 @@ struct BenchCommand: ParsableCommand {
         subcommands: [DecodeBench.self, IngestBench.self, KernelBench.self, VisionBench.self, GenerateBench.self])
 }
 
+/// The most timed runs a benchmark option may ask for.
+let maxBenchRuns = 1000
+/// The most files `bench ingest` may be asked to open.
+let maxIngestFiles = 1_000_000
+
 /// Median wall time of `runs` calls of `body`, in seconds.
 func medianTime(runs: Int, _ body: () throws -> Void) rethrows -> Double {
     var times: [Double] = []
@@ -51,6 +56,14 @@ struct DecodeBench: ParsableCommand {
     @Flag(help: "Decode GOPs that hold no sampled frame.")
     var noSkipGops = false
 
+    func validate() throws {
+        try requireOption("--fps", fps, FrameSampler.fpsRange.contains(fps), "between 0.1 and 30")
+        try requireOption("--max-pixels", maxPixels, (1...maxFramePixels).contains(maxPixels), "between 1 and \(maxFramePixels)")
+        try requireOption("--runs", runs, (1...maxBenchRuns).contains(runs), "between 1 and \(maxBenchRuns)")
+        try requireOption("--threads", threads, (0...maxDecoderThreads).contains(threads), "between 0 (automatic) and \(maxDecoderThreads)")
+        if let workers { try requireOption("--workers", workers, (1...maxDecoderThreads).contains(workers), "between 1 and \(maxDecoderThreads)") }
+    }
+
     var decodeOptions: DecodeOptions {
         DecodeOptions(threads: threads, skipNonReference: !noSkipNonReference, skipGOPs: !noSkipGops, workers: workers)
     }
@@ -66,7 +79,7 @@ struct DecodeBench: ParsableCommand {
                           "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
         print("ffmpeg: \(ffmpeg) \(ffmpegArgs.joined(separator: " "))")
         var ours: [Double] = [], theirs: [Double] = []
-        for _ in 0..<max(1, runs) {
+        for _ in 0..<runs {
             ours.append(try medianTime(runs: 1) { _ = try VideoDecoder(path: file, options: decodeOptions).sample(options) })
             theirs.append(try medianTime(runs: 1) { try runFFmpeg(ffmpegArgs) })
         }
@@ -125,6 +138,14 @@ struct IngestBench: ParsableCommand {
         var growthMib: Double
     }
 
+    func validate() throws {
+        guard !files.isEmpty else { throw ValidationError("give at least one video file") }
+        try requireOption("--count", count, (1...maxIngestFiles).contains(count), "between 1 and \(maxIngestFiles)")
+        try requireOption("--warmup", warmup, (0...maxIngestFiles).contains(warmup), "between 0 and \(maxIngestFiles)")
+        try requireOption("--fps", fps, FrameSampler.fpsRange.contains(fps), "between 0.1 and 30")
+        try requireOption("--max-pixels", maxPixels, (784...maxFramePixels).contains(maxPixels), "between 784 and \(maxFramePixels)")
+    }
+
     func run() throws {
         let options = SamplingOptions(fps: fps, resize: ResizeOptions(minPixels: 784, maxPixels: maxPixels))
         var failed = 0
@@ -147,7 +168,7 @@ struct IngestBench: ParsableCommand {
 
     func residentMiB() -> Double {
         let statm = (try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8)) ?? "0 0"
-        let pages = Double(statm.split(separator: " ")[1]) ?? 0
+        let pages = statm.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0
         return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
     }
 }

@@ -21,6 +21,15 @@ struct GenerationOptionGroup: ParsableArguments {
     @Option(help: "Random seed for sampling.")
     var seed: UInt64 = 0
 
+    func validate() throws {
+        try requireOption("--max-new-tokens", maxNewTokens, maxNewTokens >= 1, "at least 1")
+        try requireOption("--temperature", temperature, temperature.isFinite && temperature >= 0, "a finite number ≥ 0 (0: greedy)")
+        if let topP { try requireOption("--top-p", topP, topP > 0 && topP <= 1, "in (0, 1]") }
+        if let topK { try requireOption("--top-k", topK, topK >= 1, "at least 1") }
+        try requireOption("--repetition-penalty", repetitionPenalty, repetitionPenalty.isFinite && repetitionPenalty > 0,
+                          "a finite number > 0 (1: none)")
+    }
+
     func parameters(stop: Set<Int>) -> GenerationParameters {
         GenerationParameters(maxNewTokens: maxNewTokens, temperature: temperature, topK: topK, topP: topP,
                              repetitionPenalty: repetitionPenalty, seed: seed, stopTokens: stop)
@@ -70,7 +79,7 @@ struct DescribeCommand: ParsableCommand {
             let (pixels, grid) = try Qwen2VLProcessor(config: clip.model.files.preprocessor).patches(frames: sampled.frames.map(RGBImage.init))
             // One encoding: the description and every question come from the same session.
             var stream = StreamingDecoder(tokenizer: clip.tokenizer)
-            func out(_ text: String) { if !json { FileHandle.standardOutput.write(Data(text.utf8)) } }
+            func out(_ text: String) { if !json { writeResult(text) } }
             let rows = try clip.describe(pixels: pixels, grid: grid, description: prompt, questions: questions, onStart: { i in
                 if i > 0 { out(stream.finish() + "\n\nQ: \(questions[i - 1])\n"); stream = StreamingDecoder(tokenizer: clip.tokenizer) }
             }, onToken: { _, id in out(stream.add(id)) })
@@ -82,6 +91,8 @@ struct DescribeCommand: ParsableCommand {
                 let answers = rows.dropFirst().map { Answer(question: $0.prompt, answer: $0.text, tokens: $0.tokens) }
                 try printJSON(Output(file: file, description: rows[0].text, tokens: rows[0].tokens, answers: answers, timing: timing))
             }
+            try checkResultOutput()
+            try reportDamage(sampled, file: file)
         }
     }
 }

@@ -61,15 +61,19 @@ struct EncodeCommand: ParsableCommand {
             let mean = values.reduce(0.0) { $0 + Double($1) } / Double(values.count)
             let variance = values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(values.count)
             if let out {
-                try Data(buffer: values).write(to: URL(fileURLWithPath: out))
+                try reportingErrors { try writeFile(out, UnsafeRawBufferPointer(values)) }
             }
             let o = Output(file: file, frames: sampled.frames.count, width: sampled.plan.width, height: sampled.plan.height,
                            grid: [grid.t, grid.h, grid.w], tokens: merged.shape[0], embeddingWidth: merged.shape[1],
                            dtype: vision.dtype.rawValue, mean: mean, std: variance.squareRoot(), timing: timing)
-            if json { try printJSON(o); return }
-            print("\(o.frames) frames at \(o.width)×\(o.height) → grid \(grid) → \(o.tokens) video tokens × \(o.embeddingWidth) (\(o.dtype))")
-            print(String(format: "embeddings: mean %.4f, std %.4f", mean, o.std))
-            print(timing.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f s", $0.key, $0.value) }.joined(separator: ", "))
+            if json {
+                try printJSON(o)
+            } else {
+                print("\(o.frames) frames at \(o.width)×\(o.height) → grid \(grid) → \(o.tokens) video tokens × \(o.embeddingWidth) (\(o.dtype))")
+                print(String(format: "embeddings: mean %.4f, std %.4f", mean, o.std))
+                print(timing.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f s", $0.key, $0.value) }.joined(separator: ", "))
+            }
+            try reportDamage(sampled, file: file)
         }
     }
 }

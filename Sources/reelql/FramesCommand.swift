@@ -14,7 +14,7 @@ struct FramesCommand: ParsableCommand {
     var out: String?
     @Flag(help: "Print one JSON object with indices, timestamps, width and height.")
     var json = false
-    @Option(help: "FFmpeg decoder threads (0: automatic).")
+    @Option(help: "FFmpeg decoder threads (0: automatic, at most \(maxDecoderThreads)).")
     var threads: Int = 0
 
     struct Output: Encodable {
@@ -30,6 +30,10 @@ struct FramesCommand: ParsableCommand {
         var damage: DecodeDamage?
     }
 
+    func validate() throws {
+        try requireOption("--threads", threads, (0...maxDecoderThreads).contains(threads), "between 0 (automatic) and \(maxDecoderThreads)")
+    }
+
     func run() throws {
         let sampled = try reportingErrors {
             try VideoDecoder(path: file, options: DecodeOptions(threads: threads)).sample(sampling.options)
@@ -37,11 +41,7 @@ struct FramesCommand: ParsableCommand {
         var written: [String]? = nil
         if let out {
             written = try reportingErrors {
-                do {
-                    try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
-                } catch {
-                    throw MediaError.writeFailed(path: out, reason: error.localizedDescription)
-                }
+                try makeDirectories(out)
                 return try sampled.frames.enumerated().map { (i, frame) in
                     let name = (out as NSString).appendingPathComponent(String(format: "frame-%04d-%06d.png", i, frame.index))
                     try PNGWriter.write(rgb: frame.rgb, width: frame.width, height: frame.height, to: name)
@@ -60,13 +60,12 @@ struct FramesCommand: ParsableCommand {
             for f in sampled.frames {
                 print(String(format: "  frame %6d  t=%9.3f s", f.index, f.timestamp))
             }
-            if let written { print("wrote \(written.count) PNG files to \(out!)") }
+            if let written, let out { print("wrote \(written.count) PNG files to \(PathBytes.display(out))") }
         }
-        if let damage = sampled.damage {
-            let error: MediaError = damage.truncated
-                ? .truncated(path: file, damage: damage) : .corruptData(path: file, damage: damage)
-            printError("warning[\(error.kind)]: \(error.localizedDescription); delivered \(sampled.frames.count) of \(plan.indices.count) sampled frames")
-            throw ExitCode(error.exitCode)
-        }
+        try checkResultOutput()
+        try reportDamage(sampled, file: file)
     }
 }
+
+/// The most FFmpeg decoder threads an option may ask for (each one holds frames in memory).
+let maxDecoderThreads = 64

@@ -24,6 +24,12 @@ struct GenerateBench: ParsableCommand {
     @Option(help: "Questions about one clip for the shared-prefix comparison (0 to skip).")
     var questions: Int = 5
 
+    func validate() throws {
+        try requireOption("--tokens", tokens, (1...8192).contains(tokens), "between 1 and 8192")
+        try requireOption("--layers", layers, (1...28).contains(layers), "between 1 and 28")
+        try requireOption("--questions", questions, (0...64).contains(questions), "between 0 and 64")
+    }
+
     func run() throws {
         let text: [String: Any] = ["vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": layers,
                                    "num_attention_heads": 12, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,

@@ -19,6 +19,11 @@ struct KernelBench: ParsableCommand {
     @Flag(help: "Skip the largest shapes (quick check).")
     var quick = false
 
+    func validate() throws {
+        try requireOption("--runs", runs, (1...maxBenchRuns).contains(runs), "between 1 and \(maxBenchRuns)")
+        try requireOption("--prefill", prefill, (1...16384).contains(prefill), "between 1 and 16384")
+    }
+
     func run() throws {
         let pool = ThreadPool.shared
         print("threads: \(pool.threads) (physical cores), kernel level \(rq_cpu_level()) (3 = AVX-512 BF16)")

@@ -10,6 +10,31 @@ struct ReelQL: ParsableCommand {
         version: "0.1.0",
         subcommands: [RunCommand.self, SearchCommand.self, MergeCommand.self, ReportCommand.self, DescribeCommand.self, ProbeCommand.self, FramesCommand.self, EncodeCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self]
     )
+
+    /// The entry point, instead of `ParsableCommand.main()`: the arguments are decoded
+    /// losslessly (a file name that is not UTF-8 arrives as the bytes it names, see `PathBytes`),
+    /// a closed pipe is an error (EPIPE) rather than death by SIGPIPE, and on every path out —
+    /// success, error, help — what `print` buffered is flushed and checked, so a result that
+    /// could not be written exits 74 instead of 0.
+    static func main() {
+        signal(SIGPIPE, SIG_IGN)
+        reserveStandardDescriptors()
+        let status: Int32
+        do {
+            var command = try parseAsRoot(Array(PathBytes.arguments().dropFirst()))
+            try command.run()
+            status = 0
+        } catch {
+            // As ParsableCommand.exit(withError:), but through the safe writers and without exiting.
+            let code = exitCode(for: error).rawValue
+            let message = fullMessage(for: error)
+            if !message.isEmpty {
+                if code == 0 { writeResult(message + "\n") } else { printError(message) }
+            }
+            status = code
+        }
+        finishOutput(status: status)
+    }
 }
 
 /// Runs a command body, turning library errors into a clear message and a distinct exit code.
@@ -20,20 +45,6 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
         printError("error[\(error.kind)]: \(error.localizedDescription)")
         throw ExitCode(error.exitCode)
     }
-}
-
-func printError(_ message: String) {
-    FileHandle.standardError.write(Data((message + "\n").utf8))
-}
-
-/// JSON as the CLI prints it: snake_case keys, sorted, pretty.
-func printJSON<T: Encodable>(_ value: T) throws {
-    let encoder = JSONEncoder()
-    encoder.keyEncodingStrategy = .convertToSnakeCase
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    let data = try encoder.encode(value)
-    FileHandle.standardOutput.write(data)
-    FileHandle.standardOutput.write(Data("\n".utf8))
 }
 
 /// Sampling options shared by every command that reads frames from a video.
@@ -62,6 +73,18 @@ struct SamplingOptionGroup: ParsableArguments {
     }
 
     func validate() throws {
+        try requireOption("--fps", fps, FrameSampler.fpsRange.contains(fps), "between 0.1 and 30")
+        if let start { try requireOption("--start", start, start.isFinite && start >= 0, "a number of seconds ≥ 0") }
+        if let end {
+            try requireOption("--end", end, end.isFinite && end > (start ?? 0), "a number of seconds after --start (\(start ?? 0))")
+        }
+        try requireOption("--min-pixels", minPixels, (1...maxFramePixels).contains(minPixels), "between 1 and \(maxFramePixels)")
+        if let maxPixels {
+            try requireOption("--max-pixels", maxPixels, (minPixels...maxFramePixels).contains(maxPixels),
+                              "between --min-pixels (\(minPixels)) and \(maxFramePixels)")
+        }
+        if let totalPixels { try requireOption("--total-pixels", totalPixels, totalPixels.isFinite && totalPixels >= 1, "a finite number ≥ 1") }
+        if let maxFrames { try requireOption("--max-frames", maxFrames, maxFrames >= 1, "at least 1") }
         do { try options.validate() } catch let e as MediaError {
             throw ValidationError(e.localizedDescription)
         }

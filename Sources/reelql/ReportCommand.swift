@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Media
 import Pipeline
 
 struct ReportCommand: ParsableCommand {
@@ -34,12 +35,8 @@ struct ReportCommand: ParsableCommand {
             printError("error[report]: \(error.localizedDescription)")
             throw ExitCode(2)
         }
-        do {
-            try Data(html.utf8).write(to: URL(fileURLWithPath: target), options: .atomic)
-        } catch {
-            printError("error[report]: \(target): cannot write the page: \((error as NSError).localizedFailureReason ?? error.localizedDescription)")
-            throw ExitCode(2)
-        }
+        var page = html
+        try reportingErrors { try page.withUTF8 { try writeFile(target, UnsafeRawBufferPointer($0)) } }
         print(target)
     }
 }

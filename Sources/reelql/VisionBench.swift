@@ -22,6 +22,13 @@ struct VisionBench: ParsableCommand {
     @Option(help: "Timed runs (the median is reported).")
     var runs: Int = 1
 
+    func validate() throws {
+        try requireOption("--frames", frames, (1...64).contains(frames), "between 1 and 64")
+        try requireOption("--size", size, (28...2016).contains(size), "between 28 and 2016")
+        try requireOption("--depth", depth, (1...32).contains(depth), "between 1 and 32")
+        try requireOption("--runs", runs, (1...maxBenchRuns).contains(runs), "between 1 and \(maxBenchRuns)")
+    }
+
     func run() throws {
         var config = Qwen2VLVisionConfiguration()
         config.depth = depth
@@ -47,7 +54,7 @@ struct VisionBench: ParsableCommand {
         print(String(format: "bf16 GEMM peak (%d×1280×5120): %.1f GFLOP/s", grid.patches, peak))
 
         var times: [Double] = []
-        for _ in 0..<max(1, runs) {
+        for _ in 0..<runs {
             times.append(try medianTime(runs: 1) { _ = try vision.forward(pixels: pixels, grid: grid) })
         }
         times.sort()
