@@ -75,9 +75,9 @@ struct GenerateBench: ParsableCommand {
         let peak = try gemmPeak(rows: ids.count)
 
         let kvWidth = c.numKeyValueHeads * c.headDim
-        var cache = KVCache(layers: c.numHiddenLayers, capacity: ids.count + tokens, width: kvWidth)
+        var cache = try KVCache(checkedLayers: c.numHiddenLayers, capacity: ids.count + tokens, width: kvWidth)
         _ = try lm.forward(embeddings.copy(), cos: cos, sin: sin, cache: cache) // warm-up: primitives, page faults
-        cache = KVCache(layers: c.numHiddenLayers, capacity: ids.count + tokens, width: kvWidth)
+        cache = try KVCache(checkedLayers: c.numHiddenLayers, capacity: ids.count + tokens, width: kvWidth)
         let prefillTime = try medianTime(runs: 1) { _ = try lm.forward(embeddings.copy(), cos: cos, sin: sin, cache: cache) }
         let matrixParams = Double(c.numHiddenLayers) * Double(2 * c.hiddenSize * c.hiddenSize + 2 * c.hiddenSize * kvWidth
                                                              + 3 * c.hiddenSize * c.intermediateSize)

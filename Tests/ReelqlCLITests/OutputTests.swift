@@ -3,7 +3,7 @@ import Testing
 
 /// The `reelql` binary under hostile conditions: full, closed and broken outputs, damaged
 /// videos, unwritable `--out` paths, non-UTF-8 arguments, absurd option values.
-enum Hostile {
+enum OutputRun {
     struct Result { var status: Int32; var exited: Bool; var stdout: String; var stderr: String }
 
     /// Runs `executable` (default: reelql) with stdout and stderr as given; nil: a pipe whose
@@ -55,27 +55,27 @@ enum Hostile {
     ])
     func fullStdoutIsExit74(_ args: [String]) throws {
         let argv = args.count > 1 ? [args[0], CLI.video(args[1])] + args.dropFirst(2) : args
-        let r = try Hostile.run(argv, stdout: try Hostile.full())
+        let r = try OutputRun.run(argv, stdout: try OutputRun.full())
         #expect(r.exited && r.status == 74, "\(args): \(r.status) \(r.stderr)")
         #expect(r.stderr.contains("error[output]: could not write the result to standard output (No space left on device)"), "\(r.stderr)")
     }
 
     @Test func bothOutputsFullIsExit74() throws {
         for args in [["probe", CLI.video("h264_cfr.mp4"), "--json"], ["frames", CLI.video("truncated.mp4"), "--json"]] {
-            let r = try Hostile.run(args, stdout: try Hostile.full(), stderr: try Hostile.full())
+            let r = try OutputRun.run(args, stdout: try OutputRun.full(), stderr: try OutputRun.full())
             #expect(r.exited && r.status == 74, "\(args): \(r.status)")
         }
     }
 
     /// A diagnostic that cannot be written changes nothing: the result and the status stand.
     @Test func fullStderrWithGoodStdoutExitsNormally() throws {
-        let probe = try Hostile.run(["probe", CLI.video("h264_cfr.mp4"), "--json"], stderr: try Hostile.full())
+        let probe = try OutputRun.run(["probe", CLI.video("h264_cfr.mp4"), "--json"], stderr: try OutputRun.full())
         #expect(probe.exited && probe.status == 0)
         #expect(try CLI.json(probe.stdout)["width"] as? Int != nil, "\(probe.stdout)")
-        let damaged = try Hostile.run(["frames", CLI.video("truncated.mp4"), "--json"], stderr: try Hostile.full())
+        let damaged = try OutputRun.run(["frames", CLI.video("truncated.mp4"), "--json"], stderr: try OutputRun.full())
         #expect(damaged.exited && damaged.status == 15)
         #expect(try CLI.json(damaged.stdout)["damage"] != nil)
-        let missing = try Hostile.run(["probe", "/nonexistent/x.mp4"], stderr: try Hostile.full())
+        let missing = try OutputRun.run(["probe", "/nonexistent/x.mp4"], stderr: try OutputRun.full())
         #expect(missing.exited && missing.status == 10)
     }
 
@@ -84,7 +84,7 @@ enum Hostile {
         for args in [["frames", CLI.video("h264_cfr.mp4"), "--json"], ["probe", CLI.video("h264_cfr.mp4")]] {
             let pipe = Pipe()
             try pipe.fileHandleForReading.close()
-            let r = try Hostile.run(args, stdout: pipe.fileHandleForWriting)
+            let r = try OutputRun.run(args, stdout: pipe.fileHandleForWriting)
             #expect(r.exited && r.status == 74, "\(args): \(r.status) \(r.stderr)")
             #expect(r.stderr.contains("Broken pipe"), "\(r.stderr)")
         }
@@ -93,9 +93,9 @@ enum Hostile {
     /// With descriptor 1 closed, the result is not lost silently (nor written into a file that
     /// happened to be opened as descriptor 1).
     @Test func closedStdoutIsExit74() throws {
-        let r = try Hostile.shell(#"exec "$0" probe "$1" --json >&-"#, [CLI.video("h264_cfr.mp4")])
+        let r = try OutputRun.shell(#"exec "$0" probe "$1" --json >&-"#, [CLI.video("h264_cfr.mp4")])
         #expect(r.exited && r.status == 74, "\(r.status) \(r.stderr)")
-        let closedErr = try Hostile.shell(#"exec "$0" probe "$1" --json 2>&-"#, [CLI.video("h264_cfr.mp4")])
+        let closedErr = try OutputRun.shell(#"exec "$0" probe "$1" --json 2>&-"#, [CLI.video("h264_cfr.mp4")])
         #expect(closedErr.exited && closedErr.status == 0, "\(closedErr.status)")
     }
 
@@ -104,9 +104,9 @@ enum Hostile {
     @Test(arguments: [("truncated.mp4", Int32(15), "warning[truncated]"), ("corrupt.mp4", Int32(16), "warning[corrupt-data]")])
     func damageIsReportedByEveryCommand(_ video: String, _ status: Int32, _ warning: String) throws {
         let path = CLI.video(video)
-        let frames = try Hostile.run(["frames", path, "--json"])
-        let describe = try Hostile.run(["describe", path, "--max-new-tokens", "4", "--json"])
-        let encode = try Hostile.run(["encode", path, "--model", Hostile.demo, "--json"])
+        let frames = try OutputRun.run(["frames", path, "--json"])
+        let describe = try OutputRun.run(["describe", path, "--max-new-tokens", "4", "--json"])
+        let encode = try OutputRun.run(["encode", path, "--model", OutputRun.demo, "--json"])
         for (name, r) in [("frames", frames), ("describe", describe), ("encode", encode)] {
             #expect(r.status == status, "\(name): \(r.status) \(r.stderr)")
             #expect(r.stderr.contains("\(warning): \(path): "), "\(name): \(r.stderr)")
@@ -114,36 +114,36 @@ enum Hostile {
             #expect((try? CLI.json(r.stdout)) != nil, "\(name) printed its result first: \(r.stdout)")
         }
         // The same warning, word for word, from each.
-        let line = { (r: Hostile.Result) in r.stderr.split(separator: "\n").first { $0.hasPrefix("warning[") } }
+        let line = { (r: OutputRun.Result) in r.stderr.split(separator: "\n").first { $0.hasPrefix("warning[") } }
         #expect(line(describe) == line(frames) && line(encode) == line(frames))
         // Streaming text, not only JSON.
-        let text = try Hostile.run(["describe", path, "--max-new-tokens", "4"])
+        let text = try OutputRun.run(["describe", path, "--max-new-tokens", "4"])
         #expect(text.status == status && !text.stdout.isEmpty, "\(text.stderr)")
     }
 
     /// `--out` failures are error[write-failed] with the system's reason, exit 19.
     @Test func outWriteFailures() throws {
-        let dir = try Hostile.temporaryDirectory()
+        let dir = try OutputRun.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
-        let encode = try Hostile.run(["encode", CLI.video("h264_cfr.mp4"), "--model", Hostile.demo, "--out", dir.path + "/missing/e.bin"])
+        let encode = try OutputRun.run(["encode", CLI.video("h264_cfr.mp4"), "--model", OutputRun.demo, "--out", dir.path + "/missing/e.bin"])
         #expect(encode.status == 19, "\(encode.stderr)")
         #expect(encode.stderr.contains("error[write-failed]: \(dir.path)/missing/e.bin: could not write (No such file or directory)"), "\(encode.stderr)")
         #expect(!encode.stderr.contains("Domain"), "no Foundation dump: \(encode.stderr)")
 
         let file = dir.appendingPathComponent("plain").path
         #expect(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
-        let frames = try Hostile.run(["frames", CLI.video("h264_cfr.mp4"), "--max-frames", "2", "--out", file + "/pngs"])
+        let frames = try OutputRun.run(["frames", CLI.video("h264_cfr.mp4"), "--max-frames", "2", "--out", file + "/pngs"])
         #expect(frames.status == 19, "\(frames.stderr)")
         #expect(frames.stderr.contains("error[write-failed]: \(file)/pngs: could not write ("), "\(frames.stderr)")
 
         // A device is written in place and never replaced or removed.
-        let full = try Hostile.run(["encode", CLI.video("h264_cfr.mp4"), "--model", Hostile.demo, "--out", "/dev/full"])
+        let full = try OutputRun.run(["encode", CLI.video("h264_cfr.mp4"), "--model", OutputRun.demo, "--out", "/dev/full"])
         #expect(full.status == 19 && full.stderr.contains("/dev/full: could not write (No space left on device)"), "\(full.stderr)")
         let type = try FileManager.default.attributesOfItem(atPath: "/dev/full")[.type] as? FileAttributeType
         #expect(type == .typeCharacterSpecial)
 
         // And a good path gets exactly the embeddings, with no temporary file left beside it.
-        let good = try Hostile.run(["encode", CLI.video("h264_cfr.mp4"), "--model", Hostile.demo, "--out", dir.path + "/e.bin", "--json"])
+        let good = try OutputRun.run(["encode", CLI.video("h264_cfr.mp4"), "--model", OutputRun.demo, "--out", dir.path + "/e.bin", "--json"])
         #expect(good.status == 0, "\(good.stderr)")
         let out = try CLI.json(good.stdout)
         let bytes = try Data(contentsOf: dir.appendingPathComponent("e.bin")).count
@@ -155,18 +155,18 @@ enum Hostile {
     /// turn 0xFF into U+FFFD): the error names the path with the byte as \xFF. Opening a video
     /// by such a name is Media's part and tested there.
     @Test func nonUTF8ArgumentArrivesIntact() throws {
-        let dir = try Hostile.temporaryDirectory()
+        let dir = try OutputRun.temporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let file = dir.appendingPathComponent("plain").path
         #expect(FileManager.default.createFile(atPath: file, contents: Data("x".utf8)))
-        let r = try Hostile.shell(#"exec "$0" frames "$1" --max-frames 2 --out "$2/$(printf '\377')dir""#,
+        let r = try OutputRun.shell(#"exec "$0" frames "$1" --max-frames 2 --out "$2/$(printf '\377')dir""#,
                                   [CLI.video("h264_cfr.mp4"), file])
         #expect(r.status == 19, "\(r.stderr)")
         #expect(r.stderr.contains("error[write-failed]: \(file)/\\xFFdir: could not write"), "\(r.stderr)")
     }
 
     @Test func threadsAreBounded() throws {
-        let r = try Hostile.run(["frames", CLI.video("h264_cfr.mp4"), "--threads", "5000"])
+        let r = try OutputRun.run(["frames", CLI.video("h264_cfr.mp4"), "--threads", "5000"])
         #expect(r.status == 64)
         #expect(r.stderr.contains("--threads must be between 0 (automatic) and 64, got 5000"), "\(r.stderr)")
     }
@@ -194,9 +194,9 @@ enum Hostile {
             if argv[1] == "generate" { argv += ["--directory", "/dev/null/reelql-bench"] }
         } else {
             argv.append(CLI.video("h264_cfr.mp4"))
-            if argv[0] == "encode" { argv += ["--model", Hostile.demo] }
+            if argv[0] == "encode" { argv += ["--model", OutputRun.demo] }
         }
-        let r = try Hostile.run(argv + [option] + (option.contains("=") ? [] : [value]))
+        let r = try OutputRun.run(argv + [option] + (option.contains("=") ? [] : [value]))
         #expect(r.status == 64, "\(args): \(r.status) \(r.stderr)")
         #expect(r.stderr.contains("\(name) must be"), "\(r.stderr)")
         #expect(r.stderr.contains("got \(value)"), "\(r.stderr)")
