@@ -7,6 +7,9 @@ public enum SmartResize {
     /// Per-frame pixel bounds for video (VIDEO_MIN_TOKEN_NUM / VIDEO_MAX_TOKEN_NUM × 28²).
     public static let videoMinPixels = 128 * 28 * 28
     public static let videoMaxPixels = 768 * 28 * 28
+    /// Per-image bounds of qwen-vl-utils' `fetch_image` (MIN_PIXELS / MAX_PIXELS).
+    public static let imageMinPixels = 4 * 28 * 28
+    public static let imageMaxPixels = 16384 * 28 * 28
     /// Default pixel budget of a whole clip: MODEL_SEQ_LEN (128000) × 28² × 0.9.
     public static let videoTotalPixels = 128_000.0 * 28 * 28 * 0.9
     public static let maxAspectRatio = 200.0
@@ -71,9 +74,13 @@ public struct ResizeOptions: Sendable, Equatable, Codable {
     public var maxPixels: Int?
     /// Pixel budget of the whole clip (qwen-vl-utils `total_pixels`); nil uses its default.
     public var totalPixels: Double?
+    /// A still image: one smart_resize within [minPixels, maxPixels] (qwen-vl-utils' `fetch_image`
+    /// bounds), with no per-clip budget.
+    public var image: Bool = false
 
     public init(native: Bool = false, minPixels: Int = SmartResize.videoMinPixels,
-                maxPixels: Int? = nil, totalPixels: Double? = nil) {
+                maxPixels: Int? = nil, totalPixels: Double? = nil, image: Bool = false) {
+        self.image = image
         self.native = native
         self.minPixels = minPixels
         self.maxPixels = maxPixels
@@ -84,8 +91,8 @@ public struct ResizeOptions: Sendable, Equatable, Codable {
     /// `width`×`height`.
     public func outputSize(width: Int, height: Int, frameCount: Int) throws -> (width: Int, height: Int) {
         if native { return (width, height) }
-        let maxP = SmartResize.videoMaxPixels(frameCount: frameCount, minPixels: minPixels,
-                                             maxPixels: maxPixels, totalPixels: totalPixels)
+        let maxP = image ? Double(maxPixels ?? SmartResize.imageMaxPixels)
+            : SmartResize.videoMaxPixels(frameCount: frameCount, minPixels: minPixels, maxPixels: maxPixels, totalPixels: totalPixels)
         let r = try SmartResize.resize(height: height, width: width,
                                        minPixels: Double(minPixels), maxPixels: maxP)
         return (r.width, r.height)
@@ -99,7 +106,7 @@ public struct ResizeOptions: Sendable, Equatable, Codable {
         guard !native, limit >= SmartResize.factor * SmartResize.factor else { return self }
         var r = self
         r.minPixels = min(minPixels, limit)
-        r.maxPixels = min(maxPixels ?? SmartResize.videoMaxPixels, limit)
+        r.maxPixels = min(maxPixels ?? (image ? SmartResize.imageMaxPixels : SmartResize.videoMaxPixels), limit)
         return r
     }
 }

@@ -4,34 +4,33 @@ import Tensors
 import Tokenizers
 import VLM
 
-/// A checkpoint ready to describe clips: model, tokenizer, stop tokens and generation settings.
+/// A checkpoint ready to describe clips and images: any model family (loaded through
+/// `ModelRegistry` by its `model_type`) with the run's generation settings. Returns plain
+/// answers; the store turns them into rows.
 public final class ClipModel: @unchecked Sendable {
-    public let model: Qwen2VLModel
-    public let tokenizer: Tokenizer
+    public let model: any VisionLanguageModel
     public let parameters: GenerationParameters
-    public let directory: String
+    public var directory: String { model.directory }
+    public var tokenizer: Tokenizer { model.tokenizer }
 
     public convenience init(directory: String, dtype: ComputeDType?, generation: PipelineSpec.Generation) throws {
-        try self.init(directory: directory, dtype: dtype) { stop in
-            GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
-                                 topK: generation.topK, topP: generation.topP,
-                                 repetitionPenalty: generation.repetitionPenalty, seed: generation.seed, stopTokens: stop)
-        }
+        try self.init(directory: directory, dtype: dtype,
+                      parameters: GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
+                                                       topK: generation.topK, topP: generation.topP,
+                                                       repetitionPenalty: generation.repetitionPenalty, seed: generation.seed))
     }
 
-    /// `parameters` receives the stop tokens: the checkpoint's eos ids, <|im_end|> and <|endoftext|>.
-    public init(directory: String, dtype: ComputeDType?, parameters: (Set<Int>) -> GenerationParameters) throws {
-        self.directory = directory
-        model = try Qwen2VLModel(directory: directory, dtype: dtype)
-        tokenizer = try Tokenizer(directory: directory)
-        var stop = Set(model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [])
-        for special in ["<|im_end|>", "<|endoftext|>"] { if let id = tokenizer.id(special) { stop.insert(id) } }
-        self.parameters = parameters(stop)
+    /// The family adds its stop tokens (the checkpoint's eos ids, <|im_end|>, <|endoftext|>).
+    public init(directory: String, dtype: ComputeDType?, parameters: GenerationParameters) throws {
+        model = try ModelRegistry.load(directory: directory, dtype: dtype)
+        var p = parameters
+        p.stopTokens.formUnion(model.stopTokens)
+        self.parameters = p
     }
 
-    /// Sampling options for this checkpoint: frame sizes within its processor's maximum.
-    public func sampling(_ options: SamplingOptions) -> SamplingOptions {
-        Qwen2VLProcessor(config: model.files.preprocessor).sampling(options)
+    /// Sampling options for this checkpoint: a clip's frames, or an image, sized as it needs.
+    public func sampling(_ options: SamplingOptions, kind: VisualKind = .video) -> SamplingOptions {
+        kind == .video ? model.videoSampling(options) : model.imageSampling(options)
     }
 
     /// The model used when none is given: `$REELQL_MODEL`, else the bundled `models/demo` found
@@ -55,47 +54,18 @@ public final class ClipModel: @unchecked Sendable {
         throw VLMError.invalidInput("no model given and no bundled models/demo found from \(currentDirectory) or \(exe); pass --model DIR or set REELQL_MODEL")
     }
 
-    public struct Timing: Sendable { public var vision = 0.0, prefill = 0.0, generate = 0.0 }
-
-    /// The description and the answers of one clip, from one encoding of it. `onStart(i)` is called
-    /// before prompt i (0: the description) and `onToken(i, id)` with each token generated for it.
-    public func describe(pixels: Tensor, grid: VisionGrid, description: String, questions: [String],
-                         onStart: (Int) -> Void = { _ in }, onToken: (Int, Int) -> Void = { _, _ in }) throws -> [Store.ResultRow] {
-        let merge = model.config.vision.spatialMergeSize
-        let videoTokens = grid.patches / (merge * merge)
-        func ids(_ text: String) throws -> [Int] {
-            try Qwen2VLPrompt.encode([ChatMessage(role: "user", content: [.video, .text(text)])], tokenizer: tokenizer, videoTokens: [videoTokens])
-        }
-        let first = try ids(description)
-        guard let end = tokenizer.id("<|vision_end|>"), let cut = first.firstIndex(of: end) else {
-            throw VLMError.invalidInput("\(directory): the tokenizer has no <|vision_end|>")
-        }
-        let prefix = Array(first[...cut])
-        let session = try Qwen2VLSession(model: model, prefix: prefix, vision: [VisionInput(pixels: pixels, grid: grid)])
-        var rows: [Store.ResultRow] = []
-        for (i, (kind, prompt)) in ([("description", description)] + questions.map { ("answer", $0) }).enumerated() {
-            let full = i == 0 ? first : try ids(prompt)
-            guard Array(full[..<prefix.count]) == prefix else { throw VLMError.invalidInput("prompt \(i) does not share the clip's prefix") }
-            onStart(i)
-            let start = DispatchTime.now().uptimeNanoseconds
-            let tokens = try session.generate(continuation: Array(full[prefix.count...]), parameters: parameters) { onToken(i, $0) }
-            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            rows.append(Store.ResultRow(kind: kind, prompt: prompt, text: tokenizer.decode(tokens, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines),
-                                        tokens: tokens, promptTokens: full.count, generatedTokens: tokens.count,
-                                        visionSeconds: i == 0 ? session.timing.vision : 0, prefillSeconds: i == 0 ? session.timing.prefill : 0,
-                                        generateSeconds: seconds))
-        }
-        return rows
+    /// The description and the answers of one clip or image, from one encoding of it. `onStart(i)`
+    /// is called before prompt i (0: the description) and `onToken(i, id)` with each token.
+    public func describe(_ input: VisualInput, description: String, questions: [String],
+                         onStart: (Int) -> Void = { _ in }, onToken: (Int, Int) -> Void = { _, _ in }) throws -> [Answer] {
+        try model.answer([description] + questions, about: input, parameters: parameters, onStart: onStart, onToken: onToken)
     }
 
     /// A text-only answer (the per-video summary).
-    public func text(_ prompt: String) throws -> Store.ResultRow {
-        let ids = try Qwen2VLPrompt.encode([ChatMessage(role: "user", text: prompt)], tokenizer: tokenizer)
-        let start = DispatchTime.now().uptimeNanoseconds
-        let session = try Qwen2VLSession(model: model, prefix: Array(ids.prefix(1)), vision: [])
-        let tokens = try session.generate(continuation: Array(ids.dropFirst()), parameters: parameters)
-        return Store.ResultRow(kind: "summary", prompt: prompt, text: tokenizer.decode(tokens, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines),
-                               promptTokens: ids.count, generatedTokens: tokens.count, visionSeconds: 0, prefillSeconds: 0,
-                               generateSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    public func text(_ prompt: String) throws -> Answer {
+        guard let answer = try model.answer([prompt], about: nil, parameters: parameters).first else {
+            throw VLMError.invalidInput("no answer to the text prompt")
+        }
+        return answer
     }
 }

@@ -187,8 +187,8 @@ public final class Runner: @unchecked Sendable {
         var clip: Int
         var clipCount: Int
         var range: ClipRange
-        var pixels: Tensor?
-        var grid: VisionGrid?
+        /// The clip (or image) as the model takes it.
+        var input: VisualInput?
         var frames = 0, width = 0, height = 0
         var failure: (kind: String, message: String)?
         var damage: DecodeDamage?
@@ -221,7 +221,8 @@ public final class Runner: @unchecked Sendable {
         var modelDirectory: String
         var generationJSON: String
         var sampling: SamplingOptions
-        var processor: Qwen2VLProcessor
+        var imageSampling: SamplingOptions
+        var model: ClipModel
     }
 
     public func run() throws -> RunReport {
@@ -268,8 +269,8 @@ public final class Runner: @unchecked Sendable {
         report.setup = Double(loadStart - t0) / 1e9
         let context = Context(run: run, files: files, settingsKey: settingsKey, modelDirectory: modelDirectory,
                               generationJSON: String(decoding: (try? JSONEncoder().encode(spec.generation)) ?? Data(), as: UTF8.self),
-                              sampling: model.sampling(spec.samplingOptions),
-                              processor: Qwen2VLProcessor(config: model.model.files.preprocessor))
+                              sampling: model.sampling(spec.samplingOptions), imageSampling: model.sampling(spec.samplingOptions, kind: .image),
+                              model: model)
 
         // Producer: decodes and preprocesses clips ahead of the model (a bounded queue of 2).
         let queue = BoundedQueue<Work>(capacity: 2)
@@ -352,6 +353,7 @@ public final class Runner: @unchecked Sendable {
             return AnyIterator([Work.whole(video, path, clipCount: 0, failure: ("unreadable", "\(PathBytes.display(path)): \(error.localizedDescription)"))].makeIterator())
         }
         let video = try store.upsertVideo(path: path, size: identity.size, mtime: identity.mtime, fingerprint: identity.fingerprint, run: c.run)
+        if Scan.isImage(path) { return AnyIterator([try image(path, video: video, c)].makeIterator()) }
         let decoder: VideoDecoder
         let clips: [ClipRange]
         let done: Set<Int>
@@ -395,23 +397,55 @@ public final class Runner: @unchecked Sendable {
             options.start = clips[i].start
             options.end = clips[i].end
             let sampled = try decoder.sample(options)
-            let (pixels, grid) = try c.processor.patches(frames: sampled.frames.map(RGBImage.init))
-            work.pixels = pixels; work.grid = grid
-            work.frames = sampled.frames.count; work.width = sampled.plan.width; work.height = sampled.plan.height
-            work.damage = sampled.damage
-            if spec.output.thumbnails > 0 {
-                do {
-                    work.thumbnails = try Thumbnail.make(frames: sampled.frames, maxSide: spec.output.thumbnails).map {
-                        Store.ThumbnailRow(kind: $0.kind.rawValue, mimeType: Thumbnail.mimeType, width: $0.width, height: $0.height, bytes: $0.jpeg)
-                    }
-                } catch {
-                    work.thumbnailError = error.localizedDescription
-                }
-            }
+            work.input = try c.model.model.videoInput(sampled.frames, fps: options.fps)
+            fill(&work, sampled)
         } catch let e as MediaError {
             work.failure = (e.kind, e.localizedDescription)
         } catch {
             work.failure = ("preprocess", "\(error.localizedDescription)")
+        }
+        return work
+    }
+
+    /// What a sampled clip or image adds to its item: size, damage, pictures.
+    private func fill(_ work: inout Work, _ sampled: SampledVideo) {
+        work.frames = sampled.frames.count; work.width = sampled.plan.width; work.height = sampled.plan.height
+        work.damage = sampled.damage
+        guard spec.output.thumbnails > 0 else { return }
+        do {
+            work.thumbnails = try Thumbnail.make(frames: sampled.frames, maxSide: spec.output.thumbnails).map {
+                Store.ThumbnailRow(kind: $0.kind.rawValue, mimeType: Thumbnail.mimeType, width: $0.width, height: $0.height, bytes: $0.jpeg)
+            }
+        } catch {
+            work.thumbnailError = error.localizedDescription
+        }
+    }
+
+    /// An image file: one item, prompted as an image (its first frame, sized by the image rule).
+    /// Throws only database errors (they end the run).
+    private func image(_ path: String, video: Int64, _ c: Context) throws -> Work {
+        var work = Work(video: video, path: path, clip: 0, clipCount: 1, range: ClipRange(start: 0, end: 0), lastOfVideo: true)
+        let decoder: VideoDecoder
+        do { decoder = try VideoDecoder(path: path) } catch let e as MediaError {
+            return Work.whole(video, path, clipCount: 0, failure: (e.kind, e.localizedDescription))
+        }
+        let probe = decoder.probe
+        try store.setVideoInfo(video, duration: nil, width: probe.displayWidth, height: probe.displayHeight, fps: nil,
+                               codec: probe.codec, frameCount: 1, media: .image)
+        if try store.doneClips(video: video, settingsKey: c.settingsKey).contains(0) {
+            var whole = Work.whole(video, path, clipCount: 1)
+            whole.reused = 1
+            return whole
+        }
+        do {
+            let sampled = try decoder.sample(c.imageSampling)
+            guard let frame = sampled.frames.first else { throw MediaError.decodeFailed(path: path, reason: "the image holds no picture") }
+            work.input = try c.model.model.imageInput(RGBImage(frame))
+            fill(&work, sampled)
+        } catch let e as MediaError {
+            return Work.whole(video, path, clipCount: 0, failure: (e.kind, e.localizedDescription))
+        } catch {
+            return Work.whole(video, path, clipCount: 0, failure: ("preprocess", error.localizedDescription))
         }
         return work
     }
@@ -438,9 +472,10 @@ public final class Runner: @unchecked Sendable {
             progress.event("clip \(work.clip) of \(name) failed: \(failure.message)")
             return 0
         }
-        guard let pixels = work.pixels, let grid = work.grid, !state.failed.contains(work.video) else { return 0 }
+        guard let input = work.input, !state.failed.contains(work.video) else { return 0 }
         let m0 = DispatchTime.now().uptimeNanoseconds
-        let rows = try model.describe(pixels: pixels, grid: grid, description: spec.prompts.description, questions: spec.prompts.questions)
+        let answers = try model.describe(input, description: spec.prompts.description, questions: spec.prompts.questions)
+        let rows = answers.enumerated().map { Store.ResultRow(kind: $0.offset == 0 ? "description" : "answer", $0.element) }
         report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
         let s0 = DispatchTime.now().uptimeNanoseconds
         try store.saveClip(video: work.video, index: work.clip, start: work.range.start, end: work.range.end, frames: work.frames,
@@ -458,13 +493,14 @@ public final class Runner: @unchecked Sendable {
         let name = PathBytes.display((work.path as NSString).lastPathComponent)
         let allReused = work.clip < 0 && work.failure == nil
         var tokens = 0
-        if !spec.prompts.summary.isEmpty, !(try store.hasSummary(video: work.video, settingsKey: c.settingsKey)) {
+        // A summary sums up a video's clips; an image has one description and no summary.
+        if !spec.prompts.summary.isEmpty, !Scan.isImage(work.path), !(try store.hasSummary(video: work.video, settingsKey: c.settingsKey)) {
             let descriptions = try store.descriptions(video: work.video, settingsKey: c.settingsKey)
             if descriptions.count == work.clipCount && !descriptions.isEmpty {
                 let prompt = spec.prompts.summary.replacingOccurrences(
                     of: "{descriptions}", with: descriptions.enumerated().map { "\($0.offset + 1). \($0.element)" }.joined(separator: "\n"))
                 let m0 = DispatchTime.now().uptimeNanoseconds
-                var row = try model.text(prompt)
+                var row = Store.ResultRow(kind: "summary", try model.text(prompt))
                 report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
                 row.prompt = spec.prompts.summary
                 try store.saveSummary(video: work.video, row, model: c.modelDirectory, settings: c.generationJSON, settingsKey: c.settingsKey)

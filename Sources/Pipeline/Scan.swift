@@ -263,6 +263,14 @@ public enum Scan {
         return try NSRegularExpression(pattern: re + "$")
     }
 
+    /// Extensions of still images: such files are prompted as images, not cut into clips.
+    public static let imageExtensions: Set<String> = ["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"]
+
+    /// Whether `path` names a still image (by its extension).
+    public static func isImage(_ path: String) -> Bool {
+        imageExtensions.contains((path as NSString).pathExtension.lowercased())
+    }
+
     /// FNV-1a, 64 bits: a stable hash for shard assignment and fingerprints.
     public static func fnv1a(_ bytes: some Sequence<UInt8>, seed: UInt64 = 0xcbf29ce484222325) -> UInt64 {
         var h = seed

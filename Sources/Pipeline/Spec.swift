@@ -10,7 +10,9 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         /// Directories, files or glob patterns (`*`, `?`, `**`), relative to the spec's folder.
         public var paths: [String] = []
         public var recursive: Bool = true
-        public var extensions: [String] = ["mp4", "mkv", "webm", "mov", "avi", "m4v", "ts", "mts", "3gp", "flv", "mpg", "mpeg", "wmv"]
+        /// Videos and still images (images are prompted as images: see `Scan.imageExtensions`).
+        public var extensions: [String] = ["mp4", "mkv", "webm", "mov", "avi", "m4v", "ts", "mts", "3gp", "flv", "mpg", "mpeg", "wmv",
+                                           "jpg", "jpeg", "png", "webp"]
     }
     public struct Sampling: Sendable, Equatable, Codable {
         public var fps: Double = 2

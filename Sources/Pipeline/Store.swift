@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import VLM
 
 /// The results database (SQLite through GRDB): runs, videos, clips, results, an FTS5 index over
 /// result text kept in sync by triggers, and views for people. WAL mode; migrations only append.
@@ -264,6 +265,26 @@ public final class Store: @unchecked Sendable {
             INSERT INTO results_fts(results_fts) VALUES ('rebuild');
             """)
         }
+        m.registerMigration("v3: images beside videos") { db in
+            try db.execute(sql: """
+            -- Whether a file is a video (cut into clips) or a still image (one description, prompted as an image).
+            ALTER TABLE videos ADD COLUMN media TEXT NOT NULL DEFAULT 'video' CHECK (media IN ('video', 'image'));
+            DROP VIEW clip_results;
+            CREATE VIEW clip_results AS
+                SELECT v.path, v.id AS video_id, c.id AS clip_id, v.media, c.clip_index, c.start_seconds, c.end_seconds, c.frames,
+                       (SELECT r.text FROM results r WHERE r.clip_id = c.id AND r.kind = 'description') AS description,
+                       (SELECT group_concat(r.prompt || ' → ' || r.text, char(10)) FROM results r
+                         WHERE r.clip_id = c.id AND r.kind = 'answer') AS answers,
+                       c.settings_key, c.run_id
+                FROM clips c JOIN videos v ON v.id = c.video_id;
+            DROP VIEW video_results;
+            CREATE VIEW video_results AS
+                SELECT v.path, v.media, v.status, v.error_kind, v.error, v.duration, v.width, v.height, v.codec,
+                       (SELECT count(*) FROM clips c WHERE c.video_id = v.id) AS clips,
+                       (SELECT r.text FROM results r WHERE r.video_id = v.id AND r.kind = 'summary') AS summary
+                FROM videos v;
+            """)
+        }
         return m
     }
 
@@ -360,10 +381,12 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    public func setVideoInfo(_ id: Int64, duration: Double?, width: Int, height: Int, fps: Double?, codec: String, frameCount: Int?) throws {
+    /// What the file holds; `media` says whether it is a video (cut into clips) or a still image.
+    public func setVideoInfo(_ id: Int64, duration: Double?, width: Int, height: Int, fps: Double?, codec: String, frameCount: Int?,
+                             media: VisualKind = .video) throws {
         try db.write { db in
-            try db.execute(sql: "UPDATE videos SET duration = ?, width = ?, height = ?, fps = ?, codec = ?, frame_count = ? WHERE id = ?",
-                           arguments: [duration, width, height, fps, codec, frameCount, id])
+            try db.execute(sql: "UPDATE videos SET duration = ?, width = ?, height = ?, fps = ?, codec = ?, frame_count = ?, media = ? WHERE id = ?",
+                           arguments: [duration, width, height, fps, codec, frameCount, media.rawValue, id])
         }
     }
 
@@ -413,6 +436,12 @@ public final class Store: @unchecked Sendable {
         public var visionSeconds: Double
         public var prefillSeconds: Double
         public var generateSeconds: Double
+        /// A model's answer as a row of `kind` (description, answer, summary).
+        public init(kind: String, _ a: Answer) {
+            self.init(kind: kind, prompt: a.prompt, text: a.text, tokens: a.tokens, promptTokens: a.promptTokens,
+                      generatedTokens: a.tokens.count, visionSeconds: a.visionSeconds, prefillSeconds: a.prefillSeconds,
+                      generateSeconds: a.generateSeconds)
+        }
         public init(kind: String, prompt: String, text: String, tokens: [Int] = [], promptTokens: Int, generatedTokens: Int,
                     visionSeconds: Double, prefillSeconds: Double, generateSeconds: Double) {
             self.kind = kind; self.prompt = prompt; self.text = text; self.tokens = tokens; self.promptTokens = promptTokens
@@ -565,11 +594,11 @@ public final class Store: @unchecked Sendable {
                     } else {
                         try db.execute(sql: """
                             INSERT INTO main.videos (path, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count,
-                                                     status, error_kind, error, last_run_id, updated_at)
-                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                                     status, error_kind, error, last_run_id, updated_at, media)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                             """, arguments: [path, v["size"], v["mtime"], v["fingerprint"], v["duration"], v["width"], v["height"],
                                              v["fps"], v["codec"], v["frame_count"], v["status"], v["error_kind"], v["error"], lastRun,
-                                             v["updated_at"]])
+                                             v["updated_at"], (v["media"] as String?) ?? VisualKind.video.rawValue])
                     }
                     guard let vid = try Int64.fetchOne(db, sql: "SELECT id FROM main.videos WHERE path = ?", arguments: [path]) else { continue }
                     let srcVid: Int64 = v["id"]

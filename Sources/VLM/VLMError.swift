@@ -5,7 +5,7 @@ public enum VLMError: Error, LocalizedError, Sendable, Equatable {
     case missingFile(path: String)
     /// A configuration file has a key of the wrong type or a value out of range.
     case invalidConfig(path: String, key: String, reason: String)
-    case unsupportedModel(path: String, modelType: String)
+    case unsupportedModel(path: String, modelType: String, supported: [String])
     /// Checkpoint tensors do not match the configuration.
     case missingWeight(name: String, checkpoint: String)
     case weightShape(name: String, expected: [Int], got: [Int])
@@ -18,7 +18,8 @@ public enum VLMError: Error, LocalizedError, Sendable, Equatable {
         switch self {
         case .missingFile(let path): return "\(path): no such file"
         case .invalidConfig(let path, let key, let reason): return "\(path): key '\(key)': \(reason)"
-        case .unsupportedModel(let path, let type): return "\(path): model_type '\(type)' is not supported (expected qwen2_vl)"
+        case .unsupportedModel(let path, let type, let supported):
+            return "\(path): model_type '\(type)' is not supported (supported: \(supported.joined(separator: ", ")))"
         case .missingWeight(let name, let checkpoint): return "\(checkpoint): missing tensor '\(name)'"
         case .weightShape(let name, let expected, let got): return "tensor '\(name)': expected shape \(expected), got \(got)"
         case .unexpectedWeights(let names, let checkpoint):

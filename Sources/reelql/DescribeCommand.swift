@@ -39,18 +39,19 @@ struct GenerationOptionGroup: ParsableArguments {
 struct DescribeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "describe",
-        abstract: "Describe a video (and answer questions about it) with a Qwen2-VL checkpoint.",
+        abstract: "Describe a video or an image (and answer questions about it) with a vision–language checkpoint.",
         discussion: """
-        The video is sampled, encoded and its prompt prefix prefilled once; the description and every \
-        --question are answered from that one encoding. Text streams to stdout as it is generated.
+        The video is sampled (an image file — jpg, png, webp, … — is prompted as an image), encoded and its \
+        prompt prefix prefilled once; the description and every --question are answered from that one \
+        encoding. Text streams to stdout as it is generated. Any supported family (config.json model_type).
         """)
 
-    @Argument(help: "The video file.")
+    @Argument(help: "The video or image file.")
     var file: String
-    @Option(help: "A Qwen2-VL checkpoint directory (config.json, tokenizer.json, model.safetensors); default: $REELQL_MODEL, else the bundled models/demo.")
+    @Option(help: "A checkpoint directory (config.json, tokenizer.json, model.safetensors); default: $REELQL_MODEL, else the bundled models/demo.")
     var model: String?
-    @Option(help: "The description prompt.")
-    var prompt: String = "Describe this video."
+    @Option(help: "The description prompt (default: \"Describe this video.\" or \"Describe this image.\").")
+    var prompt: String?
     @Option(name: .customLong("question"), help: "A question about the video (repeatable).")
     var questions: [String] = []
     @Option(help: "Compute precision: f32 or bf16 (default: the checkpoint's).")
@@ -63,6 +64,8 @@ struct DescribeCommand: ParsableCommand {
     struct Answer: Encodable { var question: String; var answer: String; var tokens: [Int] }
     struct Output: Encodable {
         var file: String
+        /// video or image
+        var kind: String
         var description: String
         var tokens: [Int]
         var answers: [Answer]
@@ -72,24 +75,36 @@ struct DescribeCommand: ParsableCommand {
     func run() throws {
         var timing: [String: Double] = [:]
         try reportingModelErrors {
-            let clip = try ClipModel(directory: try model ?? ClipModel.defaultDirectory(), dtype: dtype) { generation.parameters(stop: $0) }
+            let parameters = GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
+                                                  topK: generation.topK, topP: generation.topP,
+                                                  repetitionPenalty: generation.repetitionPenalty, seed: generation.seed)
+            let clip = try ClipModel(directory: try model ?? ClipModel.defaultDirectory(), dtype: dtype, parameters: parameters)
+            let kind: VisualKind = Scan.isImage(file) ? .image : .video
+            let description = prompt ?? (kind == .image ? "Describe this image." : "Describe this video.")
             let t0 = DispatchTime.now().uptimeNanoseconds
-            let sampled = try reportingErrors { try VideoDecoder(path: file).sample(clip.sampling(sampling.options)) }
+            let options = clip.sampling(sampling.options, kind: kind)
+            let sampled = try reportingErrors { try VideoDecoder(path: file).sample(options) }
             timing["decode"] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            let (pixels, grid) = try Qwen2VLProcessor(config: clip.model.files.preprocessor).patches(frames: sampled.frames.map(RGBImage.init))
+            let input: VisualInput
+            if kind == .image {
+                guard let frame = sampled.frames.first else { throw VLMError.invalidInput("\(PathBytes.display(file)): the image holds no picture") }
+                input = try clip.model.imageInput(RGBImage(frame))
+            } else {
+                input = try clip.model.videoInput(sampled.frames, fps: options.fps)
+            }
             // One encoding: the description and every question come from the same session.
             var stream = StreamingDecoder(tokenizer: clip.tokenizer)
             func out(_ text: String) { if !json { writeResult(text) } }
-            let rows = try clip.describe(pixels: pixels, grid: grid, description: prompt, questions: questions, onStart: { i in
+            let answers = try clip.describe(input, description: description, questions: questions, onStart: { i in
                 if i > 0 { out(stream.finish() + "\n\nQ: \(questions[i - 1])\n"); stream = StreamingDecoder(tokenizer: clip.tokenizer) }
             }, onToken: { _, id in out(stream.add(id)) })
             out(stream.finish() + "\n")
-            timing["vision"] = rows.first?.visionSeconds ?? 0
-            timing["prefill"] = rows.first?.prefillSeconds ?? 0
-            timing["generate"] = rows.reduce(0) { $0 + $1.generateSeconds }
-            if json {
-                let answers = rows.dropFirst().map { Answer(question: $0.prompt, answer: $0.text, tokens: $0.tokens) }
-                try printJSON(Output(file: file, description: rows[0].text, tokens: rows[0].tokens, answers: answers, timing: timing))
+            timing["vision"] = answers.first?.visionSeconds ?? 0
+            timing["prefill"] = answers.first?.prefillSeconds ?? 0
+            timing["generate"] = answers.reduce(0) { $0 + $1.generateSeconds }
+            if json, let first = answers.first {
+                let rest = answers.dropFirst().map { Answer(question: $0.prompt, answer: $0.text, tokens: $0.tokens) }
+                try printJSON(Output(file: file, kind: kind.rawValue, description: first.text, tokens: first.tokens, answers: rest, timing: timing))
             }
             try checkResultOutput()
             try reportDamage(sampled, file: file)
@@ -120,7 +135,7 @@ func reportingModelErrors<T>(_ body: () throws -> T) throws -> T {
 struct InspectCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "inspect",
-        abstract: "Print a Qwen2-VL checkpoint's architecture and parameter counts.")
+        abstract: "Print a checkpoint's family, its parts and parameter counts.")
 
     @Argument(help: "The checkpoint directory.")
     var directory: String
@@ -129,7 +144,9 @@ struct InspectCommand: ParsableCommand {
 
     struct Output: Encodable {
         var directory: String
-        var config: Qwen2VLConfiguration
+        var modelType: String
+        var family: String
+        var parts: [ModelPart]
         var parameters: [String: Int]
         var dtypes: [String: Int]
         var files: Int
@@ -137,7 +154,8 @@ struct InspectCommand: ParsableCommand {
 
     func run() throws {
         try reportingModelErrors {
-            let files = try Qwen2VLModelFiles(directory: directory)
+            let family = try ModelRegistry.family(directory: directory)
+            let parts = try family.parts(directory: directory)
             let ck = try Checkpoint(directory: directory)
             var params: [String: Int] = [:], dtypes: [String: Int] = [:]
             for name in ck.names {
@@ -147,16 +165,17 @@ struct InspectCommand: ParsableCommand {
                 dtypes[t.dtype.rawValue, default: 0] += t.count
             }
             params["total"] = params.values.reduce(0, +)
-            let out = Output(directory: directory, config: files.config, parameters: params, dtypes: dtypes, files: ck.files.count)
+            let out = Output(directory: directory, modelType: try ModelRegistry.modelType(directory: directory), family: family.family,
+                             parts: parts, parameters: params, dtypes: dtypes, files: ck.files.count)
             if json { try printJSON(out); return }
-            let v = files.config.vision, t = files.config.text
             func m(_ n: Int?) -> String { String(format: "%.1fM", Double(n ?? 0) / 1e6) }
-            print("""
-            \(directory): Qwen2-VL (\(ck.files.count) safetensors file\(ck.files.count == 1 ? "" : "s"); \(dtypes.map { "\($0.key) \(m($0.value))" }.sorted().joined(separator: ", ")))
-            vision:   depth \(v.depth), width \(v.embedDim), \(v.numHeads) heads, MLP \(v.mlpHiddenDim) (\(v.hiddenAct)), patch \(v.patchSize)×\(v.patchSize)×\(v.temporalPatchSize), merge \(v.spatialMergeSize)×\(v.spatialMergeSize) → \(v.hiddenSize); \(m(params["vision"])) parameters
-            language: \(t.numHiddenLayers) layers, hidden \(t.hiddenSize), \(t.numAttentionHeads) heads / \(t.numKeyValueHeads) KV heads of \(t.headDim), MLP \(t.intermediateSize), vocab \(t.vocabSize), M-RoPE \(t.mropeSection) θ=\(t.ropeTheta); \(m(params["language"])) parameters\(params["lm_head"] != nil ? " + lm_head \(m(params["lm_head"]))" : " (tied lm_head)")
-            total:    \(m(params["total"])) parameters
-            """)
+            let width = max(9, (parts.map(\.name.count).max() ?? 0) + 2)
+            var lines = ["\(directory): \(family.family) (model_type \(out.modelType); \(ck.files.count) safetensors file\(ck.files.count == 1 ? "" : "s"); "
+                         + "\(dtypes.map { "\($0.key) \(m($0.value))" }.sorted().joined(separator: ", ")))"]
+            for p in parts { lines.append((p.name + ":").padding(toLength: width, withPad: " ", startingAt: 0) + p.summary) }
+            lines.append("parameters: vision \(m(params["vision"])), language \(m(params["language"]))"
+                         + (params["lm_head"] != nil ? ", lm_head \(m(params["lm_head"]))" : " (tied lm_head)") + ", total \(m(params["total"]))")
+            print(lines.joined(separator: "\n"))
         }
     }
 }

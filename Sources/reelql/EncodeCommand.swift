@@ -1,19 +1,23 @@
 import ArgumentParser
 import Foundation
 import Media
+import Pipeline
 import Tensors
 import VLM
 
-/// `reelql encode`: a video through sampling, the processor and the vision tower.
+/// `reelql encode`: a video or image through sampling, the processor and the vision tower.
+
+/// Still images by extension (as `reelql run` and `describe` decide).
+func isImageFile(_ path: String) -> Bool { Scan.isImage(path) }
 struct EncodeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "encode",
-        abstract: "Encode a video with a Qwen2-VL checkpoint's vision tower and print what it produced.",
-        discussion: "Prints the patch grid, the number of video tokens, their embedding width and timings.")
+        abstract: "Encode a video or an image with a checkpoint's vision tower and print what it produced.",
+        discussion: "Prints the patch grid, the number of visual tokens, their embedding width and timings.")
 
-    @Argument(help: "The video file.")
+    @Argument(help: "The video or image file.")
     var file: String
-    @Option(help: "A Qwen2-VL checkpoint directory (config.json, model.safetensors[.index.json]).")
+    @Option(help: "A checkpoint directory (config.json, model.safetensors[.index.json]), of any supported family.")
     var model: String
     @Option(help: "Compute precision: f32 or bf16 (default: the checkpoint's).")
     var dtype: ComputeDType?
@@ -45,18 +49,19 @@ struct EncodeCommand: ParsableCommand {
             return try body()
         }
         try reportingModelErrors {
-            let files = try timed("load") { try Qwen2VLModelFiles(directory: model) }
-            let processor = Qwen2VLProcessor(config: files.preprocessor)
-            let sampled = try reportingErrors {
-                try timed("decode") { try VideoDecoder(path: file).sample(processor.sampling(sampling.options)) }
+            let vlm = try timed("load") { try ModelRegistry.loadEncoder(directory: model, dtype: dtype) }
+            let kind: VisualKind = isImageFile(file) ? .image : .video
+            let options = kind == .image ? vlm.imageSampling(sampling.options) : vlm.videoSampling(sampling.options)
+            let sampled = try reportingErrors { try timed("decode") { try VideoDecoder(path: file).sample(options) } }
+            let input = try timed("processor") { () throws -> VisualInput in
+                if kind == .image {
+                    guard let frame = sampled.frames.first else { throw VLMError.invalidInput("\(PathBytes.display(file)): the image holds no picture") }
+                    return try vlm.imageInput(RGBImage(frame))
+                }
+                return try vlm.videoInput(sampled.frames, fps: options.fps)
             }
-            let vision = try timed("load") {
-                try Qwen2VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: model), dtype: dtype)
-            }
-            let (pixels, grid) = try timed("processor") {
-                try processor.patches(frames: sampled.frames.map(RGBImage.init))
-            }
-            let merged = try timed("vision") { try vision.forward(pixels: pixels, grid: grid).merged }
+            let grid = input.grid
+            let (merged, computed) = try timed("vision") { try vlm.encode(input) }
             let values = merged.buffer
             let mean = values.reduce(0.0) { $0 + Double($1) } / Double(values.count)
             let variance = values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(values.count)
@@ -65,11 +70,11 @@ struct EncodeCommand: ParsableCommand {
             }
             let o = Output(file: file, frames: sampled.frames.count, width: sampled.plan.width, height: sampled.plan.height,
                            grid: [grid.t, grid.h, grid.w], tokens: merged.shape[0], embeddingWidth: merged.shape[1],
-                           dtype: vision.dtype.rawValue, mean: mean, std: variance.squareRoot(), timing: timing)
+                           dtype: computed.rawValue, mean: mean, std: variance.squareRoot(), timing: timing)
             if json {
                 try printJSON(o)
             } else {
-                print("\(o.frames) frames at \(o.width)×\(o.height) → grid \(grid) → \(o.tokens) video tokens × \(o.embeddingWidth) (\(o.dtype))")
+                print("\(o.frames) frame\(o.frames == 1 ? "" : "s") at \(o.width)×\(o.height) → grid \(grid) → \(o.tokens) \(kind.rawValue) tokens × \(o.embeddingWidth) (\(o.dtype))")
                 print(String(format: "embeddings: mean %.4f, std %.4f", mean, o.std))
                 print(timing.sorted { $0.key < $1.key }.map { String(format: "%@ %.3f s", $0.key, $0.value) }.joined(separator: ", "))
             }

@@ -6,7 +6,7 @@ import Media
 struct ReelQL: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "reelql",
-        abstract: "Turn directories of video into searchable text with Qwen2-VL, natively on the CPU.",
+        abstract: "Turn directories of video into searchable text with vision–language models, natively on the CPU.",
         version: "0.1.0",
         subcommands: [RunCommand.self, SearchCommand.self, MergeCommand.self, ReportCommand.self, DescribeCommand.self, ProbeCommand.self, FramesCommand.self, EncodeCommand.self, TokenizeCommand.self, InspectCommand.self, BenchCommand.self]
     )

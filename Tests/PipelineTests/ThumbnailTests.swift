@@ -106,7 +106,11 @@ import Testing
             // The old database holds the same footage: copy the new one's rows but thumbnails.
             try queue.writeWithoutTransaction { db in
                 try db.execute(sql: "ATTACH DATABASE ? AS n", arguments: [ws.root + "/new.sqlite"])
-                for t in ["runs", "videos", "clips", "results"] { try db.execute(sql: "INSERT INTO main.\(t) SELECT * FROM n.\(t)") }
+                for t in ["runs", "videos", "clips", "results"] {
+                    // v1's columns only (later versions add some).
+                    let columns = try db.columns(in: t, in: "main").map(\.name).joined(separator: ", ")
+                    try db.execute(sql: "INSERT INTO main.\(t) (\(columns)) SELECT \(columns) FROM n.\(t)")
+                }
                 try db.execute(sql: "DETACH DATABASE n")
             }
             #expect(try queue.read { db in try db.tableExists("thumbnails") } == false)

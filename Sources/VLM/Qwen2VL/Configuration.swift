@@ -449,24 +449,74 @@ public struct GenerationConfiguration: Codable, Sendable, Equatable {
 public struct Qwen2VLModelFiles: Sendable {
     public var directory: String
     public var config: Qwen2VLConfiguration
+    /// The video processor's settings (what clips are sized and normalised by).
     public var preprocessor: Qwen2VLPreprocessorConfiguration
+    /// The image processor's settings (what still images are sized and normalised by).
+    public var imagePreprocessor: Qwen2VLPreprocessorConfiguration
+    /// The files the processor settings came from (for messages and `inspect`).
+    public var processorFiles: [String]
     public var generation: GenerationConfiguration
 
-    public init(directory: String) throws {
+    /// Qwen2-VL's image processor defaults (Qwen2VLImageProcessor: min_pixels 56², max_pixels 28²·1280).
+    public static var imageDefaults: Qwen2VLPreprocessorConfiguration {
+        var c = Qwen2VLPreprocessorConfiguration()
+        c.minPixels = 56 * 56
+        c.maxPixels = 28 * 28 * 1280
+        return c
+    }
+
+    public init(directory: String, modelTypes: [String] = ["qwen2_vl"]) throws {
         self.directory = directory
         let configPath = (directory as NSString).appendingPathComponent("config.json")
         config = try Self.decode(Qwen2VLConfiguration.self, at: configPath)
-        guard config.modelType == "qwen2_vl" else { throw VLMError.unsupportedModel(path: configPath, modelType: config.modelType) }
+        guard modelTypes.contains(config.modelType) else {
+            throw VLMError.unsupportedModel(path: configPath, modelType: config.modelType, supported: modelTypes)
+        }
         try config.validate(path: configPath, textPrefix: Self.textPrefix(configPath))
-        let video = (directory as NSString).appendingPathComponent("video_preprocessor_config.json")
-        let image = (directory as NSString).appendingPathComponent("preprocessor_config.json")
-        let pre = FileManager.default.fileExists(atPath: video) ? video : image
-        preprocessor = FileManager.default.fileExists(atPath: pre)
-            ? try Self.decode(Qwen2VLPreprocessorConfiguration.self, at: pre) : Qwen2VLPreprocessorConfiguration()
-        try preprocessor.validate(path: pre, vision: config.vision)
+        (preprocessor, imagePreprocessor, processorFiles) = try Self.processorSettings(directory: directory, vision: config.vision)
         let gen = (directory as NSString).appendingPathComponent("generation_config.json")
         generation = FileManager.default.fileExists(atPath: gen) ? try Self.decode(GenerationConfiguration.self, at: gen) : GenerationConfiguration()
         try generation.validate(path: gen, vocabSize: config.text.vocabSize)
+    }
+
+    /// Processor settings from wherever the checkpoint keeps them: transformers 5 nests both in
+    /// `processor_config.json` (`video_processor`, `image_processor`); older saves write
+    /// `video_preprocessor_config.json` and `preprocessor_config.json` (the image processor's,
+    /// which also served videos before video processors existed). Absent: the defaults.
+    static func processorSettings(directory: String, vision: Qwen2VLVisionConfiguration) throws
+        -> (video: Qwen2VLPreprocessorConfiguration, image: Qwen2VLPreprocessorConfiguration, files: [String]) {
+        func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
+        let fm = FileManager.default
+        let nestedPath = path("processor_config.json"), videoPath = path("video_preprocessor_config.json"), imagePath = path("preprocessor_config.json")
+        struct Nested: Decodable {
+            var video: Qwen2VLPreprocessorConfiguration?
+            var image: Qwen2VLPreprocessorConfiguration?
+            enum CodingKeys: String, CodingKey { case video = "video_processor", image = "image_processor" }
+        }
+        let nested = fm.fileExists(atPath: nestedPath) ? try decode(Nested.self, at: nestedPath) : nil
+        var files: [String] = []
+        let video: Qwen2VLPreprocessorConfiguration, image: Qwen2VLPreprocessorConfiguration
+        if let v = nested?.video {
+            video = v; files.append(nestedPath)
+            try video.validate(path: nestedPath + " (video_processor)", vision: vision)
+        } else if let p = [videoPath, imagePath].first(where: { fm.fileExists(atPath: $0) }) {
+            video = try decode(Qwen2VLPreprocessorConfiguration.self, at: p); files.append(p)
+            try video.validate(path: p, vision: vision)
+        } else {
+            video = Qwen2VLPreprocessorConfiguration()
+        }
+        if let i = nested?.image {
+            image = i
+            if !files.contains(nestedPath) { files.append(nestedPath) }
+            try image.validate(path: nestedPath + " (image_processor)", vision: vision)
+        } else if fm.fileExists(atPath: imagePath) {
+            image = try decode(Qwen2VLPreprocessorConfiguration.self, at: imagePath)
+            if !files.contains(imagePath) { files.append(imagePath) }
+            try image.validate(path: imagePath, vision: vision)
+        } else {
+            image = imageDefaults
+        }
+        return (video, image, files)
     }
 
     /// "text_config." when config.json nests the text fields (transformers 5), else "".

@@ -1,0 +1,161 @@
+import Foundation
+import Media
+import Tensors
+import Tokenizers
+
+/// Qwen2-VL's visual half: its processors (video and image settings) and its vision tower.
+public final class Qwen2VLEncoder: VisualEncoder, @unchecked Sendable {
+    public let files: Qwen2VLModelFiles
+    public let vision: Qwen2VLVision
+    let videoProcessor: Qwen2VLProcessor
+    let imageProcessor: Qwen2VLProcessor
+    public var directory: String { files.directory }
+
+    init(files: Qwen2VLModelFiles, vision: Qwen2VLVision) {
+        self.files = files
+        self.vision = vision
+        videoProcessor = Qwen2VLProcessor(config: files.preprocessor)
+        imageProcessor = Qwen2VLProcessor(config: files.imagePreprocessor)
+    }
+
+    public convenience init(directory: String, dtype: ComputeDType?) throws {
+        let files = try Qwen2VLModelFiles(directory: directory)
+        self.init(files: files, vision: try Qwen2VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: directory), dtype: dtype))
+    }
+
+    public func videoSampling(_ options: SamplingOptions) -> SamplingOptions {
+        videoProcessor.sampling(options)
+    }
+
+    /// qwen-vl-utils' `fetch_image` bounds within the image processor's (`min_pixels`, `max_pixels`);
+    /// one frame (the first of an animated image).
+    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions {
+        var o = options
+        let c = imageProcessor.config
+        o.resize = ResizeOptions(native: options.resize.native, minPixels: max(SmartResize.imageMinPixels, c.minPixels),
+                                 maxPixels: min(SmartResize.imageMaxPixels, c.maxPixels), image: true)
+        o.maxFrames = 1
+        return o
+    }
+
+    public func videoInput(_ frames: [VideoFrame], fps: Double) throws -> VisualInput {
+        guard let first = frames.first else { throw VLMError.invalidInput("no frames to encode") }
+        let (pixels, grid) = try videoProcessor.patches(frames: frames.map(RGBImage.init))
+        return VisualInput(kind: .video, pixels: pixels, grid: grid, timestamps: frames.map { $0.timestamp - first.timestamp }, fps: fps)
+    }
+
+    public func imageInput(_ image: RGBImage) throws -> VisualInput {
+        let (pixels, grid) = try imageProcessor.patches(image: image)
+        return VisualInput(kind: .image, pixels: pixels, grid: grid, timestamps: [0], fps: nil)
+    }
+
+    public func encode(_ input: VisualInput) throws -> (embeddings: Tensor, dtype: ComputeDType) {
+        (try vision.forward(pixels: input.pixels, grid: input.grid).merged, vision.dtype)
+    }
+}
+
+/// Qwen2-VL behind the model seam: `Qwen2VLModel` (vision tower and decoder), the checkpoint's
+/// tokenizer, its video and image processors, and the shared-prefix sessions of Generation.swift.
+public final class Qwen2VLFamily: VisionLanguageModel, @unchecked Sendable {
+    public static let modelTypes = ["qwen2_vl"]
+    public static let family = "Qwen2-VL"
+
+    public let model: Qwen2VLModel
+    public let tokenizer: Tokenizer
+    public let stopTokens: Set<Int>
+    let encoder: Qwen2VLEncoder
+    public var directory: String { model.files.directory }
+    public var contextLength: Int { model.contextLength }
+
+    public static func load(directory: String, dtype: ComputeDType?) throws -> Qwen2VLFamily {
+        try Qwen2VLFamily(directory: directory, dtype: dtype)
+    }
+
+    public static func loadEncoder(directory: String, dtype: ComputeDType?) throws -> any VisualEncoder {
+        try Qwen2VLEncoder(directory: directory, dtype: dtype)
+    }
+
+    public init(directory: String, dtype: ComputeDType? = nil) throws {
+        model = try Qwen2VLModel(directory: directory, dtype: dtype)
+        tokenizer = try Tokenizer(directory: directory)
+        var stop = Set(model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [])
+        for special in ["<|im_end|>", "<|endoftext|>"] { if let id = tokenizer.id(special) { stop.insert(id) } }
+        stopTokens = stop
+        encoder = Qwen2VLEncoder(files: model.files, vision: model.vision)
+    }
+
+    public static func parts(directory: String) throws -> [ModelPart] {
+        let config = try Qwen2VLModelFiles(directory: directory, modelTypes: modelTypes).config
+        let v = config.vision, t = config.text
+        return [
+            ModelPart(name: "vision", summary: "ViT: depth \(v.depth), width \(v.embedDim), \(v.numHeads) heads, MLP \(v.mlpHiddenDim) (\(v.hiddenAct)), "
+                      + "patch \(v.patchSize)×\(v.patchSize)×\(v.temporalPatchSize), 2D rotary, attention per temporal patch, LayerNorm"),
+            ModelPart(name: "merger", summary: "PatchMerger: LayerNorm, \(v.spatialMergeSize)×\(v.spatialMergeSize) cells → MLP (GELU) → \(v.hiddenSize)"),
+            ModelPart(name: "language", summary: "Qwen2 decoder: \(t.numHiddenLayers) layers, hidden \(t.hiddenSize), \(t.numAttentionHeads) heads / "
+                      + "\(t.numKeyValueHeads) KV heads of \(t.headDim), q/k/v biases, SwiGLU MLP \(t.intermediateSize), vocab \(t.vocabSize)"),
+            ModelPart(name: "positions", summary: "M-RoPE \(t.mropeSection) (t, h, w) θ=\(t.ropeTheta), context \(t.maxPositionEmbeddings)"),
+        ]
+    }
+
+    public func videoSampling(_ options: SamplingOptions) -> SamplingOptions { encoder.videoSampling(options) }
+    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions { encoder.imageSampling(options) }
+    public func videoInput(_ frames: [VideoFrame], fps: Double) throws -> VisualInput { try encoder.videoInput(frames, fps: fps) }
+    public func imageInput(_ image: RGBImage) throws -> VisualInput { try encoder.imageInput(image) }
+    public func encode(_ input: VisualInput) throws -> (embeddings: Tensor, dtype: ComputeDType) { try encoder.encode(input) }
+
+    public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
+                       onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer] {
+        var parameters = parameters
+        parameters.stopTokens.formUnion(stopTokens)
+        guard let input else { return try textAnswers(prompts, parameters: parameters, onStart: onStart, onToken: onToken) }
+        guard let firstPrompt = prompts.first else { return [] }
+        let merge = model.config.vision.spatialMergeSize
+        let tokens = input.grid.patches / (merge * merge)
+        func ids(_ text: String) throws -> [Int] {
+            let part: ChatContent = input.kind == .video ? .video : .image
+            return try Qwen2VLPrompt.encode([ChatMessage(role: "user", content: [part, .text(text)])], tokenizer: tokenizer,
+                                            videoTokens: input.kind == .video ? [tokens] : [],
+                                            imageTokens: input.kind == .image ? [tokens] : [])
+        }
+        // The shared prefix: the prompt up to and including <|vision_end|>, encoded and prefilled once.
+        let first = try ids(firstPrompt)
+        guard let end = tokenizer.id("<|vision_end|>"), let cut = first.firstIndex(of: end) else {
+            throw VLMError.invalidInput("\(directory): the tokenizer has no <|vision_end|>")
+        }
+        let prefix = Array(first[...cut])
+        let session = try Qwen2VLSession(model: model, prefix: prefix,
+                                         vision: [VisionInput(pixels: input.pixels, grid: input.grid, isVideo: input.kind == .video)])
+        var answers: [Answer] = []
+        for (i, prompt) in prompts.enumerated() {
+            let full = i == 0 ? first : try ids(prompt)
+            guard full.count > prefix.count, Array(full[..<prefix.count]) == prefix else {
+                throw VLMError.invalidInput("prompt \(i) does not share the clip's prefix")
+            }
+            onStart(i)
+            let start = DispatchTime.now().uptimeNanoseconds
+            let out = try session.generate(continuation: Array(full[prefix.count...]), parameters: parameters) { onToken(i, $0) }
+            answers.append(Answer(prompt: prompt, text: decode(out), tokens: out, promptTokens: full.count,
+                                  visionSeconds: i == 0 ? session.timing.vision : 0, prefillSeconds: i == 0 ? session.timing.prefill : 0,
+                                  generateSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+        }
+        return answers
+    }
+
+    /// Text-only prompts, each its own conversation.
+    private func textAnswers(_ prompts: [String], parameters: GenerationParameters,
+                             onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer] {
+        try prompts.enumerated().map { i, prompt in
+            let ids = try Qwen2VLPrompt.encode([ChatMessage(role: "user", text: prompt)], tokenizer: tokenizer)
+            onStart(i)
+            let start = DispatchTime.now().uptimeNanoseconds
+            let session = try Qwen2VLSession(model: model, prefix: Array(ids.prefix(1)), vision: [])
+            let out = try session.generate(continuation: Array(ids.dropFirst()), parameters: parameters) { onToken(i, $0) }
+            return Answer(prompt: prompt, text: decode(out), tokens: out, promptTokens: ids.count,
+                          generateSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+        }
+    }
+
+    private func decode(_ tokens: [Int]) -> String {
+        tokenizer.decode(tokens, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}

@@ -1,0 +1,165 @@
+import Foundation
+import Media
+import Tensors
+import Tokenizers
+
+// The one seam between model families and their callers (Pipeline, the CLI): a checkpoint is
+// loaded by config.json's `model_type` through `ModelRegistry`, says how frames are to be sampled
+// and sized for it, turns sampled frames or an image into its input, and answers several prompts
+// from one encoding of that input. Callers never name a family. Adding a family is one folder
+// under Sources/VLM/ with a type conforming to `VisionLanguageModel`, and one line in
+// `ModelRegistry.families`.
+
+/// Whether a visual input is a video clip or a still image (prompted as `<|video_pad|>` or
+/// `<|image_pad|>`, processed by the video or the image processor).
+public enum VisualKind: String, Sendable, Codable, CaseIterable {
+    case video, image
+}
+
+/// A clip or an image, processed for one model: what its vision tower takes.
+public struct VisualInput: Sendable {
+    public var kind: VisualKind
+    /// Patches [t·h·w, C·T·P·P] in the family's order.
+    public var pixels: Tensor
+    public var grid: VisionGrid
+    /// Presentation times of the sampled frames, seconds from the clip's first frame (families
+    /// that put time into positions or text use them; [0] for an image).
+    public var timestamps: [Double]
+    /// The rate the frames were sampled at (frames per second of video time; nil for an image).
+    public var fps: Double?
+
+    public init(kind: VisualKind, pixels: Tensor, grid: VisionGrid, timestamps: [Double], fps: Double?) {
+        self.kind = kind
+        self.pixels = pixels
+        self.grid = grid
+        self.timestamps = timestamps
+        self.fps = fps
+    }
+}
+
+/// One generated answer, plain: the store turns it into a row.
+public struct Answer: Sendable {
+    public var prompt: String
+    public var text: String
+    /// The generated token ids.
+    public var tokens: [Int]
+    /// The whole prompt's length in tokens (template, vision pads, text).
+    public var promptTokens: Int
+    /// Encoding the visual input and prefilling the shared prefix (on the first answer only: the
+    /// others reuse that work).
+    public var visionSeconds: Double
+    public var prefillSeconds: Double
+    public var generateSeconds: Double
+
+    public init(prompt: String, text: String, tokens: [Int], promptTokens: Int, visionSeconds: Double = 0,
+                prefillSeconds: Double = 0, generateSeconds: Double = 0) {
+        self.prompt = prompt
+        self.text = text
+        self.tokens = tokens
+        self.promptTokens = promptTokens
+        self.visionSeconds = visionSeconds
+        self.prefillSeconds = prefillSeconds
+        self.generateSeconds = generateSeconds
+    }
+}
+
+/// A named part of a model and what it is made of, for `reelql inspect`.
+public struct ModelPart: Sendable, Codable, Equatable {
+    public var name: String
+    public var summary: String
+    public init(name: String, summary: String) { self.name = name; self.summary = summary }
+}
+
+/// The visual half of a model: how frames are sampled and sized for it, how they become its
+/// input, and its vision tower. Loading it reads no tokenizer and no language weights.
+public protocol VisualEncoder: AnyObject, Sendable {
+    var directory: String { get }
+    /// How this model's video frames are sampled and sized: the requested options within what
+    /// its processor allows (frame-count rule, pixel bounds, patch and merge multiples).
+    func videoSampling(_ options: SamplingOptions) -> SamplingOptions
+    /// How a still image is sized for this model (its image processor's bounds).
+    func imageSampling(_ options: SamplingOptions) -> SamplingOptions
+    /// Sampled frames of one clip (sized by `videoSampling`) → the model's input.
+    func videoInput(_ frames: [VideoFrame], fps: Double) throws -> VisualInput
+    /// One image (sized by `imageSampling`) → the model's input.
+    func imageInput(_ image: RGBImage) throws -> VisualInput
+    /// The vision tower's output for one input: one embedding per visual token [tokens, hidden],
+    /// and the precision it was computed in.
+    func encode(_ input: VisualInput) throws -> (embeddings: Tensor, dtype: ComputeDType)
+}
+
+/// A vision–language model family, as Pipeline and the CLI use it.
+public protocol VisionLanguageModel: VisualEncoder {
+    /// config.json `model_type` values this family loads.
+    static var modelTypes: [String] { get }
+    /// The family's name for people ("Qwen2-VL").
+    static var family: String { get }
+    /// Loads a checkpoint directory (config, processor settings, tokenizer, weights), strictly.
+    static func load(directory: String, dtype: ComputeDType?) throws -> Self
+    /// Loads only the visual half (config, processor settings, vision weights).
+    static func loadEncoder(directory: String, dtype: ComputeDType?) throws -> any VisualEncoder
+    /// A checkpoint's parts, for `inspect` (from its configuration alone: no weights are read).
+    static func parts(directory: String) throws -> [ModelPart]
+
+    var tokenizer: Tokenizer { get }
+    /// Generation stops after one of these: the checkpoint's eos ids, <|im_end|>, <|endoftext|>.
+    var stopTokens: Set<Int> { get }
+    /// Prompt plus answer fit in this many positions (`max_position_embeddings`).
+    var contextLength: Int { get }
+
+    /// Answers `prompts` in order from ONE encoding of `input` (nil: text only): the visual input
+    /// is encoded and the prompt prefix prefilled once, every prompt is answered from a fork of
+    /// that state. `onStart(i)` runs before prompt i, `onToken(i, id)` with each token of it.
+    func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
+                onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer]
+}
+
+extension VisionLanguageModel {
+    public var family: String { Self.family }
+
+    public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters) throws -> [Answer] {
+        try answer(prompts, about: input, parameters: parameters, onStart: { _ in }, onToken: { _, _ in })
+    }
+}
+
+/// The families reelql runs, keyed by config.json's `model_type`.
+public enum ModelRegistry {
+    /// One line per family.
+    public static let families: [any VisionLanguageModel.Type] = [
+        Qwen2VLFamily.self,
+    ]
+
+    /// Every supported `model_type`.
+    public static var supportedModelTypes: [String] { families.flatMap { $0.modelTypes }.sorted() }
+
+    /// The `model_type` a checkpoint's config.json declares.
+    public static func modelType(directory: String) throws -> String {
+        let path = (directory as NSString).appendingPathComponent("config.json")
+        struct Declared: Decodable { var modelType: String?; enum CodingKeys: String, CodingKey { case modelType = "model_type" } }
+        let declared = try Qwen2VLModelFiles.decode(Declared.self, at: path)
+        guard let type = declared.modelType else {
+            throw VLMError.invalidConfig(path: path, key: "model_type", reason: "missing (supported: \(supportedModelTypes.joined(separator: ", ")))")
+        }
+        return type
+    }
+
+    /// The family that loads a checkpoint, or an error naming its `model_type` and the supported ones.
+    public static func family(directory: String) throws -> any VisionLanguageModel.Type {
+        let type = try modelType(directory: directory)
+        guard let family = families.first(where: { $0.modelTypes.contains(type) }) else {
+            throw VLMError.unsupportedModel(path: (directory as NSString).appendingPathComponent("config.json"), modelType: type,
+                                            supported: supportedModelTypes)
+        }
+        return family
+    }
+
+    /// Loads the visual half of a checkpoint (no tokenizer, no language weights).
+    public static func loadEncoder(directory: String, dtype: ComputeDType? = nil) throws -> any VisualEncoder {
+        try family(directory: directory).loadEncoder(directory: directory, dtype: dtype)
+    }
+
+    /// Loads a checkpoint with the family its `model_type` names.
+    public static func load(directory: String, dtype: ComputeDType? = nil) throws -> any VisionLanguageModel {
+        try family(directory: directory).load(directory: directory, dtype: dtype)
+    }
+}
