@@ -12,6 +12,15 @@ public struct VideoFrame: Sendable {
     public var rgb: [UInt8]
     /// The decoder had to conceal damage in this frame.
     public var concealed: Bool
+
+    public init(index: Int, timestamp: Double, width: Int, height: Int, rgb: [UInt8], concealed: Bool = false) {
+        self.index = index
+        self.timestamp = timestamp
+        self.width = width
+        self.height = height
+        self.rgb = rgb
+        self.concealed = concealed
+    }
 }
 
 /// Which frames a sampling will take, and at what size: decided before any decoding.
