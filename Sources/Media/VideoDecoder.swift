@@ -36,6 +36,14 @@ public struct SamplePlan: Sendable, Equatable {
     /// The rate used by the frame-count rule (the container's average frame rate).
     public var videoFPS: Double
     public var variableFrameRate: Bool
+    /// Frames of the video inside the sampled time window (all of them without a window).
+    public var windowFrames: Int = 0
+
+    /// The rate the frames were sampled at, as qwen-vl-utils reports it (`sample_fps` =
+    /// nframes / total_frames × video_fps over the window): what Qwen2.5-VL's time positions use.
+    public var sampleFPS: Double {
+        videoFPS * Double(indices.count) / Double(max(windowFrames, 1))
+    }
 }
 
 /// The sampled frames of a video, and what was lost if the file was damaged.
@@ -156,9 +164,11 @@ public final class VideoDecoder {
         } catch MediaError.invalidArgument(let reason) {
             throw MediaError.invalidArgument("\(path): \(reason)")
         }
+        let lo = options.start.map { s in index.times.firstIndex { $0 >= s - 1e-9 } ?? index.count } ?? 0
+        let hi = options.end.map { e in index.times.lastIndex { $0 < e } ?? -1 } ?? (index.count - 1)
         return SamplePlan(indices: indices, timestamps: indices.map { index.times[$0] },
                           width: size.width, height: size.height, totalFrames: index.count,
-                          videoFPS: fps, variableFrameRate: !index.isConstantFrameRate)
+                          videoFPS: fps, variableFrameRate: !index.isConstantFrameRate, windowFrames: max(1, hi - lo + 1))
     }
 
     /// Samples frames as `options` say, decoding only what those frames need.

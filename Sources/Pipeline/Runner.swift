@@ -397,7 +397,7 @@ public final class Runner: @unchecked Sendable {
             options.start = clips[i].start
             options.end = clips[i].end
             let sampled = try decoder.sample(options)
-            work.input = try c.model.model.videoInput(sampled.frames, fps: options.fps)
+            work.input = try c.model.model.videoInput(sampled.frames, fps: sampled.plan.sampleFPS)
             fill(&work, sampled)
         } catch let e as MediaError {
             work.failure = (e.kind, e.localizedDescription)

@@ -96,31 +96,48 @@ public struct SplitMix64 {
     public mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
 
+/// A model driven by M-RoPE positions over the Qwen2 decoder (`Qwen2VLLanguage`): Qwen2-VL and
+/// Qwen2.5-VL. What a shared-prefix session needs from it.
+public protocol MRoPEDecoderModel: AnyObject, Sendable {
+    /// A video or image of a prompt, as the family describes it.
+    associatedtype VisionItem
+    associatedtype Prepared
+    var language: Qwen2VLLanguage { get }
+    var textConfig: Qwen2VLTextConfiguration { get }
+    func checkContext(_ tokens: Int) throws
+    func newTokenBudget(promptTokens: Int, requested: Int) throws -> Int
+    func makeCache(capacity: Int) throws -> KVCache
+    /// Embeddings (with the vision embeddings spliced in) and positions of a prompt.
+    func prepare(ids: [Int], vision: [VisionItem]) throws -> Prepared
+    func prefill(_ p: Prepared, cache: KVCache) throws -> Tensor
+    /// M-RoPE positions [3][T] of a prompt and rope_delta.
+    func positions(ids: [Int], vision: [VisionItem]) throws -> (positions: [[Int]], delta: Int)
+}
+
 /// One clip encoded once: the vision tower and the prefill of the shared prefix (the prompt up
 /// to and including <|vision_end|>) run when the session opens; every prompt continuation is
 /// answered from a fork of that KV cache.
-public final class Qwen2VLSession: @unchecked Sendable {
-    public let model: Qwen2VLModel
+public final class PrefixSession<Model: MRoPEDecoderModel>: @unchecked Sendable {
+    public let model: Model
     public let prefix: [Int]
-    let prepared: Qwen2VLModel.Prepared
+    let prepared: Model.Prepared
     let cache: KVCache
-    let vision: [VisionInput]
+    let vision: [Model.VisionItem]
     public private(set) var timing: (vision: Double, prefill: Double) = (0, 0)
 
-    public init(model: Qwen2VLModel, prefix: [Int], vision: [VisionInput]) throws {
+    public init(model: Model, prefix: [Int], vision: [Model.VisionItem]) throws {
         self.model = model
         self.prefix = prefix
         self.vision = vision
         // Before the vision tower runs: a prefix longer than the context can never be answered.
         try model.checkContext(prefix.count)
-        var t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = DispatchTime.now().uptimeNanoseconds
         prepared = try model.prepare(ids: prefix, vision: vision)
         let t1 = DispatchTime.now().uptimeNanoseconds
         cache = try model.makeCache(capacity: prefix.count)
         _ = try model.prefill(prepared, cache: cache)
         let t2 = DispatchTime.now().uptimeNanoseconds
         timing = (Double(t1 - t0) / 1e9, Double(t2 - t1) / 1e9)
-        t0 = t2
     }
 
     /// Generates the answer to `continuation` (the prompt tokens after the shared prefix).
@@ -135,30 +152,45 @@ public final class Qwen2VLSession: @unchecked Sendable {
         let ids = prefix + continuation
         let budget = try model.newTokenBudget(promptTokens: ids.count, requested: parameters.maxNewTokens)
         guard budget > 0 else { return [] }
-        let c = model.config
+        let t = model.textConfig, language = model.language
         // Positions of the whole prompt; the prefix part is what the cache already holds.
-        let (positions, delta) = try Qwen2VLRoPE.positions(ids: ids, visionTokens: [c.videoTokenId, c.imageTokenId],
-                                                           grids: vision.map(\.grid), merge: c.vision.spatialMergeSize)
+        let (positions, delta) = try model.positions(ids: ids, vision: vision)
         let forked = try cache.fork(extra: continuation.count + budget)
-        var hidden: Tensor
         let tail = positions.map { Array($0[prefix.count...]) }
-        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: tail, theta: c.text.ropeTheta, headDim: c.text.headDim, section: c.text.mropeSection)
-        hidden = try model.language.forward(try model.language.embed(continuation), cos: cos, sin: sin, cache: forked)
+        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: tail, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
+        var hidden = try language.forward(try language.embed(continuation), cos: cos, sin: sin, cache: forked)
         var sampler = TokenSampler(parameters)
         var seen = ids
         var out: [Int] = []
         while out.count < budget {
-            let logits = try model.language.nextTokenLogits(hidden, step: out.count)
+            let logits = try language.nextTokenLogits(hidden, step: out.count)
             let next = sampler.next(logits: logits.buffer, seen: seen)
             out.append(next)
             seen.append(next)
             onToken(next)
             if parameters.stopTokens.contains(next) || out.count == budget { break }
+            // Each new token sits at its index plus rope_delta on all three axes.
             let position = forked.count + delta
-            let (cs, sn) = try Qwen2VLRoPE.checkedCosSin(positions: [[position], [position], [position]], theta: c.text.ropeTheta,
-                                              headDim: c.text.headDim, section: c.text.mropeSection)
-            hidden = try model.language.forward(try model.language.embed([next]), cos: cs, sin: sn, cache: forked)
+            let (cs, sn) = try Qwen2VLRoPE.checkedCosSin(positions: [[position], [position], [position]], theta: t.ropeTheta,
+                                                         headDim: t.headDim, section: t.mropeSection)
+            hidden = try language.forward(try language.embed([next]), cos: cs, sin: sn, cache: forked)
         }
         return out
     }
+}
+
+/// Qwen2-VL's session (the shared-prefix fork over `Qwen2VLModel`).
+public typealias Qwen2VLSession = PrefixSession<Qwen2VLModel>
+
+extension Qwen2VLModel: MRoPEDecoderModel {
+    public var textConfig: Qwen2VLTextConfiguration { config.text }
+
+    public func positions(ids: [Int], vision: [VisionInput]) throws -> (positions: [[Int]], delta: Int) {
+        try Qwen2VLRoPE.positions(ids: ids, visionTokens: [config.videoTokenId, config.imageTokenId],
+                                  grids: vision.map(\.grid), merge: config.vision.spatialMergeSize)
+    }
+}
+
+extension Qwen25VLModel: MRoPEDecoderModel {
+    public var textConfig: Qwen2VLTextConfiguration { config.text }
 }

@@ -127,6 +127,7 @@ public enum ModelRegistry {
     /// One line per family.
     public static let families: [any VisionLanguageModel.Type] = [
         Qwen2VLFamily.self,
+        Qwen25VLFamily.self,
     ]
 
     /// Every supported `model_type`.

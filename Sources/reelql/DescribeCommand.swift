@@ -90,7 +90,7 @@ struct DescribeCommand: ParsableCommand {
                 guard let frame = sampled.frames.first else { throw VLMError.invalidInput("\(PathBytes.display(file)): the image holds no picture") }
                 input = try clip.model.imageInput(RGBImage(frame))
             } else {
-                input = try clip.model.videoInput(sampled.frames, fps: options.fps)
+                input = try clip.model.videoInput(sampled.frames, fps: sampled.plan.sampleFPS)
             }
             // One encoding: the description and every question come from the same session.
             var stream = StreamingDecoder(tokenizer: clip.tokenizer)

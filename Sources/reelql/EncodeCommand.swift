@@ -58,7 +58,7 @@ struct EncodeCommand: ParsableCommand {
                     guard let frame = sampled.frames.first else { throw VLMError.invalidInput("\(PathBytes.display(file)): the image holds no picture") }
                     return try vlm.imageInput(RGBImage(frame))
                 }
-                return try vlm.videoInput(sampled.frames, fps: options.fps)
+                return try vlm.videoInput(sampled.frames, fps: sampled.plan.sampleFPS)
             }
             let grid = input.grid
             let (merged, computed) = try timed("vision") { try vlm.encode(input) }

@@ -207,34 +207,30 @@ public struct Qwen25VLConfiguration: Codable, Sendable, Equatable {
 }
 
 /// The configuration files of a Qwen2.5-VL model directory: config.json, the processor settings
-/// (video_preprocessor_config.json, else preprocessor_config.json; Qwen2.5-VL uses Qwen2-VL's
+/// (as Qwen2-VL keeps them: processor_config.json's nested video and image processors, else
+/// video_preprocessor_config.json / preprocessor_config.json; Qwen2.5-VL uses Qwen2-VL's
 /// processors unchanged) and generation_config.json.
 public struct Qwen25VLModelFiles: Sendable {
     public var directory: String
     public var config: Qwen25VLConfiguration
+    /// The video processor's settings.
     public var preprocessor: Qwen2VLPreprocessorConfiguration
+    /// The image processor's settings.
+    public var imagePreprocessor: Qwen2VLPreprocessorConfiguration
+    public var processorFiles: [String]
     public var generation: GenerationConfiguration
 
     public init(directory: String) throws {
         self.directory = directory
         let configPath = (directory as NSString).appendingPathComponent("config.json")
         config = try Qwen2VLModelFiles.decode(Qwen25VLConfiguration.self, at: configPath)
-        guard config.modelType == "qwen2_5_vl" else {
-            throw VLMError.invalidConfig(path: configPath, key: "model_type", reason: "'\(config.modelType)' is not qwen2_5_vl")
+        guard Qwen25VLFamily.modelTypes.contains(config.modelType) else {
+            throw VLMError.unsupportedModel(path: configPath, modelType: config.modelType, supported: Qwen25VLFamily.modelTypes)
         }
         try config.validate(path: configPath, textPrefix: Qwen2VLModelFiles.textPrefix(configPath))
-        let video = (directory as NSString).appendingPathComponent("video_preprocessor_config.json")
-        let image = (directory as NSString).appendingPathComponent("preprocessor_config.json")
-        let pre = FileManager.default.fileExists(atPath: video) ? video : image
-        preprocessor = FileManager.default.fileExists(atPath: pre)
-            ? try Qwen2VLModelFiles.decode(Qwen2VLPreprocessorConfiguration.self, at: pre) : Qwen2VLPreprocessorConfiguration()
-        try preprocessor.validate(path: pre)
-        for (key, mine, theirs, theirKey) in [("patch_size", preprocessor.patchSize, config.vision.patchSize, "patch_size"),
-                                              ("temporal_patch_size", preprocessor.temporalPatchSize, config.vision.temporalPatchSize, "temporal_patch_size"),
-                                              ("merge_size", preprocessor.mergeSize, config.vision.spatialMergeSize, "spatial_merge_size")]
-            where mine != theirs {
-            throw VLMError.invalidConfig(path: pre, key: key, reason: "\(mine) differs from the vision tower's \(theirKey) \(theirs) in config.json")
-        }
+        let v = config.vision
+        (preprocessor, imagePreprocessor, processorFiles) = try Qwen2VLModelFiles.processorSettings(
+            directory: directory, tower: (v.patchSize, v.temporalPatchSize, v.spatialMergeSize))
         let gen = (directory as NSString).appendingPathComponent("generation_config.json")
         generation = FileManager.default.fileExists(atPath: gen)
             ? try Qwen2VLModelFiles.decode(GenerationConfiguration.self, at: gen) : GenerationConfiguration()

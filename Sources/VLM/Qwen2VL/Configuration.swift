@@ -385,12 +385,15 @@ public struct Qwen2VLPreprocessorConfiguration: Codable, Sendable, Equatable {
             try b.check(value, range, orThrow: bad(key, b.outside(value, range)))
         }
         try b.check(minPixels, 0...maxPixels, orThrow: bad("min_pixels", b.outside(minPixels, 0...maxPixels) + " (at most max_pixels)"))
-        if let v = vision {
-            for (key, mine, theirs, theirKey) in [("patch_size", patchSize, v.patchSize, "patch_size"),
-                                                  ("temporal_patch_size", temporalPatchSize, v.temporalPatchSize, "temporal_patch_size"),
-                                                  ("merge_size", mergeSize, v.spatialMergeSize, "spatial_merge_size")] where mine != theirs {
-                throw bad(key, "\(mine) differs from the vision tower's \(theirKey) \(theirs) in config.json")
-            }
+        if let v = vision { try matches(path: path, tower: (v.patchSize, v.temporalPatchSize, v.spatialMergeSize)) }
+    }
+
+    /// The processor's patch, temporal patch and merge sizes equal the vision tower's.
+    func matches(path: String, tower: (patch: Int, temporal: Int, merge: Int)) throws {
+        for (key, mine, theirs, theirKey) in [("patch_size", patchSize, tower.patch, "patch_size"),
+                                              ("temporal_patch_size", temporalPatchSize, tower.temporal, "temporal_patch_size"),
+                                              ("merge_size", mergeSize, tower.merge, "spatial_merge_size")] where mine != theirs {
+            throw VLMError.invalidConfig(path: path, key: key, reason: "\(mine) differs from the vision tower's \(theirKey) \(theirs) in config.json")
         }
     }
 }
@@ -473,7 +476,9 @@ public struct Qwen2VLModelFiles: Sendable {
             throw VLMError.unsupportedModel(path: configPath, modelType: config.modelType, supported: modelTypes)
         }
         try config.validate(path: configPath, textPrefix: Self.textPrefix(configPath))
-        (preprocessor, imagePreprocessor, processorFiles) = try Self.processorSettings(directory: directory, vision: config.vision)
+        let v = config.vision
+        (preprocessor, imagePreprocessor, processorFiles) = try Self.processorSettings(
+            directory: directory, tower: (v.patchSize, v.temporalPatchSize, v.spatialMergeSize))
         let gen = (directory as NSString).appendingPathComponent("generation_config.json")
         generation = FileManager.default.fileExists(atPath: gen) ? try Self.decode(GenerationConfiguration.self, at: gen) : GenerationConfiguration()
         try generation.validate(path: gen, vocabSize: config.text.vocabSize)
@@ -483,7 +488,7 @@ public struct Qwen2VLModelFiles: Sendable {
     /// `processor_config.json` (`video_processor`, `image_processor`); older saves write
     /// `video_preprocessor_config.json` and `preprocessor_config.json` (the image processor's,
     /// which also served videos before video processors existed). Absent: the defaults.
-    static func processorSettings(directory: String, vision: Qwen2VLVisionConfiguration) throws
+    static func processorSettings(directory: String, tower: (patch: Int, temporal: Int, merge: Int)) throws
         -> (video: Qwen2VLPreprocessorConfiguration, image: Qwen2VLPreprocessorConfiguration, files: [String]) {
         func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
         let fm = FileManager.default
@@ -498,21 +503,21 @@ public struct Qwen2VLModelFiles: Sendable {
         let video: Qwen2VLPreprocessorConfiguration, image: Qwen2VLPreprocessorConfiguration
         if let v = nested?.video {
             video = v; files.append(nestedPath)
-            try video.validate(path: nestedPath + " (video_processor)", vision: vision)
+            try video.validate(path: nestedPath + " (video_processor)"); try video.matches(path: nestedPath + " (video_processor)", tower: tower)
         } else if let p = [videoPath, imagePath].first(where: { fm.fileExists(atPath: $0) }) {
             video = try decode(Qwen2VLPreprocessorConfiguration.self, at: p); files.append(p)
-            try video.validate(path: p, vision: vision)
+            try video.validate(path: p); try video.matches(path: p, tower: tower)
         } else {
             video = Qwen2VLPreprocessorConfiguration()
         }
         if let i = nested?.image {
             image = i
             if !files.contains(nestedPath) { files.append(nestedPath) }
-            try image.validate(path: nestedPath + " (image_processor)", vision: vision)
+            try image.validate(path: nestedPath + " (image_processor)"); try image.matches(path: nestedPath + " (image_processor)", tower: tower)
         } else if fm.fileExists(atPath: imagePath) {
             image = try decode(Qwen2VLPreprocessorConfiguration.self, at: imagePath)
             if !files.contains(imagePath) { files.append(imagePath) }
-            try image.validate(path: imagePath, vision: vision)
+            try image.validate(path: imagePath); try image.matches(path: imagePath, tower: tower)
         } else {
             image = imageDefaults
         }

@@ -105,57 +105,9 @@ public final class Qwen2VLFamily: VisionLanguageModel, @unchecked Sendable {
 
     public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
                        onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer] {
-        var parameters = parameters
-        parameters.stopTokens.formUnion(stopTokens)
-        guard let input else { return try textAnswers(prompts, parameters: parameters, onStart: onStart, onToken: onToken) }
-        guard let firstPrompt = prompts.first else { return [] }
-        let merge = model.config.vision.spatialMergeSize
-        let tokens = input.grid.patches / (merge * merge)
-        func ids(_ text: String) throws -> [Int] {
-            let part: ChatContent = input.kind == .video ? .video : .image
-            return try Qwen2VLPrompt.encode([ChatMessage(role: "user", content: [part, .text(text)])], tokenizer: tokenizer,
-                                            videoTokens: input.kind == .video ? [tokens] : [],
-                                            imageTokens: input.kind == .image ? [tokens] : [])
+        try ChatAnswering.answer(prompts, about: input, model: model, tokenizer: tokenizer, stopTokens: stopTokens,
+                                 merge: model.config.vision.spatialMergeSize, parameters: parameters, onStart: onStart, onToken: onToken) {
+            VisionInput(pixels: $0.pixels, grid: $0.grid, isVideo: $0.kind == .video)
         }
-        // The shared prefix: the prompt up to and including <|vision_end|>, encoded and prefilled once.
-        let first = try ids(firstPrompt)
-        guard let end = tokenizer.id("<|vision_end|>"), let cut = first.firstIndex(of: end) else {
-            throw VLMError.invalidInput("\(directory): the tokenizer has no <|vision_end|>")
-        }
-        let prefix = Array(first[...cut])
-        let session = try Qwen2VLSession(model: model, prefix: prefix,
-                                         vision: [VisionInput(pixels: input.pixels, grid: input.grid, isVideo: input.kind == .video)])
-        var answers: [Answer] = []
-        for (i, prompt) in prompts.enumerated() {
-            let full = i == 0 ? first : try ids(prompt)
-            guard full.count > prefix.count, Array(full[..<prefix.count]) == prefix else {
-                throw VLMError.invalidInput("prompt \(i) does not share the clip's prefix")
-            }
-            onStart(i)
-            let start = DispatchTime.now().uptimeNanoseconds
-            let out = try session.generate(continuation: Array(full[prefix.count...]), parameters: parameters) { onToken(i, $0) }
-            answers.append(Answer(prompt: prompt, text: decode(out), tokens: out, promptTokens: full.count,
-                                  visionSeconds: i == 0 ? session.timing.vision : 0, prefillSeconds: i == 0 ? session.timing.prefill : 0,
-                                  generateSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
-        }
-        return answers
-    }
-
-    /// Text-only prompts, each its own conversation.
-    private func textAnswers(_ prompts: [String], parameters: GenerationParameters,
-                             onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer] {
-        try prompts.enumerated().map { i, prompt in
-            let ids = try Qwen2VLPrompt.encode([ChatMessage(role: "user", text: prompt)], tokenizer: tokenizer)
-            onStart(i)
-            let start = DispatchTime.now().uptimeNanoseconds
-            let session = try Qwen2VLSession(model: model, prefix: Array(ids.prefix(1)), vision: [])
-            let out = try session.generate(continuation: Array(ids.dropFirst()), parameters: parameters) { onToken(i, $0) }
-            return Answer(prompt: prompt, text: decode(out), tokens: out, promptTokens: ids.count,
-                          generateSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
-        }
-    }
-
-    private func decode(_ tokens: [Int]) -> String {
-        tokenizer.decode(tokens, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

@@ -56,7 +56,7 @@ public final class Qwen2VLModel: @unchecked Sendable {
         return min(requested, contextLength - promptTokens)
     }
 
-    func makeCache(capacity: Int) throws -> KVCache {
+    public func makeCache(capacity: Int) throws -> KVCache {
         try KVCache(checkedLayers: config.text.numHiddenLayers, capacity: capacity,
                     width: config.text.numKeyValueHeads * config.text.headDim)
     }
