@@ -18,6 +18,23 @@ import Tensors
         #expect(maxDiff <= 1e-6, "\(name): max |Δ| \(maxDiff)")
     }
 
+    /// Frame indices as Qwen3VLVideoProcessor.sample_frames picks them (fps 2, 4…768 frames).
+    @Test func framesSampleAsTransformers() throws {
+        struct Case: Decodable { var totalFrames: Int; var videoFps: Double; var indices: [Int] }
+        struct File: Decodable { var sampling: [String: [Case]] }
+        let d = JSONDecoder()
+        d.keyDecodingStrategy = .convertFromSnakeCase
+        let file = try d.decode(File.self, from: Data(contentsOf: Qwen3VLFixtures.dir.appendingPathComponent("qwen3vl.json")))
+        let processor = Qwen3VLProcessor(files: try Qwen3VLModelFiles(directory: VisionFixtures.model("tiny-qwen3vl-a")))
+        let cases = try #require(file.sampling["v4"])
+        #expect(cases.count == 8)
+        for c in cases {
+            #expect(try processor.frameIndices(totalFrames: c.totalFrames, videoFPS: c.videoFps) == c.indices, "\(c.totalFrames) frames at \(c.videoFps)")
+        }
+        #expect(throws: VLMError.self) { try processor.frameIndices(totalFrames: 0, videoFPS: 25) }
+        #expect(throws: VLMError.self) { try processor.frameIndices(totalFrames: 10, videoFPS: .nan) }
+    }
+
     @Test func timestampsAverageEachTemporalPatch() throws {
         #expect(try Qwen3VLProcessor.timestamps(frameIndices: [0, 1, 2, 3], fps: 2, mergeSize: 2) == [0.25, 1.25])
         let odd = try Qwen3VLProcessor.timestamps(frameIndices: [0, 7, 14, 21, 28], fps: 24, mergeSize: 2)

@@ -28,6 +28,22 @@ public struct Qwen3VLProcessor: Sendable {
         try Qwen2VLProcessor(config: image.patching).patches(image: frame)
     }
 
+    /// Indices of the frames to sample from a video of `totalFrames` frames at `videoFPS`:
+    /// n = int(total / videoFPS · fps), clamped to [min_frames, max_frames] and to the total (no
+    /// rounding to an even count, unlike Qwen2-VL), then linspace(0, total − 1, n) rounded half to
+    /// even. Port of `Qwen3VLVideoProcessor.sample_frames` (4.57 and 5.24 agree).
+    public func frameIndices(totalFrames: Int, videoFPS: Double) throws -> [Int] {
+        guard totalFrames > 0 else { throw VLMError.invalidInput("a video needs ≥ 1 frame to sample, got \(totalFrames)") }
+        guard videoFPS.isFinite, videoFPS > 0 else { throw VLMError.invalidInput("video fps must be a finite number > 0, got \(videoFPS)") }
+        try video.validate(path: "video processor configuration")
+        let wanted = Double(totalFrames) / videoFPS * video.fps
+        let n = min(max(wanted < Double(Int.max) ? Int(wanted) : Int.max, video.minFrames), video.maxFrames, totalFrames)
+        guard n > 1 else { return [0] }
+        // numpy.linspace: i · step + start, the last exactly stop.
+        let stop = Double(totalFrames - 1), step = stop / Double(n - 1)
+        return (0..<n).map { i in i == n - 1 ? totalFrames - 1 : Int((Double(i) * step).rounded(.toNearestOrEven)) }
+    }
+
     /// Seconds of each temporal patch: the frame indices padded to a multiple of `mergeSize` with
     /// the last, each index / fps, then the mean of the first and last time of each group.
     /// Port of `Qwen3VLProcessor._calculate_timestamps`, which the processor calls with the video
