@@ -1,0 +1,185 @@
+import Foundation
+import Tensors
+
+/// DeepStack features for one forward pass: `features[k]` [rows.count, hidden] is added, after
+/// decoder layer k, to the hidden states of the tokens at `rows` (indices into the pass's tokens).
+public struct Qwen3VLDeepStack: @unchecked Sendable {
+    public var rows: [Int]
+    public var features: [Tensor]
+    public init(rows: [Int], features: [Tensor]) { self.rows = rows; self.features = features }
+}
+
+/// The Qwen3 decoder of Qwen3-VL: token embeddings, `num_hidden_layers` blocks of RMSNorm →
+/// q/k/v (no biases) → per-head RMSNorm of q and k → interleaved M-RoPE → grouped-query causal
+/// attention over the KV cache → o → residual → RMSNorm → SwiGLU MLP → residual, then (DeepStack)
+/// the vision features of layer k added at the vision positions; a final RMSNorm and the LM head.
+/// Port of transformers 4.57's `Qwen3VLTextModel` (forward, `_deepstack_process`) and the head of
+/// `Qwen3VLForConditionalGeneration`.
+public final class Qwen3VLLanguage: @unchecked Sendable {
+    public let config: Qwen3VLTextConfiguration
+    public let dtype: ComputeDType
+    private let pool: ThreadPool
+    private let scratch = AttentionScratch()
+    private var workspace: [String: TensorStorage] = [:]
+    private let forwardLock = NSLock()
+
+    private func buffer(_ name: String, _ shape: [Int]) throws -> Tensor {
+        guard let n = checkedElementCount(shape) else {
+            throw TensorError.allocationFailed(what: "language workspace '\(name)'", size: "shape \(shape) (overflowing)")
+        }
+        if let s = workspace[name], s.count >= n { return Tensor(storage: s, offset: 0, shape: shape) }
+        let s = try TensorStorage(checkedCount: n, zeroed: false, what: "language workspace '\(name)' \(shape)")
+        workspace[name] = s
+        return Tensor(storage: s, offset: 0, shape: shape)
+    }
+
+    struct Layer {
+        var inputNorm: Tensor, postNorm: Tensor
+        var q: WeightTensor, k: WeightTensor, v: WeightTensor, o: WeightTensor
+        var qNorm: Tensor, kNorm: Tensor // [headDim]
+        var gate: WeightTensor, up: WeightTensor, down: WeightTensor
+    }
+    let embed: WeightTensor // [vocab, hidden]
+    let layers: [Layer]
+    let norm: Tensor
+    let head: WeightTensor  // [vocab, hidden] (the embedding when tied)
+
+    /// Loads `model.language_model.*` (4.57 and 5.x saves) or `model.*`, and `lm_head.weight`
+    /// unless the embeddings are tied. `dtype` nil follows the checkpoint.
+    public init(config: Qwen3VLTextConfiguration, tieWordEmbeddings: Bool, checkpoint: any WeightStore,
+                dtype: ComputeDType? = nil, pool: ThreadPool = .shared) throws {
+        self.config = config
+        self.pool = pool
+        let configPath = (checkpoint.directory as NSString).appendingPathComponent("config.json")
+        try config.validate(path: configPath)
+        let prefix = checkpoint.contains("model.language_model.embed_tokens.weight") ? "model.language_model." : "model."
+        let c = config, h = c.hiddenSize, hd = c.headDim
+        let found = layerIndices(in: checkpoint.names, prefix: prefix + "layers.")
+        guard found == Set(0..<found.count), found.count == c.numHiddenLayers else {
+            throw VLMError.invalidConfig(path: configPath, key: "text_config.num_hidden_layers",
+                                         reason: "is \(c.numHiddenLayers) but the checkpoint has \(describeLayers(found)) (\(prefix)layers.N)")
+        }
+        func weight(_ name: String, _ shape: [Int]) throws -> WeightTensor {
+            guard checkpoint.contains(name) else { throw VLMError.missingWeight(name: name, checkpoint: checkpoint.directory) }
+            let w = try checkpoint.tensor(name)
+            guard w.shape == shape else { throw VLMError.weightShape(name: name, expected: shape, got: w.shape) }
+            return w
+        }
+        let embedding = try weight(prefix + "embed_tokens.weight", [c.vocabSize, h])
+        let computeType = dtype ?? (embedding.dtype == .bf16 ? .bf16 : .f32)
+        self.dtype = computeType
+        func matrix(_ name: String, _ shape: [Int]) throws -> WeightTensor {
+            try weight(name, shape).converted(to: computeType == .bf16 ? .bf16 : .f32)
+        }
+        func vector(_ name: String, _ n: Int) throws -> Tensor { try weight(name, [n]).toF32() }
+        let qw = c.numAttentionHeads * hd, kvw = c.numKeyValueHeads * hd
+        layers = try (0..<c.numHiddenLayers).map { i in
+            let p = "\(prefix)layers.\(i)."
+            return Layer(inputNorm: try vector(p + "input_layernorm.weight", h), postNorm: try vector(p + "post_attention_layernorm.weight", h),
+                         q: try matrix(p + "self_attn.q_proj.weight", [qw, h]), k: try matrix(p + "self_attn.k_proj.weight", [kvw, h]),
+                         v: try matrix(p + "self_attn.v_proj.weight", [kvw, h]), o: try matrix(p + "self_attn.o_proj.weight", [h, qw]),
+                         qNorm: try vector(p + "self_attn.q_norm.weight", hd), kNorm: try vector(p + "self_attn.k_norm.weight", hd),
+                         gate: try matrix(p + "mlp.gate_proj.weight", [c.intermediateSize, h]),
+                         up: try matrix(p + "mlp.up_proj.weight", [c.intermediateSize, h]),
+                         down: try matrix(p + "mlp.down_proj.weight", [h, c.intermediateSize]))
+        }
+        norm = try vector(prefix + "norm.weight", h)
+        embed = try embedding.converted(to: computeType == .bf16 ? .bf16 : .f32)
+        head = tieWordEmbeddings ? embed : try matrix("lm_head.weight", [c.vocabSize, h])
+    }
+
+    /// Embedding rows of `ids` [T, hidden] (f32).
+    public func embed(_ ids: [Int]) throws -> Tensor {
+        let h = config.hiddenSize
+        let out = try Tensor(checkedUninitialized: [ids.count, h], what: "prompt embeddings")
+        let row = embed.dtype.size * h
+        for (r, id) in ids.enumerated() {
+            guard id >= 0 && id < config.vocabSize else { throw VLMError.invalidInput("token id \(id) is outside the vocabulary (\(config.vocabSize))") }
+            let one = WeightTensor(name: "embed", dtype: embed.dtype, shape: [h], data: Data(bytes: embed.pointer + id * row, count: row))
+            try Convert.toF32(one, into: out.pointer + r * h)
+        }
+        return out
+    }
+
+    /// Runs `x` [T, hidden] (embeddings of the next T tokens) through the decoder, appending their
+    /// keys and values to `cache`; cos/sin [T, headDim] are their M-RoPE rotations; `deepstack`
+    /// (prefill of a prompt with vision) adds feature k after layer k. Returns the final-normed
+    /// hidden states [T, hidden].
+    public func forward(_ x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, deepstack: Qwen3VLDeepStack? = nil) throws -> Tensor {
+        let c = config, t = x.shape[0], h = c.hiddenSize, hd = c.headDim
+        let heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads, kvw = kvHeads * hd
+        guard x.shape == [t, h], cos.shape == [t, hd], sin.shape == [t, hd] else {
+            throw VLMError.invalidInput("decoder inputs \(x.shape), cos \(cos.shape), sin \(sin.shape) do not fit [T, \(h)] and [T, \(hd)]")
+        }
+        guard cache.width == kvw, cache.keys.count == layers.count else {
+            throw VLMError.invalidInput("the KV cache (\(cache.keys.count) layers × \(cache.width)) is not this model's (\(layers.count) × \(kvw))")
+        }
+        guard cache.count + t <= cache.capacity else {
+            throw VLMError.invalidInput("the KV cache holds \(cache.capacity) positions; \(cache.count + t) needed")
+        }
+        if let d = deepstack {
+            guard d.rows.allSatisfy({ (0..<t).contains($0) }), d.features.allSatisfy({ $0.shape == [d.rows.count, h] }) else {
+                throw VLMError.invalidInput("DeepStack features must be [\(d.rows.count), \(h)] at rows within 0..<\(t)")
+            }
+        }
+        let eps = Float(c.rmsNormEps)
+        forwardLock.lock()
+        defer { forwardLock.unlock() }
+        let normed = try buffer("normed", [t, h])
+        let q = try buffer("q", [t, heads * hd])
+        let gate = try buffer("gate", [t, c.intermediateSize]), up = try buffer("up", [t, c.intermediateSize])
+        let out = try buffer("out", [t, h])
+        let past = cache.count
+        for (l, layer) in layers.enumerated() {
+            _ = Ops.rmsNorm(x, weight: layer.inputNorm, eps: eps, into: normed, pool: pool)
+            try Linear.forward(normed, layer.q, into: q, rows: t, pool: pool)
+            // New keys and values go straight into the cache rows past..<past+t.
+            let k = Tensor(storage: cache.keys[l].storage, offset: past * kvw, shape: [t, kvw])
+            let v = Tensor(storage: cache.values[l].storage, offset: past * kvw, shape: [t, kvw])
+            try Linear.forward(normed, layer.k, into: k, rows: t, pool: pool)
+            try Linear.forward(normed, layer.v, into: v, rows: t, pool: pool)
+            // q_norm / k_norm: RMSNorm over each head's head_dim values, before the rotation.
+            _ = Ops.rmsNorm(q.reshaped([t * heads, hd]), weight: layer.qNorm, eps: eps, into: q.reshaped([t * heads, hd]), pool: pool)
+            _ = Ops.rmsNorm(k.reshaped([t * kvHeads, hd]), weight: layer.kNorm, eps: eps, into: k.reshaped([t * kvHeads, hd]), pool: pool)
+            Ops.rotaryRotateHalf(q.pointer, cos: cos, sin: sin, rows: t, heads: heads, headDim: hd, rowStride: heads * hd, pool: pool)
+            Ops.rotaryRotateHalf(k.pointer, cos: cos, sin: sin, rows: t, heads: kvHeads, headDim: hd, rowStride: kvw, pool: pool)
+            let keys = Tensor(storage: cache.keys[l].storage, offset: 0, shape: [past + t, kvw])
+            let values = Tensor(storage: cache.values[l].storage, offset: 0, shape: [past + t, kvw])
+            let attended = try Attention.forward(q: q, k: keys, v: values, heads: heads, kvHeads: kvHeads, headDim: hd,
+                                                 mask: .causal(offset: past), precision: dtype == .bf16 ? .bf16 : .f32,
+                                                 scratch: scratch, pool: pool)
+            try Linear.forward(attended, layer.o, into: out, rows: t, pool: pool)
+            Ops.add(x, out, pool: pool)
+            _ = Ops.rmsNorm(x, weight: layer.postNorm, eps: eps, into: normed, pool: pool)
+            try Linear.forward(normed, layer.gate, into: gate, rows: t, pool: pool)
+            try Linear.forward(normed, layer.up, into: up, rows: t, pool: pool)
+            _ = Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
+            try Linear.forward(gate, layer.down, into: out, rows: t, pool: pool)
+            Ops.add(x, out, pool: pool)
+            // DeepStack (`_deepstack_process`): hidden[visual rows] += feature of this layer.
+            if let d = deepstack, l < d.features.count {
+                let f = d.features[l].pointer
+                for (i, row) in d.rows.enumerated() {
+                    let dst = x.pointer + row * h, src = f + i * h
+                    for j in 0..<h { dst[j] += src[j] }
+                }
+            }
+        }
+        cache.advance(t)
+        let final = try Tensor(checkedUninitialized: [t, h], what: "final norm")
+        return Ops.rmsNorm(x, weight: norm, eps: eps, into: final, pool: pool)
+    }
+
+    /// Logits [rows, vocab] of hidden states [rows, hidden].
+    public func logits(_ hidden: Tensor) throws -> Tensor {
+        try Linear.forward(hidden, head, pool: pool)
+    }
+
+    /// Logits [vocab] of the last row of `hidden` for decoding step `step`; NaN or ±Inf among them
+    /// (damaged weights) is an error rather than a stream of arbitrary tokens.
+    func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor {
+        let logits = try self.logits(hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0]))
+        guard logits.buffer.allSatisfy({ $0.isFinite }) else { throw VLMError.nonFiniteLogits(step: step) }
+        return logits
+    }
+}

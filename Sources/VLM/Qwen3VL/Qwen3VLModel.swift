@@ -1,0 +1,134 @@
+import Foundation
+import Tensors
+
+/// A Qwen3-VL checkpoint (dense): vision tower, language model and their configuration.
+/// Port of transformers 4.57's `Qwen3VLForConditionalGeneration` (forward, get_rope_index,
+/// generate), with the API of `Qwen2VLModel`.
+public final class Qwen3VLModel: @unchecked Sendable {
+    public let files: Qwen3VLModelFiles
+    public let vision: Qwen3VLVision
+    public let language: Qwen3VLLanguage
+    public var config: Qwen3VLConfiguration { files.config }
+
+    public init(directory: String, dtype: ComputeDType? = nil) throws {
+        files = try Qwen3VLModelFiles(directory: directory)
+        let checkpoint = try Checkpoint(directory: directory)
+        vision = try Qwen3VLVision(config: files.config.vision, checkpoint: checkpoint, dtype: dtype)
+        language = try Qwen3VLLanguage(config: files.config.text, tieWordEmbeddings: files.config.tieWordEmbeddings,
+                                       checkpoint: checkpoint, dtype: dtype)
+    }
+
+    /// A prompt ready for the decoder: embeddings with the vision embeddings spliced in at the pad
+    /// tokens, the DeepStack features for those positions, and the M-RoPE positions.
+    public struct Prepared: @unchecked Sendable {
+        public var ids: [Int]
+        public var embeddings: Tensor
+        public var deepstack: Qwen3VLDeepStack?
+        public var positions: [[Int]]
+        public var ropeDelta: Int
+    }
+
+    /// The model's context: `max_position_embeddings` tokens.
+    public var contextLength: Int { config.text.maxPositionEmbeddings }
+
+    /// Throws `invalidInput` when `tokens` prompt tokens exceed the model's context.
+    public func checkContext(_ tokens: Int) throws {
+        guard tokens <= contextLength else {
+            throw VLMError.invalidInput("the prompt has \(tokens) tokens; the model's context (max_position_embeddings) is \(contextLength)")
+        }
+    }
+
+    /// How many of `requested` new tokens fit after a prompt of `promptTokens` tokens.
+    public func newTokenBudget(promptTokens: Int, requested: Int) throws -> Int {
+        guard requested >= 0 else { throw VLMError.invalidInput("max_new_tokens must be ≥ 0, got \(requested)") }
+        try checkContext(promptTokens)
+        return min(requested, contextLength - promptTokens)
+    }
+
+    public func makeCache(capacity: Int) throws -> KVCache {
+        try KVCache(checkedLayers: config.text.numHiddenLayers, capacity: capacity,
+                    width: config.text.numKeyValueHeads * config.text.headDim)
+    }
+
+    /// Embeds `ids` and splices in the vision inputs: images fill the image pads and videos the
+    /// video pads, each modality in order (`masked_scatter`); the DeepStack features of every
+    /// filled position are gathered in prompt order (the joint visual mask of `Qwen3VLModel.forward`).
+    public func prepare(ids: [Int], vision inputs: [VisionInput]) throws -> Prepared {
+        let c = config, h = c.text.hiddenSize
+        try checkContext(ids.count)
+        let x = try language.embed(ids)
+        let imagePads = ids.indices.filter { ids[$0] == c.imageTokenId }
+        let videoPads = ids.indices.filter { ids[$0] == c.videoTokenId }
+        let visualRows = ids.indices.filter { ids[$0] == c.imageTokenId || ids[$0] == c.videoTokenId }
+        var joint = [Int: Int]()
+        for (i, r) in visualRows.enumerated() { joint[r] = i }
+        let layers = c.vision.deepstackVisualIndexes.count
+        let features = try (0..<(inputs.isEmpty ? 0 : layers)).map { _ in
+            try Tensor(checkedZeros: [visualRows.count, h], what: "DeepStack features")
+        }
+        var imageCursor = 0, videoCursor = 0
+        for input in inputs {
+            let out = try vision.forward(pixels: input.pixels, grid: input.grid)
+            let n = out.merged.shape[0]
+            let pads = input.isVideo ? videoPads : imagePads
+            let cursor = input.isVideo ? videoCursor : imageCursor
+            guard cursor + n <= pads.count else {
+                throw VLMError.invalidInput("the prompt has fewer \(input.isVideo ? "video" : "image") pad tokens (\(pads.count)) than the embeddings of its vision inputs")
+            }
+            for row in 0..<n {
+                let p = pads[cursor + row]
+                (x.pointer + p * h).update(from: out.merged.pointer + row * h, count: h)
+                for (k, f) in out.deepstack.enumerated() {
+                    (features[k].pointer + joint[p]! * h).update(from: f.pointer + row * h, count: h)
+                }
+            }
+            if input.isVideo { videoCursor += n } else { imageCursor += n }
+        }
+        guard inputs.isEmpty || (imageCursor == imagePads.count && videoCursor == videoPads.count) else {
+            throw VLMError.invalidInput("the prompt has \(imagePads.count) image and \(videoPads.count) video pad tokens; the vision inputs give \(imageCursor) and \(videoCursor) embeddings")
+        }
+        let (positions, delta) = try Qwen3VLRoPE.positions(
+            ids: ids, imageToken: c.imageTokenId, videoToken: c.videoTokenId,
+            inputs: inputs.map { .init(grid: $0.grid, isVideo: $0.isVideo) }, merge: c.vision.spatialMergeSize)
+        let deepstack = inputs.isEmpty ? nil : Qwen3VLDeepStack(rows: visualRows, features: features)
+        return Prepared(ids: ids, embeddings: x, deepstack: deepstack, positions: positions, ropeDelta: delta)
+    }
+
+    /// Runs a prepared prompt through the decoder into `cache`; returns its final hidden states.
+    public func prefill(_ p: Prepared, cache: KVCache) throws -> Tensor {
+        let t = config.text
+        let (cos, sin) = try Qwen3VLRoPE.cosSin(positions: p.positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
+        return try language.forward(p.embeddings, cos: cos, sin: sin, cache: cache, deepstack: p.deepstack)
+    }
+
+    /// Logits of every position of a prompt [T, vocab].
+    public func logits(ids: [Int], vision: [VisionInput] = []) throws -> Tensor {
+        let p = try prepare(ids: ids, vision: vision)
+        let cache = try makeCache(capacity: ids.count)
+        return try language.logits(try prefill(p, cache: cache))
+    }
+
+    /// Greedy decoding: the `maxNewTokens` most likely next tokens, stopping early at one of `stop`
+    /// or where the context (`max_position_embeddings`) ends. Each new token sits at its index plus
+    /// rope_delta on all three axes.
+    public func generateGreedy(ids: [Int], vision: [VisionInput] = [], maxNewTokens: Int, stop: Set<Int> = []) throws -> [Int] {
+        let budget = try newTokenBudget(promptTokens: ids.count, requested: maxNewTokens)
+        guard budget > 0 else { return [] }
+        let p = try prepare(ids: ids, vision: vision)
+        let cache = try makeCache(capacity: ids.count + budget)
+        var hidden = try prefill(p, cache: cache)
+        var out: [Int] = []
+        let t = config.text
+        for step in 0..<budget {
+            let logits = try language.nextTokenLogits(hidden, step: step)
+            let next = argmax(logits.buffer)
+            out.append(next)
+            if stop.contains(next) || step == budget - 1 { break }
+            let position = cache.count + p.ropeDelta
+            let (cos, sin) = try Qwen3VLRoPE.cosSin(positions: [[position], [position], [position]], theta: t.ropeTheta,
+                                                    headDim: t.headDim, section: t.mropeSection)
+            hidden = try language.forward(try language.embed([next]), cos: cos, sin: sin, cache: cache)
+        }
+        return out
+    }
+}
