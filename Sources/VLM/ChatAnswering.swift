@@ -2,14 +2,30 @@ import Foundation
 import Tensors
 import Tokenizers
 
-/// Answering prompts with Qwen2-VL's chat template over an M-RoPE decoder (Qwen2-VL, Qwen2.5-VL):
-/// one encoding of the visual input, its prefix (up to <|vision_end|>) prefilled once, every
-/// prompt answered from a fork of that cache; text-only prompts each their own conversation.
+/// Answering prompts over an M-RoPE decoder (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): one encoding of
+/// the visual input, its prefix (up to its last <|vision_end|>) prefilled once, every prompt
+/// answered from a fork of that cache; text-only prompts each their own conversation. `encode`
+/// gives a prompt's ids in the family's chat template (with the input's pads when it has one).
 enum ChatAnswering {
+    typealias Encoder = (_ prompt: String, _ input: VisualInput?) throws -> [Int]
+
+    /// Qwen2-VL's chat template (Qwen2.5-VL uses it too): the input's pads are t·h·w / merge².
+    static func qwen2Template(tokenizer: Tokenizer, merge: Int) -> Encoder {
+        { text, input in
+            guard let input else { return try Qwen2VLPrompt.encode([ChatMessage(role: "user", text: text)], tokenizer: tokenizer) }
+            guard merge > 0 else { throw VLMError.invalidInput("spatial merge size must be > 0") }
+            let tokens = input.grid.patches / (merge * merge)
+            let part: ChatContent = input.kind == .video ? .video : .image
+            return try Qwen2VLPrompt.encode([ChatMessage(role: "user", content: [part, .text(text)])], tokenizer: tokenizer,
+                                            videoTokens: input.kind == .video ? [tokens] : [],
+                                            imageTokens: input.kind == .image ? [tokens] : [])
+        }
+    }
+
     static func answer<Model: MRoPEDecoderModel>(
-        _ prompts: [String], about input: VisualInput?, model: Model, tokenizer: Tokenizer, stopTokens: Set<Int>, merge: Int,
+        _ prompts: [String], about input: VisualInput?, model: Model, tokenizer: Tokenizer, stopTokens: Set<Int>,
         parameters: GenerationParameters, onStart: (Int) -> Void, onToken: (Int, Int) -> Void,
-        visionItem: (VisualInput) -> Model.VisionItem
+        encode: Encoder, visionItem: (VisualInput) throws -> Model.VisionItem
     ) throws -> [Answer] {
         var parameters = parameters
         parameters.stopTokens.formUnion(stopTokens)
@@ -18,7 +34,7 @@ enum ChatAnswering {
         }
         guard let input else {
             return try prompts.enumerated().map { i, prompt in
-                let ids = try Qwen2VLPrompt.encode([ChatMessage(role: "user", text: prompt)], tokenizer: tokenizer)
+                let ids = try encode(prompt, nil)
                 onStart(i)
                 let start = DispatchTime.now().uptimeNanoseconds
                 let session = try PrefixSession(model: model, prefix: Array(ids.prefix(1)), vision: [])
@@ -28,17 +44,10 @@ enum ChatAnswering {
             }
         }
         guard let firstPrompt = prompts.first else { return [] }
-        guard merge > 0 else { throw VLMError.invalidInput("spatial merge size must be > 0") }
-        let tokens = input.grid.patches / (merge * merge)
-        func ids(_ text: String) throws -> [Int] {
-            let part: ChatContent = input.kind == .video ? .video : .image
-            return try Qwen2VLPrompt.encode([ChatMessage(role: "user", content: [part, .text(text)])], tokenizer: tokenizer,
-                                            videoTokens: input.kind == .video ? [tokens] : [],
-                                            imageTokens: input.kind == .image ? [tokens] : [])
-        }
-        // The shared prefix: the prompt up to and including <|vision_end|>, encoded and prefilled once.
+        func ids(_ text: String) throws -> [Int] { try encode(text, input) }
+        // The shared prefix: the prompt up to and including its last <|vision_end|>, encoded and prefilled once.
         let first = try ids(firstPrompt)
-        guard let end = tokenizer.id("<|vision_end|>"), let cut = first.firstIndex(of: end) else {
+        guard let end = tokenizer.id("<|vision_end|>"), let cut = first.lastIndex(of: end) else {
             throw VLMError.invalidInput("\(tokenizer.path): the tokenizer has no <|vision_end|>")
         }
         let prefix = Array(first[...cut])

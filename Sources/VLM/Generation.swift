@@ -96,22 +96,25 @@ public struct SplitMix64 {
     public mutating func nextDouble() -> Double { Double(next() >> 11) / Double(1 << 53) }
 }
 
-/// A model driven by M-RoPE positions over the Qwen2 decoder (`Qwen2VLLanguage`): Qwen2-VL and
-/// Qwen2.5-VL. What a shared-prefix session needs from it.
+/// A model whose decoder places tokens by M-RoPE positions (Qwen2-VL, Qwen2.5-VL, Qwen3-VL):
+/// what a shared-prefix session needs from it.
 public protocol MRoPEDecoderModel: AnyObject, Sendable {
     /// A video or image of a prompt, as the family describes it.
     associatedtype VisionItem
     associatedtype Prepared
-    var language: Qwen2VLLanguage { get }
-    var textConfig: Qwen2VLTextConfiguration { get }
     func checkContext(_ tokens: Int) throws
     func newTokenBudget(promptTokens: Int, requested: Int) throws -> Int
     func makeCache(capacity: Int) throws -> KVCache
     /// Embeddings (with the vision embeddings spliced in) and positions of a prompt.
     func prepare(ids: [Int], vision: [VisionItem]) throws -> Prepared
+    /// Runs a prepared prompt through the decoder into `cache`: its final hidden states.
     func prefill(_ p: Prepared, cache: KVCache) throws -> Tensor
     /// M-RoPE positions [3][T] of a prompt and rope_delta.
     func positions(ids: [Int], vision: [VisionItem]) throws -> (positions: [[Int]], delta: Int)
+    /// Runs text tokens at `positions` [3][n] through the decoder into `cache`: their final hidden states.
+    func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor
+    /// Logits [1, vocab] of the last row of `hidden` (checked finite; `step` names it in errors).
+    func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor
 }
 
 /// One clip encoded once: the vision tower and the prefill of the shared prefix (the prompt up
@@ -152,18 +155,15 @@ public final class PrefixSession<Model: MRoPEDecoderModel>: @unchecked Sendable 
         let ids = prefix + continuation
         let budget = try model.newTokenBudget(promptTokens: ids.count, requested: parameters.maxNewTokens)
         guard budget > 0 else { return [] }
-        let t = model.textConfig, language = model.language
         // Positions of the whole prompt; the prefix part is what the cache already holds.
         let (positions, delta) = try model.positions(ids: ids, vision: vision)
         let forked = try cache.fork(extra: continuation.count + budget)
-        let tail = positions.map { Array($0[prefix.count...]) }
-        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: tail, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
-        var hidden = try language.forward(try language.embed(continuation), cos: cos, sin: sin, cache: forked)
+        var hidden = try model.decode(continuation, positions: positions.map { Array($0[prefix.count...]) }, cache: forked)
         var sampler = TokenSampler(parameters)
         var seen = ids
         var out: [Int] = []
         while out.count < budget {
-            let logits = try language.nextTokenLogits(hidden, step: out.count)
+            let logits = try model.nextTokenLogits(hidden, step: out.count)
             let next = sampler.next(logits: logits.buffer, seen: seen)
             out.append(next)
             seen.append(next)
@@ -171,9 +171,7 @@ public final class PrefixSession<Model: MRoPEDecoderModel>: @unchecked Sendable 
             if parameters.stopTokens.contains(next) || out.count == budget { break }
             // Each new token sits at its index plus rope_delta on all three axes.
             let position = forked.count + delta
-            let (cs, sn) = try Qwen2VLRoPE.checkedCosSin(positions: [[position], [position], [position]], theta: t.ropeTheta,
-                                                         headDim: t.headDim, section: t.mropeSection)
-            hidden = try language.forward(try language.embed([next]), cos: cs, sin: sn, cache: forked)
+            hidden = try model.decode([next], positions: [[position], [position], [position]], cache: forked)
         }
         return out
     }
@@ -183,14 +181,42 @@ public final class PrefixSession<Model: MRoPEDecoderModel>: @unchecked Sendable 
 public typealias Qwen2VLSession = PrefixSession<Qwen2VLModel>
 
 extension Qwen2VLModel: MRoPEDecoderModel {
-    public var textConfig: Qwen2VLTextConfiguration { config.text }
-
     public func positions(ids: [Int], vision: [VisionInput]) throws -> (positions: [[Int]], delta: Int) {
         try Qwen2VLRoPE.positions(ids: ids, visionTokens: [config.videoTokenId, config.imageTokenId],
                                   grids: vision.map(\.grid), merge: config.vision.spatialMergeSize)
     }
+
+    public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
+        let t = config.text
+        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
+        return try language.forward(try language.embed(ids), cos: cos, sin: sin, cache: cache)
+    }
+
+    public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor { try language.nextTokenLogits(hidden, step: step) }
 }
 
 extension Qwen25VLModel: MRoPEDecoderModel {
-    public var textConfig: Qwen2VLTextConfiguration { config.text }
+    public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
+        let t = config.text
+        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
+        return try language.forward(try language.embed(ids), cos: cos, sin: sin, cache: cache)
+    }
+
+    public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor { try language.nextTokenLogits(hidden, step: step) }
+}
+
+extension Qwen3VLModel: MRoPEDecoderModel {
+    public func positions(ids: [Int], vision: [VisionInput]) throws -> (positions: [[Int]], delta: Int) {
+        try Qwen3VLRoPE.positions(ids: ids, imageToken: config.imageTokenId, videoToken: config.videoTokenId,
+                                  inputs: vision.map { .init(grid: $0.grid, isVideo: $0.isVideo) }, merge: config.vision.spatialMergeSize)
+    }
+
+    /// Text tokens only (the continuation of a prompt, generated tokens): no DeepStack rows.
+    public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
+        let t = config.text
+        let (cos, sin) = try Qwen3VLRoPE.cosSin(positions: positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
+        return try language.forward(try language.embed(ids), cos: cos, sin: sin, cache: cache)
+    }
+
+    public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor { try language.nextTokenLogits(hidden, step: step) }
 }

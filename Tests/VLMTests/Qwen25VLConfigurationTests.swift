@@ -148,8 +148,8 @@ enum Qwen25Fixtures {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try Data(#"{"model_type":"qwen2_vl"}"#.utf8).write(to: URL(fileURLWithPath: dir + "/config.json"))
         #expect { try Qwen25VLModelFiles(directory: dir) } throws: { e in
-            guard case .invalidConfig(_, "model_type", _) = e as? VLMError else { return false }
-            return true
+            guard case .unsupportedModel(_, "qwen2_vl", let supported) = e as? VLMError else { return false }
+            return supported == ["qwen2_5_vl"]
         }
     }
 }

@@ -106,7 +106,8 @@ public final class Qwen2VLFamily: VisionLanguageModel, @unchecked Sendable {
     public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
                        onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer] {
         try ChatAnswering.answer(prompts, about: input, model: model, tokenizer: tokenizer, stopTokens: stopTokens,
-                                 merge: model.config.vision.spatialMergeSize, parameters: parameters, onStart: onStart, onToken: onToken) {
+                                 parameters: parameters, onStart: onStart, onToken: onToken,
+                                 encode: ChatAnswering.qwen2Template(tokenizer: tokenizer, merge: model.config.vision.spatialMergeSize)) {
             VisionInput(pixels: $0.pixels, grid: $0.grid, isVideo: $0.kind == .video)
         }
     }

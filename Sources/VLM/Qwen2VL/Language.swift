@@ -213,7 +213,7 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
 
     /// Logits [vocab] of the last row of `hidden` for decoding step `step`: NaN or ±Inf among them
     /// (damaged weights) is an error rather than a stream of arbitrary tokens.
-    func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor {
+    public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor {
         let logits = try self.logits(hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0]))
         // x − x is 0 for finite x and NaN for NaN and ±Inf: one pass, no branch per element.
         let values = logits.buffer
