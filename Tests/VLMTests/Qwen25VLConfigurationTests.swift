@@ -4,8 +4,9 @@ import Tensors
 @testable import VLM
 
 /// The reference outputs of fixtures/scripts/reference_qwen25vl.py: transformers5.json (5.24:
-/// inputs, vision outputs, cases and 5.24's positions) and transformers4.json (4.57, the release:
-/// positions, logits, greedy tokens).
+/// inputs, vision outputs, cases and 5.24's positions) and transformers4.json (the release: 4.49's
+/// get_rope_index positions, logits and greedy tokens of the 4.57 model run with them; 4.57's own
+/// positions beside them).
 enum Qwen25Fixtures {
     static let directory = VisionFixtures.fixtures.appendingPathComponent("reference/qwen25vl")
     static let models = ["tiny-qwen25vl-a", "tiny-qwen25vl-b"]
@@ -33,6 +34,9 @@ enum Qwen25Fixtures {
             var ropeDelta: Int
             var logitsShape: [Int]
             var greedy: [Int]
+            var positionIdsTransformers4: [[Int]]
+            var ropeDeltaTransformers4: Int
+            var agreesWithTransformers4: Bool
             var agreesWithTransformers5: Bool?
         }
         struct Model: Decodable { var cases: [String: Case] }

@@ -4,8 +4,9 @@ import Tensors
 import Tokenizers
 @testable import VLM
 
-/// The whole model against transformers 4.57, the release (fixtures/scripts/reference_qwen25vl.py):
-/// positions, full-prompt logits and 10 greedy tokens for text, video and image prompts.
+/// The whole model against the release (fixtures/scripts/reference_qwen25vl.py): 4.49's positions,
+/// and full-prompt logits and 10 greedy tokens of the transformers model run with them, for text,
+/// video (whole, 0.5 and 1.5 s per temporal patch) and image prompts.
 @Suite struct Qwen25VLModelTests {
     static let cases = Qwen25VLRoPETests.cases
 

@@ -4,7 +4,8 @@ import Tensors
 /// A Qwen2.5-VL checkpoint: vision tower, language model and their configuration. The language
 /// model is Qwen2-VL's decoder (`Qwen2VLLanguage`: the same Qwen2 blocks, M-RoPE and tensor
 /// names), driven by Qwen2.5-VL's positions. Port of transformers' (4.57)
-/// `Qwen2_5_VLForConditionalGeneration` (forward, get_rope_index, generate).
+/// `Qwen2_5_VLForConditionalGeneration` (forward, generate), with get_rope_index as released
+/// (4.49, `Qwen25VLRoPE`: 4.57 truncates seconds-per-grid before multiplying).
 public final class Qwen25VLModel: @unchecked Sendable {
     public let files: Qwen25VLModelFiles
     public let vision: Qwen25VLVision
