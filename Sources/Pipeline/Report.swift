@@ -12,6 +12,10 @@ import GRDB
 /// Content-Security-Policy forbids every fetch, so the page works offline and reaches nothing.
 /// Cards are built in batches as the reader scrolls, so 10 000 clips open as fast as 100.
 public enum Report {
+    /// Pictures larger than this are left out of a page (a thumbnail is a few kilobytes; a
+    /// damaged or hostile row may hold hundreds of megabytes).
+    public static let maxPictureBytes = 16 << 20
+
     public struct Options: Sendable {
         /// Only clips whose text contains this (case-insensitive), as the search box does.
         public var search: String?
@@ -57,10 +61,11 @@ public enum Report {
                     throw PipelineError.database(path: path, reason: "not a reelql database (no table '\(table)')")
                 }
                 let hasThumbnails = try db.tableExists("thumbnails")
-                let runs = try Row.fetchAll(db, sql: "SELECT * FROM runs ORDER BY id").map {
-                    Run(id: $0["id"], startedAt: $0["started_at"], finishedAt: $0["finished_at"], status: $0["status"], model: $0["model"],
-                        shard: $0["shard"], videosSeen: $0["videos_seen"], videosFailed: $0["videos_failed"], clipsDone: $0["clips_done"],
-                        clipsSkipped: $0["clips_skipped"], seconds: $0["seconds"])
+                let runs = try Row.fetchAll(db, sql: "SELECT * FROM runs ORDER BY id").map { (r0: Row) throws -> Run in
+                    let row = r0
+                    return Run(id: try row.typed("id", "runs"), startedAt: try row.typed("started_at", "runs"), finishedAt: try row.typed("finished_at", "runs"), status: try row.typed("status", "runs"), model: try row.typed("model", "runs"),
+                        shard: try row.typed("shard", "runs"), videosSeen: try row.typed("videos_seen", "runs"), videosFailed: try row.typed("videos_failed", "runs"), clipsDone: try row.typed("clips_done", "runs"),
+                        clipsSkipped: try row.typed("clips_skipped", "runs"), seconds: try row.typed("seconds", "runs"))
                 }
                 var videos: [Video] = []
                 var videoSQL = "SELECT * FROM videos"
@@ -68,16 +73,17 @@ public enum Report {
                 if let v = options.video { videoSQL += " WHERE path = ?"; args = [v] }
                 let needle = options.search?.lowercased()
                 for v in try Row.fetchAll(db, sql: videoSQL + " ORDER BY path", arguments: args) {
-                    let vid: Int64 = v["id"]
+                    let vid: Int64 = try v.typed("id", "videos")
                     let texts = try Row.fetchAll(db, sql: """
                         SELECT clip_id, kind, prompt, text FROM results WHERE video_id = ? ORDER BY id
                         """, arguments: [vid])
                     var descriptions: [Int64: String] = [:], answers: [Int64: [[String]]] = [:]
                     var summary: String?
                     for r in texts {
-                        let kind: String = r["kind"], text: String = r["text"]
-                        guard let clip: Int64 = r["clip_id"] else { if kind == "summary" { summary = text }; continue }
-                        if kind == "description" { descriptions[clip] = text } else if kind == "answer" { answers[clip, default: []].append([r["prompt"], text]) }
+                        let kind: String = try r.typed("kind", "results"), text: String = try r.typed("text", "results")
+                        let clipID: Int64? = try r.typed("clip_id", "results")
+                        guard let clip = clipID else { if kind == "summary" { summary = text }; continue }
+                        if kind == "description" { descriptions[clip] = text } else if kind == "answer" { answers[clip, default: []].append([try r.typed("prompt", "results"), text]) }
                     }
                     var thumbs: [Int64: [String: (mime: String, bytes: Data)]] = [:]
                     if hasThumbnails {
@@ -85,7 +91,10 @@ public enum Report {
                             SELECT t.clip_id, t.kind, t.mime_type, t.bytes FROM thumbnails t JOIN clips c ON c.id = t.clip_id
                             WHERE c.video_id = ?
                             """, arguments: [vid]) {
-                            thumbs[t["clip_id"], default: [:]][t["kind"]] = (t["mime_type"], t["bytes"])
+                            // A picture beyond any thumbnail's size (a hostile or damaged row) is left out.
+                            let bytes: Data = try t.typed("bytes", "thumbnails")
+                            guard bytes.count <= Report.maxPictureBytes else { continue }
+                            thumbs[try t.typed("clip_id", "thumbnails"), default: [:]][try t.typed("kind", "thumbnails")] = (try t.typed("mime_type", "thumbnails"), bytes)
                         }
                     }
                     func image(_ t: (mime: String, bytes: Data)?) -> Int? {
@@ -95,19 +104,19 @@ public enum Report {
                     }
                     var clips: [Clip] = []
                     for c in try Row.fetchAll(db, sql: "SELECT * FROM clips WHERE video_id = ? ORDER BY clip_index, id", arguments: [vid]) {
-                        let id: Int64 = c["id"]
+                        let id: Int64 = try c.typed("id", "clips")
                         let clipAnswers = answers[id] ?? []
                         if let needle {
-                            let hay = ([descriptions[id] ?? "", v["path"] as String] + clipAnswers.flatMap { $0 }).joined(separator: "\n").lowercased()
+                            let hay = ([descriptions[id] ?? "", try v.typed("path", "videos") as String] + clipAnswers.flatMap { $0 }).joined(separator: "\n").lowercased()
                             guard hay.contains(needle) else { continue }
                         }
-                        clips.append(Clip(index: c["clip_index"], start: c["start_seconds"], end: c["end_seconds"], frames: c["frames"],
+                        clips.append(Clip(index: try c.typed("clip_index", "clips"), start: try c.typed("start_seconds", "clips"), end: try c.typed("end_seconds", "clips"), frames: try c.typed("frames", "clips"),
                                           description: descriptions[id], answers: clipAnswers,
                                           frame: image(thumbs[id]?["frame"]), strip: options.strips ? image(thumbs[id]?["strip"]) : nil))
                     }
                     if needle != nil && clips.isEmpty { continue }
-                    videos.append(Video(path: v["path"], status: v["status"], errorKind: v["error_kind"], error: v["error"],
-                                        duration: v["duration"], width: v["width"], height: v["height"], codec: v["codec"],
+                    videos.append(Video(path: try v.typed("path", "videos"), status: try v.typed("status", "videos"), errorKind: try v.typed("error_kind", "videos"), error: try v.typed("error", "videos"),
+                                        duration: try v.typed("duration", "videos"), width: try v.typed("width", "videos"), height: try v.typed("height", "videos"), codec: try v.typed("codec", "videos"),
                                         summary: summary, clips: clips))
                 }
                 let now = ISO8601DateFormatter().string(from: Date())
@@ -116,7 +125,7 @@ public enum Report {
         } catch let e as PipelineError {
             throw e
         } catch {
-            throw PipelineError.database(path: path, reason: "\(error)")
+            throw PipelineError.database(path: path, reason: Store.reason(error))
         }
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase

@@ -209,6 +209,12 @@ public final class Runner: @unchecked Sendable {
         }
     }
 
+    /// A message that names the file once (Media's errors already start with the path).
+    static func naming(_ path: String, _ message: String) -> String {
+        let shown = PathBytes.display(path)
+        return message.contains(shown) ? message : "\(shown): \(message)"
+    }
+
     /// Failure kinds that mean the file is damaged (its other clips still count); any other
     /// clip failure fails the file.
     static let damageKinds: Set<String> = ["truncated", "corrupt-data", "decode-failed"]
@@ -232,7 +238,9 @@ public final class Runner: @unchecked Sendable {
         let (settingsKey, _) = try Self.settingsKey(spec, modelDirectory: modelDirectory)
         let specJSON = String(decoding: (try? JSONEncoder().encode(spec)) ?? Data(), as: UTF8.self)
         let listing = try Scan.listing(spec.inputs, resolve: spec.resolve)
-        var files = listing.files
+        // The run's own database (and its journal files) is never an input, whatever the extensions.
+        let own = Set(["", "-wal", "-shm", "-journal"].compactMap { FileStatus.of(store.path + $0).status?.id })
+        var files = listing.files.filter { f in FileStatus.of(f).status.map { !own.contains($0.id) } ?? true }
         if let s = shard { files = files.filter { Scan.shard(of: $0, count: s.n) == s.k } }
         let roots = spec.inputs.paths.map(spec.resolve).filter { !$0.contains("*") && !$0.contains("?") }
         let run = try store.startRun(spec: specJSON, model: modelDirectory, settingsKey: settingsKey, shard: shard.map { "\($0.k)/\($0.n)" })
@@ -260,12 +268,15 @@ public final class Runner: @unchecked Sendable {
         // Special files (FIFOs, sockets, devices), dangling links and link loops are never opened.
         for skip in report.skipped.prefix(20) { progress.event("skipped: \(PathBytes.display(skip.path)): \(skip.reason)") }
         if report.skipped.count > 20 { progress.event("skipped \(report.skipped.count - 20) more entries that are not regular files") }
-        if abandonedRuns > 0 { progress.event("\(abandonedRuns) earlier run(s) had ended without finishing (killed); marked abandoned") }
+        if abandonedRuns > 0 {
+            progress.event("\(abandonedRuns) earlier run(s) had ended without finishing (killed, crashed or stopped by a full disk); marked abandoned")
+        }
 
         let dtype = spec.dtype.flatMap(ComputeDType.init(rawValue:))
         let loadStart = DispatchTime.now().uptimeNanoseconds
         let model = try ClipModel(directory: modelDirectory, dtype: dtype, generation: spec.generation)
         report.loading = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
+        try checkPromptLengths(model)
         report.setup = Double(loadStart - t0) / 1e9
         let context = Context(run: run, files: files, settingsKey: settingsKey, modelDirectory: modelDirectory,
                               generationJSON: String(decoding: (try? JSONEncoder().encode(spec.generation)) ?? Data(), as: UTF8.self),
@@ -317,6 +328,20 @@ public final class Runner: @unchecked Sendable {
         progress.finish()
     }
 
+    /// Every prompt's text must leave room in the model's context (the visual tokens and the
+    /// answer come on top): a settings error naming the key, before any work.
+    private func checkPromptLengths(_ model: ClipModel) throws {
+        let context = model.model.contextLength
+        let summaryText = spec.prompts.summary.replacingOccurrences(of: "{descriptions}", with: "")
+        for (key, text) in [("prompts.description", spec.prompts.description), ("prompts.summary", summaryText)]
+            + spec.prompts.questions.enumerated().map({ ("prompts.questions[\($0.offset)]", $0.element) }) {
+            let n = model.tokenizer.encode(text).count
+            guard n + 64 <= context else {
+                throw PipelineError.invalidSpec(path: "spec", key: key, reason: "\(n) tokens: too long for the model's context of \(context) (max_position_embeddings)")
+            }
+        }
+    }
+
     /// Per-video bookkeeping of the consumer.
     struct VideoState {
         var failed = Set<Int64>()
@@ -350,7 +375,7 @@ public final class Runner: @unchecked Sendable {
         } catch {
             // Unreadable (permission, a special file, gone): the file fails, named, and the run goes on.
             let video = try store.upsertUnreadable(path: path, run: c.run)
-            return AnyIterator([Work.whole(video, path, clipCount: 0, failure: ("unreadable", "\(PathBytes.display(path)): \(error.localizedDescription)"))].makeIterator())
+            return AnyIterator([Work.whole(video, path, clipCount: 0, failure: ("unreadable", Self.naming(path, error.localizedDescription)))].makeIterator())
         }
         let video = try store.upsertVideo(path: path, size: identity.size, mtime: identity.mtime, fingerprint: identity.fingerprint, run: c.run)
         if Scan.isImage(path) { return AnyIterator([try image(path, video: video, c)].makeIterator()) }
@@ -364,9 +389,20 @@ public final class Runner: @unchecked Sendable {
             try store.setVideoInfo(video, duration: probe.duration, width: probe.displayWidth, height: probe.displayHeight,
                                    fps: probe.averageFrameRate, codec: probe.codec, frameCount: index.count)
             let span = max(index.span, 1e-3)
-            clips = try ClipSegmenter.segments(duration: span, length: spec.clips.seconds, overlap: spec.clips.overlap,
+            let planned = try ClipSegmenter.segments(duration: span, length: spec.clips.seconds, overlap: spec.clips.overlap,
                                                minRemainder: spec.clips.minRemainder,
                                                minimumStride: min(index.medianFrameDuration, PipelineSpec.minimumClipStride))
+            // A window that holds no frame (a variable-rate video's gap, a paused recording) is
+            // not a clip: it is left out rather than failing the file.
+            let times = index.times
+            clips = planned.filter { r in
+                var lo = 0, hi = times.count
+                while lo < hi { let m = (lo + hi) / 2; if times[m] < r.start - 1e-9 { lo = m + 1 } else { hi = m } }
+                return lo < times.count && times[lo] < r.end
+            }
+            guard !clips.isEmpty else {
+                throw MediaError.decodeFailed(path: path, reason: "no clip window holds a frame")
+            }
             done = try store.doneClips(video: video, settingsKey: c.settingsKey)
         } catch let e as MediaError {
             return AnyIterator([Work.whole(video, path, clipCount: 0, failure: (e.kind, e.localizedDescription))].makeIterator())
@@ -474,7 +510,20 @@ public final class Runner: @unchecked Sendable {
         }
         guard let input = work.input, !state.failed.contains(work.video) else { return 0 }
         let m0 = DispatchTime.now().uptimeNanoseconds
-        let answers = try model.describe(input, description: spec.prompts.description, questions: spec.prompts.questions)
+        let answers: [Answer]
+        do {
+            answers = try model.describe(input, description: spec.prompts.description, questions: spec.prompts.questions)
+        } catch VLMError.invalidInput(let message) {
+            // This clip asks the model for what it cannot do (a prompt beyond its context): the
+            // file fails, named; the run goes on.
+            report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
+            try store.setVideoStatus(work.video, status: .failed, errorKind: "model-input", error: "clip \(work.clip): \(message)")
+            report.stats.videosFailed += 1
+            report.failed.append(work.path)
+            state.failed.insert(work.video)
+            progress.event("failed: \(name): clip \(work.clip): \(message)")
+            return 0
+        }
         let rows = answers.enumerated().map { Store.ResultRow(kind: $0.offset == 0 ? "description" : "answer", $0.element) }
         report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
         let s0 = DispatchTime.now().uptimeNanoseconds
@@ -493,6 +542,7 @@ public final class Runner: @unchecked Sendable {
         let name = PathBytes.display((work.path as NSString).lastPathComponent)
         let allReused = work.clip < 0 && work.failure == nil
         var tokens = 0
+        var summaryProblem: String?
         // A summary sums up a video's clips; an image has one description and no summary.
         if !spec.prompts.summary.isEmpty, !Scan.isImage(work.path), !(try store.hasSummary(video: work.video, settingsKey: c.settingsKey)) {
             let descriptions = try store.descriptions(video: work.video, settingsKey: c.settingsKey)
@@ -500,17 +550,27 @@ public final class Runner: @unchecked Sendable {
                 let prompt = spec.prompts.summary.replacingOccurrences(
                     of: "{descriptions}", with: descriptions.enumerated().map { "\($0.offset + 1). \($0.element)" }.joined(separator: "\n"))
                 let m0 = DispatchTime.now().uptimeNanoseconds
-                var row = Store.ResultRow(kind: "summary", try model.text(prompt))
-                report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
-                row.prompt = spec.prompts.summary
-                try store.saveSummary(video: work.video, row, model: c.modelDirectory, settings: c.generationJSON, settingsKey: c.settingsKey)
-                tokens += row.generatedTokens
+                do {
+                    var row = Store.ResultRow(kind: "summary", try model.text(prompt))
+                    report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
+                    row.prompt = spec.prompts.summary
+                    try store.saveSummary(video: work.video, row, model: c.modelDirectory, settings: c.generationJSON, settingsKey: c.settingsKey)
+                    tokens += row.generatedTokens
+                } catch VLMError.invalidInput(let message) {
+                    // The descriptions of a long video may not fit the model's context: the video
+                    // keeps its clips, without a summary, and says why.
+                    report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
+                    summaryProblem = "no summary: \(message)"
+                    progress.event("\(name): \(summaryProblem ?? "")")
+                }
             }
         }
         if let d = state.damage[work.video] {
             try store.setVideoStatus(work.video, status: .damaged, errorKind: d.truncated ? "truncated" : "corrupt-data", error: d.summary)
             report.videosDamaged += 1
             progress.event("done with damage: \(name): \(d.summary)")
+        } else if let summaryProblem {
+            try store.setVideoStatus(work.video, status: .done, errorKind: "summary-skipped", error: summaryProblem)
         } else if !allReused {
             try store.setVideoStatus(work.video, status: .done)
         } else if try store.videoStatus(work.video) == .pending {

@@ -179,6 +179,19 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         if let r = clips.minRemainder, r < 0 { throw bad("clips.min_remainder", "must be ≥ 0, got \(r)") }
         if let d = dtype, !["f32", "bf16"].contains(d) { throw bad("dtype", "must be one of f32, bf16; got '\(d)'") }
         guard !prompts.description.isEmpty else { throw bad("prompts.description", "must not be empty") }
+        // Prompts are text: chat-format tokens in them would be read as the template's own.
+        for (key, text) in [("prompts.description", prompts.description), ("prompts.summary", prompts.summary)]
+            + prompts.questions.enumerated().map({ ("prompts.questions[\($0.offset)]", $0.element) }) {
+            if let r = text.range(of: #"<\|[A-Za-z0-9_]+\|>"#, options: .regularExpression) {
+                throw bad(key, "contains the special token \(text[r]); prompts are plain text")
+            }
+        }
+        for (i, q) in prompts.questions.enumerated() {
+            guard !q.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw bad("prompts.questions[\(i)]", "must not be empty") }
+            if let j = prompts.questions[..<i].firstIndex(of: q) {
+                throw bad("prompts.questions[\(i)]", "repeats prompts.questions[\(j)]; each question is answered once per clip")
+            }
+        }
         guard generation.maxNewTokens >= 1 else { throw bad("generation.max_new_tokens", "must be ≥ 1, got \(generation.maxNewTokens)") }
         guard generation.temperature >= 0 else { throw bad("generation.temperature", "must be ≥ 0, got \(generation.temperature)") }
         if let p = generation.topP, !(p > 0 && p <= 1) { throw bad("generation.top_p", "must be in (0, 1], got \(p)") }

@@ -21,6 +21,7 @@ public final class Store: @unchecked Sendable {
                 throw PipelineError.database(path: path, reason: "cannot create its folder \(dir): \(Store.reason(error))")
             }
         }
+        try Store.refuseForeign(path)
         var config = Configuration()
         config.foreignKeysEnabled = true
         config.busyMode = .timeout(30)
@@ -55,6 +56,28 @@ public final class Store: @unchecked Sendable {
             let what = kind == S_IFDIR ? "a folder" : kind == S_IFCHR ? "a character device" : kind == S_IFBLK ? "a block device"
                 : kind == S_IFIFO ? "a named pipe (FIFO)" : kind == S_IFSOCK ? "a socket" : "not a regular file"
             throw PipelineError.database(path: path, reason: "\(what), not a database file")
+        }
+    }
+
+    /// An existing SQLite file that another program made (tables, but none of reelql's
+    /// migrations) is refused before it is opened for writing: opening it would switch it to WAL
+    /// and add reelql's tables. Checked read-only.
+    static func refuseForeign(_ path: String) throws {
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_size > 0 else { return }
+        var config = Configuration()
+        config.readonly = true
+        let tables: [String]
+        do {
+            let queue = try DatabaseQueue(path: uri(path, "mode=ro"), configuration: config)
+            defer { try? queue.close() }
+            tables = try queue.read { db in try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'table'") }
+        } catch {
+            throw PipelineError.database(path: path, reason: "not a database reelql can use: \(reason(error))")
+        }
+        if !tables.isEmpty && !tables.contains("grdb_migrations") {
+            let shown = tables.prefix(5).joined(separator: ", ")
+            throw PipelineError.database(path: path, reason: "not a reelql database (it has tables \(shown)\(tables.count > 5 ? ", …" : "")); name another --db")
         }
     }
 
@@ -128,7 +151,7 @@ public final class Store: @unchecked Sendable {
                     try Row.fetchOne(db, sql: "SELECT id, started_at FROM runs WHERE status = 'running' ORDER BY id DESC LIMIT 1")
                 }
                 if let row = holder ?? nil {
-                    throw PipelineError.databaseInUse(path: path, holder: "run \(row["id"] as Int64) (started \(row["started_at"] as String))")
+                    throw PipelineError.databaseInUse(path: path, holder: "run \((row["id"] as DatabaseValue).description) (started \((row["started_at"] as DatabaseValue).description))")
                 }
                 throw PipelineError.databaseInUse(path: path, holder: "another reelql process (a merge)")
             }
@@ -343,8 +366,8 @@ public final class Store: @unchecked Sendable {
     public func upsertVideo(path: String, size: Int64, mtime: Double, fingerprint: String, run: Int64) throws -> Int64 {
         try db.write { db in
             if let row = try Row.fetchOne(db, sql: "SELECT id, fingerprint FROM videos WHERE path = ?", arguments: [path]) {
-                let id: Int64 = row["id"]
-                if (row["fingerprint"] as String) != fingerprint {
+                let id: Int64 = try row.typed("id", "videos")
+                if (try? row.typed("fingerprint", "videos") as String) != fingerprint {
                     try db.execute(sql: "DELETE FROM results WHERE video_id = ?", arguments: [id])
                     try db.execute(sql: "DELETE FROM clips WHERE video_id = ?", arguments: [id])
                     try db.execute(sql: """
@@ -407,9 +430,9 @@ public final class Store: @unchecked Sendable {
             let rows = try Row.fetchAll(db, sql: "SELECT id, path FROM videos WHERE status != 'missing'")
             var n = 0
             for row in rows {
-                let p: String = row["path"]
+                guard let p = try? row.typed("path", "videos") as String, let id = try? row.typed("id", "videos") as Int64 else { continue }
                 if !seen.contains(p) && roots.contains(where: { p == $0 || p.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) {
-                    try db.execute(sql: "UPDATE videos SET status = 'missing', updated_at = ? WHERE id = ?", arguments: [Store.now(), row["id"] as Int64])
+                    try db.execute(sql: "UPDATE videos SET status = 'missing', updated_at = ? WHERE id = ?", arguments: [Store.now(), id])
                     n += 1
                 }
             }
@@ -579,18 +602,18 @@ public final class Store: @unchecked Sendable {
                                videos_failed, clips_done, clips_skipped, tokens_generated, seconds
                         FROM src.runs WHERE id = ? AND NOT EXISTS (SELECT 1 FROM main.runs m WHERE m.started_at = src.runs.started_at
                             AND m.settings_key = src.runs.settings_key AND m.shard IS src.runs.shard)
-                        """, arguments: [run["id"] as Int64])
+                        """, arguments: [try run.typed("id", "runs") as Int64])
                     let id = try Int64.fetchOne(db, sql: """
                         SELECT m.id FROM main.runs m JOIN src.runs s ON m.started_at = s.started_at AND m.settings_key = s.settings_key
                             AND m.shard IS s.shard WHERE s.id = ?
-                        """, arguments: [run["id"] as Int64])
-                    runMap[run["id"]] = id
+                        """, arguments: [try run.typed("id", "runs") as Int64])
+                    runMap[try run.typed("id", "runs")] = id
                 }
                 for v in try Row.fetchAll(db, sql: "SELECT * FROM src.videos") {
-                    let path: String = v["path"]
-                    let lastRun: Int64? = (v["last_run_id"] as Int64?).flatMap { runMap[$0] }
+                    let path: String = try v.typed("path", "videos")
+                    let lastRun: Int64? = (try v.typed("last_run_id", "videos") as Int64?).flatMap { runMap[$0] }
                     if let existing = try Row.fetchOne(db, sql: "SELECT id, fingerprint FROM main.videos WHERE path = ?", arguments: [path]) {
-                        guard (existing["fingerprint"] as String) == (v["fingerprint"] as String) else { continue } // different file: keep ours
+                        guard (try existing.typed("fingerprint", "videos") as String) == (try v.typed("fingerprint", "videos") as String) else { continue } // different file: keep ours
                     } else {
                         try db.execute(sql: """
                             INSERT INTO main.videos (path, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count,
@@ -598,17 +621,17 @@ public final class Store: @unchecked Sendable {
                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                             """, arguments: [path, v["size"], v["mtime"], v["fingerprint"], v["duration"], v["width"], v["height"],
                                              v["fps"], v["codec"], v["frame_count"], v["status"], v["error_kind"], v["error"], lastRun,
-                                             v["updated_at"], (v["media"] as String?) ?? VisualKind.video.rawValue])
+                                             v["updated_at"], (try? v.typed("media", "videos") as String?) ?? VisualKind.video.rawValue])
                     }
                     guard let vid = try Int64.fetchOne(db, sql: "SELECT id FROM main.videos WHERE path = ?", arguments: [path]) else { continue }
-                    let srcVid: Int64 = v["id"]
+                    let srcVid: Int64 = try v.typed("id", "videos")
                     for c in try Row.fetchAll(db, sql: "SELECT * FROM src.clips WHERE video_id = ?", arguments: [srcVid]) {
                         try db.execute(sql: """
                             INSERT OR IGNORE INTO main.clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height,
                                                               settings_key, run_id, done_at)
                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                             """, arguments: [vid, c["clip_index"], c["start_seconds"], c["end_seconds"], c["frames"], c["width"],
-                                             c["height"], c["settings_key"], (c["run_id"] as Int64?).flatMap { runMap[$0] }, c["done_at"]])
+                                             c["height"], c["settings_key"], (try c.typed("run_id", "clips") as Int64?).flatMap { runMap[$0] }, c["done_at"]])
                     }
                     if hasThumbnails { try db.execute(sql: """
                         INSERT OR IGNORE INTO main.thumbnails (clip_id, kind, mime_type, width, height, bytes)
@@ -618,10 +641,10 @@ public final class Store: @unchecked Sendable {
                         WHERE c.video_id = ?
                         """, arguments: [vid, srcVid]) }
                     for r in try Row.fetchAll(db, sql: "SELECT * FROM src.results WHERE video_id = ?", arguments: [srcVid]) {
-                        let index: Int = r["clip_index"]
+                        let index: Int = try r.typed("clip_index", "results")
                         let clip: Int64? = index < 0 ? nil : try Int64.fetchOne(db, sql: """
                             SELECT id FROM main.clips WHERE video_id = ? AND clip_index = ? AND settings_key = ?
-                            """, arguments: [vid, index, r["settings_key"] as String])
+                            """, arguments: [vid, index, try r.typed("settings_key", "results") as String])
                         try db.execute(sql: """
                             INSERT OR IGNORE INTO main.results (video_id, clip_id, clip_index, kind, prompt, text, model, settings, settings_key,
                                                                 prompt_tokens, generated_tokens, vision_seconds, prefill_seconds, generate_seconds)
@@ -644,6 +667,10 @@ public final class Store: @unchecked Sendable {
             throw PipelineError.invalidArgument("\(input): this is the output database itself (\(output)); name another database to merge from")
         }
     }
+
+    /// Copies a value between databases as it is stored (no typed decoding: a row holding text
+    /// where a number belongs is copied, not trapped on).
+    static func raw(_ row: Row, _ column: String) -> DatabaseValue { row[column] }
 
     /// Attaches `path` as `src`, read-only (immutable when it lies on a read-only mount).
     static func attachReadOnly(_ db: Database, _ path: String) throws {
@@ -678,5 +705,26 @@ public final class Store: @unchecked Sendable {
     static func now() -> String {
         formatterLock.lock(); defer { formatterLock.unlock() }
         return formatter.string(from: Date())
+    }
+}
+
+
+/// A stored value that is not of its column's type (a damaged or hand-edited database).
+struct StoredValueError: LocalizedError {
+    var table: String, column: String, row: String, expected: String
+    var errorDescription: String? { "table \(table), row \(row): column \(column) does not hold \(expected)" }
+}
+
+extension Row {
+    /// The value of `column` as `T`, or an error naming the table, the column and the row (GRDB's
+    /// subscript traps on a value it cannot convert).
+    func typed<T: DatabaseValueConvertible>(_ column: String, _ table: String) throws -> T {
+        do {
+            return try decode(T.self, forColumn: column)
+        } catch {
+            let row = hasColumn("id") ? "id \((self["id"] as DatabaseValue).description)"
+                : hasColumn("clip_id") ? "of clip \((self["clip_id"] as DatabaseValue).description)" : "?"
+            throw StoredValueError(table: table, column: column, row: row, expected: "a value of type \(T.self)")
+        }
     }
 }

@@ -29,6 +29,13 @@ enum ChatAnswering {
     ) throws -> [Answer] {
         var parameters = parameters
         parameters.stopTokens.formUnion(stopTokens)
+        // A prompt is plain text: chat-format tokens in it would be read as the template's own
+        // (a <|video_pad|> would ask for a second video).
+        for (i, prompt) in prompts.enumerated() {
+            if let r = prompt.range(of: #"<\|[A-Za-z0-9_]+\|>"#, options: .regularExpression), tokenizer.id(String(prompt[r])) != nil {
+                throw VLMError.invalidInput("prompt \(i + 1) contains the special token \(prompt[r]); prompts are plain text")
+            }
+        }
         func decode(_ tokens: [Int]) -> String {
             tokenizer.decode(tokens, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines)
         }

@@ -58,12 +58,15 @@ public struct TokenSampler {
             }
         }
         if p.temperature == 0 { return argmax(logits) }
-        let t = Float(p.temperature)
-        var candidates = (0..<logits.count).map { ($0, logits[$0] / t) }
+        // Scaled in Double after subtracting the largest logit: a tiny temperature (1e-50) makes
+        // (x − max) / t a large negative number or 0, never inf − inf = NaN.
+        let t = p.temperature
+        let top = logits.max() ?? 0
+        var candidates = (0..<logits.count).map { ($0, (Double(logits[$0]) - Double(top)) / t) }
         candidates.sort { $0.1 > $1.1 }
         if let k = p.topK, k < candidates.count { candidates.removeLast(candidates.count - k) }
         let m = candidates[0].1
-        var probs = candidates.map { exp(Double($0.1 - m)) }
+        var probs = candidates.map { exp($0.1 - m) }
         var total = probs.reduce(0, +)
         if let topP = p.topP, topP < 1 {
             // Keep the smallest prefix whose mass reaches top_p (at least one token).

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Media
 import Pipeline
 
 struct RunCommand: ParsableCommand {
@@ -73,9 +74,20 @@ struct RunCommand: ParsableCommand {
         }
         let progress: Pipeline.Progress
         let runner: Runner
+        let databasePath = db.map { URL(fileURLWithPath: $0).standardizedFileURL.path } ?? pipeline.resolve(pipeline.output.database)
+        if let log {
+            // Log lines appended to the database would damage it.
+            let logPath = URL(fileURLWithPath: log).standardizedFileURL.path
+            let same = logPath == databasePath
+                || (FileStatus.of(log).status?.id).map { $0 == FileStatus.of(databasePath).status?.id } == true
+            if same {
+                printError("error[run]: --log \(log) is the database itself (\(databasePath)); name another file")
+                throw ExitCode(2)
+            }
+        }
         do {
             progress = try Pipeline.Progress(quiet: quiet || json, logFile: log)
-            runner = try Runner(spec: pipeline, databasePath: db.map { URL(fileURLWithPath: $0).standardizedFileURL.path }, shard: shardPair, progress: progress)
+            runner = try Runner(spec: pipeline, databasePath: databasePath, shard: shardPair, progress: progress)
         } catch let e as PipelineError {
             printError("error[run]: \(e.localizedDescription)")
             if case .databaseInUse = e { throw ExitCode(75) }
@@ -102,6 +114,10 @@ struct RunCommand: ParsableCommand {
         let report: RunReport
         do {
             report = try runner.run()
+        } catch let e as PipelineError {
+            // Settings found wrong once the model is loaded (a prompt beyond its context).
+            printError("error[\({ if case .invalidSpec = e { return "spec" } else { return "run" } }())]: \(e.localizedDescription)")
+            throw ExitCode(2)
         } catch {
             printError("error[run]: \(error.localizedDescription)")
             throw ExitCode(1)

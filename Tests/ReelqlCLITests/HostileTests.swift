@@ -493,3 +493,142 @@ enum Hostile {
         #expect(long.clean && long.status == 2 && long.stderr.contains("max_position_embeddings"), "\(long)")
     }
 }
+
+/// A second round of hostile cases (an independent review of the hardening): damaged rows,
+/// long videos, tiny temperatures, gaps, prompts, foreign databases.
+@Suite struct HostileSecondRoundTests {
+    /// A value of the wrong type in a stored row is an error naming the table and column, not
+    /// GRDB's trap (report, merge).
+    @Test func mistypedRowsAreErrorsNotTraps() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        for (table, column, value) in [("clips", "frames", "'x'"), ("videos", "duration", "'x'"), ("results", "clip_index", "'x'"),
+                                       ("results", "text", "X'FFFE0041'"), ("runs", "seconds", "'x'")] {
+            let copy = ws.root + "/\(table)-\(column).sqlite"
+            let source = try DatabaseQueue(path: ws.db)
+            try source.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [copy]) }
+            try source.close()
+            let q = try DatabaseQueue(path: copy)
+            try q.write { db in try db.execute(sql: "UPDATE \(table) SET \(column) = \(value) WHERE rowid = (SELECT min(rowid) FROM \(table))") }
+            try q.close()
+            for args in [["report", copy, "--out", ws.root + "/page.html"], ["merge", ws.root + "/merged-\(table)-\(column).sqlite", copy]] {
+                let r = try Hostile.run(args, limit: 30)
+                #expect(r.clean && [0, 2].contains(r.status), "\(args[0]) \(table).\(column): \(r)")
+                if r.status == 2 { #expect(r.stderr.contains(table) && r.stderr.contains(column), "\(args[0]) \(table).\(column): \(r)") }
+            }
+        }
+    }
+
+    /// A picture far beyond a thumbnail's size is left out of the page, quickly.
+    @Test func hugePicturesAreLeftOut() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let q = try DatabaseQueue(path: ws.db)
+        try q.write { db in try db.execute(sql: "UPDATE thumbnails SET bytes = zeroblob(40000000) WHERE id = (SELECT min(id) FROM thumbnails)") }
+        try q.close()
+        let r = try Hostile.run(["report", ws.db, "--out", ws.root + "/page.html"], limit: 30)
+        #expect(r.clean && r.status == 0, "\(r)")
+        let size = (try? FileManager.default.attributesOfItem(atPath: ws.root + "/page.html")[.size] as? Int) ?? 0
+        #expect(size > 0 && size < 10_000_000, "page of \(size) bytes")
+    }
+
+    /// A long video whose descriptions do not fit the model's context for a summary keeps its
+    /// clips and says why there is no summary; the run goes on to the next file.
+    @Test func aSummaryBeyondTheContextSkipsOnlyTheSummary() throws {
+        let model = try HostileCheckpointTests.checkpoint("config.json", HostileCheckpointTests.text { $0["max_position_embeddings"] = 400 })
+        defer { try? FileManager.default.removeItem(atPath: model) }
+        let ws = try Hostile.Workspace(["shortgop.mp4", "hevc.mp4"], tokens: 12)
+        defer { ws.remove() }
+        let spec = try ws.write("long.yaml", ws.spec("clips: {seconds: 1}", tokens: 12).replacingOccurrences(of: Hostile.tinyModel, with: model))
+        let r = try Hostile.run(["run", spec, "--db", ws.db], limit: 120)
+        #expect(r.clean && r.status == 0 && r.stderr.contains("no summary"), "\(r)")
+        let rows = try Hostile.readOnly(ws.db).read { db in
+            try String.fetchAll(db, sql: "SELECT path || '|' || status || '|' || ifnull(error_kind, '') FROM videos ORDER BY path")
+        }
+        #expect(rows.count == 2 && rows.allSatisfy { $0.contains("|done|") }, "\(rows)")
+        #expect(rows.contains { $0.contains("shortgop.mp4|done|summary-skipped") }, "\(rows)")
+        try Hostile.expectConsistent(ws.db)
+    }
+
+    /// A temperature of 1e-50 samples the most likely token (the greedy answer), not NaN.
+    @Test func tinyTemperatureIsGreedy() throws {
+        let video = CLI.video("hevc.mp4")
+        let greedy = try Hostile.run(["describe", video, "--model", Hostile.tinyModel, "--max-new-tokens", "8", "--json"])
+        let tiny = try Hostile.run(["describe", video, "--model", Hostile.tinyModel, "--max-new-tokens", "8", "--json", "--temperature", "1e-50"])
+        #expect(greedy.status == 0 && tiny.status == 0)
+        let a = try CLI.json(greedy.stdout)["tokens"] as? [Int], b = try CLI.json(tiny.stdout)["tokens"] as? [Int]
+        #expect(a != nil && a == b, "\(String(describing: a)) vs \(String(describing: b))")
+    }
+
+    /// A variable-rate video with a gap longer than a clip: the empty window is no clip, the
+    /// file is done.
+    @Test func aGapInAVideoIsNotAFailure() throws {
+        let ws = try Hostile.Workspace([])
+        defer { ws.remove() }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/ffmpeg")
+        p.arguments = ["-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x64:d=8:r=10", "-vf", "select='not(between(t,2,4.5))'",
+                       "-fps_mode", "passthrough", "-c:v", "libx264", "-pix_fmt", "yuv420p", ws.root + "/videos/gap.mp4"]
+        try p.run()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        let spec = try ws.write("gap.yaml", ws.spec("clips: {seconds: 1}"))
+        let r = try Hostile.run(["run", spec, "--db", ws.db, "--quiet"], limit: 120)
+        #expect(r.clean && r.status == 0, "\(r)")
+        let gapRows = try Hostile.videos(ws.db)
+        #expect(gapRows.first?.hasSuffix("|done") == true, "\(gapRows)")
+    }
+
+    /// Prompts are plain text, each question once; a prompt longer than the model's context is a
+    /// settings error naming the key, before any work.
+    @Test func promptsAreCheckedBeforeAnyWork() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let long = String(repeating: "word ", count: 6000)
+        let cases: [(String, String)] = [
+            ("prompts: {description: Describe., questions: [a, a]}", "prompts.questions[1]"),
+            ("prompts: {description: 'Describe <|video_pad|> this.'}", "prompts.description"),
+            ("prompts: {description: Describe., summary: 'Sum up <|im_end|>'}", "prompts.summary"),
+            ("prompts: {description: '\(long)'}", "prompts.description"),
+        ]
+        for (i, c) in cases.enumerated() {
+            let text = ws.spec("").replacingOccurrences(of: "prompts: {description: Describe this clip., questions: [Is there a dog?]}", with: c.0)
+            let r = try Hostile.run(["run", try ws.write("p\(i).yaml", text), "--db", ws.db, "--quiet"], limit: 60)
+            #expect(r.clean && r.status == 2 && r.stderr.contains(c.1), "\(c.1): \(r)")
+        }
+        let stored = FileManager.default.fileExists(atPath: ws.db) ? try Hostile.videos(ws.db) : []
+        #expect(stored.isEmpty)
+        let special = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", Hostile.tinyModel, "--question", "What <|image_pad|>?"], limit: 30)
+        #expect(special.clean && special.status == 2 && special.stderr.contains("<|image_pad|>"), "\(special)")
+    }
+
+    /// Another program's SQLite file is not taken over by --db (nor by merge as its output), and
+    /// the log is never the database.
+    @Test func foreignDatabasesAndLogsAreLeftAlone() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let foreign = ws.root + "/foreign.sqlite"
+        let q = try DatabaseQueue(path: foreign)
+        try q.write { db in try db.execute(sql: "CREATE TABLE notes (x TEXT); INSERT INTO notes VALUES ('mine')") }
+        try q.close()
+        let before = Hostile.sha(foreign)
+        let r = try Hostile.run(["run", ws.specPath, "--db", foreign, "--quiet"], limit: 30)
+        #expect(r.clean && r.status == 2 && r.stderr.contains("not a reelql database"), "\(r)")
+        #expect(Hostile.sha(foreign) == before)
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let m = try Hostile.run(["merge", foreign, ws.db], limit: 30)
+        #expect(m.clean && m.status == 2 && Hostile.sha(foreign) == before, "\(m)")
+        let log = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--log", ws.db], limit: 30)
+        #expect(log.clean && log.status == 2 && log.stderr.contains("--log"), "\(log)")
+        try Hostile.expectConsistent(ws.db)
+        // Extensions that match the database: it is not scanned as an input.
+        let spec = try ws.write("own.yaml", ws.spec("").replacingOccurrences(of: "inputs: {paths: [videos]}",
+                                                                              with: "inputs: {paths: ['.'], extensions: [mp4, sqlite, sqlite-wal]}"))
+        let own = try Hostile.run(["run", spec, "--db", ws.db, "--quiet"], limit: 60)
+        #expect(own.clean && own.status == 3, "\(own)") // foreign.sqlite is scanned and is not a video
+        let ownRows = try Hostile.videos(ws.db)
+        #expect(ownRows.contains { $0.hasPrefix(foreign + "|failed") } && !ownRows.contains { $0.hasPrefix(ws.db) }, "\(ownRows)")
+    }
+}
