@@ -41,11 +41,35 @@ public enum FrameSampler {
         }
     }
 
+    /// `numpy.linspace(0, count − 1, n)` rounded half to even, offset by `start` (float64: i · step,
+    /// the last exactly count − 1), as transformers' video processors index frames.
+    public static func numpyLinspaceIndices(start: Int, count: Int, n: Int) -> [Int] {
+        guard count > 0, n > 0 else { return [] }
+        guard n > 1 else { return [start] }
+        let stop = Double(count - 1), step = stop / Double(n - 1)
+        return (0..<n).map { i in start + (i == n - 1 ? count - 1 : Int((Double(i) * step).rounded(.toNearestOrEven))) }
+    }
+
+    /// The number of frames `rule` takes from a window of `total` frames at `videoFPS`.
+    public static func frameCount(total: Int, videoFPS: Double, fps: Double, maxFrames: Int?, rule: FrameRule) -> Int {
+        switch rule {
+        case .qwenVLUtils:
+            return frameCount(total: total, videoFPS: videoFPS, fps: fps, maxFrames: maxFrames)
+        case .uniform(let minF, let maxF):
+            guard total > 0 else { return 0 }
+            // Python's int(total / video_fps * fps): truncation toward zero.
+            let wanted = Double(total) / videoFPS * fps
+            let n = wanted.isFinite ? (wanted < Double(Int.max) ? Int(max(wanted, 0)) : Int.max) : minF
+            return max(1, min(max(n, minF), min(maxF, maxFrames ?? maxF), total))
+        }
+    }
+
     /// Indices for a constant-frame-rate video of `total` frames at `videoFPS`, within the
-    /// half-open time window [start, end) (seconds from the first frame).
+    /// half-open time window [start, end) (seconds from the first frame), by `rule` over the
+    /// window's frames.
     public static func constantRateIndices(total: Int, videoFPS: Double, fps: Double,
                                            start: Double? = nil, end: Double? = nil,
-                                           maxFrames: Int? = nil) throws -> [Int] {
+                                           maxFrames: Int? = nil, rule: FrameRule = .qwenVLUtils) throws -> [Int] {
         guard total > 0 else { return [] }
         var first = 0, last = total - 1
         if start != nil || end != nil {
@@ -64,17 +88,18 @@ public enum FrameSampler {
             }
         }
         let count = last - first + 1
-        let n = frameCount(total: count, videoFPS: videoFPS, fps: fps, maxFrames: maxFrames)
+        let n = frameCount(total: count, videoFPS: videoFPS, fps: fps, maxFrames: maxFrames, rule: rule)
+        if case .uniform = rule { return numpyLinspaceIndices(start: first, count: count, n: n) }
         if count < minFrames { return Array(first...last) }
         return linspaceIndices(start: first, end: last, count: n)
     }
 
     /// Indices for a variable-frame-rate video: `times` are the presentation times (seconds,
-    /// ascending) of every frame. The number of frames follows the same rule with the window's
+    /// ascending) of every frame. The number of frames follows `rule` with the window's
     /// duration; each sample is the frame whose timestamp is nearest its evenly spaced target time.
     public static func variableRateIndices(times: [Double], fps: Double,
                                            start: Double? = nil, end: Double? = nil,
-                                           maxFrames: Int? = nil) throws -> [Int] {
+                                           maxFrames: Int? = nil, rule: FrameRule = .qwenVLUtils) throws -> [Int] {
         guard !times.isEmpty else { return [] }
         let lo = start.map { s in times.firstIndex { $0 >= s } ?? times.count } ?? 0
         let hi = end.map { e in (times.lastIndex { $0 < e } ?? -1) } ?? (times.count - 1)
@@ -83,11 +108,12 @@ public enum FrameSampler {
                 "the time window [\(start ?? 0), \(end.map { String($0) } ?? "end")) holds no frame of this video")
         }
         let count = hi - lo + 1
-        if count < minFrames { return Array(lo...hi) }
+        if case .qwenVLUtils = rule, count < minFrames { return Array(lo...hi) }
         let span = times[hi] - times[lo]
         // Average rate over the window, so that n = duration × fps as for constant rate.
         let videoFPS = span > 0 ? Double(count - 1) / span : fps
-        let n = frameCount(total: count, videoFPS: videoFPS, fps: fps, maxFrames: maxFrames)
+        let n = frameCount(total: count, videoFPS: videoFPS, fps: fps, maxFrames: maxFrames, rule: rule)
+        if case .uniform = rule, n == count { return Array(lo...hi) }
         var result: [Int] = []
         result.reserveCapacity(n)
         var j = lo
@@ -103,6 +129,17 @@ public enum FrameSampler {
     static func ceilEven(_ x: Int) -> Int { ((x + 1) / 2) * 2 }
 }
 
+/// How many frames of a window to take, and which.
+public enum FrameRule: Sendable, Equatable, Codable {
+    /// qwen-vl-utils 0.0.14: `smart_nframes` (an even count within [4, 768]) and torch's float32
+    /// `linspace(...).round()` (the default).
+    case qwenVLUtils
+    /// transformers' video processor rule (Qwen3-VL's `sample_frames`): n = int(frames / video_fps ·
+    /// fps), clamped to [minFrames, maxFrames] and to the window's frames, not evened; then
+    /// `numpy.linspace(0, frames − 1, n)` rounded half to even, over the window's frames.
+    case uniform(minFrames: Int, maxFrames: Int)
+}
+
 /// What to sample from a video.
 public struct SamplingOptions: Sendable, Equatable, Codable {
     /// Frames per second of video time to sample (0.1–30).
@@ -113,14 +150,41 @@ public struct SamplingOptions: Sendable, Equatable, Codable {
     /// Upper bound on the number of frames (before evening).
     public var maxFrames: Int?
     public var resize = ResizeOptions()
+    /// How many frames to take and which (qwen-vl-utils' rule unless a model asks for another).
+    public var frameRule: FrameRule = .qwenVLUtils
 
     public init(fps: Double = 2, start: Double? = nil, end: Double? = nil, maxFrames: Int? = nil,
-                resize: ResizeOptions = ResizeOptions()) {
+                resize: ResizeOptions = ResizeOptions(), frameRule: FrameRule = .qwenVLUtils) {
         self.fps = fps
         self.start = start
         self.end = end
         self.maxFrames = maxFrames
         self.resize = resize
+        self.frameRule = frameRule
+    }
+
+    enum CodingKeys: String, CodingKey { case fps, start, end, maxFrames, resize, frameRule }
+
+    /// Keys of the default rule stay as they were: `frameRule` is optional when read and written
+    /// only when it is not the default.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        fps = try c.decode(Double.self, forKey: .fps)
+        start = try c.decodeIfPresent(Double.self, forKey: .start)
+        end = try c.decodeIfPresent(Double.self, forKey: .end)
+        maxFrames = try c.decodeIfPresent(Int.self, forKey: .maxFrames)
+        resize = try c.decode(ResizeOptions.self, forKey: .resize)
+        frameRule = try c.decodeIfPresent(FrameRule.self, forKey: .frameRule) ?? .qwenVLUtils
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(fps, forKey: .fps)
+        try c.encodeIfPresent(start, forKey: .start)
+        try c.encodeIfPresent(end, forKey: .end)
+        try c.encodeIfPresent(maxFrames, forKey: .maxFrames)
+        try c.encode(resize, forKey: .resize)
+        if frameRule != .qwenVLUtils { try c.encode(frameRule, forKey: .frameRule) }
     }
 
     public func validate() throws {
@@ -132,9 +196,13 @@ public struct SamplingOptions: Sendable, Equatable, Codable {
             throw MediaError.invalidArgument("end (\(e)) must be after start (\(start ?? 0))")
         }
         if let m = maxFrames, m < 1 { throw MediaError.invalidArgument("max_frames must be ≥ 1, got \(m)") }
+        if case .uniform(let lo, let hi) = frameRule, lo < 1 || hi < lo {
+            throw MediaError.invalidArgument("the frame rule needs 1 ≤ min_frames ≤ max_frames, got \(lo) and \(hi)")
+        }
         if resize.minPixels < 1 { throw MediaError.invalidArgument("min_pixels must be ≥ 1") }
         if let m = resize.maxPixels, m < resize.minPixels {
             throw MediaError.invalidArgument("max_pixels (\(m)) must be at least min_pixels (\(resize.minPixels))")
         }
+        try resize.validate()
     }
 }

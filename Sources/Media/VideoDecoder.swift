@@ -151,11 +151,11 @@ public final class VideoDecoder {
         if index.isConstantFrameRate {
             indices = try FrameSampler.constantRateIndices(total: index.count, videoFPS: fps, fps: options.fps,
                                                           start: options.start, end: options.end,
-                                                          maxFrames: options.maxFrames)
+                                                          maxFrames: options.maxFrames, rule: options.frameRule)
         } else {
             indices = try FrameSampler.variableRateIndices(times: index.times, fps: options.fps,
                                                           start: options.start, end: options.end,
-                                                          maxFrames: options.maxFrames)
+                                                          maxFrames: options.maxFrames, rule: options.frameRule)
         }
         let size: (width: Int, height: Int)
         do {

@@ -23,7 +23,8 @@ public struct VisualInput: Sendable {
     public var pixels: Tensor
     public var grid: VisionGrid
     /// Presentation times of the sampled frames, seconds from the clip's first frame (families
-    /// that put time into positions or text use them; [0] for an image).
+    /// that put time into positions or text use them; [0] for an image). Qwen3-VL states the time
+    /// of each temporal patch instead: one per `grid.t`, as its prompt writes them.
     public var timestamps: [Double]
     /// The rate the frames were sampled at (frames per second of video time; nil for an image).
     public var fps: Double?
@@ -128,6 +129,7 @@ public enum ModelRegistry {
     public static let families: [any VisionLanguageModel.Type] = [
         Qwen2VLFamily.self,
         Qwen25VLFamily.self,
+        Qwen3VLFamily.self,
     ]
 
     /// Every supported `model_type`.

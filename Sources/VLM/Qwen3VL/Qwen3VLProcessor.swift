@@ -49,12 +49,19 @@ public struct Qwen3VLProcessor: Sendable {
     /// Port of `Qwen3VLProcessor._calculate_timestamps`, which the processor calls with the video
     /// processor's (spatial) `merge_size`.
     public static func timestamps(frameIndices: [Int], fps: Double, mergeSize: Int) throws -> [Double] {
-        guard let last = frameIndices.last else { throw VLMError.invalidInput("no frame indices to time") }
+        guard !frameIndices.isEmpty else { throw VLMError.invalidInput("no frame indices to time") }
         guard fps.isFinite, fps > 0 else { throw VLMError.invalidInput("video fps must be a finite number > 0, got \(fps)") }
+        return try timestamps(frameTimes: frameIndices.map { Double($0) / fps }, mergeSize: mergeSize)
+    }
+
+    /// The same grouping over the frames' times (seconds): padded to a multiple of `mergeSize`
+    /// with the last, then the mean of the first and last time of each group. Equal to
+    /// `timestamps(frameIndices:fps:mergeSize:)` when each time is index / fps.
+    public static func timestamps(frameTimes: [Double], mergeSize: Int) throws -> [Double] {
+        guard let last = frameTimes.last else { throw VLMError.invalidInput("no frame times to group") }
         guard mergeSize > 0 else { throw VLMError.invalidInput("merge size must be > 0, got \(mergeSize)") }
-        var indices = frameIndices
-        if indices.count % mergeSize != 0 { indices += Array(repeating: last, count: mergeSize - indices.count % mergeSize) }
-        let times = indices.map { Double($0) / fps }
+        var times = frameTimes
+        if times.count % mergeSize != 0 { times += Array(repeating: last, count: mergeSize - times.count % mergeSize) }
         return stride(from: 0, to: times.count, by: mergeSize).map { (times[$0] + times[$0 + mergeSize - 1]) / 2 }
     }
 }
