@@ -105,9 +105,10 @@ public protocol MRoPEDecoderModel: AnyObject, Sendable {
     /// A video or image of a prompt, as the family describes it.
     associatedtype VisionItem
     associatedtype Prepared
-    func checkContext(_ tokens: Int) throws
-    func newTokenBudget(promptTokens: Int, requested: Int) throws -> Int
-    func makeCache(capacity: Int) throws -> KVCache
+    /// Prompt plus answer fit in this many positions (`max_position_embeddings`).
+    var contextLength: Int { get }
+    /// The KV cache's shape: decoder layers and key/value width per position.
+    var cacheLayout: (layers: Int, width: Int) { get }
     /// Embeddings (with the vision embeddings spliced in) and positions of a prompt.
     func prepare(ids: [Int], vision: [VisionItem]) throws -> Prepared
     /// Runs a prepared prompt through the decoder into `cache`: its final hidden states.
@@ -118,6 +119,27 @@ public protocol MRoPEDecoderModel: AnyObject, Sendable {
     func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor
     /// Logits [1, vocab] of the last row of `hidden` (checked finite; `step` names it in errors).
     func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor
+}
+
+extension MRoPEDecoderModel {
+    /// Throws `invalidInput` when `tokens` prompt tokens exceed the model's context.
+    public func checkContext(_ tokens: Int) throws {
+        guard tokens <= contextLength else {
+            throw VLMError.invalidInput("the prompt has \(tokens) tokens; the model's context (max_position_embeddings) is \(contextLength)")
+        }
+    }
+
+    /// How many of `requested` new tokens fit after a prompt of `promptTokens` tokens.
+    public func newTokenBudget(promptTokens: Int, requested: Int) throws -> Int {
+        guard requested >= 0 else { throw VLMError.invalidInput("max_new_tokens must be ≥ 0, got \(requested)") }
+        try checkContext(promptTokens)
+        return min(requested, contextLength - promptTokens)
+    }
+
+    /// A KV cache for `capacity` positions (a refused allocation throws).
+    public func makeCache(capacity: Int) throws -> KVCache {
+        try KVCache(checkedLayers: cacheLayout.layers, capacity: capacity, width: cacheLayout.width)
+    }
 }
 
 /// One clip encoded once: the vision tower and the prefill of the shared prefix (the prompt up

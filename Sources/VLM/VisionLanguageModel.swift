@@ -115,6 +115,20 @@ public protocol VisionLanguageModel: VisualEncoder {
                 onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer]
 }
 
+/// A family whose visual half is its own encoder object: the `VisualEncoder` methods forward to it.
+public protocol EncoderBackedModel: VisionLanguageModel {
+    associatedtype Encoder: VisualEncoder
+    var encoder: Encoder { get }
+}
+
+extension EncoderBackedModel {
+    public func videoSampling(_ options: SamplingOptions) -> SamplingOptions { encoder.videoSampling(options) }
+    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions { encoder.imageSampling(options) }
+    public func videoInput(_ frames: [VideoFrame], fps: Double) throws -> VisualInput { try encoder.videoInput(frames, fps: fps) }
+    public func imageInput(_ image: RGBImage) throws -> VisualInput { try encoder.imageInput(image) }
+    public func encode(_ input: VisualInput) throws -> (embeddings: Tensor, dtype: ComputeDType) { try encoder.encode(input) }
+}
+
 extension VisionLanguageModel {
     public var family: String { Self.family }
 
@@ -154,6 +168,11 @@ public enum ModelRegistry {
                                             supported: supportedModelTypes)
         }
         return family
+    }
+
+    /// Where a chat model's answer ends: the checkpoint's eos ids, <|im_end|> and <|endoftext|>.
+    public static func stopTokens(eos: [Int], tokenizer: Tokenizer) -> Set<Int> {
+        Set(eos).union(["<|im_end|>", "<|endoftext|>"].compactMap { tokenizer.id($0) })
     }
 
     /// Loads the visual half of a checkpoint (no tokenizer, no language weights).

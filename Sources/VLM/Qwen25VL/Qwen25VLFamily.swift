@@ -29,14 +29,7 @@ public final class Qwen25VLEncoder: VisualEncoder, @unchecked Sendable {
     /// within the processor's bounds).
     public func videoSampling(_ options: SamplingOptions) -> SamplingOptions { videoProcessor.sampling(options) }
 
-    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions {
-        var o = options
-        let c = imageProcessor.config
-        o.resize = ResizeOptions(native: options.resize.native, minPixels: max(SmartResize.imageMinPixels, c.minPixels),
-                                 maxPixels: min(SmartResize.imageMaxPixels, c.maxPixels), image: true)
-        o.maxFrames = 1
-        return o
-    }
+    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions { imageProcessor.imageSampling(options) }
 
     public func videoInput(_ frames: [VideoFrame], fps: Double) throws -> VisualInput {
         guard let first = frames.first else { throw VLMError.invalidInput("no frames to encode") }
@@ -63,14 +56,14 @@ public final class Qwen25VLEncoder: VisualEncoder, @unchecked Sendable {
 
 /// Qwen2.5-VL behind the model seam: Qwen2-VL's decoder and chat template, the window-attention
 /// tower, absolute-time M-RoPE.
-public final class Qwen25VLFamily: VisionLanguageModel, @unchecked Sendable {
+public final class Qwen25VLFamily: EncoderBackedModel, @unchecked Sendable {
     public static let modelTypes = ["qwen2_5_vl"]
     public static let family = "Qwen2.5-VL"
 
     public let model: Qwen25VLModel
     public let tokenizer: Tokenizer
     public let stopTokens: Set<Int>
-    let encoder: Qwen25VLEncoder
+    public let encoder: Qwen25VLEncoder
     public var directory: String { model.files.directory }
     public var contextLength: Int { model.contextLength }
 
@@ -85,9 +78,8 @@ public final class Qwen25VLFamily: VisionLanguageModel, @unchecked Sendable {
     public init(directory: String, dtype: ComputeDType? = nil) throws {
         model = try Qwen25VLModel(directory: directory, dtype: dtype)
         tokenizer = try Tokenizer(directory: directory)
-        var stop = Set(model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [])
-        for special in ["<|im_end|>", "<|endoftext|>"] { if let id = tokenizer.id(special) { stop.insert(id) } }
-        stopTokens = stop
+        stopTokens = ModelRegistry.stopTokens(eos: model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [],
+                                              tokenizer: tokenizer)
         encoder = Qwen25VLEncoder(files: model.files, vision: model.vision)
     }
 
@@ -106,11 +98,6 @@ public final class Qwen25VLFamily: VisionLanguageModel, @unchecked Sendable {
         ]
     }
 
-    public func videoSampling(_ options: SamplingOptions) -> SamplingOptions { encoder.videoSampling(options) }
-    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions { encoder.imageSampling(options) }
-    public func videoInput(_ frames: [VideoFrame], fps: Double) throws -> VisualInput { try encoder.videoInput(frames, fps: fps) }
-    public func imageInput(_ image: RGBImage) throws -> VisualInput { try encoder.imageInput(image) }
-    public func encode(_ input: VisualInput) throws -> (embeddings: Tensor, dtype: ComputeDType) { try encoder.encode(input) }
 
     public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
                        onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer] {

@@ -27,16 +27,7 @@ public final class Qwen2VLEncoder: VisualEncoder, @unchecked Sendable {
         videoProcessor.sampling(options)
     }
 
-    /// qwen-vl-utils' `fetch_image` bounds within the image processor's (`min_pixels`, `max_pixels`);
-    /// one frame (the first of an animated image).
-    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions {
-        var o = options
-        let c = imageProcessor.config
-        o.resize = ResizeOptions(native: options.resize.native, minPixels: max(SmartResize.imageMinPixels, c.minPixels),
-                                 maxPixels: min(SmartResize.imageMaxPixels, c.maxPixels), image: true)
-        o.maxFrames = 1
-        return o
-    }
+    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions { imageProcessor.imageSampling(options) }
 
     public func videoInput(_ frames: [VideoFrame], fps: Double) throws -> VisualInput {
         guard let first = frames.first else { throw VLMError.invalidInput("no frames to encode") }
@@ -56,14 +47,14 @@ public final class Qwen2VLEncoder: VisualEncoder, @unchecked Sendable {
 
 /// Qwen2-VL behind the model seam: `Qwen2VLModel` (vision tower and decoder), the checkpoint's
 /// tokenizer, its video and image processors, and the shared-prefix sessions of Generation.swift.
-public final class Qwen2VLFamily: VisionLanguageModel, @unchecked Sendable {
+public final class Qwen2VLFamily: EncoderBackedModel, @unchecked Sendable {
     public static let modelTypes = ["qwen2_vl"]
     public static let family = "Qwen2-VL"
 
     public let model: Qwen2VLModel
     public let tokenizer: Tokenizer
     public let stopTokens: Set<Int>
-    let encoder: Qwen2VLEncoder
+    public let encoder: Qwen2VLEncoder
     public var directory: String { model.files.directory }
     public var contextLength: Int { model.contextLength }
 
@@ -78,9 +69,8 @@ public final class Qwen2VLFamily: VisionLanguageModel, @unchecked Sendable {
     public init(directory: String, dtype: ComputeDType? = nil) throws {
         model = try Qwen2VLModel(directory: directory, dtype: dtype)
         tokenizer = try Tokenizer(directory: directory)
-        var stop = Set(model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [])
-        for special in ["<|im_end|>", "<|endoftext|>"] { if let id = tokenizer.id(special) { stop.insert(id) } }
-        stopTokens = stop
+        stopTokens = ModelRegistry.stopTokens(eos: model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [],
+                                              tokenizer: tokenizer)
         encoder = Qwen2VLEncoder(files: model.files, vision: model.vision)
     }
 
@@ -97,11 +87,6 @@ public final class Qwen2VLFamily: VisionLanguageModel, @unchecked Sendable {
         ]
     }
 
-    public func videoSampling(_ options: SamplingOptions) -> SamplingOptions { encoder.videoSampling(options) }
-    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions { encoder.imageSampling(options) }
-    public func videoInput(_ frames: [VideoFrame], fps: Double) throws -> VisualInput { try encoder.videoInput(frames, fps: fps) }
-    public func imageInput(_ image: RGBImage) throws -> VisualInput { try encoder.imageInput(image) }
-    public func encode(_ input: VisualInput) throws -> (embeddings: Tensor, dtype: ComputeDType) { try encoder.encode(input) }
 
     public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
                        onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer] {

@@ -41,25 +41,8 @@ public final class Qwen2VLModel: @unchecked Sendable {
     /// The model's context: `max_position_embeddings` tokens.
     public var contextLength: Int { config.text.maxPositionEmbeddings }
 
-    /// Throws `invalidInput` when `tokens` prompt tokens exceed the model's context.
-    public func checkContext(_ tokens: Int) throws {
-        guard tokens <= contextLength else {
-            throw VLMError.invalidInput("the prompt has \(tokens) tokens; the model's context (max_position_embeddings) is \(contextLength)")
-        }
-    }
-
-    /// How many of `requested` new tokens fit after a prompt of `promptTokens` tokens: generation
-    /// stops where the context ends.
-    public func newTokenBudget(promptTokens: Int, requested: Int) throws -> Int {
-        guard requested >= 0 else { throw VLMError.invalidInput("max_new_tokens must be ≥ 0, got \(requested)") }
-        try checkContext(promptTokens)
-        return min(requested, contextLength - promptTokens)
-    }
-
-    public func makeCache(capacity: Int) throws -> KVCache {
-        try KVCache(checkedLayers: config.text.numHiddenLayers, capacity: capacity,
-                    width: config.text.numKeyValueHeads * config.text.headDim)
-    }
+    /// The KV cache's shape: decoder layers and key/value width per position.
+    public var cacheLayout: (layers: Int, width: Int) { (config.text.numHiddenLayers, config.text.numKeyValueHeads * config.text.headDim) }
 
     public func prepare(ids: [Int], vision inputs: [VisionInput]) throws -> Prepared {
         let c = config

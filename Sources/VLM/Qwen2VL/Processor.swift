@@ -49,6 +49,17 @@ public struct Qwen2VLProcessor: Sendable {
         return o
     }
 
+    /// Sampling options for a still image with these settings: qwen-vl-utils' `fetch_image`
+    /// bounds within the image processor's (`min_pixels`, `max_pixels`); one frame (the first of
+    /// an animated image).
+    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions {
+        var o = options
+        o.resize = ResizeOptions(native: options.resize.native, minPixels: max(SmartResize.imageMinPixels, config.minPixels),
+                                 maxPixels: min(SmartResize.imageMaxPixels, config.maxPixels), image: true)
+        o.maxFrames = 1
+        return o
+    }
+
     /// A single image goes through the same path: its frame is repeated to fill a temporal patch.
     public func patches(image: RGBImage) throws -> (pixels: Tensor, grid: VisionGrid) {
         try patches(frames: [image])

@@ -78,14 +78,14 @@ public final class Qwen3VLEncoder: VisualEncoder, @unchecked Sendable {
 /// Qwen3-VL behind the model seam: `Qwen3VLModel` (DeepStack vision tower, Qwen3 decoder,
 /// interleaved M-RoPE), the checkpoint's tokenizer, its processors, Qwen3-VL's chat template (no
 /// default system turn) with timestamped video frames in the released (transformers 4.57) layout.
-public final class Qwen3VLFamily: VisionLanguageModel, @unchecked Sendable {
+public final class Qwen3VLFamily: EncoderBackedModel, @unchecked Sendable {
     public static let modelTypes = ["qwen3_vl"]
     public static let family = "Qwen3-VL"
 
     public let model: Qwen3VLModel
     public let tokenizer: Tokenizer
     public let stopTokens: Set<Int>
-    let encoder: Qwen3VLEncoder
+    public let encoder: Qwen3VLEncoder
     public var directory: String { model.files.directory }
     public var contextLength: Int { model.contextLength }
 
@@ -100,9 +100,8 @@ public final class Qwen3VLFamily: VisionLanguageModel, @unchecked Sendable {
     public init(directory: String, dtype: ComputeDType? = nil) throws {
         model = try Qwen3VLModel(directory: directory, dtype: dtype)
         tokenizer = try Tokenizer(directory: directory)
-        var stop = Set(model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [])
-        for special in ["<|im_end|>", "<|endoftext|>"] { if let id = tokenizer.id(special) { stop.insert(id) } }
-        stopTokens = stop
+        stopTokens = ModelRegistry.stopTokens(eos: model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [],
+                                              tokenizer: tokenizer)
         encoder = Qwen3VLEncoder(files: model.files, vision: model.vision)
     }
 
@@ -122,11 +121,6 @@ public final class Qwen3VLFamily: VisionLanguageModel, @unchecked Sendable {
         ]
     }
 
-    public func videoSampling(_ options: SamplingOptions) -> SamplingOptions { encoder.videoSampling(options) }
-    public func imageSampling(_ options: SamplingOptions) -> SamplingOptions { encoder.imageSampling(options) }
-    public func videoInput(_ frames: [VideoFrame], fps: Double) throws -> VisualInput { try encoder.videoInput(frames, fps: fps) }
-    public func imageInput(_ image: RGBImage) throws -> VisualInput { try encoder.imageInput(image) }
-    public func encode(_ input: VisualInput) throws -> (embeddings: Tensor, dtype: ComputeDType) { try encoder.encode(input) }
 
     public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
                        onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer] {
