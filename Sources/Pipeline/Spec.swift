@@ -86,8 +86,11 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         if let size = FileStatus.of(path).status?.size, size > 16 << 20 {
             throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "\(size) bytes; a spec is a small YAML file (at most 16 MiB)")
         }
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+        guard let data = FileManager.default.contents(atPath: path) else {
             throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "cannot read the file")
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "not a text file: a spec is YAML (to process videos, name their folder)")
         }
         var spec = try parse(text, path: path)
         spec.baseDirectory = (path as NSString).deletingLastPathComponent.isEmpty ? FileManager.default.currentDirectoryPath

@@ -181,7 +181,9 @@ public final class SafetensorsFile: @unchecked Sendable {
         }
         switch error {
         case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c): return path(c)
-        case .keyNotFound(let key, let c): return "\(path(c)) missing key '\(key.stringValue)'"
+        case .keyNotFound(let key, let c):
+            let p = c.codingPath.map(\.stringValue).joined(separator: ".")
+            return "\(p.isEmpty ? "" : "tensor '\(p)': ")missing key '\(key.stringValue)'"
         @unknown default: return "\(error)"
         }
     }
