@@ -493,3 +493,61 @@ enum Hostile {
         #expect(long.clean && long.status == 2 && long.stderr.contains("max_position_embeddings"), "\(long)")
     }
 }
+
+/// Hostile output paths (issue 15, second round): an output that is a named pipe never blocks,
+/// and an output is never one of the command's own inputs (the database, the video, a file of
+/// the checkpoint), whatever path or link names it. Inputs are copies: a regression must not
+/// destroy the fixtures.
+@Suite(.serialized) struct HostileOutputTests {
+    /// `encode --out`, `report --out` and `frames --out` into a FIFO with no reader end at once
+    /// with error[write-failed] naming the path (exit 19); /dev/null stays a fine output.
+    @Test func outputPipesNeverBlock() throws {
+        let ws = try Hostile.Workspace(["h264_cfr.mp4"])
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"], limit: 60).status == 0)
+        let fifo = ws.root + "/out.fifo"
+        #expect(mkfifo(fifo, 0o644) == 0)
+        let video = ws.root + "/videos/h264_cfr.mp4"
+        let encode = try Hostile.run(["encode", "--model", Hostile.tinyModel, video, "--fps", "1", "--out", fifo], limit: 30)
+        #expect(encode.clean && encode.status == 19 && encode.stderr.contains("error[write-failed]") && encode.stderr.contains(fifo), "\(encode)")
+        let report = try Hostile.run(["report", ws.db, "--out", fifo], limit: 30)
+        #expect(report.clean && report.status == 19 && report.stderr.contains("error[write-failed]") && report.stderr.contains(fifo), "\(report)")
+        let folder = ws.root + "/frames"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        #expect(mkfifo(folder + "/frame-0000-000000.png", 0o644) == 0)
+        let frames = try Hostile.run(["frames", video, "--out", folder], limit: 30)
+        #expect(frames.clean && frames.status == 19 && frames.stderr.contains("frame-0000-000000.png"), "\(frames)")
+        let devnull = try Hostile.run(["report", ws.db, "--out", "/dev/null"], limit: 30)
+        #expect(devnull.clean && devnull.status == 0, "\(devnull)")
+    }
+
+    /// `report DB --out DB` (or a link to it, or its WAL), `encode --out` the video or a file of
+    /// the checkpoint: refused before anything is written, the input byte for byte unchanged.
+    @Test func outputsNeverReplaceInputs() throws {
+        let ws = try Hostile.Workspace(["h264_cfr.mp4"])
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"], limit: 60).status == 0)
+        #expect(symlink(ws.db, ws.root + "/link.sqlite") == 0)
+        let dbBytes = Hostile.sha(ws.db)
+        for out in [ws.db, ws.root + "/./out.sqlite", ws.root + "/link.sqlite"] {
+            let r = try Hostile.run(["report", ws.db, "--out", out], limit: 30)
+            #expect(r.clean && [2, 19].contains(r.status) && r.stderr.contains("same file as the input"), "\(out): \(r)")
+        }
+        #expect(Hostile.sha(ws.db) == dbBytes, "the database changed")
+        try Hostile.expectConsistent(ws.db)
+
+        let model = ws.root + "/model"
+        try FileManager.default.copyItem(atPath: Hostile.tinyModel, toPath: model)
+        let video = ws.root + "/videos/h264_cfr.mp4"
+        #expect(link(video, ws.root + "/hard.mp4") == 0)
+        let videoBytes = Hostile.sha(video), weights = Hostile.sha(model + "/model.safetensors")
+        for out in [video, ws.root + "/hard.mp4", model + "/model.safetensors", model + "/config.json"] {
+            let r = try Hostile.run(["encode", "--model", model, video, "--fps", "1", "--out", out], limit: 30)
+            #expect(r.clean && [2, 19].contains(r.status) && r.stderr.contains("same file as the input"), "\(out): \(r)")
+        }
+        #expect(Hostile.sha(video) == videoBytes, "the video changed")
+        #expect(Hostile.sha(model + "/model.safetensors") == weights, "the checkpoint changed")
+        let ok = try Hostile.run(["encode", "--model", model, video, "--fps", "1", "--out", ws.root + "/emb.f32"], limit: 30)
+        #expect(ok.clean && ok.status == 0, "\(ok)")
+    }
+}
