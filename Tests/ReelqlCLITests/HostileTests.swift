@@ -551,3 +551,21 @@ enum Hostile {
         #expect(ok.clean && ok.status == 0, "\(ok)")
     }
 }
+
+/// Settings that would decode more than memory holds (issue 15, second round): refused before
+/// decoding with exit 2 naming what to lower, under `ulimit -v` of 8 GiB, never an abort.
+@Suite struct HostileMemoryTests {
+    @Test func hugeSamplingsAreRefusedNotAborted() throws {
+        let cases: [[String]] = [
+            ["frames", CLI.video("h264_cfr.mp4"), "--min-pixels", "268435456", "--max-pixels", "268435456", "--fps", "4", "--json"],
+            ["frames", CLI.video("h264_cfr.mp4"), "--min-pixels", "100000000", "--max-pixels", "100000000", "--fps", "4", "--json"],
+            ["frames", CLI.video("huge12000.webm"), "--native"],
+            ["frames", CLI.video("huge12000.webm")],
+            ["encode", "--model", Hostile.tinyModel, CLI.video("huge12000.webm"), "--native"],
+        ]
+        for args in cases {
+            let r = try Hostile.run(args, limit: 60, memoryLimitKB: 8 * 1024 * 1024)
+            #expect(r.clean && r.status == 2 && r.stderr.contains("error[invalid-argument]") && r.stderr.contains("pixels"), "\(args): \(r)")
+        }
+    }
+}
