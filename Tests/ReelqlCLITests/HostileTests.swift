@@ -569,3 +569,58 @@ enum Hostile {
         }
     }
 }
+
+/// SIGTERM or SIGINT during `merge` (issue 15, second round): exit 130 with a message naming
+/// the input being merged, and an output that holds exactly the inputs merged before it.
+@Suite(.serialized) struct HostileMergeSignalTests {
+    /// A reelql database with `copies` extra copies of each video and its clips: large enough
+    /// that merging it takes seconds.
+    static func inflate(_ path: String, copies: Int) throws {
+        let q = try DatabaseQueue(path: path)
+        try q.write { db in
+            try db.execute(sql: """
+                WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < \(copies))
+                INSERT INTO videos (path, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count, status,
+                                    error_kind, error, last_run_id, updated_at, media)
+                SELECT path || '#' || k, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count, status,
+                       error_kind, error, last_run_id, updated_at, media FROM videos, n WHERE path NOT LIKE '%#%';
+                INSERT INTO clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height, settings_key, run_id, done_at)
+                SELECT nv.id, c.clip_index, c.start_seconds, c.end_seconds, c.frames, c.width, c.height, c.settings_key, c.run_id, c.done_at
+                FROM videos nv JOIN videos ov ON ov.path = substr(nv.path, 1, instr(nv.path, '#') - 1)
+                JOIN clips c ON c.video_id = ov.id WHERE nv.path LIKE '%#%';
+                """)
+        }
+        try q.close()
+    }
+
+    @Test func interruptedMergeExits130AndKeepsWhatWasMerged() throws {
+        let ws = try Hostile.Workspace(["h264_cfr.mp4", "hevc.mp4"])
+        defer { ws.remove() }
+        let small = ws.root + "/small.sqlite", big = ws.root + "/big.sqlite"
+        #expect(try Hostile.run(["run", ws.specPath, "--db", small, "--quiet"], limit: 60).status == 0)
+        #expect(try Hostile.run(["run", ws.specPath, "--db", big, "--quiet", "--clip-seconds", "0.5"], limit: 60).status == 0)
+        try Self.inflate(big, copies: 10_000)
+        let smallVideos = try Hostile.videos(small)
+        for sig in [SIGTERM, SIGINT] {
+            let output = ws.root + "/merged-\(sig).sqlite"
+            let p = Process()
+            p.executableURL = CLI.binary
+            p.arguments = ["merge", output, small, big]
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            usleep(1_500_000)
+            kill(p.processIdentifier, sig)
+            let start = Date()
+            while p.isRunning && Date().timeIntervalSince(start) < 30 { usleep(10_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); Issue.record("merge did not stop after signal \(sig)") }
+            p.waitUntilExit()
+            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(p.terminationReason == .exit && p.terminationStatus == 130, "signal \(sig): exit \(p.terminationStatus), \(stderr)")
+            #expect(stderr.contains("error[merge]: interrupted; the output keeps what was merged before \(big)"), "\(stderr)")
+            try Hostile.expectConsistent(output)
+            #expect(try Hostile.videos(output) == smallVideos, "the output must hold the first input only")
+        }
+    }
+}
