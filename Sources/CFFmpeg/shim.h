@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/vfs.h>
 #include <libavformat/avformat.h>
 #include <libavcodec/avcodec.h>
 #include <libavutil/avutil.h>
@@ -117,6 +118,14 @@ static inline int reelql_sws_scale_frame(struct SwsContext *c, const AVFrame *f,
 static inline void reelql_frame_set_packed(AVFrame *f, uint8_t *data, int stride) {
     f->data[0] = data;
     f->linesize[0] = stride;
+}
+
+/// The file system type (statfs f_type, a linux/magic.h number) of `path`, following links;
+/// -1 with errno set when statfs fails. (Swift's Glibc module does not export statfs.)
+static inline long long reelql_fs_type(const char *path) {
+    struct statfs fs;
+    if (statfs(path, &fs) != 0) return -1;
+    return (long long)(unsigned int)fs.f_type;
 }
 
 #endif

@@ -1,3 +1,4 @@
+import CFFmpeg
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -52,6 +53,13 @@ public struct FileStatus: Sendable, Equatable, Hashable {
         size = Int64(st.st_size)
         mtime = Double(st.st_mtim.tv_sec) + Double(st.st_mtim.tv_nsec) / 1e9
         id = FileID(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+    }
+
+    /// The type of the file system holding `path` (statfs `f_type`, a linux/magic.h number,
+    /// following symbolic links), or nil when it cannot be asked.
+    public static func fileSystemType(_ path: String) -> UInt32? {
+        let t = PathBytes.withCString(path) { reelql_fs_type($0) }
+        return t < 0 ? nil : UInt32(truncatingIfNeeded: t)
     }
 
     /// The status of `path` (following symbolic links unless `followingLinks` is false), or the

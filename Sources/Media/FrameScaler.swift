@@ -25,6 +25,11 @@ final class FrameScaler {
     /// Packed RGB24 of `frame`, `width`×`height`, rows top to bottom.
     func convert(_ frame: UnsafeMutablePointer<AVFrame>) throws -> [UInt8] {
         let f = frame.pointee
+        // A stream may change size mid-way: a frame larger than any sampling may hold is refused
+        // before the scaler allocates for it.
+        guard Int(f.width) * Int(f.height) <= VideoDecoder.maxFramePixels else {
+            throw MediaError.decodeFailed(path: path, reason: "a frame of \(f.width)×\(f.height) is more than the \(VideoDecoder.maxFramePixels) pixels a frame may have")
+        }
         var full: Int32 = f.color_range == AVCOL_RANGE_JPEG ? 1 : 0
         let format = reelql_dejpeg(AVPixelFormat(rawValue: f.format), &full)
         // Scale in the coded orientation, then turn the RGB image.

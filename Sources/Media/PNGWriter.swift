@@ -48,24 +48,10 @@ public enum PNGWriter {
         try writeFile(bytes, to: path)
     }
 
-    /// Writes `bytes` to `path` by the path's own bytes (a name need not be UTF-8).
+    /// Writes `bytes` to `path` by the path's own bytes (a name need not be UTF-8), as
+    /// `OutputFile.write`: never blocking on a named pipe, never following a link into a file
+    /// elsewhere.
     static func writeFile(_ bytes: Data, to path: String) throws {
-        let fd = PathBytes.withCString(path) { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
-        guard fd >= 0 else { throw MediaError.writeFailed(path: path, reason: FileStatus.describe(errno: errno)) }
-        defer { close(fd) }
-        var written = 0
-        while written < bytes.count {
-            let n = bytes.withUnsafeBytes { raw -> Int in
-                guard let base = raw.baseAddress else { return 0 }
-                return Glibc.write(fd, base + written, raw.count - written)
-            }
-            if n < 0 {
-                let code = errno
-                if code == EINTR { continue }
-                throw MediaError.writeFailed(path: path, reason: FileStatus.describe(errno: code))
-            }
-            if n == 0 { throw MediaError.writeFailed(path: path, reason: "nothing could be written") }
-            written += n
-        }
+        try bytes.withUnsafeBytes { try OutputFile.write(path, $0) }
     }
 }

@@ -166,9 +166,38 @@ public final class VideoDecoder {
         }
         let lo = options.start.map { s in index.times.firstIndex { $0 >= s - 1e-9 } ?? index.count } ?? 0
         let hi = options.end.map { e in index.times.lastIndex { $0 < e } ?? -1 } ?? (index.count - 1)
+        try checkMemory(frames: indices.count, width: size.width, height: size.height)
         return SamplePlan(indices: indices, timestamps: indices.map { index.times[$0] },
                           width: size.width, height: size.height, totalFrames: index.count,
                           videoFPS: fps, variableFrameRate: !index.isConstantFrameRate, windowFrames: max(1, hi - lo + 1))
+    }
+
+    /// The most bytes of decoded RGB one sampling may hold (frames × width × height × 3): 3 GiB.
+    /// Default settings stay far below it (qwen-vl-utils' total_pixels budget is about 270 MB of
+    /// RGB per clip; an image at most 16384·28² pixels): it stops settings — a huge --max-pixels,
+    /// --native on a huge or long video — that would exhaust memory and abort.
+    public static let maxSampledBytes = 3 << 30
+    /// The most pixels of one frame, decoded or delivered (2^27, about 11585²): a bigger frame is
+    /// hundreds of MB per copy, and the decoder and the scaler hold several copies.
+    public static let maxFramePixels = 1 << 27
+
+    /// Throws `MediaError.invalidArgument` naming the numbers and what to lower when a sampling
+    /// of `frames` frames at `width`×`height` (from frames of the video's size) would exceed
+    /// `maxSampledBytes` or `maxFramePixels`. Checked before any decoding.
+    func checkMemory(frames: Int, width: Int, height: Int) throws {
+        let sourceW = probe.displayWidth, sourceH = probe.displayHeight
+        let (source, sourceOverflow) = sourceW.multipliedReportingOverflow(by: sourceH)
+        if sourceOverflow || source > Self.maxFramePixels {
+            throw MediaError.invalidArgument("\(path): its frames are \(sourceW)×\(sourceH) = \(sourceW &* sourceH) pixels, more than the \(Self.maxFramePixels) pixels a frame may have to be decoded")
+        }
+        let (pixels, pixelOverflow) = width.multipliedReportingOverflow(by: height)
+        if pixelOverflow || pixels > Self.maxFramePixels {
+            throw MediaError.invalidArgument("\(path): frames of \(width)×\(height) = \(width &* height) pixels are more than the \(Self.maxFramePixels) pixels a sampled frame may have: lower --max-pixels / --min-pixels (sampling.max_pixels, min_pixels), or drop --native")
+        }
+        let (bytes, bytesOverflow) = (pixels * 3).multipliedReportingOverflow(by: max(frames, 0))
+        if bytesOverflow || bytes > Self.maxSampledBytes {
+            throw MediaError.invalidArgument("\(path): \(frames) frames of \(width)×\(height) would hold \(bytesOverflow ? "more than \(Int.max)" : "\(bytes)") bytes of RGB, more than the \(Self.maxSampledBytes) one sampling may hold: lower --fps or --max-frames (sampling.fps, max_frames), or --max-pixels (sampling.max_pixels), or drop --native")
+        }
     }
 
     /// Samples frames as `options` say, decoding only what those frames need.
@@ -186,6 +215,7 @@ public final class VideoDecoder {
         if let bad = plan.indices.first(where: { $0 < 0 || $0 >= index.count }) {
             throw MediaError.invalidArgument("frame index \(bad) is outside this video's \(index.count) frames")
         }
+        try checkMemory(frames: plan.indices.count, width: plan.width, height: plan.height)
         let wantedFrames = Set(plan.indices)
         var wantedPacket = [Bool](repeating: false, count: index.packetCount)
         for f in wantedFrames { wantedPacket[index.packetOfFrame[f]] = true }
@@ -195,9 +225,15 @@ public final class VideoDecoder {
         // Another worker pays for opening the file again: worth it only for real decoding work.
         let work = segments.reduce(0) { $0 + $1.cost }
         let useful = decodeOptions.workers ?? min(cores, max(1, work / DecodeOptions.packetsPerWorker))
-        let workers = max(1, min(useful, segments.count))
+        // Every decoder thread holds a frame of the video's size (and workers multiply them):
+        // large frames get fewer of them, so the frames in flight stay within the sampling bound.
+        let sourceBytes = max(1, probe.displayWidth * probe.displayHeight * 3)
+        let inFlight = max(1, Self.maxSampledBytes / (2 * sourceBytes))
+        let workers = max(1, min(useful, segments.count, inFlight))
         var options = decodeOptions
         if workers > 1 && options.threads == 0 { options.threads = max(1, cores / workers) }
+        let perWorker = max(1, inFlight / workers)
+        if (options.threads == 0 ? cores + 1 : options.threads) > perWorker { options.threads = perWorker }
         let first = UncheckedBox(demuxer)
         func decodeSegments(_ options: DecodeOptions, reuseDemuxer: Bool) throws -> WorkerResults {
             // Longest segments first, so that the workers finish together.

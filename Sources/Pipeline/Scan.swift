@@ -121,6 +121,28 @@ public enum Scan {
         return (names.sorted(by: precedes), 0)
     }
 
+    /// Kernel file systems that hold no videos and must never be walked: /proc alone reaches
+    /// the whole file system again through every process's `cwd` and `root`, and /sys and
+    /// cgroup trees are vast. By `statfs` magic number (linux/magic.h).
+    static let virtualFileSystems: [Int: String] = [
+        0x9fa0: "procfs", 0x6265_6572: "sysfs", 0x1cd1: "devpts", 0x0027_e0eb: "cgroup",
+        0x6367_7270: "cgroup2", 0x6462_6720: "debugfs", 0x7472_6163: "tracefs",
+        0x7363_6673: "securityfs", 0xcafe_4a11: "bpf", 0x6265_6570: "configfs", 0x6165_676c: "pstore",
+    ]
+
+    /// Why the directory at `path` is not walked — it is on a virtual (kernel) file system, or
+    /// it is /dev (devtmpfs shares tmpfs's number, so /dev goes by its resolved path) — or nil.
+    static func virtualReason(_ dir: String) -> String? {
+        if let type = FileStatus.fileSystemType(dir), let name = virtualFileSystems[Int(type)] {
+            return "a virtual file system (\(name)), not scanned"
+        }
+        if let resolved = PathBytes.withCString(dir, { realpath($0, nil) }) {
+            defer { free(resolved) }
+            if strcmp(resolved, "/dev") == 0 { return "the device directory /dev, not scanned" }
+        }
+        return nil
+    }
+
     /// One scan's state: the files found (one path per file identity) and the paths passed over.
     struct Walker {
         let extensions: Set<String>
@@ -157,6 +179,7 @@ public enum Scan {
         }
 
         mutating func walkTree(_ root: String, status: FileStatus, recursive: Bool) {
+            if let why = Scan.virtualReason(root) { skip(root, why); return }
             guard walked.insert(status.id).inserted else { return }
             walk(root, depth: 0, recursive: recursive)
         }
@@ -179,6 +202,7 @@ public enum Scan {
                         skip(p, "a directory already scanned under another path (a symbolic link loop or a second link)")
                         continue
                     }
+                    if let why = Scan.virtualReason(p) { skip(p, why); continue }
                     walk(p, depth: depth + 1, recursive: true)
                 case .regular:
                     if wanted(name) { add(p, id: status.id) }
@@ -196,6 +220,7 @@ public enum Scan {
                 .map { String(decoding: $0, as: UTF8.self) }.joined(separator: "/")
             let start = root.isEmpty ? "/" : root
             guard let status = FileStatus.of(start).status, status.kind == .directory else { return }
+            if let why = Scan.virtualReason(start) { skip(start, why); return }
             // Without `**` a match has as many slashes as the pattern: no need to go deeper.
             let slashes = pattern.contains("**") ? nil : pattern.utf8.count(where: { $0 == UInt8(ascii: "/") })
             var ancestors: Set<FileStatus.FileID> = [status.id]
@@ -226,6 +251,7 @@ public enum Scan {
                     if let limit = slashes, p.utf8.count(where: { $0 == UInt8(ascii: "/") }) >= limit { continue }
                     guard depth < Scan.maxDepth else { skip(p, "more than \(Scan.maxDepth) directories deep"); continue }
                     guard ancestors.insert(status.id).inserted else { skip(p, "a symbolic link loop"); continue }
+                    if let why = Scan.virtualReason(p) { ancestors.remove(status.id); skip(p, why); continue }
                     globWalk(p, depth: depth + 1, regex: regex, slashes: slashes, ancestors: &ancestors)
                     ancestors.remove(status.id)
                 case .regular:

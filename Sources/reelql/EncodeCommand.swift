@@ -48,6 +48,8 @@ struct EncodeCommand: ParsableCommand {
             defer { timing[key] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 }
             return try body()
         }
+        // The embeddings must not replace what this command reads: the video, the checkpoint.
+        if let out { try reportingErrors { try OutputFile.checkNotAnInput(out, inputs: [file, model]) } }
         try reportingModelErrors {
             let vlm = try timed("load") { try ModelRegistry.loadEncoder(directory: model, dtype: dtype) }
             let kind: VisualKind = isImageFile(file) ? .image : .video
@@ -66,7 +68,10 @@ struct EncodeCommand: ParsableCommand {
             let mean = values.reduce(0.0) { $0 + Double($1) } / Double(values.count)
             let variance = values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(values.count)
             if let out {
-                try reportingErrors { try writeFile(out, UnsafeRawBufferPointer(values)) }
+                try reportingErrors {
+                    try OutputFile.checkNotAnInput(out, inputs: [file, model]) // again: it may have appeared since
+                    try writeFile(out, UnsafeRawBufferPointer(values))
+                }
             }
             let o = Output(file: file, frames: sampled.frames.count, width: sampled.plan.width, height: sampled.plan.height,
                            grid: [grid.t, grid.h, grid.w], tokens: merged.shape[0], embeddingWidth: merged.shape[1],

@@ -44,6 +44,8 @@ struct FramesCommand: ParsableCommand {
                 try makeDirectories(out)
                 return try sampled.frames.enumerated().map { (i, frame) in
                     let name = (out as NSString).appendingPathComponent(String(format: "frame-%04d-%06d.png", i, frame.index))
+                    // A frame's name in the folder may be a link to the video itself.
+                    try OutputFile.checkNotAnInput(name, inputs: [file])
                     try PNGWriter.write(rgb: frame.rgb, width: frame.width, height: frame.height, to: name)
                     return name
                 }

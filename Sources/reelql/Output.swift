@@ -127,32 +127,11 @@ func reserveStandardDescriptors() {
 func reason(errno code: Int32) -> String { String(cString: strerror(code)) }
 
 /// Writes `bytes` to the file at `path` (a lossless path string, see `PathBytes`), replacing
-/// it. A regular file (or a new one) is written to a temporary file beside it and renamed into
-/// place, so a failed write leaves no partial file and the old one intact; anything else — a
-/// device such as /dev/stdout, a FIFO — is written in place and never removed or replaced.
-/// Throws `MediaError.writeFailed` naming the path with the system's reason.
+/// it: see `OutputFile.write` (atomic for regular files; a device is written in place; a named
+/// pipe without a reader or a socket is refused at once, never waited on). Throws
+/// `MediaError.writeFailed` naming the path with the system's reason.
 func writeFile(_ path: String, _ bytes: UnsafeRawBufferPointer) throws {
-    func failed(_ code: Int32) -> MediaError { .writeFailed(path: PathBytes.display(path), reason: reason(errno: code)) }
-    var st = stat()
-    let exists = PathBytes.withCString(path) { stat($0, &st) } == 0
-    let atomic = !exists || (st.st_mode & S_IFMT) == S_IFREG
-    let target = atomic ? path + ".tmp-\(getpid())" : path
-    let flags = atomic ? O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC : O_WRONLY | O_TRUNC | O_CLOEXEC
-    let fd = PathBytes.withCString(target) { open($0, flags, exists ? st.st_mode & 0o7777 : 0o644) }
-    guard fd >= 0 else { throw failed(errno) }
-    var code = writeAll(fd: fd, bytes)
-    if close(fd) != 0 && code == 0 { code = errno }
-    guard atomic else {
-        if code != 0 { throw failed(code) }
-        return
-    }
-    if code == 0 && PathBytes.withCString(target, { from in PathBytes.withCString(path) { rename(from, $0) } }) != 0 {
-        code = errno
-    }
-    if code != 0 {
-        _ = PathBytes.withCString(target) { unlink($0) } // only the temporary file made above (O_EXCL)
-        throw failed(code)
-    }
+    try OutputFile.write(path, bytes)
 }
 
 /// Creates the directory at `path` and any missing parents (`mkdir -p`). Throws

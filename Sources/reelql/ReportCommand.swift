@@ -28,6 +28,8 @@ struct ReportCommand: ParsableCommand {
 
     func run() throws {
         let target = out ?? ((db as NSString).deletingPathExtension + ".html")
+        // The page must not replace the database (or its WAL) it is made from.
+        try reportingErrors { try OutputFile.checkNotAnInput(target, inputs: [db]) }
         let html: String
         do {
             html = try Report.html(database: db, options: Report.Options(search: search, video: video, strips: !noStrips))

@@ -205,6 +205,26 @@ struct MergeCommand: ParsableCommand {
     var inputs: [String]
 
     func run() throws {
+        // SIGINT / SIGTERM: say which input was being merged and exit 130. Each input is
+        // merged in one transaction, which the exit leaves uncommitted: SQLite rolls it back
+        // when the database is next opened, so the output holds exactly the inputs before it.
+        let current = MergeProgress()
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                let input = current.input.map { " before \($0)" } ?? ""
+                printError("error[merge]: interrupted; the output keeps what was merged\(input)")
+                _exit(130)
+            }
+            source.resume()
+            sources.append(source)
+        }
+        defer {
+            for source in sources { source.cancel() }
+            for sig in [SIGINT, SIGTERM] { signal(sig, SIG_DFL) }
+        }
         do {
             // Every input is checked (a reelql database, readable, not the output) before the
             // output is created or touched.
@@ -213,7 +233,11 @@ struct MergeCommand: ParsableCommand {
                 try Store.openReadOnly(i).close()
             }
             let store = try Store(path: output)
-            for i in inputs { try store.merge(from: i) }
+            for i in inputs {
+                current.set(i)
+                try store.merge(from: i)
+            }
+            current.set(nil)
             print("merged \(inputs.count) database(s) into \(output)")
         } catch let e as PipelineError {
             printError("error[merge]: \(e.localizedDescription)")
@@ -224,4 +248,12 @@ struct MergeCommand: ParsableCommand {
             throw ExitCode(2)
         }
     }
+}
+
+/// The input `merge` is working on, read by its signal handler.
+final class MergeProgress: @unchecked Sendable {
+    private var current: String?
+    private let lock = NSLock()
+    var input: String? { lock.lock(); defer { lock.unlock() }; return current }
+    func set(_ input: String?) { lock.lock(); current = input; lock.unlock() }
 }

@@ -176,3 +176,37 @@ func withDeadline<T>(_ seconds: Double = 20, releasing fifo: String? = nil, _ bo
         #expect(throws: MediaError.self) { try Scan.fingerprint(s.videos) }
     }
 }
+
+/// Links into kernel file systems (/proc, /sys, /dev, cgroups) inside an input folder are never
+/// walked: /proc alone leads back to the whole file system through every process's cwd. Each is
+/// skipped with its reason, by directory walks and glob walks alike, and given directly too.
+@Suite struct VirtualFileSystemScanTests {
+    @Test func virtualFileSystemsAreNeverWalked() throws {
+        let s = try ScanScratch()
+        defer { s.remove() }
+        ScanScratch.write(s.videos + "/a.mp4")
+        let links = ["proc": "/proc", "sys": "/sys", "dev": "/dev", "self": "/proc/self", "pts": "/dev/pts", "cg": "/sys/fs/cgroup"]
+        for (name, target) in links { #expect(symlink(target, s.videos + "/" + name) == 0) }
+        for inputs in [s.inputs(s.videos), s.inputs(s.videos + "/**/*.mp4"), s.inputs(s.root + "/**")] {
+            guard let result = withDeadline(30, { Result { try Scan.listing(inputs, resolve: { $0 }) } }) else {
+                Issue.record("the scan of \(inputs.paths) did not finish: it walked a virtual file system")
+                return
+            }
+            let found = try result.get()
+            #expect(found.files == [s.videos + "/a.mp4"], "\(inputs.paths)")
+            let reasons = Dictionary(uniqueKeysWithValues: found.skipped.map { ($0.path, $0.reason) })
+            #expect(reasons[s.videos + "/proc"]?.contains("procfs") == true, "\(found.skipped)")
+            #expect(reasons[s.videos + "/self"]?.contains("procfs") == true, "\(found.skipped)")
+            #expect(reasons[s.videos + "/sys"]?.contains("sysfs") == true, "\(found.skipped)")
+            #expect(reasons[s.videos + "/dev"]?.contains("/dev") == true, "\(found.skipped)")
+            #expect(found.skipped.allSatisfy { !$0.path.contains("/proc/") && !$0.path.hasPrefix(s.videos + "/proc/") }, "\(found.skipped)")
+        }
+        let proc = s.inputs("/proc")
+        guard let direct = withDeadline(30, { Result { try Scan.listing(proc, resolve: { $0 }) } }) else {
+            Issue.record("the scan of /proc did not finish")
+            return
+        }
+        let listing = try direct.get()
+        #expect(listing.files.isEmpty && listing.skipped.first?.reason.contains("procfs") == true, "\(listing)")
+    }
+}

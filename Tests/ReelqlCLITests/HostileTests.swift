@@ -632,3 +632,134 @@ enum Hostile {
         #expect(ownRows.contains { $0.hasPrefix(foreign + "|failed") } && !ownRows.contains { $0.hasPrefix(ws.db) }, "\(ownRows)")
     }
 }
+
+/// Hostile output paths (issue 15, second round): an output that is a named pipe never blocks,
+/// and an output is never one of the command's own inputs (the database, the video, a file of
+/// the checkpoint), whatever path or link names it. Inputs are copies: a regression must not
+/// destroy the fixtures.
+@Suite(.serialized) struct HostileOutputTests {
+    /// `encode --out`, `report --out` and `frames --out` into a FIFO with no reader end at once
+    /// with error[write-failed] naming the path (exit 19); /dev/null stays a fine output.
+    @Test func outputPipesNeverBlock() throws {
+        let ws = try Hostile.Workspace(["h264_cfr.mp4"])
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"], limit: 60).status == 0)
+        let fifo = ws.root + "/out.fifo"
+        #expect(mkfifo(fifo, 0o644) == 0)
+        let video = ws.root + "/videos/h264_cfr.mp4"
+        let encode = try Hostile.run(["encode", "--model", Hostile.tinyModel, video, "--fps", "1", "--out", fifo], limit: 30)
+        #expect(encode.clean && encode.status == 19 && encode.stderr.contains("error[write-failed]") && encode.stderr.contains(fifo), "\(encode)")
+        let report = try Hostile.run(["report", ws.db, "--out", fifo], limit: 30)
+        #expect(report.clean && report.status == 19 && report.stderr.contains("error[write-failed]") && report.stderr.contains(fifo), "\(report)")
+        let folder = ws.root + "/frames"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        #expect(mkfifo(folder + "/frame-0000-000000.png", 0o644) == 0)
+        let frames = try Hostile.run(["frames", video, "--out", folder], limit: 30)
+        #expect(frames.clean && frames.status == 19 && frames.stderr.contains("frame-0000-000000.png"), "\(frames)")
+        let devnull = try Hostile.run(["report", ws.db, "--out", "/dev/null"], limit: 30)
+        #expect(devnull.clean && devnull.status == 0, "\(devnull)")
+    }
+
+    /// `report DB --out DB` (or a link to it, or its WAL), `encode --out` the video or a file of
+    /// the checkpoint: refused before anything is written, the input byte for byte unchanged.
+    @Test func outputsNeverReplaceInputs() throws {
+        let ws = try Hostile.Workspace(["h264_cfr.mp4"])
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"], limit: 60).status == 0)
+        #expect(symlink(ws.db, ws.root + "/link.sqlite") == 0)
+        let dbBytes = Hostile.sha(ws.db)
+        for out in [ws.db, ws.root + "/./out.sqlite", ws.root + "/link.sqlite"] {
+            let r = try Hostile.run(["report", ws.db, "--out", out], limit: 30)
+            #expect(r.clean && [2, 19].contains(r.status) && r.stderr.contains("same file as the input"), "\(out): \(r)")
+        }
+        #expect(Hostile.sha(ws.db) == dbBytes, "the database changed")
+        try Hostile.expectConsistent(ws.db)
+
+        let model = ws.root + "/model"
+        try FileManager.default.copyItem(atPath: Hostile.tinyModel, toPath: model)
+        let video = ws.root + "/videos/h264_cfr.mp4"
+        #expect(link(video, ws.root + "/hard.mp4") == 0)
+        let videoBytes = Hostile.sha(video), weights = Hostile.sha(model + "/model.safetensors")
+        for out in [video, ws.root + "/hard.mp4", model + "/model.safetensors", model + "/config.json"] {
+            let r = try Hostile.run(["encode", "--model", model, video, "--fps", "1", "--out", out], limit: 30)
+            #expect(r.clean && [2, 19].contains(r.status) && r.stderr.contains("same file as the input"), "\(out): \(r)")
+        }
+        #expect(Hostile.sha(video) == videoBytes, "the video changed")
+        #expect(Hostile.sha(model + "/model.safetensors") == weights, "the checkpoint changed")
+        let ok = try Hostile.run(["encode", "--model", model, video, "--fps", "1", "--out", ws.root + "/emb.f32"], limit: 30)
+        #expect(ok.clean && ok.status == 0, "\(ok)")
+    }
+}
+
+/// Settings that would decode more than memory holds (issue 15, second round): refused before
+/// decoding with exit 2 naming what to lower, under `ulimit -v` of 8 GiB, never an abort.
+@Suite struct HostileMemoryTests {
+    @Test func hugeSamplingsAreRefusedNotAborted() throws {
+        let cases: [[String]] = [
+            ["frames", CLI.video("h264_cfr.mp4"), "--min-pixels", "268435456", "--max-pixels", "268435456", "--fps", "4", "--json"],
+            ["frames", CLI.video("h264_cfr.mp4"), "--min-pixels", "100000000", "--max-pixels", "100000000", "--fps", "4", "--json"],
+            ["frames", CLI.video("huge12000.webm"), "--native"],
+            ["frames", CLI.video("huge12000.webm")],
+            ["encode", "--model", Hostile.tinyModel, CLI.video("huge12000.webm"), "--native"],
+        ]
+        for args in cases {
+            let r = try Hostile.run(args, limit: 60, memoryLimitKB: 8 * 1024 * 1024)
+            #expect(r.clean && r.status == 2 && r.stderr.contains("error[invalid-argument]") && r.stderr.contains("pixels"), "\(args): \(r)")
+        }
+    }
+}
+
+/// SIGTERM or SIGINT during `merge` (issue 15, second round): exit 130 with a message naming
+/// the input being merged, and an output that holds exactly the inputs merged before it.
+@Suite(.serialized) struct HostileMergeSignalTests {
+    /// A reelql database with `copies` extra copies of each video and its clips: large enough
+    /// that merging it takes seconds.
+    static func inflate(_ path: String, copies: Int) throws {
+        let q = try DatabaseQueue(path: path)
+        try q.write { db in
+            try db.execute(sql: """
+                WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < \(copies))
+                INSERT INTO videos (path, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count, status,
+                                    error_kind, error, last_run_id, updated_at, media)
+                SELECT path || '#' || k, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count, status,
+                       error_kind, error, last_run_id, updated_at, media FROM videos, n WHERE path NOT LIKE '%#%';
+                INSERT INTO clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height, settings_key, run_id, done_at)
+                SELECT nv.id, c.clip_index, c.start_seconds, c.end_seconds, c.frames, c.width, c.height, c.settings_key, c.run_id, c.done_at
+                FROM videos nv JOIN videos ov ON ov.path = substr(nv.path, 1, instr(nv.path, '#') - 1)
+                JOIN clips c ON c.video_id = ov.id WHERE nv.path LIKE '%#%';
+                """)
+        }
+        try q.close()
+    }
+
+    @Test func interruptedMergeExits130AndKeepsWhatWasMerged() throws {
+        let ws = try Hostile.Workspace(["h264_cfr.mp4", "hevc.mp4"])
+        defer { ws.remove() }
+        let small = ws.root + "/small.sqlite", big = ws.root + "/big.sqlite"
+        #expect(try Hostile.run(["run", ws.specPath, "--db", small, "--quiet"], limit: 60).status == 0)
+        #expect(try Hostile.run(["run", ws.specPath, "--db", big, "--quiet", "--clip-seconds", "0.5"], limit: 60).status == 0)
+        try Self.inflate(big, copies: 10_000)
+        let smallVideos = try Hostile.videos(small)
+        for sig in [SIGTERM, SIGINT] {
+            let output = ws.root + "/merged-\(sig).sqlite"
+            let p = Process()
+            p.executableURL = CLI.binary
+            p.arguments = ["merge", output, small, big]
+            let err = Pipe()
+            p.standardError = err
+            p.standardOutput = FileHandle.nullDevice
+            try p.run()
+            usleep(1_500_000)
+            kill(p.processIdentifier, sig)
+            let start = Date()
+            while p.isRunning && Date().timeIntervalSince(start) < 30 { usleep(10_000) }
+            if p.isRunning { kill(p.processIdentifier, SIGKILL); Issue.record("merge did not stop after signal \(sig)") }
+            p.waitUntilExit()
+            let stderr = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            #expect(p.terminationReason == .exit && p.terminationStatus == 130, "signal \(sig): exit \(p.terminationStatus), \(stderr)")
+            #expect(stderr.contains("error[merge]: interrupted; the output keeps what was merged before \(big)"), "\(stderr)")
+            try Hostile.expectConsistent(output)
+            #expect(try Hostile.videos(output) == smallVideos, "the output must hold the first input only")
+        }
+    }
+}
