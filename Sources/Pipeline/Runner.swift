@@ -37,7 +37,11 @@ public final class Progress: @unchecked Sendable {
             throw PipelineError.invalidArgument("--log \(logFile): cannot open it for appending: \(String(cString: strerror(errno)))")
         }
         log = fd
+        logID = FileStatus.of(descriptor: fd).status?.id
     }
+
+    /// The log file's identity (to keep it out of the inputs).
+    public private(set) var logID: FileStatus.FileID?
 
     deinit { if log >= 0 { close(log) } }
 
@@ -241,6 +245,9 @@ public final class Runner: @unchecked Sendable {
         // The run's own database (and its journal files) is never an input, whatever the extensions.
         let own = Set(["", "-wal", "-shm", "-journal"].compactMap { FileStatus.of(store.path + $0).status?.id })
         var files = listing.files.filter { f in FileStatus.of(f).status.map { !own.contains($0.id) } ?? true }
+        if let logID = progress.logID, let input = listing.files.first(where: { FileStatus.of($0).status?.id == logID }) {
+            throw PipelineError.invalidArgument("--log names \(PathBytes.display(input)), one of the inputs; name another file")
+        }
         if let s = shard { files = files.filter { Scan.shard(of: $0, count: s.n) == s.k } }
         let roots = spec.inputs.paths.map(spec.resolve).filter { !$0.contains("*") && !$0.contains("?") }
         let run = try store.startRun(spec: specJSON, model: modelDirectory, settingsKey: settingsKey, shard: shard.map { "\($0.k)/\($0.n)" })

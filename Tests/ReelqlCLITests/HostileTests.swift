@@ -622,6 +622,9 @@ enum Hostile {
         #expect(m.clean && m.status == 2 && Hostile.sha(foreign) == before, "\(m)")
         let log = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--log", ws.db], limit: 30)
         #expect(log.clean && log.status == 2 && log.stderr.contains("--log"), "\(log)")
+        let video = ws.root + "/videos/hevc.mp4", videoBytes = Hostile.sha(video)
+        let logVideo = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--log", video], limit: 30)
+        #expect(logVideo.clean && logVideo.status == 2 && logVideo.stderr.contains("--log") && Hostile.sha(video) == videoBytes, "\(logVideo)")
         try Hostile.expectConsistent(ws.db)
         // Extensions that match the database: it is not scanned as an input.
         let spec = try ws.write("own.yaml", ws.spec("").replacingOccurrences(of: "inputs: {paths: [videos]}",
