@@ -766,3 +766,41 @@ enum Hostile {
         }
     }
 }
+
+/// A results database on a read-only mount is searched, reported and merged from without a
+/// write (SQLite cannot make its shared-memory file there: the inputs are read as immutable).
+/// Needs a tmpfs mount (root); where mounting is not allowed the test says so and checks nothing.
+@Suite(.serialized) struct HostileReadOnlyMountTests {
+    static func sh(_ command: String) -> Int32 {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/bin/sh")
+        p.arguments = ["-c", command]
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        guard (try? p.run()) != nil else { return -1 }
+        p.waitUntilExit()
+        return p.terminationStatus
+    }
+
+    @Test func readOnlyInputsWork() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let mount = ws.root + "/ro"
+        try FileManager.default.createDirectory(atPath: mount, withIntermediateDirectories: true)
+        guard Self.sh("mount -t tmpfs -o size=64m tmpfs '\(mount)'") == 0 else {
+            print("HostileReadOnlyMountTests: cannot mount a tmpfs here (not root, or not allowed); skipped")
+            return
+        }
+        defer { _ = Self.sh("umount '\(mount)'") }
+        #expect(Self.sh("cp '\(ws.db)' '\(mount)/night.sqlite' && mount -o remount,ro '\(mount)'") == 0)
+        let db = mount + "/night.sqlite"
+        let search = try Hostile.run(["search", "the", "--db", db], limit: 20)
+        #expect(search.clean && search.status == 0, "\(search)")
+        let report = try Hostile.run(["report", db, "--out", ws.root + "/page.html"], limit: 30)
+        #expect(report.clean && report.status == 0, "\(report)")
+        let merge = try Hostile.run(["merge", ws.root + "/merged.sqlite", db], limit: 30)
+        #expect(merge.clean && merge.status == 0, "\(merge)")
+        #expect(try Hostile.videos(ws.root + "/merged.sqlite") == (try Hostile.videos(ws.db)))
+    }
+}
