@@ -148,21 +148,25 @@ public final class VideoDecoder {
         let fps = probe.averageFrameRate ?? probe.realFrameRate
             ?? (index.medianFrameDuration > 0 ? 1 / index.medianFrameDuration : 25)
         let indices: [Int]
-        if index.isConstantFrameRate {
-            indices = try FrameSampler.constantRateIndices(total: index.count, videoFPS: fps, fps: options.fps,
-                                                          start: options.start, end: options.end,
-                                                          maxFrames: options.maxFrames, rule: options.frameRule)
-        } else {
-            indices = try FrameSampler.variableRateIndices(times: index.times, fps: options.fps,
-                                                          start: options.start, end: options.end,
-                                                          maxFrames: options.maxFrames, rule: options.frameRule)
+        do {
+            if index.isConstantFrameRate {
+                indices = try FrameSampler.constantRateIndices(total: index.count, videoFPS: fps, fps: options.fps,
+                                                              start: options.start, end: options.end,
+                                                              maxFrames: options.maxFrames, rule: options.frameRule)
+            } else {
+                indices = try FrameSampler.variableRateIndices(times: index.times, fps: options.fps,
+                                                              start: options.start, end: options.end,
+                                                              maxFrames: options.maxFrames, rule: options.frameRule)
+            }
+        } catch MediaError.invalidArgument(let reason) {
+            throw MediaError.invalidArgument("\(PathBytes.display(path)): \(reason)")
         }
         let size: (width: Int, height: Int)
         do {
             size = try options.resize.outputSize(width: probe.displayWidth, height: probe.displayHeight,
                                                  frameCount: indices.count)
         } catch MediaError.invalidArgument(let reason) {
-            throw MediaError.invalidArgument("\(path): \(reason)")
+            throw MediaError.invalidArgument("\(PathBytes.display(path)): \(reason)")
         }
         let lo = options.start.map { s in index.times.firstIndex { $0 >= s - 1e-9 } ?? index.count } ?? 0
         let hi = options.end.map { e in index.times.lastIndex { $0 < e } ?? -1 } ?? (index.count - 1)

@@ -332,6 +332,7 @@ public final class Runner: @unchecked Sendable {
         report.decoding = decodeTime.value
         report.wall = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         try store.finishRun(run, status: report.interrupted ? .interrupted : .finished, stats: report.stats, seconds: report.wall)
+        store.checkpoint()
         progress.finish()
     }
 

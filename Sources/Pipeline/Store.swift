@@ -120,6 +120,7 @@ public final class Store: @unchecked Sendable {
         config.readonly = true
         var firstError: Error?
         for query in ["mode=ro", "mode=ro&immutable=1"] {
+            if query.contains("immutable") { try refuseUnmergedLog(path) }
             do {
                 let queue = try DatabaseQueue(path: uri(path, query), configuration: config)
                 try queue.read { db in try checkSchema(db, path: path, requireThumbnails: false) }
@@ -657,6 +658,7 @@ public final class Store: @unchecked Sendable {
                 return .commit
             }
         }
+        checkpoint()
     }
 
     /// Refuses an input that is the output database itself (the same path, `./OUT`, a symlink
@@ -672,10 +674,26 @@ public final class Store: @unchecked Sendable {
     /// where a number belongs is copied, not trapped on).
     static func raw(_ row: Row, _ column: String) -> DatabaseValue { row[column] }
 
+    /// Read as immutable (a read-only mount), SQLite would ignore a write-ahead log: changes not
+    /// yet merged into the file would silently be missing. Such a database is refused, saying why.
+    static func refuseUnmergedLog(_ path: String) throws {
+        var st = stat()
+        if stat(path + "-wal", &st) == 0 && st.st_size > 0 {
+            throw PipelineError.database(path: path, reason: "it cannot be opened for writing here and its write-ahead log (\(path)-wal) holds changes not yet in the file; open it once where it can be written, or copy both files elsewhere")
+        }
+    }
+
+    /// Merges the write-ahead log into the database file, so that the file alone holds every
+    /// committed row (a copy, or a read-only mount, then sees them all). Best effort.
+    public func checkpoint() {
+        try? db.writeWithoutTransaction { db in _ = try db.checkpoint(.truncate) }
+    }
+
     /// Attaches `path` as `src`, read-only (immutable when it lies on a read-only mount).
     static func attachReadOnly(_ db: Database, _ path: String) throws {
         var last: Error?
         for query in ["mode=ro", "mode=ro&immutable=1"] {
+            if query.contains("immutable") { try refuseUnmergedLog(path) }
             do {
                 try db.execute(sql: "ATTACH DATABASE ? AS src", arguments: [uri(path, query)])
             } catch {

@@ -802,5 +802,13 @@ enum Hostile {
         let merge = try Hostile.run(["merge", ws.root + "/merged.sqlite", db], limit: 30)
         #expect(merge.clean && merge.status == 0, "\(merge)")
         #expect(try Hostile.videos(ws.root + "/merged.sqlite") == (try Hostile.videos(ws.db)))
+        // A database whose write-ahead log still holds changes cannot be read whole there: it is
+        // refused with the reason, not read without them.
+        let pool = try DatabasePool(path: ws.db)
+        try pool.write { db in try db.execute(sql: "UPDATE videos SET status = 'missing'") }
+        #expect(Self.sh("mount -o remount,rw '\(mount)' && cp '\(ws.db)' '\(mount)/wal.sqlite' && cp '\(ws.db)-wal' '\(mount)/wal.sqlite-wal' && mount -o remount,ro '\(mount)'") == 0)
+        try pool.close()
+        let stale = try Hostile.run(["search", "the", "--db", mount + "/wal.sqlite"], limit: 20)
+        #expect(stale.clean && stale.status == 2 && stale.stderr.contains("write-ahead log"), "\(stale)")
     }
 }
