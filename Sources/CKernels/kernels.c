@@ -184,16 +184,28 @@ static RQ_AVX512BF16 void gemm_small_bf16_dp(const uint16_t *w, const uint16_t *
 /// One vector, 4 rows at a time, two accumulators per row to hide the instruction latency.
 static RQ_AVX512BF16 void gemv_bf16_dp(const uint16_t *w, const uint16_t *x, float *y, size_t cols, size_t r0, size_t r1) {
     size_t kv = cols / 64 * 64;
+    // Short rows (≤ 2048 values: a 4-row group of ≤ 16 KB, as the decoders' hidden sizes give):
+    // prefetch the next group, 512 bytes per step, so each group starts with its four rows
+    // cached; prefetching ahead within a row would run into the next row of the same group and
+    // leave every group to start cold (measured: 0.74 of the read bandwidth at 1536 columns).
+    // Longer rows prefetch 1 KB ahead within each row. Prefetches never fault past the end.
+    int next_group = cols <= 2048;
     size_t r = r0;
     for (; r + 4 <= r1; r += 4) {
         const uint16_t *w0 = w + r * cols, *w1 = w0 + cols, *w2 = w1 + cols, *w3 = w2 + cols;
+        const char *pf = (const char *)(w0 + 4 * cols);
         __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
         __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps(), c2 = _mm512_setzero_ps(), c3 = _mm512_setzero_ps();
         for (size_t k = 0; k < kv; k += 64) {
-            _mm_prefetch((const char *)(w0 + k + 512), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w1 + k + 512), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w2 + k + 512), _MM_HINT_T0);
-            _mm_prefetch((const char *)(w3 + k + 512), _MM_HINT_T0);
+            if (next_group) {
+                for (int line = 0; line < 8; line++) _mm_prefetch(pf + line * 64, _MM_HINT_T0);
+                pf += 512;
+            } else {
+                _mm_prefetch((const char *)(w0 + k + 512), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + k + 512), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w2 + k + 512), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w3 + k + 512), _MM_HINT_T0);
+            }
             __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(x + k));
             __m512bh x1 = (__m512bh)_mm512_loadu_si512((const void *)(x + k + 32));
             a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(w0 + k)), x0);

@@ -4,42 +4,57 @@ import Foundation
 import Tensors
 import VLM
 
-/// `reelql bench generate`: a random-weight model with Qwen2-VL-2B's configuration, written to a
-/// temporary bf16 safetensors checkpoint and loaded like a real one: language-model prefill of a
-/// 1,024-token video prompt, decoding, and peak memory.
+/// `reelql bench generate`: a random-weight model with a family's smallest configuration
+/// (Qwen2-VL-2B by default), written to a temporary bf16 safetensors checkpoint and loaded like a
+/// real one: language-model prefill of a 1,024-token video prompt, decoding, and peak memory.
 struct GenerateBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
         abstract: "Prefill and decode speed of a Qwen2-VL-2B-sized model (random bf16 weights), against the bf16 GEMM peak and the memory bandwidth.",
-        discussion: "Writes a ~4.4 GB checkpoint to --directory (deleted afterwards unless --keep). Run a release build.")
+        discussion: """
+        --family picks the configuration: qwen2_vl (Qwen2-VL-2B, ~4.4 GB checkpoint), qwen2_5_vl (Qwen2.5-VL-3B, \
+        ~7.5 GB), qwen3_vl (Qwen3-VL-2B, ~4.3 GB). Writes the checkpoint to --directory (deleted afterwards \
+        unless --keep). The shared-prefix comparison (--questions) runs for qwen2_vl only. Run a release build.
+        """)
 
-    @Option(help: "Where to write the temporary checkpoint.")
-    var directory: String = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-bench-2b").path
+    @Option(help: "Model family: qwen2_vl, qwen2_5_vl or qwen3_vl.")
+    var family: BenchFamily = .qwen2_vl
+    @Option(help: "Where to write the temporary checkpoint (default: a reelql-bench-… folder in the temporary directory).")
+    var directory: String?
     @Flag(help: "Keep the checkpoint (and reuse it next time).")
     var keep = false
     @Option(help: "Tokens to decode.")
     var tokens: Int = 32
-    @Option(help: "Language-model layers (28 for Qwen2-VL-2B; fewer for a quick look).")
-    var layers: Int = 28
-    @Option(help: "Questions about one clip for the shared-prefix comparison (0 to skip).")
+    @Option(help: "Language-model layers (the family's: 28, 36 for qwen2_5_vl; fewer for a quick look).")
+    var layers: Int?
+    @Option(help: "Questions about one clip for the shared-prefix comparison (0 to skip; qwen2_vl only).")
     var questions: Int = 5
 
     func validate() throws {
         try requireOption("--tokens", tokens, (1...8192).contains(tokens), "between 1 and 8192")
-        try requireOption("--layers", layers, (1...28).contains(layers), "between 1 and 28")
+        if let layers {
+            try requireOption("--layers", layers, (1...family.fullLayers).contains(layers), "between 1 and \(family.fullLayers)")
+        }
         try requireOption("--questions", questions, (0...64).contains(questions), "between 0 and 64")
     }
 
+    /// The language model as the bench drives it, whatever the family.
+    struct Decoder {
+        var embed: ([Int]) throws -> Tensor
+        /// Prefill of the benchmark prompt (Qwen3-VL: with DeepStack features at the video rows).
+        var prefill: (Tensor, Tensor, Tensor, KVCache) throws -> Tensor
+        var forward: (Tensor, Tensor, Tensor, KVCache) throws -> Tensor
+        var logits: (Tensor) throws -> Tensor
+        /// cos/sin of M-RoPE positions [3][T] (Qwen3-VL: interleaved).
+        var cosSin: ([[Int]]) throws -> (Tensor, Tensor)
+        var layers, hidden, heads, kvHeads, headDim, intermediate, vocab: Int
+        var dtype: ComputeDType
+    }
+
     func run() throws {
-        let text: [String: Any] = ["vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": layers,
-                                   "num_attention_heads": 12, "num_key_value_heads": 2, "rms_norm_eps": 1e-6,
-                                   "max_position_embeddings": 32768,
-                                   "rope_parameters": ["rope_type": "default", "rope_theta": 1000000.0, "mrope_section": [16, 24, 24]],
-                                   "bos_token_id": 151643, "eos_token_id": 151645]
-        let vision: [String: Any] = ["depth": 32, "embed_dim": 1280, "hidden_size": 1536, "num_heads": 16, "mlp_ratio": 4]
-        let config: [String: Any] = ["model_type": "qwen2_vl", "text_config": text, "vision_config": vision, "tie_word_embeddings": true,
-                                     "image_token_id": 151655, "video_token_id": 151656, "vision_start_token_id": 151652,
-                                     "vision_end_token_id": 151653, "torch_dtype": "bfloat16"]
+        let directory = self.directory ?? FileManager.default.temporaryDirectory
+            .appendingPathComponent(family == .qwen2_vl ? "reelql-bench-2b" : "reelql-bench-\(family.rawValue)").path
+        let config = family.config(layers: layers)
         let fm = FileManager.default
         let checkpoint = (directory as NSString).appendingPathComponent("model.safetensors")
         let configPath = (directory as NSString).appendingPathComponent("config.json")
@@ -48,7 +63,7 @@ struct GenerateBench: ParsableCommand {
             let t0 = DispatchTime.now().uptimeNanoseconds
             try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try configData.write(to: URL(fileURLWithPath: configPath))
-            try writeRandomCheckpoint(checkpoint, layers: layers)
+            try writeRandomCheckpoint(checkpoint)
             print(String(format: "wrote %@ in %.1f s", checkpoint, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
         }
         defer { if !keep { try? fm.removeItem(atPath: directory) } }
@@ -59,29 +74,61 @@ struct GenerateBench: ParsableCommand {
         let baseline = residentNow()
         try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
 
-        let model = try Qwen2VLModel(directory: directory)
-        let lm = model.language
-        let c = model.config.text
-        print(String(format: "model: %d layers × %d hidden, vocab %d, %@; checkpoint %.2f GB", c.numHiddenLayers, c.hiddenSize, c.vocabSize,
-                     lm.dtype.rawValue, checkpointBytes / 1e9))
-
         // A 1,024-token video prompt: 12 text tokens, a 2×40×50 patch grid (1,000 video tokens), 12 text tokens.
         let grid = VisionGrid(t: 2, h: 40, w: 50)
         let ids = Array(repeating: 100, count: 11) + [151652] + Array(repeating: 151656, count: grid.patches / 4) + [151653]
             + Array(repeating: 200, count: 11)
         let (positions, delta) = try Qwen2VLRoPE.positions(ids: ids, visionTokens: [151656], grids: [grid], merge: 2)
-        let (cos, sin) = Qwen2VLRoPE.cosSin(positions: positions, theta: c.ropeTheta, headDim: c.headDim, section: c.mropeSection)
-        let embeddings = try lm.embed(ids)
-        let peak = try gemmPeak(rows: ids.count)
+        var qwen2: Qwen2VLModel? = nil
+        let lm: Decoder
+        switch family {
+        case .qwen2_vl, .qwen2_5_vl:
+            let language: Qwen2VLLanguage
+            if family == .qwen2_vl {
+                let model = try Qwen2VLModel(directory: directory)
+                qwen2 = model
+                language = model.language
+            } else {
+                language = try Qwen25VLModel(directory: directory).language
+            }
+            let c = language.config
+            lm = Decoder(embed: { try language.embed($0) }, prefill: { try language.forward($0, cos: $1, sin: $2, cache: $3) },
+                         forward: { try language.forward($0, cos: $1, sin: $2, cache: $3) }, logits: { try language.logits($0) },
+                         cosSin: { Qwen2VLRoPE.cosSin(positions: $0, theta: c.ropeTheta, headDim: c.headDim, section: c.mropeSection) },
+                         layers: c.numHiddenLayers, hidden: c.hiddenSize, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
+                         headDim: c.headDim, intermediate: c.intermediateSize, vocab: c.vocabSize, dtype: language.dtype)
+        case .qwen3_vl:
+            let model = try Qwen3VLModel(directory: directory)
+            let language = model.language, c = language.config
+            // DeepStack: one feature per tapped vision block, added at the 1,000 video rows.
+            let rows = ids.indices.filter { ids[$0] == 151656 }
+            let features = try model.config.vision.deepstackVisualIndexes.indices.map { k -> Tensor in
+                let f = try Tensor(checkedUninitialized: [rows.count, c.hiddenSize], what: "DeepStack feature")
+                for i in 0..<f.count { f.pointer[i] = Float((i * 31 + k) % 201) / 10_000 - 0.01 }
+                return f
+            }
+            let deepstack = Qwen3VLDeepStack(rows: rows, features: features)
+            lm = Decoder(embed: { try language.embed($0) },
+                         prefill: { try language.forward($0, cos: $1, sin: $2, cache: $3, deepstack: deepstack) },
+                         forward: { try language.forward($0, cos: $1, sin: $2, cache: $3) }, logits: { try language.logits($0) },
+                         cosSin: { try Qwen3VLRoPE.cosSin(positions: $0, theta: c.ropeTheta, headDim: c.headDim, section: c.mropeSection) },
+                         layers: c.numHiddenLayers, hidden: c.hiddenSize, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
+                         headDim: c.headDim, intermediate: c.intermediateSize, vocab: c.vocabSize, dtype: language.dtype)
+        }
+        print(String(format: "model: %@, %d layers × %d hidden, vocab %d, %@; checkpoint %.2f GB", family.title, lm.layers, lm.hidden, lm.vocab,
+                     lm.dtype.rawValue, checkpointBytes / 1e9))
 
-        let kvWidth = c.numKeyValueHeads * c.headDim
-        var cache = try KVCache(checkedLayers: c.numHiddenLayers, capacity: ids.count + tokens, width: kvWidth)
-        _ = try lm.forward(embeddings.copy(), cos: cos, sin: sin, cache: cache) // warm-up: primitives, page faults
-        cache = try KVCache(checkedLayers: c.numHiddenLayers, capacity: ids.count + tokens, width: kvWidth)
-        let prefillTime = try medianTime(runs: 1) { _ = try lm.forward(embeddings.copy(), cos: cos, sin: sin, cache: cache) }
-        let matrixParams = Double(c.numHiddenLayers) * Double(2 * c.hiddenSize * c.hiddenSize + 2 * c.hiddenSize * kvWidth
-                                                             + 3 * c.hiddenSize * c.intermediateSize)
-        let t = Double(ids.count), attention = Double(c.numHiddenLayers) * 4 * t * t / 2 * Double(c.hiddenSize)
+        let (cos, sin) = try lm.cosSin(positions)
+        let embeddings = try lm.embed(ids)
+        let peak = try gemmPeak(rows: ids.count, k: lm.hidden, n: lm.intermediate)
+
+        let qWidth = lm.heads * lm.headDim, kvWidth = lm.kvHeads * lm.headDim
+        var cache = try KVCache(checkedLayers: lm.layers, capacity: ids.count + tokens, width: kvWidth)
+        _ = try lm.prefill(embeddings.copy(), cos, sin, cache) // warm-up: primitives, page faults
+        cache = try KVCache(checkedLayers: lm.layers, capacity: ids.count + tokens, width: kvWidth)
+        let prefillTime = try medianTime(runs: 1) { _ = try lm.prefill(embeddings.copy(), cos, sin, cache) }
+        let matrixParams = Double(lm.layers) * Double(2 * lm.hidden * qWidth + 2 * lm.hidden * kvWidth + 3 * lm.hidden * lm.intermediate)
+        let t = Double(ids.count), attention = Double(lm.layers) * 4 * t * t / 2 * Double(qWidth)
         let prefillFlop = 2 * matrixParams * t + attention
         let prefillRate = prefillFlop / prefillTime / 1e9
         print(String(format: "prefill: %d tokens in %.2f s = %.0f tokens/s, %.0f GFLOP/s = %.2f of the bf16 GEMM peak (%.0f GFLOP/s; target ≥ 0.80)",
@@ -97,10 +144,9 @@ struct GenerateBench: ParsableCommand {
             probes += 1
             for _ in 0..<min(8, tokens - decoded) {
                 let position = cache.count + delta
-                let (cs, sn) = Qwen2VLRoPE.cosSin(positions: [[position], [position], [position]], theta: c.ropeTheta,
-                                                  headDim: c.headDim, section: c.mropeSection)
+                let (cs, sn) = try lm.cosSin([[position], [position], [position]])
                 decodeTime += try medianTime(runs: 1) {
-                    let h = try lm.forward(try lm.embed([next]), cos: cs, sin: sn, cache: cache)
+                    let h = try lm.forward(try lm.embed([next]), cs, sn, cache)
                     let logits = try lm.logits(h)
                     var best = 0
                     for i in 0..<logits.count where logits.pointer[i] > logits.pointer[best] { best = i }
@@ -110,12 +156,12 @@ struct GenerateBench: ParsableCommand {
             }
         }
         let bandwidth = Double(probe.count * 4) * Double(probes) / probeTime / 1e9
-        let bytesPerToken = (matrixParams + Double(c.vocabSize * c.hiddenSize)) * 2 // bf16 matrices + the (tied) head
+        let bytesPerToken = (matrixParams + Double(lm.vocab * lm.hidden)) * 2 // bf16 matrices + the (tied) head
         let rate = Double(decoded) / decodeTime
         let bound = bandwidth * 1e9 / bytesPerToken
         print(String(format: "decode: %d tokens, %.2f tokens/s; %.2f GB read per token; memory probe %.1f GB/s → bound %.2f tokens/s; %.2f of the bound (target ≥ 0.80)",
                      decoded, rate, bytesPerToken / 1e9, bandwidth, bound, rate / bound))
-        if questions > 0 { try sharedPrefix(model) }
+        if questions > 0, let model = qwen2 { try sharedPrefix(model) }
         let modelPeak = status("VmHWM") - baseline
         print(String(format: "peak resident memory of the model: %.2f GB = %.2f× the bf16 checkpoint (target ≤ 1.5; process peak %.2f GB incl. the %.2f GB probe and runtime)",
                      modelPeak / 1e9, modelPeak / checkpointBytes, status("VmHWM") / 1e9, baseline / 1e9))
@@ -157,58 +203,36 @@ struct GenerateBench: ParsableCommand {
         return kb * 1024
     }
 
-    func gemmPeak(rows: Int) throws -> Double {
-        let x = Tensor(uninitialized: [rows, 1536])
+    func gemmPeak(rows: Int, k: Int, n: Int) throws -> Double {
+        let x = Tensor(uninitialized: [rows, k])
         for i in 0..<x.count { x.pointer[i] = Float(i % 97) / 97 - 0.5 }
         var state: UInt64 = 7
-        let w = (0..<(8960 * 1536)).map { _ -> Float in
-            state = state &* 6364136223846793005 &+ 1442695040888963407
-            return Float(Int32(truncatingIfNeeded: state >> 32)) / Float(Int32.max) * 0.02
+        let w = randomValues(n * k, scale: 0.02, offset: 0, state: &state)
+        let plain = WeightTensor(name: "peak", dtype: .bf16, shape: [n, k], data: Convert.bf16(w).withUnsafeBytes { Data($0) })
+        let y = Tensor(uninitialized: [rows, n])
+        // The best of the plain bf16 weight (as the decoder holds it) and oneDNN's packed layout.
+        var best = 0.0
+        for weight in [plain, try Linear.pack(plain, rows: rows)] {
+            try Linear.forward(x, weight, into: y, rows: rows)
+            let t = try medianTime(runs: 3) { try Linear.forward(x, weight, into: y, rows: rows) }
+            best = max(best, 2.0 * Double(rows * k * n) / t / 1e9)
         }
-        let weight = WeightTensor(name: "peak", dtype: .bf16, shape: [8960, 1536], data: Convert.bf16(w).withUnsafeBytes { Data($0) })
-        let y = Tensor(uninitialized: [rows, 8960])
-        try Linear.forward(x, weight, into: y, rows: rows)
-        let t = try medianTime(runs: 3) { try Linear.forward(x, weight, into: y, rows: rows) }
-        return 2.0 * Double(rows * 1536 * 8960) / t / 1e9
+        return best
     }
 
-    /// Qwen2-VL-2B's tensors (vision tower and language model, tied head) with random bf16 values.
-    func writeRandomCheckpoint(_ path: String, layers: Int) throws {
+    /// The family's tensors (vision tower and language model, tied head), named and shaped by the
+    /// loaders' own tables, with random bf16 values.
+    func writeRandomCheckpoint(_ path: String) throws {
         var decl: [SafetensorsWriter.Declaration] = []
-        var initial: [String: (scale: Float, offset: Float)] = [:]
-        func add(_ name: String, _ shape: [Int], scale: Float = 0.02, offset: Float = 0) {
-            decl.append(.init(name: name, dtype: .bf16, shape: shape))
-            initial[name] = (scale, offset)
+        for (prefix, shapes) in [(family.visionPrefix, try family.visionShapes()), (family.textPrefix, try family.textShapes(layers: layers))] {
+            for (name, shape) in shapes.sorted(by: { $0.key < $1.key }) {
+                decl.append(.init(name: prefix + name, dtype: .bf16, shape: shape))
+            }
         }
-        let e = 1280, mlp = 5120, h = 1536, inter = 8960, kv = 256
-        add("visual.patch_embed.proj.weight", [e, 3, 2, 14, 14])
-        for i in 0..<32 {
-            let b = "visual.blocks.\(i)."
-            add(b + "norm1.weight", [e], offset: 1); add(b + "norm1.bias", [e])
-            add(b + "norm2.weight", [e], offset: 1); add(b + "norm2.bias", [e])
-            add(b + "attn.qkv.weight", [3 * e, e]); add(b + "attn.qkv.bias", [3 * e])
-            add(b + "attn.proj.weight", [e, e]); add(b + "attn.proj.bias", [e])
-            add(b + "mlp.fc1.weight", [mlp, e]); add(b + "mlp.fc1.bias", [mlp])
-            add(b + "mlp.fc2.weight", [e, mlp]); add(b + "mlp.fc2.bias", [e])
-        }
-        add("visual.merger.ln_q.weight", [e], offset: 1); add("visual.merger.ln_q.bias", [e])
-        add("visual.merger.mlp.0.weight", [4 * e, 4 * e]); add("visual.merger.mlp.0.bias", [4 * e])
-        add("visual.merger.mlp.2.weight", [h, 4 * e]); add("visual.merger.mlp.2.bias", [h])
-        add("model.embed_tokens.weight", [151936, h])
-        for i in 0..<layers {
-            let p = "model.layers.\(i)."
-            add(p + "input_layernorm.weight", [h], offset: 1); add(p + "post_attention_layernorm.weight", [h], offset: 1)
-            add(p + "self_attn.q_proj.weight", [h, h]); add(p + "self_attn.q_proj.bias", [h])
-            add(p + "self_attn.k_proj.weight", [kv, h]); add(p + "self_attn.k_proj.bias", [kv])
-            add(p + "self_attn.v_proj.weight", [kv, h]); add(p + "self_attn.v_proj.bias", [kv])
-            add(p + "self_attn.o_proj.weight", [h, h])
-            add(p + "mlp.gate_proj.weight", [inter, h]); add(p + "mlp.up_proj.weight", [inter, h]); add(p + "mlp.down_proj.weight", [h, inter])
-        }
-        add("model.norm.weight", [h], offset: 1)
         let writer = try SafetensorsWriter(path: path, tensors: decl)
         var state: UInt64 = 12345
         for d in decl {
-            let n = d.shape.reduce(1, *), (scale, offset) = initial[d.name]!
+            let n = d.shape.reduce(1, *), (scale, offset) = randomInit(d.name, d.shape)
             var bits = [UInt16](repeating: 0, count: n)
             for i in 0..<n {
                 state = state &* 6364136223846793005 &+ 1442695040888963407

@@ -180,7 +180,8 @@ enum OutputRun {
         ["describe", "--repetition-penalty", "inf"], ["describe", "--top-k", "0"], ["encode", "--fps", "nan"],
         ["bench", "vision", "--runs", "1000000000"], ["bench", "kernels", "--runs", "0"],
         ["bench", "decode", "--threads", "5000"], ["bench", "generate", "--tokens", "0"],
-        ["bench", "ingest", "--count", "0"],
+        ["bench", "ingest", "--count", "0"], ["bench", "vision", "--family", "qwen3_vl", "--depth", "25"],
+        ["bench", "generate", "--family", "qwen2_5_vl", "--layers", "37"],
     ])
     func absurdOptionsExit64(_ args: [String]) throws {
         let option = args[args.count - (args.last?.hasPrefix("--") == true ? 1 : 2)]

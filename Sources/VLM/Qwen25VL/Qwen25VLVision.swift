@@ -31,8 +31,9 @@ public final class Qwen25VLVision: @unchecked Sendable {
         var merger2: WeightTensor, merger2Bias: Tensor
     }
 
-    /// Every tensor name (after the `visual.` / `model.visual.` prefix) with its shape.
-    static func expectedShapes(_ c: Qwen25VLVisionConfiguration) -> [String: [Int]] {
+    /// Every tensor name (after the `visual.` / `model.visual.` prefix) with its shape: what the
+    /// loader requires, and what `reelql bench` fills with random values.
+    public static func expectedShapes(_ c: Qwen25VLVisionConfiguration) -> [String: [Int]] {
         let e = c.hiddenSize, mlp = c.intermediateSize, merged = e * c.spatialMergeSize * c.spatialMergeSize
         var expected: [String: [Int]] = [
             "patch_embed.proj.weight": [e, c.inChannels, c.temporalPatchSize, c.patchSize, c.patchSize],

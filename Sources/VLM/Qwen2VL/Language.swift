@@ -84,6 +84,25 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
     let norm: Tensor
     let head: WeightTensor  // [vocab, hidden] (the embedding when tied)
 
+    /// Every decoder tensor (after the `model.` / `model.language_model.` prefix) with its shape:
+    /// what the loader requires, and what `reelql bench` fills with random values. An untied head
+    /// is `lm_head.weight` [vocab, hidden], outside the prefix.
+    public static func expectedShapes(_ c: Qwen2VLTextConfiguration) -> [String: [Int]] {
+        let h = c.hiddenSize, qw = c.numAttentionHeads * c.headDim, kvw = c.numKeyValueHeads * c.headDim, inter = c.intermediateSize
+        var expected: [String: [Int]] = ["embed_tokens.weight": [c.vocabSize, h], "norm.weight": [h]]
+        for i in 0..<c.numHiddenLayers {
+            let p = "layers.\(i)."
+            expected[p + "input_layernorm.weight"] = [h]; expected[p + "post_attention_layernorm.weight"] = [h]
+            expected[p + "self_attn.q_proj.weight"] = [qw, h]; expected[p + "self_attn.q_proj.bias"] = [qw]
+            expected[p + "self_attn.k_proj.weight"] = [kvw, h]; expected[p + "self_attn.k_proj.bias"] = [kvw]
+            expected[p + "self_attn.v_proj.weight"] = [kvw, h]; expected[p + "self_attn.v_proj.bias"] = [kvw]
+            expected[p + "self_attn.o_proj.weight"] = [h, qw]
+            expected[p + "mlp.gate_proj.weight"] = [inter, h]; expected[p + "mlp.up_proj.weight"] = [inter, h]
+            expected[p + "mlp.down_proj.weight"] = [h, inter]
+        }
+        return expected
+    }
+
     public init(config: Qwen2VLTextConfiguration, tieWordEmbeddings: Bool, checkpoint: any WeightStore,
                 dtype: ComputeDType? = nil, pool: ThreadPool = .shared) throws {
         self.config = config
@@ -113,19 +132,22 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
         func matrix(_ name: String, _ shape: [Int]) throws -> WeightTensor {
             try weight(name, shape).converted(to: computeType == .bf16 ? .bf16 : .f32)
         }
-        func vector(_ name: String, _ n: Int) throws -> Tensor { try weight(name, [n]).toF32() }
+        // Decoder tensors take their shapes from the one table (`expectedShapes`).
+        let expected = Self.expectedShapes(c)
+        func matrix(_ name: String) throws -> WeightTensor { try matrix(name, expected[String(name.dropFirst(prefix.count))]!) }
+        func vector(_ name: String) throws -> Tensor { try weight(name, expected[String(name.dropFirst(prefix.count))]!).toF32() }
         layers = try (0..<c.numHiddenLayers).map { i in
             let p = "\(prefix)layers.\(i)."
-            return Layer(inputNorm: try vector(p + "input_layernorm.weight", h), postNorm: try vector(p + "post_attention_layernorm.weight", h),
-                         q: try matrix(p + "self_attn.q_proj.weight", [c.numAttentionHeads * hd, h]), qBias: try vector(p + "self_attn.q_proj.bias", c.numAttentionHeads * hd),
-                         k: try matrix(p + "self_attn.k_proj.weight", [c.numKeyValueHeads * hd, h]), kBias: try vector(p + "self_attn.k_proj.bias", c.numKeyValueHeads * hd),
-                         v: try matrix(p + "self_attn.v_proj.weight", [c.numKeyValueHeads * hd, h]), vBias: try vector(p + "self_attn.v_proj.bias", c.numKeyValueHeads * hd),
-                         o: try matrix(p + "self_attn.o_proj.weight", [h, c.numAttentionHeads * hd]),
-                         gate: try matrix(p + "mlp.gate_proj.weight", [c.intermediateSize, h]),
-                         up: try matrix(p + "mlp.up_proj.weight", [c.intermediateSize, h]),
-                         down: try matrix(p + "mlp.down_proj.weight", [h, c.intermediateSize]))
+            return Layer(inputNorm: try vector(p + "input_layernorm.weight"), postNorm: try vector(p + "post_attention_layernorm.weight"),
+                         q: try matrix(p + "self_attn.q_proj.weight"), qBias: try vector(p + "self_attn.q_proj.bias"),
+                         k: try matrix(p + "self_attn.k_proj.weight"), kBias: try vector(p + "self_attn.k_proj.bias"),
+                         v: try matrix(p + "self_attn.v_proj.weight"), vBias: try vector(p + "self_attn.v_proj.bias"),
+                         o: try matrix(p + "self_attn.o_proj.weight"),
+                         gate: try matrix(p + "mlp.gate_proj.weight"),
+                         up: try matrix(p + "mlp.up_proj.weight"),
+                         down: try matrix(p + "mlp.down_proj.weight"))
         }
-        norm = try vector(prefix + "norm.weight", h)
+        norm = try vector(prefix + "norm.weight")
         embed = try embedding.converted(to: computeType == .bf16 ? .bf16 : .f32)
         if tieWordEmbeddings {
             head = embed

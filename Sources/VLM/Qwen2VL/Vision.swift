@@ -35,6 +35,28 @@ public final class Qwen2VLVision: @unchecked Sendable {
         var merger2: WeightTensor, merger2Bias: Tensor
     }
 
+    /// Every tensor name (after the `visual.` / `model.visual.` prefix) with its shape: what the
+    /// loader requires, and what `reelql bench` fills with random values.
+    public static func expectedShapes(_ c: Qwen2VLVisionConfiguration) -> [String: [Int]] {
+        let e = c.embedDim, mlp = c.mlpHiddenDim, merged = e * c.spatialMergeSize * c.spatialMergeSize
+        var expected: [String: [Int]] = [
+            "patch_embed.proj.weight": [e, c.inChannels, c.temporalPatchSize, c.patchSize, c.patchSize],
+            "merger.ln_q.weight": [e], "merger.ln_q.bias": [e],
+            "merger.mlp.0.weight": [merged, merged], "merger.mlp.0.bias": [merged],
+            "merger.mlp.2.weight": [c.hiddenSize, merged], "merger.mlp.2.bias": [c.hiddenSize],
+        ]
+        for i in 0..<c.depth {
+            let b = "blocks.\(i)."
+            expected[b + "norm1.weight"] = [e]; expected[b + "norm1.bias"] = [e]
+            expected[b + "norm2.weight"] = [e]; expected[b + "norm2.bias"] = [e]
+            expected[b + "attn.qkv.weight"] = [3 * e, e]; expected[b + "attn.qkv.bias"] = [3 * e]
+            expected[b + "attn.proj.weight"] = [e, e]; expected[b + "attn.proj.bias"] = [e]
+            expected[b + "mlp.fc1.weight"] = [mlp, e]; expected[b + "mlp.fc1.bias"] = [mlp]
+            expected[b + "mlp.fc2.weight"] = [e, mlp]; expected[b + "mlp.fc2.bias"] = [e]
+        }
+        return expected
+    }
+
     /// Loads the `visual.*` tensors (or `model.visual.*`, as transformers 5 modules name them),
     /// strictly: every expected tensor with its expected shape, and no unknown vision tensor.
     /// `dtype` nil follows the checkpoint (bf16 weights compute in bf16, others in f32).
@@ -61,22 +83,8 @@ public final class Qwen2VLVision: @unchecked Sendable {
             throw VLMError.invalidConfig(path: configPath, key: "vision_config.depth",
                                          reason: "is \(c.depth) but the checkpoint has \(describeLayers(found).replacingOccurrences(of: "layer", with: "block")) (\(prefix)blocks.N)")
         }
-        let e = c.embedDim, mlp = c.mlpHiddenDim, merged = e * c.spatialMergeSize * c.spatialMergeSize
-        var expected: [String: [Int]] = [
-            "patch_embed.proj.weight": [e, c.inChannels, c.temporalPatchSize, c.patchSize, c.patchSize],
-            "merger.ln_q.weight": [e], "merger.ln_q.bias": [e],
-            "merger.mlp.0.weight": [merged, merged], "merger.mlp.0.bias": [merged],
-            "merger.mlp.2.weight": [c.hiddenSize, merged], "merger.mlp.2.bias": [c.hiddenSize],
-        ]
-        for i in 0..<c.depth {
-            let b = "blocks.\(i)."
-            expected[b + "norm1.weight"] = [e]; expected[b + "norm1.bias"] = [e]
-            expected[b + "norm2.weight"] = [e]; expected[b + "norm2.bias"] = [e]
-            expected[b + "attn.qkv.weight"] = [3 * e, e]; expected[b + "attn.qkv.bias"] = [3 * e]
-            expected[b + "attn.proj.weight"] = [e, e]; expected[b + "attn.proj.bias"] = [e]
-            expected[b + "mlp.fc1.weight"] = [mlp, e]; expected[b + "mlp.fc1.bias"] = [mlp]
-            expected[b + "mlp.fc2.weight"] = [e, mlp]; expected[b + "mlp.fc2.bias"] = [e]
-        }
+        let e = c.embedDim
+        let expected = Self.expectedShapes(c)
         let unknown = checkpoint.names.filter { $0.hasPrefix(prefix) && expected[String($0.dropFirst(prefix.count))] == nil }
         guard unknown.isEmpty else { throw VLMError.unexpectedWeights(names: unknown, checkpoint: checkpoint.directory) }
 

@@ -47,6 +47,34 @@ public final class Qwen3VLVision: @unchecked Sendable {
         var deepstack: [Merger]
     }
 
+    /// Every tensor name (after the `model.visual.` / `visual.` prefix) with its shape: what the
+    /// loader requires, and what `reelql bench` fills with random values.
+    public static func expectedShapes(_ c: Qwen3VLVisionConfiguration) -> [String: [Int]] {
+        let e = c.hiddenSize, mlp = c.intermediateSize, merged = e * c.spatialMergeSize * c.spatialMergeSize
+        var expected: [String: [Int]] = [
+            "patch_embed.proj.weight": [e, c.inChannels, c.temporalPatchSize, c.patchSize, c.patchSize],
+            "patch_embed.proj.bias": [e],
+            "pos_embed.weight": [c.numPositionEmbeddings, e],
+        ]
+        func mergerShapes(_ p: String, normWidth: Int) {
+            expected[p + "norm.weight"] = [normWidth]; expected[p + "norm.bias"] = [normWidth]
+            expected[p + "linear_fc1.weight"] = [merged, merged]; expected[p + "linear_fc1.bias"] = [merged]
+            expected[p + "linear_fc2.weight"] = [c.outHiddenSize, merged]; expected[p + "linear_fc2.bias"] = [c.outHiddenSize]
+        }
+        mergerShapes("merger.", normWidth: e)
+        for k in c.deepstackVisualIndexes.indices { mergerShapes("deepstack_merger_list.\(k).", normWidth: merged) }
+        for i in 0..<c.depth {
+            let b = "blocks.\(i)."
+            expected[b + "norm1.weight"] = [e]; expected[b + "norm1.bias"] = [e]
+            expected[b + "norm2.weight"] = [e]; expected[b + "norm2.bias"] = [e]
+            expected[b + "attn.qkv.weight"] = [3 * e, e]; expected[b + "attn.qkv.bias"] = [3 * e]
+            expected[b + "attn.proj.weight"] = [e, e]; expected[b + "attn.proj.bias"] = [e]
+            expected[b + "mlp.linear_fc1.weight"] = [mlp, e]; expected[b + "mlp.linear_fc1.bias"] = [mlp]
+            expected[b + "mlp.linear_fc2.weight"] = [e, mlp]; expected[b + "mlp.linear_fc2.bias"] = [e]
+        }
+        return expected
+    }
+
     /// Loads the `model.visual.*` tensors (transformers 4.57 and 5 saves) or `visual.*`, strictly:
     /// every expected tensor with its expected shape and no unknown vision tensor. `dtype` nil
     /// follows the checkpoint (bf16 weights compute in bf16, others in f32).
@@ -70,28 +98,8 @@ public final class Qwen3VLVision: @unchecked Sendable {
             throw VLMError.invalidConfig(path: configPath, key: "vision_config.depth",
                                          reason: "is \(c.depth) but the checkpoint has \(describeLayers(found).replacingOccurrences(of: "layer", with: "block")) (\(prefix)blocks.N)")
         }
-        let e = c.hiddenSize, mlp = c.intermediateSize, merged = e * c.spatialMergeSize * c.spatialMergeSize
-        var expected: [String: [Int]] = [
-            "patch_embed.proj.weight": [e, c.inChannels, c.temporalPatchSize, c.patchSize, c.patchSize],
-            "patch_embed.proj.bias": [e],
-            "pos_embed.weight": [c.numPositionEmbeddings, e],
-        ]
-        func mergerShapes(_ p: String, normWidth: Int) {
-            expected[p + "norm.weight"] = [normWidth]; expected[p + "norm.bias"] = [normWidth]
-            expected[p + "linear_fc1.weight"] = [merged, merged]; expected[p + "linear_fc1.bias"] = [merged]
-            expected[p + "linear_fc2.weight"] = [c.outHiddenSize, merged]; expected[p + "linear_fc2.bias"] = [c.outHiddenSize]
-        }
-        mergerShapes("merger.", normWidth: e)
-        for k in c.deepstackVisualIndexes.indices { mergerShapes("deepstack_merger_list.\(k).", normWidth: merged) }
-        for i in 0..<c.depth {
-            let b = "blocks.\(i)."
-            expected[b + "norm1.weight"] = [e]; expected[b + "norm1.bias"] = [e]
-            expected[b + "norm2.weight"] = [e]; expected[b + "norm2.bias"] = [e]
-            expected[b + "attn.qkv.weight"] = [3 * e, e]; expected[b + "attn.qkv.bias"] = [3 * e]
-            expected[b + "attn.proj.weight"] = [e, e]; expected[b + "attn.proj.bias"] = [e]
-            expected[b + "mlp.linear_fc1.weight"] = [mlp, e]; expected[b + "mlp.linear_fc1.bias"] = [mlp]
-            expected[b + "mlp.linear_fc2.weight"] = [e, mlp]; expected[b + "mlp.linear_fc2.bias"] = [e]
-        }
+        let e = c.hiddenSize
+        let expected = Self.expectedShapes(c)
         let unknown = checkpoint.names.filter { $0.hasPrefix(prefix) && expected[String($0.dropFirst(prefix.count))] == nil }
         guard unknown.isEmpty else { throw VLMError.unexpectedWeights(names: unknown, checkpoint: checkpoint.directory) }
 
@@ -156,27 +164,39 @@ public final class Qwen3VLVision: @unchecked Sendable {
         let hidden = try Tensor(checkedUninitialized: [n, c.intermediateSize], what: "vision MLP")
         let normed = try Tensor(checkedUninitialized: [n, e], what: "vision norm")
         var deepstack: [Tensor] = []
+        var profile = StageTimer(enabled: StageTimer.requested)
+        defer { profile.report("vision") }
         for (index, block) in weights.blocks.enumerated() {
             // x += proj(attention(rotary(qkv(norm1(x)))))   (Qwen3VLVisionBlock.forward)
+            profile.mark("other")
             _ = Ops.layerNorm(x, weight: block.norm1.0, bias: block.norm1.1, eps: 1e-6, into: normed, pool: pool)
             try Linear.forward(normed, block.qkv, bias: block.qkvBias, into: qkv, rows: n, pool: pool) // [N, 3e]: q | k | v
+            profile.mark("qkv")
             Ops.rotaryRotateHalf(qkv.pointer, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             let attended = try Attention.forward(qkv: qkv, heads: heads, headDim: hd, mask: .blockDiagonal(cuSeqlens),
                                                  precision: dtype == .bf16 ? .bf16 : .f32, scratch: scratch, pool: pool)
+            profile.mark("attn")
             try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
             Ops.add(x, proj, pool: pool)
+            profile.mark("proj")
             // x += fc2(act(fc1(norm2(x))))
             _ = Ops.layerNorm(x, weight: block.norm2.0, bias: block.norm2.1, eps: 1e-6, into: normed, pool: pool)
             try Linear.forward(normed, block.fc1, bias: block.fc1Bias, into: hidden, rows: n, pool: pool)
+            profile.mark("fc1")
             Ops.activate(hidden, act, pool: pool)
+            profile.mark("act")
             try Linear.forward(hidden, block.fc2, bias: block.fc2Bias, into: proj, rows: n, pool: pool)
             Ops.add(x, proj, pool: pool)
+            profile.mark("fc2")
             if let k = c.deepstackVisualIndexes.firstIndex(of: index) {
                 deepstack.append(try merge(x, weights.deepstack[k]))
+                profile.mark("merger")
             }
         }
-        return Qwen3VLVisionOutput(merged: try merge(x, weights.merger), deepstack: deepstack)
+        let merged = try merge(x, weights.merger)
+        profile.mark("merger")
+        return Qwen3VLVisionOutput(merged: merged, deepstack: deepstack)
     }
 
     /// `Qwen3VLVisionPatchMerger.forward`: x [N, e] (4 consecutive rows = one 2×2 window) →
