@@ -102,6 +102,9 @@ struct RunCommand: ParsableCommand {
             let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
             source.setEventHandler {
                 if signals.increment() > 1 {
+                    // Never while the process is already ending: the main thread holds the lock
+                    // from the moment the run is over (its row has its final status then).
+                    RunEnding.lock.lock()
                     runner.abandon()
                     _exit(130)
                 }
@@ -112,6 +115,9 @@ struct RunCommand: ParsableCommand {
             sources.append(source)
         }
         let report: RunReport
+        // From here on the run is over: a second Ctrl-C exits without touching the database
+        // while this thread tears the process down.
+        defer { RunEnding.lock.lock() }
         do {
             report = try runner.run()
         } catch let e as PipelineError {
@@ -143,6 +149,12 @@ struct RunCommand: ParsableCommand {
         if report.interrupted { throw ExitCode(130) }
         if report.stats.videosFailed > 0 { throw ExitCode(3) }
     }
+}
+
+/// Held by whoever ends the process first: the main thread once the run is over, or a second
+/// Ctrl-C that marks the run interrupted and exits at once.
+enum RunEnding {
+    static let lock = NSLock()
 }
 
 final class SignalCount: @unchecked Sendable {

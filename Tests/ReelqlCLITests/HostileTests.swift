@@ -243,7 +243,7 @@ enum Hostile {
 @Suite(.serialized) struct HostileDatabaseTests {
     /// A second run on a database in use is refused at once naming the run; the first finishes.
     @Test func aSecondRunIsRefused() throws {
-        let ws = try Hostile.Workspace(["shortgop.mp4"], tokens: 48)
+        let ws = try Hostile.Workspace(["shortgop.mp4"], extra: "clips: {seconds: 0.5}", tokens: 48)
         defer { ws.remove() }
         let first = Process()
         first.executableURL = CLI.binary
@@ -280,11 +280,13 @@ enum Hostile {
 
     /// Two Ctrl-C in a row stop at once, and the run's row still gets a final status.
     @Test func doubleInterruptLeavesNoRunningRow() throws {
-        let ws = try Hostile.Workspace(["shortgop.mp4"], tokens: 48)
+        let ws = try Hostile.Workspace(["shortgop.mp4"], extra: "clips: {seconds: 0.5}", tokens: 48)
         defer { ws.remove() }
         let p = Process()
         p.executableURL = CLI.binary
         p.arguments = ["run", ws.specPath, "--db", ws.db, "--quiet"]
+        let log = ws.root + "/run.log"
+        p.arguments = ["run", ws.specPath, "--db", ws.db, "--quiet", "--log", log]
         p.standardError = FileHandle.nullDevice
         try p.run()
         let deadline = Date().addingTimeInterval(60)
@@ -297,7 +299,10 @@ enum Hostile {
         }
         p.waitUntilExit()
         #expect(interrupted, "the run ended before it could be interrupted")
-        #expect(p.terminationStatus == 130 && p.terminationReason == .exit)
+        let clips = try Hostile.readOnly(ws.db).read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM clips") ?? 0 }
+        #expect(clips >= 1 && clips < 40, "\(clips) of 40 clips: the signals must land mid-run")
+        #expect(p.terminationStatus == 130 && p.terminationReason == .exit,
+                "\(p.terminationReason == .exit ? "exit" : "signal") \(p.terminationStatus): \((try? String(contentsOfFile: log, encoding: .utf8)) ?? "")")
         try Hostile.expectConsistent(ws.db)
     }
 
