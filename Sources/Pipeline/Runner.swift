@@ -394,7 +394,10 @@ public final class Runner: @unchecked Sendable {
             decoder = try VideoDecoder(path: path)
             let index = decoder.frameIndex()
             let probe = decoder.probe
-            try store.setVideoInfo(video, duration: probe.duration, width: probe.displayWidth, height: probe.displayHeight,
+            // The duration the frames cover, not the container's claim (a header may declare 10⁹ s
+            // over 2 s of frames; a truncated file holds less than it declares).
+            try store.setVideoInfo(video, duration: index.count > 0 ? index.span : probe.duration,
+                                   width: probe.displayWidth, height: probe.displayHeight,
                                    fps: probe.averageFrameRate, codec: probe.codec, frameCount: index.count)
             let span = max(index.span, 1e-3)
             let planned = try ClipSegmenter.segments(duration: span, length: spec.clips.seconds, overlap: spec.clips.overlap,

@@ -557,6 +557,21 @@ enum Hostile {
         try Hostile.expectConsistent(ws.db)
     }
 
+    /// A video's stored duration is what its frames cover, not what its header claims: a
+    /// truncated file (4 s declared, about half readable) is stored with the readable seconds.
+    @Test func durationIsWhatTheFramesCover() throws {
+        let ws = try Hostile.Workspace(["truncated.mp4", "h264_cfr.mp4"])
+        defer { ws.remove() }
+        _ = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"], limit: 60)
+        let durations = try Hostile.readOnly(ws.db).read { db in
+            try Row.fetchAll(db, sql: "SELECT path, duration FROM videos").reduce(into: [String: Double]()) {
+                $0[($1["path"] as String).components(separatedBy: "/").last ?? ""] = $1["duration"]
+            }
+        }
+        #expect(abs((durations["h264_cfr.mp4"] ?? 0) - 3.0) < 0.05, "\(durations)")
+        #expect((durations["truncated.mp4"] ?? 4) < 3.5, "\(durations)")
+    }
+
     /// A temperature of 1e-50 samples the most likely token (the greedy answer), not NaN.
     @Test func tinyTemperatureIsGreedy() throws {
         let video = CLI.video("hevc.mp4")
