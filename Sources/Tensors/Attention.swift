@@ -15,17 +15,21 @@ public enum AttentionMask: Sendable, Equatable {
 
 /// Reusable score memory for attention: grows to the largest block seen, never shrinks.
 public final class AttentionScratch: @unchecked Sendable {
-    private var storage = TensorStorage(count: 0, zeroed: false)
-    private var halves = TensorStorage(count: 0, zeroed: false)
+    private var storage: TensorStorage?
+    private var halves: TensorStorage?
     public init() {}
     func floats(_ n: Int) throws -> UnsafeMutablePointer<Float> {
-        if storage.count < n { storage = try TensorStorage(checkedCount: n, zeroed: false, what: "attention scores") }
-        return storage.pointer
+        if let s = storage, s.count >= n { return s.pointer }
+        let s = try TensorStorage(count: n, zeroed: false, what: "attention scores")
+        storage = s
+        return s.pointer
     }
     /// Room for n 16-bit values.
     func halfs(_ n: Int) throws -> UnsafeMutablePointer<UInt16> {
-        if halves.count * 2 < n { halves = try TensorStorage(checkedCount: n / 2 + n % 2, zeroed: false, what: "attention probabilities") }
-        return UnsafeMutableRawPointer(halves.pointer).assumingMemoryBound(to: UInt16.self)
+        if let h = halves, h.count * 2 >= n { return UnsafeMutableRawPointer(h.pointer).assumingMemoryBound(to: UInt16.self) }
+        let h = try TensorStorage(count: n / 2 + n % 2, zeroed: false, what: "attention probabilities")
+        halves = h
+        return UnsafeMutableRawPointer(h.pointer).assumingMemoryBound(to: UInt16.self)
     }
 }
 
@@ -91,7 +95,7 @@ public enum Attention {
 
     static func run(_ x: Inputs, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask, scale: Float?,
                     precision: AttentionPrecision, scratch: AttentionScratch?, budget: Int, pool: ThreadPool) throws -> Tensor {
-        let out = try Tensor(checkedUninitialized: [x.t, heads * d], what: "attention output")
+        let out = try Tensor(uninitialized: [x.t, heads * d], what: "attention output")
         let scale = scale ?? 1 / Float(d).squareRoot()
         let blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: budget)
         let scratch = scratch ?? AttentionScratch()

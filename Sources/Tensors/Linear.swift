@@ -17,7 +17,7 @@ public enum Linear {
     public static func forward(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil,
                                pool: ThreadPool = .shared) throws -> Tensor {
         let m = x.count / max(1, x.shape.last ?? 1)
-        let y = try Tensor(checkedZeros: Array(x.shape.dropLast()) + [w.shape[0]], what: "linear output")
+        let y = try Tensor(zeros: Array(x.shape.dropLast()) + [w.shape[0]], what: "linear output")
         try forward(x, w, bias: bias, into: y, rows: m, pool: pool)
         return y
     }

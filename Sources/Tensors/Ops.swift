@@ -5,10 +5,10 @@ import Foundation
 /// Rows are split over the thread pool.
 public enum Ops {
     /// RMSNorm over the last dimension: x / sqrt(mean(x²) + eps) · weight.
-    public static func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into y: Tensor? = nil, pool: ThreadPool = .shared) -> Tensor {
+    public static func rmsNorm(_ x: Tensor, weight: Tensor, eps: Float, into y: Tensor? = nil, pool: ThreadPool = .shared) throws -> Tensor {
         let n = x.shape.last!, rows = x.count / n
         precondition(weight.count == n, "rmsNorm: weight \(weight.shape) for rows of \(n)")
-        let out = y ?? Tensor(zeros: x.shape)
+        let out = try y ?? Tensor(uninitialized: x.shape, what: "normalised rows")
         pool.parallelRanges(rows, grain: 16) { r in
             rq_rmsnorm(x.pointer + r.lowerBound * n, weight.pointer, out.pointer + r.lowerBound * n, r.count, n, eps)
         }
@@ -17,9 +17,9 @@ public enum Ops {
 
     /// LayerNorm over the last dimension (weight and bias optional).
     public static func layerNorm(_ x: Tensor, weight: Tensor?, bias: Tensor?, eps: Float, into y: Tensor? = nil,
-                                 pool: ThreadPool = .shared) -> Tensor {
+                                 pool: ThreadPool = .shared) throws -> Tensor {
         let n = x.shape.last!, rows = x.count / n
-        let out = y ?? Tensor(zeros: x.shape)
+        let out = try y ?? Tensor(uninitialized: x.shape, what: "normalised rows")
         pool.parallelRanges(rows, grain: 16) { r in
             rq_layernorm(x.pointer + r.lowerBound * n, weight?.pointer, bias?.pointer, out.pointer + r.lowerBound * n, r.count, n, eps)
         }
@@ -50,9 +50,9 @@ public enum Ops {
     }
 
     /// out = silu(gate) · up (SwiGLU).
-    public static func siluMul(gate: Tensor, up: Tensor, into out: Tensor? = nil, pool: ThreadPool = .shared) -> Tensor {
+    public static func siluMul(gate: Tensor, up: Tensor, into out: Tensor? = nil, pool: ThreadPool = .shared) throws -> Tensor {
         precondition(gate.count == up.count)
-        let y = out ?? Tensor(zeros: gate.shape)
+        let y = try out ?? Tensor(uninitialized: gate.shape, what: "SwiGLU output")
         pool.parallelRanges(gate.count, grain: 4096) { r in
             rq_silu_mul(gate.pointer + r.lowerBound, up.pointer + r.lowerBound, y.pointer + r.lowerBound, r.count)
         }

@@ -63,7 +63,7 @@ public struct WeightTensor: @unchecked Sendable, CustomStringConvertible {
 
     /// The values as f32 (a copy).
     public func toF32() throws -> Tensor {
-        let t = Tensor(zeros: shape)
+        let t = try Tensor(zeros: shape)
         try Convert.toF32(self, into: t.pointer)
         return t
     }

@@ -25,21 +25,10 @@ public final class TensorStorage: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
 
-    /// Memory whose size the caller controls (constants, sizes already bounded). A failed
-    /// allocation stops the process; sizes that derive from input or configuration go through
-    /// `init(checkedCount:)` instead.
-    public init(count: Int, zeroed: Bool = true) {
-        precondition(count >= 0, "negative element count \(count)")
-        guard let raw = TensorStorage.allocate(count: count, zeroed: zeroed) else {
-            fatalError("out of memory allocating \(count) floats")
-        }
-        self.count = count
-        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 16))
-    }
-
-    /// Memory sized by input or configuration: a negative count, a byte size that overflows, or a
-    /// refused allocation is a `TensorError.allocationFailed` naming `what` and the size.
-    public init(checkedCount count: Int, zeroed: Bool = true, what: String = "a tensor") throws {
+    /// `count` floats, 64-byte aligned. A negative count, a byte size that overflows, or memory
+    /// the system refuses is a `TensorError.allocationFailed` naming `what` and the size, never a
+    /// crash (sizes often derive from input or configuration).
+    public init(count: Int, zeroed: Bool = true, what: String = "a tensor") throws {
         guard count >= 0 else { throw TensorError.allocationFailed(what: what, size: "\(count) floats (negative)") }
         let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<Float>.size)
         guard !overflow, bytes <= Int.max - 63 else {
@@ -84,32 +73,14 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
     public let offset: Int
     public let shape: [Int]
 
-    /// A zero-filled tensor.
-    public init(zeros shape: [Int]) {
-        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
-        let count = shape.reduce(1, *)
-        storage = TensorStorage(count: count)
-        offset = 0
-        self.shape = shape
-    }
-
-    /// A tensor whose contents are undefined until written (scratch space).
-    public init(uninitialized shape: [Int]) {
-        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
-        storage = TensorStorage(count: shape.reduce(1, *), zeroed: false)
-        offset = 0
-        self.shape = shape
-    }
-
-    /// A zero-filled tensor whose shape derives from input or configuration: a negative
-    /// dimension, an overflowing size or a refused allocation throws `TensorError.allocationFailed`.
-    public init(checkedZeros shape: [Int], what: String = "a tensor") throws {
+    /// A zero-filled tensor. A negative dimension, an overflowing size or a refused allocation
+    /// throws `TensorError.allocationFailed` naming `what`.
+    public init(zeros shape: [Int], what: String = "a tensor") throws {
         try self.init(checkedShape: shape, zeroed: true, what: what)
     }
 
-    /// Scratch space (contents undefined until written) whose shape derives from input or
-    /// configuration; failures throw as `init(checkedZeros:what:)`.
-    public init(checkedUninitialized shape: [Int], what: String = "a tensor") throws {
+    /// Scratch space, contents undefined until written; failures throw as `init(zeros:what:)`.
+    public init(uninitialized shape: [Int], what: String = "a tensor") throws {
         try self.init(checkedShape: shape, zeroed: false, what: what)
     }
 
@@ -117,16 +88,16 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
         guard let count = checkedElementCount(shape) else {
             throw TensorError.allocationFailed(what: what, size: "shape \(shape) (negative or overflowing)")
         }
-        do { storage = try TensorStorage(checkedCount: count, zeroed: zeroed, what: what) } catch TensorError.allocationFailed(_, let size) {
+        do { storage = try TensorStorage(count: count, zeroed: zeroed, what: what) } catch TensorError.allocationFailed(_, let size) {
             throw TensorError.allocationFailed(what: "\(what) \(shape)", size: size)
         }
         offset = 0
         self.shape = shape
     }
 
-    public init(shape: [Int], values: [Float]) {
+    public init(shape: [Int], values: [Float]) throws {
         precondition(shape.reduce(1, *) == values.count, "\(values.count) values do not fill \(shape)")
-        self.init(zeros: shape)
+        try self.init(uninitialized: shape)
         values.withUnsafeBufferPointer { pointer.update(from: $0.baseAddress!, count: values.count) }
     }
 
@@ -161,8 +132,8 @@ public struct Tensor: @unchecked Sendable, CustomStringConvertible {
     }
 
     /// A deep copy.
-    public func copy() -> Tensor {
-        let t = Tensor(zeros: shape)
+    public func copy() throws -> Tensor {
+        let t = try Tensor(uninitialized: shape)
         t.pointer.update(from: pointer, count: count)
         return t
     }

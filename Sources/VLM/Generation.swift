@@ -138,7 +138,7 @@ extension MRoPEDecoderModel {
 
     /// A KV cache for `capacity` positions (a refused allocation throws).
     public func makeCache(capacity: Int) throws -> KVCache {
-        try KVCache(checkedLayers: cacheLayout.layers, capacity: capacity, width: cacheLayout.width)
+        try KVCache(layers: cacheLayout.layers, capacity: capacity, width: cacheLayout.width)
     }
 }
 
@@ -213,7 +213,7 @@ extension Qwen2VLModel: MRoPEDecoderModel {
 
     public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
         let t = config.text
-        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
+        let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
         return try language.forward(try language.embed(ids), cos: cos, sin: sin, cache: cache)
     }
 
@@ -223,7 +223,7 @@ extension Qwen2VLModel: MRoPEDecoderModel {
 extension Qwen25VLModel: MRoPEDecoderModel {
     public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
         let t = config.text
-        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
+        let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
         return try language.forward(try language.embed(ids), cos: cos, sin: sin, cache: cache)
     }
 

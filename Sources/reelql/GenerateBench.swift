@@ -69,7 +69,7 @@ struct GenerateBench: ParsableCommand {
         defer { if !keep { try? fm.removeItem(atPath: directory) } }
         let checkpointBytes = (try fm.attributesOfItem(atPath: checkpoint)[.size] as? NSNumber)?.doubleValue ?? 0
         // The memory probe's buffer, then a fresh peak-memory count: what follows is the model's.
-        let probe = Tensor(zeros: [64 << 20]) // 256 MB: eight times the last-level cache
+        let probe = try Tensor(zeros: [64 << 20]) // 256 MB: eight times the last-level cache
         for i in stride(from: 0, to: probe.count, by: 1024) { probe.pointer[i] = 1 }
         let baseline = residentNow()
         try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
@@ -94,7 +94,7 @@ struct GenerateBench: ParsableCommand {
             let c = language.config
             lm = Decoder(embed: { try language.embed($0) }, prefill: { try language.forward($0, cos: $1, sin: $2, cache: $3) },
                          forward: { try language.forward($0, cos: $1, sin: $2, cache: $3) }, logits: { try language.logits($0) },
-                         cosSin: { Qwen2VLRoPE.cosSin(positions: $0, theta: c.ropeTheta, headDim: c.headDim, section: c.mropeSection) },
+                         cosSin: { try Qwen2VLRoPE.cosSin(positions: $0, theta: c.ropeTheta, headDim: c.headDim, section: c.mropeSection) },
                          layers: c.numHiddenLayers, hidden: c.hiddenSize, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
                          headDim: c.headDim, intermediate: c.intermediateSize, vocab: c.vocabSize, dtype: language.dtype)
         case .qwen3_vl:
@@ -103,7 +103,7 @@ struct GenerateBench: ParsableCommand {
             // DeepStack: one feature per tapped vision block, added at the 1,000 video rows.
             let rows = ids.indices.filter { ids[$0] == 151656 }
             let features = try model.config.vision.deepstackVisualIndexes.indices.map { k -> Tensor in
-                let f = try Tensor(checkedUninitialized: [rows.count, c.hiddenSize], what: "DeepStack feature")
+                let f = try Tensor(uninitialized: [rows.count, c.hiddenSize], what: "DeepStack feature")
                 for i in 0..<f.count { f.pointer[i] = Float((i * 31 + k) % 201) / 10_000 - 0.01 }
                 return f
             }
@@ -123,9 +123,9 @@ struct GenerateBench: ParsableCommand {
         let peak = try gemmPeak(rows: ids.count, k: lm.hidden, n: lm.intermediate)
 
         let qWidth = lm.heads * lm.headDim, kvWidth = lm.kvHeads * lm.headDim
-        var cache = try KVCache(checkedLayers: lm.layers, capacity: ids.count + tokens, width: kvWidth)
+        var cache = try KVCache(layers: lm.layers, capacity: ids.count + tokens, width: kvWidth)
         _ = try lm.prefill(embeddings.copy(), cos, sin, cache) // warm-up: primitives, page faults
-        cache = try KVCache(checkedLayers: lm.layers, capacity: ids.count + tokens, width: kvWidth)
+        cache = try KVCache(layers: lm.layers, capacity: ids.count + tokens, width: kvWidth)
         let prefillTime = try medianTime(runs: 1) { _ = try lm.prefill(embeddings.copy(), cos, sin, cache) }
         let matrixParams = Double(lm.layers) * Double(2 * lm.hidden * qWidth + 2 * lm.hidden * kvWidth + 3 * lm.hidden * lm.intermediate)
         let t = Double(ids.count), attention = Double(lm.layers) * 4 * t * t / 2 * Double(qWidth)
@@ -172,7 +172,7 @@ struct GenerateBench: ParsableCommand {
     /// against a fresh full run per question.
     func sharedPrefix(_ model: Qwen2VLModel) throws {
         let grid = VisionGrid(t: 2, h: 24, w: 24)
-        let pixels = Tensor(uninitialized: [grid.patches, 1176])
+        let pixels = try Tensor(uninitialized: [grid.patches, 1176])
         for i in 0..<pixels.count { pixels.pointer[i] = Float((i * 7919) % 2001) / 1000 - 1 }
         let video = [VisionInput(pixels: pixels, grid: grid)]
         let prefix = [151644, 8948, 198, 2610, 525, 264, 10950, 17847, 13, 151645, 198, 151644, 872, 198, 151652]
@@ -204,12 +204,12 @@ struct GenerateBench: ParsableCommand {
     }
 
     func gemmPeak(rows: Int, k: Int, n: Int) throws -> Double {
-        let x = Tensor(uninitialized: [rows, k])
+        let x = try Tensor(uninitialized: [rows, k])
         for i in 0..<x.count { x.pointer[i] = Float(i % 97) / 97 - 0.5 }
         var state: UInt64 = 7
         let w = randomValues(n * k, scale: 0.02, offset: 0, state: &state)
         let plain = WeightTensor(name: "peak", dtype: .bf16, shape: [n, k], data: Convert.bf16(w).withUnsafeBytes { Data($0) })
-        let y = Tensor(uninitialized: [rows, n])
+        let y = try Tensor(uninitialized: [rows, n])
         // The best of the plain bf16 weight (as the decoder holds it) and oneDNN's packed layout.
         var best = 0.0
         for weight in [plain, try Linear.pack(plain, rows: rows)] {

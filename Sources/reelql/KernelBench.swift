@@ -55,11 +55,11 @@ struct KernelBench: ParsableCommand {
         if quick { shapes = [(1024, 1280, 1280)] }
         for (m, k, n) in shapes {
             let flop = 2.0 * Double(m * k * n)
-            let x = Tensor(zeros: [m, k])
+            let x = try Tensor(zeros: [m, k])
             for i in 0..<x.count { x.pointer[i] = Float(i % 97) / 97 - 0.5 }
             let wf = randomWeight("w", .f32, rows: n, cols: k)
             let wb = randomWeight("w", .bf16, rows: n, cols: k)
-            let y = Tensor(zeros: [m, n])
+            let y = try Tensor(zeros: [m, n])
             let direct = try median {
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(k), 1, x.pointer, Int32(k),
                             wf.pointer.assumingMemoryBound(to: Float.self), Int32(k), 0, y.pointer, Int32(n))
@@ -78,7 +78,7 @@ struct KernelBench: ParsableCommand {
         print("\nbf16 GEMV (GB/s of weights)  K×N            GEMV   probe (one pass) ratio   probe (per matrix) ratio")
         // Enough distinct copies of each matrix that they do not fit in the caches (≥ 512 MB),
         // as when decoding walks through every layer's weights.
-        let probeBuffer = Tensor(zeros: [128 << 20]) // 512 MB
+        let probeBuffer = try Tensor(zeros: [128 << 20]) // 512 MB
         for i in stride(from: 0, to: probeBuffer.count, by: 1024) { probeBuffer.pointer[i] = 1 }
         let pool = ThreadPool.shared
         let probeBytes = Double(probeBuffer.count * 4)
@@ -88,9 +88,9 @@ struct KernelBench: ParsableCommand {
             let bytes = n * k * 2
             let copies = max(1, (512 << 20) / bytes)
             let weights = (0..<copies).map { randomWeight("w\($0)", .bf16, rows: n, cols: k, seed: UInt64($0 + 1)) }
-            let x = Tensor(zeros: [1, k])
+            let x = try Tensor(zeros: [1, k])
             for i in 0..<k { x.pointer[i] = Float(i % 13) / 13 }
-            let y = Tensor(zeros: [1, n])
+            let y = try Tensor(zeros: [1, n])
             var gemvTimes: [Double] = [], probeTimes: [Double] = [], chunkTimes: [Double] = []
             try Linear.forward(x, weights[0], into: y, rows: 1)
             for _ in 0..<max(3, runs) {
@@ -126,7 +126,7 @@ struct KernelBench: ParsableCommand {
         let configs: [(Int, Int, Int, Int, String)] = quick ? [(1024, 16, 80, 16, "full")]
             : [(1024, 16, 80, 16, "full"), (4096, 16, 80, 16, "full"), (1024, 12, 128, 2, "causal"), (4096, 12, 128, 2, "causal")]
         for (t, h, d, kv, mask) in configs {
-            let q = Tensor(zeros: [t, h * d]), k = Tensor(zeros: [t, kv * d]), v = Tensor(zeros: [t, kv * d])
+            let q = try Tensor(zeros: [t, h * d]), k = try Tensor(zeros: [t, kv * d]), v = try Tensor(zeros: [t, kv * d])
             for tensor in [q, k, v] { for i in 0..<tensor.count { tensor.pointer[i] = Float((i * 7919) % 1000) / 1000 - 0.5 } }
             let m: AttentionMask = mask == "causal" ? .causal(offset: 0) : .blockDiagonal([0, t])
             for (name, precision) in [("f32", AttentionPrecision.f32), ("bf16", .bf16)] {

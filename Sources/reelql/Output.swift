@@ -6,7 +6,7 @@ import Foundation
 import Media
 
 // The CLI's output, made safe for hostile conditions. Foundation's `FileHandle.write(_:)` traps
-// (it calls `try!`) when stdout or stderr is /dev/full or a closed pipe, so everything here goes
+// (a forced try inside swift-corelibs-foundation) when stdout or stderr is /dev/full or a closed pipe, so everything here goes
 // through write(2). Diagnostics on stderr are best effort; a result that cannot be written to
 // stdout is an error of its own: a message on stderr and exit status 74 (sysexits' EX_IOERR).
 

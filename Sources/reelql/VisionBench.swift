@@ -73,7 +73,7 @@ struct VisionBench: ParsableCommand {
         let unit = 2 * family.patch
         let side = size / unit * unit
         let grid = VisionGrid(t: (frames + 1) / 2, h: side / family.patch, w: side / family.patch)
-        let pixels = Tensor(uninitialized: [grid.patches, patchDim])
+        let pixels = try Tensor(uninitialized: [grid.patches, patchDim])
         for i in 0..<pixels.count { pixels.pointer[i] = Float((i * 7919) % 2001) / 1000 - 1 }
         // Attention spans: whole frames, or (Qwen2.5-VL, blocks outside fullatt_block_indexes) windows.
         let frameSpans = [Int](repeating: grid.h * grid.w, count: grid.t)
@@ -116,12 +116,12 @@ struct VisionBench: ParsableCommand {
     }
 
     func gemmPeak(rows: Int, k: Int, n: Int) throws -> Double {
-        let x = Tensor(uninitialized: [rows, k])
+        let x = try Tensor(uninitialized: [rows, k])
         for i in 0..<x.count { x.pointer[i] = Float(i % 97) / 97 - 0.5 }
         // Packed into oneDNN's blocked layout, as the tower's weights are (a plain bf16 weight is
         // reordered on every call, which halves the figure at these shapes).
         let w = try Linear.pack(random("peak", .bf16, [n, k], seed: 99), rows: 4096)
-        let y = Tensor(uninitialized: [rows, n])
+        let y = try Tensor(uninitialized: [rows, n])
         try Linear.forward(x, w, into: y, rows: rows)
         let t = try medianTime(runs: 3) { try Linear.forward(x, w, into: y, rows: rows) }
         return 2.0 * Double(rows * k * n) / t / 1e9

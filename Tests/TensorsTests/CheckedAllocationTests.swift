@@ -5,9 +5,9 @@ import Testing
 /// Allocations sized by input or configuration throw instead of stopping the process.
 @Suite struct CheckedAllocationTests {
     @Test func overflowingShapeThrowsNamingIt() {
-        #expect(throws: TensorError.self) { _ = try Tensor(checkedUninitialized: [1 << 40, 1 << 40], what: "KV cache") }
+        #expect(throws: TensorError.self) { _ = try Tensor(uninitialized: [1 << 40, 1 << 40], what: "KV cache") }
         do {
-            _ = try Tensor(checkedZeros: [Int.max / 2, 3], what: "KV cache")
+            _ = try Tensor(zeros: [Int.max / 2, 3], what: "KV cache")
             Issue.record("no error")
         } catch {
             let message = (error as? TensorError)?.errorDescription ?? ""
@@ -17,15 +17,15 @@ import Testing
     }
 
     @Test func countWhoseByteSizeOverflowsThrows() {
-        #expect(throws: TensorError.self) { _ = try TensorStorage(checkedCount: Int.max / 2) }
-        #expect(throws: TensorError.self) { _ = try TensorStorage(checkedCount: -1) }
-        #expect(throws: TensorError.self) { _ = try Tensor(checkedUninitialized: [-3, 4]) }
+        #expect(throws: TensorError.self) { _ = try TensorStorage(count: Int.max / 2) }
+        #expect(throws: TensorError.self) { _ = try TensorStorage(count: -1) }
+        #expect(throws: TensorError.self) { _ = try Tensor(uninitialized: [-3, 4]) }
     }
 
     /// 4 EiB: no system grants it; the refusal is an error naming the byte count.
     @Test func refusedAllocationThrowsNamingTheBytes() {
         do {
-            _ = try TensorStorage(checkedCount: 1 << 60, zeroed: false, what: "workspace")
+            _ = try TensorStorage(count: 1 << 60, zeroed: false, what: "workspace")
             Issue.record("no error")
         } catch {
             let message = (error as? TensorError)?.errorDescription ?? ""
@@ -43,9 +43,9 @@ import Testing
     }
 
     @Test func checkedTensorsAreUsable() throws {
-        let t = try Tensor(checkedZeros: [3, 5])
+        let t = try Tensor(zeros: [3, 5])
         #expect(t.values == [Float](repeating: 0, count: 15))
-        let u = try Tensor(checkedUninitialized: [0, 8])
+        let u = try Tensor(uninitialized: [0, 8])
         #expect(u.count == 0)
     }
 }

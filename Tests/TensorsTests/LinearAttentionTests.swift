@@ -7,9 +7,9 @@ import Testing
 
     @Test(arguments: shapes)
     func f32(m: Int, k: Int, n: Int) throws {
-        let x = Reference.tensor([m, k], seed: 7)
+        let x = try Reference.tensor([m, k], seed: 7)
         let w = Reference.f32Weight("w", Reference.pattern(n * k, seed: 8, scale: 0.25), shape: [n, k])
-        let b = Reference.tensor([n], seed: 9, scale: 0.1)
+        let b = try Reference.tensor([n], seed: 9, scale: 0.1)
         let y = try Linear.forward(x, w, bias: b)
         #expect(y.shape == [m, n])
         #expect(relativeError(y.values, try Reference.values("linear_f32_\(m)x\(k)x\(n)")) < 1e-5)
@@ -20,9 +20,9 @@ import Testing
     /// in both, so the only difference from the float64 reference is summation rounding.
     @Test(arguments: shapes)
     func bf16(m: Int, k: Int, n: Int) throws {
-        let x = Reference.tensor([m, k], seed: 7)
+        let x = try Reference.tensor([m, k], seed: 7)
         let w = Reference.bf16Weight("w", Reference.pattern(n * k, seed: 8, scale: 0.25), shape: [n, k])
-        let b = Reference.tensor([n], seed: 9, scale: 0.1)
+        let b = try Reference.tensor([n], seed: 9, scale: 0.1)
         let y = try Linear.forward(x, w, bias: b)
         #expect(relativeError(y.values, try Reference.values("linear_bf16_\(m)x\(k)x\(n)")) < 1e-5)
     }
@@ -31,18 +31,18 @@ import Testing
     /// widened to f32 for OpenBLAS. Same PyTorch references as the oneDNN path.
     @Test(arguments: shapes.filter { $0.0 > Linear.gemvRows })
     func bf16Widened(m: Int, k: Int, n: Int) throws {
-        let x = Reference.tensor([m, k], seed: 7)
+        let x = try Reference.tensor([m, k], seed: 7)
         let w = Reference.bf16Weight("w", Reference.pattern(n * k, seed: 8, scale: 0.25), shape: [n, k])
-        let b = Reference.tensor([n], seed: 9, scale: 0.1)
-        let y = Tensor(zeros: [m, n])
+        let b = try Reference.tensor([n], seed: 9, scale: 0.1)
+        let y = try Tensor(zeros: [m, n])
         try Linear.gemmBF16Widened(x: x.pointer, m: m, k: k, w: w.pointer.assumingMemoryBound(to: UInt16.self), n: n,
                                y: y.pointer, pool: .shared)
         for i in 0..<m { for j in 0..<n { y.pointer[i * n + j] += b.pointer[j] } }
         #expect(relativeError(y.values, try Reference.values("linear_bf16_\(m)x\(k)x\(n)")) < 1e-5)
     }
 
-    @Test func shapesAreChecked() {
-        let x = Tensor(zeros: [2, 5])
+    @Test func shapesAreChecked() throws {
+        let x = try Tensor(zeros: [2, 5])
         let w = Reference.f32Weight("w", [Float](repeating: 0, count: 12), shape: [3, 4])
         #expect(throws: TensorError.self) { try Linear.forward(x, w) }
     }
@@ -71,9 +71,9 @@ import Testing
     @Test(arguments: cases.keys.sorted())
     func matchesReference(name: String) throws {
         let c = Self.cases[name]!
-        let q = Reference.tensor([c.t, c.heads * c.headDim], seed: 10)
-        let k = Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 11)
-        let v = Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 12)
+        let q = try Reference.tensor([c.t, c.heads * c.headDim], seed: 10)
+        let k = try Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 11)
+        let v = try Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 12)
         let mask: AttentionMask
         switch c.mask {
         case "causal": mask = .causal(offset: c.offset)
@@ -97,9 +97,9 @@ import Testing
     @Test(arguments: ["attn_causal_gqa_65", "attn_block_65", "attn_causal_1030"])
     func bf16IsCloseToReference(name: String) throws {
         let c = Self.cases[name]!
-        let q = Reference.tensor([c.t, c.heads * c.headDim], seed: 10)
-        let k = Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 11)
-        let v = Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 12)
+        let q = try Reference.tensor([c.t, c.heads * c.headDim], seed: 10)
+        let k = try Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 11)
+        let v = try Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 12)
         let mask: AttentionMask = c.mask == "block" ? .blockDiagonal(c.cuSeqlens!) : .causal(offset: c.offset)
         let out = try Attention.forward(q: q, k: k, v: v, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
                                         mask: mask, precision: .bf16, maxScoreFloats: 4096)
@@ -111,11 +111,11 @@ import Testing
     @Test(arguments: [AttentionPrecision.f32, .bf16])
     func fusedQKVMatchesSplit(precision: AttentionPrecision) throws {
         let t = 37, h = 3, d = 16, w = h * d
-        let qkv = Reference.tensor([t, 3 * w], seed: 21)
+        let qkv = try Reference.tensor([t, 3 * w], seed: 21)
         let rows = (0..<t).map { Array(qkv.values[($0 * 3 * w)..<($0 * 3 * w + 3 * w)]) }
-        let q = Tensor(shape: [t, w], values: rows.flatMap { $0[0..<w] })
-        let k = Tensor(shape: [t, w], values: rows.flatMap { $0[w..<(2 * w)] })
-        let v = Tensor(shape: [t, w], values: rows.flatMap { $0[(2 * w)...] })
+        let q = try Tensor(shape: [t, w], values: rows.flatMap { $0[0..<w] })
+        let k = try Tensor(shape: [t, w], values: rows.flatMap { $0[w..<(2 * w)] })
+        let v = try Tensor(shape: [t, w], values: rows.flatMap { $0[(2 * w)...] })
         for mask in [AttentionMask.blockDiagonal([0, 10, 37]), .causal(offset: 0)] {
             let split = try Attention.forward(q: q, k: k, v: v, heads: h, kvHeads: h, headDim: d, mask: mask, precision: precision)
             let fused = try Attention.forward(qkv: qkv, heads: h, headDim: d, mask: mask, precision: precision)
@@ -123,8 +123,8 @@ import Testing
         }
     }
 
-    @Test func invalidMasksThrow() {
-        let q = Tensor(zeros: [4, 8]), k = Tensor(zeros: [4, 8])
+    @Test func invalidMasksThrow() throws {
+        let q = try Tensor(zeros: [4, 8]), k = try Tensor(zeros: [4, 8])
         #expect(throws: TensorError.self) { try Attention.forward(q: q, k: k, v: k, heads: 1, kvHeads: 1, headDim: 8, mask: .blockDiagonal([0, 3])) }
         #expect(throws: TensorError.self) { try Attention.forward(q: q, k: k, v: k, heads: 1, kvHeads: 1, headDim: 8, mask: .causal(offset: 2)) }
         #expect(throws: TensorError.self) { try Attention.forward(q: q, k: k, v: k, heads: 3, kvHeads: 2, headDim: 8, mask: .none) }

@@ -12,8 +12,8 @@ enum Reference {
         (0..<n).map { i in (Float((i * 7919 + seed * 104729) % 2003 - 1001) / Float(1001)) * scale }
     }
 
-    static func tensor(_ shape: [Int], seed: Int, scale: Float = 1) -> Tensor {
-        Tensor(shape: shape, values: pattern(shape.reduce(1, *), seed: seed, scale: scale))
+    static func tensor(_ shape: [Int], seed: Int, scale: Float = 1) throws -> Tensor {
+        try Tensor(shape: shape, values: pattern(shape.reduce(1, *), seed: seed, scale: scale))
     }
 
     static func values(_ name: String) throws -> [Float] {

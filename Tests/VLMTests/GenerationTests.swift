@@ -6,7 +6,7 @@ import Tensors
 @Suite struct GenerationTests {
     func videoInput() throws -> [VisionInput] {
         let pixels = try VisionFixtures.values("pixels_video_nonsquare")
-        return [VisionInput(pixels: Tensor(shape: [pixels.count / 1176, 1176], values: pixels), grid: VisionGrid(t: 2, h: 4, w: 6))]
+        return [VisionInput(pixels: try Tensor(shape: [pixels.count / 1176, 1176], values: pixels), grid: VisionGrid(t: 2, h: 4, w: 6))]
     }
 
     /// Two questions about one video, both answered from one encoding and one prefix prefill:

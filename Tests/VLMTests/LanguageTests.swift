@@ -32,7 +32,7 @@ import Tensors
         guard let g = c.grid else { return [] }
         let name = c.kind == "image" ? "image" : (g == [3, 2, 4] ? "video_three_groups" : "video_nonsquare")
         let pixels = try VisionFixtures.values("pixels_\(name)")
-        return [VisionInput(pixels: Tensor(shape: [pixels.count / 1176, 1176], values: pixels),
+        return [VisionInput(pixels: try Tensor(shape: [pixels.count / 1176, 1176], values: pixels),
                             grid: VisionGrid(t: g[0], h: g[1], w: g[2]), isVideo: c.kind == "video")]
     }
 

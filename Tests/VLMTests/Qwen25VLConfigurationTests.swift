@@ -59,7 +59,7 @@ enum Qwen25Fixtures {
     static func pixels(_ input: String) throws -> (Tensor, VisionGrid) {
         let i = v5.inputs[input]!
         let p = try values("pixels_\(input)")
-        return (Tensor(shape: i.pixelsShape, values: p), VisionGrid(t: i.grid[0], h: i.grid[1], w: i.grid[2]))
+        return (try Tensor(shape: i.pixelsShape, values: p), VisionGrid(t: i.grid[0], h: i.grid[1], w: i.grid[2]))
     }
 }
 

@@ -78,7 +78,7 @@ public final class Qwen25VLModel: @unchecked Sendable {
     /// Runs a prepared prompt through the decoder into `cache`; returns the final-normed hidden
     /// states [T, hidden].
     public func prefill(_ p: Prepared, cache: KVCache) throws -> Tensor {
-        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: p.positions, theta: config.text.ropeTheta,
+        let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: p.positions, theta: config.text.ropeTheta,
                                                        headDim: config.text.headDim, section: config.text.mropeSection)
         return try language.forward(p.embeddings, cos: cos, sin: sin, cache: cache)
     }
@@ -107,7 +107,7 @@ public final class Qwen25VLModel: @unchecked Sendable {
             out.append(next)
             if stop.contains(next) || step == budget - 1 { break }
             let position = cache.count + p.ropeDelta
-            let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: [[position], [position], [position]], theta: config.text.ropeTheta,
+            let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: [[position], [position], [position]], theta: config.text.ropeTheta,
                                                            headDim: config.text.headDim, section: config.text.mropeSection)
             hidden = try language.forward(try language.embed([next]), cos: cos, sin: sin, cache: cache)
         }

@@ -173,25 +173,25 @@ public final class Qwen25VLVision: @unchecked Sendable {
         // Conv3d with stride = kernel is one GEMM over flattened patches.
         let embedded = try Linear.forward(pixels, weights.patchEmbed, pool: pool) // [N, e], patch order
         // Window order: row k·unit + j is patch window[k]·unit + j.
-        let x = try Tensor(checkedUninitialized: [n, e], what: "vision hidden")     // [N, e], window order
+        let x = try Tensor(uninitialized: [n, e], what: "vision hidden")     // [N, e], window order
         for (k, cell) in window.enumerated() {
             (x.pointer + k * unit * e).update(from: embedded.pointer + cell * unit * e, count: unit * e)
         }
         let (cos, sin) = try rotary(grid: grid, window: window)                   // [N, headDim], window order
 
         let heads = c.numHeads, hd = c.headDim, inter = c.intermediateSize
-        let qkv = try Tensor(checkedUninitialized: [n, 3 * e], what: "vision qkv")
-        let proj = try Tensor(checkedUninitialized: [n, e], what: "vision projection")
-        let gate = try Tensor(checkedUninitialized: [n, inter], what: "vision MLP gate")
-        let up = try Tensor(checkedUninitialized: [n, inter], what: "vision MLP up")
-        let normed = try Tensor(checkedUninitialized: [n, e], what: "vision norm")
+        let qkv = try Tensor(uninitialized: [n, 3 * e], what: "vision qkv")
+        let proj = try Tensor(uninitialized: [n, e], what: "vision projection")
+        let gate = try Tensor(uninitialized: [n, inter], what: "vision MLP gate")
+        let up = try Tensor(uninitialized: [n, inter], what: "vision MLP up")
+        let normed = try Tensor(uninitialized: [n, e], what: "vision norm")
         let full = Set(c.fullattBlockIndexes)
         var profile = StageTimer(enabled: StageTimer.requested)
         defer { profile.report("vision") }
         for (i, block) in weights.blocks.enumerated() {
             // x += proj(attention(rotary(qkv(norm1(x))))), within windows or whole frames
             profile.mark("other")
-            _ = Ops.rmsNorm(x, weight: block.norm1, eps: 1e-6, into: normed, pool: pool)
+            _ = try Ops.rmsNorm(x, weight: block.norm1, eps: 1e-6, into: normed, pool: pool)
             try Linear.forward(normed, block.qkv, bias: block.qkvBias, into: qkv, rows: n, pool: pool) // [N, 3e]: q | k | v
             profile.mark("qkv")
             Ops.rotaryRotateHalf(qkv.pointer, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
@@ -203,11 +203,11 @@ public final class Qwen25VLVision: @unchecked Sendable {
             try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
             Ops.add(x, proj, pool: pool)
             // x += down(act(gate(norm2(x))) · up(norm2(x)))   (Qwen2_5_VLMLP, with biases)
-            _ = Ops.rmsNorm(x, weight: block.norm2, eps: 1e-6, into: normed, pool: pool)
+            _ = try Ops.rmsNorm(x, weight: block.norm2, eps: 1e-6, into: normed, pool: pool)
             try Linear.forward(normed, block.gate, bias: block.gateBias, into: gate, rows: n, pool: pool)
             try Linear.forward(normed, block.up, bias: block.upBias, into: up, rows: n, pool: pool)
             profile.mark("gate+up")
-            gatedActivation(gate: gate, up: up)
+            try gatedActivation(gate: gate, up: up)
             try Linear.forward(gate, block.down, bias: block.downBias, into: proj, rows: n, pool: pool)
             profile.mark("down")
             Ops.add(x, proj, pool: pool)
@@ -215,15 +215,15 @@ public final class Qwen25VLVision: @unchecked Sendable {
 
         // Merger: RMSNorm, then each merge² group of rows (one merged cell) as one row.
         let mergedRows = n / unit, mergedWidth = e * unit
-        let ln = Ops.rmsNorm(x, weight: weights.mergerNorm, eps: 1e-6,
-                             into: try Tensor(checkedUninitialized: [n, e], what: "vision merger norm"), pool: pool)
+        let ln = try Ops.rmsNorm(x, weight: weights.mergerNorm, eps: 1e-6,
+                             into: try Tensor(uninitialized: [n, e], what: "vision merger norm"), pool: pool)
         let h1 = try Linear.forward(ln.reshaped([mergedRows, mergedWidth]), weights.merger0, bias: weights.merger0Bias, pool: pool)
         Ops.activate(h1, .gelu, pool: pool)
         let mergedWindowOrder = try Linear.forward(h1, weights.merger2, bias: weights.merger2Bias, pool: pool) // [N/unit, out]
         // Back to patch order (transformers: `hidden_states[argsort(window_index)]`).
         let out = c.outHiddenSize
-        let merged = try Tensor(checkedUninitialized: [mergedRows, out], what: "vision merger output")
-        let hidden = try Tensor(checkedUninitialized: [n, e], what: "vision hidden (patch order)")
+        let merged = try Tensor(uninitialized: [mergedRows, out], what: "vision merger output")
+        let hidden = try Tensor(uninitialized: [n, e], what: "vision hidden (patch order)")
         for (k, cell) in window.enumerated() {
             (merged.pointer + cell * out).update(from: mergedWindowOrder.pointer + k * out, count: out)
             (hidden.pointer + cell * unit * e).update(from: x.pointer + k * unit * e, count: unit * e)
@@ -232,10 +232,10 @@ public final class Qwen25VLVision: @unchecked Sendable {
     }
 
     /// gate = act(gate) · up, in place.
-    private func gatedActivation(gate: Tensor, up: Tensor) {
+    private func gatedActivation(gate: Tensor, up: Tensor) throws {
         switch config.hiddenAct {
         case "silu":
-            _ = Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
+            _ = try Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
         default:
             let f: Ops.Activation = config.hiddenAct == "gelu" ? .gelu : config.hiddenAct == "gelu_pytorch_tanh" ? .geluTanh : .quickGelu
             Ops.activate(gate, f, pool: pool)
@@ -252,8 +252,8 @@ public final class Qwen25VLVision: @unchecked Sendable {
         let hd = config.headDim, quarter = hd / 4, spatial = hd / 2, m = config.spatialMergeSize
         let invFreq = (0..<quarter).map { i in 1 / powf(Float(config.ropeTheta), Float(2 * i) / Float(spatial)) }
         let n = grid.patches, gw = grid.w / m, gh = grid.h / m
-        let cos = try Tensor(checkedUninitialized: [n, hd], what: "vision rotary")
-        let sin = try Tensor(checkedUninitialized: [n, hd], what: "vision rotary")
+        let cos = try Tensor(uninitialized: [n, hd], what: "vision rotary")
+        let sin = try Tensor(uninitialized: [n, hd], what: "vision rotary")
         var row = 0
         for cell in window {
             let within = cell % (gh * gw), hb = within / gw, wb = within % gw

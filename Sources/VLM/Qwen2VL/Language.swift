@@ -10,23 +10,14 @@ public final class KVCache: @unchecked Sendable {
     let values: [Tensor]
     public private(set) var count = 0
 
-    /// A cache whose size the caller chose (benchmarks); a refused allocation stops the process.
-    /// Caches sized by a prompt or a configuration use `init(checkedLayers:capacity:width:)`.
-    public init(layers: Int, capacity: Int, width: Int) {
-        self.capacity = capacity
-        self.width = width
-        keys = (0..<layers).map { _ in Tensor(uninitialized: [capacity, width]) }
-        values = (0..<layers).map { _ in Tensor(uninitialized: [capacity, width]) }
-    }
-
-    /// A cache sized by a prompt or a configuration: a size that overflows or memory the system
-    /// refuses is a thrown `TensorError.allocationFailed`, not a crash.
-    public init(checkedLayers layers: Int, capacity: Int, width: Int) throws {
+    /// Keys and values of `layers` layers for `capacity` positions. A size that overflows or
+    /// memory the system refuses is a thrown `TensorError.allocationFailed`, not a crash.
+    public init(layers: Int, capacity: Int, width: Int) throws {
         self.capacity = capacity
         self.width = width
         guard layers >= 0 else { throw TensorError.allocationFailed(what: "KV cache", size: "\(layers) layers") }
-        keys = try (0..<layers).map { _ in try Tensor(checkedUninitialized: [capacity, width], what: "KV cache keys") }
-        values = try (0..<layers).map { _ in try Tensor(checkedUninitialized: [capacity, width], what: "KV cache values") }
+        keys = try (0..<layers).map { _ in try Tensor(uninitialized: [capacity, width], what: "KV cache keys") }
+        values = try (0..<layers).map { _ in try Tensor(uninitialized: [capacity, width], what: "KV cache values") }
     }
 
     /// A copy of the filled part, with room for `extra` more positions.
@@ -35,7 +26,7 @@ public final class KVCache: @unchecked Sendable {
         guard extra >= 0, !overflow else {
             throw TensorError.allocationFailed(what: "KV cache", size: "\(count) + \(extra) positions")
         }
-        let c = try KVCache(checkedLayers: keys.count, capacity: capacity, width: width)
+        let c = try KVCache(layers: keys.count, capacity: capacity, width: width)
         for l in keys.indices {
             c.keys[l].pointer.update(from: keys[l].pointer, count: count * width)
             c.values[l].pointer.update(from: values[l].pointer, count: count * width)
@@ -66,7 +57,7 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
             throw TensorError.allocationFailed(what: "language workspace '\(name)'", size: "shape \(shape) (overflowing)")
         }
         if let s = workspace[name], s.count >= n { return Tensor(storage: s, offset: 0, shape: shape) }
-        let s = try TensorStorage(checkedCount: n, zeroed: false, what: "language workspace '\(name)' \(shape)")
+        let s = try TensorStorage(count: n, zeroed: false, what: "language workspace '\(name)' \(shape)")
         workspace[name] = s
         return Tensor(storage: s, offset: 0, shape: shape)
     }
@@ -161,7 +152,7 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
     /// Embedding rows of `ids` [T, hidden] (f32).
     public func embed(_ ids: [Int]) throws -> Tensor {
         let h = config.hiddenSize
-        let out = try Tensor(checkedUninitialized: [ids.count, h], what: "prompt embeddings")
+        let out = try Tensor(uninitialized: [ids.count, h], what: "prompt embeddings")
         let row = embed.dtype.size * h
         for (r, id) in ids.enumerated() {
             guard id >= 0 && id < config.vocabSize else { throw VLMError.invalidInput("token id \(id) is outside the vocabulary (\(config.vocabSize))") }
@@ -192,7 +183,7 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
         defer { profile.report("language (\(t) tokens)") }
         for (l, layer) in layers.enumerated() {
             profile.mark("other")
-            _ = Ops.rmsNorm(x, weight: layer.inputNorm, eps: eps, into: normed, pool: pool)
+            _ = try Ops.rmsNorm(x, weight: layer.inputNorm, eps: eps, into: normed, pool: pool)
             profile.mark("norm")
             try Linear.forward(normed, layer.q, bias: layer.qBias, into: q, rows: t, pool: pool)
             // New keys and values go straight into the cache rows past..<past+t.
@@ -212,20 +203,20 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
             try Linear.forward(attended, layer.o, into: out, rows: t, pool: pool)
             profile.mark("o")
             Ops.add(x, out, pool: pool)
-            _ = Ops.rmsNorm(x, weight: layer.postNorm, eps: eps, into: normed, pool: pool)
+            _ = try Ops.rmsNorm(x, weight: layer.postNorm, eps: eps, into: normed, pool: pool)
             profile.mark("norm")
             try Linear.forward(normed, layer.gate, into: gate, rows: t, pool: pool)
             try Linear.forward(normed, layer.up, into: up, rows: t, pool: pool)
             profile.mark("gate+up")
-            _ = Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
+            _ = try Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
             profile.mark("silu")
             try Linear.forward(gate, layer.down, into: out, rows: t, pool: pool)
             profile.mark("down")
             Ops.add(x, out, pool: pool)
         }
         cache.advance(t)
-        let final = try Tensor(checkedUninitialized: [t, h], what: "final norm")
-        return Ops.rmsNorm(x, weight: norm, eps: eps, into: final, pool: pool)
+        let final = try Tensor(uninitialized: [t, h], what: "final norm")
+        return try Ops.rmsNorm(x, weight: norm, eps: eps, into: final, pool: pool)
     }
 
     /// Logits [rows, vocab] of hidden states [rows, hidden].

@@ -76,7 +76,7 @@ public final class Qwen2VLModel: @unchecked Sendable {
 
     /// Runs a prepared prompt (or its continuation) through the decoder into `cache`.
     public func prefill(_ p: Prepared, cache: KVCache) throws -> Tensor {
-        let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: p.positions, theta: config.text.ropeTheta,
+        let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: p.positions, theta: config.text.ropeTheta,
                                             headDim: config.text.headDim, section: config.text.mropeSection)
         return try language.forward(p.embeddings, cos: cos, sin: sin, cache: cache)
     }
@@ -105,7 +105,7 @@ public final class Qwen2VLModel: @unchecked Sendable {
             if stop.contains(next) || step == budget - 1 { break }
             // The new token's position on all three axes: its index plus rope_delta.
             let position = cache.count + p.ropeDelta
-            let (cos, sin) = try Qwen2VLRoPE.checkedCosSin(positions: [[position], [position], [position]], theta: config.text.ropeTheta,
+            let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: [[position], [position], [position]], theta: config.text.ropeTheta,
                                                 headDim: config.text.headDim, section: config.text.mropeSection)
             hidden = try language.forward(try language.embed([next]), cos: cos, sin: sin, cache: cache)
         }

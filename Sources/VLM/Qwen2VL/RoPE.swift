@@ -47,18 +47,11 @@ public enum Qwen2VLRoPE {
     /// cos/sin [T, headDim] for positions [3][T]: inv_freq = θ^(−2j/headDim) (float32, as
     /// transformers), frequency j takes the axis of its `mrope_section` (t, h, w in turn), and
     /// the half is repeated (rotate-half layout). Port of `Qwen2VLRotaryEmbedding`.
-    public static func cosSin(positions: [[Int]], theta: Double, headDim: Int, section: [Int]) -> (Tensor, Tensor) {
+    /// The tables' size follows the prompt: a refused allocation throws.
+    public static func cosSin(positions: [[Int]], theta: Double, headDim: Int, section: [Int]) throws -> (Tensor, Tensor) {
         let t = positions[0].count
-        let cos = Tensor(uninitialized: [t, headDim]), sin = Tensor(uninitialized: [t, headDim])
-        fill(cos: cos, sin: sin, positions: positions, theta: theta, headDim: headDim, section: section)
-        return (cos, sin)
-    }
-
-    /// `cosSin` for prompts: the tables' size follows the prompt, so a refused allocation throws.
-    static func checkedCosSin(positions: [[Int]], theta: Double, headDim: Int, section: [Int]) throws -> (Tensor, Tensor) {
-        let t = positions[0].count
-        let cos = try Tensor(checkedUninitialized: [t, headDim], what: "rotary cos")
-        let sin = try Tensor(checkedUninitialized: [t, headDim], what: "rotary sin")
+        let cos = try Tensor(uninitialized: [t, headDim], what: "rotary cos")
+        let sin = try Tensor(uninitialized: [t, headDim], what: "rotary sin")
         fill(cos: cos, sin: sin, positions: positions, theta: theta, headDim: headDim, section: section)
         return (cos, sin)
     }

@@ -141,17 +141,17 @@ public final class Qwen2VLVision: @unchecked Sendable {
         let heads = c.numHeads, hd = c.headDim
         let act = activation
 
-        let qkv = try Tensor(checkedUninitialized: [n, 3 * e], what: "vision qkv")
-        let proj = try Tensor(checkedUninitialized: [n, e], what: "vision projection")
-        let hidden = try Tensor(checkedUninitialized: [n, c.mlpHiddenDim], what: "vision MLP")
-        let normed = try Tensor(checkedUninitialized: [n, e], what: "vision norm")
+        let qkv = try Tensor(uninitialized: [n, 3 * e], what: "vision qkv")
+        let proj = try Tensor(uninitialized: [n, e], what: "vision projection")
+        let hidden = try Tensor(uninitialized: [n, c.mlpHiddenDim], what: "vision MLP")
+        let normed = try Tensor(uninitialized: [n, e], what: "vision norm")
         var profile = StageTimer(enabled: StageTimer.requested)
         func mark(_ stage: String) { profile.mark(stage) }
         defer { profile.report("vision") }
         for block in weights.blocks {
             // x += proj(attention(rotary(qkv(norm1(x)))))
             mark("other")
-            _ = Ops.layerNorm(x, weight: block.norm1.0, bias: block.norm1.1, eps: 1e-6, into: normed, pool: pool)
+            _ = try Ops.layerNorm(x, weight: block.norm1.0, bias: block.norm1.1, eps: 1e-6, into: normed, pool: pool)
             mark("ln")
             try Linear.forward(normed, block.qkv, bias: block.qkvBias, into: qkv, rows: n, pool: pool) // [N, 3e]: q | k | v
             mark("qkv")
@@ -166,7 +166,7 @@ public final class Qwen2VLVision: @unchecked Sendable {
             Ops.add(x, proj, pool: pool)
             mark("add")
             // x += fc2(act(fc1(norm2(x))))
-            _ = Ops.layerNorm(x, weight: block.norm2.0, bias: block.norm2.1, eps: 1e-6, into: normed, pool: pool)
+            _ = try Ops.layerNorm(x, weight: block.norm2.0, bias: block.norm2.1, eps: 1e-6, into: normed, pool: pool)
             mark("ln")
             try Linear.forward(normed, block.fc1, bias: block.fc1Bias, into: hidden, rows: n, pool: pool)
             mark("fc1")
@@ -179,8 +179,8 @@ public final class Qwen2VLVision: @unchecked Sendable {
 
         // PatchMerger: LayerNorm, then each 2×2 window (4 consecutive rows, in merge order) as one row.
         let mergedRows = n / (m * m), mergedWidth = e * m * m
-        let ln = Ops.layerNorm(x, weight: weights.mergerNorm.0, bias: weights.mergerNorm.1, eps: 1e-6,
-                               into: try Tensor(checkedUninitialized: [n, e], what: "vision merger norm"), pool: pool)
+        let ln = try Ops.layerNorm(x, weight: weights.mergerNorm.0, bias: weights.mergerNorm.1, eps: 1e-6,
+                               into: try Tensor(uninitialized: [n, e], what: "vision merger norm"), pool: pool)
         let h1 = try Linear.forward(ln.reshaped([mergedRows, mergedWidth]), weights.merger0, bias: weights.merger0Bias, pool: pool)
         Ops.activate(h1, .gelu, pool: pool)
         let merged = try Linear.forward(h1, weights.merger2, bias: weights.merger2Bias, pool: pool) // [N/4, hidden]
@@ -203,7 +203,7 @@ public final class Qwen2VLVision: @unchecked Sendable {
         let hd = config.headDim, quarter = hd / 4, spatial = hd / 2, m = config.spatialMergeSize
         let invFreq = (0..<quarter).map { i in 1 / powf(Float(config.ropeTheta), Float(2 * i) / Float(spatial)) }
         let n = grid.patches
-        let cos = try Tensor(checkedUninitialized: [n, hd], what: "vision rotary"), sin = try Tensor(checkedUninitialized: [n, hd], what: "vision rotary")
+        let cos = try Tensor(uninitialized: [n, hd], what: "vision rotary"), sin = try Tensor(uninitialized: [n, hd], what: "vision rotary")
         var row = 0
         for _ in 0..<grid.t {
             for hb in 0..<(grid.h / m) {

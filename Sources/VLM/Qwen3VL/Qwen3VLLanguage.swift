@@ -28,7 +28,7 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
             throw TensorError.allocationFailed(what: "language workspace '\(name)'", size: "shape \(shape) (overflowing)")
         }
         if let s = workspace[name], s.count >= n { return Tensor(storage: s, offset: 0, shape: shape) }
-        let s = try TensorStorage(checkedCount: n, zeroed: false, what: "language workspace '\(name)' \(shape)")
+        let s = try TensorStorage(count: n, zeroed: false, what: "language workspace '\(name)' \(shape)")
         workspace[name] = s
         return Tensor(storage: s, offset: 0, shape: shape)
     }
@@ -112,7 +112,7 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
     /// Embedding rows of `ids` [T, hidden] (f32).
     public func embed(_ ids: [Int]) throws -> Tensor {
         let h = config.hiddenSize
-        let out = try Tensor(checkedUninitialized: [ids.count, h], what: "prompt embeddings")
+        let out = try Tensor(uninitialized: [ids.count, h], what: "prompt embeddings")
         let row = embed.dtype.size * h
         for (r, id) in ids.enumerated() {
             guard id >= 0 && id < config.vocabSize else { throw VLMError.invalidInput("token id \(id) is outside the vocabulary (\(config.vocabSize))") }
@@ -152,7 +152,7 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
         let out = try buffer("out", [t, h])
         let past = cache.count
         for (l, layer) in layers.enumerated() {
-            _ = Ops.rmsNorm(x, weight: layer.inputNorm, eps: eps, into: normed, pool: pool)
+            _ = try Ops.rmsNorm(x, weight: layer.inputNorm, eps: eps, into: normed, pool: pool)
             try Linear.forward(normed, layer.q, into: q, rows: t, pool: pool)
             // New keys and values go straight into the cache rows past..<past+t.
             let k = Tensor(storage: cache.keys[l].storage, offset: past * kvw, shape: [t, kvw])
@@ -160,8 +160,8 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
             try Linear.forward(normed, layer.k, into: k, rows: t, pool: pool)
             try Linear.forward(normed, layer.v, into: v, rows: t, pool: pool)
             // q_norm / k_norm: RMSNorm over each head's head_dim values, before the rotation.
-            _ = Ops.rmsNorm(q.reshaped([t * heads, hd]), weight: layer.qNorm, eps: eps, into: q.reshaped([t * heads, hd]), pool: pool)
-            _ = Ops.rmsNorm(k.reshaped([t * kvHeads, hd]), weight: layer.kNorm, eps: eps, into: k.reshaped([t * kvHeads, hd]), pool: pool)
+            _ = try Ops.rmsNorm(q.reshaped([t * heads, hd]), weight: layer.qNorm, eps: eps, into: q.reshaped([t * heads, hd]), pool: pool)
+            _ = try Ops.rmsNorm(k.reshaped([t * kvHeads, hd]), weight: layer.kNorm, eps: eps, into: k.reshaped([t * kvHeads, hd]), pool: pool)
             Ops.rotaryRotateHalf(q.pointer, cos: cos, sin: sin, rows: t, heads: heads, headDim: hd, rowStride: heads * hd, pool: pool)
             Ops.rotaryRotateHalf(k.pointer, cos: cos, sin: sin, rows: t, heads: kvHeads, headDim: hd, rowStride: kvw, pool: pool)
             let keys = Tensor(storage: cache.keys[l].storage, offset: 0, shape: [past + t, kvw])
@@ -171,10 +171,10 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
                                                  scratch: scratch, pool: pool)
             try Linear.forward(attended, layer.o, into: out, rows: t, pool: pool)
             Ops.add(x, out, pool: pool)
-            _ = Ops.rmsNorm(x, weight: layer.postNorm, eps: eps, into: normed, pool: pool)
+            _ = try Ops.rmsNorm(x, weight: layer.postNorm, eps: eps, into: normed, pool: pool)
             try Linear.forward(normed, layer.gate, into: gate, rows: t, pool: pool)
             try Linear.forward(normed, layer.up, into: up, rows: t, pool: pool)
-            _ = Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
+            _ = try Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
             try Linear.forward(gate, layer.down, into: out, rows: t, pool: pool)
             Ops.add(x, out, pool: pool)
             // DeepStack (`_deepstack_process`): hidden[visual rows] += feature of this layer.
@@ -187,8 +187,8 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
             }
         }
         cache.advance(t)
-        let final = try Tensor(checkedUninitialized: [t, h], what: "final norm")
-        return Ops.rmsNorm(x, weight: norm, eps: eps, into: final, pool: pool)
+        let final = try Tensor(uninitialized: [t, h], what: "final norm")
+        return try Ops.rmsNorm(x, weight: norm, eps: eps, into: final, pool: pool)
     }
 
     /// Logits [rows, vocab] of hidden states [rows, hidden].

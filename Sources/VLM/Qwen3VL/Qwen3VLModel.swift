@@ -48,7 +48,7 @@ public final class Qwen3VLModel: @unchecked Sendable {
         for (i, r) in visualRows.enumerated() { joint[r] = i }
         let layers = c.vision.deepstackVisualIndexes.count
         let features = try (0..<(inputs.isEmpty ? 0 : layers)).map { _ in
-            try Tensor(checkedZeros: [visualRows.count, h], what: "DeepStack features")
+            try Tensor(zeros: [visualRows.count, h], what: "DeepStack features")
         }
         var imageCursor = 0, videoCursor = 0
         for input in inputs {

@@ -88,8 +88,8 @@ public enum Qwen3VLRoPE {
             throw VLMError.invalidInput("M-RoPE needs 3 sections and an even head dim, got \(section) and \(headDim)")
         }
         let t = positions[0].count, half = headDim / 2
-        let cos = try Tensor(checkedUninitialized: [t, headDim], what: "rotary cos")
-        let sin = try Tensor(checkedUninitialized: [t, headDim], what: "rotary sin")
+        let cos = try Tensor(uninitialized: [t, headDim], what: "rotary cos")
+        let sin = try Tensor(uninitialized: [t, headDim], what: "rotary sin")
         let invFreq = (0..<half).map { j in 1 / powf(Float(theta), Float(2 * j) / Float(headDim)) }
         let axisOf = axes(half: half, section: section)
         for r in 0..<t {

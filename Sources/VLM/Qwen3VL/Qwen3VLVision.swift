@@ -151,7 +151,7 @@ public final class Qwen3VLVision: @unchecked Sendable {
             throw VLMError.invalidInput("grid \(grid) is not a multiple of the \(m)×\(m) merge")
         }
         // Conv3d with stride = kernel is one GEMM over flattened patches, plus its bias.
-        let x = try Tensor(checkedUninitialized: [n, e], what: "vision patch embeddings")
+        let x = try Tensor(uninitialized: [n, e], what: "vision patch embeddings")
         try Linear.forward(pixels, weights.patchEmbed, bias: weights.patchBias, into: x, rows: n, pool: pool) // [N, e]
         try addPositionEmbeddings(x, grid: grid)
         let (cos, sin) = try rotary(grid: grid)                                                                 // [N, headDim]
@@ -159,17 +159,17 @@ public final class Qwen3VLVision: @unchecked Sendable {
         let heads = c.numHeads, hd = c.headDim
         let act = activation
 
-        let qkv = try Tensor(checkedUninitialized: [n, 3 * e], what: "vision qkv")
-        let proj = try Tensor(checkedUninitialized: [n, e], what: "vision projection")
-        let hidden = try Tensor(checkedUninitialized: [n, c.intermediateSize], what: "vision MLP")
-        let normed = try Tensor(checkedUninitialized: [n, e], what: "vision norm")
+        let qkv = try Tensor(uninitialized: [n, 3 * e], what: "vision qkv")
+        let proj = try Tensor(uninitialized: [n, e], what: "vision projection")
+        let hidden = try Tensor(uninitialized: [n, c.intermediateSize], what: "vision MLP")
+        let normed = try Tensor(uninitialized: [n, e], what: "vision norm")
         var deepstack: [Tensor] = []
         var profile = StageTimer(enabled: StageTimer.requested)
         defer { profile.report("vision") }
         for (index, block) in weights.blocks.enumerated() {
             // x += proj(attention(rotary(qkv(norm1(x)))))   (Qwen3VLVisionBlock.forward)
             profile.mark("other")
-            _ = Ops.layerNorm(x, weight: block.norm1.0, bias: block.norm1.1, eps: 1e-6, into: normed, pool: pool)
+            _ = try Ops.layerNorm(x, weight: block.norm1.0, bias: block.norm1.1, eps: 1e-6, into: normed, pool: pool)
             try Linear.forward(normed, block.qkv, bias: block.qkvBias, into: qkv, rows: n, pool: pool) // [N, 3e]: q | k | v
             profile.mark("qkv")
             Ops.rotaryRotateHalf(qkv.pointer, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
@@ -181,7 +181,7 @@ public final class Qwen3VLVision: @unchecked Sendable {
             Ops.add(x, proj, pool: pool)
             profile.mark("proj")
             // x += fc2(act(fc1(norm2(x))))
-            _ = Ops.layerNorm(x, weight: block.norm2.0, bias: block.norm2.1, eps: 1e-6, into: normed, pool: pool)
+            _ = try Ops.layerNorm(x, weight: block.norm2.0, bias: block.norm2.1, eps: 1e-6, into: normed, pool: pool)
             try Linear.forward(normed, block.fc1, bias: block.fc1Bias, into: hidden, rows: n, pool: pool)
             profile.mark("fc1")
             Ops.activate(hidden, act, pool: pool)
@@ -204,9 +204,9 @@ public final class Qwen3VLVision: @unchecked Sendable {
     private func merge(_ x: Tensor, _ mg: Merger) throws -> Tensor {
         let m = config.spatialMergeSize, n = x.shape[0], e = config.hiddenSize
         let rows = n / (m * m), width = e * m * m
-        let normed = try Tensor(checkedUninitialized: [rows, width], what: "vision merger norm")
+        let normed = try Tensor(uninitialized: [rows, width], what: "vision merger norm")
         // Pre-shuffle: LayerNorm over each patch; post-shuffle (DeepStack): over each window's row.
-        _ = Ops.layerNorm(mg.postShuffleNorm ? x.reshaped([rows, width]) : x, weight: mg.norm.0, bias: mg.norm.1, eps: 1e-6,
+        _ = try Ops.layerNorm(mg.postShuffleNorm ? x.reshaped([rows, width]) : x, weight: mg.norm.0, bias: mg.norm.1, eps: 1e-6,
                           into: mg.postShuffleNorm ? normed : normed.reshaped([n, e]), pool: pool)
         let h1 = try Linear.forward(normed, mg.fc1, bias: mg.fc1Bias, pool: pool) // [N/4, 4e]
         Ops.activate(h1, .gelu, pool: pool)                                      // nn.GELU(): the erf form
@@ -247,7 +247,7 @@ public final class Qwen3VLVision: @unchecked Sendable {
         let table = weights.positions.pointer
         // One interpolated row per (y, x) of a frame, in merge order, then added to every temporal patch.
         let frame = grid.h * grid.w
-        let rows = try Tensor(checkedUninitialized: [frame, e], what: "vision position embeddings")
+        let rows = try Tensor(uninitialized: [frame, e], what: "vision position embeddings")
         var r = 0
         for hb in 0..<(grid.h / m) { for wb in 0..<(grid.w / m) { for mh in 0..<m { for mw in 0..<m {
             let a = hs[hb * m + mh], b = ws[wb * m + mw]
@@ -272,7 +272,7 @@ public final class Qwen3VLVision: @unchecked Sendable {
         let hd = config.headDim, quarter = hd / 4, spatial = hd / 2, m = config.spatialMergeSize
         let invFreq = (0..<quarter).map { i in 1 / powf(Float(config.ropeTheta), Float(2 * i) / Float(spatial)) }
         let n = grid.patches
-        let cos = try Tensor(checkedUninitialized: [n, hd], what: "vision rotary"), sin = try Tensor(checkedUninitialized: [n, hd], what: "vision rotary")
+        let cos = try Tensor(uninitialized: [n, hd], what: "vision rotary"), sin = try Tensor(uninitialized: [n, hd], what: "vision rotary")
         var row = 0
         for _ in 0..<grid.t { for hb in 0..<(grid.h / m) { for wb in 0..<(grid.w / m) { for mh in 0..<m { for mw in 0..<m {
             let pos = [Float(hb * m + mh), Float(wb * m + mw)]
