@@ -136,9 +136,39 @@ extension MRoPEDecoderModel {
         return min(requested, contextLength - promptTokens)
     }
 
+    /// Greedy decoding of a whole prompt: the `maxNewTokens` most likely next tokens, stopping
+    /// early at one of `stop` or where the context ends (a session whose prefix is all but the
+    /// prompt's last token).
+    public func generateGreedy(ids: [Int], vision: [VisionItem] = [], maxNewTokens: Int, stop: Set<Int> = []) throws -> [Int] {
+        guard let last = ids.last, ids.count >= 2 else { throw VLMError.invalidInput("greedy decoding needs a prompt of 2 tokens or more") }
+        try checkContext(ids.count)
+        let session = try PrefixSession(model: self, prefix: Array(ids.dropLast()), vision: vision)
+        return try session.generate(continuation: [last], parameters: GenerationParameters(maxNewTokens: maxNewTokens, stopTokens: stop))
+    }
+
     /// A KV cache for `capacity` positions (a refused allocation throws).
     public func makeCache(capacity: Int) throws -> KVCache {
         try KVCache(layers: cacheLayout.layers, capacity: capacity, width: cacheLayout.width)
+    }
+}
+
+/// Writes one vision block's embeddings `merged` [n, hidden] over the next n `pad` tokens of
+/// `ids` in `x` [T, hidden], from `cursor` on (transformers' `masked_scatter`, block by block).
+func spliceVision(_ merged: Tensor, into x: Tensor, ids: [Int], pad: Int, grid: VisionGrid, cursor: inout Int) throws {
+    let h = x.shape[1]
+    guard merged.shape[1] == h else {
+        throw VLMError.invalidInput("vision output width \(merged.shape[1]) differs from the language model's \(h)")
+    }
+    var row = 0
+    while cursor < ids.count && row < merged.shape[0] {
+        if ids[cursor] == pad {
+            (x.pointer + cursor * h).update(from: merged.pointer + row * h, count: h)
+            row += 1
+        }
+        cursor += 1
+    }
+    guard row == merged.shape[0] else {
+        throw VLMError.invalidInput("the prompt has fewer pad tokens than the \(merged.shape[0]) embeddings of grid \(grid)")
     }
 }
 
@@ -212,9 +242,7 @@ extension Qwen2VLModel: MRoPEDecoderModel {
     }
 
     public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
-        let t = config.text
-        let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
-        return try language.forward(try language.embed(ids), cos: cos, sin: sin, cache: cache)
+        try language.forward(try language.embed(ids), positions: positions, cache: cache)
     }
 
     public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor { try language.nextTokenLogits(hidden, step: step) }
@@ -222,9 +250,7 @@ extension Qwen2VLModel: MRoPEDecoderModel {
 
 extension Qwen25VLModel: MRoPEDecoderModel {
     public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
-        let t = config.text
-        let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
-        return try language.forward(try language.embed(ids), cos: cos, sin: sin, cache: cache)
+        try language.forward(try language.embed(ids), positions: positions, cache: cache)
     }
 
     public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor { try language.nextTokenLogits(hidden, step: step) }

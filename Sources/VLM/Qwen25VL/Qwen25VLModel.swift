@@ -52,25 +52,10 @@ public final class Qwen25VLModel: @unchecked Sendable {
         // Positions first: they check that the prompt's pads match the inputs before any encoding.
         let (positions, delta) = try self.positions(ids: ids, vision: inputs)
         let x = try language.embed(ids) // [T, hidden]
-        let h = c.text.hiddenSize
         var cursor = 0
         for input in inputs {
-            let pad = input.isVideo ? c.videoTokenId : c.imageTokenId
             let merged = try vision.forward(pixels: input.pixels, grid: input.grid).merged // [t·h·w / merge², hidden]
-            guard merged.shape[1] == h else {
-                throw VLMError.invalidInput("vision output width \(merged.shape[1]) differs from the language model's \(h)")
-            }
-            var row = 0
-            while cursor < ids.count && row < merged.shape[0] {
-                if ids[cursor] == pad {
-                    (x.pointer + cursor * h).update(from: merged.pointer + row * h, count: h)
-                    row += 1
-                }
-                cursor += 1
-            }
-            guard row == merged.shape[0] else {
-                throw VLMError.invalidInput("the prompt has fewer pad tokens than the \(merged.shape[0]) embeddings of grid \(input.grid)")
-            }
+            try spliceVision(merged, into: x, ids: ids, pad: input.isVideo ? c.videoTokenId : c.imageTokenId, grid: input.grid, cursor: &cursor)
         }
         return Prepared(ids: ids, embeddings: x, positions: positions, ropeDelta: delta)
     }
@@ -78,9 +63,7 @@ public final class Qwen25VLModel: @unchecked Sendable {
     /// Runs a prepared prompt through the decoder into `cache`; returns the final-normed hidden
     /// states [T, hidden].
     public func prefill(_ p: Prepared, cache: KVCache) throws -> Tensor {
-        let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: p.positions, theta: config.text.ropeTheta,
-                                                       headDim: config.text.headDim, section: config.text.mropeSection)
-        return try language.forward(p.embeddings, cos: cos, sin: sin, cache: cache)
+        try language.forward(p.embeddings, positions: p.positions, cache: cache)
     }
 
     /// Logits of every position of a prompt [T, vocab].
@@ -91,26 +74,4 @@ public final class Qwen25VLModel: @unchecked Sendable {
         return try language.logits(try prefill(p, cache: cache))
     }
 
-    /// Greedy decoding: the `maxNewTokens` most likely next tokens, stopping early at one of `stop`
-    /// or where the context (`max_position_embeddings`) ends. Each new token sits at its index
-    /// plus rope_delta on all three axes (4.57 `prepare_inputs_for_generation`).
-    public func generateGreedy(ids: [Int], vision: [Qwen25VLVisionInput] = [], maxNewTokens: Int, stop: Set<Int> = []) throws -> [Int] {
-        let budget = try newTokenBudget(promptTokens: ids.count, requested: maxNewTokens)
-        guard budget > 0 else { return [] }
-        let p = try prepare(ids: ids, vision: vision)
-        let cache = try makeCache(capacity: ids.count + budget)
-        var hidden = try prefill(p, cache: cache)
-        var out: [Int] = []
-        for step in 0..<budget {
-            let logits = try language.nextTokenLogits(hidden, step: step)
-            let next = argmax(logits.buffer)
-            out.append(next)
-            if stop.contains(next) || step == budget - 1 { break }
-            let position = cache.count + p.ropeDelta
-            let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: [[position], [position], [position]], theta: config.text.ropeTheta,
-                                                           headDim: config.text.headDim, section: config.text.mropeSection)
-            hidden = try language.forward(try language.embed([next]), cos: cos, sin: sin, cache: cache)
-        }
-        return out
-    }
 }

@@ -165,6 +165,14 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
     /// Runs `x` [T, hidden] (embeddings of the next T tokens) through the decoder, appending their
     /// keys and values to `cache`; cos/sin [T, headDim] are their M-RoPE rotations. Returns the
     /// final-normed hidden states [T, hidden].
+    /// `forward` with the M-RoPE rotations of `positions` [3][T] (Qwen2-VL's and Qwen2.5-VL's
+    /// rotary tables: the config's θ, head size and `mrope_section`).
+    public func forward(_ x: Tensor, positions: [[Int]], cache: KVCache) throws -> Tensor {
+        let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: positions, theta: config.ropeTheta, headDim: config.headDim,
+                                                section: config.mropeSection)
+        return try forward(x, cos: cos, sin: sin, cache: cache)
+    }
+
     public func forward(_ x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache) throws -> Tensor {
         let c = config, t = x.shape[0], h = c.hiddenSize, hd = c.headDim
         let heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads, kvw = kvHeads * hd

@@ -48,37 +48,19 @@ public final class Qwen2VLModel: @unchecked Sendable {
         let c = config
         try checkContext(ids.count)
         let x = try language.embed(ids)
-        let h = c.text.hiddenSize
         // Splice each vision block's embeddings, in order, over its pad tokens.
         var cursor = 0
         for input in inputs {
-            let pad = input.isVideo ? c.videoTokenId : c.imageTokenId
-            let merged = try vision.forward(pixels: input.pixels, grid: input.grid).merged
-            guard merged.shape[1] == h else {
-                throw VLMError.invalidInput("vision output width \(merged.shape[1]) differs from the language model's \(h)")
-            }
-            var row = 0
-            while cursor < ids.count && row < merged.shape[0] {
-                if ids[cursor] == pad {
-                    (x.pointer + cursor * h).update(from: merged.pointer + row * h, count: h)
-                    row += 1
-                }
-                cursor += 1
-            }
-            guard row == merged.shape[0] else {
-                throw VLMError.invalidInput("the prompt has fewer pad tokens than the \(merged.shape[0]) embeddings of grid \(input.grid)")
-            }
+            let merged = try vision.forward(pixels: input.pixels, grid: input.grid).merged // [t·h·w / merge², hidden]
+            try spliceVision(merged, into: x, ids: ids, pad: input.isVideo ? c.videoTokenId : c.imageTokenId, grid: input.grid, cursor: &cursor)
         }
-        let (positions, delta) = try Qwen2VLRoPE.positions(
-            ids: ids, visionTokens: [c.videoTokenId, c.imageTokenId], grids: inputs.map(\.grid), merge: c.vision.spatialMergeSize)
+        let (positions, delta) = try self.positions(ids: ids, vision: inputs)
         return Prepared(ids: ids, embeddings: x, positions: positions, ropeDelta: delta)
     }
 
     /// Runs a prepared prompt (or its continuation) through the decoder into `cache`.
     public func prefill(_ p: Prepared, cache: KVCache) throws -> Tensor {
-        let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: p.positions, theta: config.text.ropeTheta,
-                                            headDim: config.text.headDim, section: config.text.mropeSection)
-        return try language.forward(p.embeddings, cos: cos, sin: sin, cache: cache)
+        try language.forward(p.embeddings, positions: p.positions, cache: cache)
     }
 
     /// Logits of every position of a prompt [T, vocab].
@@ -89,28 +71,6 @@ public final class Qwen2VLModel: @unchecked Sendable {
         return try language.logits(try prefill(p, cache: cache))
     }
 
-    /// Greedy decoding: the `maxNewTokens` most likely next tokens, stopping early at one of `stop`
-    /// or where the context (`max_position_embeddings`) ends.
-    public func generateGreedy(ids: [Int], vision: [VisionInput] = [], maxNewTokens: Int, stop: Set<Int> = []) throws -> [Int] {
-        let budget = try newTokenBudget(promptTokens: ids.count, requested: maxNewTokens)
-        guard budget > 0 else { return [] }
-        let p = try prepare(ids: ids, vision: vision)
-        let cache = try makeCache(capacity: ids.count + budget)
-        var hidden = try prefill(p, cache: cache)
-        var out: [Int] = []
-        for step in 0..<budget {
-            let logits = try language.nextTokenLogits(hidden, step: step)
-            let next = argmax(logits.buffer)
-            out.append(next)
-            if stop.contains(next) || step == budget - 1 { break }
-            // The new token's position on all three axes: its index plus rope_delta.
-            let position = cache.count + p.ropeDelta
-            let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: [[position], [position], [position]], theta: config.text.ropeTheta,
-                                                headDim: config.text.headDim, section: config.text.mropeSection)
-            hidden = try language.forward(try language.embed([next]), cos: cos, sin: sin, cache: cache)
-        }
-        return out
-    }
 }
 
 /// Index of the largest value (the first, on ties).

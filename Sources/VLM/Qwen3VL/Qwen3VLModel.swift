@@ -92,27 +92,4 @@ public final class Qwen3VLModel: @unchecked Sendable {
         return try language.logits(try prefill(p, cache: cache))
     }
 
-    /// Greedy decoding: the `maxNewTokens` most likely next tokens, stopping early at one of `stop`
-    /// or where the context (`max_position_embeddings`) ends. Each new token sits at its index plus
-    /// rope_delta on all three axes.
-    public func generateGreedy(ids: [Int], vision: [VisionInput] = [], maxNewTokens: Int, stop: Set<Int> = []) throws -> [Int] {
-        let budget = try newTokenBudget(promptTokens: ids.count, requested: maxNewTokens)
-        guard budget > 0 else { return [] }
-        let p = try prepare(ids: ids, vision: vision)
-        let cache = try makeCache(capacity: ids.count + budget)
-        var hidden = try prefill(p, cache: cache)
-        var out: [Int] = []
-        let t = config.text
-        for step in 0..<budget {
-            let logits = try language.nextTokenLogits(hidden, step: step)
-            let next = argmax(logits.buffer)
-            out.append(next)
-            if stop.contains(next) || step == budget - 1 { break }
-            let position = cache.count + p.ropeDelta
-            let (cos, sin) = try Qwen3VLRoPE.cosSin(positions: [[position], [position], [position]], theta: t.ropeTheta,
-                                                    headDim: t.headDim, section: t.mropeSection)
-            hidden = try language.forward(try language.embed([next]), cos: cos, sin: sin, cache: cache)
-        }
-        return out
-    }
 }
