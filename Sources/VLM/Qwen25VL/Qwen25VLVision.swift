@@ -63,41 +63,12 @@ public final class Qwen25VLVision: @unchecked Sendable {
         self.pool = pool
         let configPath = (checkpoint.directory as NSString).appendingPathComponent("config.json")
         try config.validate(path: configPath)
-        let prefix: String
-        if checkpoint.contains("visual.patch_embed.proj.weight") {
-            prefix = "visual."
-        } else if checkpoint.contains("model.visual.patch_embed.proj.weight") {
-            prefix = "model.visual."
-        } else {
-            throw VLMError.missingWeight(name: "visual.patch_embed.proj.weight", checkpoint: checkpoint.directory)
-        }
         let c = config
-        // Every block the config names must be in the checkpoint (before the table of expected
-        // tensors is built from the depth); blocks beyond it are reported as unknown below.
-        let found = layerIndices(in: checkpoint.names, prefix: prefix + "blocks.")
-        guard Set(0..<c.depth).isSubset(of: found) else {
-            throw VLMError.invalidConfig(path: configPath, key: "vision_config.depth",
-                                         reason: "is \(c.depth) but the checkpoint has \(describeLayers(found).replacingOccurrences(of: "layer", with: "block")) (\(prefix)blocks.N)")
-        }
-        let expected = Self.expectedShapes(c)
-        let unknown = checkpoint.names.filter { $0.hasPrefix(prefix) && expected[String($0.dropFirst(prefix.count))] == nil }
-        guard unknown.isEmpty else { throw VLMError.unexpectedWeights(names: unknown, checkpoint: checkpoint.directory) }
-
-        let patchWeight = try checkpoint.tensor(prefix + "patch_embed.proj.weight")
-        let computeType = dtype ?? (patchWeight.dtype == .bf16 ? .bf16 : .f32)
-        self.dtype = computeType
-        func weight(_ name: String) throws -> WeightTensor {
-            guard checkpoint.contains(prefix + name) else { throw VLMError.missingWeight(name: prefix + name, checkpoint: checkpoint.directory) }
-            let w = try checkpoint.tensor(prefix + name)
-            guard w.shape == expected[name]! else { throw VLMError.weightShape(name: prefix + name, expected: expected[name]!, got: w.shape) }
-            return w
-        }
-        func matrix(_ name: String) throws -> WeightTensor {
-            // bf16 products run on oneDNN's blocked layout, reordered once here (as Qwen2VLVision).
-            computeType == .bf16 ? try Linear.pack(try weight(name).converted(to: .bf16), rows: 4096)
-                : try weight(name).converted(to: .f32)
-        }
-        func vector(_ name: String) throws -> Tensor { try weight(name).toF32() }
+        let w = try VisionWeights(checkpoint: checkpoint, configPath: configPath, depth: c.depth, prefixes: ["visual.", "model.visual."],
+                                  dtype: dtype) { Self.expectedShapes(c) }
+        self.dtype = w.computeType
+        func matrix(_ name: String) throws -> WeightTensor { try w.matrix(name) }
+        func vector(_ name: String) throws -> Tensor { try w.vector(name) }
 
         let blocks = try (0..<c.depth).map { i -> Block in
             let b = "blocks.\(i)."
@@ -109,9 +80,9 @@ public final class Qwen25VLVision: @unchecked Sendable {
                          down: try matrix(b + "mlp.down_proj.weight"), downBias: try vector(b + "mlp.down_proj.bias"))
         }
         // The Conv3d kernel as a matrix: reshape the weight before packing it.
-        let patch = try weight("patch_embed.proj.weight").reshaped([c.hiddenSize, c.patchDim])
+        let patch = try w.weight("patch_embed.proj.weight").reshaped([c.hiddenSize, c.patchDim])
         weights = Weights(
-            patchEmbed: computeType == .bf16 ? try Linear.pack(try patch.converted(to: .bf16), rows: 4096) : try patch.converted(to: .f32),
+            patchEmbed: w.computeType == .bf16 ? try Linear.pack(try patch.converted(to: .bf16), rows: 4096) : try patch.converted(to: .f32),
             blocks: blocks, mergerNorm: try vector("merger.ln_q.weight"),
             merger0: try matrix("merger.mlp.0.weight"), merger0Bias: try vector("merger.mlp.0.bias"),
             merger2: try matrix("merger.mlp.2.weight"), merger2Bias: try vector("merger.mlp.2.bias"))

@@ -67,43 +67,14 @@ public final class Qwen2VLVision: @unchecked Sendable {
         // Every number in range before anything is sized by it.
         let configPath = (checkpoint.directory as NSString).appendingPathComponent("config.json")
         try config.validate(path: configPath)
-        let prefix: String
-        if checkpoint.contains("visual.patch_embed.proj.weight") {
-            prefix = "visual."
-        } else if checkpoint.contains("model.visual.patch_embed.proj.weight") {
-            prefix = "model.visual."
-        } else {
-            throw VLMError.missingWeight(name: "visual.patch_embed.proj.weight", checkpoint: checkpoint.directory)
-        }
         let c = config
-        // Every block the config names must be in the checkpoint (a depth of 10⁹ fails here, before
-        // the table of expected tensors is built); blocks beyond it are reported as unknown below.
-        let found = layerIndices(in: checkpoint.names, prefix: prefix + "blocks.")
-        guard Set(0..<c.depth).isSubset(of: found) else {
-            throw VLMError.invalidConfig(path: configPath, key: "vision_config.depth",
-                                         reason: "is \(c.depth) but the checkpoint has \(describeLayers(found).replacingOccurrences(of: "layer", with: "block")) (\(prefix)blocks.N)")
-        }
+        let w = try VisionWeights(checkpoint: checkpoint, configPath: configPath, depth: c.depth, prefixes: ["visual.", "model.visual."],
+                                  dtype: dtype) { Self.expectedShapes(c) }
+        self.dtype = w.computeType
         let e = c.embedDim
-        let expected = Self.expectedShapes(c)
-        let unknown = checkpoint.names.filter { $0.hasPrefix(prefix) && expected[String($0.dropFirst(prefix.count))] == nil }
-        guard unknown.isEmpty else { throw VLMError.unexpectedWeights(names: unknown, checkpoint: checkpoint.directory) }
-
-        let patchWeight = try checkpoint.tensor(prefix + "patch_embed.proj.weight")
-        let computeType = dtype ?? (patchWeight.dtype == .bf16 ? .bf16 : .f32)
-        self.dtype = computeType
-        func weight(_ name: String) throws -> WeightTensor {
-            guard checkpoint.contains(prefix + name) else { throw VLMError.missingWeight(name: prefix + name, checkpoint: checkpoint.directory) }
-            let w = try checkpoint.tensor(prefix + name)
-            guard w.shape == expected[name]! else { throw VLMError.weightShape(name: prefix + name, expected: expected[name]!, got: w.shape) }
-            return w
-        }
-        func matrix(_ name: String) throws -> WeightTensor {
-            // bf16 products run on oneDNN's blocked layout, reordered once here.
-            computeType == .bf16 ? try Linear.pack(try weight(name).converted(to: .bf16), rows: 4096)
-                : try weight(name).converted(to: .f32)
-        }
-        func vector(_ name: String) throws -> Tensor { try weight(name).toF32() }
-        func norm(_ name: String) throws -> (Tensor, Tensor) { (try vector(name + ".weight"), try vector(name + ".bias")) }
+        func matrix(_ name: String) throws -> WeightTensor { try w.matrix(name) }
+        func vector(_ name: String) throws -> Tensor { try w.vector(name) }
+        func norm(_ name: String) throws -> (Tensor, Tensor) { try w.norm(name) }
 
         let blocks = try (0..<c.depth).map { i -> Block in
             let b = "blocks.\(i)."
