@@ -340,7 +340,11 @@ void rq_gelu_erf(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * erfcf(-x[i] * 0.70710678118654752f);
 }
 
+/// `out` may be `gate` (in place, as the decoders call it). Element i reads and writes only
+/// index i, so vectorising is safe; without the pragma the compiler's overlap check sends an
+/// in-place call down its scalar loop (measured: 0.8 s of a 15 s Qwen2.5-VL-3B prefill).
 RQ_INLINE void silu_mul_body(const float *gate, const float *up, float *out, size_t n) {
+#pragma clang loop vectorize(assume_safety)
     for (size_t i = 0; i < n; i++) out[i] = gate[i] * rq_sigmoid(gate[i]) * up[i];
 }
 RQ_MULTIVERSION(silu_mul, (const float *gate, const float *up, float *out, size_t n), (gate, up, out, n))
