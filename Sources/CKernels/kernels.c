@@ -147,38 +147,55 @@ RQ_INLINE void gemm_small_bf16_body(const uint16_t *w, const uint16_t *x, float 
 #if RQ_X86
 #define RQ_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
 
-/// 1–8 vectors × 4 rows at a time with vdpbf16ps: each 64-byte load of a weight row feeds
-/// `batch` dot-product instructions.
+/// Σ bf16 products of w[k0..<k1] and x[k0..<k1], in index order. One compiled body (never
+/// inlined) serves every kernel below, so a row's value never depends on which kernel (or how
+/// many vectors) computed it.
+static __attribute__((noinline)) float bf16_dot_plain(const uint16_t *w, const uint16_t *x, size_t k0, size_t k1) {
+    float s = 0;
+#pragma clang loop vectorize(disable)
+    for (size_t k = k0; k < k1; k++) s += bf16_f32(w[k]) * bf16_f32(x[k]);
+    return s;
+}
+
+/// Several vectors (decoding sequences) × weight rows, with exactly the arithmetic
+/// `gemv_bf16_dp` applies to one vector: per row, two accumulators over 64-value steps
+/// (values k…k+31 and k+32…k+63), their sum reduced, then the tail; rows past the last
+/// complete group of four in [r0, r1) as `bf16_dot_plain`. So each sequence's result is
+/// bit-identical to decoding it alone. Two rows × up to four vectors share each step's loads.
 static RQ_AVX512BF16 void gemm_small_bf16_dp(const uint16_t *w, const uint16_t *x, float *y, size_t batch, size_t rows,
                                              size_t cols, size_t r0, size_t r1) {
-    size_t kv = cols / 32 * 32;
-    for (size_t b0 = 0; b0 < batch; b0 += 8) {
-        size_t nb = batch - b0 < 8 ? batch - b0 : 8;
-        const uint16_t *xs = x + b0 * cols;
-        size_t r = r0;
-        for (; r + 2 <= r1; r += 2) {
-            const uint16_t *w0 = w + r * cols, *w1 = w0 + cols;
-            __m512 a0[8], a1[8];
-            for (size_t b = 0; b < nb; b++) { a0[b] = _mm512_setzero_ps(); a1[b] = _mm512_setzero_ps(); }
-            for (size_t k = 0; k < kv; k += 32) {
+    size_t kv = cols / 64 * 64;
+    size_t grouped = r0 + (r1 - r0) / 4 * 4;
+    for (size_t r = r0; r < grouped; r += 2) {
+        const uint16_t *w0 = w + r * cols, *w1 = w0 + cols;
+        for (size_t b0 = 0; b0 < batch; b0 += 4) {
+            size_t nb = batch - b0 < 4 ? batch - b0 : 4;
+            const uint16_t *xs = x + b0 * cols;
+            __m512 a0[4], c0[4], a1[4], c1[4];
+            for (size_t b = 0; b < 4; b++) { a0[b] = c0[b] = a1[b] = c1[b] = _mm512_setzero_ps(); }
+            for (size_t k = 0; k < kv; k += 64) {
                 __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(w0 + k));
+                __m512bh u0 = (__m512bh)_mm512_loadu_si512((const void *)(w0 + k + 32));
                 __m512bh v1 = (__m512bh)_mm512_loadu_si512((const void *)(w1 + k));
+                __m512bh u1 = (__m512bh)_mm512_loadu_si512((const void *)(w1 + k + 32));
                 for (size_t b = 0; b < nb; b++) {
-                    __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xs + b * cols + k));
-                    a0[b] = _mm512_dpbf16_ps(a0[b], v0, xv);
-                    a1[b] = _mm512_dpbf16_ps(a1[b], v1, xv);
+                    __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(xs + b * cols + k));
+                    __m512bh x1 = (__m512bh)_mm512_loadu_si512((const void *)(xs + b * cols + k + 32));
+                    a0[b] = _mm512_dpbf16_ps(a0[b], v0, x0);
+                    c0[b] = _mm512_dpbf16_ps(c0[b], u0, x1);
+                    a1[b] = _mm512_dpbf16_ps(a1[b], v1, x0);
+                    c1[b] = _mm512_dpbf16_ps(c1[b], u1, x1);
                 }
             }
             for (size_t b = 0; b < nb; b++) {
                 const uint16_t *xb = xs + b * cols;
-                float s0 = _mm512_reduce_add_ps(a0[b]), s1 = _mm512_reduce_add_ps(a1[b]);
-                for (size_t k = kv; k < cols; k++) { float xk = bf16_f32(xb[k]); s0 += bf16_f32(w0[k]) * xk; s1 += bf16_f32(w1[k]) * xk; }
-                y[(b0 + b) * rows + r] = s0;
-                y[(b0 + b) * rows + r + 1] = s1;
+                y[(b0 + b) * rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[b], c0[b])) + bf16_dot_plain(w0, xb, kv, cols);
+                y[(b0 + b) * rows + r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1[b], c1[b])) + bf16_dot_plain(w1, xb, kv, cols);
             }
         }
-        for (; r < r1; r++) gemm_small_bf16_body(w, xs, y + b0 * rows, nb, rows, cols, r, r + 1);
     }
+    for (size_t r = grouped; r < r1; r++)
+        for (size_t b = 0; b < batch; b++) y[b * rows + r] = bf16_dot_plain(w + r * cols, x + b * cols, 0, cols);
 }
 
 /// One vector, 4 rows at a time, two accumulators per row to hide the instruction latency.
@@ -217,15 +234,13 @@ static RQ_AVX512BF16 void gemv_bf16_dp(const uint16_t *w, const uint16_t *x, flo
             c2 = _mm512_dpbf16_ps(c2, (__m512bh)_mm512_loadu_si512((const void *)(w2 + k + 32)), x1);
             c3 = _mm512_dpbf16_ps(c3, (__m512bh)_mm512_loadu_si512((const void *)(w3 + k + 32)), x1);
         }
-        float s0 = _mm512_reduce_add_ps(_mm512_add_ps(a0, c0)), s1 = _mm512_reduce_add_ps(_mm512_add_ps(a1, c1));
-        float s2 = _mm512_reduce_add_ps(_mm512_add_ps(a2, c2)), s3 = _mm512_reduce_add_ps(_mm512_add_ps(a3, c3));
-        for (size_t k = kv; k < cols; k++) {
-            float xk = bf16_f32(x[k]);
-            s0 += bf16_f32(w0[k]) * xk; s1 += bf16_f32(w1[k]) * xk; s2 += bf16_f32(w2[k]) * xk; s3 += bf16_f32(w3[k]) * xk;
-        }
-        y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
+        // The same arithmetic per row as gemm_small_bf16_dp (see there).
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, c0)) + bf16_dot_plain(w0, x, kv, cols);
+        y[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, c1)) + bf16_dot_plain(w1, x, kv, cols);
+        y[r + 2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, c2)) + bf16_dot_plain(w2, x, kv, cols);
+        y[r + 3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, c3)) + bf16_dot_plain(w3, x, kv, cols);
     }
-    if (r < r1) gemm_small_bf16_body(w, x, y, 1, 0, cols, r, r1);
+    for (; r < r1; r++) y[r] = bf16_dot_plain(w + r * cols, x, 0, cols);
 }
 
 static RQ_AVX512 void gemm_small_bf16_avx512(const uint16_t *w, const uint16_t *x, float *y, size_t batch, size_t rows,

@@ -17,7 +17,8 @@ public final class ClipModel: @unchecked Sendable {
         try self.init(directory: directory, dtype: dtype,
                       parameters: GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
                                                        topK: generation.topK, topP: generation.topP,
-                                                       repetitionPenalty: generation.repetitionPenalty, seed: generation.seed))
+                                                       repetitionPenalty: generation.repetitionPenalty, seed: generation.seed,
+                                                       batch: generation.batch))
     }
 
     /// The family adds its stop tokens (the checkpoint's eos ids, <|im_end|>, <|endoftext|>).
@@ -54,14 +55,14 @@ public final class ClipModel: @unchecked Sendable {
         throw VLMError.invalidInput("no model given and no bundled models/demo found from \(currentDirectory) or \(exe); pass --model DIR or set REELQL_MODEL")
     }
 
-    /// The description and the answers of one clip or image, from one encoding of it. `onStart(i)`
-    /// is called before prompt i (0: the description) and `onToken(i, id)` with each token.
+    /// The description and the answers of one clip or image, from one encoding of it, decoded
+    /// together (`generation.batch`). `onToken(i, id)` sees each token of prompt i (0: the
+    /// description), `onDone(i)` its end.
     public func describe(_ input: VisualInput, description: String, questions: [String],
-                         onStart: (Int) -> Void = { _ in }, onToken: (Int, Int) -> Void = { _, _ in }) throws -> [Answer] {
-        try model.answer([description] + questions, about: input, parameters: parameters, onStart: onStart, onToken: onToken)
+                         onToken: (Int, Int) -> Void = { _, _ in }, onDone: (Int) -> Void = { _ in }) throws -> [Answer] {
+        try model.answer([description] + questions, about: input, parameters: parameters, onToken: onToken, onDone: onDone)
     }
 
-    /// A text-only answer (the per-video summary).
     public func text(_ prompt: String) throws -> Answer {
         guard let answer = try model.answer([prompt], about: nil, parameters: parameters).first else {
             throw VLMError.invalidInput("no answer to the text prompt")

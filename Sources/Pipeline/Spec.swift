@@ -1,4 +1,5 @@
 import Foundation
+import VLM
 import Media
 import Yams
 
@@ -41,6 +42,8 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         public var topK: Int?
         public var repetitionPenalty: Double = 1
         public var seed: UInt64 = 0
+        /// Sequences decoding together (the prompts of the clips in flight); 1: one at a time.
+        public var batch: Int = PipelineSpec.Generation.defaultBatch
     }
     public struct Output: Sendable, Equatable, Codable {
         public var database: String = "output/reelql.sqlite"
@@ -74,7 +77,7 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         "sampling": ["fps", "min_pixels", "max_pixels", "total_pixels", "max_frames"],
         "clips": ["seconds", "overlap", "min_remainder"],
         "prompts": ["description", "questions", "summary"],
-        "generation": ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed"],
+        "generation": ["max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed", "batch"],
         "output": ["database", "thumbnails"],
     ]
 
@@ -200,6 +203,9 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         if let p = generation.topP, !(p > 0 && p <= 1) { throw bad("generation.top_p", "must be in (0, 1], got \(p)") }
         if let k = generation.topK, k < 1 { throw bad("generation.top_k", "must be ≥ 1, got \(k)") }
         guard generation.repetitionPenalty > 0 else { throw bad("generation.repetition_penalty", "must be > 0, got \(generation.repetitionPenalty)") }
+        guard GenerationParameters.batchRange.contains(generation.batch) else {
+            throw bad("generation.batch", "must be between \(GenerationParameters.batchRange.lowerBound) and \(GenerationParameters.batchRange.upperBound), got \(generation.batch)")
+        }
         guard output.thumbnails == 0 || (16...4096).contains(output.thumbnails) else {
             throw bad("output.thumbnails", "must be true, false or a size in pixels from 16 to 4096, got \(output.thumbnails)")
         }
@@ -275,8 +281,11 @@ extension PipelineSpec.Prompts {
     }
 }
 extension PipelineSpec.Generation {
+    /// Sequences decoding together unless the spec or --batch says otherwise (measured: README,
+    /// "Batched decoding").
+    public static let defaultBatch = 8
     enum CodingKeys: String, CodingKey {
-        case maxNewTokens = "max_new_tokens", temperature, topP = "top_p", topK = "top_k", repetitionPenalty = "repetition_penalty", seed
+        case maxNewTokens = "max_new_tokens", temperature, topP = "top_p", topK = "top_k", repetitionPenalty = "repetition_penalty", seed, batch
     }
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -286,6 +295,7 @@ extension PipelineSpec.Generation {
         topK = try c.decodeIfPresent(Int.self, forKey: .topK)
         repetitionPenalty = try c.decodeIfPresent(Double.self, forKey: .repetitionPenalty) ?? repetitionPenalty
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
+        batch = try c.decodeIfPresent(Int.self, forKey: .batch) ?? batch
     }
 }
 extension PipelineSpec.Output {

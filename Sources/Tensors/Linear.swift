@@ -22,22 +22,30 @@ public enum Linear {
         return y
     }
 
-    /// Writes x · Wᵀ (+ bias) into `y` ([rows, N], contiguous).
+    /// Writes x · Wᵀ (+ bias) into `y` ([rows, N], contiguous). `rowwise`: each row's result is
+    /// exactly what a one-row product gives (batched decoding: a sequence's tokens do not depend
+    /// on the batch it shares a step with), whatever the row count.
     public static func forward(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil, into y: Tensor,
-                               rows m: Int, pool: ThreadPool = .shared) throws {
+                               rows m: Int, rowwise: Bool = false, pool: ThreadPool = .shared) throws {
         guard w.shape.count == 2 else { throw TensorError.shapeMismatch(operation: "linear \(w.name)", expected: "[out, in]", got: "\(w.shape)") }
         let n = w.shape[0], k = w.shape[1]
         guard x.count == m * k else { throw TensorError.shapeMismatch(operation: "linear \(w.name)", expected: "[\(m), \(k)]", got: "\(x.shape)") }
         guard y.count == m * n else { throw TensorError.shapeMismatch(operation: "linear \(w.name) output", expected: "[\(m), \(n)]", got: "\(y.shape)") }
         if let bias, bias.count != n { throw TensorError.shapeMismatch(operation: "linear \(w.name) bias", expected: "[\(n)]", got: "\(bias.shape)") }
         switch w.dtype {
+        case .f32 where rowwise:
+            // One product per row: what a one-row call computes (OpenBLAS's order depends on m).
+            for r in 0..<m {
+                sgemm(m: 1, n: n, k: k, a: x.pointer + r * k, b: w.pointer.assumingMemoryBound(to: Float.self), c: y.pointer + r * n)
+            }
         case .f32:
             sgemm(m: m, n: n, k: k, a: x.pointer, b: w.pointer.assumingMemoryBound(to: Float.self), c: y.pointer)
-        case .bf16 where m <= gemvRows:
+        case .bf16 where m <= gemvRows || rowwise:
+            // The GEMV kernels give each row the arithmetic of a one-row product, for any row count.
             try gemvBF16(x: x.pointer, batch: m, w: w.pointer.assumingMemoryBound(to: UInt16.self), rows: n, cols: k, y: y.pointer, pool: pool)
         case .bf16:
             try gemmBF16(x: x.pointer, m: m, k: k, w: w, n: n, y: y.pointer, pool: pool)
-        case .f16 where m <= gemvRows:
+        case .f16 where m <= gemvRows || rowwise:
             let wp = w.pointer.assumingMemoryBound(to: UInt16.self)
             for b in 0..<m {
                 let xb = x.pointer + b * k, yb = y.pointer + b * n

@@ -24,11 +24,12 @@ enum ChatAnswering {
 
     static func answer<Model: MRoPEDecoderModel>(
         _ prompts: [String], about input: VisualInput?, model: Model, tokenizer: Tokenizer, stopTokens: Set<Int>,
-        parameters: GenerationParameters, onStart: (Int) -> Void, onToken: (Int, Int) -> Void,
+        parameters: GenerationParameters, onToken: (Int, Int) -> Void, onDone: (Int) -> Void,
         encode: Encoder, visionItem: (VisualInput) throws -> Model.VisionItem
     ) throws -> [Answer] {
         var parameters = parameters
         parameters.stopTokens.formUnion(stopTokens)
+        try parameters.validate()
         // A prompt is plain text: chat-format tokens in it would be read as the template's own
         // (a <|video_pad|> would ask for a second video).
         for (i, prompt) in prompts.enumerated() {
@@ -36,42 +37,62 @@ enum ChatAnswering {
                 throw VLMError.invalidInput("prompt \(i + 1) contains the special token \(prompt[r]); prompts are plain text")
             }
         }
-        func decode(_ tokens: [Int]) -> String {
+        guard !prompts.isEmpty else { return [] }
+        func text(_ tokens: [Int]) -> String {
             tokenizer.decode(tokens, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines)
         }
-        guard let input else {
-            return try prompts.enumerated().map { i, prompt in
+        // Every prompt is a session (its prefix prefilled once) and a continuation decoded from a
+        // fork of it; all continuations decode together, `parameters.batch` at a time.
+        var sessions: [PrefixSession<Model>] = []
+        var continuations: [[Int]] = []
+        var promptTokens: [Int] = []
+        if let input {
+            // One shared prefix: the prompt up to and including its last <|vision_end|>.
+            let first = try encode(prompts[0], input)
+            guard let end = tokenizer.id("<|vision_end|>"), let cut = first.lastIndex(of: end) else {
+                throw VLMError.invalidInput("\(tokenizer.path): the tokenizer has no <|vision_end|>")
+            }
+            let prefix = Array(first[...cut])
+            let session = try PrefixSession(model: model, prefix: prefix, vision: [visionItem(input)])
+            for (i, prompt) in prompts.enumerated() {
+                let full = i == 0 ? first : try encode(prompt, input)
+                guard full.count > prefix.count, Array(full[..<prefix.count]) == prefix else {
+                    throw VLMError.invalidInput("prompt \(i) does not share the clip's prefix")
+                }
+                sessions.append(session)
+                continuations.append(Array(full[prefix.count...]))
+                promptTokens.append(full.count)
+            }
+        } else {
+            // Text only: each prompt its own conversation (its first token the prefix).
+            for prompt in prompts {
                 let ids = try encode(prompt, nil)
-                onStart(i)
-                let start = DispatchTime.now().uptimeNanoseconds
-                let session = try PrefixSession(model: model, prefix: Array(ids.prefix(1)), vision: [])
-                let out = try session.generate(continuation: Array(ids.dropFirst()), parameters: parameters) { onToken(i, $0) }
-                return Answer(prompt: prompt, text: decode(out), tokens: out, promptTokens: ids.count,
-                              generateSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                sessions.append(try PrefixSession(model: model, prefix: Array(ids.prefix(1)), vision: []))
+                continuations.append(Array(ids.dropFirst()))
+                promptTokens.append(ids.count)
             }
         }
-        guard let firstPrompt = prompts.first else { return [] }
-        func ids(_ text: String) throws -> [Int] { try encode(text, input) }
-        // The shared prefix: the prompt up to and including its last <|vision_end|>, encoded and prefilled once.
-        let first = try ids(firstPrompt)
-        guard let end = tokenizer.id("<|vision_end|>"), let cut = first.lastIndex(of: end) else {
-            throw VLMError.invalidInput("\(tokenizer.path): the tokenizer has no <|vision_end|>")
-        }
-        let prefix = Array(first[...cut])
-        let session = try PrefixSession(model: model, prefix: prefix, vision: [visionItem(input)])
-        var answers: [Answer] = []
-        for (i, prompt) in prompts.enumerated() {
-            let full = i == 0 ? first : try ids(prompt)
-            guard full.count > prefix.count, Array(full[..<prefix.count]) == prefix else {
-                throw VLMError.invalidInput("prompt \(i) does not share the clip's prefix")
+        let start = DispatchTime.now().uptimeNanoseconds
+        var finished = [UInt64](repeating: start, count: prompts.count)
+        var outputs = [[Int]](repeating: [], count: prompts.count)
+        try withoutActuallyEscaping(onToken) { onToken in
+            try withoutActuallyEscaping(onDone) { onDone in
+                let batch = DecodeBatch<Model>(capacity: parameters.batch)
+                for i in prompts.indices {
+                    try batch.add(sessions[i], continuation: continuations[i], parameters: parameters, onToken: { onToken(i, $0) }) {
+                        outputs[i] = $0
+                        finished[i] = DispatchTime.now().uptimeNanoseconds
+                        onDone(i)
+                    }
+                }
+                while try batch.step() {}
             }
-            onStart(i)
-            let start = DispatchTime.now().uptimeNanoseconds
-            let out = try session.generate(continuation: Array(full[prefix.count...]), parameters: parameters) { onToken(i, $0) }
-            answers.append(Answer(prompt: prompt, text: decode(out), tokens: out, promptTokens: full.count,
-                                  visionSeconds: i == 0 ? session.timing.vision : 0, prefillSeconds: i == 0 ? session.timing.prefill : 0,
-                                  generateSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
         }
-        return answers
+        return prompts.indices.map { i in
+            let shared = input == nil || i == 0
+            return Answer(prompt: prompts[i], text: text(outputs[i]), tokens: outputs[i], promptTokens: promptTokens[i],
+                          visionSeconds: shared ? sessions[i].timing.vision : 0, prefillSeconds: shared ? sessions[i].timing.prefill : 0,
+                          generateSeconds: Double(finished[i] - start) / 1e9)
+        }
     }
 }

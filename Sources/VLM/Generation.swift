@@ -13,9 +13,13 @@ public struct GenerationParameters: Sendable, Equatable {
     public var seed: UInt64 = 0
     /// Generation stops after emitting one of these (the checkpoint's eos ids).
     public var stopTokens: Set<Int> = []
+    /// At most this many sequences decode together, one pass over the weights per step
+    /// (`DecodeBatch`); 1 decodes one prompt after another. Outputs do not depend on it.
+    public var batch: Int = 1
 
     public init(maxNewTokens: Int = 256, temperature: Double = 0, topK: Int? = nil, topP: Double? = nil,
-                repetitionPenalty: Double = 1, seed: UInt64 = 0, stopTokens: Set<Int> = []) {
+                repetitionPenalty: Double = 1, seed: UInt64 = 0, stopTokens: Set<Int> = [], batch: Int = 1) {
+        self.batch = batch
         self.maxNewTokens = maxNewTokens
         self.temperature = temperature
         self.topK = topK
@@ -35,7 +39,13 @@ public struct GenerationParameters: Sendable, Equatable {
         guard repetitionPenalty.isFinite, repetitionPenalty > 0 else {
             throw VLMError.invalidInput("repetition_penalty must be a finite number > 0, got \(repetitionPenalty)")
         }
+        guard Self.batchRange.contains(batch) else {
+            throw VLMError.invalidInput("batch must be between \(Self.batchRange.lowerBound) and \(Self.batchRange.upperBound), got \(batch)")
+        }
     }
+
+    /// Sequences decoding together: 1 (one after another) to 64.
+    public static let batchRange = 1...64
 }
 
 /// Picks tokens from logits as transformers' generate does: repetition penalty, then (sampling)
@@ -115,13 +125,46 @@ public protocol MRoPEDecoderModel: AnyObject, Sendable {
     func prefill(_ p: Prepared, cache: KVCache) throws -> Tensor
     /// M-RoPE positions [3][T] of a prompt and rope_delta.
     func positions(ids: [Int], vision: [VisionItem]) throws -> (positions: [[Int]], delta: Int)
-    /// Runs text tokens at `positions` [3][n] through the decoder into `cache`: their final hidden states.
-    func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor
-    /// Logits [1, vocab] of the last row of `hidden` (checked finite; `step` names it in errors).
-    func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor
+    /// Runs text tokens at `positions` [3][n] through the decoder, each row into its segment's
+    /// cache (one segment: a prompt's continuation; one row per cache: a batched step): their
+    /// final hidden states. Every row comes out as in a pass of its own segment alone.
+    func decode(_ ids: [Int], positions: [[Int]], segments: CacheSegments) throws -> Tensor
+    /// Logits [rows, vocab] of every row of `hidden`, each as a one-row product computes it.
+    func rowLogits(_ hidden: Tensor) throws -> Tensor
 }
 
 extension MRoPEDecoderModel {
+    /// Runs text tokens at `positions` [3][n] through the decoder into `cache`.
+    public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
+        try decode(ids, positions: positions, segments: CacheSegments(cache, rows: ids.count))
+    }
+
+    /// Logits [1, vocab] of the last row of `hidden`; NaN or ±Inf among them (damaged weights) is
+    /// an error naming decoding step `step`, rather than a stream of arbitrary tokens.
+    public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor {
+        try finiteLogits(hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0]), step: step)
+    }
+
+    /// `rowLogits` of `hidden`, checked finite (`step` names the decoding step in errors).
+    public func finiteLogits(_ hidden: Tensor, step: Int) throws -> Tensor {
+        let logits = try rowLogits(hidden)
+        // x − x is 0 for finite x and NaN for NaN and ±Inf: one pass, no branch per element.
+        let values = logits.buffer
+        var lanes = SIMD16<Float>(repeating: 0)
+        var i = 0
+        if let base = values.baseAddress {
+            while i + 16 <= values.count {
+                let v = UnsafeRawPointer(base + i).loadUnaligned(as: SIMD16<Float>.self)
+                lanes += v - v
+                i += 16
+            }
+        }
+        var probe = lanes.sum()
+        while i < values.count { probe += values[i] - values[i]; i += 1 }
+        guard probe == 0 else { throw VLMError.nonFiniteLogits(step: step) }
+        return logits
+    }
+
     /// Throws `invalidInput` when `tokens` prompt tokens exceed the model's context.
     public func checkContext(_ tokens: Int) throws {
         guard tokens <= contextLength else {
@@ -203,32 +246,151 @@ public final class PrefixSession<Model: MRoPEDecoderModel>: @unchecked Sendable 
     /// `maxNewTokens`, and no more than the context (`max_position_embeddings`) still holds.
     public func generate(continuation: [Int], parameters: GenerationParameters,
                          onToken: (Int) -> Void = { _ in }) throws -> [Int] {
+        try withoutActuallyEscaping(onToken) { onToken in
+            let batch = DecodeBatch<Model>(capacity: 1)
+            var result: [Int] = []
+            try batch.add(self, continuation: continuation, parameters: parameters, onToken: onToken) { result = $0 }
+            while try batch.step() {}
+            return result
+        }
+    }
+
+    /// Answers to several continuations of the prefix, decoded together (`parameters.batch` at a
+    /// time); each the same as `generate` gives it alone. `onToken(i, id)`, `onDone(i)` per continuation.
+    public func generate(continuations: [[Int]], parameters: GenerationParameters,
+                         onToken: (Int, Int) -> Void = { _, _ in }, onDone: (Int) -> Void = { _ in }) throws -> [[Int]] {
+        try withoutActuallyEscaping(onToken) { onToken in
+            try withoutActuallyEscaping(onDone) { onDone in
+                let batch = DecodeBatch<Model>(capacity: parameters.batch)
+                var results = [[Int]](repeating: [], count: continuations.count)
+                for (i, c) in continuations.enumerated() {
+                    try batch.add(self, continuation: c, parameters: parameters, onToken: { onToken(i, $0) }) { results[i] = $0; onDone(i) }
+                }
+                while try batch.step() {}
+                return results
+            }
+        }
+    }
+
+    /// The first forward of a continuation: a fork of the prefix cache with room for the
+    /// answer, the continuation run into it, and the state its sampling starts from.
+    func start(continuation: [Int], parameters: GenerationParameters) throws -> DecodeBatch<Model>.Sequence? {
         try parameters.validate()
         if continuation.isEmpty {
             throw VLMError.invalidInput("a prompt continuation is needed after the shared prefix")
         }
         let ids = prefix + continuation
         let budget = try model.newTokenBudget(promptTokens: ids.count, requested: parameters.maxNewTokens)
-        guard budget > 0 else { return [] }
+        guard budget > 0 else { return nil }
         // Positions of the whole prompt; the prefix part is what the cache already holds.
         let (positions, delta) = try model.positions(ids: ids, vision: vision)
         let forked = try cache.fork(extra: continuation.count + budget)
-        var hidden = try model.decode(continuation, positions: positions.map { Array($0[prefix.count...]) }, cache: forked)
-        var sampler = TokenSampler(parameters)
-        var seen = ids
+        let hidden = try model.decode(continuation, positions: positions.map { Array($0[prefix.count...]) }, cache: forked)
+        return DecodeBatch<Model>.Sequence(cache: forked, hidden: hidden, seen: ids, budget: budget, delta: delta, parameters: parameters)
+    }
+}
+
+/// Sequences decoding together: each step advances every active sequence by one token with one
+/// pass over the weights (a decoding step's rows through the GEMV kernels, which read each
+/// weight once for all of them; attention per sequence over its own cache). A sequence's
+/// tokens are exactly those it gets decoded alone: its continuation runs in a pass of its own,
+/// every step computes its row as a one-row pass would, and its sampler (seeded from the
+/// parameters) is its own. At most `capacity` sequences decode at once; more wait and join as
+/// others finish (continuous batching). Single-threaded: one caller drives `add` and `step`.
+public final class DecodeBatch<Model: MRoPEDecoderModel> {
+    /// One sequence: its cache (a fork of a prefix), sampling state and output.
+    final class Sequence {
+        let cache: KVCache
+        /// Final hidden states of the continuation, until its first token is chosen.
+        var hidden: Tensor?
+        var seen: [Int]
         var out: [Int] = []
-        while out.count < budget {
-            let logits = try model.nextTokenLogits(hidden, step: out.count)
-            let next = sampler.next(logits: logits.buffer, seen: seen)
+        let budget: Int
+        let delta: Int
+        let stop: Set<Int>
+        var sampler: TokenSampler
+        var onToken: (Int) -> Void = { _ in }
+        var onDone: ([Int]) -> Void = { _ in }
+
+        init(cache: KVCache, hidden: Tensor, seen: [Int], budget: Int, delta: Int, parameters: GenerationParameters) {
+            self.cache = cache
+            self.hidden = hidden
+            self.seen = seen
+            self.budget = budget
+            self.delta = delta
+            stop = parameters.stopTokens
+            sampler = TokenSampler(parameters)
+        }
+
+        /// Takes a token from `logits`; true when the sequence is finished.
+        func choose(_ logits: UnsafeMutableBufferPointer<Float>) -> Bool {
+            let next = sampler.next(logits: logits, seen: seen)
             out.append(next)
             seen.append(next)
             onToken(next)
-            if parameters.stopTokens.contains(next) || out.count == budget { break }
-            // Each new token sits at its index plus rope_delta on all three axes.
-            let position = forked.count + delta
-            hidden = try model.decode([next], positions: [[position], [position], [position]], cache: forked)
+            return stop.contains(next) || out.count == budget
         }
-        return out
+    }
+
+    public let capacity: Int
+    private var waiting: [() throws -> Sequence?] = []
+    private var active: [Sequence] = []
+    private var model: Model?
+
+    public init(capacity: Int) {
+        self.capacity = max(1, capacity)
+    }
+
+    /// Sequences decoding now, and waiting for a place.
+    public var activeCount: Int { active.count }
+    public var waitingCount: Int { waiting.count }
+    public var isEmpty: Bool { active.isEmpty && waiting.isEmpty }
+    /// Bytes of the active sequences' KV caches.
+    public var cacheBytes: Int { active.reduce(0) { $0 + $1.cache.bytes } }
+
+    /// Queues the answer to `continuation` after `session`'s prefix; `onDone` receives its tokens
+    /// (at once, when no token fits the context). Its cache is forked when it joins.
+    public func add(_ session: PrefixSession<Model>, continuation: [Int], parameters: GenerationParameters,
+                    onToken: @escaping (Int) -> Void = { _ in }, onDone: @escaping ([Int]) -> Void) throws {
+        if let m = model, m !== session.model { throw VLMError.invalidInput("a decoding batch serves one model") }
+        model = session.model
+        try parameters.validate()
+        waiting.append {
+            guard let s = try session.start(continuation: continuation, parameters: parameters) else { onDone([]); return nil }
+            s.onToken = onToken
+            s.onDone = onDone
+            return s
+        }
+    }
+
+    /// Admits waiting sequences into free places (each runs its continuation and picks its first
+    /// token), then advances every active sequence by one token in one pass. False when no
+    /// sequence is left.
+    @discardableResult
+    public func step() throws -> Bool {
+        guard let model else { return false }
+        while active.count < capacity, !waiting.isEmpty {
+            guard let s = try waiting.removeFirst()() else { continue }
+            guard let hidden = s.hidden else { continue }
+            s.hidden = nil
+            let logits = try model.nextTokenLogits(hidden, step: 0)
+            if s.choose(logits.buffer) { s.onDone(s.out) } else { active.append(s) }
+        }
+        guard !active.isEmpty else { return !waiting.isEmpty }
+        // Each sequence's next token sits at its index plus its rope_delta on all three axes.
+        let tokens = active.map { $0.out[$0.out.count - 1] }
+        let positions = active.map { $0.cache.count + $0.delta }
+        let hidden = try model.decode(tokens, positions: [positions, positions, positions],
+                                      segments: CacheSegments(oneRowEach: active.map(\.cache)))
+        let logits = try model.finiteLogits(hidden, step: active[0].out.count)
+        let vocab = logits.shape[1]
+        var still: [Sequence] = []
+        for (i, s) in active.enumerated() {
+            let row = UnsafeMutableBufferPointer(start: logits.pointer + i * vocab, count: vocab)
+            if s.choose(row) { s.onDone(s.out) } else { still.append(s) }
+        }
+        active = still
+        return !(active.isEmpty && waiting.isEmpty)
     }
 }
 
@@ -241,19 +403,19 @@ extension Qwen2VLModel: MRoPEDecoderModel {
                                   grids: vision.map(\.grid), merge: config.vision.spatialMergeSize)
     }
 
-    public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
-        try language.forward(try language.embed(ids), positions: positions, cache: cache)
+    public func decode(_ ids: [Int], positions: [[Int]], segments: CacheSegments) throws -> Tensor {
+        try language.forward(try language.embed(ids), positions: positions, segments: segments)
     }
 
-    public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor { try language.nextTokenLogits(hidden, step: step) }
+    public func rowLogits(_ hidden: Tensor) throws -> Tensor { try language.logits(hidden, rowwise: true) }
 }
 
 extension Qwen25VLModel: MRoPEDecoderModel {
-    public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
-        try language.forward(try language.embed(ids), positions: positions, cache: cache)
+    public func decode(_ ids: [Int], positions: [[Int]], segments: CacheSegments) throws -> Tensor {
+        try language.forward(try language.embed(ids), positions: positions, segments: segments)
     }
 
-    public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor { try language.nextTokenLogits(hidden, step: step) }
+    public func rowLogits(_ hidden: Tensor) throws -> Tensor { try language.logits(hidden, rowwise: true) }
 }
 
 extension Qwen3VLModel: MRoPEDecoderModel {
@@ -263,11 +425,11 @@ extension Qwen3VLModel: MRoPEDecoderModel {
     }
 
     /// Text tokens only (the continuation of a prompt, generated tokens): no DeepStack rows.
-    public func decode(_ ids: [Int], positions: [[Int]], cache: KVCache) throws -> Tensor {
+    public func decode(_ ids: [Int], positions: [[Int]], segments: CacheSegments) throws -> Tensor {
         let t = config.text
         let (cos, sin) = try Qwen3VLRoPE.cosSin(positions: positions, theta: t.ropeTheta, headDim: t.headDim, section: t.mropeSection)
-        return try language.forward(try language.embed(ids), cos: cos, sin: sin, cache: cache)
+        return try language.forward(try language.embed(ids), cos: cos, sin: sin, segments: segments)
     }
 
-    public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor { try language.nextTokenLogits(hidden, step: step) }
+    public func rowLogits(_ hidden: Tensor) throws -> Tensor { try language.logits(hidden, rowwise: true) }
 }

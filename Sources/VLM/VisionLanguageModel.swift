@@ -110,9 +110,10 @@ public protocol VisionLanguageModel: VisualEncoder {
 
     /// Answers `prompts` in order from ONE encoding of `input` (nil: text only): the visual input
     /// is encoded and the prompt prefix prefilled once, every prompt is answered from a fork of
-    /// that state. `onStart(i)` runs before prompt i, `onToken(i, id)` with each token of it.
+    /// that state; the answers decode together, `parameters.batch` at a time, each as it would
+    /// alone. `onToken(i, id)` sees each token of prompt i, `onDone(i)` its end.
     func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
-                onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer]
+                onToken: (Int, Int) -> Void, onDone: (Int) -> Void) throws -> [Answer]
 }
 
 /// A family whose visual half is its own encoder object: the `VisualEncoder` methods forward to it.
@@ -133,7 +134,7 @@ extension VisionLanguageModel {
     public var family: String { Self.family }
 
     public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters) throws -> [Answer] {
-        try answer(prompts, about: input, parameters: parameters, onStart: { _ in }, onToken: { _, _ in })
+        try answer(prompts, about: input, parameters: parameters, onToken: { _, _ in }, onDone: { _ in })
     }
 }
 

@@ -20,6 +20,8 @@ struct GenerationOptionGroup: ParsableArguments {
     var repetitionPenalty: Double = 1
     @Option(help: "Random seed for sampling.")
     var seed: UInt64 = 0
+    @Option(help: "Prompts decoding together, one pass over the weights per step (1: one after another; outputs are the same).")
+    var batch: Int = PipelineSpec.Generation.defaultBatch
 
     func validate() throws {
         try requireOption("--max-new-tokens", maxNewTokens, maxNewTokens >= 1, "at least 1")
@@ -28,11 +30,13 @@ struct GenerationOptionGroup: ParsableArguments {
         if let topK { try requireOption("--top-k", topK, topK >= 1, "at least 1") }
         try requireOption("--repetition-penalty", repetitionPenalty, repetitionPenalty.isFinite && repetitionPenalty > 0,
                           "a finite number > 0 (1: none)")
+        try requireOption("--batch", batch, GenerationParameters.batchRange.contains(batch),
+                          "between \(GenerationParameters.batchRange.lowerBound) and \(GenerationParameters.batchRange.upperBound)")
     }
 
     func parameters(stop: Set<Int>) -> GenerationParameters {
         GenerationParameters(maxNewTokens: maxNewTokens, temperature: temperature, topK: topK, topP: topP,
-                             repetitionPenalty: repetitionPenalty, seed: seed, stopTokens: stop)
+                             repetitionPenalty: repetitionPenalty, seed: seed, stopTokens: stop, batch: batch)
     }
 }
 
@@ -77,7 +81,8 @@ struct DescribeCommand: ParsableCommand {
         try reportingModelErrors {
             let parameters = GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
                                                   topK: generation.topK, topP: generation.topP,
-                                                  repetitionPenalty: generation.repetitionPenalty, seed: generation.seed)
+                                                  repetitionPenalty: generation.repetitionPenalty, seed: generation.seed,
+                                                  batch: generation.batch)
             let clip = try ClipModel(directory: try model ?? ClipModel.defaultDirectory(), dtype: dtype, parameters: parameters)
             let kind: VisualKind = Scan.isImage(file) ? .image : .video
             let description = prompt ?? (kind == .image ? "Describe this image." : "Describe this video.")
@@ -93,12 +98,25 @@ struct DescribeCommand: ParsableCommand {
                 input = try clip.model.videoInput(sampled.frames, fps: sampled.plan.sampleFPS)
             }
             // One encoding: the description and every question come from the same session.
-            var stream = StreamingDecoder(tokenizer: clip.tokenizer)
+            // Answers decode together; they are printed in order: the one being printed streams,
+            // later ones are held until their turn.
+            var streams = (0...questions.count).map { _ in StreamingDecoder(tokenizer: clip.tokenizer) }
+            var held = [String](repeating: "", count: questions.count + 1)
+            var finished = Set<Int>(), current = 0
             func out(_ text: String) { if !json { writeResult(text) } }
-            let answers = try clip.describe(input, description: description, questions: questions, onStart: { i in
-                if i > 0 { out(stream.finish() + "\n\nQ: \(questions[i - 1])\n"); stream = StreamingDecoder(tokenizer: clip.tokenizer) }
-            }, onToken: { _, id in out(stream.add(id)) })
-            out(stream.finish() + "\n")
+            let answers = try clip.describe(input, description: description, questions: questions, onToken: { i, id in
+                let piece = streams[i].add(id)
+                if i == current { out(piece) } else { held[i] += piece }
+            }, onDone: { i in
+                finished.insert(i)
+                while finished.contains(current) {
+                    out(streams[current].finish())
+                    current += 1
+                    guard current <= questions.count else { break }
+                    out("\n\nQ: \(questions[current - 1])\n" + held[current])
+                }
+            })
+            out("\n")
             timing["vision"] = answers.first?.visionSeconds ?? 0
             timing["prefill"] = answers.first?.prefillSeconds ?? 0
             timing["generate"] = answers.reduce(0) { $0 + $1.generateSeconds }

@@ -27,6 +27,24 @@ import Testing
         #expect(relativeError(y.values, try Reference.values("linear_bf16_\(m)x\(k)x\(n)")) < 1e-5)
     }
 
+    /// Batched decoding: with `rowwise`, every row of a many-row product is bit-identical to the
+    /// same row computed alone, for every weight type and for row counts past the GEMV limit,
+    /// columns that are not a multiple of 64 and rows that are not a multiple of 4.
+    @Test(arguments: [(13, 100, 37), (9, 2048 + 17, 70), (3, 64, 4), (20, 130, 5)])
+    func rowwiseRowsEqualSingleRows(m: Int, k: Int, n: Int) throws {
+        let x = try Reference.tensor([m, k], seed: 3)
+        let values = Reference.pattern(n * k, seed: 4, scale: 0.25)
+        for w in [Reference.bf16Weight("w", values, shape: [n, k]), Reference.f32Weight("w", values, shape: [n, k])] {
+            let all = try Tensor(zeros: [m, n])
+            try Linear.forward(x, w, into: all, rows: m, rowwise: true)
+            for r in 0..<m {
+                let one = try Tensor(zeros: [1, n])
+                try Linear.forward(x.rows(r..<(r + 1)), w, into: one, rows: 1)
+                #expect(Array(all.values[(r * n)..<((r + 1) * n)]) == one.values, "\(w.dtype) row \(r) of \(m)")
+            }
+        }
+    }
+
     /// The product CPUs without oneDNN bf16 matmul (no AVX-512) take: the same bf16 roundings,
     /// widened to f32 for OpenBLAS. Same PyTorch references as the oneDNN path.
     @Test(arguments: shapes.filter { $0.0 > Linear.gemvRows })

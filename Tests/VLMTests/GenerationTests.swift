@@ -30,6 +30,44 @@ import Tensors
         }
     }
 
+    /// Continuous batching: five continuations through a batch of two (sequences join as others
+    /// finish) and through one batch of five give exactly the tokens of decoding each alone,
+    /// greedy and sampled (each prompt's sampler is its own, whatever shares its steps), with f32
+    /// and bf16 weights.
+    @Test(arguments: ["tiny-qwen2vl-a", "tiny-qwen2vl-b"])
+    func batchedDecodingEqualsOneAtATime(model name: String) throws {
+        let cases = LanguageTests.reference.models[name]!
+        let q1 = cases["video_q1"]!, q2 = cases["video_q2"]!
+        let prefixLength = q1.ids.firstIndex(of: 391)! + 1
+        let continuations = [q1, q2, q1, q2, q1].map { Array($0.ids[prefixLength...]) }
+        for dtype in [ComputeDType.f32, .bf16] {
+            let model = try Qwen2VLModel(directory: VisionFixtures.model(name), dtype: dtype)
+            let session = try Qwen2VLSession(model: model, prefix: Array(q1.ids[..<prefixLength]), vision: try videoInput())
+            for sampled in [false, true] {
+                // Different budgets and seeds per prompt, so sequences leave the batch at different steps.
+                func parameters(_ i: Int, batch: Int) -> GenerationParameters {
+                    GenerationParameters(maxNewTokens: 6 + 5 * i, temperature: sampled ? 1 : 0, topP: sampled ? 0.95 : nil,
+                                         seed: UInt64(i), batch: batch)
+                }
+                let alone = try continuations.enumerated().map { i, c in try session.generate(continuation: c, parameters: parameters(i, batch: 1)) }
+                if !sampled, let greedy = q1.greedy { #expect(alone[0] == Array(greedy.prefix(6)), "\(name) \(dtype)") }
+                for capacity in [2, 5] {
+                    let batch = DecodeBatch<Qwen2VLModel>(capacity: capacity)
+                    var together = [[Int]](repeating: [-1], count: continuations.count)
+                    var streamed = [[Int]](repeating: [], count: continuations.count)
+                    for (i, c) in continuations.enumerated() {
+                        try batch.add(session, continuation: c, parameters: parameters(i, batch: capacity),
+                                      onToken: { streamed[i].append($0) }) { together[i] = $0 }
+                    }
+                    var peak = 0
+                    while try batch.step() { peak = max(peak, batch.activeCount) }
+                    #expect(together == alone, "\(name) \(dtype) sampled \(sampled) capacity \(capacity)")
+                    #expect(streamed == alone && peak == capacity && batch.isEmpty)
+                }
+            }
+        }
+    }
+
     @Test(arguments: ["tiny-qwen2vl-a", "tiny-qwen2vl-b"])
     func repetitionPenaltyMatchesTransformers(model name: String) throws {
         let c = LanguageTests.reference.models[name]!["text"]!

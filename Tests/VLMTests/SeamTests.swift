@@ -59,13 +59,17 @@ import Tensors
         }
         let input = try model.videoInput(frames, fps: 2)
         #expect(input.kind == .video && [input.grid.t, input.grid.h, input.grid.w] == ref.grid && input.timestamps == [0, 0.5, 1, 1.5])
-        var started: [Int] = [], streamed: [[Int]] = [[], [], []]
-        let answers = try model.answer(ref.answers.map(\.prompt), about: input, parameters: GenerationParameters(maxNewTokens: Self.reference.newTokens),
-                                       onStart: { started.append($0) }, onToken: { streamed[$0].append($1) })
-        #expect(answers.map(\.tokens) == ref.answers.map(\.greedy))
-        #expect(streamed == answers.map(\.tokens) && started == [0, 1, 2])
-        // Encoded once: only the first answer carries vision and prefill time.
-        #expect(answers[0].visionSeconds > 0 && answers.dropFirst().allSatisfy { $0.visionSeconds == 0 && $0.prefillSeconds == 0 })
+        // One prompt after another, and all three decoding together: the same tokens.
+        for batch in [1, 3] {
+            var done: [Int] = [], streamed: [[Int]] = [[], [], []]
+            let answers = try model.answer(ref.answers.map(\.prompt), about: input,
+                                           parameters: GenerationParameters(maxNewTokens: Self.reference.newTokens, batch: batch),
+                                           onToken: { streamed[$0].append($1) }, onDone: { done.append($0) })
+            #expect(answers.map(\.tokens) == ref.answers.map(\.greedy), "batch \(batch)")
+            #expect(streamed == answers.map(\.tokens) && done.sorted() == [0, 1, 2] && (batch > 1 || done == [0, 1, 2]))
+            // Encoded once: only the first answer carries vision and prefill time.
+            #expect(answers[0].visionSeconds > 0 && answers.dropFirst().allSatisfy { $0.visionSeconds == 0 && $0.prefillSeconds == 0 })
+        }
     }
 
     @Test func textOnlyAnswers() throws {

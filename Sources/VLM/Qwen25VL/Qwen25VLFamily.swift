@@ -100,9 +100,9 @@ public final class Qwen25VLFamily: EncoderBackedModel, @unchecked Sendable {
 
 
     public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
-                       onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer] {
+                       onToken: (Int, Int) -> Void, onDone: (Int) -> Void) throws -> [Answer] {
         try ChatAnswering.answer(prompts, about: input, model: model, tokenizer: tokenizer, stopTokens: stopTokens,
-                                 parameters: parameters, onStart: onStart, onToken: onToken,
+                                 parameters: parameters, onToken: onToken, onDone: onDone,
                                  encode: ChatAnswering.qwen2Template(tokenizer: tokenizer, merge: model.config.vision.spatialMergeSize),
                                  visionItem: encoder.item)
     }

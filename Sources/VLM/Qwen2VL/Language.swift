@@ -36,6 +36,90 @@ public final class KVCache: @unchecked Sendable {
     }
 
     func advance(_ n: Int) { count += n }
+
+    /// Bytes held for keys and values.
+    public var bytes: Int { 2 * keys.count * capacity * width * MemoryLayout<Float>.size }
+}
+
+/// Which cache each row of one decoder pass belongs to: the first `rows[0]` rows to
+/// `caches[0]`, the next `rows[1]` to `caches[1]`, … A prefill or a single sequence's step is one
+/// segment; a batched decoding step is one row for each sequence's cache.
+public struct CacheSegments {
+    public let caches: [KVCache]
+    public let rows: [Int]
+    public var total: Int { rows.reduce(0, +) }
+
+    public init(_ cache: KVCache, rows: Int) {
+        caches = [cache]
+        self.rows = [rows]
+    }
+
+    /// One row for each cache (a step of batched decoding).
+    public init(oneRowEach caches: [KVCache]) {
+        self.caches = caches
+        rows = Array(repeating: 1, count: caches.count)
+    }
+
+    /// The single cache of a one-segment pass (its keys and values are written in place).
+    var single: KVCache? { caches.count == 1 ? caches[0] : nil }
+
+    /// Every cache fits this model (`layers` × `width`) and has room for its rows.
+    func check(rows t: Int, layers: Int, width: Int) throws {
+        guard !caches.isEmpty, total == t, rows.allSatisfy({ $0 >= 1 }) else {
+            throw VLMError.invalidInput("\(t) decoder rows do not split into the segments \(rows)")
+        }
+        for (cache, n) in zip(caches, rows) {
+            guard cache.width == width, cache.keys.count == layers else {
+                throw VLMError.invalidInput("the KV cache (\(cache.keys.count) layers × \(cache.width)) is not this model's (\(layers) × \(width))")
+            }
+            guard cache.count + n <= cache.capacity else {
+                throw VLMError.invalidInput("the KV cache holds \(cache.capacity) positions; \(cache.count + n) needed")
+            }
+        }
+        guard Set(caches.map(ObjectIdentifier.init)).count == caches.count else {
+            throw VLMError.invalidInput("one KV cache appears twice in a decoder pass")
+        }
+    }
+
+    /// Keys and values [t, width] of layer `l` for the pass's new rows: in place in the cache of a
+    /// single segment, else in `k`/`v` (copied to each cache by `attend`).
+    func newRows(layer l: Int, k: Tensor, v: Tensor) -> (k: Tensor, v: Tensor) {
+        guard let c = single else { return (k, v) }
+        let n = rows[0]
+        return (Tensor(storage: c.keys[l].storage, offset: c.count * c.width, shape: [n, c.width]),
+                Tensor(storage: c.values[l].storage, offset: c.count * c.width, shape: [n, c.width]))
+    }
+
+    /// Causal attention of each segment's queries (rows of `q` [t, heads·headDim]) over its own
+    /// cache: what was there before this pass plus its new rows of `k`/`v` (`newRows`).
+    func attend(layer l: Int, q: Tensor, k: Tensor, v: Tensor, heads: Int, kvHeads: Int, headDim hd: Int,
+                precision: AttentionPrecision, scratch: AttentionScratch, into out: Tensor, pool: ThreadPool) throws -> Tensor {
+        let kvw = kvHeads * hd, qw = heads * hd
+        if let c = single {
+            let n = rows[0], past = c.count
+            return try Attention.forward(q: q, k: Tensor(storage: c.keys[l].storage, offset: 0, shape: [past + n, kvw]),
+                                         v: Tensor(storage: c.values[l].storage, offset: 0, shape: [past + n, kvw]),
+                                         heads: heads, kvHeads: kvHeads, headDim: hd, mask: .causal(offset: past),
+                                         precision: precision, scratch: scratch, pool: pool)
+        }
+        var row = 0
+        for (c, n) in zip(caches, rows) {
+            let past = c.count
+            (c.keys[l].pointer + past * kvw).update(from: k.pointer + row * kvw, count: n * kvw)
+            (c.values[l].pointer + past * kvw).update(from: v.pointer + row * kvw, count: n * kvw)
+            let attended = try Attention.forward(q: Tensor(storage: q.storage, offset: q.offset + row * qw, shape: [n, qw]),
+                                                 k: Tensor(storage: c.keys[l].storage, offset: 0, shape: [past + n, kvw]),
+                                                 v: Tensor(storage: c.values[l].storage, offset: 0, shape: [past + n, kvw]),
+                                                 heads: heads, kvHeads: kvHeads, headDim: hd, mask: .causal(offset: past),
+                                                 precision: precision, scratch: scratch, pool: pool)
+            (out.pointer + row * qw).update(from: attended.pointer, count: n * qw)
+            row += n
+        }
+        return out
+    }
+
+    /// After the pass: every cache holds its new rows.
+    func advance() { for (c, n) in zip(caches, rows) { c.advance(n) } }
 }
 
 /// The Qwen2 decoder of Qwen2-VL: token embeddings, `num_hidden_layers` blocks of RMSNorm →
@@ -168,17 +252,28 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
     /// `forward` with the M-RoPE rotations of `positions` [3][T] (Qwen2-VL's and Qwen2.5-VL's
     /// rotary tables: the config's θ, head size and `mrope_section`).
     public func forward(_ x: Tensor, positions: [[Int]], cache: KVCache) throws -> Tensor {
+        try forward(x, positions: positions, segments: CacheSegments(cache, rows: x.shape[0]))
+    }
+
+    /// `forward` over several sequences' rows at once (`segments`), with their positions [3][T].
+    public func forward(_ x: Tensor, positions: [[Int]], segments: CacheSegments) throws -> Tensor {
         let (cos, sin) = try Qwen2VLRoPE.cosSin(positions: positions, theta: config.ropeTheta, headDim: config.headDim,
                                                 section: config.mropeSection)
-        return try forward(x, cos: cos, sin: sin, cache: cache)
+        return try forward(x, cos: cos, sin: sin, segments: segments)
     }
 
     public func forward(_ x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache) throws -> Tensor {
+        try forward(x, cos: cos, sin: sin, segments: CacheSegments(cache, rows: x.shape[0]))
+    }
+
+    /// Runs rows of one or several sequences (`segments`: which cache each row's keys and values
+    /// go to, and whose earlier positions it attends to). A pass of several segments computes
+    /// every row exactly as a pass of that row's segment alone would (`Linear` rowwise).
+    public func forward(_ x: Tensor, cos: Tensor, sin: Tensor, segments: CacheSegments) throws -> Tensor {
         let c = config, t = x.shape[0], h = c.hiddenSize, hd = c.headDim
         let heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads, kvw = kvHeads * hd
-        guard cache.count + t <= cache.capacity else {
-            throw VLMError.invalidInput("the KV cache holds \(cache.capacity) positions; \(cache.count + t) needed")
-        }
+        try segments.check(rows: t, layers: layers.count, width: kvw)
+        let rowwise = segments.single == nil
         let eps = Float(c.rmsNormEps)
         forwardLock.lock()
         defer { forwardLock.unlock() }
@@ -186,69 +281,51 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
         let q = try buffer("q", [t, heads * hd])
         let gate = try buffer("gate", [t, c.intermediateSize]), up = try buffer("up", [t, c.intermediateSize])
         let out = try buffer("out", [t, h])
-        let past = cache.count
+        let (kBuffer, vBuffer, attendedBuffer) = rowwise
+            ? (try buffer("k", [t, kvw]), try buffer("v", [t, kvw]), try buffer("attended", [t, heads * hd])) : (q, q, q)
         var profile = StageTimer(enabled: StageTimer.requested && t > 1)
         defer { profile.report("language (\(t) tokens)") }
         for (l, layer) in layers.enumerated() {
             profile.mark("other")
             _ = try Ops.rmsNorm(x, weight: layer.inputNorm, eps: eps, into: normed, pool: pool)
             profile.mark("norm")
-            try Linear.forward(normed, layer.q, bias: layer.qBias, into: q, rows: t, pool: pool)
-            // New keys and values go straight into the cache rows past..<past+t.
-            let k = Tensor(storage: cache.keys[l].storage, offset: past * kvw, shape: [t, kvw])
-            let v = Tensor(storage: cache.values[l].storage, offset: past * kvw, shape: [t, kvw])
-            try Linear.forward(normed, layer.k, bias: layer.kBias, into: k, rows: t, pool: pool)
-            try Linear.forward(normed, layer.v, bias: layer.vBias, into: v, rows: t, pool: pool)
+            try Linear.forward(normed, layer.q, bias: layer.qBias, into: q, rows: t, rowwise: rowwise, pool: pool)
+            // One segment: new keys and values go straight into its cache rows past..<past+t.
+            let (k, v) = segments.newRows(layer: l, k: kBuffer, v: vBuffer)
+            try Linear.forward(normed, layer.k, bias: layer.kBias, into: k, rows: t, rowwise: rowwise, pool: pool)
+            try Linear.forward(normed, layer.v, bias: layer.vBias, into: v, rows: t, rowwise: rowwise, pool: pool)
             Ops.rotaryRotateHalf(q.pointer, cos: cos, sin: sin, rows: t, heads: heads, headDim: hd, rowStride: heads * hd, pool: pool)
             Ops.rotaryRotateHalf(k.pointer, cos: cos, sin: sin, rows: t, heads: kvHeads, headDim: hd, rowStride: kvw, pool: pool)
             profile.mark("qkv+rope")
-            let keys = Tensor(storage: cache.keys[l].storage, offset: 0, shape: [past + t, kvw])
-            let values = Tensor(storage: cache.values[l].storage, offset: 0, shape: [past + t, kvw])
-            let attended = try Attention.forward(q: q, k: keys, v: values, heads: heads, kvHeads: kvHeads, headDim: hd,
-                                                 mask: .causal(offset: past), precision: dtype == .bf16 ? .bf16 : .f32,
-                                                 scratch: scratch, pool: pool)
+            let attended = try segments.attend(layer: l, q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: hd,
+                                               precision: dtype == .bf16 ? .bf16 : .f32, scratch: scratch, into: attendedBuffer, pool: pool)
             profile.mark("attention")
-            try Linear.forward(attended, layer.o, into: out, rows: t, pool: pool)
+            try Linear.forward(attended, layer.o, into: out, rows: t, rowwise: rowwise, pool: pool)
             profile.mark("o")
             Ops.add(x, out, pool: pool)
             _ = try Ops.rmsNorm(x, weight: layer.postNorm, eps: eps, into: normed, pool: pool)
             profile.mark("norm")
-            try Linear.forward(normed, layer.gate, into: gate, rows: t, pool: pool)
-            try Linear.forward(normed, layer.up, into: up, rows: t, pool: pool)
+            try Linear.forward(normed, layer.gate, into: gate, rows: t, rowwise: rowwise, pool: pool)
+            try Linear.forward(normed, layer.up, into: up, rows: t, rowwise: rowwise, pool: pool)
             profile.mark("gate+up")
             _ = try Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
             profile.mark("silu")
-            try Linear.forward(gate, layer.down, into: out, rows: t, pool: pool)
+            try Linear.forward(gate, layer.down, into: out, rows: t, rowwise: rowwise, pool: pool)
             profile.mark("down")
             Ops.add(x, out, pool: pool)
         }
-        cache.advance(t)
+        segments.advance()
         let final = try Tensor(uninitialized: [t, h], what: "final norm")
         return try Ops.rmsNorm(x, weight: norm, eps: eps, into: final, pool: pool)
     }
 
-    /// Logits [rows, vocab] of hidden states [rows, hidden].
-    public func logits(_ hidden: Tensor) throws -> Tensor {
-        try Linear.forward(hidden, head, pool: pool)
-    }
-
-    /// Logits [vocab] of the last row of `hidden` for decoding step `step`: NaN or ±Inf among them
-    /// (damaged weights) is an error rather than a stream of arbitrary tokens.
-    public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor {
-        let logits = try self.logits(hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0]))
-        // x − x is 0 for finite x and NaN for NaN and ±Inf: one pass, no branch per element.
-        let values = logits.buffer
-        var lanes = SIMD16<Float>(repeating: 0)
-        var i = 0
-        while i + 16 <= values.count {
-            let v = UnsafeRawPointer(values.baseAddress! + i).loadUnaligned(as: SIMD16<Float>.self)
-            lanes += v - v
-            i += 16
-        }
-        var probe = lanes.sum()
-        while i < values.count { probe += values[i] - values[i]; i += 1 }
-        guard probe == 0 else { throw VLMError.nonFiniteLogits(step: step) }
-        return logits
+    /// Logits [rows, vocab] of hidden states [rows, hidden]; `rowwise`: each row as a one-row
+    /// product computes it (batched decoding).
+    public func logits(_ hidden: Tensor, rowwise: Bool = false) throws -> Tensor {
+        let rows = hidden.shape[0]
+        let y = try Tensor(uninitialized: [rows, head.shape[0]], what: "logits")
+        try Linear.forward(hidden, head, into: y, rows: rows, rowwise: rowwise, pool: pool)
+        return y
     }
 }
 

@@ -123,9 +123,9 @@ public final class Qwen3VLFamily: EncoderBackedModel, @unchecked Sendable {
 
 
     public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
-                       onStart: (Int) -> Void, onToken: (Int, Int) -> Void) throws -> [Answer] {
+                       onToken: (Int, Int) -> Void, onDone: (Int) -> Void) throws -> [Answer] {
         try ChatAnswering.answer(prompts, about: input, model: model, tokenizer: tokenizer, stopTokens: stopTokens,
-                                 parameters: parameters, onStart: onStart, onToken: onToken,
+                                 parameters: parameters, onToken: onToken, onDone: onDone,
                                  encode: Self.template(tokenizer: tokenizer, merge: model.config.vision.spatialMergeSize)) {
             VisionInput(pixels: $0.pixels, grid: $0.grid, isVideo: $0.kind == .video)
         }

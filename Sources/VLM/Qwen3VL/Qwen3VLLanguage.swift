@@ -127,17 +127,19 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
     /// (prefill of a prompt with vision) adds feature k after layer k. Returns the final-normed
     /// hidden states [T, hidden].
     public func forward(_ x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache, deepstack: Qwen3VLDeepStack? = nil) throws -> Tensor {
+        try forward(x, cos: cos, sin: sin, segments: CacheSegments(cache, rows: x.shape[0]), deepstack: deepstack)
+    }
+
+    /// `forward` over rows of one or several sequences (`segments`, as `Qwen2VLLanguage`'s): each
+    /// row computed exactly as in a pass of its own segment alone.
+    public func forward(_ x: Tensor, cos: Tensor, sin: Tensor, segments: CacheSegments, deepstack: Qwen3VLDeepStack? = nil) throws -> Tensor {
         let c = config, t = x.shape[0], h = c.hiddenSize, hd = c.headDim
         let heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads, kvw = kvHeads * hd
         guard x.shape == [t, h], cos.shape == [t, hd], sin.shape == [t, hd] else {
             throw VLMError.invalidInput("decoder inputs \(x.shape), cos \(cos.shape), sin \(sin.shape) do not fit [T, \(h)] and [T, \(hd)]")
         }
-        guard cache.width == kvw, cache.keys.count == layers.count else {
-            throw VLMError.invalidInput("the KV cache (\(cache.keys.count) layers × \(cache.width)) is not this model's (\(layers.count) × \(kvw))")
-        }
-        guard cache.count + t <= cache.capacity else {
-            throw VLMError.invalidInput("the KV cache holds \(cache.capacity) positions; \(cache.count + t) needed")
-        }
+        try segments.check(rows: t, layers: layers.count, width: kvw)
+        let rowwise = segments.single == nil
         if let d = deepstack {
             guard d.rows.allSatisfy({ (0..<t).contains($0) }), d.features.allSatisfy({ $0.shape == [d.rows.count, h] }) else {
                 throw VLMError.invalidInput("DeepStack features must be [\(d.rows.count), \(h)] at rows within 0..<\(t)")
@@ -150,32 +152,29 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
         let q = try buffer("q", [t, heads * hd])
         let gate = try buffer("gate", [t, c.intermediateSize]), up = try buffer("up", [t, c.intermediateSize])
         let out = try buffer("out", [t, h])
-        let past = cache.count
+        let (kBuffer, vBuffer, attendedBuffer) = rowwise
+            ? (try buffer("k", [t, kvw]), try buffer("v", [t, kvw]), try buffer("attended", [t, heads * hd])) : (q, q, q)
         for (l, layer) in layers.enumerated() {
             _ = try Ops.rmsNorm(x, weight: layer.inputNorm, eps: eps, into: normed, pool: pool)
-            try Linear.forward(normed, layer.q, into: q, rows: t, pool: pool)
-            // New keys and values go straight into the cache rows past..<past+t.
-            let k = Tensor(storage: cache.keys[l].storage, offset: past * kvw, shape: [t, kvw])
-            let v = Tensor(storage: cache.values[l].storage, offset: past * kvw, shape: [t, kvw])
-            try Linear.forward(normed, layer.k, into: k, rows: t, pool: pool)
-            try Linear.forward(normed, layer.v, into: v, rows: t, pool: pool)
+            try Linear.forward(normed, layer.q, into: q, rows: t, rowwise: rowwise, pool: pool)
+            // One segment: new keys and values go straight into its cache rows past..<past+t.
+            let (k, v) = segments.newRows(layer: l, k: kBuffer, v: vBuffer)
+            try Linear.forward(normed, layer.k, into: k, rows: t, rowwise: rowwise, pool: pool)
+            try Linear.forward(normed, layer.v, into: v, rows: t, rowwise: rowwise, pool: pool)
             // q_norm / k_norm: RMSNorm over each head's head_dim values, before the rotation.
             _ = try Ops.rmsNorm(q.reshaped([t * heads, hd]), weight: layer.qNorm, eps: eps, into: q.reshaped([t * heads, hd]), pool: pool)
             _ = try Ops.rmsNorm(k.reshaped([t * kvHeads, hd]), weight: layer.kNorm, eps: eps, into: k.reshaped([t * kvHeads, hd]), pool: pool)
             Ops.rotaryRotateHalf(q.pointer, cos: cos, sin: sin, rows: t, heads: heads, headDim: hd, rowStride: heads * hd, pool: pool)
             Ops.rotaryRotateHalf(k.pointer, cos: cos, sin: sin, rows: t, heads: kvHeads, headDim: hd, rowStride: kvw, pool: pool)
-            let keys = Tensor(storage: cache.keys[l].storage, offset: 0, shape: [past + t, kvw])
-            let values = Tensor(storage: cache.values[l].storage, offset: 0, shape: [past + t, kvw])
-            let attended = try Attention.forward(q: q, k: keys, v: values, heads: heads, kvHeads: kvHeads, headDim: hd,
-                                                 mask: .causal(offset: past), precision: dtype == .bf16 ? .bf16 : .f32,
-                                                 scratch: scratch, pool: pool)
-            try Linear.forward(attended, layer.o, into: out, rows: t, pool: pool)
+            let attended = try segments.attend(layer: l, q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: hd,
+                                               precision: dtype == .bf16 ? .bf16 : .f32, scratch: scratch, into: attendedBuffer, pool: pool)
+            try Linear.forward(attended, layer.o, into: out, rows: t, rowwise: rowwise, pool: pool)
             Ops.add(x, out, pool: pool)
             _ = try Ops.rmsNorm(x, weight: layer.postNorm, eps: eps, into: normed, pool: pool)
-            try Linear.forward(normed, layer.gate, into: gate, rows: t, pool: pool)
-            try Linear.forward(normed, layer.up, into: up, rows: t, pool: pool)
+            try Linear.forward(normed, layer.gate, into: gate, rows: t, rowwise: rowwise, pool: pool)
+            try Linear.forward(normed, layer.up, into: up, rows: t, rowwise: rowwise, pool: pool)
             _ = try Ops.siluMul(gate: gate, up: up, into: gate, pool: pool)
-            try Linear.forward(gate, layer.down, into: out, rows: t, pool: pool)
+            try Linear.forward(gate, layer.down, into: out, rows: t, rowwise: rowwise, pool: pool)
             Ops.add(x, out, pool: pool)
             // DeepStack (`_deepstack_process`): hidden[visual rows] += feature of this layer.
             if let d = deepstack, l < d.features.count {
@@ -186,21 +185,16 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
                 }
             }
         }
-        cache.advance(t)
+        segments.advance()
         let final = try Tensor(uninitialized: [t, h], what: "final norm")
         return try Ops.rmsNorm(x, weight: norm, eps: eps, into: final, pool: pool)
     }
 
-    /// Logits [rows, vocab] of hidden states [rows, hidden].
-    public func logits(_ hidden: Tensor) throws -> Tensor {
-        try Linear.forward(hidden, head, pool: pool)
-    }
-
-    /// Logits [vocab] of the last row of `hidden` for decoding step `step`; NaN or ±Inf among them
-    /// (damaged weights) is an error rather than a stream of arbitrary tokens.
-    public func nextTokenLogits(_ hidden: Tensor, step: Int) throws -> Tensor {
-        let logits = try self.logits(hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0]))
-        guard logits.buffer.allSatisfy({ $0.isFinite }) else { throw VLMError.nonFiniteLogits(step: step) }
-        return logits
+    /// Logits [rows, vocab] of hidden states [rows, hidden]; `rowwise` as `Qwen2VLLanguage.logits`.
+    public func logits(_ hidden: Tensor, rowwise: Bool = false) throws -> Tensor {
+        let rows = hidden.shape[0]
+        let y = try Tensor(uninitialized: [rows, head.shape[0]], what: "logits")
+        try Linear.forward(hidden, head, into: y, rows: rows, rowwise: rowwise, pool: pool)
+        return y
     }
 }
