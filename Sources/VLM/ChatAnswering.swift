@@ -21,12 +21,39 @@ enum ChatAnswering {
                                             imageTokens: input.kind == .image ? [tokens] : [])
         }
     }
+}
 
-    static func answer<Model: MRoPEDecoderModel>(
-        _ prompts: [String], about input: VisualInput?, model: Model, tokenizer: Tokenizer, stopTokens: Set<Int>,
-        parameters: GenerationParameters, onToken: (Int, Int) -> Void, onDone: (Int) -> Void,
-        encode: Encoder, visionItem: (VisualInput) throws -> Model.VisionItem
-    ) throws -> [Answer] {
+/// Prompts about several inputs (clips, images, text) answered together over an M-RoPE decoder
+/// (Qwen2-VL, Qwen2.5-VL, Qwen3-VL): each `submit` encodes its input once and prefills its
+/// prefix (up to its last <|vision_end|>); every prompt is a continuation decoded from a fork of
+/// that cache, in one `DecodeBatch` with every other submitted prompt. Text-only prompts are
+/// each their own conversation. `encode` gives a prompt's ids in the family's chat template.
+final class ChatBatch<Model: MRoPEDecoderModel>: AnswerBatch {
+    let model: Model
+    let tokenizer: Tokenizer
+    let stopTokens: Set<Int>
+    let encode: ChatAnswering.Encoder
+    let visionItem: (VisualInput) throws -> Model.VisionItem
+    let decoding: DecodeBatch<Model>
+
+    init(capacity: Int, model: Model, tokenizer: Tokenizer, stopTokens: Set<Int>, encode: @escaping ChatAnswering.Encoder,
+         visionItem: @escaping (VisualInput) throws -> Model.VisionItem) {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.stopTokens = stopTokens
+        self.encode = encode
+        self.visionItem = visionItem
+        decoding = DecodeBatch(capacity: capacity)
+    }
+
+    var capacity: Int { decoding.capacity }
+    var activeCount: Int { decoding.activeCount }
+    var waitingCount: Int { decoding.waitingCount }
+    var cacheBytes: Int { decoding.cacheBytes }
+
+    func submit(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
+                onToken: @escaping (Int, Int) -> Void, onPromptDone: @escaping (Int) -> Void,
+                done: @escaping ([Answer]) -> Void) throws {
         var parameters = parameters
         parameters.stopTokens.formUnion(stopTokens)
         try parameters.validate()
@@ -37,12 +64,7 @@ enum ChatAnswering {
                 throw VLMError.invalidInput("prompt \(i + 1) contains the special token \(prompt[r]); prompts are plain text")
             }
         }
-        guard !prompts.isEmpty else { return [] }
-        func text(_ tokens: [Int]) -> String {
-            tokenizer.decode(tokens, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines)
-        }
-        // Every prompt is a session (its prefix prefilled once) and a continuation decoded from a
-        // fork of it; all continuations decode together, `parameters.batch` at a time.
+        guard !prompts.isEmpty else { return done([]) }
         var sessions: [PrefixSession<Model>] = []
         var continuations: [[Int]] = []
         var promptTokens: [Int] = []
@@ -72,27 +94,25 @@ enum ChatAnswering {
                 promptTokens.append(ids.count)
             }
         }
+        // The answers, filled in as their sequences finish; `done` when the last one does.
+        let tokenizer = self.tokenizer
         let start = DispatchTime.now().uptimeNanoseconds
-        var finished = [UInt64](repeating: start, count: prompts.count)
-        var outputs = [[Int]](repeating: [], count: prompts.count)
-        try withoutActuallyEscaping(onToken) { onToken in
-            try withoutActuallyEscaping(onDone) { onDone in
-                let batch = DecodeBatch<Model>(capacity: parameters.batch)
-                for i in prompts.indices {
-                    try batch.add(sessions[i], continuation: continuations[i], parameters: parameters, onToken: { onToken(i, $0) }) {
-                        outputs[i] = $0
-                        finished[i] = DispatchTime.now().uptimeNanoseconds
-                        onDone(i)
-                    }
-                }
-                while try batch.step() {}
+        var answers: [Answer?] = Array(repeating: nil, count: prompts.count)
+        var left = prompts.count
+        for i in prompts.indices {
+            try decoding.add(sessions[i], continuation: continuations[i], parameters: parameters, onToken: { onToken(i, $0) }) { out in
+                let shared = input == nil || i == 0
+                answers[i] = Answer(prompt: prompts[i],
+                                    text: tokenizer.decode(out, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines),
+                                    tokens: out, promptTokens: promptTokens[i],
+                                    visionSeconds: shared ? sessions[i].timing.vision : 0, prefillSeconds: shared ? sessions[i].timing.prefill : 0,
+                                    generateSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                onPromptDone(i)
+                left -= 1
+                if left == 0 { done(answers.compactMap { $0 }) }
             }
         }
-        return prompts.indices.map { i in
-            let shared = input == nil || i == 0
-            return Answer(prompt: prompts[i], text: text(outputs[i]), tokens: outputs[i], promptTokens: promptTokens[i],
-                          visionSeconds: shared ? sessions[i].timing.vision : 0, prefillSeconds: shared ? sessions[i].timing.prefill : 0,
-                          generateSeconds: Double(finished[i] - start) / 1e9)
-        }
     }
+
+    func step() throws -> Bool { try decoding.step() }
 }

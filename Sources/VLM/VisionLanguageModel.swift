@@ -108,12 +108,30 @@ public protocol VisionLanguageModel: VisualEncoder {
     /// Prompt plus answer fit in this many positions (`max_position_embeddings`).
     var contextLength: Int { get }
 
-    /// Answers `prompts` in order from ONE encoding of `input` (nil: text only): the visual input
-    /// is encoded and the prompt prefix prefilled once, every prompt is answered from a fork of
-    /// that state; the answers decode together, `parameters.batch` at a time, each as it would
-    /// alone. `onToken(i, id)` sees each token of prompt i, `onDone(i)` its end.
-    func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
-                onToken: (Int, Int) -> Void, onDone: (Int) -> Void) throws -> [Answer]
+    /// A batch in which prompts about several inputs decode together, at most `capacity`
+    /// sequences at a time (`AnswerBatch`).
+    func answerBatch(capacity: Int) -> any AnswerBatch
+}
+
+/// Prompts about several inputs, answered together: `submit` encodes an input (its vision tower
+/// and the prefill of its prompt prefix, at once) and queues one sequence per prompt; `step`
+/// advances every decoding sequence by one token in one pass over the weights, letting waiting
+/// sequences join as others finish. An input's `done` receives its answers, in prompt order,
+/// when its last sequence finishes. Each answer is exactly what it is decoded alone. One caller
+/// drives a batch.
+public protocol AnswerBatch: AnyObject {
+    var capacity: Int { get }
+    /// Sequences decoding now, and queued for a place.
+    var activeCount: Int { get }
+    var waitingCount: Int { get }
+    /// Bytes held by the decoding sequences' KV caches.
+    var cacheBytes: Int { get }
+    /// `onToken(i, id)` sees each token of prompt i, `onPromptDone(i)` its end.
+    func submit(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
+                onToken: @escaping (Int, Int) -> Void, onPromptDone: @escaping (Int) -> Void,
+                done: @escaping ([Answer]) -> Void) throws
+    /// One decoding step; false once no sequence is left.
+    @discardableResult func step() throws -> Bool
 }
 
 /// A family whose visual half is its own encoder object: the `VisualEncoder` methods forward to it.
@@ -133,8 +151,21 @@ extension EncoderBackedModel {
 extension VisionLanguageModel {
     public var family: String { Self.family }
 
-    public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters) throws -> [Answer] {
-        try answer(prompts, about: input, parameters: parameters, onToken: { _, _ in }, onDone: { _ in })
+    /// Answers `prompts` in order from ONE encoding of `input` (nil: text only): the visual input
+    /// is encoded and the prompt prefix prefilled once, every prompt is answered from a fork of
+    /// that state; the answers decode together, `parameters.batch` at a time, each as it would
+    /// alone. `onToken(i, id)` sees each token of prompt i, `onDone(i)` its end.
+    public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
+                       onToken: (Int, Int) -> Void = { _, _ in }, onDone: (Int) -> Void = { _ in }) throws -> [Answer] {
+        try withoutActuallyEscaping(onToken) { onToken in
+            try withoutActuallyEscaping(onDone) { onDone in
+                let batch = answerBatch(capacity: parameters.batch)
+                var answers: [Answer] = []
+                try batch.submit(prompts, about: input, parameters: parameters, onToken: onToken, onPromptDone: onDone) { answers = $0 }
+                while try batch.step() {}
+                return answers
+            }
+        }
     }
 }
 

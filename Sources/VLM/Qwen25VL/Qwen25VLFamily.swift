@@ -98,12 +98,8 @@ public final class Qwen25VLFamily: EncoderBackedModel, @unchecked Sendable {
         ]
     }
 
-
-    public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
-                       onToken: (Int, Int) -> Void, onDone: (Int) -> Void) throws -> [Answer] {
-        try ChatAnswering.answer(prompts, about: input, model: model, tokenizer: tokenizer, stopTokens: stopTokens,
-                                 parameters: parameters, onToken: onToken, onDone: onDone,
-                                 encode: ChatAnswering.qwen2Template(tokenizer: tokenizer, merge: model.config.vision.spatialMergeSize),
-                                 visionItem: encoder.item)
+    public func answerBatch(capacity: Int) -> any AnswerBatch {
+        ChatBatch(capacity: capacity, model: model, tokenizer: tokenizer, stopTokens: stopTokens,
+                  encode: ChatAnswering.qwen2Template(tokenizer: tokenizer, merge: model.config.vision.spatialMergeSize), visionItem: encoder.item)
     }
 }

@@ -87,13 +87,8 @@ public final class Qwen2VLFamily: EncoderBackedModel, @unchecked Sendable {
         ]
     }
 
-
-    public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
-                       onToken: (Int, Int) -> Void, onDone: (Int) -> Void) throws -> [Answer] {
-        try ChatAnswering.answer(prompts, about: input, model: model, tokenizer: tokenizer, stopTokens: stopTokens,
-                                 parameters: parameters, onToken: onToken, onDone: onDone,
-                                 encode: ChatAnswering.qwen2Template(tokenizer: tokenizer, merge: model.config.vision.spatialMergeSize)) {
-            VisionInput(pixels: $0.pixels, grid: $0.grid, isVideo: $0.kind == .video)
-        }
+    public func answerBatch(capacity: Int) -> any AnswerBatch {
+        ChatBatch(capacity: capacity, model: model, tokenizer: tokenizer, stopTokens: stopTokens,
+                  encode: ChatAnswering.qwen2Template(tokenizer: tokenizer, merge: model.config.vision.spatialMergeSize), visionItem: { VisionInput(pixels: $0.pixels, grid: $0.grid, isVideo: $0.kind == .video) })
     }
 }

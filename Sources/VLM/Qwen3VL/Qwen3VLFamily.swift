@@ -121,14 +121,9 @@ public final class Qwen3VLFamily: EncoderBackedModel, @unchecked Sendable {
         ]
     }
 
-
-    public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
-                       onToken: (Int, Int) -> Void, onDone: (Int) -> Void) throws -> [Answer] {
-        try ChatAnswering.answer(prompts, about: input, model: model, tokenizer: tokenizer, stopTokens: stopTokens,
-                                 parameters: parameters, onToken: onToken, onDone: onDone,
-                                 encode: Self.template(tokenizer: tokenizer, merge: model.config.vision.spatialMergeSize)) {
-            VisionInput(pixels: $0.pixels, grid: $0.grid, isVideo: $0.kind == .video)
-        }
+    public func answerBatch(capacity: Int) -> any AnswerBatch {
+        ChatBatch(capacity: capacity, model: model, tokenizer: tokenizer, stopTokens: stopTokens,
+                  encode: Self.template(tokenizer: tokenizer, merge: model.config.vision.spatialMergeSize), visionItem: { VisionInput(pixels: $0.pixels, grid: $0.grid, isVideo: $0.kind == .video) })
     }
 
     /// Qwen3-VL's chat template, one user turn: a video as its timestamped frames (released
