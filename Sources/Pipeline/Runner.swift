@@ -93,7 +93,52 @@ public final class Progress: @unchecked Sendable {
         lastLine = message.count
     }
 
+    private var summaryText = ""
+    private var activityText = ""
+    private var activitySince = DispatchTime.now()
+    private var ticker: DispatchSourceTimer?
+
+    /// The run's totals on the live line (files, clips, elapsed, ETA).
+    public func summary(_ text: String) {
+        lock.withLock { summaryText = text }
+        redraw()
+    }
+
+    /// What the run is doing now (decoding, encoding a clip, generating …), with the seconds it
+    /// has been at it; the line is redrawn every second, so a long stage shows from its start.
+    public func activity(_ text: String) {
+        lock.withLock {
+            if text != activityText { activitySince = DispatchTime.now() }
+            activityText = text
+        }
+        redraw()
+        startTicker()
+    }
+
+    /// The live line now: totals, then the activity and its seconds.
+    public var line: String {
+        lock.withLock {
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - activitySince.uptimeNanoseconds) / 1e9
+            guard !activityText.isEmpty else { return summaryText }
+            return summaryText + " · " + activityText + (seconds >= 1 ? String(format: " (%.0f s)", seconds) : "")
+        }
+    }
+
+    private func redraw() { status(line) }
+
+    private func startTicker() {
+        guard live else { return }
+        lock.lock(); defer { lock.unlock() }
+        guard ticker == nil else { return }
+        let t = DispatchSource.makeTimerSource(queue: .global(qos: .utility))
+        t.schedule(deadline: .now() + 1, repeating: 1)
+        t.setEventHandler { [weak self] in self?.redraw() }
+        t.resume()
+        ticker = t
+    }
+
     public func finish() {
+        lock.withLock { ticker?.cancel(); ticker = nil }
         guard live, lastLine > 0 else { return }
         Self.write(STDERR_FILENO, "\n")
     }
@@ -109,6 +154,9 @@ public struct RunReport: Sendable {
     public var wall = 0.0
     /// Time the model computed (vision, prefill, generation, summaries).
     public var model = 0.0
+    /// Of `model`: decoding steps (sequences of every clip in flight), and the tokens they chose.
+    public var generating = 0.0
+    public var stepTokens = 0
     /// Time the model waited for decoded clips (decoding on the critical path).
     public var waiting = 0.0
     /// Decoding and preprocessing time (overlapped with the model's work).
@@ -130,6 +178,8 @@ public final class Runner: @unchecked Sendable {
     public let progress: Progress
     public let shard: (k: Int, n: Int)?
     private let stopFlag = StopFlag()
+    /// What the producer is decoding now ("clip 2/6 of a.mp4"), for the live line.
+    private let producerActivity = Shared<String?>(nil)
 
     public init(spec: PipelineSpec, databasePath: String? = nil, shard: (k: Int, n: Int)? = nil, progress: Progress) throws {
         self.spec = spec
@@ -305,27 +355,70 @@ public final class Runner: @unchecked Sendable {
             producerDone.wait() // the producer stops at its next check; nothing it does outlives the run
         }
 
-        // Consumer: the model, one clip at a time; one transaction per finished clip.
+        // Consumer: clips are encoded one at a time (vision, prefill) and their prompts decode
+        // together with those of the other clips in flight (`generation.batch` sequences); each
+        // clip is stored, in one transaction, as soon as its last answer is done.
         var state = VideoState()
+        let batch = model.model.answerBatch(capacity: spec.generation.batch)
+        let perClip = 1 + spec.prompts.questions.count
+        let flight = Flight()
         var doneVideos = 0, tokens = 0
         let started = Date()
-        while true {
-            let w0 = DispatchTime.now().uptimeNanoseconds
-            guard let work = queue.pop() else { break }
-            report.waiting += Double(DispatchTime.now().uptimeNanoseconds - w0) / 1e9
-            if let fatal = work.fatal { throw fatal }
-            tokens += try consume(work, model: model, context: context, state: &state, report: &report)
-            if work.lastOfVideo && !state.failed.contains(work.video) {
-                tokens += try finishVideo(work, model: model, context: context, state: &state, report: &report)
-                doneVideos += 1
-            }
+        func refresh() {
             let elapsed = Date().timeIntervalSince(started)
             let fraction = Double(doneVideos) / Double(max(1, files.count))
             let eta = fraction > 0 ? elapsed / fraction - elapsed : 0
-            progress.status(String(format: "[%d/%d files] %d clips (%d reused) %@ elapsed, ETA %@, %.1f tokens/s",
-                                   doneVideos, files.count, report.stats.clipsDone, report.stats.clipsSkipped,
-                                   Self.duration(elapsed), Self.duration(eta), Double(tokens) / max(elapsed, 1e-9)))
-            if stopFlag.isSet { break }
+            progress.summary(String(format: "[%d/%d files] %d clips (%d reused) %@ elapsed, ETA %@",
+                                    doneVideos, files.count, report.stats.clipsDone, report.stats.clipsSkipped,
+                                    Self.duration(elapsed), Self.duration(eta)))
+        }
+        refresh()
+        var open = true
+        while true {
+            // Admit clips while all of a clip's prompts fit (or nothing decodes: then wait for one).
+            while open && !stopFlag.isSet {
+                let busy = batch.activeCount + batch.waitingCount
+                guard busy == 0 || busy + perClip <= batch.capacity else { break }
+                let next: Work?
+                if busy == 0 {
+                    progress.activity(producerActivity.value.map { "decoding \($0)" } ?? "decoding")
+                    let w0 = DispatchTime.now().uptimeNanoseconds
+                    next = queue.pop()
+                    report.waiting += Double(DispatchTime.now().uptimeNanoseconds - w0) / 1e9
+                } else {
+                    switch queue.poll() {
+                    case .item(let w): next = w
+                    case .empty: next = nil
+                    case .closed: next = nil; open = false
+                    }
+                    guard next != nil else { break }
+                }
+                guard let work = next else { open = false; break }
+                if let fatal = work.fatal { throw fatal }
+                try admit(work, batch: batch, flight: flight, context: context, state: &state, report: &report)
+                if work.lastOfVideo { flight.last[work.video] = work }
+                tokens += try finishReady(flight, doneVideos: &doneVideos, model: model, context: context, state: &state, report: &report)
+                refresh()
+            }
+            if batch.activeCount + batch.waitingCount > 0 {
+                let g0 = DispatchTime.now().uptimeNanoseconds, before = flight.tokens
+                try batch.step()
+                let g = Double(DispatchTime.now().uptimeNanoseconds - g0) / 1e9
+                report.model += g
+                report.generating += g
+                report.stepTokens += flight.tokens - before
+            }
+            for (work, answers) in flight.takeFinished() {
+                tokens += try save(work, answers: answers, context: context, state: &state, report: &report)
+            }
+            tokens += try finishReady(flight, doneVideos: &doneVideos, model: model, context: context, state: &state, report: &report)
+            refresh()
+            if batch.activeCount > 0 {
+                progress.activity(String(format: "generating: %d sequence%@ of %d clip%@, %d tokens, %.1f tokens/s",
+                                         batch.activeCount, batch.activeCount == 1 ? "" : "s", flight.clips, flight.clips == 1 ? "" : "s",
+                                         flight.tokens, Double(report.stepTokens) / max(report.generating, 1e-9)))
+            }
+            if (!open || stopFlag.isSet) && batch.activeCount + batch.waitingCount == 0 { break }
         }
         report.interrupted = stopFlag.isSet
         report.stats.tokensGenerated = tokens
@@ -439,6 +532,7 @@ public final class Runner: @unchecked Sendable {
     /// Samples, preprocesses and pictures one clip.
     private func clip(_ i: Int, of clips: [ClipRange], video: Int64, path: String, decoder: VideoDecoder, last: Bool, _ c: Context) -> Work {
         var work = Work(video: video, path: path, clip: i, clipCount: clips.count, range: clips[i], lastOfVideo: last)
+        producerActivity.value = "clip \(i + 1)/\(clips.count) of \(PathBytes.display((path as NSString).lastPathComponent))"
         do {
             var options = c.sampling
             options.start = clips[i].start
@@ -497,19 +591,38 @@ public final class Runner: @unchecked Sendable {
         return work
     }
 
-    /// Runs the model on one item and stores it; returns the tokens generated.
-    private func consume(_ work: Work, model: ClipModel, context c: Context, state: inout VideoState, report: inout RunReport) throws -> Int {
+    /// Clips in flight: submitted to the decoding batch, not yet stored. A class: the batch's
+    /// callbacks (run inside `step()`, on the consumer's thread) add to it.
+    final class Flight {
+        /// Clips in flight per video.
+        var perVideo: [Int64: Int] = [:]
+        /// The last item of each video whose clips are still in flight (its summary and status wait for them).
+        var last: [Int64: Work] = [:]
+        /// Clips whose answers are all done, in the order they finished.
+        var finished: [(Work, [Answer])] = []
+        /// Tokens generated so far by the clips in flight.
+        var tokens = 0
+        var clips: Int { perVideo.values.reduce(0, +) }
+
+        /// The finished clips, no longer in flight.
+        func takeFinished() -> [(Work, [Answer])] {
+            defer { finished.removeAll() }
+            for (work, _) in finished { perVideo[work.video, default: 1] -= 1 }
+            return finished
+        }
+    }
+
+    /// Starts one item: a failed file or clip is recorded at once; a clip is encoded (vision and
+    /// prefill, now) and its prompts join `batch`, to be stored by `save` when all are answered.
+    private func admit(_ work: Work, batch: any AnswerBatch, flight: Flight, context c: Context,
+                       state: inout VideoState, report: inout RunReport) throws {
         let name = PathBytes.display((work.path as NSString).lastPathComponent)
         report.stats.clipsSkipped += work.reused
         if let failure = work.failure, work.clip < 0 || !Self.damageKinds.contains(failure.kind) {
             // The file failed (it cannot be opened, or a clip asks what it cannot give).
-            guard !state.failed.contains(work.video) else { return 0 }
-            try store.setVideoStatus(work.video, status: .failed, errorKind: failure.kind, error: failure.message)
-            report.stats.videosFailed += 1
-            report.failed.append(work.path)
-            state.failed.insert(work.video)
-            progress.event("failed: \(name): \(failure.message)")
-            return 0
+            guard !state.failed.contains(work.video) else { return }
+            try fail(work, kind: failure.kind, message: failure.message, state: &state, report: &report)
+            return
         }
         if let failure = work.failure {
             // A clip that could not be decoded: the video is damaged; later clips still run.
@@ -517,35 +630,65 @@ public final class Runner: @unchecked Sendable {
             d.lostSampledFrames += 1
             state.damage[work.video] = d
             progress.event("clip \(work.clip) of \(name) failed: \(failure.message)")
-            return 0
+            return
         }
-        guard let input = work.input, !state.failed.contains(work.video) else { return 0 }
+        guard let input = work.input, !state.failed.contains(work.video) else { return }
+        let what = work.clip < 0 || Scan.isImage(work.path) ? name : "clip \(work.clip + 1)/\(work.clipCount) of \(name)"
+        batch.onStage = { [progress] stage in progress.activity("\(stage == .encoding ? "encoding" : "prefill") \(what)") }
+        defer { batch.onStage = nil }
         let m0 = DispatchTime.now().uptimeNanoseconds
-        let answers: [Answer]
+        defer { report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9 }
         do {
-            answers = try model.describe(input, description: spec.prompts.description, questions: spec.prompts.questions)
+            try batch.submit([spec.prompts.description] + spec.prompts.questions, about: input, parameters: c.model.parameters,
+                             onToken: { _, _ in flight.tokens += 1 }, onPromptDone: { _ in }) { flight.finished.append((work, $0)) }
         } catch VLMError.invalidInput(let message) {
             // This clip asks the model for what it cannot do (a prompt beyond its context): the
             // file fails, named; the run goes on.
-            report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
-            try store.setVideoStatus(work.video, status: .failed, errorKind: "model-input", error: "clip \(work.clip): \(message)")
-            report.stats.videosFailed += 1
-            report.failed.append(work.path)
-            state.failed.insert(work.video)
-            progress.event("failed: \(name): clip \(work.clip): \(message)")
-            return 0
+            try fail(work, kind: "model-input", message: "clip \(work.clip): \(message)", state: &state, report: &report)
+            return
         }
+        flight.perVideo[work.video, default: 0] += 1
+    }
+
+    /// Records a file as failed (once), named in the progress.
+    private func fail(_ work: Work, kind: String, message: String, state: inout VideoState, report: inout RunReport) throws {
+        try store.setVideoStatus(work.video, status: .failed, errorKind: kind, error: message)
+        report.stats.videosFailed += 1
+        report.failed.append(work.path)
+        state.failed.insert(work.video)
+        progress.event("failed: \(PathBytes.display((work.path as NSString).lastPathComponent)): \(message)")
+    }
+
+    /// Stores a clip whose answers are all done (one transaction); returns the tokens generated.
+    private func save(_ work: Work, answers: [Answer], context c: Context, state: inout VideoState, report: inout RunReport) throws -> Int {
+        // A clip of a file that failed meanwhile (another clip's prompt did not fit) is dropped.
+        guard !state.failed.contains(work.video) else { return 0 }
         let rows = answers.enumerated().map { Store.ResultRow(kind: $0.offset == 0 ? "description" : "answer", $0.element) }
-        report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9
         let s0 = DispatchTime.now().uptimeNanoseconds
         try store.saveClip(video: work.video, index: work.clip, start: work.range.start, end: work.range.end, frames: work.frames,
                            width: work.width, height: work.height, results: rows, thumbnails: work.thumbnails,
                            model: c.modelDirectory, settings: c.generationJSON, settingsKey: c.settingsKey, run: c.run)
         report.storing += Double(DispatchTime.now().uptimeNanoseconds - s0) / 1e9
         report.stats.clipsDone += 1
-        if let e = work.thumbnailError { progress.event("clip \(work.clip) of \(name): no thumbnails: \(e)") }
+        if let e = work.thumbnailError {
+            progress.event("clip \(work.clip) of \(PathBytes.display((work.path as NSString).lastPathComponent)): no thumbnails: \(e)")
+        }
         if let d = work.damage { state.damage[work.video] = d }
         return rows.reduce(0) { $0 + $1.generatedTokens }
+    }
+
+    /// Finishes every video whose last item has come and whose clips are all stored; returns the
+    /// tokens its summary generated.
+    private func finishReady(_ flight: Flight, doneVideos: inout Int, model: ClipModel, context c: Context,
+                             state: inout VideoState, report: inout RunReport) throws -> Int {
+        var tokens = 0
+        for (video, work) in flight.last.sorted(by: { $0.key < $1.key }) where flight.perVideo[video, default: 0] == 0 {
+            flight.last[video] = nil
+            guard !state.failed.contains(video) else { continue }
+            tokens += try finishVideo(work, model: model, context: c, state: &state, report: &report)
+            doneVideos += 1
+        }
+        return tokens
     }
 
     /// All of a video's clips are in: its summary, then its status. Returns the tokens generated.
@@ -619,6 +762,17 @@ final class Accumulator: @unchecked Sendable {
     var value: Double { lock.lock(); defer { lock.unlock() }; return total }
 }
 
+/// A value shared between the producer and the consumer.
+final class Shared<T>: @unchecked Sendable {
+    private var stored: T
+    private let lock = NSLock()
+    init(_ value: T) { stored = value }
+    var value: T {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
+}
+
 /// A blocking queue of bounded size: the producer waits when it is full, the consumer when empty.
 final class BoundedQueue<T>: @unchecked Sendable {
     private var items: [T] = []
@@ -634,6 +788,18 @@ final class BoundedQueue<T>: @unchecked Sendable {
         if !closed { items.append(item) }
         condition.broadcast()
         condition.unlock()
+    }
+
+    enum Poll { case item(T), empty, closed }
+
+    /// The next item if one is there, without waiting.
+    func poll() -> Poll {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !items.isEmpty else { return closed ? .closed : .empty }
+        let item = items.removeFirst()
+        condition.broadcast()
+        return .item(item)
     }
 
     /// The next item, or nil once the queue is closed and empty.

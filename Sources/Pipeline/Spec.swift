@@ -16,9 +16,13 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
                                            "jpg", "jpeg", "png", "webp"]
     }
     public struct Sampling: Sendable, Equatable, Codable {
-        public var fps: Double = 2
+        /// Sized for a CPU night, not qwen-vl-utils' GPU defaults (2 fps, up to 768·28² pixels a
+        /// frame): 1 frame a second of at most 448 × 448 pixels (README, "Defaults").
+        public var fps: Double = 1
         public var minPixels: Int = SmartResize.videoMinPixels
-        public var maxPixels: Int?
+        /// Pixels per frame at most; the model's processor maximum still applies. nil: the
+        /// processor's (and qwen-vl-utils') limit alone.
+        public var maxPixels: Int? = PipelineSpec.Sampling.cpuMaxPixels
         public var totalPixels: Double?
         public var maxFrames: Int?
     }
@@ -250,7 +254,7 @@ extension PipelineSpec.Sampling {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         fps = try c.decodeIfPresent(Double.self, forKey: .fps) ?? fps
         minPixels = try c.decodeIfPresent(Int.self, forKey: .minPixels) ?? minPixels
-        maxPixels = try c.decodeIfPresent(Int.self, forKey: .maxPixels)
+        maxPixels = try c.decodeIfPresent(Int.self, forKey: .maxPixels) ?? maxPixels
         totalPixels = try c.decodeIfPresent(Double.self, forKey: .totalPixels)
         maxFrames = try c.decodeIfPresent(Int.self, forKey: .maxFrames)
     }
@@ -280,6 +284,11 @@ extension PipelineSpec.Prompts {
         summary = try c.decodeIfPresent(String.self, forKey: .summary) ?? summary
     }
 }
+extension PipelineSpec.Sampling {
+    /// 448 × 448: a frame of 16 × 16 merged tokens.
+    public static let cpuMaxPixels = 448 * 448
+}
+
 extension PipelineSpec.Generation {
     /// Sequences decoding together unless the spec or --batch says otherwise (measured: README,
     /// "Batched decoding").

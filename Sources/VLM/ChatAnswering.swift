@@ -46,6 +46,7 @@ final class ChatBatch<Model: MRoPEDecoderModel>: AnswerBatch {
         decoding = DecodeBatch(capacity: capacity)
     }
 
+    var onStage: ((AnswerStage) -> Void)?
     var capacity: Int { decoding.capacity }
     var activeCount: Int { decoding.activeCount }
     var waitingCount: Int { decoding.waitingCount }
@@ -75,7 +76,8 @@ final class ChatBatch<Model: MRoPEDecoderModel>: AnswerBatch {
                 throw VLMError.invalidInput("\(tokenizer.path): the tokenizer has no <|vision_end|>")
             }
             let prefix = Array(first[...cut])
-            let session = try PrefixSession(model: model, prefix: prefix, vision: [visionItem(input)])
+            onStage?(.encoding)
+            let session = try PrefixSession(model: model, prefix: prefix, vision: [visionItem(input)]) { onStage?(.prefill) }
             for (i, prompt) in prompts.enumerated() {
                 let full = i == 0 ? first : try encode(prompt, input)
                 guard full.count > prefix.count, Array(full[..<prefix.count]) == prefix else {

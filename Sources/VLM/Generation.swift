@@ -226,7 +226,8 @@ public final class PrefixSession<Model: MRoPEDecoderModel>: @unchecked Sendable 
     let vision: [Model.VisionItem]
     public private(set) var timing: (vision: Double, prefill: Double) = (0, 0)
 
-    public init(model: Model, prefix: [Int], vision: [Model.VisionItem]) throws {
+    /// `onPrefill` runs between the vision tower and the prefill (progress displays).
+    public init(model: Model, prefix: [Int], vision: [Model.VisionItem], onPrefill: () -> Void = {}) throws {
         self.model = model
         self.prefix = prefix
         self.vision = vision
@@ -234,6 +235,7 @@ public final class PrefixSession<Model: MRoPEDecoderModel>: @unchecked Sendable 
         try model.checkContext(prefix.count)
         let t0 = DispatchTime.now().uptimeNanoseconds
         prepared = try model.prepare(ids: prefix, vision: vision)
+        onPrefill()
         let t1 = DispatchTime.now().uptimeNanoseconds
         cache = try model.makeCache(capacity: prefix.count)
         _ = try model.prefill(prepared, cache: cache)

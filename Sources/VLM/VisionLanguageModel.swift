@@ -113,6 +113,9 @@ public protocol VisionLanguageModel: VisualEncoder {
     func answerBatch(capacity: Int) -> any AnswerBatch
 }
 
+/// Where `AnswerBatch.submit` is: the vision tower, or the prefill of the prompt prefix.
+public enum AnswerStage: Sendable { case encoding, prefill }
+
 /// Prompts about several inputs, answered together: `submit` encodes an input (its vision tower
 /// and the prefill of its prompt prefix, at once) and queues one sequence per prompt; `step`
 /// advances every decoding sequence by one token in one pass over the weights, letting waiting
@@ -121,6 +124,8 @@ public protocol VisionLanguageModel: VisualEncoder {
 /// drives a batch.
 public protocol AnswerBatch: AnyObject {
     var capacity: Int { get }
+    /// Told when `submit` starts encoding its input and when it starts the prefill.
+    var onStage: ((AnswerStage) -> Void)? { get set }
     /// Sequences decoding now, and queued for a place.
     var activeCount: Int { get }
     var waitingCount: Int { get }

@@ -22,8 +22,12 @@ struct RunCommand: ParsableCommand {
     var db: String?
     @Option(help: "The model directory (overrides model).")
     var model: String?
-    @Option(help: "Sampling rate (overrides sampling.fps).")
+    @Option(help: "Sampling rate (overrides sampling.fps; default 1).")
     var fps: Double?
+    @Option(help: "Pixels per frame at most (overrides sampling.max_pixels; default 200704 = 448²; 602112 = qwen-vl-utils' video default).")
+    var maxPixels: Int?
+    @Option(help: "Sequences decoding together (overrides generation.batch; default \(PipelineSpec.Generation.defaultBatch); 1: one at a time).")
+    var batch: Int?
     @Option(help: "Clip length in seconds (overrides clips.seconds).")
     var clipSeconds: Double?
     @Option(help: "Tokens per answer (overrides generation.max_new_tokens).")
@@ -57,6 +61,8 @@ struct RunCommand: ParsableCommand {
             }
             if let model { pipeline.model = URL(fileURLWithPath: model).standardizedFileURL.path }
             if let fps { pipeline.sampling.fps = fps }
+            if let maxPixels { pipeline.sampling.maxPixels = maxPixels }
+            if let batch { pipeline.generation.batch = batch }
             if let clipSeconds { pipeline.clips.seconds = clipSeconds }
             if let maxNewTokens { pipeline.generation.maxNewTokens = maxNewTokens }
             try pipeline.validate(path: spec)
@@ -108,7 +114,7 @@ struct RunCommand: ParsableCommand {
                     runner.abandon()
                     _exit(130)
                 }
-                progress.event("stopping after the clip in flight (again to stop at once)")
+                progress.event("stopping after the clips in flight (again to stop at once)")
                 runner.requestStop()
             }
             source.resume()
@@ -140,9 +146,10 @@ struct RunCommand: ParsableCommand {
         }
         do {
             // The closing line goes to the log even when quiet (event() keeps stderr quiet then).
-            progress.event(String(format: "run %lld %@: %d videos (%d failed, %d damaged, %d missing), %d clips done, %d reused, %d tokens in %.1f s (model %.1f s, waiting for decode %.1f s, overhead %.2f s = %.1f%%) → %@",
+            progress.event(String(format: "run %lld %@: %d videos (%d failed, %d damaged, %d missing), %d clips done, %d reused, %d tokens in %.1f s (model %.1f s of which generating %.1f s at %.1f tokens/s, waiting for decode %.1f s, overhead %.2f s = %.1f%%) → %@",
                                   report.run, report.interrupted ? "interrupted" : "finished", out.videos, out.failed, out.damaged, out.missing,
-                                  out.clipsDone, out.clipsReused, out.tokens, out.wallSeconds, out.modelSeconds, out.waitSeconds,
+                                  out.clipsDone, out.clipsReused, out.tokens, out.wallSeconds, out.modelSeconds,
+                                  report.generating, Double(report.stepTokens) / max(report.generating, 1e-9), out.waitSeconds,
                                   out.overheadSeconds, 100 * out.overheadSeconds / max(out.wallSeconds, 1e-9), out.database))
             for f in report.failed { progress.event("failed: \(f)") }
         }

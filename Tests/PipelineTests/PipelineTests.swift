@@ -106,6 +106,24 @@ import Testing
         }
     }
 
+    /// Continuous batching across clips stores exactly what one sequence at a time stores: every
+    /// video, clip, description, answer and summary, with failures and damage recorded the same.
+    @Test func batchedRunEqualsOneSequenceAtATime() throws {
+        let ws = try Workspace(videos: ["h264_cfr.mp4", "shortgop.mp4", "truncated.mkv", "not_a_video.mp4", "vp9.webm"])
+        defer { ws.remove() }
+        var rows: [[String]] = []
+        for batch in [1, 2, 7] {
+            var spec = try ws.spec()
+            spec.generation.batch = batch
+            let db = ws.root + "/batch\(batch).sqlite"
+            let report = try Runner(spec: spec, databasePath: db, progress: Progress(quiet: true, logFile: nil)).run()
+            #expect(report.stats.clipsDone > 10 && report.stepTokens > 0 && report.generating > 0, "batch \(batch)")
+            rows.append(try canonicalRows(db).map { $0.replacingOccurrences(of: "/batch\(batch).sqlite", with: "") })
+        }
+        #expect(rows[0].contains { $0.hasPrefix("result|") && $0.contains("|summary|") })
+        #expect(rows[1] == rows[0] && rows[2] == rows[0])
+    }
+
     @Test func rerunsReuseRedoChangedAndMarkMissing() throws {
         let ws = try Workspace(videos: ["h264_cfr.mp4", "hevc.mp4", "vp9.webm"])
         defer { ws.remove() }

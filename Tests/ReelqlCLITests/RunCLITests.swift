@@ -117,6 +117,27 @@ import Testing
         #expect(try Self.rows(interrupted) == (try Self.rows(reference)))
     }
 
+    /// On a terminal the live line says what is happening from the start: the clip being decoded,
+    /// encoded, prefilled, then generation with its own tokens/s (a pty through script(1)).
+    @Test func liveLineShowsTheStageAndGenerationSpeed() throws {
+        let ws = try Workspace(["hevc.mp4"])
+        defer { ws.remove() }
+        let script = Process()
+        script.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+        let command = [CLI.binary.path, "run", ws.spec, "--db", ws.root + "/live.sqlite"].map { "'\($0)'" }.joined(separator: " ")
+        script.arguments = ["-qec", command, "/dev/null"]
+        let out = Pipe()
+        script.standardOutput = out
+        script.standardInput = FileHandle.nullDevice
+        try script.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        script.waitUntilExit()
+        #expect(script.terminationStatus == 0, "\(text)")
+        for stage in ["decoding", "encoding clip 1/", "prefill clip 1/", "generating: ", " tokens/s", "[1/1 files]"] {
+            #expect(text.contains(stage), "\(stage) missing from: \(text.suffix(600))")
+        }
+    }
+
     @Test func searchPrintsMatches() throws {
         let ws = try Workspace(["hevc.mp4"])
         defer { ws.remove() }
