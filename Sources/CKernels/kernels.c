@@ -162,6 +162,47 @@ static __attribute__((noinline)) float bf16_dot_plain(const uint16_t *w, const u
 /// (values k…k+31 and k+32…k+63), their sum reduced, then the tail; rows past the last
 /// complete group of four in [r0, r1) as `bf16_dot_plain`. So each sequence's result is
 /// bit-identical to decoding it alone. Two rows × up to four vectors share each step's loads.
+/// Rows w0 and w1 × `NB` vectors (a compile-time count at every call, so the accumulators stay
+/// in registers). `prefetch`: the next pair's rows (short rows) or 1 KB ahead in these (long rows).
+static inline __attribute__((always_inline)) RQ_AVX512BF16 void pair_bf16_dp(
+        const uint16_t *w0, const uint16_t *w1, const uint16_t *xs, size_t cols, size_t kv, float *y0, float *y1,
+        size_t ystride, const int NB, int prefetch) {
+    __m512 a0[4], c0[4], a1[4], c1[4];
+    for (int b = 0; b < NB; b++) { a0[b] = c0[b] = a1[b] = c1[b] = _mm512_setzero_ps(); }
+    const char *pf = (const char *)(w0 + 2 * cols);
+    int next_pair = cols <= 2048;
+    for (size_t k = 0; k < kv; k += 64) {
+        if (prefetch) {
+            if (next_pair) {
+                for (int line = 0; line < 4; line++) _mm_prefetch(pf + line * 64, _MM_HINT_T0);
+                pf += 256;
+            } else {
+                _mm_prefetch((const char *)(w0 + k + 512), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w0 + k + 544), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + k + 512), _MM_HINT_T0);
+                _mm_prefetch((const char *)(w1 + k + 544), _MM_HINT_T0);
+            }
+        }
+        __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(w0 + k));
+        __m512bh u0 = (__m512bh)_mm512_loadu_si512((const void *)(w0 + k + 32));
+        __m512bh v1 = (__m512bh)_mm512_loadu_si512((const void *)(w1 + k));
+        __m512bh u1 = (__m512bh)_mm512_loadu_si512((const void *)(w1 + k + 32));
+        for (int b = 0; b < NB; b++) {
+            __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(xs + b * cols + k));
+            __m512bh x1 = (__m512bh)_mm512_loadu_si512((const void *)(xs + b * cols + k + 32));
+            a0[b] = _mm512_dpbf16_ps(a0[b], v0, x0);
+            c0[b] = _mm512_dpbf16_ps(c0[b], u0, x1);
+            a1[b] = _mm512_dpbf16_ps(a1[b], v1, x0);
+            c1[b] = _mm512_dpbf16_ps(c1[b], u1, x1);
+        }
+    }
+    for (int b = 0; b < NB; b++) {
+        const uint16_t *xb = xs + b * cols;
+        y0[b * ystride] = _mm512_reduce_add_ps(_mm512_add_ps(a0[b], c0[b])) + bf16_dot_plain(w0, xb, kv, cols);
+        y1[b * ystride] = _mm512_reduce_add_ps(_mm512_add_ps(a1[b], c1[b])) + bf16_dot_plain(w1, xb, kv, cols);
+    }
+}
+
 static RQ_AVX512BF16 void gemm_small_bf16_dp(const uint16_t *w, const uint16_t *x, float *y, size_t batch, size_t rows,
                                              size_t cols, size_t r0, size_t r1) {
     size_t kv = cols / 64 * 64;
@@ -169,28 +210,14 @@ static RQ_AVX512BF16 void gemm_small_bf16_dp(const uint16_t *w, const uint16_t *
     for (size_t r = r0; r < grouped; r += 2) {
         const uint16_t *w0 = w + r * cols, *w1 = w0 + cols;
         for (size_t b0 = 0; b0 < batch; b0 += 4) {
-            size_t nb = batch - b0 < 4 ? batch - b0 : 4;
             const uint16_t *xs = x + b0 * cols;
-            __m512 a0[4], c0[4], a1[4], c1[4];
-            for (size_t b = 0; b < 4; b++) { a0[b] = c0[b] = a1[b] = c1[b] = _mm512_setzero_ps(); }
-            for (size_t k = 0; k < kv; k += 64) {
-                __m512bh v0 = (__m512bh)_mm512_loadu_si512((const void *)(w0 + k));
-                __m512bh u0 = (__m512bh)_mm512_loadu_si512((const void *)(w0 + k + 32));
-                __m512bh v1 = (__m512bh)_mm512_loadu_si512((const void *)(w1 + k));
-                __m512bh u1 = (__m512bh)_mm512_loadu_si512((const void *)(w1 + k + 32));
-                for (size_t b = 0; b < nb; b++) {
-                    __m512bh x0 = (__m512bh)_mm512_loadu_si512((const void *)(xs + b * cols + k));
-                    __m512bh x1 = (__m512bh)_mm512_loadu_si512((const void *)(xs + b * cols + k + 32));
-                    a0[b] = _mm512_dpbf16_ps(a0[b], v0, x0);
-                    c0[b] = _mm512_dpbf16_ps(c0[b], u0, x1);
-                    a1[b] = _mm512_dpbf16_ps(a1[b], v1, x0);
-                    c1[b] = _mm512_dpbf16_ps(c1[b], u1, x1);
-                }
-            }
-            for (size_t b = 0; b < nb; b++) {
-                const uint16_t *xb = xs + b * cols;
-                y[(b0 + b) * rows + r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[b], c0[b])) + bf16_dot_plain(w0, xb, kv, cols);
-                y[(b0 + b) * rows + r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1[b], c1[b])) + bf16_dot_plain(w1, xb, kv, cols);
+            float *y0 = y + b0 * rows + r;
+            int first = b0 == 0; // later blocks find the pair in cache
+            switch (batch - b0 < 4 ? batch - b0 : 4) {
+            case 1: pair_bf16_dp(w0, w1, xs, cols, kv, y0, y0 + 1, rows, 1, first); break;
+            case 2: pair_bf16_dp(w0, w1, xs, cols, kv, y0, y0 + 1, rows, 2, first); break;
+            case 3: pair_bf16_dp(w0, w1, xs, cols, kv, y0, y0 + 1, rows, 3, first); break;
+            default: pair_bf16_dp(w0, w1, xs, cols, kv, y0, y0 + 1, rows, 4, first); break;
             }
         }
     }
@@ -427,25 +454,35 @@ void rq_softmax_scaled(float *x, size_t rows, size_t n, float scale, long causal
     rq_softmax_scaled_bf16(x, rows, n, scale, causal_base, period, row_offset, NULL);
 }
 
-RQ_INLINE void attend_one_body(const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
-                               size_t head_dim, float scale, float *scores, float *out) {
-    float m = -INFINITY;
+
+/// One query of each of the `g` heads that share a key/value head (grouped-query attention):
+/// q and out hold the g heads' head_dim values one after another; each key and value row is read
+/// once for all g (one head at a time would read them g times). scores: g·n_keys + g floats.
+RQ_INLINE void attend_group_body(const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
+                                 size_t head_dim, float scale, size_t g, float *scores, float *out) {
+    float *inv = scores + g * n_keys;
     for (size_t j = 0; j < n_keys; j++) {
         const float *kj = k + j * kv_stride;
-        float d = 0;
-        for (size_t i = 0; i < head_dim; i++) d += q[i] * kj[i];
-        d *= scale;
-        scores[j] = d;
-        m = d > m ? d : m;
+        for (size_t h = 0; h < g; h++) {
+            const float *qh = q + h * head_dim;
+            float d = 0;
+            for (size_t i = 0; i < head_dim; i++) d += qh[i] * kj[i];
+            scores[h * n_keys + j] = d * scale;
+        }
     }
-    float s = 0;
-    for (size_t j = 0; j < n_keys; j++) { float e = rq_exp(scores[j] - m); scores[j] = e; s += e; }
-    float inv = n_keys ? 1.0f / s : 0.0f;
-    for (size_t i = 0; i < head_dim; i++) out[i] = 0;
+    for (size_t h = 0; h < g; h++) {
+        float *sh = scores + h * n_keys, m = -INFINITY, s = 0;
+        for (size_t j = 0; j < n_keys; j++) m = sh[j] > m ? sh[j] : m;
+        for (size_t j = 0; j < n_keys; j++) { float e = rq_exp(sh[j] - m); sh[j] = e; s += e; }
+        inv[h] = n_keys ? 1.0f / s : 0.0f;
+    }
+    for (size_t i = 0; i < g * head_dim; i++) out[i] = 0;
     for (size_t j = 0; j < n_keys; j++) {
         const float *vj = v + j * kv_stride;
-        float p = scores[j] * inv;
-        for (size_t i = 0; i < head_dim; i++) out[i] += p * vj[i];
+        for (size_t h = 0; h < g; h++) {
+            float p = scores[h * n_keys + j] * inv[h], *oh = out + h * head_dim;
+            for (size_t i = 0; i < head_dim; i++) oh[i] += p * vj[i];
+        }
     }
 }
-RQ_MULTIVERSION(attend_one, (const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys, size_t head_dim, float scale, float *scores, float *out), (q, k, v, kv_stride, n_keys, head_dim, scale, scores, out))
+RQ_MULTIVERSION(attend_group, (const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys, size_t head_dim, float scale, size_t g, float *scores, float *out), (q, k, v, kv_stride, n_keys, head_dim, scale, g, scores, out))

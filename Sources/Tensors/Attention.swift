@@ -177,17 +177,17 @@ public enum Attention {
                        block: Block, scale: Float, pool: ThreadPool) {
         let group = heads / kvHeads
         let os = heads * d
-        let n = block.queries.count * heads
-        pool.parallelRanges(n, grain: 2) { range in
-            let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, block.keys.count))
+        // One job per query and key/value head: the group's query heads read its keys and values once.
+        let n = block.queries.count * kvHeads
+        pool.parallelRanges(n, grain: 1) { range in
+            let scores = UnsafeMutablePointer<Float>.allocate(capacity: group * (block.keys.count + 1))
             defer { scores.deallocate() }
             for job in range {
-                let i = block.queries.lowerBound + job / heads, h = job % heads
+                let i = block.queries.lowerBound + job / kvHeads, kv = job % kvHeads
                 let visible = block.causalBase.map { min(block.keys.count, $0 + (i - block.queries.lowerBound) + 1) } ?? block.keys.count
-                let kv = h / group
-                rq_attend_one(x.q + i * x.qs + h * d, x.k + block.keys.lowerBound * x.ks + kv * d,
-                              x.v + block.keys.lowerBound * x.ks + kv * d, x.ks, visible, d, scale, scores,
-                              out.pointer + i * os + h * d)
+                rq_attend_group(x.q + i * x.qs + kv * group * d, x.k + block.keys.lowerBound * x.ks + kv * d,
+                                x.v + block.keys.lowerBound * x.ks + kv * d, x.ks, visible, d, scale, group, scores,
+                                out.pointer + i * os + kv * group * d)
             }
         }
     }

@@ -29,6 +29,8 @@ struct GenerateBench: ParsableCommand {
     var layers: Int?
     @Option(help: "Questions about one clip for the shared-prefix comparison (0 to skip; qwen2_vl only).")
     var questions: Int = 5
+    @Option(help: "Sequences for the batched-decoding measurement (comma-separated; 0 to skip).")
+    var batch: String = "2,4,8"
 
     func validate() throws {
         try requireOption("--tokens", tokens, (1...8192).contains(tokens), "between 1 and 8192")
@@ -36,6 +38,14 @@ struct GenerateBench: ParsableCommand {
             try requireOption("--layers", layers, (1...family.fullLayers).contains(layers), "between 1 and \(family.fullLayers)")
         }
         try requireOption("--questions", questions, (0...64).contains(questions), "between 0 and 64")
+        try requireOption("--batch", batch, batchSizes != nil, "a comma-separated list of sizes from 0 to \(GenerationParameters.batchRange.upperBound)")
+    }
+
+    /// The --batch sizes (0 and empty: none); nil when malformed.
+    var batchSizes: [Int]? {
+        let sizes = batch.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard sizes.allSatisfy({ $0.map { (0...GenerationParameters.batchRange.upperBound).contains($0) } ?? false }) else { return nil }
+        return sizes.compactMap { $0 }.filter { $0 > 0 }
     }
 
     /// The language model as the bench drives it, whatever the family.
@@ -44,6 +54,8 @@ struct GenerateBench: ParsableCommand {
         /// Prefill of the benchmark prompt (Qwen3-VL: with DeepStack features at the video rows).
         var prefill: (Tensor, Tensor, Tensor, KVCache) throws -> Tensor
         var forward: (Tensor, Tensor, Tensor, KVCache) throws -> Tensor
+        /// One decoding step of several sequences (one row per cache), rows as if alone.
+        var step: (Tensor, Tensor, Tensor, CacheSegments) throws -> Tensor
         var logits: (Tensor) throws -> Tensor
         /// cos/sin of M-RoPE positions [3][T] (Qwen3-VL: interleaved).
         var cosSin: ([[Int]]) throws -> (Tensor, Tensor)
@@ -93,7 +105,8 @@ struct GenerateBench: ParsableCommand {
             }
             let c = language.config
             lm = Decoder(embed: { try language.embed($0) }, prefill: { try language.forward($0, cos: $1, sin: $2, cache: $3) },
-                         forward: { try language.forward($0, cos: $1, sin: $2, cache: $3) }, logits: { try language.logits($0) },
+                         forward: { try language.forward($0, cos: $1, sin: $2, cache: $3) },
+                         step: { try language.forward($0, cos: $1, sin: $2, segments: $3) }, logits: { try language.logits($0, rowwise: true) },
                          cosSin: { try Qwen2VLRoPE.cosSin(positions: $0, theta: c.ropeTheta, headDim: c.headDim, section: c.mropeSection) },
                          layers: c.numHiddenLayers, hidden: c.hiddenSize, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
                          headDim: c.headDim, intermediate: c.intermediateSize, vocab: c.vocabSize, dtype: language.dtype)
@@ -110,7 +123,8 @@ struct GenerateBench: ParsableCommand {
             let deepstack = Qwen3VLDeepStack(rows: rows, features: features)
             lm = Decoder(embed: { try language.embed($0) },
                          prefill: { try language.forward($0, cos: $1, sin: $2, cache: $3, deepstack: deepstack) },
-                         forward: { try language.forward($0, cos: $1, sin: $2, cache: $3) }, logits: { try language.logits($0) },
+                         forward: { try language.forward($0, cos: $1, sin: $2, cache: $3) },
+                         step: { try language.forward($0, cos: $1, sin: $2, segments: $3) }, logits: { try language.logits($0, rowwise: true) },
                          cosSin: { try Qwen3VLRoPE.cosSin(positions: $0, theta: c.ropeTheta, headDim: c.headDim, section: c.mropeSection) },
                          layers: c.numHiddenLayers, hidden: c.hiddenSize, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
                          headDim: c.headDim, intermediate: c.intermediateSize, vocab: c.vocabSize, dtype: language.dtype)
@@ -133,6 +147,8 @@ struct GenerateBench: ParsableCommand {
         let prefillRate = prefillFlop / prefillTime / 1e9
         print(String(format: "prefill: %d tokens in %.2f s = %.0f tokens/s, %.0f GFLOP/s = %.2f of the bf16 GEMM peak (%.0f GFLOP/s; target ≥ 0.80)",
                      ids.count, prefillTime, t / prefillTime, prefillRate, prefillRate / peak, peak))
+
+        let prefilled = try cache.fork(extra: 0)
 
         // Decode, with the memory probe interleaved between chunks of tokens.
         var next = 1000
@@ -161,6 +177,31 @@ struct GenerateBench: ParsableCommand {
         let bound = bandwidth * 1e9 / bytesPerToken
         print(String(format: "decode: %d tokens, %.2f tokens/s; %.2f GB read per token; memory probe %.1f GB/s → bound %.2f tokens/s; %.2f of the bound (target ≥ 0.80)",
                      decoded, rate, bytesPerToken / 1e9, bandwidth, bound, rate / bound))
+        // Batched decoding: B sequences after the same prompt, one pass over the weights per step.
+        for b in batchSizes ?? [] {
+            let caches = try (0..<b).map { _ in try prefilled.fork(extra: tokens) }
+            var next = Array(repeating: 1000, count: b)
+            let steps = max(4, tokens / 2)
+            var time = 0.0
+            for _ in 0..<steps {
+                let position = caches[0].count + delta
+                let (cs, sn) = try lm.cosSin([Array(repeating: position, count: b), Array(repeating: position, count: b),
+                                              Array(repeating: position, count: b)])
+                time += try medianTime(runs: 1) {
+                    let h = try lm.step(try lm.embed(next), cs, sn, CacheSegments(oneRowEach: caches))
+                    let logits = try lm.logits(h)
+                    for r in 0..<b {
+                        let row = logits.pointer + r * lm.vocab
+                        var best = 0
+                        for i in 0..<lm.vocab where row[i] > row[best] { best = i }
+                        next[r] = best
+                    }
+                }
+            }
+            let aggregate = Double(b * steps) / time
+            print(String(format: "batched decode: %d sequences × %d steps, %.1f tokens/s aggregate = %.2f× one sequence; %.2f s per step; KV caches %.2f GB",
+                         b, steps, aggregate, aggregate / rate, time / Double(steps), Double(caches.reduce(0) { $0 + $1.bytes }) / 1e9))
+        }
         if questions > 0, let model = qwen2 { try sharedPrefix(model) }
         let modelPeak = status("VmHWM") - baseline
         print(String(format: "peak resident memory of the model: %.2f GB = %.2f× the bf16 checkpoint (target ≤ 1.5; process peak %.2f GB incl. the %.2f GB probe and runtime)",

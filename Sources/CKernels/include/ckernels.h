@@ -69,8 +69,10 @@ void rq_softmax_scaled(float *x, size_t rows, size_t n, float scale, long causal
 /// in place: the input of a bf16 P·V product, without a second pass.
 void rq_softmax_scaled_bf16(float *x, size_t rows, size_t n, float scale, long causal_base, size_t period,
                             size_t row_offset, uint16_t *out);
-/// One query vector against n_keys keys of one head: out = softmax(scale · q·Kᵀ) · V.
-/// k and v rows are kv_stride floats apart; scores is scratch of n_keys floats.
-void rq_attend_one(const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
-                   size_t head_dim, float scale, float *scores, float *out);
+/// One query vector of each of g heads sharing one key/value head against n_keys keys: per head,
+/// out = softmax(scale · q·Kᵀ) · V (q, out: the g heads' head_dim values one after another); each
+/// key and value row is read once for all g. k and v rows are kv_stride floats apart; scores is
+/// scratch of g·(n_keys + 1) floats.
+void rq_attend_group(const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
+                     size_t head_dim, float scale, size_t g, float *scores, float *out);
 #endif
