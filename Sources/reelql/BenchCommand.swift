@@ -172,3 +172,16 @@ struct IngestBench: ParsableCommand {
         return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
     }
 }
+
+/// A memory figure of /proc/self/status ("VmRSS", "VmHWM"), in bytes; 0 where it cannot be read.
+func processStatus(_ key: String) -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }),
+          let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+    return kb * 1024
+}
+
+/// Starts a fresh peak-resident count (VmHWM) from the current resident size (best effort).
+func resetPeakResident() {
+    try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+}
