@@ -119,17 +119,7 @@ public struct Thumbnail: Sendable, Equatable {
         }
         defer { sws_freeContext(sws) }
         let src = try PaddedImage(rgb: rgb, width: width, height: height)
-        let rows = src.withSource { sp, ss -> Int32 in
-            withUnsafeMutablePointer(to: &f.pointee.data) { data in
-                withUnsafeMutablePointer(to: &f.pointee.linesize) { lines in
-                    data.withMemoryRebound(to: UnsafeMutablePointer<UInt8>?.self, capacity: 8) { d in
-                        lines.withMemoryRebound(to: Int32.self, capacity: 8) { l in
-                            sws_scale(sws, sp, ss, 0, Int32(height), d, l)
-                        }
-                    }
-                }
-            }
-        }
+        let rows = src.scale(with: sws, into: f)
         guard rows == Int32(height) else { throw MediaError.ffmpeg(path: "", operation: "converting a thumbnail to YUV", message: "\(rows) rows") }
         f.pointee.pts = 0
         f.pointee.quality = c.pointee.global_quality
@@ -182,6 +172,21 @@ final class PaddedImage {
         var planes: [UnsafePointer<UInt8>?] = [UnsafePointer(buffer), nil, nil, nil]
         var strides: [Int32] = [Int32(stride), 0, 0, 0]
         return body(&planes, &strides)
+    }
+
+    /// Converts the whole image into `frame`'s planes with `sws` (set up for this size); the rows written.
+    func scale(with sws: OpaquePointer, into frame: UnsafeMutablePointer<AVFrame>) -> Int32 {
+        withSource { sp, ss -> Int32 in
+            withUnsafeMutablePointer(to: &frame.pointee.data) { data in
+                withUnsafeMutablePointer(to: &frame.pointee.linesize) { lines in
+                    data.withMemoryRebound(to: UnsafeMutablePointer<UInt8>?.self, capacity: 8) { d in
+                        lines.withMemoryRebound(to: Int32.self, capacity: 8) { l in
+                            sws_scale(sws, sp, ss, 0, Int32(height), d, l)
+                        }
+                    }
+                }
+            }
+        }
     }
 
     func packed() -> [UInt8] {

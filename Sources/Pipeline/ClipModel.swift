@@ -22,8 +22,13 @@ public final class ClipModel: @unchecked Sendable {
     }
 
     /// The family adds its stop tokens (the checkpoint's eos ids, <|im_end|>, <|endoftext|>).
-    public init(directory: String, dtype: ComputeDType?, parameters: GenerationParameters) throws {
-        model = try ModelRegistry.load(directory: directory, dtype: dtype)
+    public convenience init(directory: String, dtype: ComputeDType?, parameters: GenerationParameters) throws {
+        self.init(model: try ModelRegistry.load(directory: directory, dtype: dtype), parameters: parameters)
+    }
+
+    /// A loaded model with these generation settings (one model, several settings: `bench pipeline`).
+    public init(model: any VisionLanguageModel, parameters: GenerationParameters) {
+        self.model = model
         var p = parameters
         p.stopTokens.formUnion(model.stopTokens)
         self.parameters = p

@@ -6,7 +6,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (run a release build: swift build -c release).",
-        subcommands: [DecodeBench.self, IngestBench.self, KernelBench.self, VisionBench.self, GenerateBench.self])
+        subcommands: [DecodeBench.self, IngestBench.self, KernelBench.self, VisionBench.self, GenerateBench.self, PipelineBench.self])
 }
 
 /// The most timed runs a benchmark option may ask for.
@@ -171,4 +171,17 @@ struct IngestBench: ParsableCommand {
         let pages = statm.split(separator: " ").dropFirst().first.flatMap { Double($0) } ?? 0
         return pages * Double(sysconf(Int32(_SC_PAGESIZE))) / 1_048_576
     }
+}
+
+/// A memory figure of /proc/self/status ("VmRSS", "VmHWM"), in bytes; 0 where it cannot be read.
+func processStatus(_ key: String) -> Double {
+    guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }),
+          let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+    return kb * 1024
+}
+
+/// Starts a fresh peak-resident count (VmHWM) from the current resident size (best effort).
+func resetPeakResident() {
+    try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
 }

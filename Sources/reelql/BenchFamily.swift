@@ -99,6 +99,51 @@ enum BenchFamily: String, ExpressibleByArgument, CaseIterable {
     }
 }
 
+extension BenchFamily {
+    /// A random-weight bf16 checkpoint of this family in `directory` (config.json and
+    /// model.safetensors, `layers` decoder layers and `depth` vision blocks): written unless the
+    /// directory already holds one with the same config.json (config.json is written last, so an
+    /// interrupted write is not reused). Returns the path of model.safetensors and, when it was
+    /// written now, the seconds that took.
+    func randomCheckpoint(directory: String, layers: Int?, depth: Int? = nil) throws -> (path: String, wroteSeconds: Double?) {
+        let fm = FileManager.default
+        let checkpoint = (directory as NSString).appendingPathComponent("model.safetensors")
+        let configPath = (directory as NSString).appendingPathComponent("config.json")
+        let configData = try JSONSerialization.data(withJSONObject: config(layers: layers, depth: depth), options: [.sortedKeys])
+        if fm.fileExists(atPath: checkpoint) && fm.contents(atPath: configPath) == configData { return (checkpoint, nil) }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try? fm.removeItem(atPath: configPath)
+        try writeRandomCheckpoint(checkpoint, layers: layers, depth: depth)
+        try configData.write(to: URL(fileURLWithPath: configPath))
+        return (checkpoint, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+    }
+
+    /// The family's tensors (vision tower and language model, tied head), named and shaped by the
+    /// loaders' own tables, with random bf16 values.
+    func writeRandomCheckpoint(_ path: String, layers: Int?, depth: Int?) throws {
+        var decl: [SafetensorsWriter.Declaration] = []
+        for (prefix, shapes) in [(visionPrefix, try visionShapes(depth: depth)), (textPrefix, try textShapes(layers: layers))] {
+            for (name, shape) in shapes.sorted(by: { $0.key < $1.key }) {
+                decl.append(.init(name: prefix + name, dtype: .bf16, shape: shape))
+            }
+        }
+        let writer = try SafetensorsWriter(path: path, tensors: decl)
+        var state: UInt64 = 12345
+        for d in decl {
+            let n = d.shape.reduce(1, *), (scale, offset) = randomInit(d.name, d.shape)
+            var bits = [UInt16](repeating: 0, count: n)
+            for i in 0..<n {
+                state = state &* 6364136223846793005 &+ 1442695040888963407
+                let v = offset + scale * Float(Int32(truncatingIfNeeded: state >> 32)) / Float(Int32.max)
+                bits[i] = UInt16(truncatingIfNeeded: (v.bitPattern &+ 0x7fff &+ ((v.bitPattern >> 16) & 1)) >> 16)
+            }
+            try bits.withUnsafeBytes { try writer.write($0) }
+        }
+        try writer.close()
+    }
+}
+
 /// How a random tensor is drawn: norm scales around 1, everything else around 0.
 func randomInit(_ name: String, _ shape: [Int]) -> (scale: Float, offset: Float) {
     let isNormScale = shape.count == 1 && name.hasSuffix(".weight") && (name.contains("norm") || name.contains("ln_q"))

@@ -66,25 +66,16 @@ struct GenerateBench: ParsableCommand {
     func run() throws {
         let directory = self.directory ?? FileManager.default.temporaryDirectory
             .appendingPathComponent(family == .qwen2_vl ? "reelql-bench-2b" : "reelql-bench-\(family.rawValue)").path
-        let config = family.config(layers: layers)
+        let (checkpoint, wrote) = try family.randomCheckpoint(directory: directory, layers: layers)
+        if let wrote { print(String(format: "wrote %@ in %.1f s", checkpoint, wrote)) }
         let fm = FileManager.default
-        let checkpoint = (directory as NSString).appendingPathComponent("model.safetensors")
-        let configPath = (directory as NSString).appendingPathComponent("config.json")
-        let configData = try JSONSerialization.data(withJSONObject: config, options: [.sortedKeys])
-        if !(fm.fileExists(atPath: checkpoint) && fm.contents(atPath: configPath) == configData) {
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try configData.write(to: URL(fileURLWithPath: configPath))
-            try writeRandomCheckpoint(checkpoint)
-            print(String(format: "wrote %@ in %.1f s", checkpoint, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
-        }
         defer { if !keep { try? fm.removeItem(atPath: directory) } }
         let checkpointBytes = (try fm.attributesOfItem(atPath: checkpoint)[.size] as? NSNumber)?.doubleValue ?? 0
         // The memory probe's buffer, then a fresh peak-memory count: what follows is the model's.
         let probe = try Tensor(zeros: [64 << 20]) // 256 MB: eight times the last-level cache
         for i in stride(from: 0, to: probe.count, by: 1024) { probe.pointer[i] = 1 }
-        let baseline = residentNow()
-        try? "5".write(toFile: "/proc/self/clear_refs", atomically: false, encoding: .utf8)
+        let baseline = processStatus("VmRSS")
+        resetPeakResident()
 
         // A 1,024-token video prompt: 12 text tokens, a 2×40×50 patch grid (1,000 video tokens), 12 text tokens.
         let grid = VisionGrid(t: 2, h: 40, w: 50)
@@ -203,9 +194,9 @@ struct GenerateBench: ParsableCommand {
                          b, steps, aggregate, aggregate / rate, time / Double(steps), Double(caches.reduce(0) { $0 + $1.bytes }) / 1e9))
         }
         if questions > 0, let model = qwen2 { try sharedPrefix(model) }
-        let modelPeak = status("VmHWM") - baseline
+        let modelPeak = processStatus("VmHWM") - baseline
         print(String(format: "peak resident memory of the model: %.2f GB = %.2f× the bf16 checkpoint (target ≤ 1.5; process peak %.2f GB incl. the %.2f GB probe and runtime)",
-                     modelPeak / 1e9, modelPeak / checkpointBytes, status("VmHWM") / 1e9, baseline / 1e9))
+                     modelPeak / 1e9, modelPeak / checkpointBytes, processStatus("VmHWM") / 1e9, baseline / 1e9))
     }
 
     /// Answers `questions` questions about one clip (4 frames at 336×336, 288 video tokens, 16
@@ -234,16 +225,6 @@ struct GenerateBench: ParsableCommand {
                      shared == fresh ? "identical" : "DIFFER"))
     }
 
-    func residentNow() -> Double { status("VmRSS") }
-
-    /// A memory figure of /proc/self/status, in bytes.
-    func status(_ key: String) -> Double {
-        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = text.split(separator: "\n").first(where: { $0.hasPrefix(key + ":") }),
-              let kb = Double(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
-        return kb * 1024
-    }
-
     func gemmPeak(rows: Int, k: Int, n: Int) throws -> Double {
         let x = try Tensor(uninitialized: [rows, k])
         for i in 0..<x.count { x.pointer[i] = Float(i % 97) / 97 - 0.5 }
@@ -259,29 +240,5 @@ struct GenerateBench: ParsableCommand {
             best = max(best, 2.0 * Double(rows * k * n) / t / 1e9)
         }
         return best
-    }
-
-    /// The family's tensors (vision tower and language model, tied head), named and shaped by the
-    /// loaders' own tables, with random bf16 values.
-    func writeRandomCheckpoint(_ path: String) throws {
-        var decl: [SafetensorsWriter.Declaration] = []
-        for (prefix, shapes) in [(family.visionPrefix, try family.visionShapes()), (family.textPrefix, try family.textShapes(layers: layers))] {
-            for (name, shape) in shapes.sorted(by: { $0.key < $1.key }) {
-                decl.append(.init(name: prefix + name, dtype: .bf16, shape: shape))
-            }
-        }
-        let writer = try SafetensorsWriter(path: path, tensors: decl)
-        var state: UInt64 = 12345
-        for d in decl {
-            let n = d.shape.reduce(1, *), (scale, offset) = randomInit(d.name, d.shape)
-            var bits = [UInt16](repeating: 0, count: n)
-            for i in 0..<n {
-                state = state &* 6364136223846793005 &+ 1442695040888963407
-                let v = offset + scale * Float(Int32(truncatingIfNeeded: state >> 32)) / Float(Int32.max)
-                bits[i] = UInt16(truncatingIfNeeded: (v.bitPattern &+ 0x7fff &+ ((v.bitPattern >> 16) & 1)) >> 16)
-            }
-            try bits.withUnsafeBytes { try writer.write($0) }
-        }
-        try writer.close()
     }
 }

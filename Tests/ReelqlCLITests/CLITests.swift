@@ -293,3 +293,30 @@ import VLM
         #expect(commands.count > 12, "found \(commands.map { $0.joined(separator: " ") })")
     }
 }
+
+/// `bench pipeline`'s three configurations on a tiny checkpoint (its own 10 s test video, one
+/// clip): every configuration answers every prompt with the same tokens, and the figures add up.
+@Suite struct PipelineBenchTests {
+    @Test func tinyRunAgreesAcrossConfigurations() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-bench-pipeline-test-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run(["bench", "pipeline", "--model", CLI.root.appendingPathComponent("fixtures/models/tiny-qwen2vl-chat").path,
+                             "--clips", "1", "--tokens", "4", "--batch", "4", "--directory", dir, "--json"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try CLI.json(r.stdout)
+        #expect(out["identical"] as? Bool == true)
+        #expect(out["grid"] as? [Int] == [5, 16, 16]) // 10 frames at 1 fps, within the model's 224² frames
+        let configurations = out["configurations"] as? [[String: Any]] ?? []
+        #expect(configurations.map { $0["batch"] as? Int } == [1, 3, 4])
+        for c in configurations {
+            let wall = c["wall_seconds"] as? Double ?? 0
+            let parts = ["vision_seconds", "prefill_seconds", "generation_seconds", "other_seconds"].map { c[$0] as? Double ?? -1 }
+            #expect(parts.allSatisfy { $0 >= 0 } && abs(parts.reduce(0, +) - wall) < 1e-6 * max(1, wall), "\(c)")
+            #expect((c["generated_tokens"] as? Int ?? 0) > 0 && (c["generated_tokens"] as? Int ?? 0) <= 3 * 4)
+            #expect(c["clips_per_hour"] as? Double ?? 0 > 0)
+        }
+        #expect((configurations.last?["max_cache_bytes"] as? Int ?? 0) > 0)
+        // Nothing is left behind without --keep.
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: dir)) == nil)
+    }
+}

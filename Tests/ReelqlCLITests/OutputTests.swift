@@ -181,7 +181,9 @@ enum OutputRun {
         ["bench", "vision", "--runs", "1000000000"], ["bench", "kernels", "--runs", "0"],
         ["bench", "decode", "--threads", "5000"], ["bench", "generate", "--tokens", "0"],
         ["bench", "ingest", "--count", "0"], ["bench", "vision", "--family", "qwen3_vl", "--depth", "25"],
-        ["bench", "generate", "--family", "qwen2_5_vl", "--layers", "37"],
+        ["bench", "generate", "--family", "qwen2_5_vl", "--layers", "37"], ["bench", "pipeline", "--clips", "0"],
+        ["bench", "pipeline", "--batch", "2"], ["bench", "pipeline", "--tokens", "0"], ["bench", "pipeline", "--layers", "29"],
+        ["bench", "pipeline", "--depth", "33"],
     ])
     func absurdOptionsExit64(_ args: [String]) throws {
         let option = args[args.count - (args.last?.hasPrefix("--") == true ? 1 : 2)]
@@ -192,7 +194,7 @@ enum OutputRun {
             // Arguments that make the unvalidated command fail at once rather than run (and
             // bench generate write a 4 GB checkpoint) if the validation regressed.
             if argv[1] == "decode" || argv[1] == "ingest" { argv.append("/nonexistent/x.mp4") }
-            if argv[1] == "generate" { argv += ["--directory", "/dev/null/reelql-bench"] }
+            if argv[1] == "generate" || argv[1] == "pipeline" { argv += ["--directory", "/dev/null/reelql-bench"] }
         } else {
             argv.append(CLI.video("h264_cfr.mp4"))
             if argv[0] == "encode" { argv += ["--model", OutputRun.demo] }
