@@ -360,7 +360,6 @@ public final class Runner: @unchecked Sendable {
         // clip is stored, in one transaction, as soon as its last answer is done.
         var state = VideoState()
         let batch = model.model.answerBatch(capacity: spec.generation.batch)
-        let perClip = 1 + spec.prompts.questions.count
         let flight = Flight()
         var doneVideos = 0, tokens = 0
         let started = Date()
@@ -375,10 +374,10 @@ public final class Runner: @unchecked Sendable {
         refresh()
         var open = true
         while true {
-            // Admit clips while all of a clip's prompts fit (or nothing decodes: then wait for one).
+            // Admit clips while the batch has room (or nothing decodes: then wait for one).
             while open && !stopFlag.isSet {
                 let busy = batch.activeCount + batch.waitingCount
-                guard busy == 0 || busy + perClip <= batch.capacity else { break }
+                guard busy == 0 || batch.hasRoom else { break }
                 let next: Work?
                 if busy == 0 {
                     progress.activity(producerActivity.value.map { "decoding \($0)" } ?? "decoding")

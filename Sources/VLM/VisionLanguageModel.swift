@@ -139,6 +139,13 @@ public protocol AnswerBatch: AnyObject {
     @discardableResult func step() throws -> Bool
 }
 
+extension AnswerBatch {
+    /// Whether another input should be submitted now: fewer sequences decode or wait than the
+    /// batch holds. Its prompts may then exceed the capacity by a few; those wait for places,
+    /// so the batch stays full as sequences finish.
+    public var hasRoom: Bool { activeCount + waitingCount < capacity }
+}
+
 /// A family whose visual half is its own encoder object: the `VisualEncoder` methods forward to it.
 public protocol EncoderBackedModel: VisionLanguageModel {
     associatedtype Encoder: VisualEncoder

@@ -221,7 +221,7 @@ struct PipelineBench: ParsableCommand {
                 let answering = loaded.answerBatch(capacity: batch)
                 var next = 0
                 while true {
-                    if next < clips && answering.activeCount + answering.waitingCount + Self.prompts.count <= answering.capacity {
+                    if next < clips && answering.hasRoom {
                         let i = next
                         let t0 = DispatchTime.now().uptimeNanoseconds
                         let sampled = try reportingErrors { try decoder.sample(sampling(ranges[i])) }
