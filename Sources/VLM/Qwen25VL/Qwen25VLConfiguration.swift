@@ -105,34 +105,26 @@ public struct Qwen25VLVisionConfiguration: Codable, Sendable, Equatable {
 
     /// Every number against a sane range, before anything is sized by it (`ConfigBounds`).
     func validate(path: String) throws {
-        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: "vision_config.\(key)", reason: why) }
-        let b = ConfigBounds.self
-        for (key, value, range) in [("depth", depth, b.layers), ("hidden_size", hiddenSize, b.width), ("num_heads", numHeads, b.heads),
-                                    ("intermediate_size", intermediateSize, b.intermediate),
-                                    ("out_hidden_size", outHiddenSize, b.width), ("patch_size", patchSize, b.patch),
-                                    ("spatial_merge_size", spatialMergeSize, b.merge),
-                                    ("temporal_patch_size", temporalPatchSize, b.temporalPatch), ("in_channels", inChannels, b.channels),
-                                    ("window_size", windowSize, Self.windowPixels), ("tokens_per_second", tokensPerSecond, Self.tokensRate)] {
-            try b.check(value, range, orThrow: bad(key, b.outside(value, range)))
-        }
-        guard hiddenSize % numHeads == 0 else { throw bad("num_heads", "\(numHeads) does not divide hidden_size \(hiddenSize)") }
-        guard headDim % 4 == 0 else { throw bad("num_heads", "head dim \(headDim) must be a multiple of 4 for 2D rotary") }
+        let c = ConfigChecker(path: path, prefix: "vision_config."), b = ConfigBounds.self
+        try c.visionTower(self, widths: [("intermediate_size", intermediateSize, b.intermediate), ("out_hidden_size", outHiddenSize, b.width)],
+                          more: [("window_size", windowSize, Self.windowPixels), ("tokens_per_second", tokensPerSecond, Self.tokensRate)])
         guard mergedWindow >= 1 else {
-            throw bad("window_size", "\(windowSize) px is smaller than one merged cell (\(spatialMergeSize) × \(patchSize) px)")
+            throw c.bad("window_size", "\(windowSize) px is smaller than one merged cell (\(spatialMergeSize) × \(patchSize) px)")
         }
         for i in fullattBlockIndexes where !(0..<depth).contains(i) {
-            throw bad("fullatt_block_indexes", "\(i) is not a block index 0..<\(depth)")
+            throw c.bad("fullatt_block_indexes", "\(i) is not a block index 0..<\(depth)")
         }
-        guard ropeTheta.isFinite, ropeTheta > 0 else { throw bad("rope_theta", "must be a finite number > 0, got \(ropeTheta)") }
-        guard ["silu", "gelu", "gelu_pytorch_tanh", "quick_gelu"].contains(hiddenAct) else {
-            throw bad("hidden_act", "'\(hiddenAct)' is not one of silu, gelu, gelu_pytorch_tanh, quick_gelu")
-        }
+        try c.visionRotaryAndActivation(self, activations: ["silu", "gelu", "gelu_pytorch_tanh", "quick_gelu"])
     }
 
     /// window_size in pixels: at most a 2²⁰-pixel side.
     static let windowPixels = 1...(1 << 20)
     /// tokens_per_second: temporal positions per second (released models use 2; 0 collapses time).
     static let tokensRate = 0...(1 << 16)
+}
+
+extension Qwen25VLVisionConfiguration: VisionTowerConfiguration {
+    var towerWidth: (key: String, value: Int) { ("hidden_size", hiddenSize) }
 }
 
 /// An array position in a coding path (names the element of a list in errors).
@@ -194,17 +186,13 @@ public struct Qwen25VLConfiguration: Codable, Sendable, Equatable {
     func validate(path: String, textPrefix: String = "text_config.") throws {
         try vision.validate(path: path)
         try text.validate(path: path, prefix: textPrefix)
-        for (key, id) in [("image_token_id", imageTokenId), ("video_token_id", videoTokenId),
-                          ("vision_start_token_id", visionStartTokenId), ("vision_end_token_id", visionEndTokenId)]
-            where !(0..<text.vocabSize).contains(id) {
-            throw VLMError.invalidConfig(path: path, key: key, reason: "\(id) is outside the vocabulary 0..<\(text.vocabSize)")
-        }
-        guard vision.outHiddenSize == text.hiddenSize else {
-            throw VLMError.invalidConfig(path: path, key: "vision_config.out_hidden_size",
-                                         reason: "\(vision.outHiddenSize) differs from the language model's hidden_size \(text.hiddenSize)")
-        }
+        let c = ConfigChecker(path: path)
+        try c.visionTokens(self, vocabSize: text.vocabSize)
+        try c.sameWidth("vision_config.out_hidden_size", vision.outHiddenSize, "the language model's hidden_size", text.hiddenSize)
     }
 }
+
+extension Qwen25VLConfiguration: Qwen2LayoutConfiguration, VisionTokenConfiguration {}
 
 /// The configuration files of a Qwen2.5-VL model directory: config.json, the processor settings
 /// (as Qwen2-VL keeps them: processor_config.json's nested video and image processors, else
@@ -222,18 +210,7 @@ public struct Qwen25VLModelFiles: Sendable {
 
     public init(directory: String) throws {
         self.directory = directory
-        let configPath = (directory as NSString).appendingPathComponent("config.json")
-        config = try Qwen2VLModelFiles.decode(Qwen25VLConfiguration.self, at: configPath)
-        guard Qwen25VLFamily.modelTypes.contains(config.modelType) else {
-            throw VLMError.unsupportedModel(path: configPath, modelType: config.modelType, supported: Qwen25VLFamily.modelTypes)
-        }
-        try config.validate(path: configPath, textPrefix: Qwen2VLModelFiles.textPrefix(configPath))
-        let v = config.vision
-        (preprocessor, imagePreprocessor, processorFiles) = try Qwen2VLModelFiles.processorSettings(
-            directory: directory, tower: (v.patchSize, v.temporalPatchSize, v.spatialMergeSize))
-        let gen = (directory as NSString).appendingPathComponent("generation_config.json")
-        generation = FileManager.default.fileExists(atPath: gen)
-            ? try Qwen2VLModelFiles.decode(GenerationConfiguration.self, at: gen) : GenerationConfiguration()
-        try generation.validate(path: gen, vocabSize: config.text.vocabSize)
+        (config, preprocessor, imagePreprocessor, processorFiles, generation) = try Qwen2VLModelFiles.load(
+            Qwen25VLConfiguration.self, directory: directory, modelTypes: Qwen25VLFamily.modelTypes)
     }
 }

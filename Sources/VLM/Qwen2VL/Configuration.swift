@@ -71,50 +71,19 @@ public struct Qwen2VLVisionConfiguration: Codable, Sendable, Equatable {
 
     /// Every number against a sane range, before anything is sized by it (`ConfigBounds`).
     func validate(path: String) throws {
-        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: "vision_config.\(key)", reason: why) }
-        let b = ConfigBounds.self
-        for (key, value, range) in [("depth", depth, b.layers), ("embed_dim", embedDim, b.width), ("num_heads", numHeads, b.heads),
-                                    ("hidden_size", hiddenSize, b.width), ("patch_size", patchSize, b.patch),
-                                    ("spatial_merge_size", spatialMergeSize, b.merge),
-                                    ("temporal_patch_size", temporalPatchSize, b.temporalPatch), ("in_channels", inChannels, b.channels)] {
-            try b.check(value, range, orThrow: bad(key, b.outside(value, range)))
+        let c = ConfigChecker(path: path, prefix: "vision_config.")
+        try c.visionTower(self, widths: [("hidden_size", hiddenSize, ConfigBounds.width)])
+        try c.positive("mlp_ratio", mlpRatio)
+        let mlp = Double(embedDim) * mlpRatio, intermediate = ConfigBounds.intermediate
+        guard mlp >= 1, mlp <= Double(intermediate.upperBound) else {
+            throw c.bad("mlp_ratio", "\(mlpRatio) × embed_dim \(embedDim) gives an MLP width outside \(intermediate)")
         }
-        guard embedDim % numHeads == 0 else { throw bad("num_heads", "\(numHeads) does not divide embed_dim \(embedDim)") }
-        guard headDim % 4 == 0 else { throw bad("num_heads", "head dim \(headDim) must be a multiple of 4 for 2D rotary") }
-        guard mlpRatio.isFinite, mlpRatio > 0 else { throw bad("mlp_ratio", "must be a finite number > 0, got \(mlpRatio)") }
-        let mlp = Double(embedDim) * mlpRatio
-        guard mlp >= 1, mlp <= Double(b.intermediate.upperBound) else {
-            throw bad("mlp_ratio", "\(mlpRatio) × embed_dim \(embedDim) gives an MLP width outside \(b.intermediate)")
-        }
-        guard ropeTheta.isFinite, ropeTheta > 0 else { throw bad("rope_theta", "must be a finite number > 0, got \(ropeTheta)") }
-        guard ["quick_gelu", "gelu", "gelu_pytorch_tanh", "silu"].contains(hiddenAct) else {
-            throw bad("hidden_act", "'\(hiddenAct)' is not one of quick_gelu, gelu, gelu_pytorch_tanh, silu")
-        }
+        try c.visionRotaryAndActivation(self, activations: ["quick_gelu", "gelu", "gelu_pytorch_tanh", "silu"])
     }
 }
 
-/// Sane ranges for configuration numbers: wide enough for any released Qwen2-VL, narrow enough
-/// that nothing sized by them (weights, caches, buffers, loops) can be absurd or overflow.
-enum ConfigBounds {
-    static let width = 1...(1 << 20)          // hidden sizes
-    static let intermediate = 1...(1 << 22)   // MLP widths
-    static let heads = 1...(1 << 14)
-    static let layers = 1...1024
-    static let vocab = 1...(1 << 24)
-    static let positions = 1...(1 << 24)      // max_position_embeddings
-    static let patch = 1...1024
-    static let merge = 1...16
-    static let temporalPatch = 1...16
-    static let channels = 1...16
-    static let pixels = 1...(1 << 30)         // min_pixels / max_pixels
-    static let newTokens = 0...(1 << 24)
-
-    static func outside(_ value: Int, _ range: ClosedRange<Int>) -> String {
-        "must be in \(range.lowerBound)...\(range.upperBound), got \(value)"
-    }
-    static func check(_ value: Int, _ range: ClosedRange<Int>, orThrow error: @autoclosure () -> VLMError) throws {
-        guard range.contains(value) else { throw error() }
-    }
+extension Qwen2VLVisionConfiguration: VisionTowerConfiguration {
+    var towerWidth: (key: String, value: Int) { ("embed_dim", embedDim) }
 }
 
 /// `rope_parameters` (5.x) or `rope_scaling` (4.x).
@@ -215,35 +184,16 @@ public struct Qwen2VLTextConfiguration: Codable, Sendable, Equatable {
     /// Every number against a sane range, before anything is sized by it (`ConfigBounds`).
     /// `prefix` is where the text fields sit in the file ("text_config." or "" for 4.x files).
     func validate(path: String, prefix: String = "") throws {
-        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: prefix + key, reason: why) }
-        let b = ConfigBounds.self
-        for (key, value, range) in [("vocab_size", vocabSize, b.vocab), ("hidden_size", hiddenSize, b.width),
-                                    ("intermediate_size", intermediateSize, b.intermediate),
-                                    ("num_hidden_layers", numHiddenLayers, b.layers),
-                                    ("num_attention_heads", numAttentionHeads, b.heads),
-                                    ("num_key_value_heads", numKeyValueHeads, b.heads),
-                                    ("max_position_embeddings", maxPositionEmbeddings, b.positions)] {
-            try b.check(value, range, orThrow: bad(key, b.outside(value, range)))
-        }
-        guard hiddenSize % numAttentionHeads == 0 else {
-            throw bad("num_attention_heads", "\(numAttentionHeads) does not divide hidden_size \(hiddenSize)")
-        }
-        guard numAttentionHeads % numKeyValueHeads == 0 else {
-            throw bad("num_key_value_heads", "\(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)")
-        }
-        guard mropeSection.count == 3, mropeSection.allSatisfy({ (0...headDim).contains($0) }),
-              mropeSection.reduce(0, +) * 2 == headDim else {
-            throw bad("mrope_section", "\(mropeSection) must hold 3 sizes ≥ 0 summing to head_dim / 2 = \(headDim / 2)")
-        }
-        guard ropeTheta.isFinite, ropeTheta > 0 else { throw bad("rope_theta", "must be a finite number > 0, got \(ropeTheta)") }
-        guard rmsNormEps.isFinite, rmsNormEps >= 0 else { throw bad("rms_norm_eps", "must be a finite number ≥ 0, got \(rmsNormEps)") }
-        guard hiddenAct == "silu" else { throw bad("hidden_act", "'\(hiddenAct)' is not supported (expected silu)") }
-        if let bos = bosTokenId, !(0..<vocabSize).contains(bos) { throw bad("bos_token_id", "\(bos) is outside the vocabulary 0..<\(vocabSize)") }
-        for eos in eosTokenId?.ids ?? [] where !(0..<vocabSize).contains(eos) {
-            throw bad("eos_token_id", "\(eos) is outside the vocabulary 0..<\(vocabSize)")
-        }
+        let c = ConfigChecker(path: path, prefix: prefix)
+        try c.decoderSizes(self)
+        try c.divides("num_attention_heads", numAttentionHeads, "hidden_size", hiddenSize)
+        try c.attentionGroupsAndSections(self, mropeKey: "mrope_section")
+        try c.decoderNumbers(self)
+        try c.bosAndEos(bosTokenId, eosTokenId, vocabSize: vocabSize)
     }
 }
+
+extension Qwen2VLTextConfiguration: DecoderConfiguration {}
 
 /// config.json of a Qwen2-VL checkpoint.
 public struct Qwen2VLConfiguration: Codable, Sendable, Equatable {
@@ -283,15 +233,9 @@ public struct Qwen2VLConfiguration: Codable, Sendable, Equatable {
     func validate(path: String, textPrefix: String = "text_config.") throws {
         try vision.validate(path: path)
         try text.validate(path: path, prefix: textPrefix)
-        for (key, id) in [("image_token_id", imageTokenId), ("video_token_id", videoTokenId),
-                          ("vision_start_token_id", visionStartTokenId), ("vision_end_token_id", visionEndTokenId)]
-            where !(0..<text.vocabSize).contains(id) {
-            throw VLMError.invalidConfig(path: path, key: key, reason: "\(id) is outside the vocabulary 0..<\(text.vocabSize)")
-        }
-        guard vision.hiddenSize == text.hiddenSize else {
-            throw VLMError.invalidConfig(path: path, key: "vision_config.hidden_size",
-                                         reason: "\(vision.hiddenSize) differs from the language model's hidden_size \(text.hiddenSize)")
-        }
+        let c = ConfigChecker(path: path)
+        try c.visionTokens(self, vocabSize: text.vocabSize)
+        try c.sameWidth("vision_config.hidden_size", vision.hiddenSize, "the language model's hidden_size", text.hiddenSize)
     }
 
     public func encode(to encoder: Encoder) throws {
@@ -306,6 +250,18 @@ public struct Qwen2VLConfiguration: Codable, Sendable, Equatable {
         try c.encode(tieWordEmbeddings, forKey: .tieWordEmbeddings)
         try c.encodeIfPresent(torchDtype, forKey: .torchDtype)
     }
+}
+
+extension Qwen2VLConfiguration: Qwen2LayoutConfiguration, VisionTokenConfiguration {}
+
+/// A config.json in Qwen2-VL's layout (Qwen2-VL, Qwen2.5-VL): Qwen2-VL's decoder, its text fields
+/// under text_config (transformers 5) or at the top level (4.x).
+protocol Qwen2LayoutConfiguration: Decodable {
+    associatedtype Vision: VisionTowerConfiguration
+    var modelType: String { get }
+    var text: Qwen2VLTextConfiguration { get }
+    var vision: Vision { get }
+    func validate(path: String, textPrefix: String) throws
 }
 
 /// preprocessor_config.json / video_preprocessor_config.json.
@@ -369,23 +325,20 @@ public struct Qwen2VLPreprocessorConfiguration: Codable, Sendable, Equatable {
         try c.encode(maxPixels, forKey: .maxPixels)
     }
 
-    /// Every number against a sane range; with `vision`, the patching must be the vision tower's.
-    func validate(path: String, vision: Qwen2VLVisionConfiguration? = nil) throws {
-        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: key, reason: why) }
-        let b = ConfigBounds.self
+    /// Every number against a sane range; with `tower`, the patching must be the vision tower's.
+    func validate(path: String, tower: (patch: Int, temporal: Int, merge: Int)? = nil) throws {
+        let c = ConfigChecker(path: path), b = ConfigBounds.self
         guard imageMean.count == 3, imageStd.count == 3, imageStd.allSatisfy({ $0 > 0 }) else {
-            throw VLMError.invalidConfig(path: path, key: "image_mean/image_std", reason: "need 3 values each, std > 0")
+            throw c.bad("image_mean/image_std", "need 3 values each, std > 0")
         }
         guard (imageMean + imageStd).allSatisfy(\.isFinite) else {
-            throw bad("image_mean/image_std", "must be finite, got \(imageMean) and \(imageStd)")
+            throw c.bad("image_mean/image_std", "must be finite, got \(imageMean) and \(imageStd)")
         }
-        guard rescaleFactor.isFinite, rescaleFactor > 0 else { throw bad("rescale_factor", "must be a finite number > 0, got \(rescaleFactor)") }
-        for (key, value, range) in [("patch_size", patchSize, b.patch), ("temporal_patch_size", temporalPatchSize, b.temporalPatch),
-                                    ("merge_size", mergeSize, b.merge), ("max_pixels", maxPixels, b.pixels)] {
-            try b.check(value, range, orThrow: bad(key, b.outside(value, range)))
-        }
-        try b.check(minPixels, 0...maxPixels, orThrow: bad("min_pixels", b.outside(minPixels, 0...maxPixels) + " (at most max_pixels)"))
-        if let v = vision { try matches(path: path, tower: (v.patchSize, v.temporalPatchSize, v.spatialMergeSize)) }
+        try c.positive("rescale_factor", rescaleFactor)
+        try c.inRanges([("patch_size", patchSize, b.patch), ("temporal_patch_size", temporalPatchSize, b.temporalPatch),
+                        ("merge_size", mergeSize, b.merge), ("max_pixels", maxPixels, b.pixels)])
+        try c.inRange("min_pixels", minPixels, 0...maxPixels, note: " (at most max_pixels)")
+        if let tower { try matches(path: path, tower: tower) }
     }
 
     /// The processor's patch, temporal patch and merge sizes equal the vision tower's.
@@ -433,18 +386,14 @@ public struct GenerationConfiguration: Codable, Sendable, Equatable {
 
     /// Token ids within the vocabulary and sampling numbers in their ranges.
     func validate(path: String, vocabSize: Int) throws {
-        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: key, reason: why) }
-        for (key, id) in [("bos_token_id", bosTokenId), ("pad_token_id", padTokenId)] {
-            if let id, !(0..<vocabSize).contains(id) { throw bad(key, "\(id) is outside the vocabulary 0..<\(vocabSize)") }
-        }
-        for id in eosTokenId?.ids ?? [] where !(0..<vocabSize).contains(id) {
-            throw bad("eos_token_id", "\(id) is outside the vocabulary 0..<\(vocabSize)")
-        }
-        if let t = temperature, !(t.isFinite && t >= 0) { throw bad("temperature", "must be a finite number ≥ 0, got \(t)") }
-        if let k = topK, k < 0 { throw bad("top_k", "must be ≥ 0, got \(k)") }
-        if let p = topP, !(p.isFinite && p > 0 && p <= 1) { throw bad("top_p", "must be in (0, 1], got \(p)") }
-        if let r = repetitionPenalty, !(r.isFinite && r > 0) { throw bad("repetition_penalty", "must be a finite number > 0, got \(r)") }
-        if let n = maxNewTokens { try ConfigBounds.check(n, ConfigBounds.newTokens, orThrow: bad("max_new_tokens", ConfigBounds.outside(n, ConfigBounds.newTokens))) }
+        let c = ConfigChecker(path: path)
+        try c.inVocabulary([("bos_token_id", bosTokenId), ("pad_token_id", padTokenId)] + (eosTokenId?.ids ?? []).map { ("eos_token_id", $0) },
+                           vocabSize: vocabSize)
+        if let t = temperature { try c.nonNegative("temperature", t) }
+        if let k = topK, k < 0 { throw c.bad("top_k", "must be ≥ 0, got \(k)") }
+        if let p = topP, !(p.isFinite && p > 0 && p <= 1) { throw c.bad("top_p", "must be in (0, 1], got \(p)") }
+        if let r = repetitionPenalty { try c.positive("repetition_penalty", r) }
+        if let n = maxNewTokens { try c.inRange("max_new_tokens", n, ConfigBounds.newTokens) }
     }
 }
 
@@ -470,18 +419,25 @@ public struct Qwen2VLModelFiles: Sendable {
 
     public init(directory: String, modelTypes: [String] = ["qwen2_vl"]) throws {
         self.directory = directory
-        let configPath = (directory as NSString).appendingPathComponent("config.json")
-        config = try Self.decode(Qwen2VLConfiguration.self, at: configPath)
+        (config, preprocessor, imagePreprocessor, processorFiles, generation) = try Self.load(
+            Qwen2VLConfiguration.self, directory: directory, modelTypes: modelTypes)
+    }
+
+    /// The files of a directory in Qwen2-VL's layout (Qwen2.5-VL keeps it): config.json, its
+    /// model_type among `modelTypes`, validated with its text fields where they sit; the
+    /// processor settings (`processorSettings`), matching the vision tower; generation_config.json.
+    static func load<Config: Qwen2LayoutConfiguration>(_ type: Config.Type, directory: String, modelTypes: [String]) throws
+        -> (config: Config, video: Qwen2VLPreprocessorConfiguration, image: Qwen2VLPreprocessorConfiguration,
+            files: [String], generation: GenerationConfiguration) {
+        let dir = ModelDirectory(directory: directory)
+        let configPath = dir.path("config.json")
+        let config = try decode(Config.self, at: configPath)
         guard modelTypes.contains(config.modelType) else {
             throw VLMError.unsupportedModel(path: configPath, modelType: config.modelType, supported: modelTypes)
         }
-        try config.validate(path: configPath, textPrefix: Self.textPrefix(configPath))
-        let v = config.vision
-        (preprocessor, imagePreprocessor, processorFiles) = try Self.processorSettings(
-            directory: directory, tower: (v.patchSize, v.temporalPatchSize, v.spatialMergeSize))
-        let gen = (directory as NSString).appendingPathComponent("generation_config.json")
-        generation = FileManager.default.fileExists(atPath: gen) ? try Self.decode(GenerationConfiguration.self, at: gen) : GenerationConfiguration()
-        try generation.validate(path: gen, vocabSize: config.text.vocabSize)
+        try config.validate(path: configPath, textPrefix: textPrefix(configPath))
+        let (video, image, files) = try processorSettings(directory: directory, tower: config.vision.patchSizes)
+        return (config, video, image, files, try dir.generation(vocabSize: config.text.vocabSize))
     }
 
     /// Processor settings from wherever the checkpoint keeps them: transformers 5 nests both in
@@ -490,34 +446,29 @@ public struct Qwen2VLModelFiles: Sendable {
     /// which also served videos before video processors existed). Absent: the defaults.
     static func processorSettings(directory: String, tower: (patch: Int, temporal: Int, merge: Int)) throws
         -> (video: Qwen2VLPreprocessorConfiguration, image: Qwen2VLPreprocessorConfiguration, files: [String]) {
-        func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
-        let fm = FileManager.default
-        let nestedPath = path("processor_config.json"), videoPath = path("video_preprocessor_config.json"), imagePath = path("preprocessor_config.json")
-        struct Nested: Decodable {
-            var video: Qwen2VLPreprocessorConfiguration?
-            var image: Qwen2VLPreprocessorConfiguration?
-            enum CodingKeys: String, CodingKey { case video = "video_processor", image = "image_processor" }
-        }
-        let nested = fm.fileExists(atPath: nestedPath) ? try decode(Nested.self, at: nestedPath) : nil
+        let dir = ModelDirectory(directory: directory)
+        let nestedPath = dir.path("processor_config.json"), videoPath = dir.path("video_preprocessor_config.json")
+        let imagePath = dir.path("preprocessor_config.json")
+        let nested = try dir.nestedProcessors(Qwen2VLPreprocessorConfiguration.self)
         var files: [String] = []
         let video: Qwen2VLPreprocessorConfiguration, image: Qwen2VLPreprocessorConfiguration
         if let v = nested?.video {
             video = v; files.append(nestedPath)
-            try video.validate(path: nestedPath + " (video_processor)"); try video.matches(path: nestedPath + " (video_processor)", tower: tower)
-        } else if let p = [videoPath, imagePath].first(where: { fm.fileExists(atPath: $0) }) {
+            try video.validate(path: nestedPath + " (video_processor)", tower: tower)
+        } else if let p = [videoPath, imagePath].first(where: dir.exists) {
             video = try decode(Qwen2VLPreprocessorConfiguration.self, at: p); files.append(p)
-            try video.validate(path: p); try video.matches(path: p, tower: tower)
+            try video.validate(path: p, tower: tower)
         } else {
             video = Qwen2VLPreprocessorConfiguration()
         }
         if let i = nested?.image {
             image = i
             if !files.contains(nestedPath) { files.append(nestedPath) }
-            try image.validate(path: nestedPath + " (image_processor)"); try image.matches(path: nestedPath + " (image_processor)", tower: tower)
-        } else if fm.fileExists(atPath: imagePath) {
+            try image.validate(path: nestedPath + " (image_processor)", tower: tower)
+        } else if dir.exists(imagePath) {
             image = try decode(Qwen2VLPreprocessorConfiguration.self, at: imagePath)
             if !files.contains(imagePath) { files.append(imagePath) }
-            try image.validate(path: imagePath); try image.matches(path: imagePath, tower: tower)
+            try image.validate(path: imagePath, tower: tower)
         } else {
             image = imageDefaults
         }

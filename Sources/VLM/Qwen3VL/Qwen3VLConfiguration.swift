@@ -96,27 +96,19 @@ public struct Qwen3VLVisionConfiguration: Codable, Sendable, Equatable {
 
     /// Every number against a sane range (`ConfigBounds`), before anything is sized by it.
     func validate(path: String) throws {
-        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: "vision_config.\(key)", reason: why) }
-        let b = ConfigBounds.self
-        for (key, value, range) in [("depth", depth, b.layers), ("hidden_size", hiddenSize, b.width), ("num_heads", numHeads, b.heads),
-                                    ("intermediate_size", intermediateSize, b.intermediate),
-                                    ("out_hidden_size", outHiddenSize, b.width), ("patch_size", patchSize, b.patch),
-                                    ("spatial_merge_size", spatialMergeSize, b.merge),
-                                    ("temporal_patch_size", temporalPatchSize, b.temporalPatch), ("in_channels", inChannels, b.channels),
-                                    ("num_position_embeddings", numPositionEmbeddings, b.positions)] {
-            try b.check(value, range, orThrow: bad(key, b.outside(value, range)))
-        }
-        guard hiddenSize % numHeads == 0 else { throw bad("num_heads", "\(numHeads) does not divide hidden_size \(hiddenSize)") }
-        guard headDim % 4 == 0 else { throw bad("num_heads", "head dim \(headDim) must be a multiple of 4 for 2D rotary") }
-        guard ropeTheta.isFinite, ropeTheta > 0 else { throw bad("rope_theta", "must be a finite number > 0, got \(ropeTheta)") }
-        guard ["gelu_pytorch_tanh", "gelu", "quick_gelu", "silu"].contains(hiddenAct) else {
-            throw bad("hidden_act", "'\(hiddenAct)' is not one of gelu_pytorch_tanh, gelu, quick_gelu, silu")
-        }
+        let c = ConfigChecker(path: path, prefix: "vision_config."), b = ConfigBounds.self
+        try c.visionTower(self, widths: [("intermediate_size", intermediateSize, b.intermediate), ("out_hidden_size", outHiddenSize, b.width)],
+                          more: [("num_position_embeddings", numPositionEmbeddings, b.positions)])
+        try c.visionRotaryAndActivation(self, activations: ["gelu_pytorch_tanh", "gelu", "quick_gelu", "silu"])
         guard deepstackVisualIndexes.count <= depth, deepstackVisualIndexes.allSatisfy({ (0..<depth).contains($0) }),
               Set(deepstackVisualIndexes).count == deepstackVisualIndexes.count else {
-            throw bad("deepstack_visual_indexes", "\(deepstackVisualIndexes) must be distinct block indices in 0..<depth \(depth)")
+            throw c.bad("deepstack_visual_indexes", "\(deepstackVisualIndexes) must be distinct block indices in 0..<depth \(depth)")
         }
     }
+}
+
+extension Qwen3VLVisionConfiguration: VisionTowerConfiguration {
+    var towerWidth: (key: String, value: Int) { ("hidden_size", hiddenSize) }
 }
 
 /// The language model's configuration (`text_config`). Port of `Qwen3VLTextConfig`.
@@ -204,40 +196,22 @@ public struct Qwen3VLTextConfiguration: Codable, Sendable, Equatable {
 
     /// Every number against a sane range (`ConfigBounds`), before anything is sized by it.
     func validate(path: String) throws {
-        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: "text_config." + key, reason: why) }
-        let b = ConfigBounds.self
-        for (key, value, range) in [("vocab_size", vocabSize, b.vocab), ("hidden_size", hiddenSize, b.width),
-                                    ("intermediate_size", intermediateSize, b.intermediate),
-                                    ("num_hidden_layers", numHiddenLayers, b.layers),
-                                    ("num_attention_heads", numAttentionHeads, b.heads),
-                                    ("num_key_value_heads", numKeyValueHeads, b.heads),
-                                    ("head_dim", headDim, b.width),
-                                    ("max_position_embeddings", maxPositionEmbeddings, b.positions)] {
-            try b.check(value, range, orThrow: bad(key, b.outside(value, range)))
-        }
-        guard headDim % 2 == 0 else { throw bad("head_dim", "must be even for rotary, got \(headDim)") }
+        let c = ConfigChecker(path: path, prefix: "text_config.")
+        try c.decoderSizes(self, headDimKey: true)
+        guard headDim % 2 == 0 else { throw c.bad("head_dim", "must be even for rotary, got \(headDim)") }
         let (width, overflow) = numAttentionHeads.multipliedReportingOverflow(by: headDim)
-        guard !overflow, width <= b.width.upperBound else {
-            throw bad("head_dim", "num_attention_heads × head_dim = \(numAttentionHeads) × \(headDim) is too wide")
+        guard !overflow, width <= ConfigBounds.width.upperBound else {
+            throw c.bad("head_dim", "num_attention_heads × head_dim = \(numAttentionHeads) × \(headDim) is too wide")
         }
-        guard numAttentionHeads % numKeyValueHeads == 0 else {
-            throw bad("num_key_value_heads", "\(numKeyValueHeads) does not divide num_attention_heads \(numAttentionHeads)")
-        }
-        guard mropeSection.count == 3, mropeSection.allSatisfy({ (0...headDim).contains($0) }),
-              mropeSection.reduce(0, +) * 2 == headDim else {
-            throw bad("rope_parameters.mrope_section", "\(mropeSection) must hold 3 sizes ≥ 0 summing to head_dim / 2 = \(headDim / 2)")
-        }
-        guard ropeType == "default" else { throw bad("rope_parameters.rope_type", "'\(ropeType)' is not supported (expected default)") }
-        guard ropeTheta.isFinite, ropeTheta > 0 else { throw bad("rope_theta", "must be a finite number > 0, got \(ropeTheta)") }
-        guard rmsNormEps.isFinite, rmsNormEps >= 0 else { throw bad("rms_norm_eps", "must be a finite number ≥ 0, got \(rmsNormEps)") }
-        guard hiddenAct == "silu" else { throw bad("hidden_act", "'\(hiddenAct)' is not supported (expected silu)") }
-        guard !attentionBias else { throw bad("attention_bias", "true is not supported (Qwen3-VL has no attention biases)") }
-        if let bos = bosTokenId, !(0..<vocabSize).contains(bos) { throw bad("bos_token_id", "\(bos) is outside the vocabulary 0..<\(vocabSize)") }
-        for eos in eosTokenId?.ids ?? [] where !(0..<vocabSize).contains(eos) {
-            throw bad("eos_token_id", "\(eos) is outside the vocabulary 0..<\(vocabSize)")
-        }
+        try c.attentionGroupsAndSections(self, mropeKey: "rope_parameters.mrope_section")
+        try c.oneOf("rope_parameters.rope_type", ropeType, ["default"])
+        try c.decoderNumbers(self)
+        guard !attentionBias else { throw c.bad("attention_bias", "true is not supported (Qwen3-VL has no attention biases)") }
+        try c.bosAndEos(bosTokenId, eosTokenId, vocabSize: vocabSize)
     }
 }
+
+extension Qwen3VLTextConfiguration: DecoderConfiguration {}
 
 /// config.json of a Qwen3-VL checkpoint. Port of `Qwen3VLConfig`.
 public struct Qwen3VLConfiguration: Codable, Sendable, Equatable {
@@ -276,17 +250,13 @@ public struct Qwen3VLConfiguration: Codable, Sendable, Equatable {
     func validate(path: String) throws {
         try vision.validate(path: path)
         try text.validate(path: path)
-        guard vision.outHiddenSize == text.hiddenSize else {
-            throw VLMError.invalidConfig(path: path, key: "vision_config.out_hidden_size",
-                                         reason: "\(vision.outHiddenSize) differs from text_config.hidden_size \(text.hiddenSize)")
-        }
-        for (key, id) in [("image_token_id", imageTokenId), ("video_token_id", videoTokenId),
-                          ("vision_start_token_id", visionStartTokenId), ("vision_end_token_id", visionEndTokenId)]
-        where !(0..<text.vocabSize).contains(id) {
-            throw VLMError.invalidConfig(path: path, key: key, reason: "\(id) is outside the vocabulary 0..<\(text.vocabSize)")
-        }
+        let c = ConfigChecker(path: path)
+        try c.sameWidth("vision_config.out_hidden_size", vision.outHiddenSize, "text_config.hidden_size", text.hiddenSize)
+        try c.visionTokens(self, vocabSize: text.vocabSize)
     }
 }
+
+extension Qwen3VLConfiguration: VisionTokenConfiguration {}
 
 /// Image or video processor settings (`video_processor` / `image_processor` of processor_config.json,
 /// or video_preprocessor_config.json / preprocessor_config.json). Defaults are
@@ -370,17 +340,11 @@ public struct Qwen3VLPreprocessorConfiguration: Codable, Sendable, Equatable {
 
     /// Every number in range; with `vision`, the patching must be the vision tower's.
     func validate(path: String, vision: Qwen3VLVisionConfiguration? = nil) throws {
-        func bad(_ key: String, _ why: String) -> VLMError { .invalidConfig(path: path, key: key, reason: why) }
-        var v2: Qwen2VLVisionConfiguration? = nil
-        if let v = vision {
-            var c = Qwen2VLVisionConfiguration()
-            c.patchSize = v.patchSize; c.temporalPatchSize = v.temporalPatchSize; c.spatialMergeSize = v.spatialMergeSize
-            v2 = c
-        }
-        try patching.validate(path: path, vision: v2)
-        guard fps.isFinite, fps > 0, fps <= 1000 else { throw bad("fps", "must be a number in (0, 1000], got \(fps)") }
-        try ConfigBounds.check(maxFrames, 1...(1 << 20), orThrow: bad("max_frames", ConfigBounds.outside(maxFrames, 1...(1 << 20))))
-        try ConfigBounds.check(minFrames, 1...maxFrames, orThrow: bad("min_frames", ConfigBounds.outside(minFrames, 1...maxFrames) + " (at most max_frames)"))
+        let c = ConfigChecker(path: path)
+        try patching.validate(path: path, tower: vision?.patchSizes)
+        guard fps.isFinite, fps > 0, fps <= 1000 else { throw c.bad("fps", "must be a number in (0, 1000], got \(fps)") }
+        try c.inRange("max_frames", maxFrames, 1...(1 << 20))
+        try c.inRange("min_frames", minFrames, 1...maxFrames, note: " (at most max_frames)")
     }
 }
 
@@ -398,34 +362,26 @@ public struct Qwen3VLModelFiles: Sendable {
 
     public init(directory: String) throws {
         self.directory = directory
-        func file(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
-        let configPath = file("config.json")
+        let dir = ModelDirectory(directory: directory)
+        let configPath = dir.path("config.json")
         config = try Qwen2VLModelFiles.decode(Qwen3VLConfiguration.self, at: configPath)
         guard config.modelType == "qwen3_vl" else {
             throw VLMError.invalidConfig(path: configPath, key: "model_type", reason: "'\(config.modelType)' is not qwen3_vl")
         }
         try config.validate(path: configPath)
 
-        struct Nested: Decodable {
-            var video: Qwen3VLPreprocessorConfiguration?
-            var image: Qwen3VLPreprocessorConfiguration?
-            enum CodingKeys: String, CodingKey { case video = "video_processor", image = "image_processor" }
-        }
-        let exists = { FileManager.default.fileExists(atPath: $0) }
-        let nestedPath = file("processor_config.json")
-        let nested = exists(nestedPath) ? try Qwen2VLModelFiles.decode(Nested.self, at: nestedPath) : nil
-        let videoPath = file("video_preprocessor_config.json"), imagePath = file("preprocessor_config.json")
+        let nestedPath = dir.path("processor_config.json")
+        let nested = try dir.nestedProcessors(Qwen3VLPreprocessorConfiguration.self)
+        let videoPath = dir.path("video_preprocessor_config.json"), imagePath = dir.path("preprocessor_config.json")
         let (v, vPath): (Qwen3VLPreprocessorConfiguration, String) = try nested?.video.map { ($0, nestedPath) }
-            ?? (exists(videoPath) ? (Qwen2VLModelFiles.decode(Qwen3VLPreprocessorConfiguration.self, at: videoPath), videoPath)
+            ?? (dir.exists(videoPath) ? (Qwen2VLModelFiles.decode(Qwen3VLPreprocessorConfiguration.self, at: videoPath), videoPath)
                 : (Qwen3VLPreprocessorConfiguration(), videoPath))
         let (i, iPath): (Qwen3VLPreprocessorConfiguration, String) = try nested?.image.map { ($0, nestedPath) }
-            ?? (exists(imagePath) ? (Qwen2VLModelFiles.decode(Qwen3VLPreprocessorConfiguration.self, at: imagePath), imagePath) : (v, vPath))
+            ?? (dir.exists(imagePath) ? (Qwen2VLModelFiles.decode(Qwen3VLPreprocessorConfiguration.self, at: imagePath), imagePath) : (v, vPath))
         try v.validate(path: vPath, vision: config.vision)
         try i.validate(path: iPath, vision: config.vision)
         video = v
         image = i
-        let gen = file("generation_config.json")
-        generation = exists(gen) ? try Qwen2VLModelFiles.decode(GenerationConfiguration.self, at: gen) : GenerationConfiguration()
-        try generation.validate(path: gen, vocabSize: config.text.vocabSize)
+        generation = try dir.generation(vocabSize: config.text.vocabSize)
     }
 }
