@@ -202,8 +202,8 @@ static inline __attribute__((always_inline)) RQ_AVX512BF16 void pair_bf16_dp(
     }
     for (int b = 0; b < NB; b++) {
         const uint16_t *xb = xs + b * cols;
-        y0[b * ystride] = _mm512_reduce_add_ps(_mm512_add_ps(a0[b], c0[b])) + bf16_dot_plain(w0, xb, kv, cols);
-        y1[b * ystride] = _mm512_reduce_add_ps(_mm512_add_ps(a1[b], c1[b])) + bf16_dot_plain(w1, xb, kv, cols);
+        y0[b * ystride] = _mm512_reduce_add_ps(_mm512_add_ps(a0[b], c0[b])) + (kv < cols ? bf16_dot_plain(w0, xb, kv, cols) : 0.0f);
+        y1[b * ystride] = _mm512_reduce_add_ps(_mm512_add_ps(a1[b], c1[b])) + (kv < cols ? bf16_dot_plain(w1, xb, kv, cols) : 0.0f);
     }
 }
 
@@ -266,10 +266,10 @@ static RQ_AVX512BF16 void gemv_bf16_dp(const uint16_t *w, const uint16_t *x, flo
             c3 = _mm512_dpbf16_ps(c3, (__m512bh)_mm512_loadu_si512((const void *)(w3 + k + 32)), x1);
         }
         // The same arithmetic per row as gemm_small_bf16_dp (see there).
-        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, c0)) + bf16_dot_plain(w0, x, kv, cols);
-        y[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, c1)) + bf16_dot_plain(w1, x, kv, cols);
-        y[r + 2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, c2)) + bf16_dot_plain(w2, x, kv, cols);
-        y[r + 3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, c3)) + bf16_dot_plain(w3, x, kv, cols);
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0, c0)) + (kv < cols ? bf16_dot_plain(w0, x, kv, cols) : 0.0f);
+        y[r + 1] = _mm512_reduce_add_ps(_mm512_add_ps(a1, c1)) + (kv < cols ? bf16_dot_plain(w1, x, kv, cols) : 0.0f);
+        y[r + 2] = _mm512_reduce_add_ps(_mm512_add_ps(a2, c2)) + (kv < cols ? bf16_dot_plain(w2, x, kv, cols) : 0.0f);
+        y[r + 3] = _mm512_reduce_add_ps(_mm512_add_ps(a3, c3)) + (kv < cols ? bf16_dot_plain(w3, x, kv, cols) : 0.0f);
     }
     for (; r < r1; r++) y[r] = bf16_dot_plain(w + r * cols, x, 0, cols);
 }

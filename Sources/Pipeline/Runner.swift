@@ -157,6 +157,8 @@ public struct RunReport: Sendable {
     /// Of `model`: decoding steps (sequences of every clip in flight), and the tokens they chose.
     public var generating = 0.0
     public var stepTokens = 0
+    /// The most KV-cache memory the decoding batch held at once (bytes).
+    public var peakCacheBytes = 0
     /// Time the model waited for decoded clips (decoding on the critical path).
     public var waiting = 0.0
     /// Decoding and preprocessing time (overlapped with the model's work).
@@ -406,6 +408,7 @@ public final class Runner: @unchecked Sendable {
                 report.model += g
                 report.generating += g
                 report.stepTokens += flight.tokens - before
+                report.peakCacheBytes = batch.peakCacheBytes
             }
             for (work, answers) in flight.takeFinished() {
                 tokens += try save(work, answers: answers, context: context, state: &state, report: &report)

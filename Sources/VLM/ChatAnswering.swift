@@ -51,6 +51,7 @@ final class ChatBatch<Model: MRoPEDecoderModel>: AnswerBatch {
     var activeCount: Int { decoding.activeCount }
     var waitingCount: Int { decoding.waitingCount }
     var cacheBytes: Int { decoding.cacheBytes }
+    var peakCacheBytes: Int { decoding.peakCacheBytes }
 
     func submit(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
                 onToken: @escaping (Int, Int) -> Void, onPromptDone: @escaping (Int) -> Void,

@@ -347,8 +347,9 @@ public final class DecodeBatch<Model: MRoPEDecoderModel> {
     public var activeCount: Int { active.count }
     public var waitingCount: Int { waiting.count }
     public var isEmpty: Bool { active.isEmpty && waiting.isEmpty }
-    /// Bytes of the active sequences' KV caches.
+    /// Bytes of the active sequences' KV caches, now and at most so far.
     public var cacheBytes: Int { active.reduce(0) { $0 + $1.cache.bytes } }
+    public private(set) var peakCacheBytes = 0
 
     /// Queues the answer to `continuation` after `session`'s prefix; `onDone` receives its tokens
     /// (at once, when no token fits the context). Its cache is forked when it joins.
@@ -378,6 +379,7 @@ public final class DecodeBatch<Model: MRoPEDecoderModel> {
             let logits = try model.nextTokenLogits(hidden, step: 0)
             if s.choose(logits.buffer) { s.onDone(s.out) } else { active.append(s) }
         }
+        peakCacheBytes = max(peakCacheBytes, cacheBytes)
         guard !active.isEmpty else { return !waiting.isEmpty }
         // Each sequence's next token sits at its index plus its rope_delta on all three axes.
         let tokens = active.map { $0.out[$0.out.count - 1] }

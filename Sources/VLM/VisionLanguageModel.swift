@@ -129,8 +129,9 @@ public protocol AnswerBatch: AnyObject {
     /// Sequences decoding now, and queued for a place.
     var activeCount: Int { get }
     var waitingCount: Int { get }
-    /// Bytes held by the decoding sequences' KV caches.
+    /// Bytes held by the decoding sequences' KV caches, now and at most so far.
     var cacheBytes: Int { get }
+    var peakCacheBytes: Int { get }
     /// `onToken(i, id)` sees each token of prompt i, `onPromptDone(i)` its end.
     func submit(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
                 onToken: @escaping (Int, Int) -> Void, onPromptDone: @escaping (Int) -> Void,

@@ -88,7 +88,7 @@ struct PipelineBench: ParsableCommand {
         var generationTokensPerSecond = 0.0
         var clipsPerHourVsA = 1.0
         var peakResidentBytes = 0.0
-        /// The largest `AnswerBatch.cacheBytes` seen (continuous batching only).
+        /// `AnswerBatch.peakCacheBytes` (continuous batching only).
         var maxCacheBytes: Int?
         /// Decoding steps (continuous batching only).
         var steps: Int?
@@ -237,7 +237,7 @@ struct PipelineBench: ParsableCommand {
                     let more = try answering.step()
                     f.steps? += 1
                     f.generationSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                    f.maxCacheBytes = max(f.maxCacheBytes ?? 0, answering.cacheBytes)
+                    f.maxCacheBytes = answering.peakCacheBytes
                     if !more && next == clips { break }
                 }
             }

@@ -146,10 +146,11 @@ struct RunCommand: ParsableCommand {
         }
         do {
             // The closing line goes to the log even when quiet (event() keeps stderr quiet then).
-            progress.event(String(format: "run %lld %@: %d videos (%d failed, %d damaged, %d missing), %d clips done, %d reused, %d tokens in %.1f s (model %.1f s of which generating %.1f s at %.1f tokens/s, waiting for decode %.1f s, overhead %.2f s = %.1f%%) → %@",
+            progress.event(String(format: "run %lld %@: %d videos (%d failed, %d damaged, %d missing), %d clips done, %d reused, %d tokens in %.1f s (model %.1f s of which generating %.1f s at %.1f tokens/s with KV caches up to %.0f MB, waiting for decode %.1f s, overhead %.2f s = %.1f%%) → %@",
                                   report.run, report.interrupted ? "interrupted" : "finished", out.videos, out.failed, out.damaged, out.missing,
                                   out.clipsDone, out.clipsReused, out.tokens, out.wallSeconds, out.modelSeconds,
-                                  report.generating, Double(report.stepTokens) / max(report.generating, 1e-9), out.waitSeconds,
+                                  report.generating, Double(report.stepTokens) / max(report.generating, 1e-9),
+                                  Double(report.peakCacheBytes) / 1e6, out.waitSeconds,
                                   out.overheadSeconds, 100 * out.overheadSeconds / max(out.wallSeconds, 1e-9), out.database))
             for f in report.failed { progress.event("failed: \(f)") }
         }
