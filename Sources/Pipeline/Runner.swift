@@ -89,6 +89,7 @@ public final class Progress: @unchecked Sendable {
     public func status(_ message: String) {
         guard live else { return }
         lock.lock(); defer { lock.unlock() }
+        guard !finished else { return }
         Self.write(STDERR_FILENO, "\r\u{1B}[K" + message)
         lastLine = message.count
     }
@@ -97,6 +98,7 @@ public final class Progress: @unchecked Sendable {
     private var activityText = ""
     private var activitySince = DispatchTime.now()
     private var ticker: DispatchSourceTimer?
+    private var finished = false
 
     /// The run's totals on the live line (files, clips, elapsed, ETA).
     public func summary(_ text: String) {
@@ -137,10 +139,15 @@ public final class Progress: @unchecked Sendable {
         ticker = t
     }
 
+    /// Ends the live line: nothing redraws it afterwards (a tick already under way included).
     public func finish() {
-        lock.withLock { ticker?.cancel(); ticker = nil }
+        lock.lock(); defer { lock.unlock() }
+        ticker?.cancel()
+        ticker = nil
+        finished = true
         guard live, lastLine > 0 else { return }
         Self.write(STDERR_FILENO, "\n")
+        lastLine = 0
     }
 }
 
@@ -640,9 +647,12 @@ public final class Runner: @unchecked Sendable {
         defer { batch.onStage = nil }
         let m0 = DispatchTime.now().uptimeNanoseconds
         defer { report.model += Double(DispatchTime.now().uptimeNanoseconds - m0) / 1e9 }
+        // What is stored with the answers, without the pixels (freed once the clip is encoded).
+        var stored = work
+        stored.input = nil
         do {
             try batch.submit([spec.prompts.description] + spec.prompts.questions, about: input, parameters: c.model.parameters,
-                             onToken: { _, _ in flight.tokens += 1 }, onPromptDone: { _ in }) { flight.finished.append((work, $0)) }
+                             onToken: { _, _ in flight.tokens += 1 }, onPromptDone: { _ in }) { [stored] in flight.finished.append((stored, $0)) }
         } catch VLMError.invalidInput(let message) {
             // This clip asks the model for what it cannot do (a prompt beyond its context): the
             // file fails, named; the run goes on.
@@ -650,6 +660,8 @@ public final class Runner: @unchecked Sendable {
             return
         }
         flight.perVideo[work.video, default: 0] += 1
+        // Damage is recorded in clip order (clips may finish out of order).
+        if let d = work.damage { state.damage[work.video] = d }
     }
 
     /// Records a file as failed (once), named in the progress.
@@ -675,7 +687,6 @@ public final class Runner: @unchecked Sendable {
         if let e = work.thumbnailError {
             progress.event("clip \(work.clip) of \(PathBytes.display((work.path as NSString).lastPathComponent)): no thumbnails: \(e)")
         }
-        if let d = work.damage { state.damage[work.video] = d }
         return rows.reduce(0) { $0 + $1.generatedTokens }
     }
 

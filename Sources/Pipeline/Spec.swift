@@ -254,7 +254,8 @@ extension PipelineSpec.Sampling {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         fps = try c.decodeIfPresent(Double.self, forKey: .fps) ?? fps
         minPixels = try c.decodeIfPresent(Int.self, forKey: .minPixels) ?? minPixels
-        maxPixels = try c.decodeIfPresent(Int.self, forKey: .maxPixels) ?? maxPixels
+        // Absent: the CPU default; `max_pixels: null`: the processor's limit alone.
+        if c.contains(.maxPixels) { maxPixels = try c.decodeIfPresent(Int.self, forKey: .maxPixels) }
         totalPixels = try c.decodeIfPresent(Double.self, forKey: .totalPixels)
         maxFrames = try c.decodeIfPresent(Int.self, forKey: .maxFrames)
     }
@@ -305,6 +306,18 @@ extension PipelineSpec.Generation {
         repetitionPenalty = try c.decodeIfPresent(Double.self, forKey: .repetitionPenalty) ?? repetitionPenalty
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed) ?? seed
         batch = try c.decodeIfPresent(Int.self, forKey: .batch) ?? batch
+    }
+
+    /// Everything but `batch`: these are the settings a clip's results depend on (they key the
+    /// reuse of done clips), and batching never changes a result.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(maxNewTokens, forKey: .maxNewTokens)
+        try c.encode(temperature, forKey: .temperature)
+        try c.encodeIfPresent(topP, forKey: .topP)
+        try c.encodeIfPresent(topK, forKey: .topK)
+        try c.encode(repetitionPenalty, forKey: .repetitionPenalty)
+        try c.encode(seed, forKey: .seed)
     }
 }
 extension PipelineSpec.Output {

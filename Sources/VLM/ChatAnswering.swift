@@ -84,6 +84,9 @@ final class ChatBatch<Model: MRoPEDecoderModel>: AnswerBatch {
                 guard full.count > prefix.count, Array(full[..<prefix.count]) == prefix else {
                     throw VLMError.invalidInput("prompt \(i) does not share the clip's prefix")
                 }
+                // Before anything joins the batch: a prompt beyond the context fails this input
+                // here, not a decoding step that serves other inputs too.
+                try model.checkContext(full.count)
                 sessions.append(session)
                 continuations.append(Array(full[prefix.count...]))
                 promptTokens.append(full.count)
@@ -92,24 +95,33 @@ final class ChatBatch<Model: MRoPEDecoderModel>: AnswerBatch {
             // Text only: each prompt its own conversation (its first token the prefix).
             for prompt in prompts {
                 let ids = try encode(prompt, nil)
+                try model.checkContext(ids.count)
                 sessions.append(try PrefixSession(model: model, prefix: Array(ids.prefix(1)), vision: []))
                 continuations.append(Array(ids.dropFirst()))
                 promptTokens.append(ids.count)
             }
         }
-        // The answers, filled in as their sequences finish; `done` when the last one does.
+        // The answers, filled in as their sequences finish; `done` when the last one does. The
+        // closures keep only numbers: a session (its prefix cache) and the input's pixels are
+        // freed once the last of its sequences has forked it.
         let tokenizer = self.tokenizer
-        let start = DispatchTime.now().uptimeNanoseconds
+        let timings = sessions.map(\.timing), textOnly = input == nil
         var answers: [Answer?] = Array(repeating: nil, count: prompts.count)
+        // Generation time of a prompt: from its first token (its continuation run) to its last.
+        var firstToken = [UInt64](repeating: 0, count: prompts.count)
         var left = prompts.count
         for i in prompts.indices {
-            try decoding.add(sessions[i], continuation: continuations[i], parameters: parameters, onToken: { onToken(i, $0) }) { out in
-                let shared = input == nil || i == 0
+            try decoding.add(sessions[i], continuation: continuations[i], parameters: parameters, onToken: { id in
+                if firstToken[i] == 0 { firstToken[i] = DispatchTime.now().uptimeNanoseconds }
+                onToken(i, id)
+            }) { out in
+                let shared = textOnly || i == 0
+                let now = DispatchTime.now().uptimeNanoseconds
                 answers[i] = Answer(prompt: prompts[i],
                                     text: tokenizer.decode(out, skipSpecialTokens: true).trimmingCharacters(in: .whitespacesAndNewlines),
                                     tokens: out, promptTokens: promptTokens[i],
-                                    visionSeconds: shared ? sessions[i].timing.vision : 0, prefillSeconds: shared ? sessions[i].timing.prefill : 0,
-                                    generateSeconds: Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+                                    visionSeconds: shared ? timings[i].vision : 0, prefillSeconds: shared ? timings[i].prefill : 0,
+                                    generateSeconds: firstToken[i] == 0 ? 0 : Double(now - firstToken[i]) / 1e9)
                 onPromptDone(i)
                 left -= 1
                 if left == 0 { done(answers.compactMap { $0 }) }

@@ -170,9 +170,9 @@ struct GenerateBench: ParsableCommand {
                      decoded, rate, bytesPerToken / 1e9, bandwidth, bound, rate / bound))
         // Batched decoding: B sequences after the same prompt, one pass over the weights per step.
         for b in batchSizes ?? [] {
-            let caches = try (0..<b).map { _ in try prefilled.fork(extra: tokens) }
-            var next = Array(repeating: 1000, count: b)
             let steps = max(4, tokens / 2)
+            let caches = try (0..<b).map { _ in try prefilled.fork(extra: steps) }
+            var next = Array(repeating: 1000, count: b)
             var time = 0.0
             for _ in 0..<steps {
                 let position = caches[0].count + delta

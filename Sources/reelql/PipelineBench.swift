@@ -21,7 +21,7 @@ struct PipelineBench: ParsableCommand {
         max_pixels 448·448 (10 frames, 1,280 video tokens) and gets a description and two questions, --tokens greedy \
         tokens each, in three configurations: (a) B = 1, through ClipModel.describe; (b) the clip's three prompts \
         decoded together (batch 3); (c) continuous batching across clips: the seam's AnswerBatch of capacity \
-        --batch, a clip submitted (vision and prefill) whenever its three prompts fit, else one decoding step. \
+        --batch, a clip submitted (vision and prefill) whenever the batch has room (as reelql run), else one decoding step. \
         Wall time splits into vision, prefill (of the shared prefix), generation (continuation prefill and \
         decoding: describe's time less vision and prefill in (a) and (b), the time in step() in (c)) and other \
         (frame decoding and preprocessing, prompts, bookkeeping). Every configuration must generate the same \
@@ -210,7 +210,7 @@ struct PipelineBench: ParsableCommand {
                 if !json { print(line(f, reference: results[0])) }
             }
 
-            // (c) Continuous batching: submit a clip whenever its prompts fit, else step.
+            // (c) Continuous batching: submit a clip whenever the batch has room (as reelql run), else step.
             var f = Figures(name: "(c) batch \(batch) across clips", batch: batch, clips: clips)
             f.maxCacheBytes = 0
             f.steps = 0

@@ -122,6 +122,21 @@ import Testing
         }
         #expect(rows[0].contains { $0.hasPrefix("result|") && $0.contains("|summary|") })
         #expect(rows[1] == rows[0] && rows[2] == rows[0])
+        // The batch size is not a setting results depend on: a rerun with another reuses every clip.
+        var spec = try ws.spec()
+        spec.generation.batch = 3
+        let rerun = try Runner(spec: spec, databasePath: ws.root + "/batch1.sqlite", progress: Progress(quiet: true, logFile: nil)).run()
+        #expect(rerun.stats.clipsDone == 0 && rerun.stats.clipsSkipped > 10)
+    }
+
+    /// Sampling defaults are sized for a CPU; `max_pixels: null` leaves the processor's limit alone.
+    @Test func cpuDefaultsAndAnExplicitNoCap() throws {
+        let defaults = try PipelineSpec.parse("inputs: {paths: [v]}", path: "s.yaml")
+        #expect(defaults.sampling.fps == 1 && defaults.sampling.maxPixels == 448 * 448 && defaults.generation.batch == 8)
+        let uncapped = try PipelineSpec.parse("inputs: {paths: [v]}\nsampling: {max_pixels: null}", path: "s.yaml")
+        #expect(uncapped.sampling.maxPixels == nil)
+        let set = try PipelineSpec.parse("inputs: {paths: [v]}\nsampling: {max_pixels: 602112, fps: 2}", path: "s.yaml")
+        #expect(set.sampling.maxPixels == 602112 && set.sampling.fps == 2)
     }
 
     @Test func rerunsReuseRedoChangedAndMarkMissing() throws {

@@ -49,6 +49,26 @@ import Tensors
         #expect(answers.map(\.promptTokens) == ref.answers.map(\.ids.count))
     }
 
+    /// A prompt beyond the context is refused when its input is submitted, before any of the
+    /// input's prompts join the batch: the other inputs in flight decode on, unaffected.
+    @Test func aPromptBeyondTheContextFailsOnlyItsInput() throws {
+        let model = try Self.load()
+        let ref = Self.reference.image
+        let refInput = try #require(ref.input)
+        let input = try model.imageInput(try #require(Self.frames(refInput).first))
+        let batch = model.answerBatch(capacity: 4)
+        var first: [Answer] = []
+        let parameters = GenerationParameters(maxNewTokens: Self.reference.newTokens)
+        try batch.submit(ref.answers.map(\.prompt), about: input, parameters: parameters, onToken: { _, _ in }, onPromptDone: { _ in }) { first = $0 }
+        let long = Array(repeating: "word", count: model.contextLength).joined(separator: " ")
+        #expect(throws: VLMError.self) {
+            try batch.submit(["Describe.", long], about: input, parameters: parameters, onToken: { _, _ in }, onPromptDone: { _ in }) { _ in }
+        }
+        #expect(batch.activeCount + batch.waitingCount == ref.answers.count)
+        while try batch.step() {}
+        #expect(first.map(\.tokens) == ref.answers.map(\.greedy))
+    }
+
     @Test func aVideoAnswersSeveralPromptsFromOneEncoding() throws {
         let model = try Self.load()
         let ref = Self.reference.video
