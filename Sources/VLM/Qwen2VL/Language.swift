@@ -131,20 +131,7 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
     public let dtype: ComputeDType
     private let pool: ThreadPool
     private let scratch = AttentionScratch()
-    /// Activation buffers, kept between calls (fresh large allocations fault every page in again);
-    /// one forward pass at a time uses them.
-    private var workspace: [String: TensorStorage] = [:]
-    private let forwardLock = NSLock()
-
-    private func buffer(_ name: String, _ shape: [Int]) throws -> Tensor {
-        guard let n = checkedElementCount(shape) else {
-            throw TensorError.allocationFailed(what: "language workspace '\(name)'", size: "shape \(shape) (overflowing)")
-        }
-        if let s = workspace[name], s.count >= n { return Tensor(storage: s, offset: 0, shape: shape) }
-        let s = try TensorStorage(count: n, zeroed: false, what: "language workspace '\(name)' \(shape)")
-        workspace[name] = s
-        return Tensor(storage: s, offset: 0, shape: shape)
-    }
+    private let workspace = DecoderWorkspace()
 
     struct Layer {
         var inputNorm: Tensor, postNorm: Tensor
@@ -185,66 +172,26 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
         // Every number in range before anything is sized by it.
         let configPath = (checkpoint.directory as NSString).appendingPathComponent("config.json")
         try config.validate(path: configPath)
-        // transformers 4.x and 5.x saves: model.*; transformers 5 module names: model.language_model.*
-        let prefix = checkpoint.contains("model.language_model.embed_tokens.weight") ? "model.language_model." : "model."
-        let c = config, h = c.hiddenSize, hd = c.headDim
-        // The layer count must be what the checkpoint holds (a config claiming 10⁹ layers fails
-        // here, before any loop or allocation follows it).
-        let found = layerIndices(in: checkpoint.names, prefix: prefix + "layers.")
-        guard found == Set(0..<found.count), found.count == c.numHiddenLayers else {
-            throw VLMError.invalidConfig(path: configPath, key: "num_hidden_layers",
-                                         reason: "is \(c.numHiddenLayers) but the checkpoint has \(describeLayers(found)) (\(prefix)layers.N)")
-        }
-        func weight(_ name: String, _ shape: [Int]) throws -> WeightTensor {
-            guard checkpoint.contains(name) else { throw VLMError.missingWeight(name: name, checkpoint: checkpoint.directory) }
-            let w = try checkpoint.tensor(name)
-            guard w.shape == shape else { throw VLMError.weightShape(name: name, expected: shape, got: w.shape) }
-            return w
-        }
-        let embedding = try weight(prefix + "embed_tokens.weight", [c.vocabSize, h])
-        let computeType = dtype ?? (embedding.dtype == .bf16 ? .bf16 : .f32)
-        self.dtype = computeType
-        func matrix(_ name: String, _ shape: [Int]) throws -> WeightTensor {
-            try weight(name, shape).converted(to: computeType == .bf16 ? .bf16 : .f32)
-        }
-        // Decoder tensors take their shapes from the one table (`expectedShapes`).
-        let expected = Self.expectedShapes(c)
-        func matrix(_ name: String) throws -> WeightTensor { try matrix(name, expected[String(name.dropFirst(prefix.count))]!) }
-        func vector(_ name: String) throws -> Tensor { try weight(name, expected[String(name.dropFirst(prefix.count))]!).toF32() }
+        let c = config
+        let w = try DecoderWeights(checkpoint: checkpoint, configPath: configPath, layersKey: "num_hidden_layers", layers: c.numHiddenLayers,
+                                   vocab: c.vocabSize, hidden: c.hiddenSize, dtype: dtype, expected: Self.expectedShapes(c))
+        self.dtype = w.computeType
         layers = try (0..<c.numHiddenLayers).map { i in
-            let p = "\(prefix)layers.\(i)."
-            return Layer(inputNorm: try vector(p + "input_layernorm.weight"), postNorm: try vector(p + "post_attention_layernorm.weight"),
-                         q: try matrix(p + "self_attn.q_proj.weight"), qBias: try vector(p + "self_attn.q_proj.bias"),
-                         k: try matrix(p + "self_attn.k_proj.weight"), kBias: try vector(p + "self_attn.k_proj.bias"),
-                         v: try matrix(p + "self_attn.v_proj.weight"), vBias: try vector(p + "self_attn.v_proj.bias"),
-                         o: try matrix(p + "self_attn.o_proj.weight"),
-                         gate: try matrix(p + "mlp.gate_proj.weight"),
-                         up: try matrix(p + "mlp.up_proj.weight"),
-                         down: try matrix(p + "mlp.down_proj.weight"))
+            let p = "layers.\(i)."
+            return Layer(inputNorm: try w.vector(p + "input_layernorm.weight"), postNorm: try w.vector(p + "post_attention_layernorm.weight"),
+                         q: try w.matrix(p + "self_attn.q_proj.weight"), qBias: try w.vector(p + "self_attn.q_proj.bias"),
+                         k: try w.matrix(p + "self_attn.k_proj.weight"), kBias: try w.vector(p + "self_attn.k_proj.bias"),
+                         v: try w.matrix(p + "self_attn.v_proj.weight"), vBias: try w.vector(p + "self_attn.v_proj.bias"),
+                         o: try w.matrix(p + "self_attn.o_proj.weight"),
+                         gate: try w.matrix(p + "mlp.gate_proj.weight"),
+                         up: try w.matrix(p + "mlp.up_proj.weight"),
+                         down: try w.matrix(p + "mlp.down_proj.weight"))
         }
-        norm = try vector(prefix + "norm.weight")
-        embed = try embedding.converted(to: computeType == .bf16 ? .bf16 : .f32)
-        if tieWordEmbeddings {
-            head = embed
-        } else {
-            // Untied: the head is its own tensor; using the embedding in its place would be a
-            // different model.
-            head = try matrix("lm_head.weight", [c.vocabSize, h])
-        }
+        (norm, embed, head) = try w.ends(tied: tieWordEmbeddings)
     }
 
     /// Embedding rows of `ids` [T, hidden] (f32).
-    public func embed(_ ids: [Int]) throws -> Tensor {
-        let h = config.hiddenSize
-        let out = try Tensor(uninitialized: [ids.count, h], what: "prompt embeddings")
-        let row = embed.dtype.size * h
-        for (r, id) in ids.enumerated() {
-            guard id >= 0 && id < config.vocabSize else { throw VLMError.invalidInput("token id \(id) is outside the vocabulary (\(config.vocabSize))") }
-            let one = WeightTensor(name: "embed", dtype: embed.dtype, shape: [h], data: Data(bytes: embed.pointer + id * row, count: row))
-            try Convert.toF32(one, into: out.pointer + r * h)
-        }
-        return out
-    }
+    public func embed(_ ids: [Int]) throws -> Tensor { try DecoderWorkspace.embed(ids, table: embed) }
 
     /// Runs `x` [T, hidden] (embeddings of the next T tokens) through the decoder, appending their
     /// keys and values to `cache`; cos/sin [T, headDim] are their M-RoPE rotations. Returns the
@@ -275,8 +222,9 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
         try segments.check(rows: t, layers: layers.count, width: kvw)
         let rowwise = segments.single == nil
         let eps = Float(c.rmsNormEps)
-        forwardLock.lock()
-        defer { forwardLock.unlock() }
+        workspace.lock.lock()
+        defer { workspace.lock.unlock() }
+        let buffer = workspace.buffer
         let normed = try buffer("normed", [t, h])
         let q = try buffer("q", [t, heads * hd])
         let gate = try buffer("gate", [t, c.intermediateSize]), up = try buffer("up", [t, c.intermediateSize])
@@ -322,10 +270,7 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
     /// Logits [rows, vocab] of hidden states [rows, hidden]; `rowwise`: each row as a one-row
     /// product computes it (batched decoding).
     public func logits(_ hidden: Tensor, rowwise: Bool = false) throws -> Tensor {
-        let rows = hidden.shape[0]
-        let y = try Tensor(uninitialized: [rows, head.shape[0]], what: "logits")
-        try Linear.forward(hidden, head, into: y, rows: rows, rowwise: rowwise, pool: pool)
-        return y
+        try DecoderWorkspace.logits(hidden, head: head, rowwise: rowwise, pool: pool)
     }
 }
 
