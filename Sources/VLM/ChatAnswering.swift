@@ -50,7 +50,6 @@ final class ChatBatch<Model: MRoPEDecoderModel>: AnswerBatch {
     var capacity: Int { decoding.capacity }
     var activeCount: Int { decoding.activeCount }
     var waitingCount: Int { decoding.waitingCount }
-    var cacheBytes: Int { decoding.cacheBytes }
     var peakCacheBytes: Int { decoding.peakCacheBytes }
 
     func submit(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,

@@ -257,23 +257,6 @@ public final class PrefixSession<Model: MRoPEDecoderModel>: @unchecked Sendable 
         }
     }
 
-    /// Answers to several continuations of the prefix, decoded together (`parameters.batch` at a
-    /// time); each the same as `generate` gives it alone. `onToken(i, id)`, `onDone(i)` per continuation.
-    public func generate(continuations: [[Int]], parameters: GenerationParameters,
-                         onToken: (Int, Int) -> Void = { _, _ in }, onDone: (Int) -> Void = { _ in }) throws -> [[Int]] {
-        try withoutActuallyEscaping(onToken) { onToken in
-            try withoutActuallyEscaping(onDone) { onDone in
-                let batch = DecodeBatch<Model>(capacity: parameters.batch)
-                var results = [[Int]](repeating: [], count: continuations.count)
-                for (i, c) in continuations.enumerated() {
-                    try batch.add(self, continuation: c, parameters: parameters, onToken: { onToken(i, $0) }) { results[i] = $0; onDone(i) }
-                }
-                while try batch.step() {}
-                return results
-            }
-        }
-    }
-
     /// The first forward of a continuation: a fork of the prefix cache with room for the
     /// answer, the continuation run into it, and the state its sampling starts from.
     func start(continuation: [Int], parameters: GenerationParameters) throws -> DecodeBatch<Model>.Sequence? {
@@ -348,7 +331,7 @@ public final class DecodeBatch<Model: MRoPEDecoderModel> {
     public var waitingCount: Int { waiting.count }
     public var isEmpty: Bool { active.isEmpty && waiting.isEmpty }
     /// Bytes of the active sequences' KV caches, now and at most so far.
-    public var cacheBytes: Int { active.reduce(0) { $0 + $1.cache.bytes } }
+    private var cacheBytes: Int { active.reduce(0) { $0 + $1.cache.bytes } }
     public private(set) var peakCacheBytes = 0
 
     /// Queues the answer to `continuation` after `session`'s prefix; `onDone` receives its tokens

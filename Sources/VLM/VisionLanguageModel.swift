@@ -129,8 +129,7 @@ public protocol AnswerBatch: AnyObject {
     /// Sequences decoding now, and queued for a place.
     var activeCount: Int { get }
     var waitingCount: Int { get }
-    /// Bytes held by the decoding sequences' KV caches, now and at most so far.
-    var cacheBytes: Int { get }
+    /// The most bytes the decoding sequences' KV caches held at once.
     var peakCacheBytes: Int { get }
     /// `onToken(i, id)` sees each token of prompt i, `onPromptDone(i)` its end.
     func submit(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
@@ -151,6 +150,19 @@ extension AnswerBatch {
 public protocol EncoderBackedModel: VisionLanguageModel {
     associatedtype Encoder: VisualEncoder
     var encoder: Encoder { get }
+}
+
+/// Something loaded from a checkpoint directory: a family, its encoder.
+public protocol CheckpointLoadable {
+    init(directory: String, dtype: ComputeDType?) throws
+}
+
+extension EncoderBackedModel where Self: CheckpointLoadable, Encoder: CheckpointLoadable {
+    public static func load(directory: String, dtype: ComputeDType?) throws -> Self { try Self(directory: directory, dtype: dtype) }
+
+    public static func loadEncoder(directory: String, dtype: ComputeDType?) throws -> any VisualEncoder {
+        try Encoder(directory: directory, dtype: dtype)
+    }
 }
 
 extension EncoderBackedModel {

@@ -6,7 +6,7 @@ import Tokenizers
 /// Qwen2.5-VL's visual half: Qwen2-VL's processors (its video and image settings) and the
 /// window-attention vision tower. A video's input carries its sampling rate, from which its
 /// temporal patches get absolute time positions (`second_per_grid_ts`).
-public final class Qwen25VLEncoder: VisualEncoder, @unchecked Sendable {
+public final class Qwen25VLEncoder: VisualEncoder, CheckpointLoadable, @unchecked Sendable {
     public let files: Qwen25VLModelFiles
     public let vision: Qwen25VLVision
     let videoProcessor: Qwen2VLProcessor
@@ -56,7 +56,7 @@ public final class Qwen25VLEncoder: VisualEncoder, @unchecked Sendable {
 
 /// Qwen2.5-VL behind the model seam: Qwen2-VL's decoder and chat template, the window-attention
 /// tower, absolute-time M-RoPE.
-public final class Qwen25VLFamily: EncoderBackedModel, @unchecked Sendable {
+public final class Qwen25VLFamily: EncoderBackedModel, CheckpointLoadable, @unchecked Sendable {
     public static let modelTypes = ["qwen2_5_vl"]
     public static let family = "Qwen2.5-VL"
 
@@ -66,14 +66,6 @@ public final class Qwen25VLFamily: EncoderBackedModel, @unchecked Sendable {
     public let encoder: Qwen25VLEncoder
     public var directory: String { model.files.directory }
     public var contextLength: Int { model.contextLength }
-
-    public static func load(directory: String, dtype: ComputeDType?) throws -> Qwen25VLFamily {
-        try Qwen25VLFamily(directory: directory, dtype: dtype)
-    }
-
-    public static func loadEncoder(directory: String, dtype: ComputeDType?) throws -> any VisualEncoder {
-        try Qwen25VLEncoder(directory: directory, dtype: dtype)
-    }
 
     public init(directory: String, dtype: ComputeDType? = nil) throws {
         model = try Qwen25VLModel(directory: directory, dtype: dtype)

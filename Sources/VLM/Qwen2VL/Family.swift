@@ -4,7 +4,7 @@ import Tensors
 import Tokenizers
 
 /// Qwen2-VL's visual half: its processors (video and image settings) and its vision tower.
-public final class Qwen2VLEncoder: VisualEncoder, @unchecked Sendable {
+public final class Qwen2VLEncoder: VisualEncoder, CheckpointLoadable, @unchecked Sendable {
     public let files: Qwen2VLModelFiles
     public let vision: Qwen2VLVision
     let videoProcessor: Qwen2VLProcessor
@@ -47,7 +47,7 @@ public final class Qwen2VLEncoder: VisualEncoder, @unchecked Sendable {
 
 /// Qwen2-VL behind the model seam: `Qwen2VLModel` (vision tower and decoder), the checkpoint's
 /// tokenizer, its video and image processors, and the shared-prefix sessions of Generation.swift.
-public final class Qwen2VLFamily: EncoderBackedModel, @unchecked Sendable {
+public final class Qwen2VLFamily: EncoderBackedModel, CheckpointLoadable, @unchecked Sendable {
     public static let modelTypes = ["qwen2_vl"]
     public static let family = "Qwen2-VL"
 
@@ -57,14 +57,6 @@ public final class Qwen2VLFamily: EncoderBackedModel, @unchecked Sendable {
     public let encoder: Qwen2VLEncoder
     public var directory: String { model.files.directory }
     public var contextLength: Int { model.contextLength }
-
-    public static func load(directory: String, dtype: ComputeDType?) throws -> Qwen2VLFamily {
-        try Qwen2VLFamily(directory: directory, dtype: dtype)
-    }
-
-    public static func loadEncoder(directory: String, dtype: ComputeDType?) throws -> any VisualEncoder {
-        try Qwen2VLEncoder(directory: directory, dtype: dtype)
-    }
 
     public init(directory: String, dtype: ComputeDType? = nil) throws {
         model = try Qwen2VLModel(directory: directory, dtype: dtype)

@@ -7,7 +7,7 @@ import Tokenizers
 /// tower. Videos are sampled by its video processor's rule (`FrameRule.uniform` within its
 /// min/max frames) and sized as one frame stack (factor patch × merge, t̄·h·w within its
 /// `size`); a video's input carries the time of each temporal patch, which its prompt states.
-public final class Qwen3VLEncoder: VisualEncoder, @unchecked Sendable {
+public final class Qwen3VLEncoder: VisualEncoder, CheckpointLoadable, @unchecked Sendable {
     public let files: Qwen3VLModelFiles
     public let vision: Qwen3VLVision
     let processor: Qwen3VLProcessor
@@ -78,7 +78,7 @@ public final class Qwen3VLEncoder: VisualEncoder, @unchecked Sendable {
 /// Qwen3-VL behind the model seam: `Qwen3VLModel` (DeepStack vision tower, Qwen3 decoder,
 /// interleaved M-RoPE), the checkpoint's tokenizer, its processors, Qwen3-VL's chat template (no
 /// default system turn) with timestamped video frames in the released (transformers 4.57) layout.
-public final class Qwen3VLFamily: EncoderBackedModel, @unchecked Sendable {
+public final class Qwen3VLFamily: EncoderBackedModel, CheckpointLoadable, @unchecked Sendable {
     public static let modelTypes = ["qwen3_vl"]
     public static let family = "Qwen3-VL"
 
@@ -88,14 +88,6 @@ public final class Qwen3VLFamily: EncoderBackedModel, @unchecked Sendable {
     public let encoder: Qwen3VLEncoder
     public var directory: String { model.files.directory }
     public var contextLength: Int { model.contextLength }
-
-    public static func load(directory: String, dtype: ComputeDType?) throws -> Qwen3VLFamily {
-        try Qwen3VLFamily(directory: directory, dtype: dtype)
-    }
-
-    public static func loadEncoder(directory: String, dtype: ComputeDType?) throws -> any VisualEncoder {
-        try Qwen3VLEncoder(directory: directory, dtype: dtype)
-    }
 
     public init(directory: String, dtype: ComputeDType? = nil) throws {
         model = try Qwen3VLModel(directory: directory, dtype: dtype)
