@@ -305,6 +305,212 @@ RQ_INLINE void gemv_f16_body(const uint16_t *w, const float *x, float *y, size_t
 }
 RQ_MULTIVERSION(gemv_f16, (const uint16_t *w, const float *x, float *y, size_t cols, size_t r0, size_t r1), (w, x, y, cols, r0, r1))
 
+// ---- int8 weights × int8 activations ----------------------------------------------------------
+// Weights: symmetric int8 per output row, scale = max|w| / 127. Activations: per row, scale =
+// max|x| / 127, stored as u8 = q + 128 (VNNI multiplies unsigned by signed bytes); the 128 · Σw
+// the offset adds is taken off with each weight row's precomputed sum. Integer sums are exact,
+// so every kernel here (and a GEMM's s32 accumulators) gives a row the same value, whatever the
+// order, the batch or the CPU; the float epilogue is one expression, written once.
+
+/// (Σ x·w − 128·Σw) · (scale_x · scale_w): the epilogue every int8 product applies.
+/// Written without reassociation (as every int8 expression that rounds), so that no kernel
+/// computes it in another order.
+RQ_INLINE float s8_epilogue(int32_t acc, int32_t wsum, float xs, float ws) {
+#pragma clang fp reassociate(off)
+    return (float)(acc - 128 * wsum) * (xs * ws);
+}
+
+/// Quantizes one row: returns 0, or 1 when it holds inf or NaN (then its scale is NaN and its
+/// values 0: every product with it is NaN, as a float product would be).
+RQ_INLINE int quantize_row(const float *x, size_t n, int8_t *q, float *scale) {
+    float amax = 0, chk = 0;
+    for (size_t k = 0; k < n; k++) {
+        float a = fabsf(x[k]);
+        amax = a > amax ? a : amax;
+        chk += x[k] * 0.0f; // NaN iff some value is inf or NaN
+    }
+    if (chk != 0.0f) {
+        for (size_t k = 0; k < n; k++) q[k] = 0;
+        *scale = NAN;
+        return 1;
+    }
+    if (amax == 0.0f) {
+        for (size_t k = 0; k < n; k++) q[k] = 0;
+        *scale = 0.0f;
+        return 0;
+    }
+    float inv = 127.0f / amax;
+    for (size_t k = 0; k < n; k++) {
+#pragma clang fp reassociate(off)
+        // x · (127 / max), as written: reassociated to (x · 127) / max it rounds differently.
+        float v = __builtin_rintf(x[k] * inv); // nearest, ties to even
+        v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+        q[k] = (int8_t)(int32_t)v;
+    }
+    {
+#pragma clang fp reassociate(off)
+        *scale = amax / 127.0f;
+    }
+    return 0;
+}
+
+RQ_INLINE void quantize_activations_body(const float *x, size_t rows, size_t cols, uint8_t *q, float *scales) {
+    for (size_t r = 0; r < rows; r++) {
+        int8_t *qr = (int8_t *)(q + r * cols);
+        quantize_row(x + r * cols, cols, qr, scales + r);
+        uint8_t *ur = q + r * cols;
+        for (size_t k = 0; k < cols; k++) ur[k] = (uint8_t)((int32_t)qr[k] + 128);
+    }
+}
+RQ_MULTIVERSION(quantize_activations, (const float *x, size_t rows, size_t cols, uint8_t *q, float *scales), (x, rows, cols, q, scales))
+
+RQ_INLINE void quantize_weights_v_body(const float *w, size_t rows, size_t cols, int8_t *q, float *scales, int32_t *sums,
+                                     size_t *bad) {
+    size_t n = 0;
+    for (size_t r = 0; r < rows; r++) {
+        n += (size_t)quantize_row(w + r * cols, cols, q + r * cols, scales + r);
+        int32_t s = 0;
+        for (size_t k = 0; k < cols; k++) s += q[r * cols + k];
+        sums[r] = s;
+    }
+    *bad = n;
+}
+RQ_MULTIVERSION(quantize_weights_v, (const float *w, size_t rows, size_t cols, int8_t *q, float *scales, int32_t *sums, size_t *bad),
+                (w, rows, cols, q, scales, sums, bad))
+size_t rq_quantize_weights(const float *w, size_t rows, size_t cols, int8_t *q, float *scales, int32_t *sums) {
+    size_t bad = 0;
+    rq_quantize_weights_v(w, rows, cols, q, scales, sums, &bad);
+    return bad;
+}
+
+RQ_INLINE void gemm_small_s8_body(const int8_t *w, const float *ws, const int32_t *wsum, const uint8_t *x, const float *xs,
+                                  float *y, size_t batch, size_t rows, size_t cols, size_t r0, size_t r1) {
+    for (size_t r = r0; r < r1; r++) {
+        const int8_t *row = w + r * cols;
+        for (size_t b = 0; b < batch; b++) {
+            const uint8_t *xb = x + b * cols;
+            int32_t s = 0;
+            for (size_t k = 0; k < cols; k++) s += (int32_t)xb[k] * (int32_t)row[k];
+            y[b * rows + r] = s8_epilogue(s, wsum[r], xs[b], ws[r]);
+        }
+    }
+}
+
+RQ_INLINE void dequantize_s32_body(const int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, float *y,
+                                   size_t rows, size_t n) {
+    // y may be acc's own memory: each element is read before it is written.
+    for (size_t m = 0; m < rows; m++)
+#pragma clang loop vectorize(assume_safety)
+        for (size_t j = 0; j < n; j++) y[m * n + j] = s8_epilogue(acc[m * n + j], wsum[j], xs[m], ws[j]);
+}
+RQ_MULTIVERSION(dequantize_s32, (const int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, float *y, size_t rows, size_t n),
+                (acc, ws, wsum, xs, y, rows, n))
+
+#if RQ_X86
+#define RQ_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
+
+/// R weight rows × NB activation rows (compile-time counts at every call, so the accumulators
+/// stay in registers): 64 bytes a step with `vpdpbusd`, the last partial step masked.
+/// `prefetch`: the next group of R rows, R cache lines a step (into L1 for short rows, L2 for
+/// long ones).
+static inline __attribute__((always_inline)) RQ_AVX512VNNI void block_s8_vnni(
+        const int8_t *w, const float *ws, const int32_t *wsum, const uint8_t *x, const float *xs, float *y,
+        size_t rows, size_t cols, const int R, const int NB, int prefetch) {
+    __m512i acc[4][4];
+    for (int i = 0; i < R; i++)
+        for (int b = 0; b < NB; b++) acc[i][b] = _mm512_setzero_si512();
+    const char *pf = (const char *)(w + (size_t)R * cols);
+    int near = cols <= 4096;
+    size_t kv = cols / 64 * 64;
+    for (size_t k = 0; k < kv; k += 64) {
+        if (prefetch) {
+            if (near) for (int i = 0; i < R; i++) _mm_prefetch(pf + i * 64, _MM_HINT_T0);
+            else for (int i = 0; i < R; i++) _mm_prefetch(pf + i * 64, _MM_HINT_T1);
+            pf += R * 64;
+        }
+        __m512i wv[4];
+        for (int i = 0; i < R; i++) wv[i] = _mm512_loadu_si512((const void *)(w + i * cols + k));
+        for (int b = 0; b < NB; b++) {
+            __m512i xv = _mm512_loadu_si512((const void *)(x + b * cols + k));
+            for (int i = 0; i < R; i++) acc[i][b] = _mm512_dpbusd_epi32(acc[i][b], xv, wv[i]);
+        }
+    }
+    if (kv < cols) {
+        __mmask64 m = _cvtu64_mask64(~0ULL >> (64 - (cols - kv)));
+        __m512i wv[4];
+        for (int i = 0; i < R; i++) wv[i] = _mm512_maskz_loadu_epi8(m, (const void *)(w + i * cols + kv));
+        for (int b = 0; b < NB; b++) {
+            __m512i xv = _mm512_maskz_loadu_epi8(m, (const void *)(x + b * cols + kv));
+            for (int i = 0; i < R; i++) acc[i][b] = _mm512_dpbusd_epi32(acc[i][b], xv, wv[i]);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int b = 0; b < NB; b++) y[b * rows + i] = s8_epilogue(_mm512_reduce_add_epi32(acc[i][b]), wsum[i], xs[b], ws[i]);
+}
+
+static RQ_AVX512VNNI void gemm_small_s8_vnni(const int8_t *w, const float *ws, const int32_t *wsum, const uint8_t *x,
+                                             const float *xs, float *y, size_t batch, size_t rows, size_t cols, size_t r0, size_t r1) {
+    size_t r = r0;
+    if (batch == 1) {
+        // One vector: four rows a step (four independent sums in flight).
+        for (; r + 4 <= r1; r += 4)
+            block_s8_vnni(w + r * cols, ws + r, wsum + r, x, xs, y + r, rows, cols, 4, 1, 1);
+    } else {
+        // Several vectors: two rows × up to four vectors share each step's loads.
+        for (; r + 2 <= r1; r += 2) {
+            for (size_t b0 = 0; b0 < batch; b0 += 4) {
+                const uint8_t *xb = x + b0 * cols;
+                float *yb = y + b0 * rows + r;
+                int first = b0 == 0; // later blocks find the pair in cache
+                switch (batch - b0 < 4 ? batch - b0 : 4) {
+                case 1: block_s8_vnni(w + r * cols, ws + r, wsum + r, xb, xs + b0, yb, rows, cols, 2, 1, first); break;
+                case 2: block_s8_vnni(w + r * cols, ws + r, wsum + r, xb, xs + b0, yb, rows, cols, 2, 2, first); break;
+                case 3: block_s8_vnni(w + r * cols, ws + r, wsum + r, xb, xs + b0, yb, rows, cols, 2, 3, first); break;
+                default: block_s8_vnni(w + r * cols, ws + r, wsum + r, xb, xs + b0, yb, rows, cols, 2, 4, first); break;
+                }
+            }
+        }
+    }
+    for (; r < r1; r++)
+        for (size_t b = 0; b < batch; b++)
+            block_s8_vnni(w + r * cols, ws + r, wsum + r, x + b * cols, xs + b, y + b * rows + r, rows, cols, 1, 1, 0);
+}
+
+static int rq_vnni = -1;
+int rq_has_vnni(void) {
+    if (rq_cpu_level() < 2) return 0;
+    int v = __atomic_load_n(&rq_vnni, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512vnni") ? 1 : 0;
+        __atomic_store_n(&rq_vnni, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+static RQ_AVX512 void gemm_small_s8_avx512(const int8_t *w, const float *ws, const int32_t *wsum, const uint8_t *x, const float *xs,
+                                           float *y, size_t batch, size_t rows, size_t cols, size_t r0, size_t r1) {
+    gemm_small_s8_body(w, ws, wsum, x, xs, y, batch, rows, cols, r0, r1);
+}
+static RQ_AVX2 void gemm_small_s8_avx2(const int8_t *w, const float *ws, const int32_t *wsum, const uint8_t *x, const float *xs,
+                                       float *y, size_t batch, size_t rows, size_t cols, size_t r0, size_t r1) {
+    gemm_small_s8_body(w, ws, wsum, x, xs, y, batch, rows, cols, r0, r1);
+}
+#else
+int rq_has_vnni(void) { return 0; }
+#endif
+
+void rq_gemm_small_s8(const int8_t *w, const float *ws, const int32_t *wsum, const uint8_t *x, const float *xs, float *y,
+                      size_t batch, size_t rows, size_t cols, size_t r0, size_t r1) {
+#if RQ_X86
+    if (rq_has_vnni()) { gemm_small_s8_vnni(w, ws, wsum, x, xs, y, batch, rows, cols, r0, r1); return; }
+    int l = rq_cpu_level();
+    if (l >= 2) { gemm_small_s8_avx512(w, ws, wsum, x, xs, y, batch, rows, cols, r0, r1); return; }
+    if (l == 1) { gemm_small_s8_avx2(w, ws, wsum, x, xs, y, batch, rows, cols, r0, r1); return; }
+#endif
+    gemm_small_s8_body(w, ws, wsum, x, xs, y, batch, rows, cols, r0, r1);
+}
+
 RQ_INLINE void sum_f32_v_body(const float *x, size_t n, double *out) {
     float s0 = 0;
     for (size_t i = 0; i < n; i++) s0 += x[i];

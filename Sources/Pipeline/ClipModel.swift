@@ -13,8 +13,8 @@ public final class ClipModel: @unchecked Sendable {
     public var directory: String { model.directory }
     public var tokenizer: Tokenizer { model.tokenizer }
 
-    public convenience init(directory: String, dtype: ComputeDType?, generation: PipelineSpec.Generation) throws {
-        try self.init(directory: directory, dtype: dtype,
+    public convenience init(directory: String, dtype: ComputeDType?, visionDType: ComputeDType? = nil, generation: PipelineSpec.Generation) throws {
+        try self.init(directory: directory, dtype: dtype, visionDType: visionDType,
                       parameters: GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
                                                        topK: generation.topK, topP: generation.topP,
                                                        repetitionPenalty: generation.repetitionPenalty, seed: generation.seed,
@@ -22,8 +22,8 @@ public final class ClipModel: @unchecked Sendable {
     }
 
     /// The family adds its stop tokens (the checkpoint's eos ids, <|im_end|>, <|endoftext|>).
-    public convenience init(directory: String, dtype: ComputeDType?, parameters: GenerationParameters) throws {
-        self.init(model: try ModelRegistry.load(directory: directory, dtype: dtype), parameters: parameters)
+    public convenience init(directory: String, dtype: ComputeDType?, visionDType: ComputeDType? = nil, parameters: GenerationParameters) throws {
+        self.init(model: try ModelRegistry.load(directory: directory, dtype: dtype, visionDType: visionDType), parameters: parameters)
     }
 
     /// A loaded model with these generation settings (one model, several settings: `bench pipeline`).

@@ -231,11 +231,11 @@ public final class Runner: @unchecked Sendable {
         let configBytes = FileManager.default.contents(atPath: (modelDirectory as NSString).appendingPathComponent("config.json")) ?? Data()
         let tokenizerBytes = FileManager.default.contents(atPath: (modelDirectory as NSString).appendingPathComponent("tokenizer.json")) ?? Data()
         struct Settings: Encodable {
-            var model: String, modelConfig: UInt64, tokenizer: UInt64, dtype: String?
+            var model: String, modelConfig: UInt64, tokenizer: UInt64, dtype: String?, visionDType: String?
             var sampling: PipelineSpec.Sampling, clips: PipelineSpec.Clips, prompts: PipelineSpec.Prompts, generation: PipelineSpec.Generation
         }
         let s = Settings(model: modelDirectory, modelConfig: Scan.fnv1a(configBytes), tokenizer: Scan.fnv1a(tokenizerBytes), dtype: spec.dtype,
-                         sampling: spec.sampling, clips: spec.clips, prompts: spec.prompts, generation: spec.generation)
+                         visionDType: spec.visionDType.flatMap { $0 == spec.dtype ? nil : $0 }, sampling: spec.sampling, clips: spec.clips, prompts: spec.prompts, generation: spec.generation)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         let data = try e.encode(s)
@@ -340,7 +340,8 @@ public final class Runner: @unchecked Sendable {
 
         let dtype = spec.dtype.flatMap(ComputeDType.init(rawValue:))
         let loadStart = DispatchTime.now().uptimeNanoseconds
-        let model = try ClipModel(directory: modelDirectory, dtype: dtype, generation: spec.generation)
+        let model = try ClipModel(directory: modelDirectory, dtype: dtype, visionDType: spec.visionDType.flatMap(ComputeDType.init(rawValue:)),
+                                  generation: spec.generation)
         report.loading = Double(DispatchTime.now().uptimeNanoseconds - loadStart) / 1e9
         try checkPromptLengths(model)
         report.setup = Double(loadStart - t0) / 1e9

@@ -62,21 +62,23 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
     public var clips = Clips()
     /// The checkpoint directory; nil: the bundled demo model (`ClipModel.defaultDirectory`).
     public var model: String?
-    /// f32 or bf16 (default: the checkpoint's).
+    /// f32, bf16 or int8 (default: the checkpoint's).
     public var dtype: String?
+    /// The vision tower's precision (default: `dtype`), e.g. bf16 with `dtype: int8`.
+    public var visionDType: String?
     public var prompts = Prompts()
     public var generation = Generation()
     public var output = Output()
     /// Where relative paths are resolved from (the spec's folder; not a YAML key).
     public var baseDirectory: String = FileManager.default.currentDirectoryPath
 
-    enum CodingKeys: String, CodingKey { case inputs, sampling, clips, model, dtype, prompts, generation, output }
+    enum CodingKeys: String, CodingKey { case inputs, sampling, clips, model, dtype, visionDType = "vision_dtype", prompts, generation, output }
 
     public init() {}
 
     /// The allowed keys of each section, for unknown-key errors.
     static let allowed: [String: [String]] = [
-        "": ["inputs", "sampling", "clips", "model", "dtype", "prompts", "generation", "output"],
+        "": ["inputs", "sampling", "clips", "model", "dtype", "vision_dtype", "prompts", "generation", "output"],
         "inputs": ["paths", "recursive", "extensions"],
         "sampling": ["fps", "min_pixels", "max_pixels", "total_pixels", "max_frames"],
         "clips": ["seconds", "overlap", "min_remainder"],
@@ -187,7 +189,10 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
             throw bad("clips.overlap", "clips must advance by at least \(Self.minimumClipStride) s (seconds − overlap), got \(clips.seconds - clips.overlap)")
         }
         if let r = clips.minRemainder, r < 0 { throw bad("clips.min_remainder", "must be ≥ 0, got \(r)") }
-        if let d = dtype, !["f32", "bf16"].contains(d) { throw bad("dtype", "must be one of f32, bf16; got '\(d)'") }
+        let precisions = ComputeDType.allCases.map(\.rawValue)
+        for (key, value) in [("dtype", dtype), ("vision_dtype", visionDType)] {
+            if let d = value, !precisions.contains(d) { throw bad(key, "must be one of \(precisions.joined(separator: ", ")); got '\(d)'") }
+        }
         guard !prompts.description.isEmpty else { throw bad("prompts.description", "must not be empty") }
         // Prompts are text: chat-format tokens in them would be read as the template's own.
         for (key, text) in [("prompts.description", prompts.description), ("prompts.summary", prompts.summary)]
@@ -339,6 +344,7 @@ extension PipelineSpec {
         clips = try c.decodeIfPresent(Clips.self, forKey: .clips) ?? clips
         model = try c.decodeIfPresent(String.self, forKey: .model)
         dtype = try c.decodeIfPresent(String.self, forKey: .dtype)
+        visionDType = try c.decodeIfPresent(String.self, forKey: .visionDType)
         prompts = try c.decodeIfPresent(Prompts.self, forKey: .prompts) ?? prompts
         generation = try c.decodeIfPresent(Generation.self, forKey: .generation) ?? generation
         output = try c.decodeIfPresent(Output.self, forKey: .output) ?? output

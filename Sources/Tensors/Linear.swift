@@ -10,6 +10,11 @@ import Foundation
 /// (as PyTorch computes a bf16 model), with f32 accumulation: few rows (decoding) use the bf16
 /// GEMV kernels, which read each weight once per step; many rows (prefill, vision) use oneDNN
 /// where it has bf16 products (AVX-512), else OpenBLAS on the same bf16 values widened to f32.
+///
+/// int8 weights (`quantize`: symmetric, one scale per output row) multiply activations quantized
+/// per row (symmetric, one scale per row) with integer sums: few rows through reelql's VNNI
+/// kernels, many rows through oneDNN's u8 × s8 → s32 GEMM; the sums are exact, so both give
+/// every row the same value, and a row never depends on the others.
 public enum Linear {
     /// Rows at or below this count use the GEMV kernels rather than a GEMM.
     public static let gemvRows = 8
@@ -51,6 +56,10 @@ public enum Linear {
                 let xb = x.pointer + b * k, yb = y.pointer + b * n
                 pool.parallelRanges(n, grain: 64) { r in rq_gemv_f16(wp, xb, yb, k, r.lowerBound, r.upperBound) }
             }
+        case .i8 where m <= gemvRows || rowwise || !OneDNN.shared.int8Products:
+            try gemvS8(x: x.pointer, batch: m, w: w, y: y.pointer, pool: pool)
+        case .i8:
+            try gemmS8(x: x.pointer, m: m, w: w, y: y.pointer, pool: pool)
         case .f16:
             // No f16 matmul on this CPU class: widen the weight for this product.
             let wide = try w.toF32()
@@ -67,14 +76,128 @@ public enum Linear {
     /// a typical row count). Products of ≤ `gemvRows` rows still read the original. bf16 only;
     /// other dtypes are returned as they are.
     public static func pack(_ w: WeightTensor, rows: Int = 1024) throws -> WeightTensor {
+        if w.dtype == .i8 { return try packInt8(w, rows: rows) }
         guard w.dtype == .bf16, w.shape.count == 2, w.packed == nil, OneDNN.shared.bf16Products else { return w }
         let n = w.shape[0], k = w.shape[1]
-        let p = try OneDNN.shared.pack(bf16: w.pointer, k: k, n: n, rows: rows)
+        let p = try OneDNN.shared.pack(weights: w.pointer, type: dnnl_bf16, k: k, n: n, rows: rows)
         var packed = w
         packed.packed = PackedWeight(desc: p.desc, bytes: p.bytes, size: p.size, key: "packed[\(k)x\(n)@\(rows)]")
         // The original stays readable (small products use it) but need not stay resident.
         w.releasePages()
         return packed
+    }
+
+    /// The int8 weight with a copy in oneDNN's blocked layout for products of many rows (where
+    /// oneDNN has int8 products); the plain rows stay for products of few rows.
+    static func packInt8(_ w: WeightTensor, rows: Int) throws -> WeightTensor {
+        guard w.packed == nil, OneDNN.shared.int8Products, let n = w.shape.first, n > 0 else { return w }
+        let k = w.count / n
+        let p = try OneDNN.shared.pack(weights: w.pointer, type: dnnl_s8, k: k, n: n, rows: rows)
+        var packed = w
+        packed.packed = PackedWeight(desc: p.desc, bytes: p.bytes, size: p.size, key: "packed-s8[\(k)x\(n)@\(rows)]")
+        return packed
+    }
+
+    /// Longest rows an int8 product takes: its integer sums stay exact in 32 bits.
+    public static let int8MaxColumns = 65_536
+
+    /// The weight (any precision, [rows, …]) as symmetric int8 with one scale per row (its largest
+    /// magnitude / 127) and its rows' sums. A row holding inf or NaN is an error naming the weight.
+    public static func quantize(_ w: WeightTensor, pool: ThreadPool = .shared) throws -> WeightTensor {
+        if w.dtype == .i8, w.quantization != nil { return w }
+        guard w.shape.count >= 2, let n = w.shape.first, n > 0 else {
+            throw TensorError.shapeMismatch(operation: "int8 quantization of \(w.name)", expected: "[rows, columns…]", got: "\(w.shape)")
+        }
+        let k = w.count / n
+        guard k > 0, k <= int8MaxColumns else {
+            throw TensorError.shapeMismatch(operation: "int8 quantization of \(w.name)", expected: "1…\(int8MaxColumns) columns", got: "\(w.shape)")
+        }
+        guard [.f32, .bf16, .f16].contains(w.dtype) else {
+            throw TensorError.unsupportedDType(operation: "int8 quantization of '\(w.name)'", dtype: w.dtype.rawValue)
+        }
+        let bytes = try AlignedBytes(byteCount: n * k, what: "int8 copy of \(w.name)")
+        let rows = try Int8Rows(count: n, what: w.name)
+        let q = bytes.pointer.assumingMemoryBound(to: Int8.self)
+        // Rows in chunks, each widened to f32 in its own buffer (one chunk per worker at a time).
+        let chunk = max(1, min(n, (1 << 20) / k))
+        let failed = UnsafeMutablePointer<Int>.allocate(capacity: 2)
+        defer { failed.deallocate() }
+        failed.initialize(repeating: 0, count: 2) // [rows with inf/NaN, chunks without memory]
+        let lock = NSLock()
+        pool.parallelRanges((n + chunk - 1) / chunk) { range in
+            guard let f = malloc(chunk * k * 4)?.assumingMemoryBound(to: Float.self) else {
+                lock.withLock { failed[1] += 1 }
+                return
+            }
+            defer { free(f) }
+            for c in range {
+                let r0 = c * chunk, count = min(chunk, n - r0), src = w.pointer + r0 * k * w.dtype.size
+                switch w.dtype {
+                case .bf16: rq_bf16_to_f32(src.assumingMemoryBound(to: UInt16.self), f, count * k)
+                case .f16: rq_f16_to_f32(src.assumingMemoryBound(to: UInt16.self), f, count * k)
+                default: f.update(from: src.assumingMemoryBound(to: Float.self), count: count * k)
+                }
+                let bad = rq_quantize_weights(f, count, k, q + r0 * k, rows.scales + r0, rows.sums + r0)
+                if bad > 0 { lock.withLock { failed[0] += bad } }
+            }
+        }
+        guard failed[1] == 0 else { throw TensorError.allocationFailed(what: "int8 quantization of \(w.name)", size: "\(chunk * k * 4) bytes") }
+        guard failed[0] == 0 else {
+            throw TensorError.backend(operation: "int8 quantization of \(w.name)", reason: "\(failed[0]) rows hold inf or NaN")
+        }
+        var out = WeightTensor(name: w.name, dtype: .i8, shape: w.shape, pointer: UnsafeRawPointer(bytes.pointer), owner: bytes)
+        out.quantization = rows
+        return out
+    }
+
+    /// The activation rows x [m, k] quantized (u8 with offset 128, one scale per row) for `body`.
+    static func withQuantizedRows<R>(_ x: UnsafePointer<Float>, rows m: Int, cols k: Int, pool: ThreadPool,
+                                     _ body: (UnsafePointer<UInt8>, UnsafePointer<Float>) throws -> R) throws -> R {
+        try ScratchPool.shared.withBuffer(bytes: m * k + m * 4 + 64) { raw in
+            let xs = raw.assumingMemoryBound(to: Float.self)
+            let xq = (raw + (m * 4 + 63) / 64 * 64).assumingMemoryBound(to: UInt8.self)
+            pool.parallelRanges(m, grain: max(1, (1 << 14) / max(1, k))) { r in
+                rq_quantize_activations(x + r.lowerBound * k, r.count, k, xq + r.lowerBound * k, xs + r.lowerBound)
+            }
+            return try body(xq, xs)
+        }
+    }
+
+    static func int8Parts(_ w: WeightTensor) throws -> (q: UnsafePointer<Int8>, rows: Int8Rows) {
+        guard let rows = w.quantization else {
+            throw TensorError.unsupportedDType(operation: "linear \(w.name) (int8 without scales; see Linear.quantize)", dtype: w.dtype.rawValue)
+        }
+        return (w.pointer.assumingMemoryBound(to: Int8.self), rows)
+    }
+
+    /// int8 weights × a few rows: reelql's kernels, each weight row read once for all of them.
+    static func gemvS8(x: UnsafePointer<Float>, batch m: Int, w: WeightTensor, y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+        let (q, rows) = try int8Parts(w)
+        let n = w.shape[0], k = w.count / n
+        try withQuantizedRows(x, rows: m, cols: k, pool: pool) { xq, xs in
+            pool.parallelRanges(n, grain: 64) { r in
+                rq_gemm_small_s8(q, rows.scales, rows.sums, xq, xs, y, m, n, k, r.lowerBound, r.upperBound)
+            }
+        }
+    }
+
+    /// int8 weights × many rows: oneDNN's u8 × s8 GEMM into s32 sums, then the kernels' epilogue.
+    static func gemmS8(x: UnsafePointer<Float>, m: Int, w: WeightTensor, y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+        let (q, rows) = try int8Parts(w)
+        let n = w.shape[0], k = w.count / n
+        try withQuantizedRows(x, rows: m, cols: k, pool: pool) { xq, xs in
+            // s32 sums in y's own memory (same size), converted in place row by row.
+            let acc = UnsafeMutableRawPointer(y)
+            try OneDNN.shared.matmul(
+                src: .init(dims: [m, k], strides: [k, 1], type: dnnl_u8, pointer: UnsafeMutableRawPointer(mutating: xq)),
+                weights: w.packed.map { .init(packed: $0.desc, key: $0.key, pointer: $0.bytes) }
+                    ?? .init(dims: [k, n], strides: [1, k], type: dnnl_s8, pointer: UnsafeMutableRawPointer(mutating: q)),
+                dst: .init(dims: [m, n], strides: [n, 1], type: dnnl_s32, pointer: acc))
+            pool.parallelRanges(m, grain: max(1, (1 << 14) / max(1, n))) { r in
+                let off = r.lowerBound * n
+                rq_dequantize_s32(acc.assumingMemoryBound(to: Int32.self) + off, rows.scales, rows.sums, xs + r.lowerBound, y + off, r.count, n)
+            }
+        }
     }
 
     /// C [m, n] = A [m, k] · Bᵀ with B [n, k], row-major, through OpenBLAS.
@@ -126,5 +249,23 @@ public enum Linear {
             pool.parallelRanges(n * k, grain: 1 << 15) { r in rq_bf16_to_f32(w + r.lowerBound, wf + r.lowerBound, r.count) }
             sgemm(m: m, n: n, k: k, a: xf, b: wf, c: y)
         }
+    }
+}
+
+/// An int8 weight's per-row scales (max |w| / 127) and sums of its int8 values (owned memory).
+public final class Int8Rows: @unchecked Sendable {
+    let scales: UnsafeMutablePointer<Float>
+    let sums: UnsafeMutablePointer<Int32>
+
+    init(count: Int, what: String) throws {
+        guard let s = malloc(max(1, count) * 4), let t = malloc(max(1, count) * 4) else {
+            throw TensorError.allocationFailed(what: "int8 scales of \(what)", size: "\(count * 8) bytes")
+        }
+        scales = s.assumingMemoryBound(to: Float.self)
+        sums = t.assumingMemoryBound(to: Int32.self)
+    }
+    deinit {
+        free(scales)
+        free(sums)
     }
 }

@@ -1,4 +1,5 @@
 import CDNNL
+import CKernels
 import Foundation
 
 /// bf16 weights reordered into oneDNN's blocked matmul layout (owned memory).
@@ -29,6 +30,10 @@ final class OneDNN: @unchecked Sendable {
     /// only with AVX-512; elsewhere (AVX2 servers) `Linear` and `Attention` widen bf16 products
     /// to f32. `REELQL_NO_ONEDNN_BF16=1` takes the widened path anywhere (tests, comparisons).
     private(set) var bf16Products = false
+    /// Whether oneDNN's u8 × s8 → s32 products are exact here: with AVX-512 VNNI (without it,
+    /// oneDNN's int8 kernels may saturate 16-bit intermediate sums). Elsewhere `Linear` uses its own
+    /// int8 kernels for every row count. `REELQL_NO_ONEDNN_INT8=1` does so anywhere.
+    private(set) var int8Products = false
 
     private init() {
         _ = ThreadPool.shared // sizes OpenMP's team before oneDNN starts it
@@ -40,6 +45,15 @@ final class OneDNN: @unchecked Sendable {
             bf16Products = (try? matmul(src: .init(dims: [2, 2], strides: [2, 1], type: dnnl_bf16, pointer: probe),
                                         weights: .init(dims: [2, 2], strides: [1, 2], type: dnnl_bf16, pointer: probe + 16),
                                         dst: .init(dims: [2, 2], strides: [2, 1], type: dnnl_f32, pointer: probe + 32))) != nil
+        }
+        if ProcessInfo.processInfo.environment["REELQL_NO_ONEDNN_INT8"] != "1", rq_has_vnni() != 0 {
+            let probe = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+            defer { probe.deallocate() }
+            probe.initializeMemory(as: UInt8.self, repeating: 1, count: 64)
+            int8Products = (try? matmul(src: .init(dims: [2, 4], strides: [4, 1], type: dnnl_u8, pointer: probe),
+                                        weights: .init(dims: [4, 2], strides: [1, 4], type: dnnl_s8, pointer: probe + 8),
+                                        dst: .init(dims: [2, 2], strides: [2, 1], type: dnnl_s32, pointer: probe + 32))) != nil
+                && probe.load(fromByteOffset: 32, as: Int32.self) == 4
         }
     }
 
@@ -84,14 +98,16 @@ final class OneDNN: @unchecked Sendable {
         .backend(operation: "oneDNN \(what)", reason: "status \(status.rawValue)")
     }
 
-    /// Reorders bf16 weights W [n, k] (row-major, as nn.Linear stores them) into the blocked
-    /// layout oneDNN's matmul prefers for `rows`-row products. Returns the layout and the bytes.
-    func pack(bf16 weights: UnsafeRawPointer, k: Int, n: Int, rows: Int) throws -> (desc: dnnl_memory_desc_t, bytes: UnsafeMutableRawPointer, size: Int) {
-        var s = try Operand(dims: [rows, k], strides: [k, 1], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(mutating: weights)).descriptor()
-        var d = try Operand(dims: [rows, n], strides: [n, 1], type: dnnl_f32, pointer: UnsafeMutableRawPointer(mutating: weights)).descriptor()
+    /// Reorders weights W [n, k] (row-major, as nn.Linear stores them; bf16, or s8 for u8 × s8
+    /// products) into the blocked layout oneDNN's matmul prefers for `rows`-row products.
+    /// Returns the layout and the bytes.
+    func pack(weights: UnsafeRawPointer, type: dnnl_data_type_t, k: Int, n: Int, rows: Int) throws -> (desc: dnnl_memory_desc_t, bytes: UnsafeMutableRawPointer, size: Int) {
+        let int8 = type == dnnl_s8
+        var s = try Operand(dims: [rows, k], strides: [k, 1], type: int8 ? dnnl_u8 : type, pointer: UnsafeMutableRawPointer(mutating: weights)).descriptor()
+        var d = try Operand(dims: [rows, n], strides: [n, 1], type: int8 ? dnnl_s32 : dnnl_f32, pointer: UnsafeMutableRawPointer(mutating: weights)).descriptor()
         var any = dnnl_memory_desc_t()
         var wdims: [dnnl_dim_t] = [dnnl_dim_t(k), dnnl_dim_t(n)]
-        var status = dnnl_memory_desc_init_by_tag(&any, 2, &wdims, dnnl_bf16, dnnl_format_tag_any)
+        var status = dnnl_memory_desc_init_by_tag(&any, 2, &wdims, type, dnnl_format_tag_any)
         guard status == dnnl_success else { throw OneDNN.failure("packing descriptor", status) }
         var desc = dnnl_matmul_desc_t()
         status = dnnl_matmul_desc_init(&desc, &s, &any, nil, &d)
@@ -107,7 +123,7 @@ final class OneDNN: @unchecked Sendable {
         let size = dnnl_memory_desc_get_size(&packedDesc)
         var raw: UnsafeMutableRawPointer? = nil
         guard posix_memalign(&raw, 64, max(64, size)) == 0, let bytes = raw else { throw TensorError.backend(operation: "packing", reason: "out of memory") }
-        var plain = try Operand(dims: [k, n], strides: [1, k], type: dnnl_bf16, pointer: UnsafeMutableRawPointer(mutating: weights)).descriptor()
+        var plain = try Operand(dims: [k, n], strides: [1, k], type: type, pointer: UnsafeMutableRawPointer(mutating: weights)).descriptor()
         var rpd: dnnl_primitive_desc_t? = nil
         status = dnnl_reorder_primitive_desc_create(&rpd, &plain, engine, &packedDesc, engine, nil)
         guard status == dnnl_success else { free(bytes); throw OneDNN.failure("reorder", status) }

@@ -10,6 +10,8 @@ public struct WeightTensor: @unchecked Sendable, CustomStringConvertible {
     let owner: AnyObject
     /// The same weight reordered into oneDNN's blocked layout (see `Linear.pack`).
     var packed: PackedWeight?
+    /// An int8 weight's per-row scales and sums (see `Linear.quantize`).
+    var quantization: Int8Rows?
 
     public var count: Int { shape.reduce(1, *) }
     public var byteCount: Int { count * dtype.size }
@@ -39,10 +41,13 @@ public struct WeightTensor: @unchecked Sendable, CustomStringConvertible {
         if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, 4 /* MADV_DONTNEED */) }
     }
 
-    /// The same bytes viewed with another shape of equal size.
+    /// The same bytes viewed with another shape of equal size (an int8 weight keeps its per-row
+    /// scales when its rows stay the rows).
     public func reshaped(_ newShape: [Int]) -> WeightTensor {
         precondition(newShape.reduce(1, *) == count, "cannot reshape \(name) \(shape) to \(newShape)")
-        return WeightTensor(name: name, dtype: dtype, shape: newShape, pointer: pointer, owner: owner)
+        var w = WeightTensor(name: name, dtype: dtype, shape: newShape, pointer: pointer, owner: owner)
+        if newShape.first == shape.first { w.quantization = quantization }
+        return w
     }
 
     /// The weight in another computable dtype (an in-memory copy; itself when already so).
@@ -73,11 +78,18 @@ public struct WeightTensor: @unchecked Sendable, CustomStringConvertible {
 
 final class AlignedBytes {
     let pointer: UnsafeMutableRawPointer
-    init(_ data: Data) {
-        var raw: UnsafeMutableRawPointer? = nil
-        _ = posix_memalign(&raw, 64, max(64, data.count))
-        pointer = raw!
+    /// Data callers build in code (small: a failed allocation here is a programming error).
+    convenience init(_ data: Data) {
+        do { try self.init(byteCount: data.count, what: "in-memory weight") } catch { preconditionFailure("\(error)") }
         data.withUnsafeBytes { if let b = $0.baseAddress { pointer.copyMemory(from: b, byteCount: data.count) } }
+    }
+    /// Uninitialised, 64-byte aligned memory; throws when the system has none to give.
+    init(byteCount: Int, what: String) throws {
+        var raw: UnsafeMutableRawPointer? = nil
+        guard byteCount >= 0, posix_memalign(&raw, 64, max(64, byteCount)) == 0, let raw else {
+            throw TensorError.allocationFailed(what: what, size: "\(byteCount) bytes")
+        }
+        pointer = raw
     }
     deinit { free(pointer) }
 }

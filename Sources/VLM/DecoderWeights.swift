@@ -39,9 +39,10 @@ struct DecoderWeights {
     /// the layers, so a checkpoint's first missing tensor is the one named).
     func ends(tied: Bool) throws -> (norm: Tensor, embed: WeightTensor, head: WeightTensor) {
         let norm = try Self.weight(checkpoint, prefix + "norm.weight", [hidden]).toF32()
-        let embed = try embedding.converted(to: computeType == .bf16 ? .bf16 : .f32)
-        let head = tied ? embed : try Self.weight(checkpoint, "lm_head.weight", [vocab, hidden]).converted(to: computeType == .bf16 ? .bf16 : .f32)
-        return (norm, embed, head)
+        let embed = try embedding.converted(to: computeType.plain)
+        let head = tied ? embed : try Self.weight(checkpoint, "lm_head.weight", [vocab, hidden]).converted(to: computeType.plain)
+        // int8: the head is quantized too (the embedding table, read by rows, stays bf16).
+        return (norm, embed, computeType == .int8 ? try Linear.quantize(head) : head)
     }
 
     static func weight(_ checkpoint: any WeightStore, _ name: String, _ shape: [Int]) throws -> WeightTensor {
@@ -57,7 +58,9 @@ struct DecoderWeights {
         return try Self.weight(checkpoint, prefix + name, shape)
     }
 
-    func matrix(_ name: String) throws -> WeightTensor { try weight(name).converted(to: computeType == .bf16 ? .bf16 : .f32) }
+    func matrix(_ name: String) throws -> WeightTensor {
+        computeType == .int8 ? try Linear.pack(try Linear.quantize(try weight(name)), rows: 1024) : try weight(name).converted(to: computeType.plain)
+    }
 
     func vector(_ name: String) throws -> Tensor { try weight(name).toF32() }
 }

@@ -96,9 +96,10 @@ public protocol VisionLanguageModel: VisualEncoder {
     /// The family's name for people ("Qwen2-VL").
     static var family: String { get }
     /// Loads a checkpoint directory (config, processor settings, tokenizer, weights), strictly.
-    static func load(directory: String, dtype: ComputeDType?) throws -> Self
+    /// `visionDType` (nil: `dtype`) is the tower's precision.
+    static func load(directory: String, dtype: ComputeDType?, visionDType: ComputeDType?) throws -> Self
     /// Loads only the visual half (config, processor settings, vision weights).
-    static func loadEncoder(directory: String, dtype: ComputeDType?) throws -> any VisualEncoder
+    static func loadEncoder(directory: String, dtype: ComputeDType?, visionDType: ComputeDType?) throws -> any VisualEncoder
     /// A checkpoint's parts, for `inspect` (from its configuration alone: no weights are read).
     static func parts(directory: String) throws -> [ModelPart]
 
@@ -154,14 +155,16 @@ public protocol EncoderBackedModel: VisionLanguageModel {
 
 /// Something loaded from a checkpoint directory: a family, its encoder.
 public protocol CheckpointLoadable {
-    init(directory: String, dtype: ComputeDType?) throws
+    init(directory: String, dtype: ComputeDType?, visionDType: ComputeDType?) throws
 }
 
 extension EncoderBackedModel where Self: CheckpointLoadable, Encoder: CheckpointLoadable {
-    public static func load(directory: String, dtype: ComputeDType?) throws -> Self { try Self(directory: directory, dtype: dtype) }
+    public static func load(directory: String, dtype: ComputeDType?, visionDType: ComputeDType?) throws -> Self {
+        try Self(directory: directory, dtype: dtype, visionDType: visionDType)
+    }
 
-    public static func loadEncoder(directory: String, dtype: ComputeDType?) throws -> any VisualEncoder {
-        try Encoder(directory: directory, dtype: dtype)
+    public static func loadEncoder(directory: String, dtype: ComputeDType?, visionDType: ComputeDType?) throws -> any VisualEncoder {
+        try Encoder(directory: directory, dtype: dtype, visionDType: visionDType)
     }
 }
 
@@ -233,12 +236,12 @@ public enum ModelRegistry {
     }
 
     /// Loads the visual half of a checkpoint (no tokenizer, no language weights).
-    public static func loadEncoder(directory: String, dtype: ComputeDType? = nil) throws -> any VisualEncoder {
-        try family(directory: directory).loadEncoder(directory: directory, dtype: dtype)
+    public static func loadEncoder(directory: String, dtype: ComputeDType? = nil, visionDType: ComputeDType? = nil) throws -> any VisualEncoder {
+        try family(directory: directory).loadEncoder(directory: directory, dtype: dtype, visionDType: visionDType)
     }
 
     /// Loads a checkpoint with the family its `model_type` names.
-    public static func load(directory: String, dtype: ComputeDType? = nil) throws -> any VisionLanguageModel {
-        try family(directory: directory).load(directory: directory, dtype: dtype)
+    public static func load(directory: String, dtype: ComputeDType? = nil, visionDType: ComputeDType? = nil) throws -> any VisionLanguageModel {
+        try family(directory: directory).load(directory: directory, dtype: dtype, visionDType: visionDType)
     }
 }

@@ -42,10 +42,17 @@ struct VisionWeights {
         return w
     }
 
-    /// A weight matrix in the compute precision (bf16: oneDNN's blocked layout, reordered once).
+    /// A weight matrix in the compute precision (bf16 and int8: also in oneDNN's blocked layout,
+    /// reordered once). The patch embedding stays bf16 under int8 (`plainMatrix`): it multiplies
+    /// pixels, and is a small part of the tower's work.
     func matrix(_ name: String) throws -> WeightTensor {
-        computeType == .bf16 ? try Linear.pack(try weight(name).converted(to: .bf16), rows: 4096)
-            : try weight(name).converted(to: .f32)
+        if computeType == .int8, !name.hasPrefix("patch_embed.") { return try Linear.pack(try Linear.quantize(try weight(name)), rows: 4096) }
+        return try plainMatrix(try weight(name))
+    }
+
+    /// A weight in f32, or bf16 packed for oneDNN (bf16 and int8 towers).
+    func plainMatrix(_ w: WeightTensor) throws -> WeightTensor {
+        computeType == .f32 ? try w.converted(to: .f32) : try Linear.pack(try w.converted(to: .bf16), rows: 4096)
     }
 
     func vector(_ name: String) throws -> Tensor { try weight(name).toF32() }

@@ -58,8 +58,10 @@ struct DescribeCommand: ParsableCommand {
     var prompt: String?
     @Option(name: .customLong("question"), help: "A question about the video (repeatable).")
     var questions: [String] = []
-    @Option(help: "Compute precision: f32 or bf16 (default: the checkpoint's).")
+    @Option(help: "Compute precision: f32, bf16 or int8 (int8 weights quantized at load; default: the checkpoint's).")
     var dtype: ComputeDType?
+    @Option(name: .customLong("vision-dtype"), help: "The vision tower's precision (default: --dtype), e.g. bf16 with --dtype int8.")
+    var visionDType: ComputeDType?
     @OptionGroup var sampling: SamplingOptionGroup
     @OptionGroup var generation: GenerationOptionGroup
     @Flag(help: "Print one JSON object instead of streaming text.")
@@ -83,7 +85,7 @@ struct DescribeCommand: ParsableCommand {
                                                   topK: generation.topK, topP: generation.topP,
                                                   repetitionPenalty: generation.repetitionPenalty, seed: generation.seed,
                                                   batch: generation.batch)
-            let clip = try ClipModel(directory: try model ?? ClipModel.defaultDirectory(), dtype: dtype, parameters: parameters)
+            let clip = try ClipModel(directory: try model ?? ClipModel.defaultDirectory(), dtype: dtype, visionDType: visionDType, parameters: parameters)
             let kind: VisualKind = Scan.isImage(file) ? .image : .video
             let description = prompt ?? (kind == .image ? "Describe this image." : "Describe this video.")
             let t0 = DispatchTime.now().uptimeNanoseconds

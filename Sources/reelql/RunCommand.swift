@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Media
 import Pipeline
+import VLM
 
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,6 +27,10 @@ struct RunCommand: ParsableCommand {
     var fps: Double?
     @Option(help: "Pixels per frame at most (overrides sampling.max_pixels; default 200704 = 448²; 602112 = qwen-vl-utils' video default).")
     var maxPixels: Int?
+    @Option(help: "Compute precision: f32, bf16 or int8 (overrides dtype; default: the checkpoint's).")
+    var dtype: ComputeDType?
+    @Option(name: .customLong("vision-dtype"), help: "The vision tower's precision (overrides vision_dtype; default: --dtype), e.g. bf16 with --dtype int8.")
+    var visionDType: ComputeDType?
     @Option(help: "Sequences decoding together (overrides generation.batch; default \(PipelineSpec.Generation.defaultBatch); 1: one at a time).")
     var batch: Int?
     @Option(help: "Clip length in seconds (overrides clips.seconds).")
@@ -63,6 +68,8 @@ struct RunCommand: ParsableCommand {
             if let fps { pipeline.sampling.fps = fps }
             if let maxPixels { pipeline.sampling.maxPixels = maxPixels }
             if let batch { pipeline.generation.batch = batch }
+            if let dtype { pipeline.dtype = dtype.rawValue }
+            if let visionDType { pipeline.visionDType = visionDType.rawValue }
             if let clipSeconds { pipeline.clips.seconds = clipSeconds }
             if let maxNewTokens { pipeline.generation.maxNewTokens = maxNewTokens }
             try pipeline.validate(path: spec)

@@ -30,6 +30,24 @@ void rq_gemm_small_bf16(const uint16_t *w, const uint16_t *x, float *y, size_t b
                         size_t row_begin, size_t row_end);
 void rq_gemv_f16(const uint16_t *w, const float *x, float *y, size_t cols, size_t row_begin, size_t row_end);
 
+// --- int8 weights × int8 activations (see kernels.c) -----------------------------------------
+/// Whether the int8 products use AVX-512 VNNI here (else portable integer code, same results).
+int rq_has_vnni(void);
+/// Per row of x [rows, cols]: scale = max|x| / 127, q = nearest(x · 127 / max|x|) + 128 as u8
+/// (a zero row: scale 0; a row with inf or NaN: scale NaN, so its products are NaN).
+void rq_quantize_activations(const float *x, size_t rows, size_t cols, uint8_t *q, float *scales);
+/// Per row of w [rows, cols]: symmetric int8 (scale = max|w| / 127) and the sum of its int8
+/// values. Returns how many rows hold inf or NaN.
+size_t rq_quantize_weights(const float *w, size_t rows, size_t cols, int8_t *q, float *scales, int32_t *sums);
+/// y[b, r] = (Σ_k x[b, k] · w[r, k] − 128 · wsum[r]) · xs[b] · ws[r] for rows [row_begin, row_end)
+/// of W [rows, cols] s8 and x [batch, cols] u8 (as rq_quantize_activations makes them). The sums
+/// are exact integers (cols ≤ 65,536), so a row's value never depends on the batch.
+void rq_gemm_small_s8(const int8_t *w, const float *ws, const int32_t *wsum, const uint8_t *x, const float *xs, float *y,
+                      size_t batch, size_t rows, size_t cols, size_t row_begin, size_t row_end);
+/// The same epilogue on a GEMM's s32 sums acc [rows, n] = x_u8 · W_s8ᵀ: y = (acc − 128 · wsum) · xs · ws
+/// (y may be acc's own memory).
+void rq_dequantize_s32(const int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, float *y, size_t rows, size_t n);
+
 /// Sums n floats (a memory-read probe for bandwidth measurements).
 double rq_sum_f32(const float *x, size_t n);
 

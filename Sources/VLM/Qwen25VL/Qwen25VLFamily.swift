@@ -20,9 +20,9 @@ public final class Qwen25VLEncoder: VisualEncoder, CheckpointLoadable, @unchecke
         imageProcessor = Qwen2VLProcessor(config: files.imagePreprocessor)
     }
 
-    public convenience init(directory: String, dtype: ComputeDType?) throws {
+    public convenience init(directory: String, dtype: ComputeDType?, visionDType: ComputeDType? = nil) throws {
         let files = try Qwen25VLModelFiles(directory: directory)
-        self.init(files: files, vision: try Qwen25VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: directory), dtype: dtype))
+        self.init(files: files, vision: try Qwen25VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: directory), dtype: visionDType ?? dtype))
     }
 
     /// qwen-vl-utils' rule for Qwen2.5-VL is Qwen2-VL's (fps, even frame counts, smart_resize
@@ -67,8 +67,8 @@ public final class Qwen25VLFamily: EncoderBackedModel, CheckpointLoadable, @unch
     public var directory: String { model.files.directory }
     public var contextLength: Int { model.contextLength }
 
-    public init(directory: String, dtype: ComputeDType? = nil) throws {
-        model = try Qwen25VLModel(directory: directory, dtype: dtype)
+    public init(directory: String, dtype: ComputeDType? = nil, visionDType: ComputeDType? = nil) throws {
+        model = try Qwen25VLModel(directory: directory, dtype: dtype, visionDType: visionDType)
         tokenizer = try Tokenizer(directory: directory)
         stopTokens = ModelRegistry.stopTokens(eos: model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [],
                                               tokenizer: tokenizer)

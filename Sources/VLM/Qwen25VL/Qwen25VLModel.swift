@@ -12,10 +12,11 @@ public final class Qwen25VLModel: @unchecked Sendable {
     public let language: Qwen2VLLanguage
     public var config: Qwen25VLConfiguration { files.config }
 
-    public init(directory: String, dtype: ComputeDType? = nil) throws {
+    /// `visionDType` nil: the tower computes in `dtype` too.
+    public init(directory: String, dtype: ComputeDType? = nil, visionDType: ComputeDType? = nil) throws {
         files = try Qwen25VLModelFiles(directory: directory)
         let checkpoint = try Checkpoint(directory: directory)
-        vision = try Qwen25VLVision(config: files.config.vision, checkpoint: checkpoint, dtype: dtype)
+        vision = try Qwen25VLVision(config: files.config.vision, checkpoint: checkpoint, dtype: visionDType ?? dtype)
         language = try Qwen2VLLanguage(config: files.config.text, tieWordEmbeddings: files.config.tieWordEmbeddings,
                                        checkpoint: checkpoint, dtype: dtype)
     }

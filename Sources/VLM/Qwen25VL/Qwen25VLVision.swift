@@ -82,7 +82,7 @@ public final class Qwen25VLVision: @unchecked Sendable {
         // The Conv3d kernel as a matrix: reshape the weight before packing it.
         let patch = try w.weight("patch_embed.proj.weight").reshaped([c.hiddenSize, c.patchDim])
         weights = Weights(
-            patchEmbed: w.computeType == .bf16 ? try Linear.pack(try patch.converted(to: .bf16), rows: 4096) : try patch.converted(to: .f32),
+            patchEmbed: try w.plainMatrix(patch),
             blocks: blocks, mergerNorm: try vector("merger.ln_q.weight"),
             merger0: try matrix("merger.mlp.0.weight"), merger0Bias: try vector("merger.mlp.0.bias"),
             merger2: try matrix("merger.mlp.2.weight"), merger2Bias: try vector("merger.mlp.2.bias"))
@@ -169,7 +169,7 @@ public final class Qwen25VLVision: @unchecked Sendable {
             Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             let attended = try Attention.forward(qkv: qkv, heads: heads, headDim: hd,
                                                  mask: .blockDiagonal(full.contains(i) ? cuFull : cuWindow),
-                                                 precision: dtype == .bf16 ? .bf16 : .f32, scratch: scratch, pool: pool)
+                                                 precision: dtype.attention, scratch: scratch, pool: pool)
             profile.mark("attn")
             try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
             Ops.add(x, proj, pool: pool)

@@ -18,9 +18,9 @@ public final class Qwen2VLEncoder: VisualEncoder, CheckpointLoadable, @unchecked
         imageProcessor = Qwen2VLProcessor(config: files.imagePreprocessor)
     }
 
-    public convenience init(directory: String, dtype: ComputeDType?) throws {
+    public convenience init(directory: String, dtype: ComputeDType?, visionDType: ComputeDType? = nil) throws {
         let files = try Qwen2VLModelFiles(directory: directory)
-        self.init(files: files, vision: try Qwen2VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: directory), dtype: dtype))
+        self.init(files: files, vision: try Qwen2VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: directory), dtype: visionDType ?? dtype))
     }
 
     public func videoSampling(_ options: SamplingOptions) -> SamplingOptions {
@@ -58,8 +58,8 @@ public final class Qwen2VLFamily: EncoderBackedModel, CheckpointLoadable, @unche
     public var directory: String { model.files.directory }
     public var contextLength: Int { model.contextLength }
 
-    public init(directory: String, dtype: ComputeDType? = nil) throws {
-        model = try Qwen2VLModel(directory: directory, dtype: dtype)
+    public init(directory: String, dtype: ComputeDType? = nil, visionDType: ComputeDType? = nil) throws {
+        model = try Qwen2VLModel(directory: directory, dtype: dtype, visionDType: visionDType)
         tokenizer = try Tokenizer(directory: directory)
         stopTokens = ModelRegistry.stopTokens(eos: model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [],
                                               tokenizer: tokenizer)

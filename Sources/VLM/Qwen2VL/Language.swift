@@ -246,7 +246,7 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
             Ops.rotaryRotateHalf(k.pointer, cos: cos, sin: sin, rows: t, heads: kvHeads, headDim: hd, rowStride: kvw, pool: pool)
             profile.mark("qkv+rope")
             let attended = try segments.attend(layer: l, q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: hd,
-                                               precision: dtype == .bf16 ? .bf16 : .f32, scratch: scratch, into: attendedBuffer, pool: pool)
+                                               precision: dtype.attention, scratch: scratch, into: attendedBuffer, pool: pool)
             profile.mark("attention")
             try Linear.forward(attended, layer.o, into: out, rows: t, rowwise: rowwise, pool: pool)
             profile.mark("o")

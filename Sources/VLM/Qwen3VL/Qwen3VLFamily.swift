@@ -19,9 +19,9 @@ public final class Qwen3VLEncoder: VisualEncoder, CheckpointLoadable, @unchecked
         processor = Qwen3VLProcessor(files: files)
     }
 
-    public convenience init(directory: String, dtype: ComputeDType?) throws {
+    public convenience init(directory: String, dtype: ComputeDType?, visionDType: ComputeDType? = nil) throws {
         let files = try Qwen3VLModelFiles(directory: directory)
-        self.init(files: files, vision: try Qwen3VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: directory), dtype: dtype))
+        self.init(files: files, vision: try Qwen3VLVision(config: files.config.vision, checkpoint: try Checkpoint(directory: directory), dtype: visionDType ?? dtype))
     }
 
     /// `Qwen3VLVideoProcessor`'s rules: n = int(frames / video_fps · fps) within [min_frames,
@@ -89,8 +89,8 @@ public final class Qwen3VLFamily: EncoderBackedModel, CheckpointLoadable, @unche
     public var directory: String { model.files.directory }
     public var contextLength: Int { model.contextLength }
 
-    public init(directory: String, dtype: ComputeDType? = nil) throws {
-        model = try Qwen3VLModel(directory: directory, dtype: dtype)
+    public init(directory: String, dtype: ComputeDType? = nil, visionDType: ComputeDType? = nil) throws {
+        model = try Qwen3VLModel(directory: directory, dtype: dtype, visionDType: visionDType)
         tokenizer = try Tokenizer(directory: directory)
         stopTokens = ModelRegistry.stopTokens(eos: model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [],
                                               tokenizer: tokenizer)

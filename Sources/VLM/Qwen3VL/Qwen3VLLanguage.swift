@@ -126,7 +126,7 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
             Ops.rotaryRotateHalf(q.pointer, cos: cos, sin: sin, rows: t, heads: heads, headDim: hd, rowStride: heads * hd, pool: pool)
             Ops.rotaryRotateHalf(k.pointer, cos: cos, sin: sin, rows: t, heads: kvHeads, headDim: hd, rowStride: kvw, pool: pool)
             let attended = try segments.attend(layer: l, q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: hd,
-                                               precision: dtype == .bf16 ? .bf16 : .f32, scratch: scratch, into: attendedBuffer, pool: pool)
+                                               precision: dtype.attention, scratch: scratch, into: attendedBuffer, pool: pool)
             try Linear.forward(attended, layer.o, into: out, rows: t, rowwise: rowwise, pool: pool)
             Ops.add(x, out, pool: pool)
             _ = try Ops.rmsNorm(x, weight: layer.postNorm, eps: eps, into: normed, pool: pool)

@@ -10,10 +10,11 @@ public final class Qwen3VLModel: @unchecked Sendable {
     public let language: Qwen3VLLanguage
     public var config: Qwen3VLConfiguration { files.config }
 
-    public init(directory: String, dtype: ComputeDType? = nil) throws {
+    /// `visionDType` nil: the tower computes in `dtype` too.
+    public init(directory: String, dtype: ComputeDType? = nil, visionDType: ComputeDType? = nil) throws {
         files = try Qwen3VLModelFiles(directory: directory)
         let checkpoint = try Checkpoint(directory: directory)
-        vision = try Qwen3VLVision(config: files.config.vision, checkpoint: checkpoint, dtype: dtype)
+        vision = try Qwen3VLVision(config: files.config.vision, checkpoint: checkpoint, dtype: visionDType ?? dtype)
         language = try Qwen3VLLanguage(config: files.config.text, tieWordEmbeddings: files.config.tieWordEmbeddings,
                                        checkpoint: checkpoint, dtype: dtype)
     }

@@ -1,0 +1,110 @@
+import CKernels
+import Foundation
+import Testing
+@testable import Tensors
+
+/// int8 weights (`Linear.quantize`) × activations quantized per row.
+@Suite struct Int8Tests {
+    /// The scheme, written out independently of the kernels: symmetric int8 per row (scale
+    /// max|v| / 127, nearest with ties to even), activations offset by 128, exact integer sums,
+    /// y = (Σ x_u8 · w − 128 · Σ w) · (scale_x · scale_w).
+    static func quantized(_ v: ArraySlice<Float>) -> (q: [Int32], scale: Float) {
+        let amax = v.map(abs).max() ?? 0
+        guard amax > 0 else { return (Array(repeating: 0, count: v.count), 0) }
+        let inv = 127 / amax
+        return (v.map { Int32(min(127, max(-127, ($0 * inv).rounded(.toNearestOrEven)))) }, amax / 127)
+    }
+
+    static func expected(x: [Float], w: [Float], m: Int, k: Int, n: Int) -> [Float] {
+        let ws = (0..<n).map { quantized(w[($0 * k)..<(($0 + 1) * k)]) }
+        var y = [Float](repeating: 0, count: m * n)
+        for i in 0..<m {
+            let (xq, xs) = quantized(x[(i * k)..<((i + 1) * k)])
+            for j in 0..<n {
+                var acc: Int32 = 0, sum: Int32 = 0
+                for t in 0..<k { acc += (xq[t] + 128) * ws[j].q[t]; sum += ws[j].q[t] }
+                y[i * n + j] = Float(acc - 128 * sum) * (xs * ws[j].scale)
+            }
+        }
+        return y
+    }
+
+    static let shapes = LinearTests.shapes
+
+    /// Every path gives the scheme's value exactly: the VNNI kernels (few rows), oneDNN's s32 GEMM
+    /// (many rows), its packed weights, and the portable code; and it stays within int8's error of
+    /// PyTorch's f32 product (the same fixtures as the f32 test).
+    @Test(arguments: shapes)
+    func exactOnEveryPath(m: Int, k: Int, n: Int) throws {
+        let x = try Reference.tensor([m, k], seed: 7)
+        let values = Reference.pattern(n * k, seed: 8, scale: 0.25)
+        let w = try Linear.quantize(Reference.bf16Weight("w", values, shape: [n, k]))
+        #expect(w.dtype == .i8)
+        // The weights as the model sees them: bf16 values, quantized.
+        let wValues = Convert.bf16(values).map { Float(bitPattern: UInt32($0) << 16) }
+        let expected = Self.expected(x: x.values, w: wValues, m: m, k: k, n: n)
+        let y = try Linear.forward(x, w)
+        #expect(y.values == expected, "\(m)×\(k)×\(n)")
+        let packed = try Linear.pack(w, rows: m)
+        #expect(try Linear.forward(x, packed).values == expected, "packed")
+        let rowwise = try Tensor(zeros: [m, n])
+        try Linear.forward(x, w, into: rowwise, rows: m, rowwise: true)
+        #expect(rowwise.values == expected, "rowwise")
+        rq_set_cpu_level(0)
+        defer { rq_set_cpu_level(-1) }
+        let portable = try Tensor(zeros: [m, n])
+        try Linear.forward(x, w, into: portable, rows: m, rowwise: true)
+        #expect(portable.values == expected, "portable")
+        rq_set_cpu_level(-1)
+        let bias = try Reference.tensor([n], seed: 9, scale: 0.1)
+        let withBias = try Linear.forward(x, w, bias: bias)
+        let f32 = try Reference.values("linear_f32_\(m)x\(k)x\(n)")
+        #expect(relativeError(withBias.values, f32) < 0.02, "\(relativeError(withBias.values, f32)) vs f32")
+    }
+
+    /// Rows past the GEMV limit through oneDNN and one at a time agree bit for bit (the batch a
+    /// row decodes in never changes it).
+    @Test(arguments: [(37, 300, 70), (12, 128, 9)])
+    func gemmRowsEqualSingleRows(m: Int, k: Int, n: Int) throws {
+        let x = try Reference.tensor([m, k], seed: 3, scale: 2)
+        let w = try Linear.quantize(Reference.f32Weight("w", Reference.pattern(n * k, seed: 4, scale: 0.1), shape: [n, k]))
+        let all = try Linear.forward(x, w)
+        #expect(all.values == Self.expected(x: x.values, w: Reference.pattern(n * k, seed: 4, scale: 0.1), m: m, k: k, n: n))
+        for r in 0..<m {
+            let one = try Linear.forward(x.rows(r..<(r + 1)), w)
+            #expect(Array(all.values[(r * n)..<((r + 1) * n)]) == one.values, "row \(r)")
+        }
+    }
+
+    /// Scales and sums as the scheme defines them; a zero row stays zero; a weight with inf or NaN
+    /// is refused by name; an activation row with inf or NaN gives NaN in its own row only.
+    @Test func scalesZerosAndNonFinite() throws {
+        var values = Reference.pattern(4 * 10, seed: 5)
+        for i in 10..<20 { values[i] = 0 }
+        let w = try Linear.quantize(Reference.f32Weight("blocks.0.fc1.weight", values, shape: [4, 10]))
+        let rows = try #require(w.quantization)
+        for r in 0..<4 {
+            let (q, scale) = Self.quantized(values[(r * 10)..<((r + 1) * 10)])
+            #expect(rows.scales[r] == scale)
+            #expect(rows.sums[r] == q.reduce(0, +))
+            let stored = (0..<10).map { Int32(w.pointer.load(fromByteOffset: r * 10 + $0, as: Int8.self)) }
+            #expect(stored == q)
+        }
+        let x = try Tensor(shape: [3, 10], values: (0..<30).map { $0 == 14 ? .infinity : Float($0 % 7) - 3 })
+        let y = try Linear.forward(x, w)
+        let finite = y.values[0..<4].allSatisfy { $0.isFinite } && y.values[8..<12].allSatisfy { $0.isFinite }
+        let nan = y.values[4..<8].allSatisfy { $0.isNaN }
+        #expect(finite)
+        #expect(nan)
+        #expect(y.values[1] == 0 && y.values[9] == 0, "the zero weight row")
+
+        values[17] = .nan
+        do {
+            _ = try Linear.quantize(Reference.f32Weight("blocks.0.fc1.weight", values, shape: [4, 10]))
+            Issue.record("a NaN weight was quantized")
+        } catch {
+            #expect("\(error)".contains("blocks.0.fc1.weight") && "\(error)".contains("NaN"), "\(error)")
+        }
+        #expect(throws: TensorError.self) { _ = try Linear.quantize(Reference.f32Weight("v", [1, 2, 3], shape: [3])) }
+    }
+}
