@@ -320,24 +320,21 @@ RQ_INLINE float s8_epilogue(int32_t acc, int32_t wsum, float xs, float ws) {
     return (float)(acc - 128 * wsum) * (xs * ws);
 }
 
-/// Quantizes one row: returns 0, or 1 when it holds inf or NaN (then its scale is NaN and its
-/// values 0: every product with it is NaN, as a float product would be).
-RQ_INLINE int quantize_row(const float *x, size_t n, int8_t *q, float *scale) {
+/// Quantizes one row into bytes q + offset (offset 128: u8 activations; 0: s8 weights, stored
+/// as their two's-complement bytes): returns 0, or 1 when the row holds inf or NaN (then its
+/// scale is NaN and its values `offset`: every product with it is NaN, as a float product's
+/// would be).
+RQ_INLINE int quantize_row(const float *x, size_t n, uint8_t *q, int32_t offset, float *scale) {
     float amax = 0, chk = 0;
     for (size_t k = 0; k < n; k++) {
         float a = fabsf(x[k]);
         amax = a > amax ? a : amax;
         chk += x[k] * 0.0f; // NaN iff some value is inf or NaN
     }
-    if (chk != 0.0f) {
-        for (size_t k = 0; k < n; k++) q[k] = 0;
-        *scale = NAN;
-        return 1;
-    }
-    if (amax == 0.0f) {
-        for (size_t k = 0; k < n; k++) q[k] = 0;
-        *scale = 0.0f;
-        return 0;
+    if (chk != 0.0f || amax == 0.0f) {
+        for (size_t k = 0; k < n; k++) q[k] = (uint8_t)offset;
+        *scale = amax == 0.0f ? 0.0f : NAN;
+        return chk != 0.0f;
     }
     float inv = 127.0f / amax;
     for (size_t k = 0; k < n; k++) {
@@ -345,7 +342,7 @@ RQ_INLINE int quantize_row(const float *x, size_t n, int8_t *q, float *scale) {
         // x · (127 / max), as written: reassociated to (x · 127) / max it rounds differently.
         float v = __builtin_rintf(x[k] * inv); // nearest, ties to even
         v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
-        q[k] = (int8_t)(int32_t)v;
+        q[k] = (uint8_t)((int32_t)v + offset);
     }
     {
 #pragma clang fp reassociate(off)
@@ -355,12 +352,7 @@ RQ_INLINE int quantize_row(const float *x, size_t n, int8_t *q, float *scale) {
 }
 
 RQ_INLINE void quantize_activations_body(const float *x, size_t rows, size_t cols, uint8_t *q, float *scales) {
-    for (size_t r = 0; r < rows; r++) {
-        int8_t *qr = (int8_t *)(q + r * cols);
-        quantize_row(x + r * cols, cols, qr, scales + r);
-        uint8_t *ur = q + r * cols;
-        for (size_t k = 0; k < cols; k++) ur[k] = (uint8_t)((int32_t)qr[k] + 128);
-    }
+    for (size_t r = 0; r < rows; r++) quantize_row(x + r * cols, cols, q + r * cols, 128, scales + r);
 }
 RQ_MULTIVERSION(quantize_activations, (const float *x, size_t rows, size_t cols, uint8_t *q, float *scales), (x, rows, cols, q, scales))
 
@@ -368,7 +360,7 @@ RQ_INLINE void quantize_weights_v_body(const float *w, size_t rows, size_t cols,
                                      size_t *bad) {
     size_t n = 0;
     for (size_t r = 0; r < rows; r++) {
-        n += (size_t)quantize_row(w + r * cols, cols, q + r * cols, scales + r);
+        n += (size_t)quantize_row(w + r * cols, cols, (uint8_t *)(q + r * cols), 0, scales + r);
         int32_t s = 0;
         for (size_t k = 0; k < cols; k++) s += q[r * cols + k];
         sums[r] = s;

@@ -31,6 +31,8 @@ struct GenerateBench: ParsableCommand {
     var questions: Int = 5
     @Option(help: "Sequences for the batched-decoding measurement (comma-separated; 0 to skip).")
     var batch: String = "2,4,8"
+    @Option(help: "Compute precision of the language model: bf16 (the checkpoint's) or int8.")
+    var dtype: ComputeDType = .bf16
 
     func validate() throws {
         try requireOption("--tokens", tokens, (1...8192).contains(tokens), "between 1 and 8192")
@@ -88,11 +90,11 @@ struct GenerateBench: ParsableCommand {
         case .qwen2_vl, .qwen2_5_vl:
             let language: Qwen2VLLanguage
             if family == .qwen2_vl {
-                let model = try Qwen2VLModel(directory: directory)
+                let model = try Qwen2VLModel(directory: directory, dtype: dtype)
                 qwen2 = model
                 language = model.language
             } else {
-                language = try Qwen25VLModel(directory: directory).language
+                language = try Qwen25VLModel(directory: directory, dtype: dtype).language
             }
             let c = language.config
             lm = Decoder(embed: { try language.embed($0) }, prefill: { try language.forward($0, cos: $1, sin: $2, cache: $3) },
@@ -102,7 +104,7 @@ struct GenerateBench: ParsableCommand {
                          layers: c.numHiddenLayers, hidden: c.hiddenSize, heads: c.numAttentionHeads, kvHeads: c.numKeyValueHeads,
                          headDim: c.headDim, intermediate: c.intermediateSize, vocab: c.vocabSize, dtype: language.dtype)
         case .qwen3_vl:
-            let model = try Qwen3VLModel(directory: directory)
+            let model = try Qwen3VLModel(directory: directory, dtype: dtype)
             let language = model.language, c = language.config
             // DeepStack: one feature per tapped vision block, added at the 1,000 video rows.
             let rows = ids.indices.filter { ids[$0] == 151656 }
@@ -163,7 +165,8 @@ struct GenerateBench: ParsableCommand {
             }
         }
         let bandwidth = Double(probe.count * 4) * Double(probes) / probeTime / 1e9
-        let bytesPerToken = (matrixParams + Double(lm.vocab * lm.hidden)) * 2 // bf16 matrices + the (tied) head
+        // The matrices and the (tied) head: 2 bytes a weight in bf16, 1 in int8 (+ its row scales).
+        let bytesPerToken = (matrixParams + Double(lm.vocab * lm.hidden)) * (lm.dtype == .int8 ? 1 : lm.dtype == .f32 ? 4 : 2)
         let rate = Double(decoded) / decodeTime
         let bound = bandwidth * 1e9 / bytesPerToken
         print(String(format: "decode: %d tokens, %.2f tokens/s; %.2f GB read per token; memory probe %.1f GB/s → bound %.2f tokens/s; %.2f of the bound (target ≥ 0.80)",

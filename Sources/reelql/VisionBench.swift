@@ -19,7 +19,7 @@ struct VisionBench: ParsableCommand {
 
     @Option(help: "Model family: qwen2_vl, qwen2_5_vl or qwen3_vl.")
     var family: BenchFamily = .qwen2_vl
-    @Option(help: "Compute precision: bf16 (the checkpoint's) or f32.")
+    @Option(help: "Compute precision: bf16 (the checkpoint's), int8 or f32.")
     var dtype: ComputeDType = .bf16
     @Option(help: "Frames (an even number) at --size × --size.")
     var frames: Int = 8
@@ -43,7 +43,7 @@ struct VisionBench: ParsableCommand {
         let depth = self.depth ?? family.fullDepth
         let t0 = DispatchTime.now().uptimeNanoseconds
         let shapes = try family.visionShapes(depth: depth)
-        let weights = randomWeights(shapes, dtype: dtype == .bf16 ? .bf16 : .f32)
+        let weights = randomWeights(shapes, dtype: dtype == .f32 ? .f32 : .bf16)
         let configData = try JSONSerialization.data(withJSONObject: family.visionConfig(depth: depth))
         let forward: (Tensor, VisionGrid) throws -> Void
         let width: Int, mlp: Int, patchDim: Int
@@ -89,6 +89,10 @@ struct VisionBench: ParsableCommand {
         // The bf16 GEMM peak at the tower's own MLP shape, measured now.
         let peak = try gemmPeak(rows: grid.patches, k: width, n: mlp)
         print(String(format: "bf16 GEMM peak (%d×%d×%d): %.1f GFLOP/s", grid.patches, width, mlp, peak))
+        if dtype == .int8 {
+            let int8 = try gemmPeak(rows: grid.patches, k: width, n: mlp, int8: true)
+            print(String(format: "int8 GEMM, same shape, activations quantized per row: %.1f GFLOP/s = %.2f× bf16", int8, int8 / peak))
+        }
 
         var times: [Double] = []
         for _ in 0..<runs {
@@ -115,12 +119,13 @@ struct VisionBench: ParsableCommand {
         return total
     }
 
-    func gemmPeak(rows: Int, k: Int, n: Int) throws -> Double {
+    func gemmPeak(rows: Int, k: Int, n: Int, int8: Bool = false) throws -> Double {
         let x = try Tensor(uninitialized: [rows, k])
         for i in 0..<x.count { x.pointer[i] = Float(i % 97) / 97 - 0.5 }
         // Packed into oneDNN's blocked layout, as the tower's weights are (a plain bf16 weight is
         // reordered on every call, which halves the figure at these shapes).
-        let w = try Linear.pack(random("peak", .bf16, [n, k], seed: 99), rows: 4096)
+        let plain = random("peak", .bf16, [n, k], seed: 99)
+        let w = try Linear.pack(int8 ? try Linear.quantize(plain) : plain, rows: 4096)
         let y = try Tensor(uninitialized: [rows, n])
         try Linear.forward(x, w, into: y, rows: rows)
         let t = try medianTime(runs: 3) { try Linear.forward(x, w, into: y, rows: rows) }
