@@ -147,6 +147,8 @@ public enum Linear {
         }
         var out = WeightTensor(name: w.name, dtype: .i8, shape: w.shape, pointer: UnsafeRawPointer(bytes.pointer), owner: bytes)
         out.quantization = rows
+        // The source is no longer read: a mapped checkpoint's pages can leave memory.
+        w.releasePages()
         return out
     }
 

@@ -7,9 +7,9 @@ import VLM
 
 /// `reelql bench pipeline`: clips per hour of a nightly-like workload on a Qwen2-VL-2B-shaped
 /// random bf16 checkpoint (the one `bench generate` writes, plus Qwen2's tokenizer and the
-/// released preprocessor settings), in three configurations of the same run: one prompt at a
-/// time, a clip's prompts decoded together, and several clips' prompts decoded together
-/// (continuous batching through the seam's `AnswerBatch`).
+/// released preprocessor settings), in four configurations of the same run: one prompt at a
+/// time, a clip's prompts decoded together, several clips' prompts decoded together
+/// (continuous batching through the seam's `AnswerBatch`), and that with int8 weights.
 struct PipelineBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pipeline",
@@ -21,11 +21,12 @@ struct PipelineBench: ParsableCommand {
         max_pixels 448·448 (10 frames, 1,280 video tokens) and gets a description and two questions, --tokens greedy \
         tokens each, in three configurations: (a) B = 1, through ClipModel.describe; (b) the clip's three prompts \
         decoded together (batch 3); (c) continuous batching across clips: the seam's AnswerBatch of capacity \
-        --batch, a clip submitted (vision and prefill) whenever the batch has room (as reelql run), else one decoding step. \
+        --batch, a clip submitted (vision and prefill) whenever the batch has room (as reelql run), else one decoding step; \
+        (d) as (c) with the model loaded with int8 weights (--dtype int8: tower and decoder; skipped with --no-int8). \
         Wall time splits into vision, prefill (of the shared prefix), generation (continuation prefill and \
         decoding: describe's time less vision and prefill in (a) and (b), the time in step() in (c)) and other \
-        (frame decoding and preprocessing, prompts, bookkeeping). Every configuration must generate the same \
-        tokens for every prompt: a difference is an error (exit 1). --model runs the workload on an existing \
+        (frame decoding and preprocessing, prompts, bookkeeping). (a), (b) and (c) must generate the same \
+        tokens for every prompt: a difference is an error (exit 1); (d)'s agreement with (a) is reported. --model runs the workload on an existing \
         checkpoint instead. Run a release build.
         """)
 
@@ -47,6 +48,8 @@ struct PipelineBench: ParsableCommand {
     var tokenizer: String?
     @Option(help: "Run the workload on this checkpoint directory instead of a random one.")
     var model: String?
+    @Flag(inversion: .prefixedNo, help: "Run (d), batched with int8 weights.")
+    var int8 = true
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -121,6 +124,8 @@ struct PipelineBench: ParsableCommand {
         var configurations: [Figures]
         var identical: Bool
         var mismatches: [String]
+        /// (d)'s prompts whose tokens equal (a)'s, of all prompts.
+        var int8IdenticalPrompts: Int?
     }
 
     func run() throws {
@@ -151,7 +156,6 @@ struct PipelineBench: ParsableCommand {
         try reportingErrors { try writeVideo(video) }
 
         try reportingModelErrors {
-            let loaded = try ModelRegistry.load(directory: checkpointDirectory)
             let checkpointBytes = (try? fm.contentsOfDirectory(atPath: checkpointDirectory))?.filter { $0.hasSuffix(".safetensors") }
                 .reduce(0.0) { $0 + ((try? fm.attributesOfItem(atPath: (checkpointDirectory as NSString).appendingPathComponent($1))[.size] as? NSNumber)?.doubleValue ?? 0) } ?? 0
             let decoder = try reportingErrors { try VideoDecoder(path: video) }
@@ -161,98 +165,122 @@ struct PipelineBench: ParsableCommand {
             guard ranges.count == clips else {
                 throw VLMError.invalidInput("\(video): the test video holds \(ranges.count) clips of 10 s, not \(clips)")
             }
-            let sampling = { (r: ClipRange) in
-                loaded.videoSampling(SamplingOptions(fps: Self.sampleFPS, start: r.start, end: r.end,
+            let sampling = { (model: any VisionLanguageModel, r: ClipRange) in
+                model.videoSampling(SamplingOptions(fps: Self.sampleFPS, start: r.start, end: r.end,
                                                      resize: ResizeOptions(maxPixels: Self.side * Self.side)))
             }
-            let first = try reportingErrors { try decoder.sample(sampling(ranges[0])) }
-            let firstInput = try loaded.videoInput(first.frames, fps: first.plan.sampleFPS)
-            let grid = firstInput.grid
-            let header = String(format: "model: %@ (%@), checkpoint %.2f GB; video: %d s, %d×%d at %d fps; %d clips of 10 s, each %d frames at %d×%d (1 fps) = grid %d×%d×%d, %d video tokens; 3 prompts × %d new tokens (greedy)",
-                                random ? BenchFamily.qwen2_vl.title + "-shaped" : loaded.family,
-                                random ? "random bf16, \(layers ?? BenchFamily.qwen2_vl.fullLayers) layers, vision depth \(depth ?? BenchFamily.qwen2_vl.fullDepth)" : checkpointDirectory,
-                                checkpointBytes / 1e9, clips * 10, Self.side, Self.side, Self.videoFPS, clips, first.frames.count,
-                                first.plan.width, first.plan.height, grid.t, grid.h, grid.w, grid.patches / 4, tokens)
-            if !json { print(header) }
-
-            // Warm-up, not counted: the first clip's prompts with one new token each, so that paging
-            // the weights in and first-use costs (vision, prefill, decoding) fall on no configuration.
-            let warm = try medianTime(runs: 1) {
-                _ = try ClipModel(model: loaded, parameters: GenerationParameters(maxNewTokens: 1))
-                    .describe(firstInput, description: Self.description, questions: Self.questions)
-            }
-            if !json { print(String(format: "warm-up (clip 1, 1 token per prompt, not counted): %.1f s", warm)) }
-
-            var results: [Figures] = []
-            for (name, b) in [("(a) B = 1", 1), ("(b) batch 3 within a clip", Self.prompts.count)] {
-                let clipModel = ClipModel(model: loaded, parameters: GenerationParameters(maxNewTokens: tokens, batch: b))
-                var f = Figures(name: name, batch: b, clips: clips)
+            // (c) and (d), continuous batching: submit a clip whenever the batch has room (as reelql run), else step.
+            func continuous(_ model: any VisionLanguageModel, name: String) throws -> Figures {
+                var f = Figures(name: name, batch: batch, clips: clips)
+                f.maxCacheBytes = 0
+                f.steps = 0
                 resetPeakResident()
-                var all: [[Answer]] = []
+                var all = [[Answer]](repeating: [], count: clips)
+                let parameters = ClipModel(model: model, parameters: GenerationParameters(maxNewTokens: tokens, batch: batch)).parameters
                 let wall = try medianTime(runs: 1) {
-                    for r in ranges {
+                    let answering = model.answerBatch(capacity: batch)
+                    var next = 0
+                    while true {
+                        if next < clips && answering.hasRoom {
+                            let i = next
+                            let t0 = DispatchTime.now().uptimeNanoseconds
+                            let sampled = try reportingErrors { try decoder.sample(sampling(model, ranges[i])) }
+                            let input = try model.videoInput(sampled.frames, fps: sampled.plan.sampleFPS)
+                            f.framesSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                            try answering.submit(Self.prompts, about: input, parameters: parameters, onToken: { _, _ in }, onPromptDone: { _ in }) {
+                                all[i] = $0
+                            }
+                            next += 1
+                            continue
+                        }
                         let t0 = DispatchTime.now().uptimeNanoseconds
-                        let sampled = try reportingErrors { try decoder.sample(sampling(r)) }
-                        let input = try loaded.videoInput(sampled.frames, fps: sampled.plan.sampleFPS)
-                        let t1 = DispatchTime.now().uptimeNanoseconds
-                        let answers = try clipModel.describe(input, description: Self.description, questions: Self.questions)
-                        let t2 = DispatchTime.now().uptimeNanoseconds
-                        let vision = answers.first?.visionSeconds ?? 0, prefill = answers.first?.prefillSeconds ?? 0
-                        f.framesSeconds += Double(t1 - t0) / 1e9
-                        f.visionSeconds += vision
-                        f.prefillSeconds += prefill
-                        f.generationSeconds += max(0, Double(t2 - t1) / 1e9 - vision - prefill)
-                        all.append(answers)
+                        let more = try answering.step()
+                        f.steps? += 1
+                        f.generationSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                        f.maxCacheBytes = answering.peakCacheBytes
+                        if !more && next == clips { break }
                     }
                 }
+                for answers in all {
+                    f.visionSeconds += answers.first?.visionSeconds ?? 0
+                    f.prefillSeconds += answers.first?.prefillSeconds ?? 0
+                }
                 f.finish(wall: wall, answers: all)
+                return f
+            }
+            var results: [Figures] = []
+            // (a), (b), (c) with the bf16 model, which leaves memory before (d) loads its own.
+            let grid = try { (loaded: any VisionLanguageModel) throws -> VisionGrid in
+                let first = try reportingErrors { try decoder.sample(sampling(loaded, ranges[0])) }
+                let firstInput = try loaded.videoInput(first.frames, fps: first.plan.sampleFPS)
+                let grid = firstInput.grid
+                let header = String(format: "model: %@ (%@), checkpoint %.2f GB; video: %d s, %d×%d at %d fps; %d clips of 10 s, each %d frames at %d×%d (1 fps) = grid %d×%d×%d, %d video tokens; 3 prompts × %d new tokens (greedy)",
+                                    random ? BenchFamily.qwen2_vl.title + "-shaped" : loaded.family,
+                                    random ? "random bf16, \(layers ?? BenchFamily.qwen2_vl.fullLayers) layers, vision depth \(depth ?? BenchFamily.qwen2_vl.fullDepth)" : checkpointDirectory,
+                                    checkpointBytes / 1e9, clips * 10, Self.side, Self.side, Self.videoFPS, clips, first.frames.count,
+                                    first.plan.width, first.plan.height, grid.t, grid.h, grid.w, grid.patches / 4, tokens)
+                if !json { print(header) }
+
+                // Warm-up, not counted: the first clip's prompts with one new token each, so that paging
+                // the weights in and first-use costs (vision, prefill, decoding) fall on no configuration.
+                let warm = try medianTime(runs: 1) {
+                    _ = try ClipModel(model: loaded, parameters: GenerationParameters(maxNewTokens: 1))
+                        .describe(firstInput, description: Self.description, questions: Self.questions)
+                }
+                if !json { print(String(format: "warm-up (clip 1, 1 token per prompt, not counted): %.1f s", warm)) }
+
+                for (name, b) in [("(a) B = 1", 1), ("(b) batch 3 within a clip", Self.prompts.count)] {
+                    let clipModel = ClipModel(model: loaded, parameters: GenerationParameters(maxNewTokens: tokens, batch: b))
+                    var f = Figures(name: name, batch: b, clips: clips)
+                    resetPeakResident()
+                    var all: [[Answer]] = []
+                    let wall = try medianTime(runs: 1) {
+                        for r in ranges {
+                            let t0 = DispatchTime.now().uptimeNanoseconds
+                            let sampled = try reportingErrors { try decoder.sample(sampling(loaded, r)) }
+                            let input = try loaded.videoInput(sampled.frames, fps: sampled.plan.sampleFPS)
+                            let t1 = DispatchTime.now().uptimeNanoseconds
+                            let answers = try clipModel.describe(input, description: Self.description, questions: Self.questions)
+                            let t2 = DispatchTime.now().uptimeNanoseconds
+                            let vision = answers.first?.visionSeconds ?? 0, prefill = answers.first?.prefillSeconds ?? 0
+                            f.framesSeconds += Double(t1 - t0) / 1e9
+                            f.visionSeconds += vision
+                            f.prefillSeconds += prefill
+                            f.generationSeconds += max(0, Double(t2 - t1) / 1e9 - vision - prefill)
+                            all.append(answers)
+                        }
+                    }
+                    f.finish(wall: wall, answers: all)
+                    results.append(f)
+                    if !json { print(line(f, reference: results[0])) }
+                }
+
+                results.append(try continuous(loaded, name: "(c) batch \(batch) across clips"))
+                if !json { print(line(results[2], reference: results[0])) }
+                return grid
+            }(try ModelRegistry.load(directory: checkpointDirectory))
+
+            // (d) The same with int8 weights, loaded (quantized) now.
+            var int8Figures: Figures? = nil
+            if int8 {
+                let t0 = DispatchTime.now().uptimeNanoseconds
+                let quantized = try ModelRegistry.load(directory: checkpointDirectory, dtype: .int8)
+                let load = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                let warm = try medianTime(runs: 1) {
+                    _ = try ClipModel(model: quantized, parameters: GenerationParameters(maxNewTokens: 1))
+                        .describe(try quantized.videoInput(try decoder.sample(sampling(quantized, ranges[0])).frames, fps: Self.sampleFPS), description: Self.description, questions: Self.questions)
+                }
+                if !json { print(String(format: "int8: loaded and quantized in %.1f s; warm-up (not counted) %.1f s", load, warm)) }
+                let f = try continuous(quantized, name: "(d) batch \(batch) across clips, int8")
+                int8Figures = f
                 results.append(f)
                 if !json { print(line(f, reference: results[0])) }
             }
-
-            // (c) Continuous batching: submit a clip whenever the batch has room (as reelql run), else step.
-            var f = Figures(name: "(c) batch \(batch) across clips", batch: batch, clips: clips)
-            f.maxCacheBytes = 0
-            f.steps = 0
-            resetPeakResident()
-            var all = [[Answer]](repeating: [], count: clips)
-            let parameters = ClipModel(model: loaded, parameters: GenerationParameters(maxNewTokens: tokens, batch: batch)).parameters
-            let wall = try medianTime(runs: 1) {
-                let answering = loaded.answerBatch(capacity: batch)
-                var next = 0
-                while true {
-                    if next < clips && answering.hasRoom {
-                        let i = next
-                        let t0 = DispatchTime.now().uptimeNanoseconds
-                        let sampled = try reportingErrors { try decoder.sample(sampling(ranges[i])) }
-                        let input = try loaded.videoInput(sampled.frames, fps: sampled.plan.sampleFPS)
-                        f.framesSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                        try answering.submit(Self.prompts, about: input, parameters: parameters, onToken: { _, _ in }, onPromptDone: { _ in }) {
-                            all[i] = $0
-                        }
-                        next += 1
-                        continue
-                    }
-                    let t0 = DispatchTime.now().uptimeNanoseconds
-                    let more = try answering.step()
-                    f.steps? += 1
-                    f.generationSeconds += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                    f.maxCacheBytes = answering.peakCacheBytes
-                    if !more && next == clips { break }
-                }
-            }
-            for answers in all {
-                f.visionSeconds += answers.first?.visionSeconds ?? 0
-                f.prefillSeconds += answers.first?.prefillSeconds ?? 0
-            }
-            f.finish(wall: wall, answers: all)
-            results.append(f)
             for i in results.indices { results[i].clipsPerHourVsA = results[i].clipsPerHour / results[0].clipsPerHour }
-            if !json { print(line(f, reference: results[0])) }
 
             // The same tokens for every prompt in every configuration.
             var mismatches: [String] = []
-            for f in results.dropFirst() {
+            for f in results.dropFirst() where f.name != int8Figures?.name {
                 for clip in 0..<clips {
                     for prompt in Self.prompts.indices {
                         let a = results[0].tokens[clip][prompt], b = f.tokens.indices.contains(clip) && f.tokens[clip].indices.contains(prompt) ? f.tokens[clip][prompt] : []
@@ -262,13 +290,19 @@ struct PipelineBench: ParsableCommand {
                     }
                 }
             }
+            // int8 is another model's arithmetic: how many prompts still give bf16's tokens.
+            let int8Same = int8Figures.map { d in
+                (0..<clips).reduce(0) { n, clip in n + Self.prompts.indices.filter { d.tokens[clip].indices.contains($0) && d.tokens[clip][$0] == results[0].tokens[clip][$0] }.count }
+            }
             if json {
                 try printJSON(Output(model: checkpointDirectory, checkpointBytes: checkpointBytes, video: video, clips: clips, tokens: tokens,
-                                     grid: [grid.t, grid.h, grid.w], configurations: results, identical: mismatches.isEmpty, mismatches: mismatches))
+                                     grid: [grid.t, grid.h, grid.w], configurations: results, identical: mismatches.isEmpty, mismatches: mismatches,
+                                     int8IdenticalPrompts: int8Same))
             } else {
-                let c = results[results.count - 1], cache = Double(c.maxCacheBytes ?? 0)
+                if let int8Same { print("(d) int8: \(int8Same) of \(clips * Self.prompts.count) prompts generate (a)'s bf16 tokens exactly") }
+                let c = results[2], cache = Double(c.maxCacheBytes ?? 0)
                 print(mismatches.isEmpty
-                      ? "tokens: identical in every configuration (\(clips) clips × \(Self.prompts.count) prompts, \(results[0].generatedTokens) tokens)"
+                      ? "tokens: identical in (a), (b) and (c) (\(clips) clips × \(Self.prompts.count) prompts, \(results[0].generatedTokens) tokens)"
                       : "tokens: DIFFER in \(mismatches.count) prompts")
                 print(String(format: "%@: %d decoding steps, %.2f tokens chosen per step",
                              c.name, c.steps ?? 0, Double(c.generatedTokens) / Double(max(1, c.steps ?? 0))))

@@ -294,8 +294,9 @@ import VLM
     }
 }
 
-/// `bench pipeline`'s three configurations on a tiny checkpoint (its own 10 s test video, one
-/// clip): every configuration answers every prompt with the same tokens, and the figures add up.
+/// `bench pipeline`'s four configurations on a tiny checkpoint (its own 10 s test video, one
+/// clip): the bf16 ones answer every prompt with the same tokens, int8's agreement is counted,
+/// and the figures add up.
 @Suite struct PipelineBenchTests {
     @Test func tinyRunAgreesAcrossConfigurations() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-bench-pipeline-test-\(UUID().uuidString)").path
@@ -307,7 +308,9 @@ import VLM
         #expect(out["identical"] as? Bool == true)
         #expect(out["grid"] as? [Int] == [5, 16, 16]) // 10 frames at 1 fps, within the model's 224² frames
         let configurations = out["configurations"] as? [[String: Any]] ?? []
-        #expect(configurations.map { $0["batch"] as? Int } == [1, 3, 4])
+        #expect(configurations.map { $0["batch"] as? Int } == [1, 3, 4, 4])
+        #expect((configurations.last?["name"] as? String ?? "").contains("int8"))
+        #expect((0...3).contains(out["int8_identical_prompts"] as? Int ?? -1), "\(out)")
         for c in configurations {
             let wall = c["wall_seconds"] as? Double ?? 0
             let parts = ["vision_seconds", "prefill_seconds", "generation_seconds", "other_seconds"].map { c[$0] as? Double ?? -1 }
@@ -315,7 +318,7 @@ import VLM
             #expect((c["generated_tokens"] as? Int ?? 0) > 0 && (c["generated_tokens"] as? Int ?? 0) <= 3 * 4)
             #expect(c["clips_per_hour"] as? Double ?? 0 > 0)
         }
-        #expect((configurations.last?["max_cache_bytes"] as? Int ?? 0) > 0)
+        #expect(configurations.dropFirst(2).allSatisfy { ($0["max_cache_bytes"] as? Int ?? 0) > 0 })
         // Nothing is left behind without --keep.
         #expect((try? FileManager.default.contentsOfDirectory(atPath: dir)) == nil)
     }
