@@ -6,7 +6,7 @@ struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Benchmarks (run a release build: swift build -c release).",
-        subcommands: [DecodeBench.self, IngestBench.self, KernelBench.self, VisionBench.self, GenerateBench.self, PipelineBench.self])
+        subcommands: [DecodeBench.self, IngestBench.self, KernelBench.self, VisionBench.self, GenerateBench.self, PipelineBench.self, Int8Bench.self])
 }
 
 /// The most timed runs a benchmark option may ask for.

@@ -329,10 +329,14 @@ struct PipelineBench: ParsableCommand {
     /// The random Qwen2-VL-2B checkpoint (as `bench generate` writes it) with what a full
     /// checkpoint directory needs besides: Qwen2's tokenizer and the released preprocessor settings.
     func writeCheckpoint(_ directory: String) throws {
+        try Self.writeCheckpoint(directory, layers: layers, depth: depth, tokenizer: tokenizer, quiet: json)
+    }
+
+    static func writeCheckpoint(_ directory: String, layers: Int?, depth: Int?, tokenizer: String?, quiet: Bool) throws {
         let (checkpoint, wrote) = try BenchFamily.qwen2_vl.randomCheckpoint(directory: directory, layers: layers, depth: depth)
-        if let wrote, !json { print(String(format: "wrote %@ in %.1f s", checkpoint, wrote)) }
+        if let wrote, !quiet { print(String(format: "wrote %@ in %.1f s", checkpoint, wrote)) }
         let fm = FileManager.default
-        let source = try tokenizer ?? Self.findQwen2Tokenizer()
+        let source = try tokenizer ?? findQwen2Tokenizer()
         let target = (directory as NSString).appendingPathComponent("tokenizer.json")
         if fm.contents(atPath: target) != fm.contents(atPath: source) {
             guard let data = fm.contents(atPath: source) else { throw ValidationError("--tokenizer \(source): cannot read the file") }
@@ -352,6 +356,14 @@ struct PipelineBench: ParsableCommand {
     /// from the current directory or the executable's location upwards.
     static func findQwen2Tokenizer() throws -> String {
         let relative = "fixtures/tokenizers/qwen2/tokenizer.json"
+        guard let found = findInCheckout(relative) else {
+            throw ValidationError("no \(relative) found from the current directory or the executable's; pass --tokenizer PATH (a Qwen2 tokenizer.json)")
+        }
+        return found
+    }
+
+    /// A path of this checkout (from the current directory or the executable's location upwards).
+    static func findInCheckout(_ relative: String) -> String? {
         let exe = URL(fileURLWithPath: CommandLine.arguments.first ?? "").resolvingSymlinksInPath().deletingLastPathComponent().path
         for start in [FileManager.default.currentDirectoryPath, exe] {
             var dir = URL(fileURLWithPath: start).standardizedFileURL
@@ -363,7 +375,7 @@ struct PipelineBench: ParsableCommand {
                 dir = parent
             }
         }
-        throw ValidationError("no \(relative) found from the current directory or the executable's; pass --tokenizer PATH (a Qwen2 tokenizer.json)")
+        return nil
     }
 
     /// The test video: --clips × 10 s at 448×448 and 25 fps, a textured background panning under

@@ -323,3 +323,28 @@ import VLM
         #expect((try? FileManager.default.contentsOfDirectory(atPath: dir)) == nil)
     }
 }
+
+/// `bench int8` on a tiny checkpoint and two real clips: int8 really changes the arithmetic (a
+/// cosine of exactly 1 would mean bf16 ran twice) and stays within the gate; --vision-dtype
+/// keeps the tower in bf16.
+@Suite struct Int8BenchTests {
+    @Test func tinyModelWithinGate() throws {
+        let model = CLI.root.appendingPathComponent("fixtures/models/tiny-qwen2vl-chat").path
+        let videos = ["h264_cfr.mp4", "rotated90.mp4"].map { CLI.root.appendingPathComponent("fixtures/videos/\($0)").path }
+        for vision in [[], ["--vision-dtype", "bf16"]] {
+            let r = try CLI.run(["bench", "int8", "--model", model, "--json"] + vision + videos)
+            #expect(r.status == 0, "\(r.stderr)")
+            let out = try CLI.json(r.stdout)
+            let clips = out["clips"] as? [[String: Any]] ?? []
+            #expect(clips.count == 2)
+            for c in clips {
+                let cosine = c["cosine"] as? Double ?? 0
+                #expect(cosine >= 0.99 && cosine < 1, "\(c)")
+            }
+            #expect(out["vision_dtype"] as? String == (vision.isEmpty ? "int8" : "bf16"), "\(out)")
+        }
+        let bad = try CLI.run(["bench", "int8", "--model", model, "--gate", "1", videos[0]])
+        #expect(bad.status == 1 && bad.stdout.contains("NOT MET"), "\(bad.stdout) \(bad.stderr)")
+    }
+}
+
