@@ -16,6 +16,7 @@ Scores:
   usage: PY=$(scripts/reference-venv.sh)
          $PY training/evaluate.py --count 200                     # reelql and transformers
          $PY training/evaluate.py --count 200 --only reelql --reelql .build/release/reelql
+         $PY training/evaluate.py --count 200 --only reelql --dtype int8 --out training/logs/evaluation-int8.json
 """
 import argparse
 import json
@@ -78,8 +79,8 @@ def check_scorer(count=2000):
             raise AssertionError(f"scorer: {r['id']} a wrong description scores full marks: {wrong}")
 
 
-def run_reelql(binary, path, questions, max_new):
-    args = [binary, "describe", path, "--json", "--max-new-tokens", str(max_new)]
+def run_reelql(binary, path, questions, max_new, extra=()):
+    args = [binary, "describe", path, "--json", "--max-new-tokens", str(max_new), *extra]
     for q in questions:
         args += ["--question", q]
     r = subprocess.run(args, capture_output=True, text=True)
@@ -99,6 +100,8 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--out", default=os.path.join(HERE, "logs", "evaluation.json"))
     ap.add_argument("--keep", help="keep the rendered clips in this directory")
+    ap.add_argument("--dtype", choices=["f32", "bf16", "int8"], help="reelql's --dtype (default: the checkpoint's)")
+    ap.add_argument("--vision-dtype", choices=["f32", "bf16", "int8"], help="reelql's --vision-dtype")
     args = ap.parse_args()
 
     check_scorer()
@@ -110,8 +113,10 @@ def main():
 
     engines = {}
     if args.only in (None, "reelql"):
+        extra = (["--dtype", args.dtype] if args.dtype else []) + (["--vision-dtype", args.vision_dtype] if args.vision_dtype else [])
+
         def reelql(path, questions):
-            return run_reelql(args.reelql, path, questions, args.max_new_tokens)
+            return run_reelql(args.reelql, path, questions, args.max_new_tokens, extra)
         os.environ["REELQL_MODEL"] = args.model
         engines["reelql"] = reelql
     if args.only in (None, "transformers"):

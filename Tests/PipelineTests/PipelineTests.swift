@@ -14,7 +14,7 @@ import Testing
         guard case .invalidSpec(_, "clips.seconds", "expected a number")? = error("inputs: {paths: [v]}\nclips: {seconds: ten}") else { Issue.record("type"); return }
         guard case .invalidSpec(_, "sampling.fps", _)? = error("inputs: {paths: [v]}\nsampling: {fps: 99}") else { Issue.record("range"); return }
         guard case .invalidSpec(_, "dtype", let d)? = error("inputs: {paths: [v]}\ndtype: f16") else { Issue.record("dtype"); return }
-        #expect(d.contains("f32, bf16"))
+        #expect(d.contains("f32, bf16, int8"))
         guard case .invalidSpec(_, "inputs.paths", _)? = error("model: m") else { Issue.record("paths"); return }
         guard case .invalidSpec(_, "generation.top_p", _)? = error("inputs: {paths: [v]}\ngeneration: {top_p: 2}") else { Issue.record("top_p"); return }
     }
@@ -127,6 +127,41 @@ import Testing
         spec.generation.batch = 3
         let rerun = try Runner(spec: spec, databasePath: ws.root + "/batch1.sqlite", progress: Progress(quiet: true, logFile: nil)).run()
         #expect(rerun.stats.clipsDone == 0 && rerun.stats.clipsSkipped > 10)
+    }
+
+    /// int8 runs batched store what int8 one at a time stores; dtype and vision_dtype are settings
+    /// results depend on: a run in another precision redoes the clips instead of reusing them.
+    @Test func int8RunIsBatchIndependentAndItsOwnSetting() throws {
+        let ws = try Workspace(videos: ["h264_cfr.mp4", "shortgop.mp4"])
+        defer { ws.remove() }
+        var rows: [[String]] = []
+        for batch in [1, 5] {
+            var spec = try ws.spec()
+            spec.dtype = "int8"
+            spec.generation.batch = batch
+            let db = ws.root + "/int8-\(batch).sqlite"
+            let report = try Runner(spec: spec, databasePath: db, progress: Progress(quiet: true, logFile: nil)).run()
+            #expect(report.stats.clipsDone > 5, "batch \(batch)")
+            rows.append(try canonicalRows(db).map { $0.replacingOccurrences(of: "/int8-\(batch).sqlite", with: "") })
+        }
+        #expect(rows[1] == rows[0])
+        for (dtype, vision) in [("bf16", nil), ("int8", "bf16"), ("int8", "int8"), ("int8", nil)] as [(String, String?)] {
+            var spec = try ws.spec()
+            spec.dtype = dtype
+            spec.visionDType = vision
+            let again = try Runner(spec: spec, databasePath: ws.root + "/int8-1.sqlite", progress: Progress(quiet: true, logFile: nil)).run()
+            // vision_dtype equal to dtype is dtype's setting: the int8 rows are reused.
+            let reused = dtype == "int8" && (vision == nil || vision == "int8")
+            #expect(reused ? again.stats.clipsDone == 0 : again.stats.clipsDone > 5, "\(dtype) / \(vision ?? "-")")
+        }
+        let parsed = try PipelineSpec.parse("inputs: {paths: [v]}\ndtype: int8\nvision_dtype: bf16", path: "s.yaml")
+        #expect(parsed.dtype == "int8" && parsed.visionDType == "bf16")
+        do {
+            _ = try PipelineSpec.parse("inputs: {paths: [v]}\nvision_dtype: int4", path: "s.yaml").validate(path: "s.yaml")
+            Issue.record("vision_dtype int4 accepted")
+        } catch let PipelineError.invalidSpec(_, key, why) {
+            #expect(key == "vision_dtype" && why.contains("f32, bf16, int8") && why.contains("int4"), "\(why)")
+        }
     }
 
     /// Sampling defaults are sized for a CPU; `max_pixels: null` leaves the processor's limit alone.
