@@ -331,9 +331,11 @@ RQ_INLINE int quantize_row(const float *x, size_t n, uint8_t *q, int32_t offset,
         amax = a > amax ? a : amax;
         chk += x[k] * 0.0f; // NaN iff some value is inf or NaN
     }
-    if (chk != 0.0f || amax == 0.0f) {
+    // A row of zeros, or of values so small that 127 / max overflows (below 1e-30: their
+    // products are zero in f32 anyway), quantizes to zeros with scale 0.
+    if (chk != 0.0f || amax < 1e-30f) {
         for (size_t k = 0; k < n; k++) q[k] = (uint8_t)offset;
-        *scale = amax == 0.0f ? 0.0f : NAN;
+        *scale = chk != 0.0f ? NAN : 0.0f;
         return chk != 0.0f;
     }
     float inv = 127.0f / amax;

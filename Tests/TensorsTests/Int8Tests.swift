@@ -10,7 +10,7 @@ import Testing
     /// y = (Σ x_u8 · w − 128 · Σ w) · (scale_x · scale_w).
     static func quantized(_ v: ArraySlice<Float>) -> (q: [Int32], scale: Float) {
         let amax = v.map(abs).max() ?? 0
-        guard amax > 0 else { return (Array(repeating: 0, count: v.count), 0) }
+        guard amax >= 1e-30 else { return (Array(repeating: 0, count: v.count), 0) }
         let inv = 127 / amax
         return (v.map { Int32(min(127, max(-127, ($0 * inv).rounded(.toNearestOrEven)))) }, amax / 127)
     }
@@ -92,6 +92,9 @@ import Testing
         }
         let x = try Tensor(shape: [3, 10], values: (0..<30).map { $0 == 14 ? .infinity : Float($0 % 7) - 3 })
         let y = try Linear.forward(x, w)
+        // Subnormal activations (127 / max would overflow) give zeros, not undefined conversions.
+        let tiny = try Linear.forward(try Tensor(shape: [1, 10], values: (0..<10).map { Float($0) * 1e-41 }), w)
+        #expect(tiny.values == [0, 0, 0, 0])
         let finite = y.values[0..<4].allSatisfy { $0.isFinite } && y.values[8..<12].allSatisfy { $0.isFinite }
         let nan = y.values[4..<8].allSatisfy { $0.isNaN }
         #expect(finite)
