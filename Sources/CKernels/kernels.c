@@ -490,3 +490,55 @@ RQ_INLINE void attend_group_body(const float *q, const float *k, const float *v,
     }
 }
 RQ_MULTIVERSION(attend_group, (const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys, size_t head_dim, float scale, size_t g, float *scores, float *out), (q, k, v, kv_stride, n_keys, head_dim, scale, g, scores, out))
+
+/// Part of a split softmax (flash-decoding): n_q query vectors q [n_q, head_dim] against n_keys
+/// keys, unnormalised. Per query h: m[h] = max_j scale·q_h·k_j, s[h] = Σ_j e^(score − m[h]) and
+/// acc[h] = Σ_j e^(score − m[h])·v_j. A query's arithmetic is the same whatever n_q (each key is
+/// read once for all queries; every query runs the same loops over the same keys).
+/// scores: scratch of n_q·n_keys floats.
+RQ_INLINE void attend_partial_body(const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride,
+                                   size_t n_keys, size_t head_dim, float scale, float *scores, float *acc,
+                                   float *m, float *s) {
+    for (size_t j = 0; j < n_keys; j++) {
+        const float *kj = k + j * kv_stride;
+        for (size_t h = 0; h < n_q; h++) {
+            const float *qh = q + h * head_dim;
+            float d = 0;
+            for (size_t i = 0; i < head_dim; i++) d += qh[i] * kj[i];
+            scores[h * n_keys + j] = d * scale;
+        }
+    }
+    for (size_t h = 0; h < n_q; h++) {
+        float *sh = scores + h * n_keys, mh = -INFINITY, sum = 0;
+        for (size_t j = 0; j < n_keys; j++) mh = sh[j] > mh ? sh[j] : mh;
+        for (size_t j = 0; j < n_keys; j++) { float e = rq_exp(sh[j] - mh); sh[j] = e; sum += e; }
+        m[h] = mh;
+        s[h] = sum;
+    }
+    for (size_t i = 0; i < n_q * head_dim; i++) acc[i] = 0;
+    for (size_t j = 0; j < n_keys; j++) {
+        const float *vj = v + j * kv_stride;
+        for (size_t h = 0; h < n_q; h++) {
+            float p = scores[h * n_keys + j], *ah = acc + h * head_dim;
+            for (size_t i = 0; i < head_dim; i++) ah[i] += p * vj[i];
+        }
+    }
+}
+RQ_MULTIVERSION(attend_partial, (const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride, size_t n_keys, size_t head_dim, float scale, float *scores, float *acc, float *m, float *s), (q, n_q, k, v, kv_stride, n_keys, head_dim, scale, scores, acc, m, s))
+
+/// Joins two parts of a split softmax (`rq_attend_partial` over disjoint key sets) into the
+/// attention output of each of n_q queries: with M = max(m1, m2), a = e^(m1 − M), b = e^(m2 − M),
+/// out = (a·acc1 + b·acc2) / (a·s1 + b·s2). A part over no keys has s = 0 and counts for nothing.
+RQ_INLINE void attend_merge_body(const float *acc1, const float *m1, const float *s1, const float *acc2,
+                                 const float *m2, const float *s2, size_t n_q, size_t head_dim, float *out) {
+    for (size_t h = 0; h < n_q; h++) {
+        float top = m1[h] > m2[h] ? m1[h] : m2[h];
+        float a = s1[h] > 0 ? rq_exp(m1[h] - top) : 0.0f, b = s2[h] > 0 ? rq_exp(m2[h] - top) : 0.0f;
+        float total = a * s1[h] + b * s2[h];
+        float inv = total > 0 ? 1.0f / total : 0.0f;
+        const float *x1 = acc1 + h * head_dim, *x2 = acc2 + h * head_dim;
+        float *o = out + h * head_dim;
+        for (size_t i = 0; i < head_dim; i++) o[i] = (a * x1[i] + b * x2[i]) * inv;
+    }
+}
+RQ_MULTIVERSION(attend_merge, (const float *acc1, const float *m1, const float *s1, const float *acc2, const float *m2, const float *s2, size_t n_q, size_t head_dim, float *out), (acc1, m1, s1, acc2, m2, s2, n_q, head_dim, out))
