@@ -37,7 +37,7 @@ extension Attention {
     /// queries it serves), so batching changes no output bit. f32 throughout.
     public static func sharedPrefix(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, prefixCount: Int,
                                     rows: [PrefixQuery], heads: Int, kvHeads: Int, headDim d: Int, scale: Float? = nil,
-                                    pool: ThreadPool = .shared) throws {
+                                    maxScoreFloats: Int = prefixScoreBudget, pool: ThreadPool = .shared) throws {
         guard kvHeads > 0, d > 0, heads % kvHeads == 0, prefixCount >= 0, rows.allSatisfy({ $0.ownCount >= 1 }) else {
             throw TensorError.shapeMismatch(operation: "shared-prefix attention",
                                             expected: "heads a multiple of kvHeads, a prefix of ≥ 0 rows, ≥ 1 own row per sequence",
@@ -47,7 +47,7 @@ extension Attention {
         let g = heads / kvHeads, kvw = kvHeads * d
         let scale = scale ?? 1 / Float(d).squareRoot()
         // Whole sequences per job, as many as the score budget holds.
-        let perJob = max(1, min(rows.count, prefixScoreBudget / max(1, g * prefixCount)))
+        let perJob = max(1, min(rows.count, maxScoreFloats / max(1, g * prefixCount)))
         let chunks = (rows.count + perJob - 1) / perJob
         let longestOwn = rows.map(\.ownCount).max() ?? 1
         let nq = perJob * g

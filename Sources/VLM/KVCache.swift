@@ -73,12 +73,12 @@ public final class KVCache: @unchecked Sendable {
         guard extra >= 0, !overflow else {
             throw TensorError.allocationFailed(what: "KV cache", size: "\(count) + \(extra) positions")
         }
-        let own = ownCount
         guard let p = try sharedPrefix() else {
             return try KVCache(layers: keys.count, own: extra, width: width, prefix: nil)
         }
+        // Rows to copy: those after the shared prefix (none when all filled rows are in it).
+        let own = p === prefix ? ownCount : 0
         let c = try KVCache(layers: keys.count, own: own + extra, width: width, prefix: p)
-        if p !== prefix { return c } // all filled rows are in the shared prefix
         for l in keys.indices {
             c.keys[l].pointer.update(from: keys[l].pointer, count: own * width)
             c.values[l].pointer.update(from: values[l].pointer, count: own * width)
