@@ -47,12 +47,13 @@ extension Attention {
         let g = heads / kvHeads, kvw = kvHeads * d
         let scale = scale ?? 1 / Float(d).squareRoot()
         // Whole sequences per job, as many as the score budget holds.
-        let perJob = max(1, min(rows.count, maxScoreFloats / max(1, g * prefixCount)))
+        let perJob = max(1, min(rows.count, maxScoreFloats / (g * (prefixCount + 32))))
         let chunks = (rows.count + perJob - 1) / perJob
         let longestOwn = rows.map(\.ownCount).max() ?? 1
         let nq = perJob * g
         // Per job: gathered queries, the prefix part (acc, m, s), one sequence's own part, scores.
-        let (scoreFloats, o1) = (nq * max(prefixCount, 1)).addingReportingOverflow(g * longestOwn)
+        // (`rq_attend_partial` pads each query's scores to n_keys + 32 floats.)
+        let (scoreFloats, o1) = (nq * (prefixCount + 32)).addingReportingOverflow(g * (longestOwn + 32))
         let (floats, o2) = scoreFloats.addingReportingOverflow(2 * nq * d + 2 * nq + g * d + 2 * g)
         guard !o1, !o2 else { throw TensorError.allocationFailed(what: "shared-prefix attention scratch", size: "overflow") }
         let jobs = kvHeads * chunks, workers = min(max(1, pool.threads), jobs)
