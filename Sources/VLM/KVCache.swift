@@ -106,13 +106,16 @@ public final class KVCache: @unchecked Sendable {
     /// `bytes(of:)` counts each once).
     public var bytes: Int { 2 * keys.count * (capacity - base) * width * MemoryLayout<Float>.size }
 
-    /// Bytes held by `caches` together: their own rows, and each prefix they share once.
+    /// Bytes held by `caches` together: their own rows, and each shared prefix's storage once
+    /// (also when forks made at different fill levels of one cache share it).
     public static func bytes(of caches: [KVCache]) -> Int {
         var seen = Set<ObjectIdentifier>()
         var total = 0
         for c in caches {
             total += c.bytes
-            if let p = c.prefix, seen.insert(ObjectIdentifier(p)).inserted { total += p.bytes }
+            guard let p = c.prefix else { continue }
+            let storage = p.keys.first.map { ObjectIdentifier($0.storage) } ?? ObjectIdentifier(p)
+            if seen.insert(storage).inserted { total += p.bytes }
         }
         return total
     }

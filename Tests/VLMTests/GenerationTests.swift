@@ -90,7 +90,7 @@ import Tensors
         parent.advance(1)
         let d = try parent.fork(extra: 1)
         #expect(a.prefix?.count == 4 && d.prefix !== prefix && d.prefix?.count == 5)
-        #expect(KVCache.bytes(of: [a, d]) == a.bytes + d.bytes + 2 * prefix.bytes)
+        #expect(KVCache.bytes(of: [a, d]) == a.bytes + d.bytes + prefix.bytes) // one storage
     }
 
     /// The batch's KV memory counts the shared prefix once, not once per sequence.
