@@ -690,3 +690,180 @@ RQ_INLINE void attend_group_body(const float *q, const float *k, const float *v,
     }
 }
 RQ_MULTIVERSION(attend_group, (const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys, size_t head_dim, float scale, size_t g, float *scores, float *out), (q, k, v, kv_stride, n_keys, head_dim, scale, g, scores, out))
+
+/// Row stride of a query's scores in `rq_attend_partial`'s scratch: n_keys rounded up to 16
+/// floats, plus 16, so that consecutive queries' rows never sit 4 KiB apart (the same L1 sets).
+RQ_INLINE size_t partial_ld(size_t n_keys) { return ((n_keys + 15) & ~(size_t)15) + 16; }
+
+/// Per query h: m[h] = max of its n_keys scores (row h·ld), the scores replaced by e^(score − m[h]),
+/// s[h] their sum. Each row runs the same loops, whatever n_q.
+RQ_INLINE void partial_softmax_body(float *scores, size_t n_q, size_t n_keys, size_t ld, float *m, float *s) {
+    for (size_t h = 0; h < n_q; h++) {
+        float *sh = scores + h * ld, mh = -INFINITY, sum = 0;
+        for (size_t j = 0; j < n_keys; j++) mh = sh[j] > mh ? sh[j] : mh;
+        for (size_t j = 0; j < n_keys; j++) { float e = rq_exp(sh[j] - mh); sh[j] = e; sum += e; }
+        m[h] = mh;
+        s[h] = sum;
+    }
+}
+
+/// Part of a split softmax (flash-decoding): n_q query vectors q [n_q, head_dim] against n_keys
+/// keys, unnormalised. Per query h: m[h] = max_j scale·q_h·k_j, s[h] = Σ_j e^(score − m[h]) and
+/// acc[h] = Σ_j e^(score − m[h])·v_j. A query's arithmetic is the same whatever n_q (each key is
+/// read once for all queries; every query runs the same loops over the same keys).
+/// scores: scratch of n_q·(n_keys + 32) floats.
+RQ_INLINE void attend_partial_body(const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride,
+                                   size_t n_keys, size_t head_dim, float scale, float *scores, float *acc,
+                                   float *m, float *s) {
+    size_t ld = partial_ld(n_keys);
+    for (size_t j = 0; j < n_keys; j++) {
+        const float *kj = k + j * kv_stride;
+        for (size_t h = 0; h < n_q; h++) {
+            const float *qh = q + h * head_dim;
+            float d = 0;
+            for (size_t i = 0; i < head_dim; i++) d += qh[i] * kj[i];
+            scores[h * ld + j] = d * scale;
+        }
+    }
+    partial_softmax_body(scores, n_q, n_keys, ld, m, s);
+    for (size_t i = 0; i < n_q * head_dim; i++) acc[i] = 0;
+    for (size_t j = 0; j < n_keys; j++) {
+        const float *vj = v + j * kv_stride;
+        for (size_t h = 0; h < n_q; h++) {
+            float p = scores[h * ld + j], *ah = acc + h * head_dim;
+            for (size_t i = 0; i < head_dim; i++) ah[i] += p * vj[i];
+        }
+    }
+}
+
+#if RQ_X86
+// The AVX-512 version below states its arithmetic exactly (FMA chains, a fixed horizontal sum):
+// no reassociation, so that every query's scores and sums are the same in any block shape.
+#pragma clang fp reassociate(off)
+
+/// Σ of the 16 lanes, in one fixed order.
+RQ_INLINE RQ_AVX512 float partial_hsum16(__m512 a) {
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+    return _mm_cvtss_f32(s4);
+}
+
+/// `attend_partial_body` for head_dim a multiple of 16, with explicit arithmetic per query:
+/// a score is scale · hsum16(acc) with acc = fma(q[c], k[c], acc) over the 16-float chunks c in
+/// order; acc[h][i] = fma(p_j, v_j[i], acc[h][i]) over the keys j in order. Blocks of 4 queries ×
+/// 4 keys (scores) and of 32 keys × 128 values (the weighted sum) only change which registers
+/// hold which chains, never a chain, so a query's result does not depend on n_q.
+static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride,
+                                            size_t n_keys, size_t head_dim, float scale, float *scores, float *acc,
+                                            float *m, float *s) {
+    if (head_dim % 16 != 0) {
+        attend_partial_body(q, n_q, k, v, kv_stride, n_keys, head_dim, scale, scores, acc, m, s);
+        return;
+    }
+    size_t ld = partial_ld(n_keys), chunks = head_dim / 16;
+    size_t j = 0;
+    for (; j + 4 <= n_keys; j += 4) {
+        const float *k0 = k + j * kv_stride, *k1 = k0 + kv_stride, *k2 = k1 + kv_stride, *k3 = k2 + kv_stride;
+        size_t h = 0;
+        for (; h + 4 <= n_q; h += 4) {
+            __m512 a[4][4];
+            for (int x = 0; x < 4; x++) for (int y = 0; y < 4; y++) a[x][y] = _mm512_setzero_ps();
+            for (size_t c = 0; c < chunks; c++) {
+                __m512 kc[4] = {_mm512_loadu_ps(k0 + 16 * c), _mm512_loadu_ps(k1 + 16 * c), _mm512_loadu_ps(k2 + 16 * c),
+                                _mm512_loadu_ps(k3 + 16 * c)};
+                for (int x = 0; x < 4; x++) {
+                    __m512 qc = _mm512_loadu_ps(q + (h + x) * head_dim + 16 * c);
+                    for (int y = 0; y < 4; y++) a[x][y] = _mm512_fmadd_ps(qc, kc[y], a[x][y]);
+                }
+            }
+            for (int x = 0; x < 4; x++) {
+                float *row = scores + (h + x) * ld + j;
+                for (int y = 0; y < 4; y++) row[y] = partial_hsum16(a[x][y]) * scale;
+            }
+        }
+        for (; h < n_q; h++) {
+            __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+            for (size_t c = 0; c < chunks; c++) {
+                __m512 qc = _mm512_loadu_ps(q + h * head_dim + 16 * c);
+                a[0] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(k0 + 16 * c), a[0]);
+                a[1] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(k1 + 16 * c), a[1]);
+                a[2] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(k2 + 16 * c), a[2]);
+                a[3] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(k3 + 16 * c), a[3]);
+            }
+            float *row = scores + h * ld + j;
+            for (int y = 0; y < 4; y++) row[y] = partial_hsum16(a[y]) * scale;
+        }
+    }
+    for (; j < n_keys; j++) {
+        const float *kj = k + j * kv_stride;
+        for (size_t h = 0; h < n_q; h++) {
+            __m512 a = _mm512_setzero_ps();
+            for (size_t c = 0; c < chunks; c++) a = _mm512_fmadd_ps(_mm512_loadu_ps(q + h * head_dim + 16 * c), _mm512_loadu_ps(kj + 16 * c), a);
+            scores[h * ld + j] = partial_hsum16(a) * scale;
+        }
+    }
+    partial_softmax_body(scores, n_q, n_keys, ld, m, s);
+    for (size_t i = 0; i < n_q * head_dim; i++) acc[i] = 0;
+    for (size_t j0 = 0; j0 < n_keys; j0 += 32) {
+        size_t j1 = j0 + 32 < n_keys ? j0 + 32 : n_keys;
+        for (size_t h = 0; h < n_q; h++) {
+            const float *ph = scores + h * ld;
+            float *ah = acc + h * head_dim;
+            size_t c0 = 0;
+            for (; c0 + 128 <= head_dim; c0 += 128) {
+                __m512 r[8];
+                for (int x = 0; x < 8; x++) r[x] = _mm512_loadu_ps(ah + c0 + 16 * x);
+                for (size_t jj = j0; jj < j1; jj++) {
+                    __m512 p = _mm512_set1_ps(ph[jj]);
+                    const float *vj = v + jj * kv_stride + c0;
+                    for (int x = 0; x < 8; x++) r[x] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * x), r[x]);
+                }
+                for (int x = 0; x < 8; x++) _mm512_storeu_ps(ah + c0 + 16 * x, r[x]);
+            }
+            for (; c0 < head_dim; c0 += 16) {
+                __m512 r = _mm512_loadu_ps(ah + c0);
+                for (size_t jj = j0; jj < j1; jj++) r = _mm512_fmadd_ps(_mm512_set1_ps(ph[jj]), _mm512_loadu_ps(v + jj * kv_stride + c0), r);
+                _mm512_storeu_ps(ah + c0, r);
+            }
+        }
+    }
+}
+#pragma clang fp reassociate(on)
+
+static RQ_AVX2 void attend_partial_avx2(const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
+                                        size_t head_dim, float scale, float *scores, float *acc, float *m, float *s) {
+    attend_partial_body(q, n_q, k, v, kv_stride, n_keys, head_dim, scale, scores, acc, m, s);
+}
+static void attend_partial_generic(const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
+                                   size_t head_dim, float scale, float *scores, float *acc, float *m, float *s) {
+    attend_partial_body(q, n_q, k, v, kv_stride, n_keys, head_dim, scale, scores, acc, m, s);
+}
+void rq_attend_partial(const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
+                       size_t head_dim, float scale, float *scores, float *acc, float *m, float *s) {
+    int l = rq_cpu_level();
+    if (l >= 2) attend_partial_avx512(q, n_q, k, v, kv_stride, n_keys, head_dim, scale, scores, acc, m, s);
+    else if (l == 1) attend_partial_avx2(q, n_q, k, v, kv_stride, n_keys, head_dim, scale, scores, acc, m, s);
+    else attend_partial_generic(q, n_q, k, v, kv_stride, n_keys, head_dim, scale, scores, acc, m, s);
+}
+#else
+RQ_MULTIVERSION(attend_partial, (const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride, size_t n_keys, size_t head_dim, float scale, float *scores, float *acc, float *m, float *s), (q, n_q, k, v, kv_stride, n_keys, head_dim, scale, scores, acc, m, s))
+#endif
+
+/// Joins two parts of a split softmax (`rq_attend_partial` over disjoint key sets) into the
+/// attention output of each of n_q queries: with M = max(m1, m2), a = e^(m1 − M), b = e^(m2 − M),
+/// out = (a·acc1 + b·acc2) / (a·s1 + b·s2). A part over no keys has s = 0 and counts for nothing.
+RQ_INLINE void attend_merge_body(const float *acc1, const float *m1, const float *s1, const float *acc2,
+                                 const float *m2, const float *s2, size_t n_q, size_t head_dim, float *out) {
+    for (size_t h = 0; h < n_q; h++) {
+        float top = m1[h] > m2[h] ? m1[h] : m2[h];
+        float a = s1[h] > 0 ? rq_exp(m1[h] - top) : 0.0f, b = s2[h] > 0 ? rq_exp(m2[h] - top) : 0.0f;
+        float total = a * s1[h] + b * s2[h];
+        float inv = total > 0 ? 1.0f / total : 0.0f;
+        const float *x1 = acc1 + h * head_dim, *x2 = acc2 + h * head_dim;
+        float *o = out + h * head_dim;
+        for (size_t i = 0; i < head_dim; i++) o[i] = (a * x1[i] + b * x2[i]) * inv;
+    }
+}
+RQ_MULTIVERSION(attend_merge, (const float *acc1, const float *m1, const float *s1, const float *acc2, const float *m2, const float *s2, size_t n_q, size_t head_dim, float *out), (acc1, m1, s1, acc2, m2, s2, n_q, head_dim, out))

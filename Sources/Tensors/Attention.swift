@@ -17,7 +17,16 @@ public enum AttentionMask: Sendable, Equatable {
 public final class AttentionScratch: @unchecked Sendable {
     private var storage: TensorStorage?
     private var halves: TensorStorage?
+    private var gathered: TensorStorage?
     public init() {}
+    /// Room for `n` floats that outlives one attention call (keys and values gathered into
+    /// contiguous rows before `Attention.forward` reads them); grows, never shrinks.
+    public func rows(_ n: Int) throws -> TensorStorage {
+        if let s = gathered, s.count >= n { return s }
+        let s = try TensorStorage(count: n, zeroed: false, what: "gathered keys and values")
+        gathered = s
+        return s
+    }
     func floats(_ n: Int) throws -> UnsafeMutablePointer<Float> {
         if let s = storage, s.count >= n { return s.pointer }
         let s = try TensorStorage(count: n, zeroed: false, what: "attention scores")

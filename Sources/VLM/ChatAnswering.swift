@@ -101,8 +101,9 @@ final class ChatBatch<Model: MRoPEDecoderModel>: AnswerBatch {
             }
         }
         // The answers, filled in as their sequences finish; `done` when the last one does. The
-        // closures keep only numbers: a session (its prefix cache) and the input's pixels are
-        // freed once the last of its sequences has forked it.
+        // closures keep only numbers: a session and the input's pixels are freed once the last of
+        // its sequences has forked it, the prefix's keys and values (shared by the forks) once the
+        // last of them finishes.
         let tokenizer = self.tokenizer
         let timings = sessions.map(\.timing), textOnly = input == nil
         var answers: [Answer?] = Array(repeating: nil, count: prompts.count)

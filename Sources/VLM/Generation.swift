@@ -330,8 +330,9 @@ public final class DecodeBatch<Model: MRoPEDecoderModel> {
     public var activeCount: Int { active.count }
     public var waitingCount: Int { waiting.count }
     public var isEmpty: Bool { active.isEmpty && waiting.isEmpty }
-    /// Bytes of the active sequences' KV caches, now and at most so far.
-    private var cacheBytes: Int { active.reduce(0) { $0 + $1.cache.bytes } }
+    /// Bytes of the active sequences' KV caches (their own rows, and each shared prefix once),
+    /// now and at most so far.
+    private var cacheBytes: Int { KVCache.bytes(of: active.map(\.cache)) }
     public private(set) var peakCacheBytes = 0
 
     /// Queues the answer to `continuation` after `session`'s prefix; `onDone` receives its tokens

@@ -194,7 +194,7 @@ struct GenerateBench: ParsableCommand {
             }
             let aggregate = Double(b * steps) / time
             print(String(format: "batched decode: %d sequences × %d steps, %.1f tokens/s aggregate = %.2f× one sequence; %.2f s per step; KV caches %.2f GB",
-                         b, steps, aggregate, aggregate / rate, time / Double(steps), Double(caches.reduce(0) { $0 + $1.bytes }) / 1e9))
+                         b, steps, aggregate, aggregate / rate, time / Double(steps), Double(KVCache.bytes(of: caches)) / 1e9))
         }
         if questions > 0, let model = qwen2 { try sharedPrefix(model) }
         let modelPeak = processStatus("VmHWM") - baseline

@@ -68,6 +68,49 @@ import Tensors
         }
     }
 
+    /// Forks share the filled rows instead of copying them: one prefix object per fill level,
+    /// own rows only after it, the prefix's bytes counted once; a fork of a fork copies only the
+    /// rows its parent added; writing the parent later leaves its forks' view alone.
+    @Test func forksShareTheirPrefix() throws {
+        let parent = try KVCache(layers: 2, capacity: 6, width: 4)
+        for l in 0..<2 { for i in 0..<24 { parent.keys[l].pointer[i] = Float(100 * l + i); parent.values[l].pointer[i] = -Float(i) } }
+        #expect(try parent.fork(extra: 3).prefix == nil) // nothing filled: nothing to share
+        parent.advance(4)
+        let a = try parent.fork(extra: 3), b = try parent.fork(extra: 5)
+        let prefix = try #require(a.prefix)
+        #expect(b.prefix === prefix && prefix.count == 4 && a.count == 4 && a.capacity == 7 && b.capacity == 9)
+        #expect(a.bytes == 2 * 2 * 3 * 4 * 4 && prefix.bytes == 2 * 2 * 6 * 4 * 4)
+        #expect(KVCache.bytes(of: [a, b]) == a.bytes + b.bytes + prefix.bytes)
+        // a gains one own row; its fork shares the same prefix and copies that row.
+        for l in 0..<2 { for i in 0..<4 { a.keys[l].pointer[i] = Float(7 + l) } }
+        a.advance(1)
+        let c = try a.fork(extra: 2)
+        #expect(c.prefix === prefix && c.count == 5 && c.capacity == 7 && c.keys[1].pointer[3] == 8)
+        // The parent writes on: forks made before still see 4 rows; a new fork gets a new prefix.
+        parent.advance(1)
+        let d = try parent.fork(extra: 1)
+        #expect(a.prefix?.count == 4 && d.prefix !== prefix && d.prefix?.count == 5)
+        #expect(KVCache.bytes(of: [a, d]) == a.bytes + d.bytes + prefix.bytes) // one storage
+    }
+
+    /// The batch's KV memory counts the shared prefix once, not once per sequence.
+    @Test func peakCacheBytesCountTheSharedPrefixOnce() throws {
+        let name = "tiny-qwen2vl-a"
+        let q1 = LanguageTests.reference.models[name]!["video_q1"]!
+        let prefixLength = q1.ids.firstIndex(of: 391)! + 1
+        let model = try Qwen2VLModel(directory: VisionFixtures.model(name))
+        let session = try Qwen2VLSession(model: model, prefix: Array(q1.ids[..<prefixLength]), vision: try videoInput())
+        let continuation = Array(q1.ids[prefixLength...])
+        let batch = DecodeBatch<Qwen2VLModel>(capacity: 3)
+        for _ in 0..<3 {
+            try batch.add(session, continuation: continuation, parameters: GenerationParameters(maxNewTokens: 4, batch: 3)) { _ in }
+        }
+        while try batch.step() {}
+        let (layers, width) = model.cacheLayout
+        let row = 2 * layers * width * MemoryLayout<Float>.size
+        #expect(batch.peakCacheBytes == row * (prefixLength + 3 * (continuation.count + 4)))
+    }
+
     @Test(arguments: ["tiny-qwen2vl-a", "tiny-qwen2vl-b"])
     func repetitionPenaltyMatchesTransformers(model name: String) throws {
         let c = LanguageTests.reference.models[name]!["text"]!

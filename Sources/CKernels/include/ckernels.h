@@ -93,4 +93,15 @@ void rq_softmax_scaled_bf16(float *x, size_t rows, size_t n, float scale, long c
 /// scratch of g·(n_keys + 1) floats.
 void rq_attend_group(const float *q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
                      size_t head_dim, float scale, size_t g, float *scores, float *out);
+/// Part of a split (flash-decoding) softmax: n_q query vectors q [n_q, head_dim] (contiguous)
+/// against n_keys keys (rows kv_stride floats apart), unnormalised: per query h,
+/// m[h] = max_j scale·q_h·k_j, s[h] = Σ_j e^(score_j − m[h]), acc[h] = Σ_j e^(score_j − m[h])·v_j
+/// (acc [n_q, head_dim]). Each key and value row is read once for all n_q queries; a query's
+/// arithmetic does not depend on n_q. scores is scratch of n_q·(n_keys + 32) floats.
+void rq_attend_partial(const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride, size_t n_keys,
+                       size_t head_dim, float scale, float *scores, float *acc, float *m, float *s);
+/// Joins two `rq_attend_partial` results over disjoint keys of the same n_q queries into their
+/// attention outputs out [n_q, head_dim] (may be neither acc): the exact softmax over both key sets.
+void rq_attend_merge(const float *acc1, const float *m1, const float *s1, const float *acc2, const float *m2,
+                     const float *s2, size_t n_q, size_t head_dim, float *out);
 #endif
