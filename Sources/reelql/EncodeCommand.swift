@@ -19,7 +19,7 @@ struct EncodeCommand: ParsableCommand {
     var file: String
     @Option(help: "A checkpoint directory (config.json, model.safetensors[.index.json]), of any supported family.")
     var model: String
-    @Option(help: "Compute precision: f32 or bf16 (default: the checkpoint's).")
+    @Option(help: "The tower's precision: f32, bf16 or int8 (default: the checkpoint's).")
     var dtype: ComputeDType?
     @OptionGroup var sampling: SamplingOptionGroup
     @Flag(help: "Print one JSON object.")
