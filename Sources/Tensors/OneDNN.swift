@@ -40,21 +40,29 @@ final class OneDNN: @unchecked Sendable {
         dnnl_engine_create(&engine, dnnl_cpu, 0)
         dnnl_stream_create(&stream, engine, dnnl_stream_default_flags.rawValue)
         if ProcessInfo.processInfo.environment["REELQL_NO_ONEDNN_BF16"] != "1" {
-            let probe = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
-            defer { probe.deallocate() }
-            bf16Products = (try? matmul(src: .init(dims: [2, 2], strides: [2, 1], type: dnnl_bf16, pointer: probe),
-                                        weights: .init(dims: [2, 2], strides: [1, 2], type: dnnl_bf16, pointer: probe + 16),
-                                        dst: .init(dims: [2, 2], strides: [2, 1], type: dnnl_f32, pointer: probe + 32))) != nil
+            bf16Products = probe { p in
+                try matmul(src: .init(dims: [2, 2], strides: [2, 1], type: dnnl_bf16, pointer: p),
+                           weights: .init(dims: [2, 2], strides: [1, 2], type: dnnl_bf16, pointer: p + 16),
+                           dst: .init(dims: [2, 2], strides: [2, 1], type: dnnl_f32, pointer: p + 32))
+                return true
+            }
         }
         if ProcessInfo.processInfo.environment["REELQL_NO_ONEDNN_INT8"] != "1", rq_has_vnni() != 0 {
-            let probe = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
-            defer { probe.deallocate() }
-            probe.initializeMemory(as: UInt8.self, repeating: 1, count: 64)
-            int8Products = (try? matmul(src: .init(dims: [2, 4], strides: [4, 1], type: dnnl_u8, pointer: probe),
-                                        weights: .init(dims: [4, 2], strides: [1, 4], type: dnnl_s8, pointer: probe + 8),
-                                        dst: .init(dims: [2, 2], strides: [2, 1], type: dnnl_s32, pointer: probe + 32))) != nil
-                && probe.load(fromByteOffset: 32, as: Int32.self) == 4
+            int8Products = probe { p in
+                try matmul(src: .init(dims: [2, 4], strides: [4, 1], type: dnnl_u8, pointer: p),
+                           weights: .init(dims: [4, 2], strides: [1, 4], type: dnnl_s8, pointer: p + 8),
+                           dst: .init(dims: [2, 2], strides: [2, 1], type: dnnl_s32, pointer: p + 32))
+                return p.load(fromByteOffset: 32, as: Int32.self) == 4 // 1 · 1 summed over 4
+            }
         }
+    }
+
+    /// Runs a tiny product on 64 bytes of ones: whether oneDNN has (and gets right) a kind of product.
+    private func probe(_ body: (UnsafeMutableRawPointer) throws -> Bool) -> Bool {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        defer { p.deallocate() }
+        p.initializeMemory(as: UInt8.self, repeating: 1, count: 64)
+        return (try? body(p)) ?? false
     }
 
     /// A matrix operand: logical dims, strides in elements, element type, memory — or a

@@ -43,14 +43,13 @@ struct VisionWeights {
     }
 
     /// A weight matrix in the compute precision (bf16 and int8: also in oneDNN's blocked layout,
-    /// reordered once). The patch embedding stays bf16 under int8 (`plainMatrix`): it multiplies
-    /// pixels, and is a small part of the tower's work.
+    /// reordered once).
     func matrix(_ name: String) throws -> WeightTensor {
-        if computeType == .int8, !name.hasPrefix("patch_embed.") { return try Linear.pack(try Linear.quantize(try weight(name)), rows: 4096) }
-        return try plainMatrix(try weight(name))
+        computeType == .int8 ? try Linear.pack(try Linear.quantize(try weight(name)), rows: 4096) : try plainMatrix(try weight(name))
     }
 
-    /// A weight in f32, or bf16 packed for oneDNN (bf16 and int8 towers).
+    /// A weight in f32, or bf16 packed for oneDNN (bf16 and int8 towers): what the patch
+    /// embedding is in every tower, since it multiplies pixels and is a small part of the work.
     func plainMatrix(_ w: WeightTensor) throws -> WeightTensor {
         computeType == .f32 ? try w.converted(to: .f32) : try Linear.pack(try w.converted(to: .bf16), rows: 4096)
     }

@@ -77,24 +77,14 @@ struct Int8Bench: ParsableCommand {
 
     func run() throws {
         let fm = FileManager.default
+        if let model { return try compare(model) }
         let directory = self.directory ?? fm.temporaryDirectory.appendingPathComponent("reelql-bench-2b").path
-        var checkpoint = model ?? directory
-        if model == nil {
-            let existed = fm.fileExists(atPath: (directory as NSString).appendingPathComponent("model.safetensors"))
-            try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try PipelineBench.writeCheckpoint(directory, layers: layers, depth: depth, tokenizer: nil, quiet: json)
-            if !keep && !existed {
-                defer {
-                    for f in ["model.safetensors", "config.json", "tokenizer.json", "preprocessor_config.json"] {
-                        try? fm.removeItem(atPath: (directory as NSString).appendingPathComponent(f))
-                    }
-                    if (try? fm.contentsOfDirectory(atPath: directory))?.isEmpty == true { try? fm.removeItem(atPath: directory) }
-                }
-                return try compare(directory)
-            }
-            checkpoint = directory
-        }
-        try compare(checkpoint)
+        // A checkpoint found there (kept by an earlier bench) stays; one written now goes unless --keep.
+        let existed = fm.fileExists(atPath: (directory as NSString).appendingPathComponent("model.safetensors"))
+        try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { if !keep && !existed { PipelineBench.removeCheckpoint(directory) } }
+        try PipelineBench.writeCheckpoint(directory, layers: layers, depth: depth, tokenizer: nil, quiet: json)
+        try compare(directory)
     }
 
     func compare(_ checkpoint: String) throws {

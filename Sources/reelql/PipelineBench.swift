@@ -146,8 +146,7 @@ struct PipelineBench: ParsableCommand {
         if let model {
             checkpointDirectory = model
         } else {
-            written += ["model.safetensors", "config.json", "tokenizer.json", "preprocessor_config.json"]
-                .map { (directory as NSString).appendingPathComponent($0) }
+            written += Self.checkpointFiles.map { (directory as NSString).appendingPathComponent($0) }
             try writeCheckpoint(directory)
             checkpointDirectory = directory
         }
@@ -330,6 +329,16 @@ struct PipelineBench: ParsableCommand {
     /// checkpoint directory needs besides: Qwen2's tokenizer and the released preprocessor settings.
     func writeCheckpoint(_ directory: String) throws {
         try Self.writeCheckpoint(directory, layers: layers, depth: depth, tokenizer: tokenizer, quiet: json)
+    }
+
+    /// The files `writeCheckpoint` writes.
+    static let checkpointFiles = ["model.safetensors", "config.json", "tokenizer.json", "preprocessor_config.json"]
+
+    /// Deletes what `writeCheckpoint` wrote, and the folder when that leaves it empty.
+    static func removeCheckpoint(_ directory: String) {
+        let fm = FileManager.default
+        for f in checkpointFiles { try? fm.removeItem(atPath: (directory as NSString).appendingPathComponent(f)) }
+        if (try? fm.contentsOfDirectory(atPath: directory))?.isEmpty == true { try? fm.removeItem(atPath: directory) }
     }
 
     static func writeCheckpoint(_ directory: String, layers: Int?, depth: Int?, tokenizer: String?, quiet: Bool) throws {

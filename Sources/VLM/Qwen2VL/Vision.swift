@@ -94,7 +94,7 @@ public final class Qwen2VLVision: @unchecked Sendable {
                          fc2: try matrix(b + "mlp.fc2.weight"), fc2Bias: try vector(b + "mlp.fc2.bias"))
         }
         weights = Weights(
-            patchEmbed: try matrix("patch_embed.proj.weight").reshaped([e, c.patchDim]),
+            patchEmbed: try w.plainMatrix(try w.weight("patch_embed.proj.weight")).reshaped([e, c.patchDim]),
             blocks: blocks, mergerNorm: try norm("merger.ln_q"),
             merger0: try matrix("merger.mlp.0.weight"), merger0Bias: try vector("merger.mlp.0.bias"),
             merger2: try matrix("merger.mlp.2.weight"), merger2Bias: try vector("merger.mlp.2.bias"))

@@ -105,7 +105,7 @@ public final class Qwen3VLVision: @unchecked Sendable {
                          fc2: try matrix(b + "mlp.linear_fc2.weight"), fc2Bias: try vector(b + "mlp.linear_fc2.bias"))
         }
         weights = Weights(
-            patchEmbed: try matrix("patch_embed.proj.weight").reshaped([e, c.patchDim]), patchBias: try vector("patch_embed.proj.bias"),
+            patchEmbed: try w.plainMatrix(try w.weight("patch_embed.proj.weight")).reshaped([e, c.patchDim]), patchBias: try vector("patch_embed.proj.bias"),
             positions: try vector("pos_embed.weight"), blocks: blocks, merger: try merger("merger.", post: false),
             deepstack: try c.deepstackVisualIndexes.indices.map { try merger("deepstack_merger_list.\($0).", post: true) })
     }
