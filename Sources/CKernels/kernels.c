@@ -867,3 +867,201 @@ RQ_INLINE void attend_merge_body(const float *acc1, const float *m1, const float
     }
 }
 RQ_MULTIVERSION(attend_merge, (const float *acc1, const float *m1, const float *s1, const float *acc2, const float *m2, const float *s2, size_t n_q, size_t head_dim, float *out), (acc1, m1, s1, acc2, m2, s2, n_q, head_dim, out))
+
+// ---- bf16 attention in tiles ---------------------------------------------------------------------
+// softmax(scale · q·Kᵀ) · V for blocks of up to RQ_ATTEND_TQ queries of one head, with PyTorch's
+// bf16 roundings (q, k, v and the probabilities bf16; scores, softmax and sums f32). The scores
+// of a block stay in cache between the two products, and keys and values are read from copies
+// packed once per head for the AVX-512 BF16 pair products (vdpbf16ps). Every score and output
+// value is one chain over pairs in order, so a query's result does not depend on the block that
+// holds it.
+#define RQ_ATTEND_TQ 32
+#define RQ_ATTEND_ROWS 36 /* RQ_ATTEND_TQ rounded up to a multiple of every P·V row block (8, 6, 4, 3) */
+
+size_t rq_attend_bf16_keys(size_t n_keys) { return (n_keys + 31) & ~(size_t)31; }
+
+/// kp [d/2][ldk][2]: for each pair of values, the pair of every key (ldk = keys rounded up to 32,
+/// zero keys after n_keys). vp [⌈n_keys/2⌉][d][2]: for each pair of consecutive keys, their
+/// values interleaved (a zero key after an odd count).
+void rq_attend_pack_bf16(const uint16_t *k, const uint16_t *v, size_t stride, size_t n_keys, size_t d, uint16_t *kp, uint16_t *vp) {
+    size_t ldk = rq_attend_bf16_keys(n_keys), d2 = d / 2;
+    uint32_t *o = (uint32_t *)kp;
+    for (size_t c2 = 0; c2 < d2; c2++) {
+        for (size_t j = 0; j < n_keys; j++) { uint32_t w; memcpy(&w, k + j * stride + 2 * c2, 4); o[c2 * ldk + j] = w; }
+        for (size_t j = n_keys; j < ldk; j++) o[c2 * ldk + j] = 0;
+    }
+    for (size_t j2 = 0; j2 < (n_keys + 1) / 2; j2++) {
+        const uint16_t *a = v + 2 * j2 * stride, *b = a + stride;
+        uint16_t *x = vp + j2 * d * 2;
+        if (2 * j2 + 1 < n_keys) for (size_t c = 0; c < d; c++) { x[2 * c] = a[c]; x[2 * c + 1] = b[c]; }
+        else for (size_t c = 0; c < d; c++) { x[2 * c] = a[c]; x[2 * c + 1] = 0; }
+    }
+}
+
+size_t rq_attend_bf16_scratch(size_t n_keys, size_t d) {
+    size_t ld = rq_attend_bf16_keys(n_keys) + 16;
+    return RQ_ATTEND_TQ * ld * 4 + RQ_ATTEND_ROWS * ld * 2 + RQ_ATTEND_ROWS * d * 4 + 64;
+}
+
+
+/// Probabilities of rows [0, n_q) of the score block (rows ld apart) into bf16 rows, the scores of
+/// query i visible up to min(kmax, causal_base + i + 1) (all kmax when causal_base < 0), and the
+/// pad after an odd kmax zero.
+RQ_INLINE void attend_bf16_softmax(float *s, uint16_t *p, size_t ld, size_t n_q, size_t kmax, float scale, long causal_base) {
+    for (size_t i = 0; i < n_q; i++) {
+        rq_softmax_scaled_bf16(s + i * ld, 1, kmax, scale, causal_base < 0 ? -1 : causal_base + (long)i, 1, 0, p + i * ld);
+        if (kmax & 1) p[i * ld + kmax] = 0;
+    }
+}
+
+/// Keys seen by a block of n_q queries: all n_keys, or up to the last query's causal limit.
+RQ_INLINE size_t attend_bf16_kmax(size_t n_q, size_t n_keys, long causal_base) {
+    if (causal_base < 0) return n_keys;
+    size_t last = (size_t)causal_base + n_q;
+    return last < n_keys ? last : n_keys;
+}
+
+/// The same arithmetic one value at a time (CPUs without AVX-512 BF16): each score sums the
+/// pair products (q[2c]·k[2c] + q[2c+1]·k[2c+1]) in pair order, each output value the pair
+/// products of probabilities and values.
+static void attend_bf16_tile_plain(const uint16_t *q, size_t qs, size_t n_q, const uint16_t *kp, const uint16_t *vp,
+                                   size_t n_keys, size_t d, float scale, long causal_base, void *scratch, float *out, size_t os) {
+    size_t ldk = rq_attend_bf16_keys(n_keys), ld = ldk + 16, d2 = d / 2;
+    float *s = (float *)scratch;
+    uint16_t *p = (uint16_t *)(s + RQ_ATTEND_TQ * ld);
+    size_t kmax = attend_bf16_kmax(n_q, n_keys, causal_base), pairs = (kmax + 1) / 2;
+    for (size_t i = 0; i < n_q; i++)
+        for (size_t j = 0; j < kmax; j++) {
+            float a = 0;
+            for (size_t c2 = 0; c2 < d2; c2++)
+                a += bf16_f32(q[i * qs + 2 * c2]) * bf16_f32(kp[2 * (c2 * ldk + j)]) +
+                     bf16_f32(q[i * qs + 2 * c2 + 1]) * bf16_f32(kp[2 * (c2 * ldk + j) + 1]);
+            s[i * ld + j] = a;
+        }
+    attend_bf16_softmax(s, p, ld, n_q, kmax, scale, causal_base);
+    for (size_t i = 0; i < n_q; i++)
+        for (size_t c = 0; c < d; c++) {
+            float a = 0;
+            for (size_t j2 = 0; j2 < pairs; j2++)
+                a += bf16_f32(p[i * ld + 2 * j2]) * bf16_f32(vp[2 * (j2 * d + c)]) +
+                     bf16_f32(p[i * ld + 2 * j2 + 1]) * bf16_f32(vp[2 * (j2 * d + c) + 1]);
+            out[i * os + c] = a;
+        }
+}
+
+#if RQ_X86
+
+
+/// Scores of NQ queries (bf16 rows qs apart) against keys j0…j0+31: one chain per score, over
+/// the d/2 value pairs in order.
+static inline __attribute__((always_inline)) RQ_AVX512BF16 void attend_qk_tile(
+        const uint16_t *q, size_t qs, const uint16_t *kp, size_t ldk, size_t j0, size_t d2, float *s, size_t lds, const int NQ) {
+    __m512 a[8][2];
+    for (int i = 0; i < NQ; i++) a[i][0] = a[i][1] = _mm512_setzero_ps();
+    const uint16_t *kc = kp + 2 * j0;
+    for (size_t c2 = 0; c2 < d2; c2++) {
+        __m512bh k0 = (__m512bh)_mm512_loadu_si512((const void *)(kc + 2 * c2 * ldk));
+        __m512bh k1 = (__m512bh)_mm512_loadu_si512((const void *)(kc + 2 * c2 * ldk + 32));
+        for (int i = 0; i < NQ; i++) {
+            uint32_t w; memcpy(&w, q + i * qs + 2 * c2, 4);
+            __m512bh qb = (__m512bh)_mm512_set1_epi32((int)w);
+            a[i][0] = _mm512_dpbf16_ps(a[i][0], qb, k0);
+            a[i][1] = _mm512_dpbf16_ps(a[i][1], qb, k1);
+        }
+    }
+    for (int i = 0; i < NQ; i++) {
+        _mm512_storeu_ps(s + i * lds + j0, a[i][0]);
+        _mm512_storeu_ps(s + i * lds + j0 + 16, a[i][1]);
+    }
+}
+
+static RQ_AVX512BF16 void attend_qk_rows(const uint16_t *q, size_t qs, size_t n, const uint16_t *kp, size_t ldk, size_t j0,
+                                         size_t d2, float *s, size_t lds) {
+    switch (n) {
+    case 1: attend_qk_tile(q, qs, kp, ldk, j0, d2, s, lds, 1); break;
+    case 2: attend_qk_tile(q, qs, kp, ldk, j0, d2, s, lds, 2); break;
+    case 3: attend_qk_tile(q, qs, kp, ldk, j0, d2, s, lds, 3); break;
+    case 4: attend_qk_tile(q, qs, kp, ldk, j0, d2, s, lds, 4); break;
+    case 5: attend_qk_tile(q, qs, kp, ldk, j0, d2, s, lds, 5); break;
+    case 6: attend_qk_tile(q, qs, kp, ldk, j0, d2, s, lds, 6); break;
+    case 7: attend_qk_tile(q, qs, kp, ldk, j0, d2, s, lds, 7); break;
+    default: attend_qk_tile(q, qs, kp, ldk, j0, d2, s, lds, 8); break;
+    }
+}
+
+/// acc rows (lda apart) of NQ queries, values c0…c0+16·NC, continued over key pairs j0…j1 − 1
+/// (started from zero at j0 = 0): one chain per value over the pairs in order.
+static inline __attribute__((always_inline)) RQ_AVX512BF16 void attend_pv_tile(
+        const uint16_t *p, size_t ldp, const uint16_t *vp, size_t d, size_t c0, size_t j0, size_t j1, float *acc, size_t lda,
+        const int NQ, const int NC) {
+    __m512 a[8][8];
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < NC; c++) a[i][c] = j0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + i * lda + c0 + 16 * c);
+    for (size_t j2 = j0; j2 < j1; j2++) {
+        __m512bh v[8];
+        for (int c = 0; c < NC; c++) v[c] = (__m512bh)_mm512_loadu_si512((const void *)(vp + 2 * (j2 * d + c0 + 16 * c)));
+        for (int i = 0; i < NQ; i++) {
+            uint32_t w; memcpy(&w, p + i * ldp + 2 * j2, 4);
+            __m512bh pb = (__m512bh)_mm512_set1_epi32((int)w);
+            for (int c = 0; c < NC; c++) a[i][c] = _mm512_dpbf16_ps(a[i][c], pb, v[c]);
+        }
+    }
+    for (int i = 0; i < NQ; i++) for (int c = 0; c < NC; c++) _mm512_storeu_ps(acc + i * lda + c0 + 16 * c, a[i][c]);
+}
+
+/// acc [n rounded up to the row block, d] (rows lda apart) = P · V over the first `pairs` key
+/// pairs; probability rows past n must be zero. Keys go in blocks of 128 pairs, so that a block of
+/// packed values stays in L1 for every row block.
+static RQ_AVX512BF16 void attend_pv_rows(const uint16_t *p, size_t ldp, const uint16_t *vp, size_t d, size_t pairs,
+                                         float *acc, size_t lda, size_t n) {
+    size_t nc = d / 16;
+    for (size_t j0 = 0; j0 < pairs; j0 += 128) {
+        size_t j1 = j0 + 128 < pairs ? j0 + 128 : pairs;
+        for (size_t c0 = 0; c0 < nc; c0 += 8) {
+            size_t w = nc - c0 < 8 ? nc - c0 : 8, cc = 16 * c0;
+            size_t nq = w <= 3 ? 8 : (w == 4 ? 6 : (w <= 6 ? 4 : 3));
+            for (size_t i = 0; i < n; i += nq) {
+                const uint16_t *pi = p + i * ldp;
+                float *ai = acc + i * lda;
+                switch (w) {
+                case 1: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 8, 1); break;
+                case 2: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 8, 2); break;
+                case 3: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 8, 3); break;
+                case 4: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 6, 4); break;
+                case 5: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 4, 5); break;
+                case 6: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 4, 6); break;
+                case 7: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 3, 7); break;
+                default: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 3, 8); break;
+                }
+            }
+        }
+    }
+}
+
+static RQ_AVX512BF16 void attend_bf16_tile_dp(const uint16_t *q, size_t qs, size_t n_q, const uint16_t *kp, const uint16_t *vp, size_t n_keys,
+                         size_t d, float scale, long causal_base, void *scratch, float *out, size_t os) {
+    size_t ldk = rq_attend_bf16_keys(n_keys), ld = ldk + 16;
+    float *s = (float *)scratch;
+    uint16_t *p = (uint16_t *)(s + RQ_ATTEND_TQ * ld);
+    float *acc = (float *)(p + RQ_ATTEND_ROWS * ld);
+    size_t kmax = attend_bf16_kmax(n_q, n_keys, causal_base);
+    size_t kt = (kmax + 31) & ~(size_t)31, pairs = (kmax + 1) / 2;
+    for (size_t j0 = 0; j0 < kt; j0 += 32)
+        for (size_t i = 0; i < n_q; i += 8) attend_qk_rows(q + i * qs, qs, n_q - i < 8 ? n_q - i : 8, kp, ldk, j0, d / 2, s + i * ld, ld);
+    attend_bf16_softmax(s, p, ld, n_q, kmax, scale, causal_base);
+    for (size_t i = n_q; i < RQ_ATTEND_ROWS; i++) memset(p + i * ld, 0, 2 * pairs * 2);
+    attend_pv_rows(p, ld, vp, d, pairs, acc, d, n_q);
+    for (size_t i = 0; i < n_q; i++) memcpy(out + i * os, acc + i * d, 4 * d);
+}
+#endif
+
+void rq_attend_bf16_tile(const uint16_t *q, size_t qs, size_t n_q, const uint16_t *kp, const uint16_t *vp, size_t n_keys,
+                         size_t d, float scale, long causal_base, void *scratch, float *out, size_t os) {
+#if RQ_X86
+    if (rq_cpu_level() >= 3 && d % 16 == 0) {
+        attend_bf16_tile_dp(q, qs, n_q, kp, vp, n_keys, d, scale, causal_base, scratch, out, os);
+        return;
+    }
+#endif
+    attend_bf16_tile_plain(q, qs, n_q, kp, vp, n_keys, d, scale, causal_base, scratch, out, os);
+}

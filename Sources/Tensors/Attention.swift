@@ -64,7 +64,7 @@ public enum Attention {
     public static func forward(q: Tensor, k: Tensor, v: Tensor, heads: Int, kvHeads: Int, headDim d: Int,
                                mask: AttentionMask, scale: Float? = nil, precision: AttentionPrecision = .f32,
                                scratch: AttentionScratch? = nil, maxScoreFloats: Int = scoreBudget,
-                               pool: ThreadPool = .shared) throws -> Tensor {
+                               tiles: Bool = true, pool: ThreadPool = .shared) throws -> Tensor {
         let t = q.count / (heads * d), s = k.count / (kvHeads * d)
         guard heads % kvHeads == 0, q.count == t * heads * d, k.count == s * kvHeads * d, v.count == k.count else {
             throw TensorError.shapeMismatch(operation: "attention", expected: "q [T, \(heads)·\(d)], k/v [S, \(kvHeads)·\(d)]",
@@ -72,7 +72,7 @@ public enum Attention {
         }
         let inputs = Inputs(q: q.pointer, k: k.pointer, v: v.pointer, qs: heads * d, ks: kvHeads * d, t: t, s: s)
         return try run(inputs, heads: heads, kvHeads: kvHeads, d: d, mask: mask, scale: scale, precision: precision,
-                       scratch: scratch, budget: maxScoreFloats, pool: pool)
+                       scratch: scratch, budget: maxScoreFloats, tiles: tiles, pool: pool)
     }
 
     /// Self-attention over a fused projection: each row of `qkv` [T, 3·heads·D] holds q, k and v
@@ -102,17 +102,23 @@ public enum Attention {
         var q: UnsafeMutablePointer<UInt16>, k: UnsafeMutablePointer<UInt16>, v: UnsafeMutablePointer<UInt16>
     }
 
+    /// `tiles`: false keeps bf16 attention on oneDNN's products (tests and `bench kernels` compare the two).
     static func run(_ x: Inputs, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask, scale: Float?,
-                    precision: AttentionPrecision, scratch: AttentionScratch?, budget: Int, pool: ThreadPool) throws -> Tensor {
+                    precision: AttentionPrecision, scratch: AttentionScratch?, budget: Int, tiles: Bool = true,
+                    pool: ThreadPool) throws -> Tensor {
         let out = try Tensor(uninitialized: [x.t, heads * d], what: "attention output")
         let scale = scale ?? 1 / Float(d).squareRoot()
-        let blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: budget)
+        var blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: budget)
         let scratch = scratch ?? AttentionScratch()
         // bf16: q, k, v rounded once (into reused scratch); the probabilities per block.
         let bf16 = precision == .bf16 && blocks.contains { $0.queries.count > 4 }
         // Where oneDNN has no bf16 products (CPUs without AVX-512): the same roundings, with f32
         // products on the rounded values.
         let widen = bf16 && !OneDNN.shared.bf16Products
+        // With AVX-512 BF16 and head_dim a multiple of 16: the tile kernel, which keeps each block
+        // of scores in cache (no score budget: one block per mask segment).
+        let tiled = bf16 && !widen && tiles && d % 16 == 0 && rq_cpu_level() >= 3
+        if tiled { blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: .max) }
         let qw = heads * d, kw = kvHeads * d
         let rounded = x.t * qw + 2 * x.s * kw
         try ScratchPool.shared.withHalfs(bf16 ? rounded : 1) { buffer in try ScratchPool.shared.withBuffer(bytes: widen ? rounded * 4 : 64) { wide in
@@ -133,11 +139,13 @@ public enum Attention {
                 } else {
                     halves = h
                 }
-                probabilities = try scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0)
+                if !tiled { probabilities = try scratch.halfs(blocks.map { heads * $0.queries.count * $0.keys.count }.max() ?? 0) }
             }
             for b in blocks {
                 if b.queries.count <= 4 {
                     direct(x, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale, pool: pool)
+                } else if tiled, let halves {
+                    try Self.tiles(halves, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale, pool: pool)
                 } else {
                     let scores = try scratch.floats(heads * b.queries.count * b.keys.count)
                     try batched(products, out: out, heads: heads, kvHeads: kvHeads, d: d, block: b, scale: scale,
@@ -179,6 +187,43 @@ public enum Attention {
                 for q0 in stride(from: a, to: b, by: c) { out.append(Block(queries: q0..<min(b, q0 + c), keys: a..<b, causalBase: nil)) }
             }
             return out
+        }
+    }
+
+    /// bf16 attention of one block by `rq_attend_bf16_tile`: each key/value head packed once, then
+    /// jobs of up to 32 queries of one head, whose scores stay in cache between the two products.
+    static func tiles(_ h: Halves, out: Tensor, heads: Int, kvHeads: Int, d: Int, block: Block, scale: Float,
+                      pool: ThreadPool) throws {
+        let g = heads / kvHeads, qs = heads * d, ks = kvHeads * d
+        let sk = block.keys.count, k0 = block.keys.lowerBound, q0 = block.queries.lowerBound
+        let kSize = rq_attend_bf16_keys(sk) * d, vSize = (sk + 1) / 2 * 2 * d, packSize = kSize + vSize
+        let scratchBytes = (rq_attend_bf16_scratch(sk, d) + 63) / 64 * 64
+        let workers = pool.threads
+        let tilesPerHead = (block.queries.count + 31) / 32
+        try ScratchPool.shared.withHalfs(kvHeads * packSize) { packed in
+            try ScratchPool.shared.withBuffer(bytes: workers * scratchBytes) { scratch in
+                pool.parallelRanges(kvHeads) { r in
+                    for kv in r {
+                        rq_attend_pack_bf16(h.k + k0 * ks + kv * d, h.v + k0 * ks + kv * d, ks, sk, d,
+                                            packed + kv * packSize, packed + kv * packSize + kSize)
+                    }
+                }
+                // Jobs (32 queries of one head) dealt round-robin: in a causal block later queries
+                // see more keys.
+                let jobs = heads * tilesPerHead
+                pool.parallelRanges(workers) { r in
+                    for w in r {
+                        for job in stride(from: w, to: jobs, by: workers) {
+                            let head = job % heads, i = q0 + job / heads * 32
+                            let n = min(32, block.queries.upperBound - i)
+                            let pack = packed + head / g * packSize
+                            let causal = block.causalBase.map { $0 + (i - q0) } ?? -1
+                            rq_attend_bf16_tile(h.q + i * qs + head * d, qs, n, pack, pack + kSize, sk, d, scale, causal,
+                                                scratch + w * scratchBytes, out.pointer + i * qs + head * d, qs)
+                        }
+                    }
+                }
+            }
         }
     }
 

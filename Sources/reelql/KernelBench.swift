@@ -122,17 +122,25 @@ struct KernelBench: ParsableCommand {
     }
 
     func attention() throws {
-        print("\nattention (GFLOP/s)           tokens  heads×dim  kv heads  mask    precision  time      GFLOP/s")
+        print("\nattention (GFLOP/s)           tokens  heads×dim  kv heads  mask    precision   time      GFLOP/s")
         let configs: [(Int, Int, Int, Int, String)] = quick ? [(1024, 16, 80, 16, "full")]
             : [(1024, 16, 80, 16, "full"), (4096, 16, 80, 16, "full"), (1024, 12, 128, 2, "causal"), (4096, 12, 128, 2, "causal")]
         for (t, h, d, kv, mask) in configs {
             let q = try Tensor(zeros: [t, h * d]), k = try Tensor(zeros: [t, kv * d]), v = try Tensor(zeros: [t, kv * d])
             for tensor in [q, k, v] { for i in 0..<tensor.count { tensor.pointer[i] = Float((i * 7919) % 1000) / 1000 - 0.5 } }
             let m: AttentionMask = mask == "causal" ? .causal(offset: 0) : .blockDiagonal([0, t])
-            for (name, precision) in [("f32", AttentionPrecision.f32), ("bf16", .bf16)] {
-                let time = try median { _ = try Attention.forward(q: q, k: k, v: v, heads: h, kvHeads: kv, headDim: d, mask: m, precision: precision) }
+            // bf16 by the tile kernel (AVX-512 BF16) and by oneDNN's two products, in the same run.
+            var times: [String: Double] = [:]
+            for (name, precision, tiles) in [("f32", AttentionPrecision.f32, false), ("bf16 oneDNN", .bf16, false), ("bf16 tiles", .bf16, true)] {
+                let time = try median {
+                    _ = try Attention.forward(q: q, k: k, v: v, heads: h, kvHeads: kv, headDim: d, mask: m, precision: precision, tiles: tiles)
+                }
+                times[name] = time
                 let flop = 4.0 * Double(t * t * d * h) * (mask == "causal" ? 0.5 : 1)
-                print(String(format: "                               %6d  %3d×%-4d   %3d      %-7@ %-5@   %7.3f s   %7.1f", t, h, d, kv, mask, name, time, flop / time / 1e9))
+                let versus = name == "bf16 tiles" ? String(format: "  %.2f× oneDNN", (times["bf16 oneDNN"] ?? time) / time) : ""
+                let labels = mask.padding(toLength: 8, withPad: " ", startingAt: 0) + name.padding(toLength: 12, withPad: " ", startingAt: 0)
+                print(String(format: "                               %6d  %3d×%-4d   %3d      ", t, h, d, kv) + labels
+                      + String(format: "%7.3f s   %7.1f", time, flop / time / 1e9) + versus)
             }
         }
     }

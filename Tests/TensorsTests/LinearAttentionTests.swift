@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import CKernels
 @testable import Tensors
 
 @Suite struct LinearTests {
@@ -139,6 +140,107 @@ import Testing
             let fused = try Attention.forward(qkv: qkv, heads: h, headDim: d, mask: mask, precision: precision)
             #expect(relativeError(fused.values, split.values) < 1e-6)
         }
+    }
+
+    /// bf16 attention through `Attention.run`, by the tile kernel or by oneDNN's two products.
+    static func bf16(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask,
+                     tiles: Bool) throws -> Tensor {
+        let x = Attention.Inputs(q: q.pointer, k: k.pointer, v: v.pointer, qs: heads * d, ks: kvHeads * d,
+                                 t: q.shape[0], s: k.shape[0])
+        return try Attention.run(x, heads: heads, kvHeads: kvHeads, d: d, mask: mask, scale: nil, precision: .bf16,
+                                 scratch: nil, budget: Attention.scoreBudget, tiles: tiles, pool: .shared)
+    }
+
+    /// Exact attention (float64) of q, k, v rounded to bf16, the probabilities unrounded.
+    static func exact(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask) -> [Float] {
+        let round = { (x: [Float]) in Convert.bf16(x).map { Double(Float(bitPattern: UInt32($0) << 16)) } }
+        let qv = round(q.values), kv = round(k.values), vv = round(v.values)
+        let t = q.shape[0], s = k.shape[0], g = heads / kvHeads
+        var out = [Float](repeating: 0, count: t * heads * d)
+        for i in 0..<t {
+            var keys = 0..<s
+            switch mask {
+            case .none: break
+            case .causal(let offset): keys = 0..<min(s, offset + i + 1)
+            case .blockDiagonal(let cu):
+                if let b = zip(cu, cu.dropFirst()).first(where: { $0.0 <= i && i < $0.1 }) { keys = b.0..<b.1 }
+            }
+            for h in 0..<heads {
+                let kh = h / g
+                let scores = keys.map { j in (0..<d).reduce(0.0) { $0 + qv[i * heads * d + h * d + $1] * kv[j * kvHeads * d + kh * d + $1] } / Double(d).squareRoot() }
+                let top = scores.max() ?? 0
+                let e = scores.map { Foundation.exp($0 - top) }
+                let sum = e.reduce(0, +)
+                for c in 0..<d {
+                    var acc = 0.0
+                    for (n, j) in keys.enumerated() { acc += e[n] / sum * vv[j * kvHeads * d + kh * d + c] }
+                    out[i * heads * d + h * d + c] = Float(acc)
+                }
+            }
+        }
+        return out
+    }
+
+    /// The tile kernel (AVX-512 BF16; head_dim a multiple of 16) against oneDNN's products and
+    /// exact attention: head sizes of every chunking of its value loop (48: 3 vectors, 80: 5,
+    /// 128: 8, 256: two passes of 8), GQA, masks, key counts off the 32-key and 2-key grids.
+    @Test(arguments: [(4, 2, 16, 45, 45, AttentionMask.causal(offset: 0)), (3, 3, 80, 70, 70, .blockDiagonal([0, 33, 70])),
+                      (2, 1, 128, 37, 50, .causal(offset: 13)), (2, 2, 64, 33, 71, .none), (2, 2, 48, 40, 40, .none),
+                      (1, 1, 256, 9, 21, .none), (6, 2, 80, 100, 100, .blockDiagonal([0, 3, 64, 100]))])
+    func tiledBf16(heads: Int, kvHeads: Int, d: Int, t: Int, s: Int, mask: AttentionMask) throws {
+        let q = try Reference.tensor([t, heads * d], seed: 31, scale: 2)
+        let k = try Reference.tensor([s, kvHeads * d], seed: 32, scale: 2)
+        let v = try Reference.tensor([s, kvHeads * d], seed: 33)
+        let tiled = try Self.bf16(q, k, v, heads: heads, kvHeads: kvHeads, d: d, mask: mask, tiles: true)
+        let onednn = try Self.bf16(q, k, v, heads: heads, kvHeads: kvHeads, d: d, mask: mask, tiles: false)
+        let exact = Self.exact(q, k, v, heads: heads, kvHeads: kvHeads, d: d, mask: mask)
+        // Both round the probabilities to bf16 (2⁻⁹ relative); only summation order differs between them.
+        #expect(relativeError(tiled.values, exact) < 1.0 / 128)
+        #expect(relativeError(onednn.values, exact) < 1.0 / 128)
+        #expect(relativeError(tiled.values, onednn.values) < 1.0 / 128)
+        #expect(tiled.values.allSatisfy { $0.isFinite })
+    }
+
+    /// A query's result does not depend on the block of 32 that holds it: the last queries of a
+    /// causal prefill, run alone after the first (offset), equal the full run's rows bit for bit,
+    /// and so does one segment of a block-diagonal mask run as a full mask.
+    @Test func tiledRowsDoNotDependOnTheirBlock() throws {
+        let heads = 4, d = 80, t = 90, w = heads * d
+        let q = try Reference.tensor([t, w], seed: 41, scale: 2), k = try Reference.tensor([t, w], seed: 42, scale: 2)
+        let v = try Reference.tensor([t, w], seed: 43)
+        let full = try Self.bf16(q, k, v, heads: heads, kvHeads: heads, d: d, mask: .causal(offset: 0), tiles: true)
+        let rows = { (x: Tensor, r: Range<Int>) in try Tensor(shape: [r.count, w], values: Array(x.values[(r.lowerBound * w)..<(r.upperBound * w)])) }
+        let tail = try Self.bf16(rows(q, 13..<t), k, v, heads: heads, kvHeads: heads, d: d, mask: .causal(offset: 13), tiles: true)
+        #expect(tail.values == Array(full.values[(13 * w)...]))
+        let blocks = try Self.bf16(q, k, v, heads: heads, kvHeads: heads, d: d, mask: .blockDiagonal([0, 37, t]), tiles: true)
+        let alone = try Self.bf16(rows(q, 37..<t), rows(k, 37..<t), rows(v, 37..<t), heads: heads, kvHeads: heads, d: d,
+                                  mask: .none, tiles: true)
+        #expect(alone.values == Array(blocks.values[(37 * w)...]))
+    }
+
+    /// The kernel's portable path (CPUs without AVX-512 BF16, or any head size) against its vector
+    /// path and exact attention, called directly.
+    @Test(arguments: [(80, 45, Int(-1)), (64, 70, 20), (24, 33, -1)])
+    func tileKernelPortablePath(d: Int, s: Int, causal: Int) throws {
+        let n = min(32, s), scale = 1 / Float(d).squareRoot()
+        let q = try Reference.tensor([n, d], seed: 51, scale: 2), k = try Reference.tensor([s, d], seed: 52, scale: 2)
+        let v = try Reference.tensor([s, d], seed: 53)
+        let qh = Convert.bf16(q.values), kh = Convert.bf16(k.values), vh = Convert.bf16(v.values)
+        var kp = [UInt16](repeating: 1, count: rq_attend_bf16_keys(s) * d), vp = [UInt16](repeating: 1, count: (s + 1) / 2 * 2 * d)
+        rq_attend_pack_bf16(kh, vh, d, s, d, &kp, &vp)
+        var scratch = [UInt8](repeating: 0, count: rq_attend_bf16_scratch(s, d))
+        func run(level: Int32) -> [Float] {
+            var out = [Float](repeating: .nan, count: n * d)
+            _ = rq_set_cpu_level(level)
+            defer { _ = rq_set_cpu_level(-1) }
+            rq_attend_bf16_tile(qh, d, n, kp, vp, s, d, scale, causal, &scratch, &out, d)
+            return out
+        }
+        let plain = run(level: 0), best = run(level: -1)
+        let mask: AttentionMask = causal < 0 ? .none : .causal(offset: causal)
+        let exact = Self.exact(q, k, v, heads: 1, kvHeads: 1, d: d, mask: mask)
+        #expect(relativeError(plain, exact) < 1.0 / 128)
+        #expect(relativeError(best, exact) < 1.0 / 128)
     }
 
     @Test func invalidMasksThrow() throws {

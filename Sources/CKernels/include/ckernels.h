@@ -104,4 +104,18 @@ void rq_attend_partial(const float *q, size_t n_q, const float *k, const float *
 /// attention outputs out [n_q, head_dim] (may be neither acc): the exact softmax over both key sets.
 void rq_attend_merge(const float *acc1, const float *m1, const float *s1, const float *acc2, const float *m2,
                      const float *s2, size_t n_q, size_t head_dim, float *out);
+/// bf16 attention in tiles (see kernels.c). Keys padded for the packed layout: n_keys rounded
+/// up to 32.
+size_t rq_attend_bf16_keys(size_t n_keys);
+/// Packs one head's n_keys bf16 keys and values (rows `stride` values apart, head_dim d, even):
+/// kp holds d · rq_attend_bf16_keys(n_keys) values, vp d · 2⌈n_keys / 2⌉.
+void rq_attend_pack_bf16(const uint16_t *k, const uint16_t *v, size_t stride, size_t n_keys, size_t d, uint16_t *kp,
+                         uint16_t *vp);
+/// Scratch bytes one rq_attend_bf16_tile call needs.
+size_t rq_attend_bf16_scratch(size_t n_keys, size_t d);
+/// Up to 32 bf16 queries of one head (rows qs apart) against the packed keys and values:
+/// out (f32 rows os apart) = softmax(scale · q·Kᵀ) · V, scores and sums f32, probabilities
+/// rounded to bf16. causal_base ≥ 0: query i sees the first causal_base + i + 1 keys.
+void rq_attend_bf16_tile(const uint16_t *q, size_t qs, size_t n_q, const uint16_t *kp, const uint16_t *vp, size_t n_keys,
+                         size_t d, float scale, long causal_base, void *scratch, float *out, size_t os);
 #endif
