@@ -39,17 +39,17 @@ struct DecodeBench: ParsableCommand {
 
     @Argument(help: "The video file.")
     var file: String
-    @Option(help: "Sampling rate.")
+    @Option(parsing: .unconditional, help: "Sampling rate.")
     var fps: Double = 2
-    @Option(help: "smart_resize max_pixels.")
+    @Option(parsing: .unconditional, help: "smart_resize max_pixels.")
     var maxPixels: Int = 448 * 448
-    @Option(help: "Timed runs of each (the median is reported).")
+    @Option(parsing: .unconditional, help: "Timed runs of each (the median is reported).")
     var runs: Int = 5
     @Option(help: "The ffmpeg executable.")
     var ffmpeg: String = "ffmpeg"
-    @Option(help: "Decoder threads (0: automatic).")
+    @Option(parsing: .unconditional, help: "Decoder threads (0: automatic).")
     var threads: Int = 0
-    @Option(help: "Parallel segment decoders (default: one per core when there is enough work).")
+    @Option(parsing: .unconditional, help: "Parallel segment decoders (default: one per core when there is enough work).")
     var workers: Int?
     @Flag(help: "Decode non-reference frames that are not sampled (to measure what skipping them saves).")
     var noSkipNonReference = false
@@ -117,13 +117,13 @@ struct IngestBench: ParsableCommand {
 
     @Argument(help: "Video files (any mix of good and broken).")
     var files: [String]
-    @Option(name: .customLong("count"), help: "Files to open in all, after the warm-up.")
+    @Option(name: .customLong("count"), parsing: .unconditional, help: "Files to open in all, after the warm-up.")
     var count: Int = 500
-    @Option(help: "Files opened before the first memory reading.")
+    @Option(parsing: .unconditional, help: "Files opened before the first memory reading.")
     var warmup: Int = 100
-    @Option(help: "Sampling rate.")
+    @Option(parsing: .unconditional, help: "Sampling rate.")
     var fps: Double = 2
-    @Option(help: "smart_resize max_pixels.")
+    @Option(parsing: .unconditional, help: "smart_resize max_pixels.")
     var maxPixels: Int = 6000
     @Flag(help: "Print one JSON object.")
     var json = false

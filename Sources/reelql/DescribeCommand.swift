@@ -8,19 +8,19 @@ import VLM
 
 /// Generation options shared by the commands that generate text.
 struct GenerationOptionGroup: ParsableArguments {
-    @Option(help: "Tokens to generate at most, per answer.")
+    @Option(parsing: .unconditional, help: "Tokens to generate at most, per answer.")
     var maxNewTokens: Int = 256
-    @Option(help: "Sampling temperature (0: greedy).")
+    @Option(parsing: .unconditional, help: "Sampling temperature (0: greedy).")
     var temperature: Double = 0
-    @Option(help: "Nucleus sampling: keep the most likely tokens up to this probability mass.")
+    @Option(parsing: .unconditional, help: "Nucleus sampling: keep the most likely tokens up to this probability mass.")
     var topP: Double?
-    @Option(help: "Sample among the K most likely tokens.")
+    @Option(parsing: .unconditional, help: "Sample among the K most likely tokens.")
     var topK: Int?
-    @Option(help: "Penalise tokens already in the prompt or output (> 1).")
+    @Option(parsing: .unconditional, help: "Penalise tokens already in the prompt or output (> 1).")
     var repetitionPenalty: Double = 1
-    @Option(help: "Random seed for sampling.")
+    @Option(parsing: .unconditional, help: "Random seed for sampling (a whole number ≥ 0).")
     var seed: UInt64 = 0
-    @Option(help: "Prompts decoding together, one pass over the weights per step (1: one after another; outputs are the same).")
+    @Option(parsing: .unconditional, help: "Prompts decoding together, one pass over the weights per step (1: one after another; outputs are the same).")
     var batch: Int = PipelineSpec.Generation.defaultBatch
 
     func validate() throws {

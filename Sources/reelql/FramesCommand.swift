@@ -14,7 +14,7 @@ struct FramesCommand: ParsableCommand {
     var out: String?
     @Flag(help: "Print one JSON object with indices, timestamps, width and height.")
     var json = false
-    @Option(help: "FFmpeg decoder threads (0: automatic, at most \(maxDecoderThreads)).")
+    @Option(parsing: .unconditional, help: "FFmpeg decoder threads (0: automatic, at most \(maxDecoderThreads)).")
     var threads: Int = 0
 
     struct Output: Encodable {

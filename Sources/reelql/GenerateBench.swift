@@ -23,11 +23,11 @@ struct GenerateBench: ParsableCommand {
     var directory: String?
     @Flag(help: "Keep the checkpoint (and reuse it next time).")
     var keep = false
-    @Option(help: "Tokens to decode.")
+    @Option(parsing: .unconditional, help: "Tokens to decode.")
     var tokens: Int = 32
-    @Option(help: "Language-model layers (the family's: 28, 36 for qwen2_5_vl; fewer for a quick look).")
+    @Option(parsing: .unconditional, help: "Language-model layers (the family's: 28, 36 for qwen2_5_vl; fewer for a quick look).")
     var layers: Int?
-    @Option(help: "Questions about one clip for the shared-prefix comparison (0 to skip; qwen2_vl only).")
+    @Option(parsing: .unconditional, help: "Questions about one clip for the shared-prefix comparison (0 to skip; qwen2_vl only).")
     var questions: Int = 5
     @Option(help: "Sequences for the batched-decoding measurement (comma-separated; 0 to skip).")
     var batch: String = "2,4,8"

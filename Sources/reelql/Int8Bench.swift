@@ -29,13 +29,13 @@ struct Int8Bench: ParsableCommand {
     var directory: String?
     @Flag(help: "Keep the random checkpoint (and reuse it next time).")
     var keep = false
-    @Option(help: "Language-model layers of the random checkpoint (28; fewer for a quick look).")
+    @Option(parsing: .unconditional, help: "Language-model layers of the random checkpoint (28; fewer for a quick look).")
     var layers: Int?
-    @Option(help: "Vision-tower depth of the random checkpoint (32; fewer for a quick look).")
+    @Option(parsing: .unconditional, help: "Vision-tower depth of the random checkpoint (32; fewer for a quick look).")
     var depth: Int?
     @Option(name: .customLong("vision-dtype"), help: "The int8 model's tower precision (default: int8).")
     var visionDType: ComputeDType?
-    @Option(help: "The smallest cosine similarity accepted.")
+    @Option(parsing: .unconditional, help: "The smallest cosine similarity accepted.")
     var gate: Double = 0.99
     @Flag(help: "Print one JSON object.")
     var json = false

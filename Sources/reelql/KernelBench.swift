@@ -12,9 +12,9 @@ struct KernelBench: ParsableCommand {
         abstract: "GEMM (f32 wrapper vs cblas_sgemm, bf16 vs f32), bf16 GEMV bandwidth vs a memory-read probe, attention.",
         discussion: "Shapes are M×K×N: x [M, K] · Wᵀ with W [N, K]. Run a release build.")
 
-    @Option(help: "Timed repetitions per measurement (the median is reported).")
+    @Option(parsing: .unconditional, help: "Timed repetitions per measurement (the median is reported).")
     var runs: Int = 3
-    @Option(help: "Rows of the language model's prefill GEMMs.")
+    @Option(parsing: .unconditional, help: "Rows of the language model's prefill GEMMs.")
     var prefill: Int = 1024
     @Flag(help: "Skip the largest shapes (quick check).")
     var quick = false

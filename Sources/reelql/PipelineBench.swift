@@ -30,19 +30,19 @@ struct PipelineBench: ParsableCommand {
         checkpoint instead. Run a release build.
         """)
 
-    @Option(help: "Clips of 10 s (the test video's length).")
+    @Option(parsing: .unconditional, help: "Clips of 10 s (the test video's length).")
     var clips: Int = 6
-    @Option(help: "New tokens per prompt (greedy).")
+    @Option(parsing: .unconditional, help: "New tokens per prompt (greedy).")
     var tokens: Int = 48
-    @Option(help: "Capacity of the continuous batch (c): sequences decoding together.")
+    @Option(parsing: .unconditional, help: "Capacity of the continuous batch (c): sequences decoding together.")
     var batch: Int = 8
     @Option(help: "Where to write the checkpoint and the video (default: the reelql-bench-2b folder bench generate uses, in the temporary directory).")
     var directory: String?
     @Flag(help: "Keep the checkpoint and the video (and reuse them next time).")
     var keep = false
-    @Option(help: "Language-model layers (28; fewer for a quick look).")
+    @Option(parsing: .unconditional, help: "Language-model layers (28; fewer for a quick look).")
     var layers: Int?
-    @Option(help: "Vision-tower depth (32; fewer for a quick look).")
+    @Option(parsing: .unconditional, help: "Vision-tower depth (32; fewer for a quick look).")
     var depth: Int?
     @Option(help: "A Qwen2 tokenizer.json for the random checkpoint (default: fixtures/tokenizers/qwen2/tokenizer.json of this checkout).")
     var tokenizer: String?

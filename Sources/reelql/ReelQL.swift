@@ -49,19 +49,19 @@ func reportingErrors<T>(_ body: () throws -> T) throws -> T {
 
 /// Sampling options shared by every command that reads frames from a video.
 struct SamplingOptionGroup: ParsableArguments {
-    @Option(help: "Frames per second of video time to sample (0.1–30).")
+    @Option(parsing: .unconditional, help: "Frames per second of video time to sample (0.1–30).")
     var fps: Double = 2
-    @Option(help: "Start of the time window, seconds (inclusive).")
+    @Option(parsing: .unconditional, help: "Start of the time window, seconds (inclusive).")
     var start: Double?
-    @Option(help: "End of the time window, seconds (exclusive).")
+    @Option(parsing: .unconditional, help: "End of the time window, seconds (exclusive).")
     var end: Double?
-    @Option(help: "Minimum pixels per frame for smart_resize (default 128·28²).")
+    @Option(parsing: .unconditional, help: "Minimum pixels per frame for smart_resize (default 128·28²).")
     var minPixels: Int = SmartResize.videoMinPixels
-    @Option(help: "Maximum pixels per frame for smart_resize (default 768·28², limited by --total-pixels).")
+    @Option(parsing: .unconditional, help: "Maximum pixels per frame for smart_resize (default 768·28², limited by --total-pixels).")
     var maxPixels: Int?
-    @Option(help: "Pixel budget of the whole clip, as qwen-vl-utils' total_pixels (default 128000·28²·0.9).")
+    @Option(parsing: .unconditional, help: "Pixel budget of the whole clip, as qwen-vl-utils' total_pixels (default 128000·28²·0.9).")
     var totalPixels: Double?
-    @Option(help: "At most this many frames.")
+    @Option(parsing: .unconditional, help: "At most this many frames.")
     var maxFrames: Int?
     @Flag(help: "Keep the decoded size: no smart_resize.")
     var native = false

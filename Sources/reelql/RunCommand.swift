@@ -23,19 +23,19 @@ struct RunCommand: ParsableCommand {
     var db: String?
     @Option(help: "The model directory (overrides model).")
     var model: String?
-    @Option(help: "Sampling rate (overrides sampling.fps; default 1).")
+    @Option(parsing: .unconditional, help: "Sampling rate (overrides sampling.fps; default 1).")
     var fps: Double?
-    @Option(help: "Pixels per frame at most (overrides sampling.max_pixels; default 200704 = 448²; 602112 = qwen-vl-utils' video default).")
+    @Option(parsing: .unconditional, help: "Pixels per frame at most (overrides sampling.max_pixels; default 200704 = 448²; 602112 = qwen-vl-utils' video default).")
     var maxPixels: Int?
     @Option(help: "Compute precision: f32, bf16 or int8 (overrides dtype; default: the checkpoint's).")
     var dtype: ComputeDType?
     @Option(name: .customLong("vision-dtype"), help: "The vision tower's precision (overrides vision_dtype; default: --dtype), e.g. bf16 with --dtype int8.")
     var visionDType: ComputeDType?
-    @Option(help: "Sequences decoding together (overrides generation.batch; default \(PipelineSpec.Generation.defaultBatch); 1: one at a time).")
+    @Option(parsing: .unconditional, help: "Sequences decoding together (overrides generation.batch; default \(PipelineSpec.Generation.defaultBatch); 1: one at a time).")
     var batch: Int?
-    @Option(help: "Clip length in seconds (overrides clips.seconds).")
+    @Option(parsing: .unconditional, help: "Clip length in seconds (overrides clips.seconds).")
     var clipSeconds: Double?
-    @Option(help: "Tokens per answer (overrides generation.max_new_tokens).")
+    @Option(parsing: .unconditional, help: "Tokens per answer (overrides generation.max_new_tokens).")
     var maxNewTokens: Int?
     @Option(help: "Process only shard K of N (K in 1…N), partitioned by a stable hash of each path.")
     var shard: String?
@@ -187,7 +187,7 @@ struct SearchCommand: ParsableCommand {
     var query: String
     @Option(help: "The database.")
     var db: String = "output/reelql.sqlite"
-    @Option(help: "At most this many matches (1–100000).")
+    @Option(parsing: .unconditional, help: "At most this many matches (1–100000).")
     var limit: Int = 20
     @Flag(help: "Print JSON.")
     var json = false

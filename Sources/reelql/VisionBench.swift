@@ -21,13 +21,13 @@ struct VisionBench: ParsableCommand {
     var family: BenchFamily = .qwen2_vl
     @Option(help: "Compute precision: bf16 (the checkpoint's), int8 or f32.")
     var dtype: ComputeDType = .bf16
-    @Option(help: "Frames (an even number) at --size × --size.")
+    @Option(parsing: .unconditional, help: "Frames (an even number) at --size × --size.")
     var frames: Int = 8
-    @Option(help: "Frame side in pixels (a multiple of 28; of 32 for qwen3_vl).")
+    @Option(parsing: .unconditional, help: "Frame side in pixels (a multiple of 28; of 32 for qwen3_vl).")
     var size: Int = 448
-    @Option(help: "Tower depth (the family's: 32, or 24 for qwen3_vl; fewer for a quick look).")
+    @Option(parsing: .unconditional, help: "Tower depth (the family's: 32, or 24 for qwen3_vl; fewer for a quick look).")
     var depth: Int?
-    @Option(help: "Timed runs (the median is reported).")
+    @Option(parsing: .unconditional, help: "Timed runs (the median is reported).")
     var runs: Int = 1
 
     func validate() throws {

@@ -238,6 +238,23 @@ enum Hostile {
         let stored = FileManager.default.fileExists(atPath: ws.db) ? try Hostile.videos(ws.db) : []
         #expect(stored.isEmpty)
     }
+
+    /// A negative number after a numeric option is that option's value, refused by name with the
+    /// value (never "missing value", as when "-1" was read as an option of its own).
+    @Test func negativeNumbersAreValuesNamedInTheError() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let video = CLI.video("h264_cfr.mp4")
+        let cases: [([String], String)] = [
+            (["describe", video, "--seed", "-1"], "--seed"), (["describe", video, "--temperature", "-1"], "--temperature"),
+            (["describe", video, "--max-new-tokens", "-5"], "--max-new-tokens"), (["frames", video, "--start", "-3"], "--start"),
+            (["run", ws.root, "--db", ws.db, "--fps", "-2"], "-2"), (["run", ws.root, "--db", ws.db, "--batch", "-3"], "-3"),
+        ]
+        for (args, named) in cases {
+            let r = try Hostile.run(args, limit: 20)
+            #expect(r.clean && r.status != 0 && r.stderr.contains(named) && !r.stderr.contains("Missing value"), "\(args): \(r)")
+        }
+    }
 }
 
 @Suite(.serialized) struct HostileDatabaseTests {
