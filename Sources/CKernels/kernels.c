@@ -1057,11 +1057,20 @@ static RQ_AVX512BF16 void attend_bf16_tile_dp(const uint16_t *q, size_t qs, size
 
 void rq_attend_bf16_tile(const uint16_t *q, size_t qs, size_t n_q, const uint16_t *kp, const uint16_t *vp, size_t n_keys,
                          size_t d, float scale, long causal_base, void *scratch, float *out, size_t os) {
-#if RQ_X86
-    if (rq_cpu_level() >= 3 && d % 16 == 0) {
-        attend_bf16_tile_dp(q, qs, n_q, kp, vp, n_keys, d, scale, causal_base, scratch, out, os);
+    if (n_keys == 0) { // attention over no keys: zeros, as the other kernels give
+        for (size_t i = 0; i < n_q; i++) memset(out + i * os, 0, 4 * d);
         return;
     }
+    // Blocks of RQ_ATTEND_TQ queries (what the scratch holds); a query's result is the same in any.
+    for (size_t i = 0; i < n_q; i += RQ_ATTEND_TQ) {
+        size_t n = n_q - i < RQ_ATTEND_TQ ? n_q - i : RQ_ATTEND_TQ;
+        long base = causal_base < 0 ? -1 : causal_base + (long)i;
+#if RQ_X86
+        if (rq_cpu_level() >= 3 && d % 16 == 0) {
+            attend_bf16_tile_dp(q + i * qs, qs, n, kp, vp, n_keys, d, scale, base, scratch, out + i * os, os);
+            continue;
+        }
 #endif
-    attend_bf16_tile_plain(q, qs, n_q, kp, vp, n_keys, d, scale, causal_base, scratch, out, os);
+        attend_bf16_tile_plain(q + i * qs, qs, n, kp, vp, n_keys, d, scale, base, scratch, out + i * os, os);
+    }
 }

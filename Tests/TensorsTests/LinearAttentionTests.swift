@@ -220,9 +220,10 @@ import CKernels
 
     /// The kernel's portable path (CPUs without AVX-512 BF16, or any head size) against its vector
     /// path and exact attention, called directly.
-    @Test(arguments: [(80, 45, Int(-1)), (64, 70, 20), (24, 33, -1)])
-    func tileKernelPortablePath(d: Int, s: Int, causal: Int) throws {
-        let n = min(32, s), scale = 1 / Float(d).squareRoot()
+    /// (n > 32: the kernel takes blocks of 32 itself.)
+    @Test(arguments: [(80, 45, Int(-1), 32), (64, 70, 20, 50), (24, 33, -1, 33)])
+    func tileKernelPortablePath(d: Int, s: Int, causal: Int, n: Int) throws {
+        let scale = 1 / Float(d).squareRoot()
         let q = try Reference.tensor([n, d], seed: 51, scale: 2), k = try Reference.tensor([s, d], seed: 52, scale: 2)
         let v = try Reference.tensor([s, d], seed: 53)
         let qh = Convert.bf16(q.values), kh = Convert.bf16(k.values), vh = Convert.bf16(v.values)
@@ -241,6 +242,10 @@ import CKernels
         let exact = Self.exact(q, k, v, heads: 1, kvHeads: 1, d: d, mask: mask)
         #expect(relativeError(plain, exact) < 1.0 / 128)
         #expect(relativeError(best, exact) < 1.0 / 128)
+        // No keys: zeros (nothing read from the packed buffers).
+        var none = [Float](repeating: .nan, count: n * d)
+        rq_attend_bf16_tile(qh, d, n, kp, vp, 0, d, scale, causal, &scratch, &none, d)
+        #expect(none.allSatisfy { $0 == 0 })
     }
 
     @Test func invalidMasksThrow() throws {

@@ -113,9 +113,10 @@ void rq_attend_pack_bf16(const uint16_t *k, const uint16_t *v, size_t stride, si
                          uint16_t *vp);
 /// Scratch bytes one rq_attend_bf16_tile call needs.
 size_t rq_attend_bf16_scratch(size_t n_keys, size_t d);
-/// Up to 32 bf16 queries of one head (rows qs apart) against the packed keys and values:
-/// out (f32 rows os apart) = softmax(scale · q·Kᵀ) · V, scores and sums f32, probabilities
-/// rounded to bf16. causal_base ≥ 0: query i sees the first causal_base + i + 1 keys.
+/// n_q bf16 queries of one head (rows qs apart; best in blocks of 32) against the packed keys and
+/// values: out (f32 rows os apart) = softmax(scale · q·Kᵀ) · V, scores and sums f32,
+/// probabilities rounded to bf16; zeros over no keys. causal_base ≥ 0: query i sees the first
+/// causal_base + i + 1 keys.
 void rq_attend_bf16_tile(const uint16_t *q, size_t qs, size_t n_q, const uint16_t *kp, const uint16_t *vp, size_t n_keys,
                          size_t d, float scale, long causal_base, void *scratch, float *out, size_t os);
 #endif
