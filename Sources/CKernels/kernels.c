@@ -876,7 +876,11 @@ RQ_MULTIVERSION(attend_merge, (const float *acc1, const float *m1, const float *
 // value is one chain over pairs in order, so a query's result does not depend on the block that
 // holds it.
 #define RQ_ATTEND_TQ 32
-#define RQ_ATTEND_ROWS 36 /* RQ_ATTEND_TQ rounded up to a multiple of every P·V row block (8, 6, 4, 3) */
+/* Rows the P·V row blocks (8, 6, 4 or 3 rows) cover for RQ_ATTEND_TQ queries: ⌈32/b⌉·b ≤ 36. */
+#define RQ_ATTEND_ROWS 36
+_Static_assert(RQ_ATTEND_TQ == 32 && (RQ_ATTEND_TQ + 7) / 8 * 8 <= RQ_ATTEND_ROWS && (RQ_ATTEND_TQ + 5) / 6 * 6 <= RQ_ATTEND_ROWS &&
+               (RQ_ATTEND_TQ + 3) / 4 * 4 <= RQ_ATTEND_ROWS && (RQ_ATTEND_TQ + 2) / 3 * 3 <= RQ_ATTEND_ROWS,
+               "the probability and accumulator scratch must hold every P·V row block");
 
 size_t rq_attend_bf16_keys(size_t n_keys) { return (n_keys + 31) & ~(size_t)31; }
 
@@ -885,16 +889,20 @@ size_t rq_attend_bf16_keys(size_t n_keys) { return (n_keys + 31) & ~(size_t)31; 
 /// values interleaved (a zero key after an odd count).
 void rq_attend_pack_bf16(const uint16_t *k, const uint16_t *v, size_t stride, size_t n_keys, size_t d, uint16_t *kp, uint16_t *vp) {
     size_t ldk = rq_attend_bf16_keys(n_keys), d2 = d / 2;
-    uint32_t *o = (uint32_t *)kp;
     for (size_t c2 = 0; c2 < d2; c2++) {
-        for (size_t j = 0; j < n_keys; j++) { uint32_t w; memcpy(&w, k + j * stride + 2 * c2, 4); o[c2 * ldk + j] = w; }
-        for (size_t j = n_keys; j < ldk; j++) o[c2 * ldk + j] = 0;
+        uint16_t *o = kp + 2 * c2 * ldk;
+        for (size_t j = 0; j < n_keys; j++) { o[2 * j] = k[j * stride + 2 * c2]; o[2 * j + 1] = k[j * stride + 2 * c2 + 1]; }
+        for (size_t j = n_keys; j < ldk; j++) o[2 * j] = o[2 * j + 1] = 0;
     }
     for (size_t j2 = 0; j2 < (n_keys + 1) / 2; j2++) {
-        const uint16_t *a = v + 2 * j2 * stride, *b = a + stride;
+        const uint16_t *a = v + 2 * j2 * stride;
         uint16_t *x = vp + j2 * d * 2;
-        if (2 * j2 + 1 < n_keys) for (size_t c = 0; c < d; c++) { x[2 * c] = a[c]; x[2 * c + 1] = b[c]; }
-        else for (size_t c = 0; c < d; c++) { x[2 * c] = a[c]; x[2 * c + 1] = 0; }
+        if (2 * j2 + 1 < n_keys) {
+            const uint16_t *b = a + stride;
+            for (size_t c = 0; c < d; c++) { x[2 * c] = a[c]; x[2 * c + 1] = b[c]; }
+        } else {
+            for (size_t c = 0; c < d; c++) { x[2 * c] = a[c]; x[2 * c + 1] = 0; }
+        }
     }
 }
 

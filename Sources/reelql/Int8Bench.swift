@@ -104,7 +104,7 @@ struct Int8Bench: ParsableCommand {
             var clips: [Clip] = []
             for path in paths {
                 let decoder = try reportingErrors { try VideoDecoder(path: path) }
-                let span = try reportingErrors { try decoder.frameIndex().span }
+                let span = decoder.frameIndex().span
                 let options = bf16.videoSampling(SamplingOptions(fps: 1, start: 0, end: min(span, 10),
                                                                  resize: ResizeOptions(maxPixels: 448 * 448)))
                 let sampled = try reportingErrors { try decoder.sample(options) }
