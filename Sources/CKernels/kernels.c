@@ -998,23 +998,28 @@ static RQ_AVX512BF16 void attend_qk_rows(const uint16_t *q, size_t qs, size_t n,
 }
 
 /// acc rows (lda apart) of NQ queries, values c0…c0+16·NC, continued over key pairs j0…j1 − 1
-/// (started from zero at j0 = 0): one chain per value over the pairs in order.
+/// (started from zero at j0 = 0): one chain per value over the pairs in order. `last`: the lanes of
+/// the last vector that are values (head sizes not a multiple of 16); the rest are neither read
+/// nor written.
 static inline __attribute__((always_inline)) RQ_AVX512BF16 void attend_pv_tile(
         const uint16_t *p, size_t ldp, const uint16_t *vp, size_t d, size_t c0, size_t j0, size_t j1, float *acc, size_t lda,
-        const int NQ, const int NC) {
+        __mmask16 last, const int NQ, const int NC) {
     __m512 a[8][8];
     for (int i = 0; i < NQ; i++)
-        for (int c = 0; c < NC; c++) a[i][c] = j0 == 0 ? _mm512_setzero_ps() : _mm512_loadu_ps(acc + i * lda + c0 + 16 * c);
+        for (int c = 0; c < NC; c++)
+            a[i][c] = j0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(c == NC - 1 ? last : 0xFFFF, acc + i * lda + c0 + 16 * c);
     for (size_t j2 = j0; j2 < j1; j2++) {
         __m512bh v[8];
-        for (int c = 0; c < NC; c++) v[c] = (__m512bh)_mm512_loadu_si512((const void *)(vp + 2 * (j2 * d + c0 + 16 * c)));
+        for (int c = 0; c < NC; c++)
+            v[c] = (__m512bh)_mm512_maskz_loadu_epi32(c == NC - 1 ? last : 0xFFFF, (const void *)(vp + 2 * (j2 * d + c0 + 16 * c)));
         for (int i = 0; i < NQ; i++) {
             uint32_t w; memcpy(&w, p + i * ldp + 2 * j2, 4);
             __m512bh pb = (__m512bh)_mm512_set1_epi32((int)w);
             for (int c = 0; c < NC; c++) a[i][c] = _mm512_dpbf16_ps(a[i][c], pb, v[c]);
         }
     }
-    for (int i = 0; i < NQ; i++) for (int c = 0; c < NC; c++) _mm512_storeu_ps(acc + i * lda + c0 + 16 * c, a[i][c]);
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(acc + i * lda + c0 + 16 * c, c == NC - 1 ? last : 0xFFFF, a[i][c]);
 }
 
 /// acc [n rounded up to the row block, d] (rows lda apart) = P · V over the first `pairs` key
@@ -1022,24 +1027,25 @@ static inline __attribute__((always_inline)) RQ_AVX512BF16 void attend_pv_tile(
 /// packed values stays in L1 for every row block.
 static RQ_AVX512BF16 void attend_pv_rows(const uint16_t *p, size_t ldp, const uint16_t *vp, size_t d, size_t pairs,
                                          float *acc, size_t lda, size_t n) {
-    size_t nc = d / 16;
+    size_t nc = (d + 15) / 16;
     for (size_t j0 = 0; j0 < pairs; j0 += 128) {
         size_t j1 = j0 + 128 < pairs ? j0 + 128 : pairs;
         for (size_t c0 = 0; c0 < nc; c0 += 8) {
             size_t w = nc - c0 < 8 ? nc - c0 : 8, cc = 16 * c0;
+            __mmask16 last = c0 + w == nc && d % 16 ? (__mmask16)((1u << (d % 16)) - 1) : (__mmask16)0xFFFF;
             size_t nq = w <= 3 ? 8 : (w == 4 ? 6 : (w <= 6 ? 4 : 3));
             for (size_t i = 0; i < n; i += nq) {
                 const uint16_t *pi = p + i * ldp;
                 float *ai = acc + i * lda;
                 switch (w) {
-                case 1: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 8, 1); break;
-                case 2: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 8, 2); break;
-                case 3: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 8, 3); break;
-                case 4: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 6, 4); break;
-                case 5: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 4, 5); break;
-                case 6: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 4, 6); break;
-                case 7: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 3, 7); break;
-                default: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, 3, 8); break;
+                case 1: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 8, 1); break;
+                case 2: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 8, 2); break;
+                case 3: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 8, 3); break;
+                case 4: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 6, 4); break;
+                case 5: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 4, 5); break;
+                case 6: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 4, 6); break;
+                case 7: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 3, 7); break;
+                default: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 3, 8); break;
                 }
             }
         }
@@ -1074,7 +1080,7 @@ void rq_attend_bf16_tile(const uint16_t *q, size_t qs, size_t n_q, const uint16_
         size_t n = n_q - i < RQ_ATTEND_TQ ? n_q - i : RQ_ATTEND_TQ;
         long base = causal_base < 0 ? -1 : causal_base + (long)i;
 #if RQ_X86
-        if (rq_cpu_level() >= 3 && d % 16 == 0) {
+        if (rq_cpu_level() >= 3) {
             attend_bf16_tile_dp(q + i * qs, qs, n, kp, vp, n_keys, d, scale, base, scratch, out + i * os, os);
             continue;
         }

@@ -115,10 +115,10 @@ public enum Attention {
         // Where oneDNN has no bf16 products (CPUs without AVX-512): the same roundings, with f32
         // products on the rounded values.
         let widen = bf16 && !OneDNN.shared.bf16Products
-        // With AVX-512 BF16 and head_dim a multiple of 16: the tile kernel, which keeps each block
+        // With AVX-512 BF16 and an even head_dim: the tile kernel, which keeps each block
         // of scores in cache (one block per mask segment). Each thread's scores for 32 queries
         // stay within the score budget; past it (tens of thousands of keys), oneDNN's blocks.
-        let tiled = bf16 && !widen && tiles && d % 16 == 0 && rq_cpu_level() >= 3
+        let tiled = bf16 && !widen && tiles && d % 2 == 0 && rq_cpu_level() >= 3
             && rq_attend_bf16_scratch(x.s, d) / 4 <= budget
         if tiled { blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: .max) }
         let qw = heads * d, kw = kvHeads * d

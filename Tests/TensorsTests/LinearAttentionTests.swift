@@ -184,12 +184,15 @@ import CKernels
         return out
     }
 
-    /// The tile kernel (AVX-512 BF16; head_dim a multiple of 16) against oneDNN's products and
-    /// exact attention: head sizes of every chunking of its value loop (48: 3 vectors, 80: 5,
-    /// 128: 8, 256: two passes of 8), GQA, masks, key counts off the 32-key and 2-key grids.
+    /// The tile kernel (AVX-512 BF16; any even head_dim) against oneDNN's products and exact
+    /// attention: head sizes of every chunking of its value loop (48: 3 vectors, 80: 5, 128: 8,
+    /// 256: two passes of 8) and with a partial last vector (72, 136: 8 + 1 partial, 24, 2),
+    /// GQA, masks, key counts off the 32-key and 2-key grids.
     @Test(arguments: [(4, 2, 16, 45, 45, AttentionMask.causal(offset: 0)), (3, 3, 80, 70, 70, .blockDiagonal([0, 33, 70])),
                       (2, 1, 128, 37, 50, .causal(offset: 13)), (2, 2, 64, 33, 71, .none), (2, 2, 48, 40, 40, .none),
-                      (1, 1, 256, 9, 21, .none), (6, 2, 80, 100, 100, .blockDiagonal([0, 3, 64, 100]))])
+                      (1, 1, 256, 9, 21, .none), (6, 2, 80, 100, 100, .blockDiagonal([0, 3, 64, 100])),
+                      (2, 2, 72, 40, 45, .none), (1, 1, 136, 33, 40, .causal(offset: 7)), (3, 1, 24, 50, 50, .causal(offset: 0)),
+                      (1, 1, 2, 35, 35, .none)])
     func tiledBf16(heads: Int, kvHeads: Int, d: Int, t: Int, s: Int, mask: AttentionMask) throws {
         let q = try Reference.tensor([t, heads * d], seed: 31, scale: 2)
         let k = try Reference.tensor([s, kvHeads * d], seed: 32, scale: 2)

@@ -113,7 +113,7 @@ void rq_attend_pack_bf16(const uint16_t *k, const uint16_t *v, size_t stride, si
                          uint16_t *vp);
 /// Scratch bytes one rq_attend_bf16_tile call needs.
 size_t rq_attend_bf16_scratch(size_t n_keys, size_t d);
-/// n_q bf16 queries of one head (rows qs apart; best in blocks of 32) against the packed keys and
+/// n_q bf16 queries of one head (rows qs apart; best in blocks of 32; d even) against the packed keys and
 /// values: out (f32 rows os apart) = softmax(scale · q·Kᵀ) · V, scores and sums f32,
 /// probabilities rounded to bf16; zeros over no keys. causal_base ≥ 0: query i sees the first
 /// causal_base + i + 1 keys.
