@@ -929,6 +929,14 @@ RQ_INLINE size_t attend_bf16_kmax(size_t n_q, size_t n_keys, long causal_base) {
     return last < n_keys ? last : n_keys;
 }
 
+/// Σ over pairs t < n of a[2t]·b[t·bs] + a[2t+1]·b[t·bs + 1] (bf16 values, f32 sums): a row of
+/// pairs against a packed column of pairs.
+RQ_INLINE float bf16_pair_dot(const uint16_t *a, const uint16_t *b, size_t bs, size_t n) {
+    float sum = 0;
+    for (size_t t = 0; t < n; t++) sum += bf16_f32(a[2 * t]) * bf16_f32(b[t * bs]) + bf16_f32(a[2 * t + 1]) * bf16_f32(b[t * bs + 1]);
+    return sum;
+}
+
 /// The same arithmetic one value at a time (CPUs without AVX-512 BF16): each score sums the
 /// pair products (q[2c]·k[2c] + q[2c+1]·k[2c+1]) in pair order, each output value the pair
 /// products of probabilities and values.
@@ -939,22 +947,10 @@ static void attend_bf16_tile_plain(const uint16_t *q, size_t qs, size_t n_q, con
     uint16_t *p = (uint16_t *)(s + RQ_ATTEND_TQ * ld);
     size_t kmax = attend_bf16_kmax(n_q, n_keys, causal_base), pairs = (kmax + 1) / 2;
     for (size_t i = 0; i < n_q; i++)
-        for (size_t j = 0; j < kmax; j++) {
-            float a = 0;
-            for (size_t c2 = 0; c2 < d2; c2++)
-                a += bf16_f32(q[i * qs + 2 * c2]) * bf16_f32(kp[2 * (c2 * ldk + j)]) +
-                     bf16_f32(q[i * qs + 2 * c2 + 1]) * bf16_f32(kp[2 * (c2 * ldk + j) + 1]);
-            s[i * ld + j] = a;
-        }
+        for (size_t j = 0; j < kmax; j++) s[i * ld + j] = bf16_pair_dot(q + i * qs, kp + 2 * j, 2 * ldk, d2);
     attend_bf16_softmax(s, p, ld, n_q, kmax, scale, causal_base);
     for (size_t i = 0; i < n_q; i++)
-        for (size_t c = 0; c < d; c++) {
-            float a = 0;
-            for (size_t j2 = 0; j2 < pairs; j2++)
-                a += bf16_f32(p[i * ld + 2 * j2]) * bf16_f32(vp[2 * (j2 * d + c)]) +
-                     bf16_f32(p[i * ld + 2 * j2 + 1]) * bf16_f32(vp[2 * (j2 * d + c) + 1]);
-            out[i * os + c] = a;
-        }
+        for (size_t c = 0; c < d; c++) out[i * os + c] = bf16_pair_dot(p + i * ld, vp + 2 * c, 2 * d, pairs);
 }
 
 #if RQ_X86
