@@ -105,7 +105,11 @@ func finishOutput(status: Int32) -> Never {
         errno = 0
         if fflush(stdout) != 0 || ferror(stdout) != 0 { output.fail(errno) }
     }
-    exit(output.failed ? outputFailedExitCode : status)
+    fflush(stderr)
+    // _exit, not exit: everything reelql writes is flushed or closed by now, and library exit
+    // handlers (FFmpeg's, OpenBLAS's, oneDNN's) must not run while their own threads may still
+    // be working.
+    _exit(output.failed ? outputFailedExitCode : status)
 }
 
 /// Makes sure descriptors 0, 1 and 2 are open before anything else opens a file: a file opened

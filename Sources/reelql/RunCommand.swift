@@ -128,11 +128,11 @@ struct RunCommand: ParsableCommand {
             sources.append(source)
         }
         let report: RunReport
-        // From here on the run is over: a second Ctrl-C exits without touching the database
-        // while this thread tears the process down.
-        defer { RunEnding.lock.lock() }
         do {
-            report = try runner.run()
+            // The moment the run is over (its row has its final status, or it failed), this thread
+            // holds the lock for good: a later Ctrl-C then neither writes the database nor exits
+            // while the process tears down (no thread left running alongside the exit).
+            report = try { defer { RunEnding.lock.lock() }; return try runner.run() }()
         } catch let e as PipelineError {
             // Settings found wrong once the model is loaded (a prompt beyond its context).
             printError("error[\({ if case .invalidSpec = e { return "spec" } else { return "run" } }())]: \(e.localizedDescription)")
