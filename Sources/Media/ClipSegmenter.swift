@@ -45,14 +45,16 @@ public enum ClipSegmenter {
                                                     stride, duration, maxClips))
         }
         var clips: [ClipRange] = []
-        var start = 0.0
-        // A small tolerance keeps float noise (0.1 + 0.2 …) from creating sliver clips.
+        // Clip i starts at i × stride (not a running sum, whose rounding grows with the count). A
+        // small tolerance keeps float noise (3 × 0.2 …) from creating sliver clips.
         let eps = 1e-9 * max(1, duration)
+        var i = 0.0, start = 0.0
         while start < duration - eps {
             let end = min(start + length, duration)
             clips.append(ClipRange(start: start, end: end))
             if end >= duration - eps { break }
-            start += stride
+            i += 1
+            start = i * stride
         }
         // The last clip, if short, merges into the one before it.
         if clips.count >= 2, let last = clips.last, last.duration < threshold - eps {

@@ -74,13 +74,15 @@ public enum FrameSampler {
         var first = 0, last = total - 1
         if start != nil || end != nil {
             let duration = Double(total) / videoFPS
+            // Frame positions within a billionth of a whole number count as that frame: a window
+            // computed as 3 × 0.2 s (0.6000000000000001) starts at the frame at 0.6 s.
+            let frame = { (t: Double) -> Int in let x = t * videoFPS; return Int((x - 1e-9 * max(1, x)).rounded(.up)) }
             if let s = start {
-                first = Int((max(0, min(s, duration)) * videoFPS).rounded(.up))
+                first = frame(max(0, min(s, duration)))
             }
             if let e = end {
                 // Frame i is at i / fps; the last frame strictly before `end`.
-                let clamped = max(0, min(e, duration))
-                last = min(Int((clamped * videoFPS).rounded(.up)) - 1, total - 1)
+                last = min(frame(max(0, min(e, duration))) - 1, total - 1)
             }
             guard first <= last else {
                 throw MediaError.invalidArgument(
@@ -101,8 +103,9 @@ public enum FrameSampler {
                                            start: Double? = nil, end: Double? = nil,
                                            maxFrames: Int? = nil, rule: FrameRule = .qwenVLUtils) throws -> [Int] {
         guard !times.isEmpty else { return [] }
-        let lo = start.map { s in times.firstIndex { $0 >= s } ?? times.count } ?? 0
-        let hi = end.map { e in (times.lastIndex { $0 < e } ?? -1) } ?? (times.count - 1)
+        // As above: a time within a billionth of the window's edge is at the edge.
+        let lo = start.map { s in times.firstIndex { $0 >= s - 1e-9 * max(1, abs(s)) } ?? times.count } ?? 0
+        let hi = end.map { e in (times.lastIndex { $0 < e - 1e-9 * max(1, abs(e)) } ?? -1) } ?? (times.count - 1)
         guard lo <= hi else {
             throw MediaError.invalidArgument(
                 "the time window [\(start ?? 0), \(end.map { String($0) } ?? "end")) holds no frame of this video")

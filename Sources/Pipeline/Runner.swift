@@ -511,8 +511,10 @@ public final class Runner: @unchecked Sendable {
             let times = index.times
             clips = planned.filter { r in
                 var lo = 0, hi = times.count
-                while lo < hi { let m = (lo + hi) / 2; if times[m] < r.start - 1e-9 { lo = m + 1 } else { hi = m } }
-                return lo < times.count && times[lo] < r.end
+                // The sampler's edges: a time within a billionth of one is at it.
+                let from = r.start - 1e-9 * max(1, abs(r.start)), to = r.end - 1e-9 * max(1, abs(r.end))
+                while lo < hi { let m = (lo + hi) / 2; if times[m] < from { lo = m + 1 } else { hi = m } }
+                return lo < times.count && times[lo] < to
             }
             guard !clips.isEmpty else {
                 throw MediaError.decodeFailed(path: path, reason: "no clip window holds a frame")

@@ -37,3 +37,30 @@ import Testing
         #expect(throws: MediaError.self) { try ClipSegmenter.segments(duration: .nan, length: 5) }
     }
 }
+
+/// Clip windows whose edges carry float noise (3 × 0.2 = 0.6000000000000001) still hold the
+/// frame at their edge: a healthy video never fails with "holds no frame".
+@Suite struct ClipEdgeTests {
+    @Test(arguments: [(5.0, 0.2), (10.0, 0.1), (30.0, 0.1), (3.0, 1.0 / 3)])
+    func everyClipHoldsItsFrames(videoFPS: Double, seconds: Double) throws {
+        let total = Int(4 * videoFPS)
+        let clips = try ClipSegmenter.segments(duration: Double(total) / videoFPS, length: seconds, minimumStride: 1 / videoFPS)
+        let times = (0..<total).map { Double($0) / videoFPS }
+        var seen: [Int] = []
+        for c in clips {
+            let constant = try FrameSampler.constantRateIndices(total: total, videoFPS: videoFPS, fps: videoFPS, start: c.start, end: c.end)
+            let variable = try FrameSampler.variableRateIndices(times: times, fps: videoFPS, start: c.start, end: c.end)
+            #expect(constant == variable, "\(c)")
+            seen += constant
+        }
+        // Every frame lands in exactly one clip (clips of whole frames, no overlap).
+        #expect(seen == Array(0..<total), "\(clips.prefix(8))")
+    }
+
+    /// Clip i starts at i × stride: no running-sum drift after many clips.
+    @Test func startsDoNotDrift() throws {
+        let clips = try ClipSegmenter.segments(duration: 10_000, length: 0.1)
+        #expect(clips.count == 100_000)
+        #expect(clips[99_999].start == 99_999 * 0.1)
+    }
+}
