@@ -315,7 +315,11 @@ public final class VideoDecoder {
             // cover longer audio) only to a second.
             // A variable-rate stream's last frame may last long: only a second is checked there.
             let slack = declared.own && index.isConstantFrameRate ? max(0.002, 1.5 * index.medianFrameDuration) : 1.0
-            return index.packetSpan + slack < declared.seconds
+            // FFmpeg's Matroska muxer writes the last timestamp as the duration: a file that starts
+            // late (a cut from a stream) is complete when its frames reach that, less the start.
+            let start = probe.startTime.map { $0.isFinite ? $0 : 0 } ?? 0
+            let endTime = probe.container.contains("matroska") && start > 0 && declared.seconds > start
+            return index.packetSpan + slack < (endTime ? declared.seconds - start : declared.seconds)
         }
         return false
     }

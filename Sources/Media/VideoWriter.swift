@@ -21,11 +21,17 @@ public final class VideoWriter {
     private var packet: UnsafeMutablePointer<AVPacket>?
     private let scaler: OpaquePointer
     private var finished = false
+    private let firstFrame: Int64
 
     /// Opens `path` for writing (replacing it) with frames of `width`×`height` (even sides) at
-    /// `fps` frames per second and a keyframe every `keyframeInterval` frames.
-    public init(path: String, width: Int, height: Int, fps: Int, keyframeInterval: Int = 50) throws {
+    /// `fps` frames per second and a keyframe every `keyframeInterval` frames. `firstFrame`: the
+    /// first frame's timestamp in frames (a video that starts late, as a cut from a stream does).
+    public init(path: String, width: Int, height: Int, fps: Int, keyframeInterval: Int = 50, firstFrame: Int64 = 0) throws {
         FFmpeg.configured
+        guard (0...(Int64(1) << 50)).contains(firstFrame) else {
+            throw MediaError.invalidArgument("a written video's first frame must be at 0 to 2⁵⁰ frames, got \(firstFrame)")
+        }
+        self.firstFrame = firstFrame
         guard width >= 16, height >= 16, width <= 8192, height <= 8192, width % 2 == 0, height % 2 == 0 else {
             throw MediaError.invalidArgument("a written video's frames must have even sides of 16 to 8192 pixels, got \(width)×\(height)")
         }
@@ -116,7 +122,7 @@ public final class VideoWriter {
         guard r >= 0 else { throw MediaError.ffmpeg(path: path, operation: "reusing a frame", message: FFmpeg.errorString(r)) }
         let rows = try PaddedImage(rgb: rgb, width: width, height: height).scale(with: scaler, into: f)
         guard rows == Int32(height) else { throw MediaError.ffmpeg(path: path, operation: "converting a frame to YUV", message: "\(rows) rows") }
-        f.pointee.pts = Int64(frames)
+        f.pointee.pts = firstFrame + Int64(frames)
         r = avcodec_send_frame(c, f)
         guard r >= 0 else { throw MediaError.ffmpeg(path: path, operation: "encoding frame \(frames)", message: FFmpeg.errorString(r)) }
         frames += 1

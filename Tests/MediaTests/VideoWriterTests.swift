@@ -29,6 +29,27 @@ import Testing
         }
     }
 
+    /// A complete Matroska file that starts 10⁹ s in (a cut from a stream): its muxer writes the
+    /// end time as the duration, which must not read as 10⁹ s of missing video.
+    @Test func lateStartIsNotTruncated() throws {
+        let path = temporary("late.mkv")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let writer = try VideoWriter(path: path, width: 64, height: 48, fps: 10, keyframeInterval: 5, firstFrame: 10_000_000_000)
+        for n in 0..<20 { try writer.append(rgb: [UInt8](repeating: UInt8(40 + 8 * n), count: 64 * 48 * 3)) }
+        try writer.finish()
+        let decoder = try VideoDecoder(path: path)
+        #expect(decoder.frameIndex().count == 20)
+        let sampled = try decoder.sample(SamplingOptions(fps: 2))
+        #expect(sampled.damage == nil, "\(String(describing: sampled.damage))")
+        #expect(sampled.frames.count == 4)
+        // A late start whose frames stop short of its end is still truncated.
+        let cut = temporary("late-cut.mkv")
+        defer { try? FileManager.default.removeItem(atPath: cut) }
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        try data.prefix(data.count * 6 / 10).write(to: URL(fileURLWithPath: cut))
+        if let damage = try? VideoDecoder(path: cut).sample(SamplingOptions(fps: 2)).damage { #expect(damage.truncated) }
+    }
+
     @Test func badArgumentsAreErrors() throws {
         #expect(throws: MediaError.self) { try VideoWriter(path: temporary("odd.mp4"), width: 63, height: 48, fps: 10) }
         #expect(throws: MediaError.self) { try VideoWriter(path: temporary("fps.mp4"), width: 64, height: 48, fps: 0) }
