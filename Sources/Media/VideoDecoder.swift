@@ -118,6 +118,11 @@ public final class VideoDecoder {
             if par.codec_id == AV_CODEC_ID_NONE, let tag = FFmpeg.fourCC(par.codec_tag) { name = tag }
             throw MediaError.unsupportedCodec(path: path, codec: name)
         }
+        // FFmpeg leaves the size 0×0 when it could not decode a first frame (a truncated image,
+        // data that is not what the header says, a picture over its own size limits).
+        guard probe.width > 0, probe.height > 0 else {
+            throw MediaError.decodeFailed(path: path, reason: "FFmpeg found no frame size in its \(probe.codec) stream, 0×0: damaged data, or a picture beyond FFmpeg's size limits")
+        }
     }
 
     /// Every frame's presentation time, from one demux-only pass (cached).

@@ -25,6 +25,23 @@ import Testing
         #expect(reason.contains("directory"))
     }
 
+    /// A picture FFmpeg cannot decode a first frame of (cut short: its header names the codec
+    /// but the size stays 0×0) is a decode failure naming the file, not a resize error.
+    @Test func undecodablePicture() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-cut-\(UUID().uuidString).png").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try PNGWriter.write(rgb: (0..<(64 * 48 * 3)).map { UInt8($0 % 251) }, width: 64, height: 48, to: path)
+        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        try data.prefix(100).write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try VideoDecoder(path: path).sample(SamplingOptions())
+            Issue.record("a cut picture decoded")
+        } catch let e as MediaError {
+            guard case .decodeFailed(let p, let reason) = e else { Issue.record("\(e)"); return }
+            #expect(p == path && reason.contains("0×0"))
+        }
+    }
+
     @Test func audioOnly() {
         guard case .noVideoStream(_, let streams) = openError("audio_only.m4a") else { Issue.record("wrong error"); return }
         #expect(streams == ["audio (aac)"])
