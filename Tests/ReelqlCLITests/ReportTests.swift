@@ -127,6 +127,10 @@ import Testing
         #expect(n.contains("zebra crossing") && !n.contains("hevc.mp4"))
         let missing = try CLI.run(["report", ws.root + "/nothing.sqlite"])
         #expect(missing.status == 2 && missing.stderr.contains("nothing.sqlite"))
+        // A --video the database does not hold is an error naming it, not an empty page.
+        let unknown = try CLI.run(["report", db, "--out", ws.root + "/u.html", "--video", "/no/such/video.mp4"])
+        #expect(unknown.status == 2 && unknown.stderr.contains("/no/such/video.mp4"))
+        #expect(!FileManager.default.fileExists(atPath: ws.root + "/u.html"))
     }
 
     /// 10 000 clips (synthetic rows, one real thumbnail each): the first screen is up in under 2 s.
