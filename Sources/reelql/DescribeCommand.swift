@@ -80,12 +80,13 @@ struct DescribeCommand: ParsableCommand {
 
     func run() throws {
         var timing: [String: Double] = [:]
-        try reportingModelErrors {
+        let directory = try reportingModelErrors { try model ?? ClipModel.defaultDirectory() }
+        try reportingModelErrors(input: file, model: directory) {
             let parameters = GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
                                                   topK: generation.topK, topP: generation.topP,
                                                   repetitionPenalty: generation.repetitionPenalty, seed: generation.seed,
                                                   batch: generation.batch)
-            let clip = try ClipModel(directory: try model ?? ClipModel.defaultDirectory(), dtype: dtype, visionDType: visionDType, parameters: parameters)
+            let clip = try ClipModel(directory: directory, dtype: dtype, visionDType: visionDType, parameters: parameters)
             let kind: VisualKind = Scan.isImage(file) ? .image : .video
             let description = prompt ?? (kind == .image ? "Describe this image." : "Describe this video.")
             let t0 = DispatchTime.now().uptimeNanoseconds
@@ -134,20 +135,26 @@ struct DescribeCommand: ParsableCommand {
 
 /// Runs a command body that loads a model, turning model, checkpoint and tokenizer errors into
 /// a clear message and their exit codes (invalid input 2, model 20, checkpoint 21, tokenizer 22).
-func reportingModelErrors<T>(_ body: () throws -> T) throws -> T {
+/// Messages that do not name it already start with the input file (invalid input) or the model
+/// directory (the others).
+func reportingModelErrors<T>(input: String? = nil, model: String? = nil, _ body: () throws -> T) throws -> T {
+    func naming(_ path: String?, _ message: String) -> String {
+        guard let path, !message.contains(path) else { return message }
+        return "\(path): \(message)"
+    }
     do {
         return try body()
     } catch VLMError.invalidInput(let message) {
-        printError("error[invalid-input]: \(message)")
+        printError("error[invalid-input]: \(naming(input, message))")
         throw ExitCode(2)
     } catch let e as VLMError {
-        printError("error[model]: \(e.localizedDescription)")
+        printError("error[model]: \(naming(model, e.localizedDescription))")
         throw ExitCode(20)
     } catch let e as TensorError {
-        printError("error[checkpoint]: \(e.localizedDescription)")
+        printError("error[checkpoint]: \(naming(model, e.localizedDescription))")
         throw ExitCode(21)
     } catch let e as TokenizerError {
-        printError("error[tokenizer]: \(e.localizedDescription)")
+        printError("error[tokenizer]: \(naming(model, e.localizedDescription))")
         throw ExitCode(22)
     }
 }
@@ -173,7 +180,7 @@ struct InspectCommand: ParsableCommand {
     }
 
     func run() throws {
-        try reportingModelErrors {
+        try reportingModelErrors(model: directory) {
             let family = try ModelRegistry.family(directory: directory)
             let parts = try family.parts(directory: directory)
             let ck = try Checkpoint(directory: directory)

@@ -50,7 +50,7 @@ struct EncodeCommand: ParsableCommand {
         }
         // The embeddings must not replace what this command reads: the video, the checkpoint.
         if let out { try reportingErrors { try OutputFile.checkNotAnInput(out, inputs: [file, model]) } }
-        try reportingModelErrors {
+        try reportingModelErrors(input: file, model: model) {
             let vlm = try timed("load") { try ModelRegistry.loadEncoder(directory: model, dtype: dtype) }
             let kind: VisualKind = isImageFile(file) ? .image : .video
             let options = kind == .image ? vlm.imageSampling(sampling.options) : vlm.videoSampling(sampling.options)

@@ -15,7 +15,7 @@ struct TokenizeCommand: ParsableCommand {
     var tokens = false
 
     func run() throws {
-        let tokenizer = try reportingModelErrors { try Tokenizer(directory: model) }
+        let tokenizer = try reportingModelErrors(model: model) { try Tokenizer(directory: model) }
         let ids = tokenizer.encode(text)
         if tokens {
             struct Item: Encodable { var id: Int; var text: String }

@@ -129,6 +129,14 @@ enum CLI {
         #expect(r.status == 64)
         #expect(r.stderr.contains("fps must be between 0.1 and 30"))
     }
+
+    /// The model's complaints about an input name the input: native frames of 320×240 are not a
+    /// multiple of the patch grid.
+    @Test func inputErrorsNameTheFile() throws {
+        let video = CLI.video("h264_cfr.mp4")
+        let r = try CLI.run(["describe", video, "--native", "--max-new-tokens", "1"])
+        #expect(r.status == 2 && r.stderr.contains("error[invalid-input]: \(video): ") && r.stderr.contains("multiple of 28"), "\(r.stderr)")
+    }
 }
 
 @Suite struct CorruptCLITests {
@@ -309,7 +317,8 @@ import VLM
         #expect(out["grid"] as? [Int] == [5, 16, 16]) // 10 frames at 1 fps, within the model's 224² frames
         let configurations = out["configurations"] as? [[String: Any]] ?? []
         #expect(configurations.map { $0["batch"] as? Int } == [1, 3, 4, 4])
-        #expect((configurations.last?["name"] as? String ?? "").contains("int8"))
+        let lastName = configurations.last.flatMap { $0["name"] as? String } ?? ""
+        #expect(lastName.contains("int8"))
         #expect((0...3).contains(out["int8_identical_prompts"] as? Int ?? -1), "\(out)")
         for c in configurations {
             let wall = c["wall_seconds"] as? Double ?? 0
