@@ -197,7 +197,7 @@ public final class Runner: @unchecked Sendable {
         if let s = shard, !(s.n >= 1 && s.k >= 1 && s.k <= s.n) {
             throw PipelineError.invalidArgument("--shard \(s.k)/\(s.n): N must be ≥ 1 and K in 1…N")
         }
-        try spec.validate(path: "spec")
+        try spec.validate(path: spec.sourcePath)
         store = try Store(path: databasePath ?? spec.resolve(spec.output.database))
         // One writer at a time: a second run on this database is refused here, before any work;
         // runs a killed process left `running` get their final status.
@@ -448,7 +448,7 @@ public final class Runner: @unchecked Sendable {
             + spec.prompts.questions.enumerated().map({ ("prompts.questions[\($0.offset)]", $0.element) }) {
             let n = model.tokenizer.encode(text).count
             guard n + 64 <= context else {
-                throw PipelineError.invalidSpec(path: "spec", key: key, reason: "\(n) tokens: too long for the model's context of \(context) (max_position_embeddings)")
+                throw PipelineError.invalidSpec(path: spec.sourcePath, key: key, reason: "\(n) tokens: too long for the model's context of \(context) (max_position_embeddings)")
             }
         }
     }

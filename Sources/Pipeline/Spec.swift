@@ -71,6 +71,8 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
     public var output = Output()
     /// Where relative paths are resolved from (the spec's folder; not a YAML key).
     public var baseDirectory: String = FileManager.default.currentDirectoryPath
+    /// The file the spec was read from, for messages ("settings" when none was; not a YAML key).
+    public var sourcePath: String = "settings"
 
     enum CodingKeys: String, CodingKey { case inputs, sampling, clips, model, dtype, visionDType = "vision_dtype", prompts, generation, output }
 
@@ -102,6 +104,7 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
             throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "not a text file: a spec is YAML (to process videos, name their folder)")
         }
         var spec = try parse(text, path: path)
+        spec.sourcePath = path
         spec.baseDirectory = (path as NSString).deletingLastPathComponent.isEmpty ? FileManager.default.currentDirectoryPath
             : URL(fileURLWithPath: (path as NSString).deletingLastPathComponent).standardizedFileURL.path
         return spec
@@ -110,7 +113,10 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
     public static func parse(_ text: String, path: String) throws -> PipelineSpec {
         let node: Node?
         do { node = try Yams.compose(yaml: text) } catch {
-            throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "not valid YAML: \(error)")
+            // The parser quotes the offending line, which may be megabytes long.
+            var why = "\(error)"
+            if why.count > 400 { why = String(why.prefix(400)) + "… (\(why.count) characters)" }
+            throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "not valid YAML: \(why)")
         }
         guard let root = node else { return PipelineSpec() }
         try checkKeys(root, section: "", path: path)

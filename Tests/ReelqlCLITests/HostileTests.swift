@@ -513,6 +513,12 @@ enum Hostile {
         let long = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", small, "--max-new-tokens", "4"],
                                    limit: 30, memoryLimitKB: Self.memoryLimitKB)
         #expect(long.clean && long.status == 2 && long.stderr.contains("max_position_embeddings"), "\(long)")
+        // In a run, a prompt beyond the context is a settings error naming the spec file and key.
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let spec = try ws.write("small.yaml", ws.spec("").replacingOccurrences(of: "model: \(Hostile.tinyModel)", with: "model: \(small)"))
+        let run = try Hostile.run(["run", spec, "--db", ws.db, "--quiet"], limit: 60, memoryLimitKB: Self.memoryLimitKB)
+        #expect(run.clean && run.status == 2 && run.stderr.contains("\(spec): 'prompts.description'"), "\(run)")
     }
 }
 
