@@ -133,15 +133,23 @@ struct DescribeCommand: ParsableCommand {
     }
 }
 
+/// `message`, starting with `path` unless it names it already.
+func naming(_ path: String?, _ message: String) -> String {
+    guard let path, !message.contains(path) else { return message }
+    return "\(path): \(message)"
+}
+
+/// A model, checkpoint or tokenizer error's message, naming the model directory; nil for other errors.
+func modelErrorMessage(_ error: Error, model: String?) -> String? {
+    guard error is VLMError || error is TensorError || error is TokenizerError else { return nil }
+    return naming(model, error.localizedDescription)
+}
+
 /// Runs a command body that loads a model, turning model, checkpoint and tokenizer errors into
 /// a clear message and their exit codes (invalid input 2, model 20, checkpoint 21, tokenizer 22).
 /// Messages that do not name it already start with the input file (invalid input) or the model
 /// directory (the others).
 func reportingModelErrors<T>(input: String? = nil, model: String? = nil, _ body: () throws -> T) throws -> T {
-    func naming(_ path: String?, _ message: String) -> String {
-        guard let path, !message.contains(path) else { return message }
-        return "\(path): \(message)"
-    }
     do {
         return try body()
     } catch VLMError.invalidInput(let message) {

@@ -138,7 +138,8 @@ struct RunCommand: ParsableCommand {
             printError("error[\({ if case .invalidSpec = e { return "spec" } else { return "run" } }())]: \(e.localizedDescription)")
             throw ExitCode(2)
         } catch {
-            printError("error[run]: \(error.localizedDescription)")
+            let model = try? pipeline.model.map(pipeline.resolve) ?? ClipModel.defaultDirectory()
+            printError("error[run]: \(modelErrorMessage(error, model: model) ?? error.localizedDescription)")
             throw ExitCode(1)
         }
         _ = sources

@@ -513,6 +513,26 @@ enum Hostile {
         let long = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", small, "--max-new-tokens", "4"],
                                    limit: 30, memoryLimitKB: Self.memoryLimitKB)
         #expect(long.clean && long.status == 2 && long.stderr.contains("max_position_embeddings"), "\(long)")
+        #expect(long.stderr.contains("error[invalid-input]: \(CLI.video("hevc.mp4")): "), "the message names the input: \(long.stderr)")
+        // A checkpoint with one matrix stored transposed: the shape error names the checkpoint.
+        let swapped = try Self.checkpoint("config.json") { _ in }
+        defer { try? FileManager.default.removeItem(atPath: swapped) }
+        let weights = URL(fileURLWithPath: swapped + "/model.safetensors")
+        var data = try Data(contentsOf: weights)
+        let n = Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        var header = try #require(try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n))) as? [String: Any])
+        let name = try #require(header.keys.sorted().first { key in
+            ((header[key] as? [String: Any])?["shape"] as? [Int]).map { $0.count == 2 && $0[0] != $0[1] } ?? false })
+        var entry = try #require(header[name] as? [String: Any])
+        entry["shape"] = Array(((entry["shape"] as? [Int]) ?? []).reversed())
+        header[name] = entry
+        var text = try JSONSerialization.data(withJSONObject: header)
+        try #require(text.count <= n)
+        text.append(contentsOf: [UInt8](repeating: 0x20, count: n - text.count))
+        data.replaceSubrange(8..<(8 + n), with: text)
+        try data.write(to: weights)
+        let transposed = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", swapped, "--max-new-tokens", "2"], limit: 30)
+        #expect(transposed.clean && transposed.status == 20 && transposed.stderr.contains("error[model]: \(swapped): tensor "), "\(transposed)")
         // In a run, a prompt beyond the context is a settings error naming the spec file and key.
         let ws = try Hostile.Workspace()
         defer { ws.remove() }
