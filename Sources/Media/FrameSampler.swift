@@ -96,6 +96,18 @@ public enum FrameSampler {
         return linspaceIndices(start: first, end: last, count: n)
     }
 
+    /// How far from a window's edge a time still counts as at the edge: a billionth of it (float
+    /// noise such as 3 × 0.2 = 0.6000000000000001), at least a nanosecond.
+    public static func edgeTolerance(_ t: Double) -> Double { 1e-9 * max(1, abs(t)) }
+
+    /// The first and last of `times` (ascending) within [start, end), edges within
+    /// `edgeTolerance`; lo > hi when none is.
+    public static func window(times: [Double], start: Double?, end: Double?) -> (lo: Int, hi: Int) {
+        let lo = start.map { s in times.firstIndex { $0 >= s - edgeTolerance(s) } ?? times.count } ?? 0
+        let hi = end.map { e in times.lastIndex { $0 < e - edgeTolerance(e) } ?? -1 } ?? (times.count - 1)
+        return (lo, hi)
+    }
+
     /// Indices for a variable-frame-rate video: `times` are the presentation times (seconds,
     /// ascending) of every frame. The number of frames follows `rule` with the window's
     /// duration; each sample is the frame whose timestamp is nearest its evenly spaced target time.
@@ -103,9 +115,7 @@ public enum FrameSampler {
                                            start: Double? = nil, end: Double? = nil,
                                            maxFrames: Int? = nil, rule: FrameRule = .qwenVLUtils) throws -> [Int] {
         guard !times.isEmpty else { return [] }
-        // As above: a time within a billionth of the window's edge is at the edge.
-        let lo = start.map { s in times.firstIndex { $0 >= s - 1e-9 * max(1, abs(s)) } ?? times.count } ?? 0
-        let hi = end.map { e in (times.lastIndex { $0 < e - 1e-9 * max(1, abs(e)) } ?? -1) } ?? (times.count - 1)
+        let (lo, hi) = window(times: times, start: start, end: end)
         guard lo <= hi else {
             throw MediaError.invalidArgument(
                 "the time window [\(start ?? 0), \(end.map { String($0) } ?? "end")) holds no frame of this video")

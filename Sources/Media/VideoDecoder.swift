@@ -173,8 +173,7 @@ public final class VideoDecoder {
         } catch MediaError.invalidArgument(let reason) {
             throw MediaError.invalidArgument("\(PathBytes.display(path)): \(reason)")
         }
-        let lo = options.start.map { s in index.times.firstIndex { $0 >= s - 1e-9 } ?? index.count } ?? 0
-        let hi = options.end.map { e in index.times.lastIndex { $0 < e } ?? -1 } ?? (index.count - 1)
+        let (lo, hi) = FrameSampler.window(times: index.times, start: options.start, end: options.end)
         try checkMemory(frames: indices.count, width: size.width, height: size.height)
         return SamplePlan(indices: indices, timestamps: indices.map { index.times[$0] },
                           width: size.width, height: size.height, totalFrames: index.count,

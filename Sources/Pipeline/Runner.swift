@@ -511,8 +511,8 @@ public final class Runner: @unchecked Sendable {
             let times = index.times
             clips = planned.filter { r in
                 var lo = 0, hi = times.count
-                // The sampler's edges: a time within a billionth of one is at it.
-                let from = r.start - 1e-9 * max(1, abs(r.start)), to = r.end - 1e-9 * max(1, abs(r.end))
+                // The sampler's edges (FrameSampler.edgeTolerance).
+                let from = r.start - FrameSampler.edgeTolerance(r.start), to = r.end - FrameSampler.edgeTolerance(r.end)
                 while lo < hi { let m = (lo + hi) / 2; if times[m] < from { lo = m + 1 } else { hi = m } }
                 return lo < times.count && times[lo] < to
             }

@@ -133,10 +133,13 @@ struct DescribeCommand: ParsableCommand {
     }
 }
 
-/// `message`, starting with `path` unless it names it already.
+/// `message`, starting with `path` (as people read it) unless it names the path already.
 func naming(_ path: String?, _ message: String) -> String {
-    guard let path, !message.contains(path) else { return message }
-    return "\(path): \(message)"
+    guard let path else { return message }
+    let shown = PathBytes.display(path)
+    // A short path ("." or "m") would be found in almost any message: look for it as a path.
+    let named = [shown + ":", shown + "/", "'\(shown)'", "\(shown) "].contains { message.contains($0) } || message.hasSuffix(shown)
+    return named ? message : "\(shown): \(message)"
 }
 
 /// A model, checkpoint or tokenizer error's message, naming the model directory; nil for other errors.

@@ -51,6 +51,9 @@ import Testing
             let constant = try FrameSampler.constantRateIndices(total: total, videoFPS: videoFPS, fps: videoFPS, start: c.start, end: c.end)
             let variable = try FrameSampler.variableRateIndices(times: times, fps: videoFPS, start: c.start, end: c.end)
             #expect(constant == variable, "\(c)")
+            // The plan's frame count in the window (its sampling rate's denominator) agrees.
+            let (lo, hi) = FrameSampler.window(times: times, start: c.start, end: c.end)
+            #expect(hi - lo + 1 == constant.count, "\(c)")
             seen += constant
         }
         // Every frame lands in exactly one clip (clips of whole frames, no overlap).

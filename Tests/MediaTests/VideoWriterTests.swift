@@ -42,12 +42,21 @@ import Testing
         let sampled = try decoder.sample(SamplingOptions(fps: 2))
         #expect(sampled.damage == nil, "\(String(describing: sampled.damage))")
         #expect(sampled.frames.count == 4)
-        // A late start whose frames stop short of its end is still truncated.
-        let cut = temporary("late-cut.mkv")
-        defer { try? FileManager.default.removeItem(atPath: cut) }
-        let data = try Data(contentsOf: URL(fileURLWithPath: path))
+        // A late start whose frames stop short of its end is still truncated: 100 textured
+        // frames, cut at 60 % of the file.
+        let long = temporary("late-long.mkv"), cut = temporary("late-cut.mkv")
+        defer { for p in [long, cut] { try? FileManager.default.removeItem(atPath: p) } }
+        let longWriter = try VideoWriter(path: long, width: 64, height: 48, fps: 10, keyframeInterval: 5, firstFrame: 10_000_000_000)
+        for n in 0..<100 { try longWriter.append(rgb: (0..<(64 * 48 * 3)).map { UInt8(truncatingIfNeeded: $0 * 7 + n * 13 + ($0 / 192) * n) }) }
+        try longWriter.finish()
+        let data = try Data(contentsOf: URL(fileURLWithPath: long))
         try data.prefix(data.count * 6 / 10).write(to: URL(fileURLWithPath: cut))
-        if let damage = try? VideoDecoder(path: cut).sample(SamplingOptions(fps: 2)).damage { #expect(damage.truncated) }
+        do {
+            let damaged = try VideoDecoder(path: cut).sample(SamplingOptions(fps: 2))
+            #expect(damaged.damage?.truncated == true)
+        } catch let e as MediaError {
+            guard case .truncated = e else { Issue.record("\(e)"); return }
+        }
     }
 
     @Test func badArgumentsAreErrors() throws {
