@@ -309,6 +309,12 @@ public final class VideoDecoder {
                             seeks: seeks, restarts: restarts)
     }
 
+    /// Whether the container's ENCODER tag names libavformat ("Lavf…").
+    private var writtenByLibavformat: Bool {
+        guard let tag = av_dict_get(demuxer.context.pointee.metadata, "ENCODER", nil, 0), let value = tag.pointee.value else { return false }
+        return String(cString: value).hasPrefix("Lavf")
+    }
+
     /// The file ends before the container says: fewer packets than its frame count, or
     /// (without one) readable timestamps ending well before its declared duration, or a read error.
     private func isTruncated(_ index: FrameIndex) -> Bool {
@@ -319,10 +325,11 @@ public final class VideoDecoder {
             // cover longer audio) only to a second.
             // A variable-rate stream's last frame may last long: only a second is checked there.
             let slack = declared.own && index.isConstantFrameRate ? max(0.002, 1.5 * index.medianFrameDuration) : 1.0
-            // FFmpeg's Matroska muxer writes the last timestamp as the duration: a file that starts
-            // late (a cut from a stream) is complete when its frames reach that, less the start.
+            // FFmpeg's Matroska muxer (libavformat, "Lavf…" in the ENCODER tag) writes the last
+            // timestamp as the duration: a file it wrote that starts late (a cut from a stream) is
+            // complete when its frames reach that, less the start.
             let start = probe.startTime.map { $0.isFinite ? $0 : 0 } ?? 0
-            let endTime = probe.container.contains("matroska") && start > 0 && declared.seconds > start
+            let endTime = probe.container.contains("matroska") && start > 0 && declared.seconds > start && writtenByLibavformat
             return index.packetSpan + slack < (endTime ? declared.seconds - start : declared.seconds)
         }
         return false
