@@ -74,9 +74,9 @@ public enum FrameSampler {
         var first = 0, last = total - 1
         if start != nil || end != nil {
             let duration = Double(total) / videoFPS
-            // Frame positions within a billionth of a whole number count as that frame: a window
-            // computed as 3 × 0.2 s (0.6000000000000001) starts at the frame at 0.6 s.
-            let frame = { (t: Double) -> Int in let x = t * videoFPS; return Int((x - 1e-9 * max(1, x)).rounded(.up)) }
+            // The first frame at or after t, edges within `edgeTolerance` (a window computed as
+            // 3 × 0.2 s = 0.6000000000000001 starts at the frame at 0.6 s).
+            let frame = { (t: Double) -> Int in Int(((t - edgeTolerance(t)) * videoFPS).rounded(.up)) }
             if let s = start {
                 first = frame(max(0, min(s, duration)))
             }
@@ -101,10 +101,16 @@ public enum FrameSampler {
     public static func edgeTolerance(_ t: Double) -> Double { 1e-9 * max(1, abs(t)) }
 
     /// The first and last of `times` (ascending) within [start, end), edges within
-    /// `edgeTolerance`; lo > hi when none is.
+    /// `edgeTolerance`; lo > hi when none is. Binary searches: a long video's clips each ask.
     public static func window(times: [Double], start: Double?, end: Double?) -> (lo: Int, hi: Int) {
-        let lo = start.map { s in times.firstIndex { $0 >= s - edgeTolerance(s) } ?? times.count } ?? 0
-        let hi = end.map { e in times.lastIndex { $0 < e - edgeTolerance(e) } ?? -1 } ?? (times.count - 1)
+        /// The number of times below t.
+        func below(_ t: Double) -> Int {
+            var lo = 0, hi = times.count
+            while lo < hi { let m = (lo + hi) / 2; if times[m] < t { lo = m + 1 } else { hi = m } }
+            return lo
+        }
+        let lo = start.map { below($0 - edgeTolerance($0)) } ?? 0
+        let hi = end.map { below($0 - edgeTolerance($0)) - 1 } ?? (times.count - 1)
         return (lo, hi)
     }
 

@@ -510,11 +510,8 @@ public final class Runner: @unchecked Sendable {
             // not a clip: it is left out rather than failing the file.
             let times = index.times
             clips = planned.filter { r in
-                var lo = 0, hi = times.count
-                // The sampler's edges (FrameSampler.edgeTolerance).
-                let from = r.start - FrameSampler.edgeTolerance(r.start), to = r.end - FrameSampler.edgeTolerance(r.end)
-                while lo < hi { let m = (lo + hi) / 2; if times[m] < from { lo = m + 1 } else { hi = m } }
-                return lo < times.count && times[lo] < to
+                let (lo, hi) = FrameSampler.window(times: times, start: r.start, end: r.end)
+                return lo <= hi
             }
             guard !clips.isEmpty else {
                 throw MediaError.decodeFailed(path: path, reason: "no clip window holds a frame")

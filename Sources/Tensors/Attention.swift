@@ -108,19 +108,20 @@ public enum Attention {
                     pool: ThreadPool) throws -> Tensor {
         let out = try Tensor(uninitialized: [x.t, heads * d], what: "attention output")
         let scale = scale ?? 1 / Float(d).squareRoot()
-        var blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: budget)
+        // With AVX-512 BF16 and an even head_dim, bf16 takes the tile kernel, which keeps each
+        // block of scores in cache (one block per mask segment). Each thread's scores for 32
+        // queries stay within the score budget; past it (tens of thousands of keys), oneDNN's blocks.
+        let tileable = precision == .bf16 && tiles && OneDNN.shared.bf16Products && d % 2 == 0 && rq_cpu_level() >= 3
+            && rq_attend_bf16_scratch(x.s, d) / 4 <= budget
+        let blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: tileable ? .max : budget)
         let scratch = scratch ?? AttentionScratch()
-        // bf16: q, k, v rounded once (into reused scratch); the probabilities per block.
+        // bf16: q, k, v rounded once (into reused scratch); the probabilities per block. (A block
+        // has more than 4 queries whatever the budget when its segment has: blocks hold ≥ 16.)
         let bf16 = precision == .bf16 && blocks.contains { $0.queries.count > 4 }
         // Where oneDNN has no bf16 products (CPUs without AVX-512): the same roundings, with f32
         // products on the rounded values.
         let widen = bf16 && !OneDNN.shared.bf16Products
-        // With AVX-512 BF16 and an even head_dim: the tile kernel, which keeps each block
-        // of scores in cache (one block per mask segment). Each thread's scores for 32 queries
-        // stay within the score budget; past it (tens of thousands of keys), oneDNN's blocks.
-        let tiled = bf16 && !widen && tiles && d % 2 == 0 && rq_cpu_level() >= 3
-            && rq_attend_bf16_scratch(x.s, d) / 4 <= budget
-        if tiled { blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: .max) }
+        let tiled = tileable && bf16
         let qw = heads * d, kw = kvHeads * d
         let rounded = x.t * qw + 2 * x.s * kw
         try ScratchPool.shared.withHalfs(bf16 ? rounded : 1) { buffer in try ScratchPool.shared.withBuffer(bytes: widen ? rounded * 4 : 64) { wide in

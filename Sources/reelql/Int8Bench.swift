@@ -29,10 +29,7 @@ struct Int8Bench: ParsableCommand {
     var directory: String?
     @Flag(help: "Keep the random checkpoint (and reuse it next time).")
     var keep = false
-    @Option(parsing: .unconditional, help: "Language-model layers of the random checkpoint (28; fewer for a quick look).")
-    var layers: Int?
-    @Option(parsing: .unconditional, help: "Vision-tower depth of the random checkpoint (32; fewer for a quick look).")
-    var depth: Int?
+    @OptionGroup var shape: RandomQwen2VLShape
     @Option(name: .customLong("vision-dtype"), help: "The int8 model's tower precision (default: int8).")
     var visionDType: ComputeDType?
     @Option(parsing: .unconditional, help: "The smallest cosine similarity accepted.")
@@ -44,11 +41,8 @@ struct Int8Bench: ParsableCommand {
                                 "longgop.mp4", "opengop.mp4", "editlist.mp4", "h264_odd.mkv", "native224x112.mp4"]
 
     func validate() throws {
-        let family = BenchFamily.qwen2_vl
-        if let layers { try requireOption("--layers", layers, (1...family.fullLayers).contains(layers), "between 1 and \(family.fullLayers)") }
-        if let depth { try requireOption("--depth", depth, (1...family.fullDepth).contains(depth), "between 1 and \(family.fullDepth)") }
         try requireOption("--gate", gate, (-1...1).contains(gate), "between -1 and 1")
-        if model != nil && (layers != nil || depth != nil) {
+        if model != nil && shape.isSet {
             throw ValidationError("--layers and --depth shape the random checkpoint; --model runs an existing one")
         }
     }
@@ -83,7 +77,7 @@ struct Int8Bench: ParsableCommand {
         let existed = fm.fileExists(atPath: (directory as NSString).appendingPathComponent("model.safetensors"))
         try fm.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { if !keep && !existed { PipelineBench.removeCheckpoint(directory) } }
-        try PipelineBench.writeCheckpoint(directory, layers: layers, depth: depth, tokenizer: nil, quiet: json)
+        try PipelineBench.writeCheckpoint(directory, layers: shape.layers, depth: shape.depth, tokenizer: nil, quiet: json)
         try compare(directory)
     }
 

@@ -40,10 +40,7 @@ struct PipelineBench: ParsableCommand {
     var directory: String?
     @Flag(help: "Keep the checkpoint and the video (and reuse them next time).")
     var keep = false
-    @Option(parsing: .unconditional, help: "Language-model layers (28; fewer for a quick look).")
-    var layers: Int?
-    @Option(parsing: .unconditional, help: "Vision-tower depth (32; fewer for a quick look).")
-    var depth: Int?
+    @OptionGroup var shape: RandomQwen2VLShape
     @Option(help: "A Qwen2 tokenizer.json for the random checkpoint (default: fixtures/tokenizers/qwen2/tokenizer.json of this checkout).")
     var tokenizer: String?
     @Option(help: "Run the workload on this checkpoint directory instead of a random one.")
@@ -66,10 +63,7 @@ struct PipelineBench: ParsableCommand {
         try requireOption("--tokens", tokens, (1...4096).contains(tokens), "between 1 and 4096")
         let p = Self.prompts.count, most = GenerationParameters.batchRange.upperBound
         try requireOption("--batch", batch, (p...most).contains(batch), "between \(p) (a clip's prompts) and \(most)")
-        let family = BenchFamily.qwen2_vl
-        if let layers { try requireOption("--layers", layers, (1...family.fullLayers).contains(layers), "between 1 and \(family.fullLayers)") }
-        if let depth { try requireOption("--depth", depth, (1...family.fullDepth).contains(depth), "between 1 and \(family.fullDepth)") }
-        if model != nil && (layers != nil || depth != nil || tokenizer != nil) {
+        if model != nil && (shape.isSet || tokenizer != nil) {
             throw ValidationError("--layers, --depth and --tokenizer shape the random checkpoint; --model runs an existing one")
         }
     }
@@ -215,7 +209,7 @@ struct PipelineBench: ParsableCommand {
                 let grid = firstInput.grid
                 let header = String(format: "model: %@ (%@), checkpoint %.2f GB; video: %d s, %d×%d at %d fps; %d clips of 10 s, each %d frames at %d×%d (1 fps) = grid %d×%d×%d, %d video tokens; 3 prompts × %d new tokens (greedy)",
                                     random ? BenchFamily.qwen2_vl.title + "-shaped" : loaded.family,
-                                    random ? "random bf16, \(layers ?? BenchFamily.qwen2_vl.fullLayers) layers, vision depth \(depth ?? BenchFamily.qwen2_vl.fullDepth)" : checkpointDirectory,
+                                    random ? "random bf16, \(shape.layers ?? BenchFamily.qwen2_vl.fullLayers) layers, vision depth \(shape.depth ?? BenchFamily.qwen2_vl.fullDepth)" : checkpointDirectory,
                                     checkpointBytes / 1e9, clips * 10, Self.side, Self.side, Self.videoFPS, clips, first.frames.count,
                                     first.plan.width, first.plan.height, grid.t, grid.h, grid.w, grid.patches / 4, tokens)
                 if !json { print(header) }
@@ -328,7 +322,7 @@ struct PipelineBench: ParsableCommand {
     /// The random Qwen2-VL-2B checkpoint (as `bench generate` writes it) with what a full
     /// checkpoint directory needs besides: Qwen2's tokenizer and the released preprocessor settings.
     func writeCheckpoint(_ directory: String) throws {
-        try Self.writeCheckpoint(directory, layers: layers, depth: depth, tokenizer: tokenizer, quiet: json)
+        try Self.writeCheckpoint(directory, layers: shape.layers, depth: shape.depth, tokenizer: tokenizer, quiet: json)
     }
 
     /// The files `writeCheckpoint` writes.
@@ -435,5 +429,23 @@ struct PipelineBench: ParsableCommand {
         if !json {
             print(String(format: "wrote %@ (%d frames, %@) in %.1f s", path, frameCount, writer.encoder, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
         }
+    }
+}
+
+/// The size of the random Qwen2-VL-2B-shaped checkpoint `bench pipeline` and `bench int8` write:
+/// the release's layers and tower depth unless fewer are asked for (a quick look).
+struct RandomQwen2VLShape: ParsableArguments {
+    @Option(parsing: .unconditional, help: "Language-model layers of the random checkpoint (28; fewer for a quick look).")
+    var layers: Int?
+    @Option(parsing: .unconditional, help: "Vision-tower depth of the random checkpoint (32; fewer for a quick look).")
+    var depth: Int?
+
+    /// Whether either was given (they only apply to the random checkpoint).
+    var isSet: Bool { layers != nil || depth != nil }
+
+    func validate() throws {
+        let family = BenchFamily.qwen2_vl
+        if let layers { try requireOption("--layers", layers, (1...family.fullLayers).contains(layers), "between 1 and \(family.fullLayers)") }
+        if let depth { try requireOption("--depth", depth, (1...family.fullDepth).contains(depth), "between 1 and \(family.fullDepth)") }
     }
 }
