@@ -156,34 +156,37 @@ final class OneDNN: @unchecked Sendable {
     /// dst = src · weights over the last two dimensions (leading dimensions broadcast as batches).
     func matmul(src: Operand, weights: Operand, dst: Operand) throws {
         let key = src.key + "|" + weights.key + "|" + dst.key
-        let primitive = try lock.withLock { () throws -> dnnl_primitive_t in
-            if let p = cache[key] { return p }
-            var s = try src.descriptor(), w = try weights.descriptor(), d = try dst.descriptor()
-            var desc = dnnl_matmul_desc_t()
-            var status = dnnl_matmul_desc_init(&desc, &s, &w, nil, &d)
-            guard status == dnnl_success else { throw OneDNN.failure("matmul \(src.dims)·\(weights.dims)", status) }
-            var pd: dnnl_primitive_desc_t? = nil
-            status = dnnl_primitive_desc_create(&pd, &desc, nil, engine, nil)
-            guard status == dnnl_success else { throw OneDNN.failure("matmul \(src.dims)·\(weights.dims)", status) }
-            defer { dnnl_primitive_desc_destroy(pd) }
-            var p: dnnl_primitive_t? = nil
-            status = dnnl_primitive_create(&p, pd)
-            guard status == dnnl_success, let p else { throw OneDNN.failure("matmul primitive", status) }
-            if cache.count > 512 { for v in cache.values { dnnl_primitive_destroy(v) }; cache.removeAll() }
-            cache[key] = p
-            return p
-        }
         var sm = try src.descriptor(), wm = try weights.descriptor(), dm = try dst.descriptor()
-        var ms: dnnl_memory_t? = nil, mw: dnnl_memory_t? = nil, md: dnnl_memory_t? = nil
-        dnnl_memory_create(&ms, &sm, engine, src.pointer)
-        dnnl_memory_create(&mw, &wm, engine, weights.pointer)
-        dnnl_memory_create(&md, &dm, engine, dst.pointer)
-        defer { dnnl_memory_destroy(ms); dnnl_memory_destroy(mw); dnnl_memory_destroy(md) }
-        var args = [dnnl_exec_arg_t(arg: reelql_dnnl_arg_src(), memory: ms),
-                    dnnl_exec_arg_t(arg: reelql_dnnl_arg_weights(), memory: mw),
-                    dnnl_exec_arg_t(arg: reelql_dnnl_arg_dst(), memory: md)]
-        // One stream: executions are serialised (oneDNN threads each one internally).
-        let status = lock.withLock { () -> dnnl_status_t in
+        // One lock over the cache and the execution: a full cache is emptied (its primitives
+        // destroyed) only while no other thread holds one of them. One stream: executions are
+        // serialised anyway (oneDNN threads each one internally).
+        let status = try lock.withLock { () throws -> dnnl_status_t in
+            let primitive: dnnl_primitive_t
+            if let p = cache[key] {
+                primitive = p
+            } else {
+                var desc = dnnl_matmul_desc_t()
+                var status = dnnl_matmul_desc_init(&desc, &sm, &wm, nil, &dm)
+                guard status == dnnl_success else { throw OneDNN.failure("matmul \(src.dims)·\(weights.dims)", status) }
+                var pd: dnnl_primitive_desc_t? = nil
+                status = dnnl_primitive_desc_create(&pd, &desc, nil, engine, nil)
+                guard status == dnnl_success else { throw OneDNN.failure("matmul \(src.dims)·\(weights.dims)", status) }
+                defer { dnnl_primitive_desc_destroy(pd) }
+                var p: dnnl_primitive_t? = nil
+                status = dnnl_primitive_create(&p, pd)
+                guard status == dnnl_success, let p else { throw OneDNN.failure("matmul primitive", status) }
+                if cache.count > 512 { for v in cache.values { dnnl_primitive_destroy(v) }; cache.removeAll() }
+                cache[key] = p
+                primitive = p
+            }
+            var ms: dnnl_memory_t? = nil, mw: dnnl_memory_t? = nil, md: dnnl_memory_t? = nil
+            dnnl_memory_create(&ms, &sm, engine, src.pointer)
+            dnnl_memory_create(&mw, &wm, engine, weights.pointer)
+            dnnl_memory_create(&md, &dm, engine, dst.pointer)
+            defer { dnnl_memory_destroy(ms); dnnl_memory_destroy(mw); dnnl_memory_destroy(md) }
+            var args = [dnnl_exec_arg_t(arg: reelql_dnnl_arg_src(), memory: ms),
+                        dnnl_exec_arg_t(arg: reelql_dnnl_arg_weights(), memory: mw),
+                        dnnl_exec_arg_t(arg: reelql_dnnl_arg_dst(), memory: md)]
             let s = dnnl_primitive_execute(primitive, stream, 3, &args)
             dnnl_stream_wait(stream)
             return s
