@@ -376,8 +376,12 @@ public final class Store: @unchecked Sendable {
                                last_run_id = ?, updated_at = ? WHERE id = ?
                         """, arguments: [size, mtime, fingerprint, run, Store.now(), id])
                 } else {
-                    try db.execute(sql: "UPDATE videos SET last_run_id = ?, updated_at = ?, status = CASE WHEN status = 'missing' THEN 'pending' ELSE status END WHERE id = ?",
-                                   arguments: [run, Store.now(), id])
+                    // The same content: its results stay; size and mtime are the file's now (a touched
+                    // file, or a damaged stored value, is set right).
+                    try db.execute(sql: """
+                        UPDATE videos SET size = ?, mtime = ?, last_run_id = ?, updated_at = ?,
+                               status = CASE WHEN status = 'missing' THEN 'pending' ELSE status END WHERE id = ?
+                        """, arguments: [size, mtime, run, Store.now(), id])
                 }
                 return id
             }
@@ -593,7 +597,10 @@ public final class Store: @unchecked Sendable {
         try db.writeWithoutTransaction { db in
             try Store.attachReadOnly(db, other)
             defer { try? db.execute(sql: "DETACH DATABASE src") }
-            try db.inTransaction {
+            try Store.checkStoredTypes(db, schema: "src", path: other)
+            // What is being copied, for an error that names it.
+            var copying = "runs"
+            do { try db.inTransaction {
                 var runMap: [Int64: Int64] = [:]
                 for run in try Row.fetchAll(db, sql: "SELECT * FROM src.runs") {
                     try db.execute(sql: """
@@ -612,6 +619,7 @@ public final class Store: @unchecked Sendable {
                 }
                 for v in try Row.fetchAll(db, sql: "SELECT * FROM src.videos") {
                     let path: String = try v.typed("path", "videos")
+                    copying = "video \(path)"
                     let lastRun: Int64? = (try v.typed("last_run_id", "videos") as Int64?).flatMap { runMap[$0] }
                     if let existing = try Row.fetchOne(db, sql: "SELECT id, fingerprint FROM main.videos WHERE path = ?", arguments: [path]) {
                         guard (try existing.typed("fingerprint", "videos") as String) == (try v.typed("fingerprint", "videos") as String) else { continue } // different file: keep ours
@@ -656,9 +664,57 @@ public final class Store: @unchecked Sendable {
                     }
                 }
                 return .commit
+            } } catch let e as DatabaseError where e.resultCode == .SQLITE_CONSTRAINT {
+                // A value the output's schema refuses (a CHECK, a NOT NULL): nothing was copied.
+                throw PipelineError.database(path: other, reason: "\(copying): \(e.message ?? "a constraint failed"); nothing of this database was merged")
             }
         }
         checkpoint()
+    }
+
+    /// Tables `merge` copies from.
+    static let mergedTables = ["runs", "videos", "clips", "results", "thumbnails"]
+
+    /// Refuses a database (attached as `schema`) one of whose merged rows holds a value of
+    /// another type than its column declares (text where a number belongs, a blob for text,
+    /// NULL in a NOT NULL column): copied, it would make the output unreadable where it came
+    /// from (`report` refuses such rows). The error names the file, table, row, column and value.
+    static func checkStoredTypes(_ db: Database, schema: String, path: String) throws {
+        for table in mergedTables where try db.tableExists(table, in: schema) {
+            var conditions: [(column: String, declared: String, allowed: [String])] = []
+            for info in try Row.fetchAll(db, sql: "SELECT name, type, \"notnull\" FROM pragma_table_info(?, ?)", arguments: [table, schema]) {
+                let name: String = try info.typed("name", "pragma_table_info"), declared: String = try info.typed("type", "pragma_table_info")
+                let notNull = try info.typed("notnull", "pragma_table_info") as Int == 1
+                let allowed: [String]
+                switch declared.uppercased() {
+                case "INTEGER": allowed = ["integer"]
+                case "REAL": allowed = ["real", "integer"]
+                case "TEXT": allowed = ["text"]
+                case "BLOB": allowed = ["blob"]
+                default: continue
+                }
+                conditions.append((name, declared.uppercased(), notNull ? allowed : allowed + ["null"]))
+            }
+            guard !conditions.isEmpty else { continue }
+            let quote = { (name: String) in "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+            let cases = conditions.enumerated().map { i, c in
+                "WHEN typeof(\(quote(c.column))) NOT IN (\(c.allowed.map { "'\($0)'" }.joined(separator: ", "))) THEN \(i)"
+            }.joined(separator: " ")
+            let sql = "SELECT rowid AS row, bad FROM (SELECT rowid, CASE \(cases) END AS bad FROM \(quote(schema)).\(quote(table))) WHERE bad IS NOT NULL LIMIT 1"
+            guard let hit = try Row.fetchOne(db, sql: sql) else { continue }
+            let row: Int64 = try hit.typed("row", table), index: Int = try hit.typed("bad", table)
+            let c = conditions[index]
+            // The value as SQL shows it (quote()), cut short: a damaged blob may be large.
+            let value = try Row.fetchOne(db, sql: """
+                SELECT typeof(\(quote(c.column))) AS type, substr(quote(\(quote(c.column))), 1, 81) AS value
+                FROM \(quote(schema)).\(quote(table)) WHERE rowid = ?
+                """, arguments: [row])
+            let type: String = try value?.typed("type", table) ?? "?", shown: String = try value?.typed("value", table) ?? "?"
+            throw PipelineError.database(path: path, reason: """
+                table \(table), row \(row): column \(c.column) holds \(type) \(shown.count > 80 ? shown.prefix(80) + "…" : shown) where \
+                \(c.declared)\(c.allowed.contains("null") ? "" : " NOT NULL") belongs; nothing of this database was merged
+                """)
+        }
     }
 
     /// Refuses an input that is the output database itself (the same path, `./OUT`, a symlink

@@ -560,11 +560,51 @@ enum Hostile {
             let q = try DatabaseQueue(path: copy)
             try q.write { db in try db.execute(sql: "UPDATE \(table) SET \(column) = \(value) WHERE rowid = (SELECT min(rowid) FROM \(table))") }
             try q.close()
-            for args in [["report", copy, "--out", ws.root + "/page.html"], ["merge", ws.root + "/merged-\(table)-\(column).sqlite", copy]] {
-                let r = try Hostile.run(args, limit: 30)
-                #expect(r.clean && [0, 2].contains(r.status), "\(args[0]) \(table).\(column): \(r)")
-                if r.status == 2 { #expect(r.stderr.contains(table) && r.stderr.contains(column), "\(args[0]) \(table).\(column): \(r)") }
-            }
+            let r = try Hostile.run(["report", copy, "--out", ws.root + "/page.html"], limit: 30)
+            #expect(r.clean && [0, 2].contains(r.status), "report \(table).\(column): \(r)")
+            if r.status == 2 { #expect(r.stderr.contains(table) && r.stderr.contains(column), "report \(table).\(column): \(r)") }
+            // merge refuses the database, naming it, the table, the column and the value, and
+            // copies nothing of it: the output holds exactly the good input merged before it.
+            let merged = ws.root + "/merged-\(table)-\(column).sqlite"
+            let m = try Hostile.run(["merge", merged, ws.db, copy], limit: 30)
+            #expect(m.clean && m.status == 2 && m.stderr.contains(copy) && m.stderr.contains("table \(table)") && m.stderr.contains("column \(column)")
+                    && m.stderr.contains(value) && m.stderr.contains("nothing of this database was merged"), "merge \(table).\(column): \(m)")
+            let runs = try Hostile.readOnly(merged).read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM runs") }
+            #expect(runs == 1, "merge \(table).\(column)")
+            try Hostile.expectConsistent(merged)
+        }
+        // A value the output's schema refuses (a CHECK constraint) names the input and the video.
+        let copy = ws.root + "/media.sqlite"
+        try FileManager.default.copyItem(atPath: ws.db, toPath: copy)
+        let q = try DatabaseQueue(path: copy)
+        try q.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA ignore_check_constraints = 1")
+            try db.execute(sql: "UPDATE videos SET media = 'film'")
+        }
+        try q.close()
+        let m = try Hostile.run(["merge", ws.root + "/merged-media.sqlite", copy], limit: 30)
+        #expect(m.clean && m.status == 2 && m.stderr.contains(copy) && m.stderr.contains("video \(ws.root)/videos/hevc.mp4")
+                && m.stderr.contains("CHECK constraint failed"), "\(m)")
+    }
+
+    /// A damaged size or mtime of a file whose content has not changed is set right by the next
+    /// run, which keeps the file's results.
+    @Test func damagedFileFieldsAreSetRight() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let before = try Hostile.readOnly(ws.db).read { db in try Row.fetchOne(db, sql: "SELECT size, mtime FROM videos") }
+        let q = try DatabaseQueue(path: ws.db)
+        try q.write { db in try db.execute(sql: "UPDATE videos SET size = -5, mtime = 'garbage'") }
+        try q.close()
+        let again = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"])
+        #expect(again.status == 0, "\(again)")
+        try Hostile.readOnly(ws.db).read { db in
+            let last = try Row.fetchOne(db, sql: "SELECT clips_done, clips_skipped FROM runs ORDER BY id DESC LIMIT 1")
+            #expect(last?["clips_done"] as Int? == 0 && (last?["clips_skipped"] as Int? ?? 0) > 0, "the results were not reused")
+            let row = try Row.fetchOne(db, sql: "SELECT size, mtime, typeof(mtime) AS type FROM videos")
+            #expect(row?["size"] as Int64? == before?["size"] as Int64?)
+            #expect(row?["type"] as String? == "real" && row?["mtime"] as Double? == before?["mtime"] as Double?)
         }
     }
 
