@@ -26,7 +26,9 @@ struct PipelineBench: ParsableCommand {
         Wall time splits into vision, prefill (of the shared prefix), generation (continuation prefill and \
         decoding: describe's time less vision and prefill in (a) and (b), the time in step() in (c)) and other \
         (frame decoding and preprocessing, prompts, bookkeeping). (a), (b) and (c) must generate the same \
-        tokens for every prompt: a difference is an error (exit 1); (d)'s agreement with (a) is reported. --model runs the workload on an existing \
+        tokens for every prompt: a difference is an error (exit 1); (d)'s agreement with (a) is reported. Each batched \
+        configuration's clips/h against (a) is also given as it would be were generation to take no time (vision, prefill \
+        and other unchanged): the most decoder batching can give it. --model runs the workload on an existing \
         checkpoint instead. Run a release build.
         """)
 
@@ -84,6 +86,9 @@ struct PipelineBench: ParsableCommand {
         var clipsPerHour = 0.0
         var generationTokensPerSecond = 0.0
         var clipsPerHourVsA = 1.0
+        /// clips/h against (a)'s were generation to take no time at all: the most batching the
+        /// decoder could give this configuration, its vision, prefill and other times unchanged.
+        var withoutGenerationVsA = 1.0
         var peakResidentBytes = 0.0
         /// `AnswerBatch.peakCacheBytes` (continuous batching only).
         var maxCacheBytes: Int?
@@ -94,7 +99,7 @@ struct PipelineBench: ParsableCommand {
 
         enum CodingKeys: String, CodingKey {
             case name, batch, clips, wallSeconds, visionSeconds, prefillSeconds, generationSeconds, framesSeconds, otherSeconds
-            case generatedTokens, clipsPerHour, generationTokensPerSecond, clipsPerHourVsA, peakResidentBytes, maxCacheBytes, steps
+            case generatedTokens, clipsPerHour, generationTokensPerSecond, clipsPerHourVsA, withoutGenerationVsA, peakResidentBytes, maxCacheBytes, steps
         }
 
         mutating func finish(wall: Double, answers: [[Answer]]) {
@@ -269,7 +274,10 @@ struct PipelineBench: ParsableCommand {
                 results.append(f)
                 if !json { print(line(f, reference: results[0])) }
             }
-            for i in results.indices { results[i].clipsPerHourVsA = results[i].clipsPerHour / results[0].clipsPerHour }
+            for i in results.indices {
+                results[i].clipsPerHourVsA = results[i].clipsPerHour / results[0].clipsPerHour
+                results[i].withoutGenerationVsA = results[0].wallSeconds / max(1e-9, results[i].wallSeconds - results[i].generationSeconds)
+            }
 
             // The same tokens for every prompt in every configuration.
             var mismatches: [String] = []
@@ -297,6 +305,12 @@ struct PipelineBench: ParsableCommand {
                 print(mismatches.isEmpty
                       ? "tokens: identical in (a), (b) and (c) (\(clips) clips × \(Self.prompts.count) prompts, \(results[0].generatedTokens) tokens)"
                       : "tokens: DIFFER in \(mismatches.count) prompts")
+                // Vision and prefill run one clip at a time in every configuration: what they and
+                // the rest take bounds what any decoder batching can give.
+                for f in results.dropFirst() {
+                    print(String(format: "%@: %.2f× (a) measured; %.2f× (a) were generation to take no time (vision %.1f + prefill %.1f + other %.1f s)",
+                                 f.name, f.clipsPerHourVsA, f.withoutGenerationVsA, f.visionSeconds, f.prefillSeconds, f.otherSeconds))
+                }
                 print(String(format: "%@: %d decoding steps, %.2f tokens chosen per step",
                              c.name, c.steps ?? 0, Double(c.generatedTokens) / Double(max(1, c.steps ?? 0))))
                 print(String(format: "%@: peak resident memory %.2f GB = %.2f× (checkpoint %.2f GB + largest KV cache %.0f MB); largest KV cache %.0f MB",
