@@ -447,9 +447,23 @@ public final class Store: @unchecked Sendable {
 
     // MARK: - Clips and results
 
+    /// The clips of a video done under a settings key. A clip whose row, results or pictures
+    /// hold damage (a value of another type than its column declares, which `report` refuses)
+    /// is not done: it is deleted, with its results and pictures, and done again.
     public func doneClips(video: Int64, settingsKey: String) throws -> Set<Int> {
-        try db.read { db in
-            Set(try Int.fetchAll(db, sql: "SELECT clip_index FROM clips WHERE video_id = ? AND settings_key = ?", arguments: [video, settingsKey]))
+        try db.write { db in
+            let thumbnails = try db.tableExists("thumbnails")
+            let damage = """
+                (\(try Store.damaged(db, table: "clips", alias: "c"))
+                 OR EXISTS (SELECT 1 FROM results r WHERE r.clip_id = c.id AND \(try Store.damaged(db, table: "results", alias: "r")))
+                 \(thumbnails ? "OR EXISTS (SELECT 1 FROM thumbnails t WHERE t.clip_id = c.id AND \(try Store.damaged(db, table: "thumbnails", alias: "t")))" : ""))
+                """
+            // Damaged clips of this video whose index or key cannot be read belong to no settings: gone too.
+            try db.execute(sql: """
+                DELETE FROM clips WHERE id IN (SELECT c.id FROM clips c WHERE c.video_id = ? AND
+                    (c.settings_key = ? OR typeof(c.settings_key) != 'text' OR typeof(c.clip_index) != 'integer') AND \(damage))
+                """, arguments: [video, settingsKey])
+            return Set(try Int.fetchAll(db, sql: "SELECT clip_index FROM clips WHERE video_id = ? AND settings_key = ?", arguments: [video, settingsKey]))
         }
     }
 
@@ -495,6 +509,10 @@ public final class Store: @unchecked Sendable {
                          run: Int64) throws {
         let now = Store.now()
         try db.write { db in
+            // Rows left under this clip's key (a clip whose row was damaged, results of an
+            // earlier clip row) make way for the clip done now.
+            try db.execute(sql: "DELETE FROM clips WHERE video_id = ? AND clip_index = ? AND settings_key = ?", arguments: [video, index, settingsKey])
+            try db.execute(sql: "DELETE FROM results WHERE video_id = ? AND clip_index = ? AND settings_key = ?", arguments: [video, index, settingsKey])
             try db.cachedStatement(sql: """
                 INSERT INTO clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height, settings_key, run_id, done_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -675,44 +693,67 @@ public final class Store: @unchecked Sendable {
     /// Tables `merge` copies from.
     static let mergedTables = ["runs", "videos", "clips", "results", "thumbnails"]
 
+    /// A column and the storage types (SQLite's `typeof`) its declared type admits.
+    struct TypedColumn {
+        var name: String
+        /// INTEGER, REAL, TEXT or BLOB.
+        var declared: String
+        var allowed: [String]
+        var notNull: Bool { !allowed.contains("null") }
+
+        /// SQL true when the column of the row `alias` holds another type.
+        func violated(_ alias: String) -> String {
+            "typeof(\(alias).\(Store.quoted(name))) NOT IN (\(allowed.map { "'\($0)'" }.joined(separator: ", ")))"
+        }
+    }
+
+    static func quoted(_ name: String) -> String { "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+
+    /// The columns of `table` (in `schema`) with a declared type: a value of another storage
+    /// type (text where a number belongs, a blob for text, NULL where NOT NULL) is damage that
+    /// typed reading (`report`) refuses.
+    static func typedColumns(_ db: Database, schema: String = "main", table: String) throws -> [TypedColumn] {
+        try Row.fetchAll(db, sql: "SELECT name, type, \"notnull\" FROM pragma_table_info(?, ?)", arguments: [table, schema]).compactMap { info in
+            let name: String = try info.typed("name", "pragma_table_info"), declared: String = try info.typed("type", "pragma_table_info")
+            let allowed: [String]
+            switch declared.uppercased() {
+            case "INTEGER": allowed = ["integer"]
+            case "REAL": allowed = ["real", "integer"]
+            case "TEXT": allowed = ["text"]
+            case "BLOB": allowed = ["blob"]
+            default: return nil
+            }
+            let notNull = try info.typed("notnull", "pragma_table_info") as Int == 1
+            return TypedColumn(name: name, declared: declared.uppercased(), allowed: notNull ? allowed : allowed + ["null"])
+        }
+    }
+
+    /// SQL true when a row `alias` of `table` holds damage (`typedColumns`); "0" for no typed column.
+    static func damaged(_ db: Database, table: String, alias: String) throws -> String {
+        let columns = try typedColumns(db, table: table)
+        return columns.isEmpty ? "0" : "(" + columns.map { $0.violated(alias) }.joined(separator: " OR ") + ")"
+    }
+
     /// Refuses a database (attached as `schema`) one of whose merged rows holds a value of
-    /// another type than its column declares (text where a number belongs, a blob for text,
-    /// NULL in a NOT NULL column): copied, it would make the output unreadable where it came
-    /// from (`report` refuses such rows). The error names the file, table, row, column and value.
+    /// another type than its column declares (`typedColumns`): copied, it would make the output
+    /// unreadable where it came from. The error names the file, table, row, column and value.
     static func checkStoredTypes(_ db: Database, schema: String, path: String) throws {
         for table in mergedTables where try db.tableExists(table, in: schema) {
-            var conditions: [(column: String, declared: String, allowed: [String])] = []
-            for info in try Row.fetchAll(db, sql: "SELECT name, type, \"notnull\" FROM pragma_table_info(?, ?)", arguments: [table, schema]) {
-                let name: String = try info.typed("name", "pragma_table_info"), declared: String = try info.typed("type", "pragma_table_info")
-                let notNull = try info.typed("notnull", "pragma_table_info") as Int == 1
-                let allowed: [String]
-                switch declared.uppercased() {
-                case "INTEGER": allowed = ["integer"]
-                case "REAL": allowed = ["real", "integer"]
-                case "TEXT": allowed = ["text"]
-                case "BLOB": allowed = ["blob"]
-                default: continue
-                }
-                conditions.append((name, declared.uppercased(), notNull ? allowed : allowed + ["null"]))
-            }
-            guard !conditions.isEmpty else { continue }
-            let quote = { (name: String) in "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
-            let cases = conditions.enumerated().map { i, c in
-                "WHEN typeof(\(quote(c.column))) NOT IN (\(c.allowed.map { "'\($0)'" }.joined(separator: ", "))) THEN \(i)"
-            }.joined(separator: " ")
-            let sql = "SELECT rowid AS row, bad FROM (SELECT rowid, CASE \(cases) END AS bad FROM \(quote(schema)).\(quote(table))) WHERE bad IS NOT NULL LIMIT 1"
+            let columns = try typedColumns(db, schema: schema, table: table)
+            guard !columns.isEmpty else { continue }
+            let source = "\(quoted(schema)).\(quoted(table))"
+            let cases = columns.enumerated().map { i, c in "WHEN \(c.violated("t")) THEN \(i)" }.joined(separator: " ")
+            let sql = "SELECT row, bad FROM (SELECT t.rowid AS row, CASE \(cases) END AS bad FROM \(source) t) WHERE bad IS NOT NULL LIMIT 1"
             guard let hit = try Row.fetchOne(db, sql: sql) else { continue }
-            let row: Int64 = try hit.typed("row", table), index: Int = try hit.typed("bad", table)
-            let c = conditions[index]
+            let row: Int64 = try hit.typed("row", table), c = columns[try hit.typed("bad", table) as Int]
             // The value as SQL shows it (quote()), cut short: a damaged blob may be large.
             let value = try Row.fetchOne(db, sql: """
-                SELECT typeof(\(quote(c.column))) AS type, substr(quote(\(quote(c.column))), 1, 81) AS value
-                FROM \(quote(schema)).\(quote(table)) WHERE rowid = ?
+                SELECT typeof(\(quoted(c.name))) AS type, substr(quote(\(quoted(c.name))), 1, 81) AS value FROM \(source) WHERE rowid = ?
                 """, arguments: [row])
             let type: String = try value?.typed("type", table) ?? "?", shown: String = try value?.typed("value", table) ?? "?"
             throw PipelineError.database(path: path, reason: """
-                table \(table), row \(row): column \(c.column) holds \(type) \(shown.count > 80 ? shown.prefix(80) + "…" : shown) where \
-                \(c.declared)\(c.allowed.contains("null") ? "" : " NOT NULL") belongs; nothing of this database was merged
+                table \(table), row \(row): column \(c.name) holds \(type) \(shown.count > 80 ? shown.prefix(80) + "…" : shown) where \
+                \(c.declared)\(c.notNull ? " NOT NULL" : "") belongs; nothing of this database was merged
                 """)
         }
     }
@@ -786,7 +827,10 @@ public final class Store: @unchecked Sendable {
 /// A stored value that is not of its column's type (a damaged or hand-edited database).
 struct StoredValueError: LocalizedError {
     var table: String, column: String, row: String, expected: String
-    var errorDescription: String? { "table \(table), row \(row): column \(column) does not hold \(expected)" }
+    var errorDescription: String? {
+        let redo = ["clips", "results", "thumbnails"].contains(table) ? "; a run with the clip's settings does a damaged clip again" : ""
+        return "table \(table), row \(row): column \(column) does not hold \(expected)\(redo)"
+    }
 }
 
 extension Row {
@@ -798,7 +842,25 @@ extension Row {
         } catch {
             let row = hasColumn("id") ? "id \((self["id"] as DatabaseValue).description)"
                 : hasColumn("clip_id") ? "of clip \((self["clip_id"] as DatabaseValue).description)" : "?"
-            throw StoredValueError(table: table, column: column, row: row, expected: "a value of type \(T.self)")
+            let stored = (self[column] as DatabaseValue).description
+            throw StoredValueError(table: table, column: column, row: row,
+                                   expected: "\(Self.kind(of: T.self)) (it holds \(stored.count > 80 ? stored.prefix(80) + "…" : stored))")
         }
+    }
+
+    /// What a Swift type is as a stored value, for people.
+    static func kind<T>(of type: T.Type) -> String {
+        let name = String(describing: type)
+        let optional = name.hasPrefix("Optional<")
+        let base = optional ? String(name.dropFirst("Optional<".count).dropLast()) : name
+        let noun = switch base {
+        case "Int", "Int64", "Int32": "an integer"
+        case "Double", "Float": "a number"
+        case "String": "text"
+        case "Data": "bytes"
+        case "Bool": "a boolean"
+        default: "a value of type \(base)"
+        }
+        return optional ? noun + " or NULL" : noun
     }
 }

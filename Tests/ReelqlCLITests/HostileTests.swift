@@ -587,6 +587,50 @@ enum Hostile {
                 && m.stderr.contains("CHECK constraint failed"), "\(m)")
     }
 
+    /// A clip whose row, results or pictures are damaged (a value of another type than its
+    /// column declares, which report refuses; a key no longer matching its results) is done
+    /// again by the next run with the same settings, replacing what was there; the others are
+    /// reused, and report reads the database again.
+    @Test func damagedClipsAreDoneAgain() throws {
+        let ws = try Hostile.Workspace(["hevc.mp4", "h264_cfr.mp4"])
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let (clips, results) = try Hostile.readOnly(ws.db).read { db in
+            (try Int.fetchOne(db, sql: "SELECT count(*) FROM clips") ?? 0, try Int.fetchOne(db, sql: "SELECT count(*) FROM results") ?? 0)
+        }
+        #expect(clips >= 2)
+        let first = "(SELECT min(id) FROM clips)"
+        for (name, damage, refused) in [
+            ("frames", "UPDATE clips SET frames = 'x' WHERE id = \(first)", true),
+            ("index", "UPDATE clips SET clip_index = 'x' WHERE id = \(first)", true),
+            ("text", "UPDATE results SET text = X'FFFE0041' WHERE clip_id = \(first) AND kind = 'description'", true),
+            ("picture", "UPDATE thumbnails SET bytes = 'abc' WHERE clip_id = \(first)", false), // report shows no picture
+            ("key", "UPDATE clips SET settings_key = 'other' WHERE id = \(first)", false),
+        ] {
+            let copy = ws.root + "/\(name).sqlite"
+            try FileManager.default.copyItem(atPath: ws.db, toPath: copy)
+            let q = try DatabaseQueue(path: copy)
+            try q.write { db in try db.execute(sql: damage) }
+            try q.close()
+            if refused {
+                let r = try Hostile.run(["report", copy, "--out", ws.root + "/\(name).html"], limit: 30)
+                #expect(r.status == 2 && r.stderr.contains("a run with the clip's settings does a damaged clip again"), "\(name): \(r)")
+            }
+            let again = try Hostile.run(["run", ws.specPath, "--db", copy, "--quiet"], limit: 60)
+            #expect(again.clean && again.status == 0, "\(name): \(again)")
+            let report = try Hostile.run(["report", copy, "--out", ws.root + "/\(name).html"], limit: 30)
+            #expect(report.status == 0, "\(name): \(report)")
+            try Hostile.readOnly(copy).read { db in
+                let key = try String.fetchOne(db, sql: "SELECT settings_key FROM clips WHERE settings_key != 'other' LIMIT 1")
+                #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM clips WHERE settings_key = ?", arguments: [key]) == clips, "\(name)")
+                #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM results") == results, "\(name)")
+                let last = try Row.fetchOne(db, sql: "SELECT clips_done, clips_skipped FROM runs ORDER BY id DESC LIMIT 1")
+                #expect(last?["clips_done"] as Int? == 1 && last?["clips_skipped"] as Int? == clips - 1, "\(name): one clip done again")
+            }
+            try Hostile.expectConsistent(copy)
+        }
+    }
+
     /// A damaged size or mtime of a file whose content has not changed is set right by the next
     /// run, which keeps the file's results.
     @Test func damagedFileFieldsAreSetRight() throws {
