@@ -295,6 +295,10 @@ public final class Runner: @unchecked Sendable {
     }
 
     public func run() throws -> RunReport {
+        do { return try runAll() } catch let e as DatabaseError { throw RunDatabaseError(path: store.path, message: Store.reason(e)) }
+    }
+
+    private func runAll() throws -> RunReport {
         let t0 = DispatchTime.now().uptimeNanoseconds
         var report = RunReport()
         let modelDirectory = try spec.model.map(spec.resolve) ?? ClipModel.defaultDirectory()
@@ -832,4 +836,12 @@ final class BoundedQueue<T>: @unchecked Sendable {
         condition.broadcast()
         condition.unlock()
     }
+}
+
+/// A database error that ends a run, said as the database's: its path and SQLite's message
+/// (not the statement that met it).
+public struct RunDatabaseError: LocalizedError {
+    public var path: String
+    public var message: String
+    public var errorDescription: String? { "\(path): \(message)" }
 }

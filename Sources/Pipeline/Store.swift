@@ -449,21 +449,30 @@ public final class Store: @unchecked Sendable {
 
     /// The clips of a video done under a settings key. A clip whose row, results or pictures
     /// hold damage (a value of another type than its column declares, which `report` refuses)
-    /// is not done: it is deleted, with its results and pictures, and done again.
+    /// is not done: it is deleted, with its results, its pictures and the video's summary under
+    /// the key (made from the clips' descriptions), and done again.
     public func doneClips(video: Int64, settingsKey: String) throws -> Set<Int> {
         try db.write { db in
-            let thumbnails = try db.tableExists("thumbnails")
-            let damage = """
-                (\(try Store.damaged(db, table: "clips", alias: "c"))
-                 OR EXISTS (SELECT 1 FROM results r WHERE r.clip_id = c.id AND \(try Store.damaged(db, table: "results", alias: "r")))
-                 \(thumbnails ? "OR EXISTS (SELECT 1 FROM thumbnails t WHERE t.clip_id = c.id AND \(try Store.damaged(db, table: "thumbnails", alias: "t")))" : ""))
-                """
-            // Damaged clips of this video whose index or key cannot be read belong to no settings: gone too.
-            try db.execute(sql: """
-                DELETE FROM clips WHERE id IN (SELECT c.id FROM clips c WHERE c.video_id = ? AND
-                    (c.settings_key = ? OR typeof(c.settings_key) != 'text' OR typeof(c.clip_index) != 'integer') AND \(damage))
-                """, arguments: [video, settingsKey])
-            return Set(try Int.fetchAll(db, sql: "SELECT clip_index FROM clips WHERE video_id = ? AND settings_key = ?", arguments: [video, settingsKey]))
+                // A result belongs to its clip by clip_id, or (that link damaged) by index and key.
+                let thumbnails = try db.tableExists("thumbnails")
+                let damage = """
+                    (\(try Store.damaged(db, table: "clips", alias: "c"))
+                     OR EXISTS (SELECT 1 FROM results r WHERE (r.clip_id = c.id OR (r.video_id = c.video_id AND r.clip_index = c.clip_index
+                                AND r.settings_key = c.settings_key)) AND \(try Store.damaged(db, table: "results", alias: "r")))
+                     \(thumbnails ? "OR EXISTS (SELECT 1 FROM thumbnails t WHERE t.clip_id = c.id AND \(try Store.damaged(db, table: "thumbnails", alias: "t")))" : ""))
+                    """
+                // Damaged clips of this video whose index or key cannot be read belong to no settings: gone too.
+                let doomed = try Int64.fetchAll(db, sql: """
+                    SELECT c.id FROM clips c WHERE c.video_id = ? AND
+                        (c.settings_key = ? OR typeof(c.settings_key) != 'text' OR typeof(c.clip_index) != 'integer') AND \(damage)
+                    """, arguments: [video, settingsKey])
+                // Deleting only when there is damage: a database whose full-text index cannot be
+                // opened (its delete trigger) still reuses its done clips, as before.
+                if !doomed.isEmpty {
+                    try db.execute(sql: "DELETE FROM clips WHERE id IN (\(doomed.map(String.init).joined(separator: ", ")))")
+                    try db.execute(sql: "DELETE FROM results WHERE video_id = ? AND clip_index = -1 AND settings_key = ?", arguments: [video, settingsKey])
+                }
+                return Set(try Int.fetchAll(db, sql: "SELECT clip_index FROM clips WHERE video_id = ? AND settings_key = ?", arguments: [video, settingsKey]))
         }
     }
 
@@ -542,10 +551,17 @@ public final class Store: @unchecked Sendable {
                                      r.generatedTokens, r.visionSeconds, r.prefillSeconds, r.generateSeconds])
     }
 
+    /// Whether the video has its summary under a settings key. A damaged one (see `doneClips`)
+    /// is deleted, to be made again.
     public func hasSummary(video: Int64, settingsKey: String) throws -> Bool {
-        try db.read { db in
-            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM results WHERE video_id = ? AND kind = 'summary' AND settings_key = ?)",
-                              arguments: [video, settingsKey]) ?? false
+        try db.write { db in
+                let damaged = try Int64.fetchAll(db, sql: """
+                    SELECT r.id FROM results r WHERE r.video_id = ? AND r.clip_index = -1 AND r.settings_key = ?
+                        AND \(try Store.damaged(db, table: "results", alias: "r"))
+                    """, arguments: [video, settingsKey])
+                if !damaged.isEmpty { try db.execute(sql: "DELETE FROM results WHERE id IN (\(damaged.map(String.init).joined(separator: ", ")))") }
+                return try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM results WHERE video_id = ? AND kind = 'summary' AND settings_key = ?)",
+                                         arguments: [video, settingsKey]) ?? false
         }
     }
 
@@ -654,18 +670,18 @@ public final class Store: @unchecked Sendable {
                     let srcVid: Int64 = try v.typed("id", "videos")
                     for c in try Row.fetchAll(db, sql: "SELECT * FROM src.clips WHERE video_id = ?", arguments: [srcVid]) {
                         try db.execute(sql: """
-                            INSERT OR IGNORE INTO main.clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height,
-                                                              settings_key, run_id, done_at)
-                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            INSERT INTO main.clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height,
+                                                    settings_key, run_id, done_at)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
                             """, arguments: [vid, c["clip_index"], c["start_seconds"], c["end_seconds"], c["frames"], c["width"],
                                              c["height"], c["settings_key"], (try c.typed("run_id", "clips") as Int64?).flatMap { runMap[$0] }, c["done_at"]])
                     }
                     if hasThumbnails { try db.execute(sql: """
-                        INSERT OR IGNORE INTO main.thumbnails (clip_id, kind, mime_type, width, height, bytes)
+                        INSERT INTO main.thumbnails (clip_id, kind, mime_type, width, height, bytes)
                         SELECT m.id, t.kind, t.mime_type, t.width, t.height, t.bytes
                         FROM src.thumbnails t JOIN src.clips c ON c.id = t.clip_id
                         JOIN main.clips m ON m.video_id = ? AND m.clip_index = c.clip_index AND m.settings_key = c.settings_key
-                        WHERE c.video_id = ?
+                        WHERE c.video_id = ? ON CONFLICT DO NOTHING
                         """, arguments: [vid, srcVid]) }
                     for r in try Row.fetchAll(db, sql: "SELECT * FROM src.results WHERE video_id = ?", arguments: [srcVid]) {
                         let index: Int = try r.typed("clip_index", "results")
@@ -673,9 +689,9 @@ public final class Store: @unchecked Sendable {
                             SELECT id FROM main.clips WHERE video_id = ? AND clip_index = ? AND settings_key = ?
                             """, arguments: [vid, index, try r.typed("settings_key", "results") as String])
                         try db.execute(sql: """
-                            INSERT OR IGNORE INTO main.results (video_id, clip_id, clip_index, kind, prompt, text, model, settings, settings_key,
-                                                                prompt_tokens, generated_tokens, vision_seconds, prefill_seconds, generate_seconds)
-                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            INSERT INTO main.results (video_id, clip_id, clip_index, kind, prompt, text, model, settings, settings_key,
+                                                      prompt_tokens, generated_tokens, vision_seconds, prefill_seconds, generate_seconds)
+                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
                             """, arguments: [vid, clip, index, r["kind"], r["prompt"], r["text"], r["model"], r["settings"],
                                              r["settings_key"], r["prompt_tokens"], r["generated_tokens"], r["vision_seconds"],
                                              r["prefill_seconds"], r["generate_seconds"]])
@@ -701,9 +717,12 @@ public final class Store: @unchecked Sendable {
         var allowed: [String]
         var notNull: Bool { !allowed.contains("null") }
 
-        /// SQL true when the column of the row `alias` holds another type.
+        /// SQL true when the column of the row `alias` holds another type (or, for REAL, an
+        /// infinity: typed reading takes it, but no page or JSON can show it).
         func violated(_ alias: String) -> String {
-            "typeof(\(alias).\(Store.quoted(name))) NOT IN (\(allowed.map { "'\($0)'" }.joined(separator: ", ")))"
+            let column = "\(alias).\(Store.quoted(name))"
+            let type = "typeof(\(column)) NOT IN (\(allowed.map { "'\($0)'" }.joined(separator: ", ")))"
+            return declared == "REAL" ? "(\(type) OR (typeof(\(column)) = 'real' AND abs(\(column)) > 1.7976931348623157e308))" : type
         }
     }
 
@@ -734,27 +753,61 @@ public final class Store: @unchecked Sendable {
         return columns.isEmpty ? "0" : "(" + columns.map { $0.violated(alias) }.joined(separator: " OR ") + ")"
     }
 
-    /// Refuses a database (attached as `schema`) one of whose merged rows holds a value of
-    /// another type than its column declares (`typedColumns`): copied, it would make the output
-    /// unreadable where it came from. The error names the file, table, row, column and value.
+    /// Refuses a database (attached as `schema`) one of whose rows that `merge` copies holds a
+    /// value of another type than the output's column declares (`typedColumns` of `main`):
+    /// copied, it would make the output unreadable where it came from. Row ids and links
+    /// (`id`, `video_id`, `clip_id`) are not copied but made anew, and rows linked to no video
+    /// are not copied at all: neither is checked. The error names the file, table, row, column
+    /// and value.
     static func checkStoredTypes(_ db: Database, schema: String, path: String) throws {
-        for table in mergedTables where try db.tableExists(table, in: schema) {
-            let columns = try typedColumns(db, schema: schema, table: table)
+        let s = quoted(schema)
+        let videos = "(SELECT id FROM \(s).videos)"
+        // The rows merge reads, as it selects them.
+        let rows = [
+            ("runs", "SELECT rowid AS reelql_row, * FROM \(s).runs"),
+            ("videos", "SELECT rowid AS reelql_row, * FROM \(s).videos"),
+            ("clips", "SELECT rowid AS reelql_row, * FROM \(s).clips WHERE video_id IN \(videos)"),
+            ("results", "SELECT rowid AS reelql_row, * FROM \(s).results WHERE video_id IN \(videos)"),
+            ("thumbnails", """
+                SELECT t.rowid AS reelql_row, t.* FROM \(s).thumbnails t JOIN \(s).clips c ON c.id = t.clip_id WHERE c.video_id IN \(videos)
+                """),
+        ]
+        for (table, selected) in rows where try db.tableExists(table, in: schema) {
+            let present = Set(try String.fetchAll(db, sql: "SELECT name FROM pragma_table_info(?, ?)", arguments: [table, schema]))
+            let columns = try typedColumns(db, schema: "main", table: table).filter {
+                present.contains($0.name) && !["id", "video_id", "clip_id"].contains($0.name)
+            }
             guard !columns.isEmpty else { continue }
-            let source = "\(quoted(schema)).\(quoted(table))"
             let cases = columns.enumerated().map { i, c in "WHEN \(c.violated("t")) THEN \(i)" }.joined(separator: " ")
-            let sql = "SELECT row, bad FROM (SELECT t.rowid AS row, CASE \(cases) END AS bad FROM \(source) t) WHERE bad IS NOT NULL LIMIT 1"
+            let sql = "SELECT reelql_row, bad FROM (SELECT t.reelql_row, CASE \(cases) END AS bad FROM (\(selected)) t) WHERE bad IS NOT NULL LIMIT 1"
             guard let hit = try Row.fetchOne(db, sql: sql) else { continue }
-            let row: Int64 = try hit.typed("row", table), c = columns[try hit.typed("bad", table) as Int]
-            // The value as SQL shows it (quote()), cut short: a damaged blob may be large.
+            let row: Int64 = try hit.typed("reelql_row", table), c = columns[try hit.typed("bad", table) as Int]
+            // The value as SQL shows it, cut short before quoting (a damaged blob may be large).
+            let column = quoted(c.name)
             let value = try Row.fetchOne(db, sql: """
-                SELECT typeof(\(quoted(c.name))) AS type, substr(quote(\(quoted(c.name))), 1, 81) AS value FROM \(source) WHERE rowid = ?
+                SELECT typeof(\(column)) AS type,
+                       CASE WHEN typeof(\(column)) IN ('text', 'blob') THEN quote(substr(\(column), 1, 40)) ELSE quote(\(column)) END AS value,
+                       typeof(\(column)) IN ('text', 'blob') AND length(\(column)) > 40 AS cut
+                FROM \(s).\(quoted(table)) WHERE rowid = ?
                 """, arguments: [row])
             let type: String = try value?.typed("type", table) ?? "?", shown: String = try value?.typed("value", table) ?? "?"
+            let cut: Bool = try value?.typed("cut", table) ?? false
+            let held = type == "null" ? "NULL" : "\(type) \(shown)\(cut ? "…" : "")"
             throw PipelineError.database(path: path, reason: """
-                table \(table), row \(row): column \(c.name) holds \(type) \(shown.count > 80 ? shown.prefix(80) + "…" : shown) where \
-                \(c.declared)\(c.notNull ? " NOT NULL" : "") belongs; nothing of this database was merged
+                table \(table), row \(row): column \(c.name) holds \(held) where \(c.declared == "REAL" ? "a finite " : "")\(c.declared)\
+                \(c.notNull ? " NOT NULL" : "") belongs; nothing of this database was merged
                 """)
+        }
+    }
+
+    /// Refuses `other` (see `checkStoredTypes`) before anything is merged: `merge` checks every
+    /// input first, so that a damaged one stops it before the others are merged.
+    public func checkMergeable(_ other: String) throws {
+        try Store.checkMergeInput(other, output: path)
+        try db.writeWithoutTransaction { db in
+            try Store.attachReadOnly(db, other)
+            defer { try? db.execute(sql: "DETACH DATABASE src") }
+            try Store.checkStoredTypes(db, schema: "src", path: other)
         }
     }
 
@@ -828,7 +881,7 @@ public final class Store: @unchecked Sendable {
 struct StoredValueError: LocalizedError {
     var table: String, column: String, row: String, expected: String
     var errorDescription: String? {
-        let redo = ["clips", "results", "thumbnails"].contains(table) ? "; a run with the clip's settings does a damaged clip again" : ""
+        let redo = ["clips", "results", "thumbnails"].contains(table) ? "; a run over its file with the same settings does a damaged clip again" : ""
         return "table \(table), row \(row): column \(column) does not hold \(expected)\(redo)"
     }
 }
@@ -838,7 +891,10 @@ extension Row {
     /// subscript traps on a value it cannot convert).
     func typed<T: DatabaseValueConvertible>(_ column: String, _ table: String) throws -> T {
         do {
-            return try decode(T.self, forColumn: column)
+            let value = try decode(T.self, forColumn: column)
+            // An infinity (1e999 stored) reads as a Double but no page or JSON can show it.
+            if let d = value as? Double, !d.isFinite { throw StoredValueError(table: table, column: column, row: "", expected: "") }
+            return value
         } catch {
             let row = hasColumn("id") ? "id \((self["id"] as DatabaseValue).description)"
                 : hasColumn("clip_id") ? "of clip \((self["clip_id"] as DatabaseValue).description)" : "?"
@@ -855,7 +911,7 @@ extension Row {
         let base = optional ? String(name.dropFirst("Optional<".count).dropLast()) : name
         let noun = switch base {
         case "Int", "Int64", "Int32": "an integer"
-        case "Double", "Float": "a number"
+        case "Double", "Float": "a finite number"
         case "String": "text"
         case "Data": "bytes"
         case "Bool": "a boolean"

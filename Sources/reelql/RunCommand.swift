@@ -261,6 +261,8 @@ struct MergeCommand: ParsableCommand {
                 try Store.openReadOnly(i).close()
             }
             let store = try Store(path: output)
+            // Every input's rows, before any is merged: a damaged one stops the merge untouched.
+            for i in inputs { try store.checkMergeable(i) }
             for i in inputs {
                 current.set(i)
                 try store.merge(from: i)
