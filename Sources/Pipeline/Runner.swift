@@ -520,7 +520,7 @@ public final class Runner: @unchecked Sendable {
             guard !clips.isEmpty else {
                 throw MediaError.decodeFailed(path: path, reason: "no clip window holds a frame")
             }
-            done = try store.doneClips(video: video, settingsKey: c.settingsKey)
+            done = try store.doneClips(video: video, settingsKey: c.settingsKey, results: 1 + spec.prompts.questions.count)
         } catch let e as MediaError {
             return AnyIterator([Work.whole(video, path, clipCount: 0, failure: (e.kind, e.localizedDescription))].makeIterator())
         }
@@ -586,7 +586,7 @@ public final class Runner: @unchecked Sendable {
         let probe = decoder.probe
         try store.setVideoInfo(video, duration: nil, width: probe.displayWidth, height: probe.displayHeight, fps: nil,
                                codec: probe.codec, frameCount: 1, media: .image)
-        if try store.doneClips(video: video, settingsKey: c.settingsKey).contains(0) {
+        if try store.doneClips(video: video, settingsKey: c.settingsKey, results: 1 + spec.prompts.questions.count).contains(0) {
             var whole = Work.whole(video, path, clipCount: 1)
             whole.reused = 1
             return whole

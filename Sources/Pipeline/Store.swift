@@ -447,16 +447,18 @@ public final class Store: @unchecked Sendable {
 
     // MARK: - Clips and results
 
-    /// The clips of a video done under a settings key. A clip whose row, results or pictures
-    /// hold damage (a value of another type than its column declares, which `report` refuses)
-    /// is not done: it is deleted, with its results, its pictures and the video's summary under
-    /// the key (made from the clips' descriptions), and done again.
-    public func doneClips(video: Int64, settingsKey: String) throws -> Set<Int> {
+    /// The clips of a video done under a settings key, each with its `results` rows (its
+    /// description and answers). A clip with fewer, or whose row, results or pictures hold damage
+    /// (a value of another type than its column declares, which `report` refuses), is not done:
+    /// it is deleted, with its results, its pictures and the video's summary under the key (made
+    /// from the clips' descriptions), and done again.
+    public func doneClips(video: Int64, settingsKey: String, results: Int) throws -> Set<Int> {
         try db.write { db in
                 // A result belongs to its clip by clip_id, or (that link damaged) by index and key.
                 let thumbnails = try db.tableExists("thumbnails")
                 let damage = """
-                    (\(try Store.damaged(db, table: "clips", alias: "c"))
+                    ((SELECT count(*) FROM results r WHERE r.clip_id = c.id) < \(results)
+                     OR \(try Store.damaged(db, table: "clips", alias: "c"))
                      OR EXISTS (SELECT 1 FROM results r WHERE (r.clip_id = c.id OR (r.video_id = c.video_id AND r.clip_index = c.clip_index
                                 AND r.settings_key = c.settings_key)) AND \(try Store.damaged(db, table: "results", alias: "r")))
                      \(thumbnails ? "OR EXISTS (SELECT 1 FROM thumbnails t WHERE t.clip_id = c.id AND \(try Store.damaged(db, table: "thumbnails", alias: "t")))" : ""))
@@ -472,6 +474,15 @@ public final class Store: @unchecked Sendable {
                     try db.execute(sql: "DELETE FROM clips WHERE id IN (\(doomed.map(String.init).joined(separator: ", ")))")
                     try db.execute(sql: "DELETE FROM results WHERE video_id = ? AND clip_index = -1 AND settings_key = ?", arguments: [video, settingsKey])
                 }
+                // Damaged results of this video that no clip reaches (their link, index or key
+                // damaged too), but another settings' summary: gone, to be made again.
+                let stray = try Int64.fetchAll(db, sql: """
+                    SELECT r.id FROM results r WHERE r.video_id = ? AND \(try Store.damaged(db, table: "results", alias: "r"))
+                        AND NOT EXISTS (SELECT 1 FROM clips c WHERE c.id = r.clip_id
+                                        OR (c.video_id = r.video_id AND c.clip_index = r.clip_index AND c.settings_key = r.settings_key))
+                        AND NOT (r.clip_index = -1 AND typeof(r.settings_key) = 'text' AND r.settings_key != ?)
+                    """, arguments: [video, settingsKey])
+                if !stray.isEmpty { try db.execute(sql: "DELETE FROM results WHERE id IN (\(stray.map(String.init).joined(separator: ", ")))") }
                 return Set(try Int.fetchAll(db, sql: "SELECT clip_index FROM clips WHERE video_id = ? AND settings_key = ?", arguments: [video, settingsKey]))
         }
     }
@@ -604,10 +615,15 @@ public final class Store: @unchecked Sendable {
                     LEFT JOIN clips c ON c.id = r.clip_id
                     WHERE results_fts MATCH ? ORDER BY rank LIMIT ?
                     """, arguments: [query, limit]).map {
-                    Match(path: $0["path"], clipIndex: $0["clip_index"], start: $0["start_seconds"], end: $0["end_seconds"],
-                          kind: $0["kind"], prompt: $0["prompt"], text: $0["text"], rank: $0["rank"])
+                    // Typed reads: a damaged row is an error naming its table and column, not a trap.
+                    Match(path: try $0.typed("path", "videos"), clipIndex: try $0.typed("clip_index", "results"),
+                          start: try $0.typed("start_seconds", "clips"), end: try $0.typed("end_seconds", "clips"),
+                          kind: try $0.typed("kind", "results"), prompt: try $0.typed("prompt", "results"),
+                          text: try $0.typed("text", "results"), rank: try $0.typed("rank", "results_fts"))
                 }
             }
+        } catch let e as StoredValueError {
+            throw PipelineError.database(path: path, reason: e.localizedDescription)
         } catch let e as DatabaseError where e.resultCode == .SQLITE_ERROR {
             throw PipelineError.invalidArgument("invalid search query '\(query)': \(e.message ?? "SQLite error") (FTS5 syntax: words, \"phrases\", AND, OR, NOT, prefix*)")
         } catch let e as DatabaseError {
@@ -882,7 +898,7 @@ struct StoredValueError: LocalizedError {
     var table: String, column: String, row: String, expected: String
     var errorDescription: String? {
         let redo = ["clips", "results", "thumbnails"].contains(table) ? "; a run over its file with the same settings does a damaged clip again" : ""
-        return "table \(table), row \(row): column \(column) does not hold \(expected)\(redo)"
+        return "table \(table)\(row == "?" ? "" : ", row \(row)"): column \(column) does not hold \(expected)\(redo)"
     }
 }
 

@@ -563,6 +563,11 @@ enum Hostile {
             let r = try Hostile.run(["report", copy, "--out", ws.root + "/page.html"], limit: 30)
             #expect(r.clean && [0, 2].contains(r.status), "report \(table).\(column): \(r)")
             if r.status == 2 { #expect(r.stderr.contains(table) && r.stderr.contains(column), "report \(table).\(column): \(r)") }
+            for query in ["Describe", "dog"] {
+                let found = try Hostile.run(["search", query, "--db", copy], limit: 30)
+                #expect(found.clean && [0, 2].contains(found.status), "search \(table).\(column): \(found)")
+                if found.status == 2 { #expect(found.stderr.contains(copy) && found.stderr.contains(column), "search \(table).\(column): \(found)") }
+            }
             // merge refuses the database, naming it, the table, the column and the value, before
             // merging any input: the output holds nothing, not even the good input before it.
             let merged = ws.root + "/merged-\(table)-\(column).sqlite"
@@ -581,6 +586,11 @@ enum Hostile {
         try iq.close()
         let ir = try Hostile.run(["report", infinite, "--out", ws.root + "/page.html"], limit: 30)
         #expect(ir.status == 2 && ir.stderr.contains("column end_seconds does not hold a finite number"), "\(ir)")
+        // A word of a stored description, so that the search finds that clip.
+        let word = try Hostile.readOnly(ws.db).read { db in try String.fetchOne(db, sql: "SELECT text FROM results WHERE kind = 'description'") }?
+            .split(whereSeparator: { !$0.isLetter && !$0.isNumber }).first.map(String.init) ?? "none"
+        let found = try Hostile.run(["search", word, "--db", infinite, "--json"], limit: 30)
+        #expect(found.status == 2 && found.stderr.contains("column end_seconds does not hold a finite number"), "\(found)")
         let im = try Hostile.run(["merge", ws.root + "/merged-infinite.sqlite", infinite], limit: 30)
         #expect(im.status == 2 && im.stderr.contains("column end_seconds holds real Inf where a finite REAL NOT NULL belongs"), "\(im)")
         // A value the output's schema refuses (a CHECK constraint) names the input and the video,
@@ -625,6 +635,11 @@ enum Hostile {
             ("link", "UPDATE results SET clip_id = 'x' WHERE clip_id = \(first) AND kind = 'answer'", true),
             ("infinite", "UPDATE clips SET end_seconds = 1e999 WHERE id = \(first)", true),
             ("summary", "UPDATE results SET text = X'00FF' WHERE clip_index = -1 AND video_id = (SELECT video_id FROM clips WHERE id = \(first))", true),
+            ("summary key", """
+                UPDATE results SET settings_key = X'00', text = X'00FF' WHERE clip_index = -1 AND video_id = (SELECT video_id FROM clips WHERE id = \(first))
+                """, true),
+            ("unlinked", "UPDATE results SET clip_id = 'x', clip_index = 99, text = X'00FF' WHERE clip_id = \(first) AND kind = 'answer'", true),
+            ("lost", "DELETE FROM results WHERE clip_id = \(first) AND kind = 'answer'", false),
         ] {
             let copy = ws.root + "/\(name).sqlite"
             try FileManager.default.copyItem(atPath: ws.db, toPath: copy)
@@ -647,7 +662,7 @@ enum Hostile {
                 #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM clips WHERE settings_key = ?", arguments: [key]) == clips, "\(name)")
                 #expect(try Int.fetchOne(db, sql: "SELECT count(*) FROM results") == results, "\(name)")
                 // A damaged summary is made again from the clips, which are all reused.
-                let redone = name == "summary" ? 0 : 1
+                let redone = name.hasPrefix("summary") ? 0 : 1
                 let last = try Row.fetchOne(db, sql: "SELECT clips_done, clips_skipped FROM runs ORDER BY id DESC LIMIT 1")
                 #expect(last?["clips_done"] as Int? == redone && last?["clips_skipped"] as Int? == clips - redone, "\(name): \(redone) clip done again")
             }
