@@ -454,36 +454,36 @@ public final class Store: @unchecked Sendable {
     /// from the clips' descriptions), and done again.
     public func doneClips(video: Int64, settingsKey: String, results: Int) throws -> Set<Int> {
         try db.write { db in
-                // A result belongs to its clip by clip_id, or (that link damaged) by index and key.
-                let thumbnails = try db.tableExists("thumbnails")
-                let damage = """
-                    ((SELECT count(*) FROM results r WHERE r.clip_id = c.id) < \(results)
-                     OR \(try Store.damaged(db, table: "clips", alias: "c"))
-                     OR EXISTS (SELECT 1 FROM results r WHERE (r.clip_id = c.id OR (r.video_id = c.video_id AND r.clip_index = c.clip_index
-                                AND r.settings_key = c.settings_key)) AND \(try Store.damaged(db, table: "results", alias: "r")))
-                     \(thumbnails ? "OR EXISTS (SELECT 1 FROM thumbnails t WHERE t.clip_id = c.id AND \(try Store.damaged(db, table: "thumbnails", alias: "t")))" : ""))
-                    """
-                // Damaged clips of this video whose index or key cannot be read belong to no settings: gone too.
-                let doomed = try Int64.fetchAll(db, sql: """
-                    SELECT c.id FROM clips c WHERE c.video_id = ? AND
-                        (c.settings_key = ? OR typeof(c.settings_key) != 'text' OR typeof(c.clip_index) != 'integer') AND \(damage)
-                    """, arguments: [video, settingsKey])
-                // Deleting only when there is damage: a database whose full-text index cannot be
-                // opened (its delete trigger) still reuses its done clips, as before.
-                if !doomed.isEmpty {
-                    try db.execute(sql: "DELETE FROM clips WHERE id IN (\(doomed.map(String.init).joined(separator: ", ")))")
-                    try db.execute(sql: "DELETE FROM results WHERE video_id = ? AND clip_index = -1 AND settings_key = ?", arguments: [video, settingsKey])
-                }
-                // Damaged results of this video that no clip reaches (their link, index or key
-                // damaged too), but another settings' summary: gone, to be made again.
-                let stray = try Int64.fetchAll(db, sql: """
-                    SELECT r.id FROM results r WHERE r.video_id = ? AND \(try Store.damaged(db, table: "results", alias: "r"))
-                        AND NOT EXISTS (SELECT 1 FROM clips c WHERE c.id = r.clip_id
-                                        OR (c.video_id = r.video_id AND c.clip_index = r.clip_index AND c.settings_key = r.settings_key))
-                        AND NOT (r.clip_index = -1 AND typeof(r.settings_key) = 'text' AND r.settings_key != ?)
-                    """, arguments: [video, settingsKey])
-                if !stray.isEmpty { try db.execute(sql: "DELETE FROM results WHERE id IN (\(stray.map(String.init).joined(separator: ", ")))") }
-                return Set(try Int.fetchAll(db, sql: "SELECT clip_index FROM clips WHERE video_id = ? AND settings_key = ?", arguments: [video, settingsKey]))
+            // A result belongs to its clip by clip_id, or (that link damaged) by index and key.
+            let thumbnails = try db.tableExists("thumbnails")
+            let damage = """
+                ((SELECT count(*) FROM results r WHERE r.clip_id = c.id) < \(results)
+                 OR \(try Store.damaged(db, table: "clips", alias: "c"))
+                 OR EXISTS (SELECT 1 FROM results r WHERE (r.clip_id = c.id OR (r.video_id = c.video_id AND r.clip_index = c.clip_index
+                            AND r.settings_key = c.settings_key)) AND \(try Store.damaged(db, table: "results", alias: "r")))
+                 \(thumbnails ? "OR EXISTS (SELECT 1 FROM thumbnails t WHERE t.clip_id = c.id AND \(try Store.damaged(db, table: "thumbnails", alias: "t")))" : ""))
+                """
+            // Damaged clips of this video whose index or key cannot be read belong to no settings: gone too.
+            let doomed = try Int64.fetchAll(db, sql: """
+                SELECT c.id FROM clips c WHERE c.video_id = ? AND
+                    (c.settings_key = ? OR typeof(c.settings_key) != 'text' OR typeof(c.clip_index) != 'integer') AND \(damage)
+                """, arguments: [video, settingsKey])
+            // Deleting only when there is damage: a database whose full-text index cannot be
+            // opened (its delete trigger) still reuses its done clips, as before.
+            if !doomed.isEmpty {
+                try db.execute(sql: "DELETE FROM clips WHERE id IN (\(doomed.map(String.init).joined(separator: ", ")))")
+                try db.execute(sql: "DELETE FROM results WHERE video_id = ? AND clip_index = -1 AND settings_key = ?", arguments: [video, settingsKey])
+            }
+            // Damaged results of this video that no clip reaches (their link, index or key
+            // damaged too), but another settings' summary: gone, to be made again.
+            let stray = try Int64.fetchAll(db, sql: """
+                SELECT r.id FROM results r WHERE r.video_id = ? AND \(try Store.damaged(db, table: "results", alias: "r"))
+                    AND NOT EXISTS (SELECT 1 FROM clips c WHERE c.id = r.clip_id
+                                    OR (c.video_id = r.video_id AND c.clip_index = r.clip_index AND c.settings_key = r.settings_key))
+                    AND NOT (r.clip_index = -1 AND typeof(r.settings_key) = 'text' AND r.settings_key != ?)
+                """, arguments: [video, settingsKey])
+            if !stray.isEmpty { try db.execute(sql: "DELETE FROM results WHERE id IN (\(stray.map(String.init).joined(separator: ", ")))") }
+            return Set(try Int.fetchAll(db, sql: "SELECT clip_index FROM clips WHERE video_id = ? AND settings_key = ?", arguments: [video, settingsKey]))
         }
     }
 
@@ -566,13 +566,13 @@ public final class Store: @unchecked Sendable {
     /// is deleted, to be made again.
     public func hasSummary(video: Int64, settingsKey: String) throws -> Bool {
         try db.write { db in
-                let damaged = try Int64.fetchAll(db, sql: """
-                    SELECT r.id FROM results r WHERE r.video_id = ? AND r.clip_index = -1 AND r.settings_key = ?
-                        AND \(try Store.damaged(db, table: "results", alias: "r"))
-                    """, arguments: [video, settingsKey])
-                if !damaged.isEmpty { try db.execute(sql: "DELETE FROM results WHERE id IN (\(damaged.map(String.init).joined(separator: ", ")))") }
-                return try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM results WHERE video_id = ? AND kind = 'summary' AND settings_key = ?)",
-                                         arguments: [video, settingsKey]) ?? false
+            let damaged = try Int64.fetchAll(db, sql: """
+                SELECT r.id FROM results r WHERE r.video_id = ? AND r.clip_index = -1 AND r.settings_key = ?
+                    AND \(try Store.damaged(db, table: "results", alias: "r"))
+                """, arguments: [video, settingsKey])
+            if !damaged.isEmpty { try db.execute(sql: "DELETE FROM results WHERE id IN (\(damaged.map(String.init).joined(separator: ", ")))") }
+            return try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM results WHERE video_id = ? AND kind = 'summary' AND settings_key = ?)",
+                                     arguments: [video, settingsKey]) ?? false
         }
     }
 
@@ -721,9 +721,6 @@ public final class Store: @unchecked Sendable {
         }
         checkpoint()
     }
-
-    /// Tables `merge` copies from.
-    static let mergedTables = ["runs", "videos", "clips", "results", "thumbnails"]
 
     /// A column and the storage types (SQLite's `typeof`) its declared type admits.
     struct TypedColumn {
