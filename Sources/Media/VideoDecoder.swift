@@ -143,6 +143,14 @@ public final class VideoDecoder {
         return p
     }
 
+    /// The frame rate sampling counts with: the header's average, else its real rate (a crafted
+    /// header's negative, zero or infinite rate is not one), else the packets' median spacing,
+    /// else 25.
+    static func samplingRate(average: Double?, real: Double?, medianFrameDuration: Double) -> Double {
+        [average, real].compactMap { $0 }.first { $0.isFinite && $0 > 0 }
+            ?? (medianFrameDuration.isFinite && medianFrameDuration > 0 ? 1 / medianFrameDuration : 25)
+    }
+
     /// Chooses the frames and output size for `options` without decoding.
     public func plan(_ options: SamplingOptions) throws -> SamplePlan {
         try options.validate()
@@ -150,8 +158,7 @@ public final class VideoDecoder {
         guard index.count > 0 else {
             throw MediaError.decodeFailed(path: path, reason: index.readError.map { "no video packet could be read: \($0)" } ?? "the video stream holds no packets")
         }
-        let fps = probe.averageFrameRate ?? probe.realFrameRate
-            ?? (index.medianFrameDuration > 0 ? 1 / index.medianFrameDuration : 25)
+        let fps = Self.samplingRate(average: probe.averageFrameRate, real: probe.realFrameRate, medianFrameDuration: index.medianFrameDuration)
         let indices: [Int]
         do {
             if index.isConstantFrameRate {

@@ -73,7 +73,7 @@ extension VideoProbe {
             frameCount = Int(st.nb_frames)
             frameCountExact = true
         } else if let d = duration, let fps = averageFrameRate ?? realFrameRate {
-            frameCount = max(1, Int((d * fps).rounded()))
+            frameCount = VideoProbe.estimatedFrames(duration: d, rate: fps)
             frameCountExact = false
         } else {
             frameCount = nil
@@ -88,6 +88,15 @@ extension VideoProbe {
 
     /// A container's sample count is the shown frame count unless an edit list hides some
     /// (a clip cut without re-encoding): then it disagrees with duration × rate.
+    /// duration × rate frames, at least 1: a header's numbers (a duration of 2⁶³ time-base
+    /// units, a rate of 30000/1) may make the product exceed any Int, or be NaN; it is capped at
+    /// 2⁵³ (an estimate, and said so) rather than trapping in the conversion.
+    static func estimatedFrames(duration: Double, rate: Double) -> Int {
+        let n = (duration * rate).rounded()
+        guard n.isFinite else { return n == .infinity ? 1 << 53 : 1 }
+        return Int(max(1, min(n, Double(1 << 53))))
+    }
+
     static func plausible(count: Int, duration: Double?, rate: Double?) -> Bool {
         guard let d = duration, let r = rate, d > 0, r > 0 else { return true }
         let expected = d * r

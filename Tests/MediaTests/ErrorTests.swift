@@ -10,6 +10,28 @@ import Testing
         catch { return nil }
     }
 
+    /// A frame count estimated from a header's duration and rate never traps on numbers past
+    /// any Int (2⁶³ time-base units of 1 s at 30000 fps), NaN or infinities.
+    @Test func estimatedFramesFromHostileHeaders() {
+        #expect(VideoProbe.estimatedFrames(duration: 10, rate: 25) == 250)
+        #expect(VideoProbe.estimatedFrames(duration: 0.01, rate: 25) == 1)
+        #expect(VideoProbe.estimatedFrames(duration: 9.223372036854775807e18, rate: 30000) == 1 << 53)
+        #expect(VideoProbe.estimatedFrames(duration: .infinity, rate: 25) == 1 << 53)
+        #expect(VideoProbe.estimatedFrames(duration: .nan, rate: 25) == 1)
+        #expect(VideoProbe.estimatedFrames(duration: 10, rate: -25) == 1)
+        #expect(VideoProbe.estimatedFrames(duration: -.infinity, rate: 25) == 1)
+    }
+
+    /// Sampling counts with a rate that is one: a header's negative, zero or infinite rate gives
+    /// way to the next source (real rate, packet spacing, 25).
+    @Test func samplingRateFromHostileHeaders() {
+        #expect(VideoDecoder.samplingRate(average: 30, real: 25, medianFrameDuration: 0.04) == 30)
+        #expect(VideoDecoder.samplingRate(average: -30, real: 25, medianFrameDuration: 0.04) == 25)
+        #expect(VideoDecoder.samplingRate(average: .infinity, real: nil, medianFrameDuration: 0.05) == 20)
+        #expect(VideoDecoder.samplingRate(average: nil, real: -1, medianFrameDuration: 0) == 25)
+        #expect(VideoDecoder.samplingRate(average: nil, real: nil, medianFrameDuration: .nan) == 25)
+    }
+
     @Test func missingFile() {
         guard case .fileNotFound(let path) = openError("does-not-exist.mp4") else { Issue.record("wrong error"); return }
         #expect(path.hasSuffix("does-not-exist.mp4"))
