@@ -52,7 +52,14 @@ public struct FrameIndex: Sendable {
     /// Time covered by all packets, shown or not: how far the file can be read.
     public var packetSpan: Double {
         guard let lo = packets.map(\.ts).min(), let hi = packets.map(\.ts).max() else { return 0 }
-        return Double(hi - lo) * timeBase + medianFrameDuration
+        return Self.ticks(from: lo, to: hi) * timeBase + medianFrameDuration
+    }
+
+    /// b − a time-base ticks, as a Double: exact where the difference fits an Int64, and no
+    /// overflow trap where a hostile file's timestamps lie more than 2⁶³ apart.
+    static func ticks(from a: Int64, to b: Int64) -> Double {
+        let (d, overflow) = b.subtractingReportingOverflow(a)
+        return overflow ? Double(b) - Double(a) : Double(d)
     }
 
     public var medianFrameDuration: Double {
@@ -85,7 +92,9 @@ public struct FrameIndex: Sendable {
             let p = packet.pointee
             var ts = p.pts != FFmpeg.noPTS ? p.pts : p.dts
             if ts == FFmpeg.noPTS {
-                ts = (packets.last?.ts ?? 0) + (packets.isEmpty ? 0 : (p.duration > 0 ? p.duration : nominalTicks))
+                // After the previous packet (saturating: a hostile previous time or duration near 2⁶³).
+                let (next, overflow) = (packets.last?.ts ?? 0).addingReportingOverflow(packets.isEmpty ? 0 : (p.duration > 0 ? p.duration : nominalTicks))
+                ts = overflow ? Int64.max : next
             }
             if p.flags & reelql_pkt_flag_corrupt() != 0 { corrupt += 1 }
             packets.append(IndexedPacket(ts: ts, rawPTS: p.pts, rawDTS: p.dts, pos: p.pos,
@@ -107,16 +116,24 @@ public struct FrameIndex: Sendable {
         var frameOfPacket = [Int](repeating: -1, count: packets.count)
         for (frame, packetIndex) in order.enumerated() { frameOfPacket[packetIndex] = frame }
         let firstTS = order.first.map { packets[$0].ts } ?? 0
-        let times = order.map { Double(packets[$0].ts - firstTS) * tb }
+        let times = order.map { Self.ticks(from: firstTS, to: packets[$0].ts) * tb }
 
         // Constant rate: every spacing within one tick (or 2%) of the median spacing.
         var constant = true
         if order.count > 2 {
-            var deltas = zip(order.dropFirst(), order).map { packets[$0].ts - packets[$1].ts }
-            let sorted = deltas.sorted()
-            let median = sorted[sorted.count / 2]
-            let tolerance = max(Int64(1), median / 50)
-            constant = median > 0 && deltas.allSatisfy { abs($0 - median) <= tolerance }
+            // Spacings beyond Int64 (timestamps 2⁶³ apart) are no constant rate.
+            var deltas = zip(order.dropFirst(), order).map { packets[$0].ts.subtractingReportingOverflow(packets[$1].ts) }
+            if deltas.contains(where: \.overflow) {
+                constant = false
+            } else {
+                let sorted = deltas.map(\.partialValue).sorted()
+                let median = sorted[sorted.count / 2]
+                let tolerance = max(Int64(1), median / 50)
+                constant = median > 0 && deltas.allSatisfy {
+                    let (off, overflow) = $0.partialValue.subtractingReportingOverflow(median)
+                    return !overflow && off.magnitude <= UInt64(tolerance)
+                }
+            }
             deltas.removeAll()
         }
 

@@ -103,6 +103,15 @@ extension VideoProbe {
         return abs(Double(count) - expected) <= max(2, 0.01 * expected)
     }
 
+    /// Seconds of a Matroska DURATION tag ("HH:MM:SS.nnnnnnnnn"), when it is a finite time ≥ 0
+    /// ("inf:00:00", "nan:…" or a negative time is no duration).
+    static func matroskaDuration(_ text: String) -> Double? {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 3, let h = Double(parts[0]), let m = Double(parts[1]), let s = Double(parts[2]) else { return nil }
+        let seconds = h * 3600 + m * 60 + s
+        return seconds.isFinite && seconds >= 0 && h >= 0 && m >= 0 && s >= 0 ? seconds : nil
+    }
+
     /// The video stream's own declared duration, and whether it is its own (not the container's,
     /// which also covers longer audio): the stream's duration, else Matroska's DURATION tag,
     /// else the container's when the video is the only stream.
@@ -111,11 +120,9 @@ extension VideoProbe {
         if st.duration != FFmpeg.noPTS && st.duration > 0, let tb = FFmpeg.double(st.time_base) {
             return (Double(st.duration) * tb, true)
         }
-        if let tag = av_dict_get(st.metadata, "DURATION", nil, 0), let value = tag.pointee.value {
-            let parts = String(cString: value).split(separator: ":")
-            if parts.count == 3, let h = Double(parts[0]), let m = Double(parts[1]), let s = Double(parts[2]) {
-                return (h * 3600 + m * 60 + s, true)
-            }
+        if let tag = av_dict_get(st.metadata, "DURATION", nil, 0), let value = tag.pointee.value,
+           let seconds = matroskaDuration(String(cString: value)) {
+            return (seconds, true)
         }
         let ctx = demuxer.context.pointee
         guard ctx.duration != FFmpeg.noPTS && ctx.duration > 0 else { return nil }

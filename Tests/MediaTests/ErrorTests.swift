@@ -32,6 +32,24 @@ import Testing
         #expect(VideoDecoder.samplingRate(average: nil, real: nil, medianFrameDuration: .nan) == 25)
     }
 
+    /// Time-base ticks between two timestamps: exact when the difference fits, no trap when
+    /// the timestamps lie 2⁶³ or more apart.
+    @Test func ticksBetweenHostileTimestamps() {
+        #expect(FrameIndex.ticks(from: 1000, to: 4000) == 3000)
+        #expect(FrameIndex.ticks(from: Int64.min, to: Int64.max) == Double(Int64.max) - Double(Int64.min))
+        #expect(FrameIndex.ticks(from: Int64.max, to: Int64.min) < 0)
+    }
+
+    /// Matroska's DURATION tag: a finite time ≥ 0, or none.
+    @Test func matroskaDurationTags() {
+        #expect(VideoProbe.matroskaDuration("00:01:02.500000000") == 62.5)
+        #expect(VideoProbe.matroskaDuration("inf:00:00.000000000") == nil)
+        #expect(VideoProbe.matroskaDuration("nan:00:00.0") == nil)
+        #expect(VideoProbe.matroskaDuration("-01:00:00.0") == nil)
+        #expect(VideoProbe.matroskaDuration("1e308:1e308:0") == nil)
+        #expect(VideoProbe.matroskaDuration("00:00") == nil)
+    }
+
     @Test func missingFile() {
         guard case .fileNotFound(let path) = openError("does-not-exist.mp4") else { Issue.record("wrong error"); return }
         #expect(path.hasSuffix("does-not-exist.mp4"))

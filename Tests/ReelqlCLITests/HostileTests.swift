@@ -670,6 +670,29 @@ enum Hostile {
         }
     }
 
+    /// Timestamps 2⁶³ apart, or extrapolated past 2⁶³, and a DURATION tag of "inf" (written by
+    /// fixtures/scripts/make_hostile_timestamps.py): every command ends by itself, without an
+    /// overflow trap; the files' frames are read, and the infinite duration is no truncation.
+    @Test func hostileTimestampsNeverTrap() throws {
+        let files = ["ts_span.mkv", "ts_packetspan.mkv", "ts_nopts.mkv", "duration_inf.mkv"]
+        for f in files {
+            for args in [["probe", CLI.video(f), "--count"], ["frames", CLI.video(f)], ["probe", CLI.video(f), "--json"]] {
+                let r = try Hostile.run(args, limit: 60)
+                #expect(r.clean && !r.stderr.contains("Fatal error") && !r.stderr.contains("overflow"), "\(args.joined(separator: " ")): \(r)")
+            }
+        }
+        let frames = try Hostile.run(["frames", CLI.video("duration_inf.mkv")], limit: 60)
+        #expect(frames.status == 0 && !frames.stderr.contains("truncated"), "\(frames)")
+        // One run over all of them beside a healthy file: it ends, and the healthy file is done.
+        let ws = try Hostile.Workspace(["hevc.mp4"] + files)
+        defer { ws.remove() }
+        let run = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"], limit: 120)
+        #expect(run.clean && [0, 3].contains(run.status), "\(run)")
+        #expect(try Hostile.videos(ws.db).contains("\(ws.root)/videos/hevc.mp4|done"))
+        #expect(try Hostile.videos(ws.db).contains("\(ws.root)/videos/duration_inf.mkv|done"))
+        try Hostile.expectConsistent(ws.db)
+    }
+
     /// A damaged size or mtime of a file whose content has not changed is set right by the next
     /// run, which keeps the file's results.
     @Test func damagedFileFieldsAreSetRight() throws {
