@@ -750,8 +750,13 @@ public final class Runner: @unchecked Sendable {
         return tokens
     }
 
-    static func duration(_ s: Double) -> String {
-        let t = Int(s.rounded())
+    static func duration(_ s: Double) -> String { clock(s.rounded()) }
+
+    /// Whole seconds of `s` (toward zero) as H:MM:SS; a time past any clock (a hostile file's
+    /// 10¹⁹ s, an infinity) as seconds, never a trap in the conversion.
+    public static func clock(_ s: Double) -> String {
+        guard s.isFinite, s.magnitude < 1e15 else { return String(format: "%g s", s) }
+        let t = Int(s)
         return String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60)
     }
 }

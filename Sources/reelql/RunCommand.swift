@@ -208,19 +208,13 @@ struct SearchCommand: ParsableCommand {
         }
         if json { try printJSON(matches); return }
         for m in matches {
-            let range = m.start.map { String(format: "%@–%@", RunCommandFormat.time($0), RunCommandFormat.time(m.end ?? $0)) } ?? "whole video"
+            let range = m.start.map { String(format: "%@–%@", Runner.clock($0), Runner.clock(m.end ?? $0)) } ?? "whole video"
             print("\(m.path)  \(range)  [\(m.kind)\(m.kind == "answer" ? ": \(m.prompt)" : "")]\n    \(m.text)")
         }
         if matches.isEmpty { print("no matches") }
     }
 }
 
-enum RunCommandFormat {
-    static func time(_ s: Double) -> String {
-        let t = Int(s)
-        return String(format: "%d:%02d:%02d", t / 3600, t / 60 % 60, t % 60)
-    }
-}
 
 struct MergeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -210,3 +210,15 @@ func withDeadline<T>(_ seconds: Double = 20, releasing fifo: String? = nil, _ bo
         #expect(listing.files.isEmpty && listing.skipped.first?.reason.contains("procfs") == true, "\(listing)")
     }
 }
+
+/// Times said as H:MM:SS (progress, search): a time past any clock, from a hostile file's
+/// timestamps, is said in seconds rather than trapping in the conversion to Int.
+@Suite struct ClockTests {
+    @Test func clockTimes() {
+        #expect(Runner.clock(3725.9) == "1:02:05")
+        #expect(Runner.clock(0) == "0:00:00")
+        #expect(Runner.clock(1.8e19) == "1.8e+19 s")
+        #expect(Runner.clock(.infinity) == "inf s")
+        #expect(Runner.duration(59.6) == "0:01:00")
+    }
+}
