@@ -196,13 +196,20 @@ struct InspectCommand: ParsableCommand {
             let parts = try family.parts(directory: directory)
             let ck = try Checkpoint(directory: directory)
             var params: [String: Int] = [:], dtypes: [String: Int] = [:]
+            // Sums that cannot overflow: tensors never share bytes, but several sparse files may
+            // still claim more values than an Int holds.
+            func add(_ n: Int, to sums: inout [String: Int], _ key: String) throws {
+                let (sum, overflow) = sums[key, default: 0].addingReportingOverflow(n)
+                guard !overflow else { throw TensorError.invalidSafetensors(path: directory, tensor: key, reason: "the checkpoint's tensors hold more than 2⁶³ values") }
+                sums[key] = sum
+            }
             for name in ck.names {
                 let t = try ck.tensor(name)
                 let part = name.contains("visual.") ? "vision" : (name.hasPrefix("lm_head") ? "lm_head" : "language")
-                params[part, default: 0] += t.count
-                dtypes[t.dtype.rawValue, default: 0] += t.count
+                try add(t.count, to: &params, part)
+                try add(t.count, to: &dtypes, t.dtype.rawValue)
             }
-            params["total"] = params.values.reduce(0, +)
+            for n in Array(params.values) { try add(n, to: &params, "total") }
             let out = Output(directory: directory, modelType: try ModelRegistry.modelType(directory: directory), family: family.family,
                              parts: parts, parameters: params, dtypes: dtypes, files: ck.files.count)
             if json { try printJSON(out); return }

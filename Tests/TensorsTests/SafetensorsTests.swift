@@ -71,6 +71,9 @@ import Testing
         try rejects(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, data: .init(repeating: 0, count: 8), mentioning: "ascending", tensor: "a")
         try rejects(#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
                     data: .init(repeating: 0, count: 12), mentioning: "overlaps", tensor: "b")
+        // An empty tensor sorted between two overlapping ones hides nothing.
+        try rejects(#"{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]},"z":{"dtype":"U8","shape":[0],"data_offsets":[1,1]},"b":{"dtype":"U8","shape":[7],"data_offsets":[1,8]}}"#,
+                    data: .init(repeating: 0, count: 8), mentioning: "overlaps 'a'", tensor: "b")
         try rejects(#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,8]}}"#, data: .init(repeating: 0, count: 8), mentioning: "overflows", tensor: "a")
         try rejects(#"{"a":{"dtype":"F32","shape":[2.5],"data_offsets":[0,8]}}"#, data: .init(repeating: 0, count: 8), mentioning: "not valid")
         try rejects(#"{"__metadata__":{"x":1}}"#, mentioning: "not valid")
