@@ -86,7 +86,21 @@ final class Demuxer {
             throw MediaError.notAVideo(path: path, reason: FFmpeg.errorString(openResult))
         }
         var owned: UnsafeMutablePointer<AVFormatContext>? = opened
-        let infoResult = avformat_find_stream_info(opened, nil)
+        // Probing decodes a first frame: its decoders allocate no picture past the frame limit
+        // (a 69-byte PNG can declare 16250×16250 at 16 bits: 2 GB). A size the container declared
+        // stays known when the decoder refused it, so that it is said, and refused, as such.
+        let streams = Int(opened.pointee.nb_streams)
+        let declared = (0..<streams).map { i in opened.pointee.streams[i].map { ($0.pointee.codecpar.pointee.width, $0.pointee.codecpar.pointee.height) } }
+        var probeOptions = [OpaquePointer?](repeating: nil, count: streams)
+        for i in probeOptions.indices { av_dict_set(&probeOptions[i], "max_pixels", String(VideoDecoder.ffmpegMaxPixels), 0) }
+        let infoResult = probeOptions.withUnsafeMutableBufferPointer { avformat_find_stream_info(opened, $0.baseAddress) }
+        for i in probeOptions.indices { av_dict_free(&probeOptions[i]) }
+        for i in 0..<min(streams, Int(opened.pointee.nb_streams)) {
+            guard let size = declared[i], size.0 > 0, size.1 > 0, let par = opened.pointee.streams[i]?.pointee.codecpar,
+                  par.pointee.width == 0 && par.pointee.height == 0 else { continue }
+            par.pointee.width = size.0
+            par.pointee.height = size.1
+        }
         if infoResult < 0 {
             avformat_close_input(&owned)
             throw MediaError.notAVideo(path: path, reason: FFmpeg.errorString(infoResult))

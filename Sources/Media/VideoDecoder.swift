@@ -195,6 +195,10 @@ public final class VideoDecoder {
     /// The most pixels of one frame, decoded or delivered (2^27, about 11585²): a bigger frame is
     /// hundreds of MB per copy, and the decoder and the scaler hold several copies.
     public static let maxFramePixels = 1 << 27
+    /// FFmpeg's own limit for its decoders (`max_pixels`), so that no picture past it is ever
+    /// allocated, even while probing: the frame limit with room for the decoders' alignment of
+    /// coded sizes (a 11585² picture is coded 11600²), which our own check then applies exactly.
+    static let ffmpegMaxPixels = maxFramePixels + maxFramePixels / 16
 
     /// Throws `MediaError.invalidArgument` naming the numbers and what to lower when a sampling
     /// of `frames` frames at `width`×`height` (from frames of the video's size) would exceed
@@ -597,6 +601,8 @@ final class DecodeSession {
         ctx.pointee.thread_count = Int32(max(0, options.threads))
         ctx.pointee.thread_type = FF_THREAD_FRAME | FF_THREAD_SLICE
         ctx.pointee.pkt_timebase = AVRational(num: 1, den: 1)
+        // FFmpeg itself allocates no picture past the frame limit (checked before decoding too).
+        ctx.pointee.max_pixels = Int64(VideoDecoder.ffmpegMaxPixels)
         r = avcodec_open2(ctx, codec, nil)
         guard r >= 0 else {
             throw MediaError.ffmpeg(path: path, operation: "opening the \(FFmpeg.codecName(par.pointee.codec_id)) decoder", message: FFmpeg.errorString(r))

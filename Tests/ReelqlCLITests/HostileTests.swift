@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Media
 import Testing
 
 /// Hostile inputs, tried as a hostile user would (issue 15): broken file systems, impossible
@@ -691,6 +692,36 @@ enum Hostile {
         #expect(try Hostile.videos(ws.db).contains("\(ws.root)/videos/hevc.mp4|done"))
         #expect(try Hostile.videos(ws.db).contains("\(ws.root)/videos/duration_inf.mkv|done"))
         try Hostile.expectConsistent(ws.db)
+    }
+
+    /// A small PNG whose header declares 16250×16250 RGBA at 16 bits (2.1 GB decoded): FFmpeg's
+    /// decoders allocate no picture past the frame limit, even while probing, so every command
+    /// refuses it within a 400 MB address space (before, probe allocated 2.1 GB, and under the
+    /// limit said nothing was wrong).
+    @Test func pictureBombsAllocateNothing() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-bomb-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let path = dir + "/bomb.png"
+        try PNGWriter.write(rgb: [UInt8](repeating: 90, count: 64 * 48 * 3), width: 64, height: 48, to: path)
+        var png = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(Array(png[12..<16]) == Array("IHDR".utf8))
+        let side: [UInt8] = [0, 0, 0x3f, 0x7a] // 16250
+        png.replaceSubrange(16..<24, with: side + side)
+        png[24] = 16 // bits per sample
+        png[25] = 6  // RGBA
+        var crc: UInt32 = 0xffff_ffff
+        for byte in png[12..<29] {
+            crc ^= UInt32(byte)
+            for _ in 0..<8 { crc = crc & 1 == 1 ? (crc >> 1) ^ 0xedb8_8320 : crc >> 1 }
+        }
+        crc = ~crc
+        png.replaceSubrange(29..<33, with: [UInt8(crc >> 24), UInt8(crc >> 16 & 0xff), UInt8(crc >> 8 & 0xff), UInt8(crc & 0xff)])
+        try Data(png).write(to: URL(fileURLWithPath: path))
+        for args in [["probe", path], ["frames", path, "--out", dir + "/frames"]] {
+            let r = try Hostile.run(args, limit: 30, memoryLimitKB: 400_000)
+            #expect(r.clean && r.status == 17 && r.stderr.contains(path) && r.stderr.contains("size limits"), "\(args[0]): \(r)")
+        }
     }
 
     /// A damaged size or mtime of a file whose content has not changed is set right by the next
