@@ -12,15 +12,71 @@ final class FrameScaler {
     private var sws: OpaquePointer? = nil
 
     let path: String
+    /// A still image's transparency lies on white, as qwen-vl-utils' `to_rgb` puts an RGBA
+    /// picture (video frames drop their alpha, as video readers do).
+    let alphaOnWhite: Bool
+    private var alphaSws: OpaquePointer? = nil
 
-    init(width: Int, height: Int, rotation: Int, path: String = "") {
+    init(width: Int, height: Int, rotation: Int, path: String = "", alphaOnWhite: Bool = false) {
         self.path = path
         self.width = width
         self.height = height
         self.rotation = [90, 180, 270].contains(rotation) ? rotation : 0
+        self.alphaOnWhite = alphaOnWhite
     }
 
-    deinit { sws_freeContext(sws) }
+    deinit {
+        sws_freeContext(sws)
+        sws_freeContext(alphaSws)
+    }
+
+    /// Whether PIL opens pictures of this format as RGBA (colour with alpha: PNG RGBA, WebP with
+    /// alpha), not LA or P, whose alpha `to_rgb` drops.
+    static func hasColourAlpha(_ format: AVPixelFormat) -> Bool {
+        guard let d = av_pix_fmt_desc_get(format)?.pointee else { return false }
+        return d.nb_components == 4 && d.flags & UInt64(AV_PIX_FMT_FLAG_ALPHA) != 0 && d.flags & UInt64(AV_PIX_FMT_FLAG_PAL) == 0
+    }
+
+    /// `out` = `rgb` over white by `alpha`, as PIL's paste with a mask: (v·a + 255·(255 − a)) / 255,
+    /// rounded by its DIV255.
+    @inline(__always) static func overWhite(_ v: UInt8, alpha a: UInt8) -> UInt8 {
+        let t = Int(v) * Int(a) + 255 * (255 - Int(a)) + 128
+        return UInt8(((t >> 8) + t) >> 8)
+    }
+
+    /// The frame at its own size, its transparency on white: packed RGB24 in padded rows.
+    private func onWhite(_ frame: UnsafeMutablePointer<AVFrame>, format: AVPixelFormat, full: Int32) throws -> PaddedImage {
+        let f = frame.pointee
+        let w = Int(f.width), h = Int(f.height)
+        alphaSws = sws_getCachedContext(alphaSws, f.width, f.height, format, f.width, f.height, AV_PIX_FMT_RGBA,
+                                        SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP, nil, nil, nil)
+        guard let alphaSws else {
+            throw MediaError.decodeFailed(path: path, reason: "no pixel conversion from \(FFmpeg.pixelFormatName(f.format) ?? "format \(f.format)") to RGBA")
+        }
+        reelql_sws_set_source_colorspace(alphaSws, Int32(f.colorspace.rawValue), full)
+        let stride = (w * 4 + 63) / 64 * 64
+        guard let raw = av_mallocz(stride * (h + 1) + 64) else {
+            throw MediaError.ffmpeg(path: path, operation: "allocating a \(w)×\(h) RGBA image", message: "out of memory")
+        }
+        defer { av_free(raw) }
+        let rgba = raw.assumingMemoryBound(to: UInt8.self)
+        guard reelql_sws_scale_frame(alphaSws, frame, rgba, Int32(stride)) == f.height else { throw scaleError(0) }
+        let out = try PaddedImage(width: w, height: h)
+        out.withDestination { planes, strides in
+            guard let dst = planes[0] else { return }
+            let ds = Int(strides[0])
+            for y in 0..<h {
+                let s = rgba + y * stride, d = dst + y * ds
+                for x in 0..<w {
+                    let a = s[4 * x + 3]
+                    d[3 * x] = Self.overWhite(s[4 * x], alpha: a)
+                    d[3 * x + 1] = Self.overWhite(s[4 * x + 1], alpha: a)
+                    d[3 * x + 2] = Self.overWhite(s[4 * x + 2], alpha: a)
+                }
+            }
+        }
+        return out
+    }
 
     /// Packed RGB24 of `frame`, `width`×`height`, rows top to bottom.
     func convert(_ frame: UnsafeMutablePointer<AVFrame>) throws -> [UInt8] {
@@ -40,18 +96,23 @@ final class FrameScaler {
         // Resizing: bicubic with accurate rounding and full-resolution chroma.
         let resizing = Int(f.width) != codedW || Int(f.height) != codedH
         let flags = resizing ? SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP : SWS_BICUBIC
+        // A still image with colour and alpha: on white at its own size first, then scaled as RGB.
+        let white = alphaOnWhite && Self.hasColourAlpha(format) ? try onWhite(frame, format: format, full: full) : nil
         // Bicubic with B = 0, C = 0.5: the Keys kernel (a = −0.5) of PIL and torchvision.
         var cubic: [Double] = [0, 0.5]
-        sws = sws_getCachedContext(sws, f.width, f.height, format, Int32(codedW), Int32(codedH),
+        sws = sws_getCachedContext(sws, f.width, f.height, white == nil ? format : AV_PIX_FMT_RGB24, Int32(codedW), Int32(codedH),
                                    AV_PIX_FMT_RGB24, flags, nil, nil, &cubic)
         guard let sws else {
             throw MediaError.decodeFailed(path: path, reason: "no pixel conversion from \(FFmpeg.pixelFormatName(f.format) ?? "format \(f.format)") \(f.width)×\(f.height)")
         }
-        reelql_sws_set_source_colorspace(sws, Int32(f.colorspace.rawValue), full)
+        if white == nil { reelql_sws_set_source_colorspace(sws, Int32(f.colorspace.rawValue), full) }
         // libswscale writes whole SIMD blocks past the end of a row (seen: a 56-pixel-wide
         // frame overran an exact-size buffer), so it writes into padded, aligned rows.
         let dst = try PaddedImage(width: codedW, height: codedH)
-        let rows = dst.withDestination { planes, strides in reelql_sws_scale_frame(sws, frame, planes[0], strides[0]) }
+        let rows = dst.withDestination { planes, strides in
+            guard let white else { return reelql_sws_scale_frame(sws, frame, planes[0], strides[0]) }
+            return white.withSource { sp, ss in sws_scale(sws, sp, ss, 0, f.height, planes, strides) }
+        }
         guard rows == Int32(codedH) else { throw scaleError(rows) }
         if rotation == 0 { return dst.packed() }
         return FrameScaler.rotate(dst.packed(), width: codedW, height: codedH, clockwise: rotation)

@@ -38,6 +38,8 @@ public struct SamplePlan: Sendable, Equatable {
     public var variableFrameRate: Bool
     /// Frames of the video inside the sampled time window (all of them without a window).
     public var windowFrames: Int = 0
+    /// A still image's sampling (`ResizeOptions.image`): its transparency lies on white.
+    public var image = false
 
     /// The rate the frames were sampled at, as qwen-vl-utils reports it (`sample_fps` =
     /// nframes / total_frames × video_fps over the window): what Qwen2.5-VL's time positions use.
@@ -184,7 +186,8 @@ public final class VideoDecoder {
         try checkMemory(frames: indices.count, width: size.width, height: size.height)
         return SamplePlan(indices: indices, timestamps: indices.map { index.times[$0] },
                           width: size.width, height: size.height, totalFrames: index.count,
-                          videoFPS: fps, variableFrameRate: !index.isConstantFrameRate, windowFrames: max(1, hi - lo + 1))
+                          videoFPS: fps, variableFrameRate: !index.isConstantFrameRate, windowFrames: max(1, hi - lo + 1),
+                          image: options.resize.image)
     }
 
     /// The most bytes of decoded RGB one sampling may hold (frames × width × height × 3): 3 GiB.
@@ -431,7 +434,7 @@ struct DecodeJob: Sendable {
     func run(demuxer: Demuxer, queue: SegmentQueue) throws -> WorkerOutcome {
         let cursor = PacketCursor(demuxer: demuxer, index: index, seekThreshold: options.seekThreshold)
         let session = try DecodeSession(demuxer: demuxer, path: path, options: options)
-        let scaler = FrameScaler(width: plan.width, height: plan.height, rotation: rotation, path: path)
+        let scaler = FrameScaler(width: plan.width, height: plan.height, rotation: rotation, path: path, alphaOnWhite: plan.image)
         var outcome = WorkerOutcome()
         let receive: (UnsafeMutablePointer<AVFrame>) throws -> Void = { frame in
             // The decoder hands back the presentation index we put in the packet's pts.

@@ -25,6 +25,19 @@ import Testing
         }
     }
 
+    /// A still image's transparency lies on white, exactly as qwen-vl-utils' `to_rgb` (PIL's
+    /// paste through the alpha; fixtures/scripts/reference_alpha.py); a video frame's alpha is
+    /// dropped, as video readers do.
+    @Test func imageAlphaLiesOnWhite() throws {
+        let video = try VideoDecoder(path: Fixtures.video("alpha56.png"))
+        let image = try video.sample(SamplingOptions(maxFrames: 1, resize: ResizeOptions(minPixels: 3136, maxPixels: 16384 * 784, image: true)))
+        #expect(image.plan.width == 56 && image.plan.height == 56)
+        let expected = try Fixtures.rgb("alpha56-56x56.rgb")
+        #expect(image.frames.first?.rgb == expected)
+        let frame = try video.sample(SamplingOptions(resize: ResizeOptions(native: true)))
+        #expect(frame.frames.first.map { meanAbsoluteDifference($0.rgb, expected) } ?? 0 > 20)
+    }
+
     /// smart_resize that lands on the decoded size itself changes nothing.
     @Test func identitySmartResizeIsNative() throws {
         let video = try VideoDecoder(path: Fixtures.video("native224x112.mp4"))
