@@ -5,9 +5,14 @@ import Media
 struct FramesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "frames",
-        abstract: "Sample frames from a video by presentation time, as the model will see them.")
+        abstract: "Sample frames from a video by presentation time, as the model will see them.",
+        discussion: """
+        A still image (jpg, jpeg, png, webp, bmp, tif, tiff) gives its one frame as describe gives it to the model: \
+        sized by qwen-vl-utils' fetch_image bounds (4·28² to 16384·28² pixels) unless --min-pixels or --max-pixels \
+        say otherwise, its transparency on white.
+        """)
 
-    @Argument(help: "The video file.")
+    @Argument(help: "The video (or image) file.")
     var file: String
     @OptionGroup var sampling: SamplingOptionGroup
     @Option(help: "Write the frames as PNG files into this directory.")
@@ -34,9 +39,22 @@ struct FramesCommand: ParsableCommand {
         try requireOption("--threads", threads, (0...maxDecoderThreads).contains(threads), "between 0 (automatic) and \(maxDecoderThreads)")
     }
 
+    /// The sampling: a still image (by its extension, as `describe` decides) is one frame sized
+    /// by qwen-vl-utils' `fetch_image` bounds unless --min-pixels/--max-pixels say otherwise,
+    /// its transparency on white, as the model sees it.
+    var options: SamplingOptions {
+        var o = sampling.options
+        guard isImageFile(file) else { return o }
+        o.maxFrames = 1
+        o.resize.image = true
+        if sampling.minPixels == SmartResize.videoMinPixels { o.resize.minPixels = SmartResize.imageMinPixels }
+        if sampling.maxPixels == nil { o.resize.maxPixels = SmartResize.imageMaxPixels }
+        return o
+    }
+
     func run() throws {
         let sampled = try reportingErrors {
-            try VideoDecoder(path: file, options: DecodeOptions(threads: threads)).sample(sampling.options)
+            try VideoDecoder(path: file, options: DecodeOptions(threads: threads)).sample(options)
         }
         var written: [String]? = nil
         if let out {

@@ -62,6 +62,22 @@ enum CLI {
         for (a, b) in zip(ts, refTS) { #expect(abs(a - b) < 1e-9) }
     }
 
+    /// `frames` on a still image shows what `describe` gives the model: one frame at
+    /// fetch_image's size (56×56 stays 56×56; video rules would take it to 100,352 pixels or
+    /// more), its transparency on white (qwen-vl-utils' to_rgb, fixtures/reference/rgb).
+    @Test func framesOfAnImageAreWhatTheModelSees() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-cli-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try CLI.run(["frames", CLI.video("alpha56.png"), "--json", "--out", dir])
+        #expect(r.status == 0, "\(r.stderr)")
+        let out = try CLI.json(r.stdout)
+        #expect(out["width"] as? Int == 56 && out["height"] as? Int == 56 && (out["indices"] as? [Int])?.count == 1)
+        let png = try #require((out["files"] as? [String])?.first)
+        let frame = try #require(try VideoDecoder(path: png).sample(SamplingOptions(resize: ResizeOptions(native: true))).frames.first)
+        let expected = try Data(contentsOf: CLI.root.appendingPathComponent("fixtures/reference/rgb/alpha56-56x56.rgb"))
+        #expect(frame.rgb == [UInt8](expected))
+    }
+
     @Test func framesWritesPNGs() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-cli-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
