@@ -12,8 +12,9 @@ final class FrameScaler {
     private var sws: OpaquePointer? = nil
 
     let path: String
-    /// A still image's transparency lies on white, as qwen-vl-utils' `to_rgb` puts an RGBA
-    /// picture (video frames drop their alpha, as video readers do).
+    /// A still image's transparency lies on white, as qwen-vl-utils' `to_rgb` puts a picture PIL
+    /// opens as RGBA (`VideoDecoder.pastesOnWhite`; video frames drop their alpha, as video
+    /// readers do).
     let alphaOnWhite: Bool
     private var alphaSws: OpaquePointer? = nil
 
@@ -30,11 +31,11 @@ final class FrameScaler {
         sws_freeContext(alphaSws)
     }
 
-    /// Whether PIL opens pictures of this format as RGBA (colour with alpha: PNG RGBA, WebP with
-    /// alpha), not LA or P, whose alpha `to_rgb` drops.
-    static func hasColourAlpha(_ format: AVPixelFormat) -> Bool {
+    /// Whether frames of this format carry an alpha plane (a palette's alpha is PIL's P: dropped).
+    /// Which pictures PIL opens as RGBA is the file's to say (`VideoDecoder.pastesOnWhite`).
+    static func hasAlpha(_ format: AVPixelFormat) -> Bool {
         guard let d = av_pix_fmt_desc_get(format)?.pointee else { return false }
-        return d.nb_components == 4 && d.flags & UInt64(AV_PIX_FMT_FLAG_ALPHA) != 0 && d.flags & UInt64(AV_PIX_FMT_FLAG_PAL) == 0
+        return d.flags & UInt64(AV_PIX_FMT_FLAG_ALPHA) != 0 && d.flags & UInt64(AV_PIX_FMT_FLAG_PAL) == 0
     }
 
     /// `out` = `rgb` over white by `alpha`, as PIL's paste with a mask: (v·a + 255·(255 − a)) / 255,
@@ -97,7 +98,7 @@ final class FrameScaler {
         let resizing = Int(f.width) != codedW || Int(f.height) != codedH
         let flags = resizing ? SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP : SWS_BICUBIC
         // A still image with colour and alpha: on white at its own size first, then scaled as RGB.
-        let white = alphaOnWhite && Self.hasColourAlpha(format) ? try onWhite(frame, format: format, full: full) : nil
+        let white = alphaOnWhite && Self.hasAlpha(format) ? try onWhite(frame, format: format, full: full) : nil
         // Bicubic with B = 0, C = 0.5: the Keys kernel (a = −0.5) of PIL and torchvision.
         var cubic: [Double] = [0, 0.5]
         sws = sws_getCachedContext(sws, f.width, f.height, white == nil ? format : AV_PIX_FMT_RGB24, Int32(codedW), Int32(codedH),

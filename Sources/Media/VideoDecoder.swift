@@ -38,8 +38,8 @@ public struct SamplePlan: Sendable, Equatable {
     public var variableFrameRate: Bool
     /// Frames of the video inside the sampled time window (all of them without a window).
     public var windowFrames: Int = 0
-    /// A still image's sampling (`ResizeOptions.image`): its transparency lies on white.
-    public var image = false
+    /// A still image's sampling whose transparency lies on white (`VideoDecoder.pastesOnWhite`).
+    public var alphaOnWhite = false
 
     /// The rate the frames were sampled at, as qwen-vl-utils reports it (`sample_fps` =
     /// nframes / total_frames × video_fps over the window): what Qwen2.5-VL's time positions use.
@@ -145,6 +145,31 @@ public final class VideoDecoder {
         return p
     }
 
+    /// Whether qwen-vl-utils' `to_rgb` pastes this still picture on white: PIL opens it as RGBA.
+    /// That is a PNG of colour type 6 (RGB and alpha), or 4 (gray and alpha) at 16 bits; a WebP or
+    /// TIFF with alpha. A PNG's transparent colour key (tRNS), 8-bit gray+alpha and a BMP's fourth
+    /// byte stay RGB or LA in PIL, which `convert("RGB")` drops. `header`: the file's first bytes.
+    static func pastesOnWhite(codec: String, header: [UInt8]) -> Bool {
+        switch codec {
+        case "webp", "tiff": return true
+        case "png", "apng":
+            // Signature (8), IHDR length (4), "IHDR", width (4), height (4), bit depth, colour type.
+            guard header.count >= 26, Array(header[12..<16]) == Array("IHDR".utf8) else { return false }
+            return header[25] == 6 || (header[25] == 4 && header[24] == 16)
+        default: return false
+        }
+    }
+
+    /// The first `bytes` of the file (fewer when it is shorter or cannot be read).
+    static func header(_ path: String, bytes: Int) -> [UInt8] {
+        let (fd, _) = FileStatus.openForReading(path)
+        guard fd >= 0 else { return [] }
+        defer { close(fd) }
+        var out = [UInt8](repeating: 0, count: bytes)
+        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, bytes, 0) }
+        return Array(out.prefix(max(0, n)))
+    }
+
     /// The frame rate sampling counts with: the header's average, else its real rate (a crafted
     /// header's negative, zero or infinite rate is not one), else the packets' median spacing,
     /// else 25.
@@ -187,7 +212,7 @@ public final class VideoDecoder {
         return SamplePlan(indices: indices, timestamps: indices.map { index.times[$0] },
                           width: size.width, height: size.height, totalFrames: index.count,
                           videoFPS: fps, variableFrameRate: !index.isConstantFrameRate, windowFrames: max(1, hi - lo + 1),
-                          image: options.resize.image)
+                          alphaOnWhite: options.resize.image && Self.pastesOnWhite(codec: probe.codec, header: Self.header(path, bytes: 26)))
     }
 
     /// The most bytes of decoded RGB one sampling may hold (frames × width × height × 3): 3 GiB.
@@ -434,7 +459,7 @@ struct DecodeJob: Sendable {
     func run(demuxer: Demuxer, queue: SegmentQueue) throws -> WorkerOutcome {
         let cursor = PacketCursor(demuxer: demuxer, index: index, seekThreshold: options.seekThreshold)
         let session = try DecodeSession(demuxer: demuxer, path: path, options: options)
-        let scaler = FrameScaler(width: plan.width, height: plan.height, rotation: rotation, path: path, alphaOnWhite: plan.image)
+        let scaler = FrameScaler(width: plan.width, height: plan.height, rotation: rotation, path: path, alphaOnWhite: plan.alphaOnWhite)
         var outcome = WorkerOutcome()
         let receive: (UnsafeMutablePointer<AVFrame>) throws -> Void = { frame in
             // The decoder hands back the presentation index we put in the packet's pts.

@@ -36,6 +36,27 @@ import Testing
         #expect(image.frames.first?.rgb == expected)
         let frame = try video.sample(SamplingOptions(resize: ResizeOptions(native: true)))
         #expect(frame.frames.first.map { meanAbsoluteDifference($0.rgb, expected) } ?? 0 > 20)
+        // An RGB PNG with a transparent colour key: FFmpeg decodes it with alpha, PIL as RGB, and
+        // to_rgb keeps the key colour.
+        let keyed = try VideoDecoder(path: Fixtures.video("alpha56_key.png"))
+            .sample(SamplingOptions(maxFrames: 1, resize: ResizeOptions(minPixels: 3136, maxPixels: 16384 * 784, image: true)))
+        #expect(keyed.frames.first?.rgb == (try Fixtures.rgb("alpha56_key-56x56.rgb")))
+    }
+
+    /// Which stills PIL opens as RGBA (to_rgb pastes those on white), by codec and PNG header.
+    @Test func whichStillsArePastedOnWhite() {
+        func png(depth: UInt8, colour: UInt8) -> [UInt8] {
+            [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 13] + Array("IHDR".utf8) + [0, 0, 0, 56, 0, 0, 0, 56, depth, colour]
+        }
+        #expect(VideoDecoder.pastesOnWhite(codec: "png", header: png(depth: 8, colour: 6)))
+        #expect(VideoDecoder.pastesOnWhite(codec: "png", header: png(depth: 16, colour: 6)))
+        #expect(VideoDecoder.pastesOnWhite(codec: "png", header: png(depth: 16, colour: 4)))
+        #expect(!VideoDecoder.pastesOnWhite(codec: "png", header: png(depth: 8, colour: 4)))
+        #expect(!VideoDecoder.pastesOnWhite(codec: "png", header: png(depth: 8, colour: 2)))
+        #expect(!VideoDecoder.pastesOnWhite(codec: "png", header: png(depth: 8, colour: 3)))
+        #expect(!VideoDecoder.pastesOnWhite(codec: "png", header: Array(png(depth: 8, colour: 6).prefix(20))))
+        #expect(VideoDecoder.pastesOnWhite(codec: "webp", header: []) && VideoDecoder.pastesOnWhite(codec: "tiff", header: []))
+        #expect(!VideoDecoder.pastesOnWhite(codec: "bmp", header: []) && !VideoDecoder.pastesOnWhite(codec: "mjpeg", header: []))
     }
 
     /// smart_resize that lands on the decoded size itself changes nothing.
