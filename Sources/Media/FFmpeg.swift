@@ -223,12 +223,8 @@ final class Demuxer {
     /// An ISO-BMFF file ('ftyp' first) that FFmpeg cannot open has almost always lost its
     /// index ('moov'): a download or recording that never finished.
     static func looksLikeUnfinishedMP4(path: String) -> Bool {
-        guard FileStatus.of(path).status?.kind == .regular else { return false }
-        let (fd, _) = FileStatus.openForReading(path)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        var head = [UInt8](repeating: 0, count: 12)
-        guard pread(fd, &head, 12, 0) == 12 else { return false }
+        let head = FileStatus.head(path, count: 12)
+        guard head.count == 12 else { return false }
         return Array(head[4..<8]) == Array("ftyp".utf8)
     }
 }

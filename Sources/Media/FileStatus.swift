@@ -85,13 +85,18 @@ public struct FileStatus: Sendable, Equatable, Hashable {
 
     /// Whether a regular file that `stat` calls empty has content after all (files under /proc
     /// and /sys report size 0). Reads at most one byte; false when it cannot be read.
-    public static func hasContent(_ path: String) -> Bool {
+    public static func hasContent(_ path: String) -> Bool { !head(path, count: 1).isEmpty }
+
+    /// The first `count` bytes of a regular file: fewer when it is shorter, none when it is not a
+    /// regular file or cannot be read (never blocking on a FIFO).
+    public static func head(_ path: String, count: Int) -> [UInt8] {
         let (fd, _) = openForReading(path)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return [] }
         defer { close(fd) }
-        guard let status = of(descriptor: fd).status, status.kind == .regular else { return false }
-        var byte: UInt8 = 0
-        return pread(fd, &byte, 1, 0) == 1
+        guard let status = of(descriptor: fd).status, status.kind == .regular else { return [] }
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, count, 0) }
+        return Array(bytes.prefix(max(0, n)))
     }
 
     /// `strerror(code)` in lower case, as reelql's messages write it ("permission denied").

@@ -121,20 +121,17 @@ public struct FrameIndex: Sendable {
         // Constant rate: every spacing within one tick (or 2%) of the median spacing.
         var constant = true
         if order.count > 2 {
-            // Spacings beyond Int64 (timestamps 2⁶³ apart) are no constant rate.
-            var deltas = zip(order.dropFirst(), order).map { packets[$0].ts.subtractingReportingOverflow(packets[$1].ts) }
-            if deltas.contains(where: \.overflow) {
+            // Spacings beyond Int64 (timestamps 2⁶³ apart) are no constant rate. The others are
+            // ≥ 0 (frames in presentation order), so their differences fit.
+            let spacings = zip(order.dropFirst(), order).map { packets[$0].ts.subtractingReportingOverflow(packets[$1].ts) }
+            if spacings.contains(where: \.overflow) {
                 constant = false
             } else {
-                let sorted = deltas.map(\.partialValue).sorted()
-                let median = sorted[sorted.count / 2]
+                let deltas = spacings.map(\.partialValue)
+                let median = deltas.sorted()[deltas.count / 2]
                 let tolerance = max(Int64(1), median / 50)
-                constant = median > 0 && deltas.allSatisfy {
-                    let (off, overflow) = $0.partialValue.subtractingReportingOverflow(median)
-                    return !overflow && off.magnitude <= UInt64(tolerance)
-                }
+                constant = median > 0 && deltas.allSatisfy { abs($0 - median) <= tolerance }
             }
-            deltas.removeAll()
         }
 
         var byPosition: [Int64: Int]? = [:]

@@ -55,25 +55,17 @@ final class FrameScaler {
             throw MediaError.decodeFailed(path: path, reason: "no pixel conversion from \(FFmpeg.pixelFormatName(f.format) ?? "format \(f.format)") to RGBA")
         }
         reelql_sws_set_source_colorspace(alphaSws, Int32(f.colorspace.rawValue), full)
-        let stride = (w * 4 + 63) / 64 * 64
-        guard let raw = av_mallocz(stride * (h + 1) + 64) else {
-            throw MediaError.ffmpeg(path: path, operation: "allocating a \(w)×\(h) RGBA image", message: "out of memory")
-        }
-        defer { av_free(raw) }
-        let rgba = raw.assumingMemoryBound(to: UInt8.self)
-        guard reelql_sws_scale_frame(alphaSws, frame, rgba, Int32(stride)) == f.height else { throw scaleError(0) }
+        let rgba = try PaddedImage(width: w, height: h, channels: 4)
+        let rows = rgba.withDestination { planes, strides in reelql_sws_scale_frame(alphaSws, frame, planes[0], strides[0]) }
+        guard rows == f.height else { throw scaleError(rows) }
         let out = try PaddedImage(width: w, height: h)
-        out.withDestination { planes, strides in
-            guard let dst = planes[0] else { return }
-            let ds = Int(strides[0])
-            for y in 0..<h {
-                let s = rgba + y * stride, d = dst + y * ds
-                for x in 0..<w {
-                    let a = s[4 * x + 3]
-                    d[3 * x] = Self.overWhite(s[4 * x], alpha: a)
-                    d[3 * x + 1] = Self.overWhite(s[4 * x + 1], alpha: a)
-                    d[3 * x + 2] = Self.overWhite(s[4 * x + 2], alpha: a)
-                }
+        for y in 0..<h {
+            let s = rgba.row(y), d = out.row(y)
+            for x in 0..<w {
+                let a = s[4 * x + 3]
+                d[3 * x] = Self.overWhite(s[4 * x], alpha: a)
+                d[3 * x + 1] = Self.overWhite(s[4 * x + 1], alpha: a)
+                d[3 * x + 2] = Self.overWhite(s[4 * x + 2], alpha: a)
             }
         }
         return out

@@ -136,20 +136,24 @@ public struct Thumbnail: Sendable, Equatable {
     }
 }
 
-/// A packed RGB24 image in av_malloc'd rows aligned to 64 bytes, with a padded stride and a spare
-/// row, as libswscale's SIMD code expects of its source and destination.
+/// A packed image (RGB24, or RGBA with `channels` 4) in av_malloc'd rows aligned to 64 bytes,
+/// with a padded stride and a spare row, as libswscale's SIMD code expects of its source and
+/// destination.
 final class PaddedImage {
-    let width: Int, height: Int, stride: Int
+    let width: Int, height: Int, channels: Int, stride: Int
     private let buffer: UnsafeMutablePointer<UInt8>
 
-    init(width: Int, height: Int) throws {
-        self.width = width; self.height = height
-        stride = (width * 3 + 63) / 64 * 64
+    init(width: Int, height: Int, channels: Int = 3) throws {
+        self.width = width; self.height = height; self.channels = channels
+        stride = (width * channels + 63) / 64 * 64
         guard let p = av_mallocz(stride * (height + 1) + 64) else {
             throw MediaError.ffmpeg(path: "", operation: "allocating a \(width)×\(height) image", message: "out of memory")
         }
         buffer = p.assumingMemoryBound(to: UInt8.self)
     }
+
+    /// Row `y`'s first byte.
+    func row(_ y: Int) -> UnsafeMutablePointer<UInt8> { buffer + y * stride }
 
     convenience init(rgb: [UInt8], width: Int, height: Int) throws {
         try self.init(width: width, height: height)
@@ -190,9 +194,9 @@ final class PaddedImage {
     }
 
     func packed() -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: width * height * 3)
+        var out = [UInt8](repeating: 0, count: width * height * channels)
         out.withUnsafeMutableBufferPointer { dst in
-            for y in 0..<height { (dst.baseAddress! + y * width * 3).update(from: buffer + y * stride, count: width * 3) }
+            for y in 0..<height { (dst.baseAddress! + y * width * channels).update(from: buffer + y * stride, count: width * channels) }
         }
         return out
     }

@@ -160,16 +160,6 @@ public final class VideoDecoder {
         }
     }
 
-    /// The first `bytes` of the file (fewer when it is shorter or cannot be read).
-    static func header(_ path: String, bytes: Int) -> [UInt8] {
-        let (fd, _) = FileStatus.openForReading(path)
-        guard fd >= 0 else { return [] }
-        defer { close(fd) }
-        var out = [UInt8](repeating: 0, count: bytes)
-        let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress, bytes, 0) }
-        return Array(out.prefix(max(0, n)))
-    }
-
     /// The frame rate sampling counts with: the header's average, else its real rate (a crafted
     /// header's negative, zero or infinite rate is not one), else the packets' median spacing,
     /// else 25.
@@ -212,7 +202,7 @@ public final class VideoDecoder {
         return SamplePlan(indices: indices, timestamps: indices.map { index.times[$0] },
                           width: size.width, height: size.height, totalFrames: index.count,
                           videoFPS: fps, variableFrameRate: !index.isConstantFrameRate, windowFrames: max(1, hi - lo + 1),
-                          alphaOnWhite: options.resize.image && Self.pastesOnWhite(codec: probe.codec, header: Self.header(path, bytes: 26)))
+                          alphaOnWhite: options.resize.image && Self.pastesOnWhite(codec: probe.codec, header: FileStatus.head(path, count: 26)))
     }
 
     /// The most bytes of decoded RGB one sampling may hold (frames × width × height × 3): 3 GiB.

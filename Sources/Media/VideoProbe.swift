@@ -86,8 +86,6 @@ extension VideoProbe {
         hasAudio = (0..<Int(ctx.nb_streams)).contains { ctx.streams[$0]!.pointee.codecpar.pointee.codec_type == AVMEDIA_TYPE_AUDIO }
     }
 
-    /// A container's sample count is the shown frame count unless an edit list hides some
-    /// (a clip cut without re-encoding): then it disagrees with duration × rate.
     /// duration × rate frames, at least 1: a header's numbers (a duration of 2⁶³ time-base
     /// units, a rate of 30000/1) may make the product exceed any Int, or be NaN; it is capped at
     /// 2⁵³ (an estimate, and said so) rather than trapping in the conversion.
@@ -97,6 +95,8 @@ extension VideoProbe {
         return Int(max(1, min(n, Double(1 << 53))))
     }
 
+    /// A container's sample count is the shown frame count unless an edit list hides some
+    /// (a clip cut without re-encoding): then it disagrees with duration × rate.
     static func plausible(count: Int, duration: Double?, rate: Double?) -> Bool {
         guard let d = duration, let r = rate, d > 0, r > 0 else { return true }
         let expected = d * r

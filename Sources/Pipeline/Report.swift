@@ -70,14 +70,13 @@ public enum Report {
                 var videos: [Video] = []
                 var videoSQL = "SELECT * FROM videos"
                 var args: StatementArguments = []
-                if let v = options.video {
-                    videoSQL += " WHERE path = ?"; args = [v]
-                    guard try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM videos WHERE path = ?)", arguments: args) == true else {
-                        throw PipelineError.invalidArgument("\(path): no video stored as \(v) (--video takes a path as the database stores it: see 'reelql search' or the full report)")
-                    }
+                if let v = options.video { videoSQL += " WHERE path = ?"; args = [v] }
+                let stored = try Row.fetchAll(db, sql: videoSQL + " ORDER BY path", arguments: args)
+                if let v = options.video, stored.isEmpty {
+                    throw PipelineError.invalidArgument("\(path): no video stored as \(v) (--video takes a path as the database stores it: see 'reelql search' or the full report)")
                 }
                 let needle = options.search?.lowercased()
-                for v in try Row.fetchAll(db, sql: videoSQL + " ORDER BY path", arguments: args) {
+                for v in stored {
                     let vid: Int64 = try v.typed("id", "videos")
                     let texts = try Row.fetchAll(db, sql: """
                         SELECT clip_id, kind, prompt, text FROM results WHERE video_id = ? ORDER BY id

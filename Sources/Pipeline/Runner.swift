@@ -294,6 +294,9 @@ public final class Runner: @unchecked Sendable {
         var model: ClipModel
     }
 
+    /// The rows each done clip has: its description and one answer per question.
+    private var resultsPerClip: Int { 1 + spec.prompts.questions.count }
+
     public func run() throws -> RunReport {
         do { return try runAll() } catch let e as DatabaseError { throw RunDatabaseError(path: store.path, message: Store.reason(e)) }
     }
@@ -520,7 +523,7 @@ public final class Runner: @unchecked Sendable {
             guard !clips.isEmpty else {
                 throw MediaError.decodeFailed(path: path, reason: "no clip window holds a frame")
             }
-            done = try store.doneClips(video: video, settingsKey: c.settingsKey, results: 1 + spec.prompts.questions.count)
+            done = try store.doneClips(video: video, settingsKey: c.settingsKey, results: resultsPerClip)
         } catch let e as MediaError {
             return AnyIterator([Work.whole(video, path, clipCount: 0, failure: (e.kind, e.localizedDescription))].makeIterator())
         }
@@ -586,7 +589,7 @@ public final class Runner: @unchecked Sendable {
         let probe = decoder.probe
         try store.setVideoInfo(video, duration: nil, width: probe.displayWidth, height: probe.displayHeight, fps: nil,
                                codec: probe.codec, frameCount: 1, media: .image)
-        if try store.doneClips(video: video, settingsKey: c.settingsKey, results: 1 + spec.prompts.questions.count).contains(0) {
+        if try store.doneClips(video: video, settingsKey: c.settingsKey, results: resultsPerClip).contains(0) {
             var whole = Work.whole(video, path, clipCount: 1)
             whole.reused = 1
             return whole

@@ -562,17 +562,12 @@ public final class Store: @unchecked Sendable {
                                      r.generatedTokens, r.visionSeconds, r.prefillSeconds, r.generateSeconds])
     }
 
-    /// Whether the video has its summary under a settings key. A damaged one (see `doneClips`)
-    /// is deleted, to be made again.
+    /// Whether the video has its summary under a settings key (a damaged one is gone by then:
+    /// `doneClips` removes it).
     public func hasSummary(video: Int64, settingsKey: String) throws -> Bool {
-        try db.write { db in
-            let damaged = try Int64.fetchAll(db, sql: """
-                SELECT r.id FROM results r WHERE r.video_id = ? AND r.clip_index = -1 AND r.settings_key = ?
-                    AND \(try Store.damaged(db, table: "results", alias: "r"))
-                """, arguments: [video, settingsKey])
-            if !damaged.isEmpty { try db.execute(sql: "DELETE FROM results WHERE id IN (\(damaged.map(String.init).joined(separator: ", ")))") }
-            return try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM results WHERE video_id = ? AND kind = 'summary' AND settings_key = ?)",
-                                     arguments: [video, settingsKey]) ?? false
+        try db.read { db in
+            try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM results WHERE video_id = ? AND kind = 'summary' AND settings_key = ?)",
+                              arguments: [video, settingsKey]) ?? false
         }
     }
 
@@ -633,13 +628,26 @@ public final class Store: @unchecked Sendable {
 
     // MARK: - Merge
 
-    /// Copies another reelql database's runs, videos, clips and results into this one. Rows already
+    /// Copies other reelql databases' runs, videos, clips and results into this one, each input in
+    /// its own transaction, after checking every input (`checkMergeable`): a damaged one stops the
+    /// merge before any is merged. `starting` is told each input before it is copied. Rows already
     /// here (same video path; same clip or result under the same settings) are kept, so merging
     /// twice changes nothing.
-    public func merge(from other: String) throws {
+    public func merge(from others: [String], starting: (String) -> Void = { _ in }) throws {
+        for other in others { try checkMergeable(other) }
+        for other in others {
+            starting(other)
+            try copy(from: other)
+        }
+    }
+
+    /// `merge(from: [other])`.
+    public func merge(from other: String) throws { try merge(from: [other]) }
+
+    /// Copies one checked input (see `merge`).
+    private func copy(from other: String) throws {
         // Inputs are only read: opened read-only (never migrated, so a foreign SQLite file gains
-        // nothing and a reelql one keeps its header), refused at once when it is this database.
-        try Store.checkMergeInput(other, output: path)
+        // nothing and a reelql one keeps its header).
         let source = try Store.openReadOnly(other)
         let hasThumbnails = try source.read { db in try db.tableExists("thumbnails") }
         try source.close()
@@ -647,7 +655,6 @@ public final class Store: @unchecked Sendable {
         try db.writeWithoutTransaction { db in
             try Store.attachReadOnly(db, other)
             defer { try? db.execute(sql: "DETACH DATABASE src") }
-            try Store.checkStoredTypes(db, schema: "src", path: other)
             // What is being copied, for an error that names it.
             var copying = "runs"
             do { try db.inTransaction {
@@ -813,9 +820,9 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    /// Refuses `other` (see `checkStoredTypes`) before anything is merged: `merge` checks every
-    /// input first, so that a damaged one stops it before the others are merged.
-    public func checkMergeable(_ other: String) throws {
+    /// Refuses `other` when it is this database (merging it into itself would wait on its own
+    /// lock) or holds damage (`checkStoredTypes`).
+    private func checkMergeable(_ other: String) throws {
         try Store.checkMergeInput(other, output: path)
         try db.writeWithoutTransaction { db in
             try Store.attachReadOnly(db, other)

@@ -178,16 +178,12 @@ public final class SafetensorsFile: @unchecked Sendable {
             }
             entries[name] = Entry(dtype: dtype, shape: t.shape, begin: begin, end: end)
         }
-        // No two tensors may share bytes: each non-empty one starts at or after the furthest end
-        // of those before it (empty ones hold no bytes and are left out, so that one sorted
-        // between two overlapping tensors hides nothing).
+        // No two tensors may share bytes. Empty ones hold none and are left out: sorted between two
+        // overlapping tensors, one would hide them. Among the others, sorted by start, any overlap
+        // shows between neighbours.
         let sorted = entries.filter { $0.value.begin != $0.value.end }.sorted { ($0.value.begin, $0.value.end) < ($1.value.begin, $1.value.end) }
-        var reach: (name: String, entry: Entry)? = nil
-        for b in sorted {
-            if let a = reach, b.value.begin < a.entry.end {
-                throw fail("tensor overlaps '\(a.name)' (bytes \(b.value.begin)..<\(b.value.end) vs \(a.entry.begin)..<\(a.entry.end))", b.key)
-            }
-            if reach.map({ b.value.end > $0.entry.end }) ?? true { reach = (b.key, b.value) }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where b.value.begin < a.value.end {
+            throw fail("tensor overlaps '\(a.key)' (bytes \(b.value.begin)..<\(b.value.end) vs \(a.value.begin)..<\(a.value.end))", b.key)
         }
         return (entries, raw.metadata, dataStart)
     }

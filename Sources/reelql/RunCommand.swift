@@ -215,7 +215,6 @@ struct SearchCommand: ParsableCommand {
     }
 }
 
-
 struct MergeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "merge",
@@ -254,13 +253,8 @@ struct MergeCommand: ParsableCommand {
                 try Store.checkMergeInput(i, output: output)
                 try Store.openReadOnly(i).close()
             }
-            let store = try Store(path: output)
-            // Every input's rows, before any is merged: a damaged one stops the merge untouched.
-            for i in inputs { try store.checkMergeable(i) }
-            for i in inputs {
-                current.set(i)
-                try store.merge(from: i)
-            }
+            // Every input's rows are checked before any is merged: a damaged one stops the merge untouched.
+            try Store(path: output).merge(from: inputs) { current.set($0) }
             current.set(nil)
             print("merged \(inputs.count) database(s) into \(output)")
         } catch let e as PipelineError {
