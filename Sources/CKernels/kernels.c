@@ -325,18 +325,22 @@ RQ_INLINE float s8_epilogue(int32_t acc, int32_t wsum, float xs, float ws) {
 /// scale is NaN and its values `offset`: every product with it is NaN, as a float product's
 /// would be).
 RQ_INLINE int quantize_row(const float *x, size_t n, uint8_t *q, int32_t offset, float *scale) {
-    float amax = 0, chk = 0;
+    // max |x| on the bit patterns: without the sign they order as the magnitudes do, inf and
+    // NaN above every finite value. An integer maximum vectorises (a float one, with NaN's
+    // rules, stays one element at a time), and gives the same max |x| for a finite row.
+    uint32_t top = 0;
     for (size_t k = 0; k < n; k++) {
-        float a = fabsf(x[k]);
-        amax = a > amax ? a : amax;
-        chk += x[k] * 0.0f; // NaN iff some value is inf or NaN
+        uint32_t a = f32_to_bits(x[k]) & 0x7fffffffu;
+        top = a > top ? a : top;
     }
+    int bad = top >= 0x7f800000u; // some value is inf or NaN
+    float amax = bits_to_f32(top);
     // A row of zeros, or of values so small that 127 / max overflows (below 1e-30: their
     // products are zero in f32 anyway), quantizes to zeros with scale 0.
-    if (chk != 0.0f || amax < 1e-30f) {
+    if (bad || amax < 1e-30f) {
         for (size_t k = 0; k < n; k++) q[k] = (uint8_t)offset;
-        *scale = chk != 0.0f ? NAN : 0.0f;
-        return chk != 0.0f;
+        *scale = bad ? NAN : 0.0f;
+        return bad;
     }
     float inv = 127.0f / amax;
     for (size_t k = 0; k < n; k++) {
@@ -390,15 +394,25 @@ RQ_INLINE void gemm_small_s8_body(const int8_t *w, const float *ws, const int32_
     }
 }
 
-RQ_INLINE void dequantize_s32_body(const int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, float *y,
-                                   size_t rows, size_t n) {
+RQ_INLINE void dequantize_s32_body(const int32_t *acc, const float *ws, const int32_t *wsum, const float *xs,
+                                   const float *bias, float *y, size_t rows, size_t n) {
     // y may be acc's own memory: each element is read before it is written.
-    for (size_t m = 0; m < rows; m++)
+    if (bias) {
+        // The bias added to the rounded product, as a separate y += b would add it.
+        for (size_t m = 0; m < rows; m++)
 #pragma clang loop vectorize(assume_safety)
-        for (size_t j = 0; j < n; j++) y[m * n + j] = s8_epilogue(acc[m * n + j], wsum[j], xs[m], ws[j]);
+            for (size_t j = 0; j < n; j++) {
+                float v = s8_epilogue(acc[m * n + j], wsum[j], xs[m], ws[j]);
+                y[m * n + j] = v + bias[j];
+            }
+    } else {
+        for (size_t m = 0; m < rows; m++)
+#pragma clang loop vectorize(assume_safety)
+            for (size_t j = 0; j < n; j++) y[m * n + j] = s8_epilogue(acc[m * n + j], wsum[j], xs[m], ws[j]);
+    }
 }
-RQ_MULTIVERSION(dequantize_s32, (const int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, float *y, size_t rows, size_t n),
-                (acc, ws, wsum, xs, y, rows, n))
+RQ_MULTIVERSION(dequantize_s32, (const int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, const float *bias, float *y, size_t rows, size_t n),
+                (acc, ws, wsum, xs, bias, y, rows, n))
 
 #if RQ_X86
 #define RQ_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))

@@ -59,7 +59,8 @@ public enum Linear {
         case .i8 where m <= gemvRows || rowwise || !OneDNN.shared.int8Products:
             try gemvS8(x: x.pointer, batch: m, w: w, y: y.pointer, pool: pool)
         case .i8:
-            try gemmS8(x: x.pointer, m: m, w: w, y: y.pointer, pool: pool)
+            // The bias goes into the product's epilogue: one pass over y fewer.
+            return try gemmS8(x: x.pointer, m: m, w: w, bias: bias.map { UnsafePointer($0.pointer) }, y: y.pointer, pool: pool)
         case .f16:
             // No f16 matmul on this CPU class: widen the weight for this product.
             let wide = try w.toF32()
@@ -183,8 +184,10 @@ public enum Linear {
         }
     }
 
-    /// int8 weights × many rows: oneDNN's u8 × s8 GEMM into s32 sums, then the kernels' epilogue.
-    static func gemmS8(x: UnsafePointer<Float>, m: Int, w: WeightTensor, y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+    /// int8 weights × many rows: oneDNN's u8 × s8 GEMM into s32 sums, then the kernels' epilogue
+    /// (with the bias, if any).
+    static func gemmS8(x: UnsafePointer<Float>, m: Int, w: WeightTensor, bias: UnsafePointer<Float>?,
+                       y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
         let (q, rows) = try int8Parts(w)
         let n = w.shape[0], k = w.count / n
         try withQuantizedRows(x, rows: m, cols: k, pool: pool) { xq, xs in
@@ -197,7 +200,7 @@ public enum Linear {
                 dst: .init(dims: [m, n], strides: [n, 1], type: dnnl_s32, pointer: acc))
             pool.parallelRanges(m, grain: max(1, (1 << 14) / max(1, n))) { r in
                 let off = r.lowerBound * n
-                rq_dequantize_s32(acc.assumingMemoryBound(to: Int32.self) + off, rows.scales, rows.sums, xs + r.lowerBound, y + off, r.count, n)
+                rq_dequantize_s32(acc.assumingMemoryBound(to: Int32.self) + off, rows.scales, rows.sums, xs + r.lowerBound, bias, y + off, r.count, n)
             }
         }
     }

@@ -58,6 +58,11 @@ import Testing
         rq_set_cpu_level(-1)
         let bias = try Reference.tensor([n], seed: 9, scale: 0.1)
         let withBias = try Linear.forward(x, w, bias: bias)
+        // The bias (fused into the GEMM's epilogue) adds to the rounded product, as y += b does.
+        let plusBias = expected.enumerated().map { $0.element + bias.values[$0.offset % n] }
+        #expect(withBias.values == plusBias, "bias")
+        try Linear.forward(x, w, bias: bias, into: rowwise, rows: m, rowwise: true)
+        #expect(rowwise.values == plusBias, "bias, rowwise")
         let f32 = try Reference.values("linear_f32_\(m)x\(k)x\(n)")
         #expect(relativeError(withBias.values, f32) < 0.02, "\(relativeError(withBias.values, f32)) vs f32")
     }

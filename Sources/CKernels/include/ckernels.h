@@ -45,8 +45,10 @@ size_t rq_quantize_weights(const float *w, size_t rows, size_t cols, int8_t *q, 
 void rq_gemm_small_s8(const int8_t *w, const float *ws, const int32_t *wsum, const uint8_t *x, const float *xs, float *y,
                       size_t batch, size_t rows, size_t cols, size_t row_begin, size_t row_end);
 /// The same epilogue on a GEMM's s32 sums acc [rows, n] = x_u8 · W_s8ᵀ: y = (acc − 128 · wsum) · xs · ws
-/// (y may be acc's own memory).
-void rq_dequantize_s32(const int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, float *y, size_t rows, size_t n);
+/// (y may be acc's own memory), then y += bias[column] when bias is not NULL (the same two roundings
+/// as a separate rq_add_bias).
+void rq_dequantize_s32(const int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, const float *bias, float *y,
+                       size_t rows, size_t n);
 
 /// Sums n floats (a memory-read probe for bandwidth measurements).
 double rq_sum_f32(const float *x, size_t n);
