@@ -19,12 +19,20 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         /// Sized for a CPU night, not qwen-vl-utils' GPU defaults (2 fps, up to 768·28² pixels a
         /// frame): 1 frame a second of at most 448 × 448 pixels (README, "Defaults").
         public var fps: Double = 1
-        public var minPixels: Int = SmartResize.videoMinPixels
+        /// Pixels per frame at least; nil: qwen-vl-utils' video minimum (128·28²), lowered to
+        /// `maxPixels` where that is below it (`minimumPixels`).
+        public var minPixels: Int?
         /// Pixels per frame at most; the model's processor maximum still applies. nil: the
         /// processor's (and qwen-vl-utils') limit alone.
         public var maxPixels: Int? = PipelineSpec.Sampling.cpuMaxPixels
         public var totalPixels: Double?
         public var maxFrames: Int?
+
+        /// The minimum in force: a maximum alone is never refused for being under a minimum
+        /// nobody asked for.
+        public var minimumPixels: Int {
+            minPixels ?? min(SmartResize.videoMinPixels, maxPixels ?? SmartResize.videoMinPixels)
+        }
     }
     public struct Clips: Sendable, Equatable, Codable {
         /// Clip length in seconds.
@@ -168,19 +176,21 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         if inputs.paths.contains(where: \.isEmpty) { throw bad("inputs.paths", "an empty path") }
         guard FrameSampler.fpsRange.contains(sampling.fps) else { throw bad("sampling.fps", "must be between 0.1 and 30, got \(sampling.fps)") }
         let smallest = SmartResize.factor * SmartResize.factor
-        guard sampling.minPixels >= 1 else { throw bad("sampling.min_pixels", "must be ≥ 1, got \(sampling.minPixels)") }
-        guard sampling.minPixels <= 1 << 30 else { throw bad("sampling.min_pixels", "must be ≤ \(1 << 30), got \(sampling.minPixels)") }
+        if let m = sampling.minPixels {
+            guard m >= 1 else { throw bad("sampling.min_pixels", "must be ≥ 1, got \(m)") }
+            guard m <= 1 << 30 else { throw bad("sampling.min_pixels", "must be ≤ \(1 << 30), got \(m)") }
+        }
         if let m = sampling.maxPixels {
             guard m >= smallest else {
                 throw bad("sampling.max_pixels", "must be ≥ \(smallest) (one \(SmartResize.factor)×\(SmartResize.factor) cell, the smallest frame), got \(m)")
             }
-            guard m >= sampling.minPixels else { throw bad("sampling.max_pixels", "must be ≥ min_pixels (\(sampling.minPixels)), got \(m)") }
+            guard m >= sampling.minimumPixels else { throw bad("sampling.max_pixels", "must be ≥ min_pixels (\(sampling.minimumPixels)), got \(m)") }
         }
         if let t = sampling.totalPixels {
             guard t > 0 else { throw bad("sampling.total_pixels", "must be > 0, got \(t)") }
         }
         // The per-frame bound qwen-vl-utils derives (even for a one-frame clip) must fit a frame.
-        let perFrame = SmartResize.videoMaxPixels(frameCount: 1, minPixels: sampling.minPixels, maxPixels: sampling.maxPixels,
+        let perFrame = SmartResize.videoMaxPixels(frameCount: 1, minPixels: sampling.minimumPixels, maxPixels: sampling.maxPixels,
                                                  totalPixels: sampling.totalPixels)
         guard perFrame >= Double(smallest) else {
             throw bad(sampling.totalPixels != nil ? "sampling.total_pixels" : "sampling.min_pixels",
@@ -234,7 +244,7 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
 
     public var samplingOptions: SamplingOptions {
         SamplingOptions(fps: sampling.fps, maxFrames: sampling.maxFrames,
-                        resize: ResizeOptions(minPixels: sampling.minPixels, maxPixels: sampling.maxPixels, totalPixels: sampling.totalPixels))
+                        resize: ResizeOptions(minPixels: sampling.minimumPixels, maxPixels: sampling.maxPixels, totalPixels: sampling.totalPixels))
     }
 
     static func keyPath(_ e: DecodingError) -> String {
@@ -264,7 +274,7 @@ extension PipelineSpec.Sampling {
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         fps = try c.decodeIfPresent(Double.self, forKey: .fps) ?? fps
-        minPixels = try c.decodeIfPresent(Int.self, forKey: .minPixels) ?? minPixels
+        minPixels = try c.decodeIfPresent(Int.self, forKey: .minPixels)
         // Absent: the CPU default; `max_pixels: null`: the processor's limit alone.
         if c.contains(.maxPixels) { maxPixels = try c.decodeIfPresent(Int.self, forKey: .maxPixels) }
         totalPixels = try c.decodeIfPresent(Double.self, forKey: .totalPixels)

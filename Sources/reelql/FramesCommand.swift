@@ -47,7 +47,7 @@ struct FramesCommand: ParsableCommand {
         guard isImageFile(file) else { return o }
         o.maxFrames = 1
         o.resize.image = true
-        if sampling.minPixels == SmartResize.videoMinPixels { o.resize.minPixels = SmartResize.imageMinPixels }
+        o.resize.minPixels = sampling.minimum(default: SmartResize.imageMinPixels)
         if sampling.maxPixels == nil { o.resize.maxPixels = SmartResize.imageMaxPixels }
         return o
     }

@@ -55,8 +55,8 @@ struct SamplingOptionGroup: ParsableArguments {
     var start: Double?
     @Option(parsing: .unconditional, help: "End of the time window, seconds (exclusive).")
     var end: Double?
-    @Option(parsing: .unconditional, help: "Minimum pixels per frame for smart_resize (default 128·28²).")
-    var minPixels: Int = SmartResize.videoMinPixels
+    @Option(parsing: .unconditional, help: "Minimum pixels per frame for smart_resize (default 128·28², or --max-pixels if lower).")
+    var minPixels: Int?
     @Option(parsing: .unconditional, help: "Maximum pixels per frame for smart_resize (default 768·28², limited by --total-pixels).")
     var maxPixels: Int?
     @Option(parsing: .unconditional, help: "Pixel budget of the whole clip, as qwen-vl-utils' total_pixels (default 128000·28²·0.9).")
@@ -68,8 +68,14 @@ struct SamplingOptionGroup: ParsableArguments {
 
     var options: SamplingOptions {
         SamplingOptions(fps: fps, start: start, end: end, maxFrames: maxFrames,
-                        resize: ResizeOptions(native: native, minPixels: minPixels,
+                        resize: ResizeOptions(native: native, minPixels: minimum(default: SmartResize.videoMinPixels),
                                               maxPixels: maxPixels, totalPixels: totalPixels))
+    }
+
+    /// --min-pixels, else `default` lowered to --max-pixels where that is below it: a maximum
+    /// alone is never refused for being under a minimum nobody asked for.
+    func minimum(default value: Int) -> Int {
+        minPixels ?? min(value, maxPixels ?? value)
     }
 
     func validate() throws {
@@ -78,10 +84,13 @@ struct SamplingOptionGroup: ParsableArguments {
         if let end {
             try requireOption("--end", end, end.isFinite && end > (start ?? 0), "a number of seconds after --start (\(start ?? 0))")
         }
-        try requireOption("--min-pixels", minPixels, (1...maxFramePixels).contains(minPixels), "between 1 and \(maxFramePixels)")
+        if let minPixels {
+            try requireOption("--min-pixels", minPixels, (1...maxFramePixels).contains(minPixels), "between 1 and \(maxFramePixels)")
+        }
         if let maxPixels {
-            try requireOption("--max-pixels", maxPixels, (minPixels...maxFramePixels).contains(maxPixels),
-                              "between --min-pixels (\(minPixels)) and \(maxFramePixels)")
+            let low = minPixels ?? 1
+            try requireOption("--max-pixels", maxPixels, (low...maxFramePixels).contains(maxPixels),
+                              minPixels == nil ? "between 1 and \(maxFramePixels)" : "between --min-pixels (\(low)) and \(maxFramePixels)")
         }
         if let totalPixels { try requireOption("--total-pixels", totalPixels, totalPixels.isFinite && totalPixels >= 1, "a finite number ≥ 1") }
         if let maxFrames { try requireOption("--max-frames", maxFrames, maxFrames >= 1, "at least 1") }

@@ -172,6 +172,18 @@ import Testing
         #expect(uncapped.sampling.maxPixels == nil)
         let set = try PipelineSpec.parse("inputs: {paths: [v]}\nsampling: {max_pixels: 602112, fps: 2}", path: "s.yaml")
         #expect(set.sampling.maxPixels == 602112 && set.sampling.fps == 2)
+        #expect(defaults.sampling.minimumPixels == 128 * 28 * 28)
+        // A max_pixels alone under the default minimum lowers the minimum; one under an explicit
+        // min_pixels is refused, naming both.
+        let small = try PipelineSpec.parse("inputs: {paths: [v]}\nsampling: {max_pixels: 50000}", path: "s.yaml")
+        try small.validate(path: "s.yaml")
+        #expect(small.sampling.minimumPixels == 50000)
+        do {
+            try PipelineSpec.parse("inputs: {paths: [v]}\nsampling: {min_pixels: 60000, max_pixels: 50000}", path: "s.yaml").validate(path: "s.yaml")
+            Issue.record("max_pixels under min_pixels accepted")
+        } catch let PipelineError.invalidSpec(_, key, why) {
+            #expect(key == "sampling.max_pixels" && why.contains("60000") && why.contains("50000"), "\(why)")
+        }
     }
 
     @Test func rerunsReuseRedoChangedAndMarkMissing() throws {

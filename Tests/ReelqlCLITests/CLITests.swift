@@ -78,6 +78,20 @@ enum CLI {
         #expect(frame.rgb == [UInt8](expected))
     }
 
+    /// --max-pixels alone is never refused for being under the default minimum (128·28² for
+    /// video): the minimum lowers to it. Under an explicit --min-pixels it is refused.
+    @Test func aMaximumAloneLowersTheDefaultMinimum() throws {
+        for (file, cap) in [("alpha56.png", 1000), ("rotated90.mp4", 8000)] {
+            let r = try CLI.run(["frames", CLI.video(file), "--max-pixels", "\(cap)", "--max-frames", "1", "--json"])
+            #expect(r.status == 0, "\(file): \(r.stderr)")
+            let out = try CLI.json(r.stdout)
+            let w = try #require(out["width"] as? Int), h = try #require(out["height"] as? Int)
+            #expect(w * h <= cap && w % 28 == 0 && h % 28 == 0, "\(file): \(w)×\(h)")
+        }
+        let r = try CLI.run(["frames", CLI.video("rotated90.mp4"), "--min-pixels", "9000", "--max-pixels", "8000"])
+        #expect(r.status == 64 && r.stderr.contains("--max-pixels") && r.stderr.contains("9000"), "\(r.stderr)")
+    }
+
     @Test func framesWritesPNGs() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-cli-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }
