@@ -3,6 +3,8 @@
 #define REELQL_CFFMPEG_SHIM_H
 
 #include <errno.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/vfs.h>
 #include <libavformat/avformat.h>
@@ -46,9 +48,10 @@ static inline int reelql_is_missing_reference_message(const char *fmt) {
                    strstr(fmt, "Missing reference") || strstr(fmt, "RPS"));
 }
 
-/// Decoder errors are counted per decoder: a decoder context whose `opaque` points at two ints
+/// Decoder errors are counted per decoder: a decoder context whose `opaque` points at five ints
 /// gets [1] incremented for each missing-reference error it logs and [0] for any other error
-/// (also from its frame threads, which copy `opaque`). Every message then goes to FFmpeg's
+/// (also from its frame threads, which copy `opaque`), and [2] for each picture refused as over
+/// its max_pixels, whose size goes to [3] and [4]. A demuxer's `opaque` points at two ints. Every message then goes to FFmpeg's
 /// default logger, which applies av_log_set_level.
 static void reelql_log_callback(void *avcl, int level, const char *fmt, va_list vl) {
     if (avcl && level <= AV_LOG_ERROR) {
@@ -58,6 +61,29 @@ static void reelql_log_callback(void *avcl, int level, const char *fmt, va_list 
             if (ctx->opaque && av_codec_is_decoder(ctx->codec)) {
                 int *counts = (int *)ctx->opaque;
                 __atomic_fetch_add(&counts[reelql_is_missing_reference_message(fmt) ? 1 : 0], 1, __ATOMIC_RELAXED);
+            }
+        } else if (cls && cls->class_name && strcmp(cls->class_name, "IMGUTILS") == 0 && cls->parent_log_context_offset > 0 &&
+                   fmt && strstr(fmt, "exceeds")) {
+            // A picture over the decoder's max_pixels (logged by av_image_check_size2 for the
+            // decoder context it names as its parent): [2] counts them, [3] × [4] is the size.
+            void *parent = *(void **)((char *)avcl + cls->parent_log_context_offset);
+            const AVClass *pc = parent ? *(const AVClass **)parent : NULL;
+            if (pc && pc->class_name && strcmp(pc->class_name, "AVCodecContext") == 0) {
+                AVCodecContext *ctx = (AVCodecContext *)parent;
+                if (ctx->opaque && ctx->codec && av_codec_is_decoder(ctx->codec)) {
+                    int *counts = (int *)ctx->opaque;
+                    char message[192];
+                    unsigned w = 0, h = 0;
+                    va_list copy;
+                    va_copy(copy, vl);
+                    vsnprintf(message, sizeof message, fmt, copy);
+                    va_end(copy);
+                    if (sscanf(message, "Picture size %ux%u", &w, &h) == 2 && w <= INT_MAX && h <= INT_MAX) {
+                        __atomic_store_n(&counts[3], (int)w, __ATOMIC_RELAXED);
+                        __atomic_store_n(&counts[4], (int)h, __ATOMIC_RELAXED);
+                    }
+                    __atomic_fetch_add(&counts[2], 1, __ATOMIC_RELAXED);
+                }
             }
         } else if (cls && cls->class_name && strcmp(cls->class_name, "AVFormatContext") == 0) {
             // Demuxer errors: [1] the file ends before the container says, [0] anything else.

@@ -330,6 +330,11 @@ public final class VideoDecoder {
         damage.declaredFrames = probe.frameCountExact ? probe.frameCount : nil
         damage.truncated = isTruncated(index) || truncatedRead
         if frames.isEmpty {
+            // Pictures larger than the container declares, and over the frame limit: FFmpeg
+            // refused to allocate them (VideoDecoder.ffmpegMaxPixels).
+            if let big = results.outcomes.lazy.compactMap({ $0?.oversizedPicture }).first {
+                throw MediaError.invalidArgument("\(path): its pictures are \(big.width)×\(big.height) = \(big.width &* big.height) pixels (the container declares \(probe.width)×\(probe.height)), more than the \(Self.maxFramePixels) pixels a frame may have to be decoded")
+            }
             if damage.truncated { throw MediaError.truncated(path: path, damage: damage) }
             throw MediaError.decodeFailed(path: path, reason: damage.corruptPackets > 0 ? damage.summary : "the decoder returned no frame")
         }
@@ -416,6 +421,8 @@ struct WorkerOutcome: Sendable {
     var frames: [Int: VideoFrame] = [:]
     var packetsSent = 0
     var decoderErrors = 0
+    /// A picture the decoder refused as over the frame limit (its size), if any.
+    var oversizedPicture: (width: Int, height: Int)?
     var readFailed = false
     var seeks = 0
     var restarts = 0
@@ -493,6 +500,7 @@ struct DecodeJob: Sendable {
             try session.drain(receive)
         }
         outcome.decoderErrors = session.corruptPackets
+        outcome.oversizedPicture = session.oversizedPicture
         outcome.seeks = cursor.seeks
         outcome.restarts = cursor.restarts
         return outcome
@@ -590,8 +598,9 @@ final class DecodeSession {
     private let frame: UnsafeMutablePointer<AVFrame>
     private let path: String
     private var failures = 0
-    /// Errors the decoder logged (counted through its `opaque`): [0] damage, [1] missing references.
-    private let loggedErrors = UnsafeMutablePointer<Int32>.allocate(capacity: 2)
+    /// Errors the decoder logged (counted through its `opaque`): [0] damage, [1] missing references,
+    /// [2] pictures over its max_pixels, [3] × [4] the size of the last one.
+    private let loggedErrors = UnsafeMutablePointer<Int32>.allocate(capacity: 5)
     /// Set once decoding starts at a keyframe after the start of the stream: references missing
     /// then (open GOPs) are expected, not damage.
     var startedMidStream = false
@@ -600,6 +609,11 @@ final class DecodeSession {
         failures + Int(reelql_atomic_load(loggedErrors)) + (startedMidStream ? 0 : Int(reelql_atomic_load(loggedErrors + 1)))
     }
     private var draining = false
+    /// The size of a picture the decoder refused as over the frame limit, if it refused one.
+    var oversizedPicture: (width: Int, height: Int)? {
+        guard reelql_atomic_load(loggedErrors + 2) > 0 else { return nil }
+        return (Int(reelql_atomic_load(loggedErrors + 3)), Int(reelql_atomic_load(loggedErrors + 4)))
+    }
 
     init(demuxer: Demuxer, path: String, options: DecodeOptions) throws {
         self.path = path
@@ -612,7 +626,7 @@ final class DecodeSession {
         }
         context = ctx
         frame = av_frame_alloc()!
-        loggedErrors.initialize(repeating: 0, count: 2)
+        loggedErrors.initialize(repeating: 0, count: 5)
         ctx.pointee.opaque = UnsafeMutableRawPointer(loggedErrors)
         var r = avcodec_parameters_to_context(ctx, par)
         guard r >= 0 else { throw MediaError.ffmpeg(path: path, operation: "configuring the decoder", message: FFmpeg.errorString(r)) }

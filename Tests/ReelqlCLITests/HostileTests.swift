@@ -724,6 +724,16 @@ enum Hostile {
         }
     }
 
+    /// A container that declares 640×480 over a 12000×12000 picture
+    /// (fixtures/scripts/make_size_lie.py): FFmpeg refuses the picture at the frame limit, and the
+    /// error names both sizes and the limit (before: "no frame could be decoded (the decoder
+    /// returned no frame)").
+    @Test func aHugePictureUnderASmallDeclaredSizeIsNamed() throws {
+        let r = try Hostile.run(["frames", CLI.video("size_lie.mkv")], limit: 30, memoryLimitKB: 400_000)
+        #expect(r.clean && r.status == 2 && r.stderr.contains("12000×12000") && r.stderr.contains("640×480")
+                && r.stderr.contains("\(VideoDecoder.maxFramePixels) pixels a frame may have"), "\(r)")
+    }
+
     /// A damaged size or mtime of a file whose content has not changed is set right by the next
     /// run, which keeps the file's results.
     @Test func damagedFileFieldsAreSetRight() throws {
