@@ -8,11 +8,10 @@ public enum FrameSampler {
     public static let fpsRange: ClosedRange<Double> = 0.1...30
 
     /// `smart_nframes` for the fps mode: n = total / video_fps × fps, clamped to
-    /// [4, min(768, total)] (and to `maxFrames`), floored to an even number.
-    /// A video with fewer than 4 frames yields all of them.
+    /// [4, min(768, total)] (and to `maxFrames`), floored to an even number: 2 of a video of 2
+    /// or 3 frames. Where it would raise (one frame, or `maxFrames` 1) this gives one frame.
     public static func frameCount(total: Int, videoFPS: Double, fps: Double, maxFrames: Int? = nil) -> Int {
         guard total > 0 else { return 0 }
-        if total < minFrames { return total }
         let minF = Double(ceilEven(minFrames))
         let maxF = Double(floorEven(maxFrames ?? min(Self.maxFrames, total)))
         var n = Double(total) / videoFPS * fps
@@ -92,7 +91,6 @@ public enum FrameSampler {
         let count = last - first + 1
         let n = frameCount(total: count, videoFPS: videoFPS, fps: fps, maxFrames: maxFrames, rule: rule)
         if case .uniform = rule { return numpyLinspaceIndices(start: first, count: count, n: n) }
-        if count < minFrames { return Array(first...last) }
         return linspaceIndices(start: first, end: last, count: n)
     }
 
@@ -127,7 +125,6 @@ public enum FrameSampler {
                 "the time window [\(start ?? 0), \(end.map { String($0) } ?? "end")) holds no frame of this video")
         }
         let count = hi - lo + 1
-        if case .qwenVLUtils = rule, count < minFrames { return Array(lo...hi) }
         let span = times[hi] - times[lo]
         // Average rate over the window, so that n = duration × fps as for constant rate.
         let videoFPS = span > 0 ? Double(count - 1) / span : fps

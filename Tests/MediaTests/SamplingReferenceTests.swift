@@ -120,11 +120,18 @@ import Testing
         }
     }
 
-    @Test func shortVideosYieldAllFrames() throws {
-        for total in 1...3 {
-            #expect(try FrameSampler.constantRateIndices(total: total, videoFPS: 30, fps: 2) == Array(0..<total))
-        }
-        #expect(try FrameSampler.variableRateIndices(times: [0, 0.5, 2], fps: 2) == [0, 1, 2])
+    /// Videos (and windows) of 2 or 3 frames get smart_nframes' 2 (in the reference cases above:
+    /// the first and the last, as torch's linspace(0, 2, 2) gives them); where qwen-vl-utils would
+    /// raise — one frame, or max_frames 1 — one frame, never an error.
+    @Test func shortVideosFollowSmartNframes() throws {
+        #expect(try FrameSampler.constantRateIndices(total: 1, videoFPS: 30, fps: 2) == [0])
+        #expect(try FrameSampler.constantRateIndices(total: 2, videoFPS: 30, fps: 2) == [0, 1])
+        #expect(try FrameSampler.constantRateIndices(total: 3, videoFPS: 30, fps: 2) == [0, 2])
+        #expect(try FrameSampler.constantRateIndices(total: 10, videoFPS: 30, fps: 2, start: 7.0 / 30) == [7, 9])
+        #expect(try FrameSampler.constantRateIndices(total: 3, videoFPS: 30, fps: 2, maxFrames: 1) == [0])
+        #expect(try FrameSampler.variableRateIndices(times: [0, 0.5, 2], fps: 2) == [0, 2])
+        #expect(try FrameSampler.variableRateIndices(times: [0, 0.5, 2], fps: 2, maxFrames: 1) == [0])
+        #expect(try FrameSampler.variableRateIndices(times: [0.4], fps: 2) == [0])
     }
 
     @Test func emptyWindowIsAnError() {
