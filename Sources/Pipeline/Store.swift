@@ -81,14 +81,40 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    /// The tables every reelql database has (a dropped one is damage, reported before any work).
+    /// The tables every reelql database has, with every column reelql's migrations give them (a
+    /// dropped table or column is damage, reported before any work; before, reading a row without
+    /// the column trapped).
     static func checkSchema(_ db: Database, path: String, requireThumbnails: Bool) throws {
         var tables = ["runs", "videos", "clips", "results"]
         if requireThumbnails { tables += ["thumbnails", "results_fts"] }
         for table in tables where try !db.tableExists(table) {
             throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: it has no table '\(table)'")
         }
+        for (table, columns) in expectedColumns.sorted(by: { $0.key < $1.key }) where try db.tableExists(table) {
+            let have = Set(try db.columns(in: table).map(\.name))
+            guard let missing = columns.subtracting(have).sorted().first else { continue }
+            let applied = try db.tableExists("grdb_migrations")
+                ? Set(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")) : []
+            let ours = Set(migrator.migrations)
+            if !applied.isEmpty && applied.isStrictSubset(of: ours) {
+                throw PipelineError.database(path: path, reason: "written by an older reelql (its table '\(table)' has no column '\(missing)'): a run with it as --db upgrades it")
+            }
+            throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: its table '\(table)' has no column '\(missing)'")
+        }
     }
+
+    /// The columns of reelql's tables as its migrations make them (read off an empty database
+    /// migrated in memory).
+    static let expectedColumns: [String: Set<String>] = {
+        guard let queue = try? DatabaseQueue(), (try? migrator.migrate(queue)) != nil else { return [:] }
+        return (try? queue.read { db in
+            var out: [String: Set<String>] = [:]
+            for table in ["runs", "videos", "clips", "results", "thumbnails"] {
+                out[table] = Set(try db.columns(in: table).map(\.name))
+            }
+            return out
+        }) ?? [:]
+    }()
 
     /// An error's message without the SQL that caused it (GRDB's description quotes the statement).
     static func reason(_ error: Error) -> String {
@@ -824,6 +850,8 @@ public final class Store: @unchecked Sendable {
     /// lock) or holds damage (`checkStoredTypes`).
     private func checkMergeable(_ other: String) throws {
         try Store.checkMergeInput(other, output: path)
+        // Its tables and columns (a missing one is named here, before any input is merged).
+        try Store.openReadOnly(other).close()
         try db.writeWithoutTransaction { db in
             try Store.attachReadOnly(db, other)
             defer { try? db.execute(sql: "DETACH DATABASE src") }
@@ -918,7 +946,8 @@ extension Row {
         } catch {
             let row = hasColumn("id") ? "id \((self["id"] as DatabaseValue).description)"
                 : hasColumn("clip_id") ? "of clip \((self["clip_id"] as DatabaseValue).description)" : "?"
-            let stored = (self[column] as DatabaseValue).description
+            // (A missing column is refused by Store.checkSchema; never trap on one here.)
+            let stored = hasColumn(column) ? (self[column] as DatabaseValue).description : "no such column"
             throw StoredValueError(table: table, column: column, row: row,
                                    expected: "\(Self.kind(of: T.self)) (it holds \(stored.count > 80 ? stored.prefix(80) + "…" : stored))")
         }

@@ -164,6 +164,26 @@ import Testing
         }
     }
 
+    /// A database from before a migration that added a column is named as older (a run upgrades
+    /// it), not as damaged; expected columns come from the migrations themselves.
+    @Test func olderDatabasesAreNamedAsOlder() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-v2-\(UUID().uuidString).sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let q = try DatabaseQueue(path: path)
+        try Store.migrator.migrate(q, upTo: "v2: thumbnails, FTS found by Datasette")
+        try q.close()
+        #expect(Store.expectedColumns["videos"]?.contains("media") == true)
+        do {
+            _ = try Store.openReadOnly(path)
+            Issue.record("a v2 database opened without the media column")
+        } catch let PipelineError.database(p, reason) {
+            #expect(p == path && reason.contains("older reelql") && reason.contains("'media'"), "\(reason)")
+        }
+        // Opened for writing, it is upgraded and then reads.
+        _ = try Store(path: path)
+        _ = try Store.openReadOnly(path)
+    }
+
     /// Sampling defaults are sized for a CPU; `max_pixels: null` leaves the processor's limit alone.
     @Test func cpuDefaultsAndAnExplicitNoCap() throws {
         let defaults = try PipelineSpec.parse("inputs: {paths: [v]}", path: "s.yaml")

@@ -546,6 +546,32 @@ enum Hostile {
 /// A second round of hostile cases (an independent review of the hardening): damaged rows,
 /// long videos, tiny temperatures, gaps, prompts, foreign databases.
 @Suite struct HostileSecondRoundTests {
+    /// reelql's tables without some of their columns (a hand-made or damaged database): merge,
+    /// report and search name the table and the column (before: GRDB's trap, exit 132), and a
+    /// merge merges none of its inputs.
+    @Test func droppedColumnsAreErrorsNotTraps() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let bad = ws.root + "/bad.sqlite"
+        let q = try DatabaseQueue(path: bad)
+        try q.write { db in
+            try db.execute(sql: """
+                CREATE TABLE runs (id INTEGER PRIMARY KEY, started_at TEXT, settings_key TEXT, shard TEXT);
+                CREATE TABLE videos (id INTEGER PRIMARY KEY, path TEXT); CREATE TABLE clips (x); CREATE TABLE results (x);
+                INSERT INTO runs (started_at) VALUES ('now'); INSERT INTO videos (path) VALUES ('v.mp4');
+                """)
+        }
+        try q.close()
+        let out = ws.root + "/merged.sqlite"
+        for args in [["merge", out, ws.db, bad], ["report", bad, "--out", ws.root + "/r.html"], ["search", "x", "--db", bad]] {
+            let r = try Hostile.run(args)
+            #expect(r.clean && r.status == 2 && r.stderr.contains(bad) && r.stderr.contains("has no column"), "\(args[0]): \(r)")
+        }
+        let merged = FileManager.default.fileExists(atPath: out) ? try Hostile.videos(out) : []
+        #expect(merged.isEmpty, "the good input was merged before the bad one was refused")
+    }
+
     /// A value of the wrong type in a stored row is an error naming the table and column, not
     /// GRDB's trap (report, merge).
     @Test func mistypedRowsAreErrorsNotTraps() throws {
