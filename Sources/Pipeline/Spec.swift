@@ -127,6 +127,7 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
             throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "not valid YAML: \(why)")
         }
         guard let root = node else { return PipelineSpec() }
+        try checkExpansion(root, path: path)
         try checkKeys(root, section: "", path: path)
         let decoder = YAMLDecoder()
         do {
@@ -137,6 +138,52 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         } catch let e as DecodingError {
             throw PipelineError.invalidSpec(path: path, key: keyPath(e), reason: describe(e))
         }
+    }
+
+    /// Most values, text and depth a spec may expand to. Aliases repeat what an anchor names
+    /// without copying it in the file, so a few kilobytes can stand for gigabytes (and nested
+    /// aliases for more values than any machine holds, or chains nested without limit): the
+    /// composed tree is walked with these budgets before anything is decoded from it (the walk
+    /// stops at the first budget it passes). A spec is a few sections of keys and lists.
+    static let maxExpandedValues = 1_000_000
+    static let maxExpandedBytes = 16 << 20
+    static let maxDepth = 64
+
+    static func checkExpansion(_ root: Node, path: String) throws {
+        // An explicit stack: chained aliases nest without limit (a2: [*a1], a3: [*a2], …).
+        var values = 0, bytes = 0, deepest = 0, pending = [(root, 1)]
+        while let (node, depth) = pending.popLast(), values <= maxExpandedValues, bytes <= maxExpandedBytes, deepest <= maxDepth {
+            values += 1
+            deepest = max(deepest, depth)
+            switch node {
+            case .scalar(let scalar): bytes += scalar.string.utf8.count
+            case .mapping(let mapping):
+                // Everything pending is visited: over the budget already, the walk stops here.
+                guard values + pending.count + 2 * mapping.count <= maxExpandedValues else { values = maxExpandedValues + 1; break }
+                for (k, v) in mapping { pending.append((k, depth + 1)); pending.append((v, depth + 1)) }
+            case .sequence(let sequence):
+                guard values + pending.count + sequence.count <= maxExpandedValues else { values = maxExpandedValues + 1; break }
+                for v in sequence { pending.append((v, depth + 1)) }
+            case .alias: break
+            }
+        }
+        guard values <= maxExpandedValues, bytes <= maxExpandedBytes, deepest <= maxDepth else {
+            pending.removeAll()
+            // Released, a tree nested this deep would free itself one recursive call per level,
+            // past the end of the stack (a 200,000-link alias chain crashed): a refused spec's
+            // tree is kept instead (the command ends with this error).
+            _ = Unmanaged.passRetained(KeptTree(root))
+            let why = deepest > maxDepth ? "nests more than \(maxDepth) levels deep"
+                : values > maxExpandedValues ? "expands (through aliases) to more than \(maxExpandedValues) values"
+                : "expands (through aliases) to more than \(maxExpandedBytes) bytes of text (16 MiB)"
+            throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "it \(why); a spec is a few sections of keys and lists")
+        }
+    }
+
+    /// A refused spec's composed tree, never released (see checkExpansion).
+    final class KeptTree {
+        let node: Node
+        init(_ node: Node) { self.node = node }
     }
 
     /// Unknown keys are errors (YAML decoding alone would ignore them).

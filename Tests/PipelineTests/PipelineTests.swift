@@ -184,6 +184,32 @@ import Testing
         _ = try Store.openReadOnly(path)
     }
 
+    /// Aliases cannot make a small spec expand without bound: 10,000 aliases of a 100 KB string
+    /// (a 140 KB file that took 2 GB and then trapped in SQLite), nested aliases a billion values
+    /// wide, and a chain of aliases nested 5,000 deep (200,000 crashed releasing the tree) are
+    /// refused by name before anything is decoded.
+    @Test func aliasBombsAreRefused() throws {
+        let wide = "inputs:\n  paths: [v]\n  extensions: [mp4, &a \"" + String(repeating: "x", count: 100_000) + "\""
+            + String(repeating: ", *a", count: 10_000) + "]\n"
+        var laughs = "dummy:\n  a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+        for i in 1...9 { laughs += "  a\(i): &a\(i) [" + Array(repeating: "*a\(i - 1)", count: 10).joined(separator: ", ") + "]\n" }
+        laughs += "inputs:\n  paths: [v]\n"
+        var chain = "dummy:\n  c0: &c0 [x]\n"
+        for i in 1..<5_000 { chain += "  c\(i): &c\(i) [*c\(i - 1)]\n" }
+        chain += "inputs:\n  paths: [v]\n"
+        for (yaml, why) in [(wide, "bytes of text"), (laughs, "values"), (chain, "levels deep")] {
+            do {
+                _ = try PipelineSpec.parse(yaml, path: "s.yaml")
+                Issue.record("accepted: \(why)")
+            } catch let PipelineError.invalidSpec(_, key, reason) {
+                #expect(key == "(file)" && reason.contains(why), "\(reason)")
+            }
+        }
+        // An alias a spec may well use stays accepted.
+        let shared = try PipelineSpec.parse("prompts:\n  description: &d Describe this video.\n  questions: [*d]\ninputs: {paths: [v]}", path: "s.yaml")
+        #expect(shared.prompts.questions == ["Describe this video."])
+    }
+
     /// Sampling defaults are sized for a CPU; `max_pixels: null` leaves the processor's limit alone.
     @Test func cpuDefaultsAndAnExplicitNoCap() throws {
         let defaults = try PipelineSpec.parse("inputs: {paths: [v]}", path: "s.yaml")
