@@ -26,7 +26,7 @@ public final class Tokenizer: @unchecked Sendable {
     private var cache: [Substring: [Int]] = [:]
     private let cacheLock = NSLock()
     /// Added tokens by their first character, longest first.
-    private let addedByFirst: [Character: [AddedToken]]
+    private let addedByFirst: [Unicode.Scalar: [AddedToken]]
 
     public var vocabularySize: Int { idToToken.count }
 
@@ -86,10 +86,10 @@ public final class Tokenizer: @unchecked Sendable {
         idToToken = inverse
         isSpecial = special
         addedTokens = added
-        var byFirst: [Character: [AddedToken]] = [:]
-        for a in added where !a.content.isEmpty { byFirst[a.content.first!, default: []].append(a) }
-        for k in byFirst.keys { byFirst[k]!.sort { $0.content.count > $1.content.count } }
-        addedByFirst = byFirst
+        var byFirst: [Unicode.Scalar: [AddedToken]] = [:]
+        for a in added { if let first = a.content.unicodeScalars.first { byFirst[first, default: []].append(a) } }
+        // Longest first: the leftmost-longest match, as Hugging Face's added-token matcher.
+        addedByFirst = byFirst.mapValues { $0.sorted { $0.content.unicodeScalars.count > $1.content.unicodeScalars.count } }
 
         // Normalizer: none, NFC, or a sequence of them.
         func normalizerTypes(_ n: Any?) -> [String] {
@@ -181,27 +181,44 @@ public final class Tokenizer: @unchecked Sendable {
     /// The text cut at added tokens (longest match at the leftmost position, as `tokenizers`).
     func splitAddedTokens(_ text: String) -> [Segment] {
         guard !addedByFirst.isEmpty else { return [.text(text[...])] }
+        // Matched on Unicode scalars, as Hugging Face's tokenizers match them (Rust chars): a
+        // token followed by a combining mark or a joiner, or after a prepended mark, is still the
+        // token (on Characters, grapheme clusters, it would not be found).
+        let scalars = text.unicodeScalars
         var out: [Segment] = []
-        var start = text.startIndex, i = text.startIndex
-        while i < text.endIndex {
-            if let candidates = addedByFirst[text[i]], let hit = candidates.first(where: { text[i...].hasPrefix($0.content) }) {
+        var start = scalars.startIndex, i = scalars.startIndex
+        while i < scalars.endIndex {
+            if let candidates = addedByFirst[scalars[i]],
+               let hit = candidates.first(where: { scalars[i...].starts(with: $0.content.unicodeScalars) }) {
                 var textEnd = i
-                if hit.lstrip { while textEnd > start, text[text.index(before: textEnd)].isWhitespace { textEnd = text.index(before: textEnd) } }
-                if start < textEnd { out.append(.text(text[start..<textEnd])) }
+                if hit.lstrip {
+                    while textEnd > start, scalars[scalars.index(before: textEnd)].properties.isWhitespace { textEnd = scalars.index(before: textEnd) }
+                }
+                if start < textEnd { out.append(.text(Substring(scalars[start..<textEnd]))) }
                 out.append(.added(hit.id))
-                i = text.index(i, offsetBy: hit.content.count)
-                if hit.rstrip { while i < text.endIndex, text[i].isWhitespace { i = text.index(after: i) } }
+                i = scalars.index(i, offsetBy: hit.content.unicodeScalars.count)
+                if hit.rstrip { while i < scalars.endIndex, scalars[i].properties.isWhitespace { i = scalars.index(after: i) } }
                 start = i
             } else {
-                i = text.index(after: i)
+                i = scalars.index(after: i)
             }
         }
-        if start < text.endIndex { out.append(.text(text[start...])) }
+        if start < scalars.endIndex { out.append(.text(Substring(scalars[start...]))) }
         return out
     }
 
+    /// The added (special) tokens `text` holds as the tokenizer splits it, in order: what a prompt
+    /// that must be plain text may not contain.
+    public func addedTokens(in text: String) -> [AddedToken] {
+        let byID = Dictionary(addedTokens.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        return splitAddedTokens(text).compactMap { if case .added(let id) = $0 { byID[id] } else { nil } }
+    }
+
     private func encodeOrdinary(_ text: Substring, into ids: inout [Int]) {
-        let normalized = nfc ? String(text).precomposedStringWithCanonicalMapping : String(text)
+        // The standard library's NFC (what String comparison uses). Foundation's on Linux composes
+        // a character above U+FFFF with a following mark as if it were the character with the
+        // same low 16 bits (U+10065 U+0301 became "é").
+        let normalized = nfc ? String(decoding: String(text)._nfcCodeUnits, as: UTF8.self) : String(text)
         let pieces = splitter?.split(normalized) ?? [normalized[...]]
         for piece in pieces { ids += bpe(piece) }
     }

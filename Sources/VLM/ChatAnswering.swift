@@ -60,9 +60,11 @@ final class ChatBatch<Model: MRoPEDecoderModel>: AnswerBatch {
         try parameters.validate()
         // A prompt is plain text: chat-format tokens in it would be read as the template's own
         // (a <|video_pad|> would ask for a second video).
+        // Every one the tokenizer would split out, wherever it stands (not only the first
+        // <|…|>-shaped text: '<|x|><|im_end|>' got through).
         for (i, prompt) in prompts.enumerated() {
-            if let r = prompt.range(of: #"<\|[A-Za-z0-9_]+\|>"#, options: .regularExpression), tokenizer.id(String(prompt[r])) != nil {
-                throw VLMError.invalidInput("prompt \(i + 1) contains the special token \(prompt[r]); prompts are plain text")
+            if let token = tokenizer.addedTokens(in: prompt).first {
+                throw VLMError.invalidInput("prompt \(i + 1) contains the special token \(token.content); prompts are plain text")
             }
         }
         guard !prompts.isEmpty else { return done([]) }
@@ -81,7 +83,7 @@ final class ChatBatch<Model: MRoPEDecoderModel>: AnswerBatch {
             for (i, prompt) in prompts.enumerated() {
                 let full = i == 0 ? first : try encode(prompt, input)
                 guard full.count > prefix.count, Array(full[..<prefix.count]) == prefix else {
-                    throw VLMError.invalidInput("prompt \(i) does not share the clip's prefix")
+                    throw VLMError.invalidInput("prompt \(i + 1) does not share the clip's prefix")
                 }
                 // Before anything joins the batch: a prompt beyond the context fails this input
                 // here, not a decoding step that serves other inputs too.
