@@ -456,13 +456,19 @@ public final class Store: @unchecked Sendable {
     }
 
     /// Videos under `roots` that the scan did not find any more.
-    public func markMissing(seen: Set<String>, roots: [String]) throws -> Int {
-        try db.write { db in
+    public func markMissing(seen: [String], roots: [String]) throws -> Int {
+        // Paths compare as bytes, as the file system and SQLite compare them: Swift's String
+        // equality is canonical equivalence, so a deleted "é.mp4" (NFD) was taken for its NFC twin.
+        let seenBytes = Set(seen.map { Array($0.utf8) })
+        let rootBytes = roots.map { Array(($0.hasSuffix("/") ? $0 : $0 + "/").utf8) }
+        return try db.write { db in
             let rows = try Row.fetchAll(db, sql: "SELECT id, path FROM videos WHERE status != 'missing'")
             var n = 0
             for row in rows {
                 guard let p = try? row.typed("path", "videos") as String, let id = try? row.typed("id", "videos") as Int64 else { continue }
-                if !seen.contains(p) && roots.contains(where: { p == $0 || p.hasPrefix($0.hasSuffix("/") ? $0 : $0 + "/") }) {
+                let bytes = Array(p.utf8)
+                let under = rootBytes.contains { root in bytes == Array(root.dropLast()) || bytes.starts(with: root) }
+                if !seenBytes.contains(bytes) && under {
                     try db.execute(sql: "UPDATE videos SET status = 'missing', updated_at = ? WHERE id = ?", arguments: [Store.now(), id])
                     n += 1
                 }

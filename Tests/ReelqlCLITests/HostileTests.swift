@@ -546,6 +546,22 @@ enum Hostile {
 /// A second round of hostile cases (an independent review of the hardening): damaged rows,
 /// long videos, tiny temperatures, gaps, prompts, foreign databases.
 @Suite struct HostileSecondRoundTests {
+    /// Two files whose names differ only in normalisation ("é" composed and decomposed) are two
+    /// files: deleting one marks that one missing (Swift's String equality took them as one).
+    @Test func canonicallyEquivalentNamesAreDifferentFiles() throws {
+        let ws = try Hostile.Workspace([])
+        defer { ws.remove() }
+        let nfc = ws.root + "/videos/\u{E9}.mp4", nfd = ws.root + "/videos/e\u{301}.mp4"
+        try FileManager.default.copyItem(atPath: CLI.video("hevc.mp4"), toPath: nfc)
+        try FileManager.default.copyItem(atPath: CLI.video("h264_cfr.mp4"), toPath: nfd)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: ws.root + "/videos").count == 2)
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        try FileManager.default.removeItem(atPath: nfd)
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let rows = try Hostile.videos(ws.db)
+        #expect(rows.contains("\(nfc)|done") && rows.contains("\(nfd)|missing"), "\(rows)")
+    }
+
     /// reelql's tables without some of their columns (a hand-made or damaged database): merge,
     /// report and search name the table and the column (before: GRDB's trap, exit 132), and a
     /// merge merges none of its inputs.
