@@ -211,6 +211,18 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         func finite(_ key: String, _ x: Double?) throws {
             if let x, !x.isFinite { throw bad(key, "must be a finite number, got \(x)") }
         }
+        // A NUL ("\0" in YAML) ends a C string: a path, extension or prompt holding one would be
+        // cut short where the file system or SQLite reads it (a database named "b.sqlite\0x"
+        // became a file named with %00; questions differing after it collided).
+        let texts: [(String, String?)] = [("model", model), ("dtype", dtype), ("vision_dtype", visionDType),
+                                          ("output.database", output.database), ("prompts.description", prompts.description),
+                                          ("prompts.summary", prompts.summary)]
+            + inputs.paths.enumerated().map { ("inputs.paths[\($0.offset)]", $0.element) }
+            + inputs.extensions.enumerated().map { ("inputs.extensions[\($0.offset)]", $0.element) }
+            + prompts.questions.enumerated().map { ("prompts.questions[\($0.offset)]", $0.element) }
+        for (key, text) in texts where text?.utf8.contains(0) == true {
+            throw bad(key, "contains a NUL character (\\0); no path or prompt may hold one")
+        }
         try finite("sampling.fps", sampling.fps)
         try finite("sampling.total_pixels", sampling.totalPixels)
         try finite("clips.seconds", clips.seconds)

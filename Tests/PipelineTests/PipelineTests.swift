@@ -184,6 +184,24 @@ import Testing
         _ = try Store.openReadOnly(path)
     }
 
+    /// A NUL in any string of a spec is refused, naming the key (paths were cut at it, prompts
+    /// stored truncated, questions differing after it collided in the database).
+    @Test func nulCharactersAreRefused() throws {
+        for (yaml, key) in [("inputs: {paths: [\"v\\0x\"]}", "inputs.paths[0]"),
+                            ("inputs: {paths: [v]}\noutput: {database: \"b.sqlite\\0.evil\"}", "output.database"),
+                            ("inputs: {paths: [v]}\nmodel: \"m\\0\"", "model"),
+                            ("inputs: {paths: [v], extensions: [\"mp4\\0\"]}", "inputs.extensions[0]"),
+                            ("inputs: {paths: [v]}\nprompts: {questions: [\"a\\0b\", \"a\\0c\"]}", "prompts.questions[0]"),
+                            ("inputs: {paths: [v]}\nprompts: {description: \"Describe\\0 this.\"}", "prompts.description")] {
+            do {
+                _ = try PipelineSpec.parse(yaml, path: "s.yaml")
+                Issue.record("accepted \(key)")
+            } catch let PipelineError.invalidSpec(_, k, reason) {
+                #expect(k == key && reason.contains("NUL"), "\(k): \(reason)")
+            }
+        }
+    }
+
     /// Aliases cannot make a small spec expand without bound: 10,000 aliases of a 100 KB string
     /// (a 140 KB file that took 2 GB and then trapped in SQLite), nested aliases a billion values
     /// wide, and a chain of aliases nested 5,000 deep (200,000 crashed releasing the tree) are
