@@ -75,7 +75,8 @@ public enum Report {
                 if let v = options.video, stored.isEmpty {
                     throw PipelineError.invalidArgument("\(path): no video stored as \(v) (--video takes a path as the database stores it: see 'reelql search' or the full report)")
                 }
-                let needle = options.search?.lowercased()
+                // Every text contains the empty string: an empty --search filters nothing.
+                let needle = options.search.flatMap { $0.isEmpty ? nil : $0.lowercased() }
                 for v in stored {
                     let vid: Int64 = try v.typed("id", "videos")
                     let texts = try Row.fetchAll(db, sql: """
@@ -148,24 +149,34 @@ public enum Report {
 
     /// JSON that can sit inside a `<script>` element: no `<` (so no `</script>` or `<!--`).
     static func scriptSafe(_ json: String) -> String {
-        json.replacingOccurrences(of: "<", with: "\\u003c").replacingOccurrences(of: "\u{2028}", with: "\\u2028")
-            .replacingOccurrences(of: "\u{2029}", with: "\\u2029")
-    }
-
-    /// Text for HTML element content and attribute values.
-    static func escape(_ s: String) -> String {
-        var out = ""
-        for ch in s {
-            switch ch {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            case "'": out += "&#39;"
-            default: out.append(ch)
+        // Scalar by scalar: a "<" that a combining mark follows is one Character (and one
+        // grapheme for Foundation's search), but still a "<" to the HTML parser.
+        var out = String.UnicodeScalarView()
+        for u in json.unicodeScalars {
+            switch u {
+            case "<": out.append(contentsOf: "\\u003c".unicodeScalars)
+            case "\u{2028}": out.append(contentsOf: "\\u2028".unicodeScalars)
+            case "\u{2029}": out.append(contentsOf: "\\u2029".unicodeScalars)
+            default: out.append(u)
             }
         }
-        return out
+        return String(out)
+    }
+
+    /// Text for HTML element content and attribute values (scalar by scalar, as scriptSafe).
+    static func escape(_ s: String) -> String {
+        var out = String.UnicodeScalarView()
+        for u in s.unicodeScalars {
+            switch u {
+            case "&": out.append(contentsOf: "&amp;".unicodeScalars)
+            case "<": out.append(contentsOf: "&lt;".unicodeScalars)
+            case ">": out.append(contentsOf: "&gt;".unicodeScalars)
+            case "\"": out.append(contentsOf: "&quot;".unicodeScalars)
+            case "'": out.append(contentsOf: "&#39;".unicodeScalars)
+            default: out.append(u)
+            }
+        }
+        return String(out)
     }
 
     static let page = #"""

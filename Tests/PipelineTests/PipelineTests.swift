@@ -340,3 +340,14 @@ import Testing
         #expect(try store.search("dog").count == (try store.db.read { db in try Row.fetchAll(db, sql: queries["mentions"]!) }).count)
     }
 }
+
+/// The page's escaping works on Unicode scalars: a "<" that a combining mark follows is one
+/// Character to Swift and one grapheme to Foundation's search, but a "<" to the HTML parser.
+@Suite struct ReportEscapeTests {
+    @Test func everyAngleBracketIsEscaped() {
+        let hostile = "\u{600}<title\u{301}> <\u{301}script>\u{2028}&'\""
+        #expect(!Report.escape(hostile).unicodeScalars.contains { "<>\"'".unicodeScalars.contains($0) })
+        #expect(!Report.scriptSafe(hostile).unicodeScalars.contains { $0 == "<" || $0 == "\u{2028}" })
+        #expect(Report.escape("a < b") == "a &lt; b" && Report.scriptSafe("</script>") == "\\u003c/script>")
+    }
+}

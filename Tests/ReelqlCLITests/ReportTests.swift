@@ -125,6 +125,11 @@ import Testing
         #expect(narrow.status == 0)
         let n = try String(contentsOfFile: ws.root + "/n.html", encoding: .utf8)
         #expect(n.contains("zebra crossing") && !n.contains("hevc.mp4"))
+        // An empty --search filters nothing (it gave an empty page).
+        let all = try CLI.run(["report", db, "--out", ws.root + "/all.html", "--search", ""])
+        #expect(all.status == 0)
+        let everything = try String(contentsOfFile: ws.root + "/all.html", encoding: .utf8)
+        #expect(everything.contains("zebra crossing") && everything.contains("hevc.mp4"))
         let missing = try CLI.run(["report", ws.root + "/nothing.sqlite"])
         #expect(missing.status == 2 && missing.stderr.contains("nothing.sqlite"))
         // A --video the database does not hold is an error naming it, not an empty page.
