@@ -109,13 +109,30 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
             throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "cannot read the file")
         }
         guard let text = String(data: data, encoding: .utf8) else {
-            throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "not a text file: a spec is YAML (to process videos, name their folder)")
+            let at = firstInvalidUTF8(data).map { offset in
+                " (byte \(offset), line \(data.prefix(offset).filter { $0 == 0x0A }.count + 1), is not UTF-8)"
+            } ?? ""
+            throw PipelineError.invalidSpec(path: path, key: "(file)", reason: "not a text file\(at): a spec is YAML (to process videos, name their folder)")
         }
         var spec = try parse(text, path: path)
         spec.sourcePath = path
         spec.baseDirectory = (path as NSString).deletingLastPathComponent.isEmpty ? FileManager.default.currentDirectoryPath
             : URL(fileURLWithPath: (path as NSString).deletingLastPathComponent).standardizedFileURL.path
         return spec
+    }
+
+    /// The offset of the first byte that does not belong to valid UTF-8.
+    static func firstInvalidUTF8(_ data: Data) -> Int? {
+        var parser = Unicode.UTF8.ForwardParser()
+        var bytes = data.makeIterator()
+        var offset = 0
+        while true {
+            switch parser.parseScalar(from: &bytes) {
+            case .valid(let scalar): offset += scalar.count
+            case .emptyInput: return nil
+            case .error: return offset
+            }
+        }
     }
 
     public static func parse(_ text: String, path: String) throws -> PipelineSpec {
@@ -319,7 +336,13 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
 
     static func describe(_ e: DecodingError) -> String {
         switch e {
-        case .typeMismatch(let t, _): return "expected \(t == Int.self || t == UInt64.self ? "an integer" : t == Double.self ? "a number" : t == Bool.self ? "true or false" : t == String.self ? "a string" : "\(t)")"
+        case .typeMismatch(let t, _):
+            // Yams names its node kinds (Scalar, Sequence, Mapping) where a value had the wrong shape.
+            let kind = "\(t)"
+            let noun = t == Int.self ? "an integer" : t == UInt64.self ? "an integer from 0 to \(UInt64.max)" : t == Double.self ? "a number"
+                : t == Bool.self ? "true or false" : t == String.self ? "a string" : kind.hasSuffix("Scalar") ? "a single value, not a list or mapping"
+                : kind.hasSuffix("Sequence") || kind.hasPrefix("Array") ? "a list" : kind.hasSuffix("Mapping") || kind.hasPrefix("Dictionary") ? "a mapping of keys" : kind
+            return "expected \(noun)"
         case .valueNotFound(let t, _): return "expected \(t), found nothing"
         case .keyNotFound: return "missing"
         case .dataCorrupted(let c): return c.debugDescription

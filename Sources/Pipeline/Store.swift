@@ -77,7 +77,7 @@ public final class Store: @unchecked Sendable {
         }
         if !tables.isEmpty && !tables.contains("grdb_migrations") {
             let shown = tables.prefix(5).joined(separator: ", ")
-            throw PipelineError.database(path: path, reason: "not a reelql database (it has tables \(shown)\(tables.count > 5 ? ", …" : "")); name another --db")
+            throw PipelineError.database(path: path, reason: "not a reelql database (it has tables \(shown)\(tables.count > 5 ? ", …" : "")); name another database")
         }
     }
 
@@ -634,6 +634,10 @@ public final class Store: @unchecked Sendable {
     /// Searches any open reelql database (a read-only one: `openReadOnly`). A query FTS5 cannot
     /// parse is an error quoting the query and SQLite's reason, not the SQL statement.
     public static func search(_ reader: any DatabaseReader, _ query: String, limit: Int = 20, path: String) throws -> [Match] {
+        // The index itself missing is the database's fault, not the query's.
+        if try !reader.read({ db in try db.tableExists("results_fts") }) {
+            throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: it has no full-text index (table 'results_fts')")
+        }
         do {
             return try reader.read { db in
                 try Row.fetchAll(db, sql: """
@@ -652,7 +656,8 @@ public final class Store: @unchecked Sendable {
         } catch let e as StoredValueError {
             throw PipelineError.database(path: path, reason: e.localizedDescription)
         } catch let e as DatabaseError where e.resultCode == .SQLITE_ERROR {
-            throw PipelineError.invalidArgument("invalid search query '\(query)': \(e.message ?? "SQLite error") (FTS5 syntax: words, \"phrases\", AND, OR, NOT, prefix*)")
+            let shown = query.count > 200 ? query.prefix(200) + "… (\(query.count) characters)" : query[...]
+            throw PipelineError.invalidArgument("invalid search query '\(shown)': \(e.message ?? "SQLite error") (FTS5 syntax: words, \"phrases\", AND, OR, NOT, prefix*)")
         } catch let e as DatabaseError {
             throw PipelineError.database(path: path, reason: reason(e))
         }

@@ -184,6 +184,33 @@ import Testing
         _ = try Store.openReadOnly(path)
     }
 
+    /// A value of the wrong shape is named in words (Yams' Scalar/Sequence/Mapping were shown),
+    /// a negative seed says what a seed is, and a byte that is not UTF-8 is located.
+    @Test func wrongShapesAreNamedInWords() throws {
+        for (yaml, key, words) in [("inputs:\n  paths: v\n", "inputs.paths", "expected a list"),
+                                   ("inputs:\n  paths: [[a]]\n", "inputs.paths[0]", "a single value"),
+                                   ("inputs: [a]\n", "inputs", "a mapping of keys"),
+                                   ("inputs: {paths: [v]}\ngeneration: {seed: -1}\n", "generation.seed", "from 0 to")] {
+            do {
+                _ = try PipelineSpec.parse(yaml, path: "s.yaml")
+                Issue.record("accepted \(yaml)")
+            } catch let PipelineError.invalidSpec(_, k, reason) {
+                #expect(k == key && reason.contains(words) && !reason.contains("Scalar") && !reason.contains("Sequence"), "\(k): \(reason)")
+            }
+        }
+        #expect(PipelineSpec.firstInvalidUTF8(Data("caf\u{E9} ok".utf8)) == nil)
+        #expect(PipelineSpec.firstInvalidUTF8(Data([0x61, 0x0A, 0x62, 0xE9, 0x20])) == 3)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-\(UUID().uuidString).yaml").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data("inputs:\n  paths: [v]\n# caf".utf8 + [0xE9, 0x0A]).write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try PipelineSpec.load(path: path)
+            Issue.record("a spec with a Latin-1 byte loaded")
+        } catch let PipelineError.invalidSpec(_, _, reason) {
+            #expect(reason.contains("byte 26, line 3"), "\(reason)")
+        }
+    }
+
     /// A NUL in any string of a spec is refused, naming the key (paths were cut at it, prompts
     /// stored truncated, questions differing after it collided in the database).
     @Test func nulCharactersAreRefused() throws {
@@ -338,6 +365,24 @@ import Testing
         }
         // And `search` finds the same matches.
         #expect(try store.search("dog").count == (try store.db.read { db in try Row.fetchAll(db, sql: queries["mentions"]!) }).count)
+    }
+}
+
+/// A database whose full-text index was dropped is named as damaged by search, not the query.
+@Suite struct SearchIndexTests {
+    @Test func aMissingIndexIsTheDatabasesFault() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-fts-\(UUID().uuidString).sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let q = try DatabaseQueue(path: path)
+        try Store.migrator.migrate(q)
+        try q.write { db in try db.execute(sql: "DROP TABLE results_fts") }
+        do {
+            _ = try Store.search(q, "circle", path: path)
+            Issue.record("searched without an index")
+        } catch let PipelineError.database(p, reason) {
+            #expect(p == path && reason.contains("results_fts"), "\(reason)")
+        }
+        try q.close()
     }
 }
 
