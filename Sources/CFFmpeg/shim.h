@@ -78,11 +78,12 @@ static void reelql_log_callback(void *avcl, int level, const char *fmt, va_list 
                     va_copy(copy, vl);
                     vsnprintf(message, sizeof message, fmt, copy);
                     va_end(copy);
+                    // Counted only with its size read (the error names the size).
                     if (sscanf(message, "Picture size %ux%u", &w, &h) == 2 && w <= INT_MAX && h <= INT_MAX) {
                         __atomic_store_n(&counts[3], (int)w, __ATOMIC_RELAXED);
                         __atomic_store_n(&counts[4], (int)h, __ATOMIC_RELAXED);
+                        __atomic_fetch_add(&counts[2], 1, __ATOMIC_RELAXED);
                     }
-                    __atomic_fetch_add(&counts[2], 1, __ATOMIC_RELAXED);
                 }
             }
         } else if (cls && cls->class_name && strcmp(cls->class_name, "AVFormatContext") == 0) {

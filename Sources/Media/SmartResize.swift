@@ -97,6 +97,13 @@ public enum SmartResize {
     /// The per-frame max_pixels that `fetch_video` derives for a clip of `frameCount` frames:
     /// max(min(VIDEO_MAX, total_pixels / n × 2), int(min_pixels × 1.05)), then capped by an
     /// explicit max_pixels.
+    /// The minimum pixels per frame in force: the one given, else `value` (a default) lowered to
+    /// the maximum where that is below it, so that a maximum given alone is never refused for
+    /// being under a minimum nobody asked for.
+    public static func minimumPixels(given: Int?, default value: Int, maximum: Int?) -> Int {
+        given ?? min(value, maximum ?? value)
+    }
+
     public static func videoMaxPixels(frameCount: Int, minPixels: Int, maxPixels: Int?,
                                       totalPixels: Double?) -> Double {
         let total = totalPixels ?? videoTotalPixels

@@ -149,32 +149,37 @@ public enum Report {
 
     /// JSON that can sit inside a `<script>` element: no `<` (so no `</script>` or `<!--`).
     static func scriptSafe(_ json: String) -> String {
-        // Scalar by scalar: a "<" that a combining mark follows is one Character (and one
-        // grapheme for Foundation's search), but still a "<" to the HTML parser.
-        var out = String.UnicodeScalarView()
-        for u in json.unicodeScalars {
+        replacingScalars(json) { u in
             switch u {
-            case "<": out.append(contentsOf: "\\u003c".unicodeScalars)
-            case "\u{2028}": out.append(contentsOf: "\\u2028".unicodeScalars)
-            case "\u{2029}": out.append(contentsOf: "\\u2029".unicodeScalars)
-            default: out.append(u)
+            case "<": "\\u003c"
+            case "\u{2028}": "\\u2028"
+            case "\u{2029}": "\\u2029"
+            default: nil
             }
         }
-        return String(out)
     }
 
-    /// Text for HTML element content and attribute values (scalar by scalar, as scriptSafe).
+    /// Text for HTML element content and attribute values.
     static func escape(_ s: String) -> String {
+        replacingScalars(s) { u in
+            switch u {
+            case "&": "&amp;"
+            case "<": "&lt;"
+            case ">": "&gt;"
+            case "\"": "&quot;"
+            case "'": "&#39;"
+            default: nil
+            }
+        }
+    }
+
+    /// `s` with each scalar `replacement` names replaced. Scalar by scalar: a "<" that a
+    /// combining mark follows is one Character (and one grapheme for Foundation's search), but
+    /// still a "<" to the HTML parser.
+    static func replacingScalars(_ s: String, _ replacement: (Unicode.Scalar) -> String?) -> String {
         var out = String.UnicodeScalarView()
         for u in s.unicodeScalars {
-            switch u {
-            case "&": out.append(contentsOf: "&amp;".unicodeScalars)
-            case "<": out.append(contentsOf: "&lt;".unicodeScalars)
-            case ">": out.append(contentsOf: "&gt;".unicodeScalars)
-            case "\"": out.append(contentsOf: "&quot;".unicodeScalars)
-            case "'": out.append(contentsOf: "&#39;".unicodeScalars)
-            default: out.append(u)
-            }
+            if let r = replacement(u) { out.append(contentsOf: r.unicodeScalars) } else { out.append(u) }
         }
         return String(out)
     }

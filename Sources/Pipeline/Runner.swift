@@ -453,6 +453,11 @@ public final class Runner: @unchecked Sendable {
         let summaryText = spec.prompts.summary.replacingOccurrences(of: "{descriptions}", with: "")
         for (key, text) in [("prompts.description", spec.prompts.description), ("prompts.summary", summaryText)]
             + spec.prompts.questions.enumerated().map({ ("prompts.questions[\($0.offset)]", $0.element) }) {
+            // The model's own added tokens too (<think>, <tool_call>, …), not only <|…|>-shaped
+            // text: describe would refuse every file's prompt after work had begun.
+            if let token = model.tokenizer.addedTokens(in: text).first {
+                throw PipelineError.invalidSpec(path: spec.sourcePath, key: key, reason: "contains the special token \(token.content); prompts are plain text")
+            }
             let n = model.tokenizer.encode(text).count
             guard n + 64 <= context else {
                 throw PipelineError.invalidSpec(path: spec.sourcePath, key: key, reason: "\(n) tokens: too long for the model's context of \(context) (max_position_embeddings)")
@@ -722,7 +727,11 @@ public final class Runner: @unchecked Sendable {
             let descriptions = try store.descriptions(video: work.video, settingsKey: c.settingsKey)
             if descriptions.count == work.clipCount && !descriptions.isEmpty {
                 let prompt = spec.prompts.summary.replacingOccurrences(
-                    of: "{descriptions}", with: descriptions.enumerated().map { "\($0.offset + 1). \($0.element)" }.joined(separator: "\n"))
+                    of: "{descriptions}", with: descriptions.enumerated().map {
+                        // A description is text: special-token text the model wrote is left out,
+                        // or the template would read it as its own (and refuse the prompt).
+                        "\($0.offset + 1). \(model.tokenizer.removingAddedTokens($0.element))"
+                    }.joined(separator: "\n"))
                 let m0 = DispatchTime.now().uptimeNanoseconds
                 do {
                     var row = Store.ResultRow(kind: "summary", try model.text(prompt))

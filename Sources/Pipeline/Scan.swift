@@ -148,7 +148,9 @@ public enum Scan {
         let extensions: Set<String>
         /// The chosen path of each file: the first met, or the smaller by bytes.
         var found: [FileStatus.FileID: String] = [:]
-        var skips: [String: String] = [:]
+        /// Keyed by the path's bytes: Swift's String equality would take two names that differ
+        /// only in normalisation for one.
+        var skips: [[UInt8]: Skipped] = [:]
         /// Directories walked by directory inputs: each is walked once, whatever path reaches it
         /// (a link loop, a second link, the same folder given twice).
         var walked = Set<FileStatus.FileID>()
@@ -158,7 +160,7 @@ public enum Scan {
 
         var listing: Listing {
             Listing(files: found.values.sorted(by: Scan.precedes),
-                    skipped: skips.map { Skipped(path: $0.key, reason: $0.value) }.sorted { Scan.precedes($0.path, $1.path) })
+                    skipped: skips.values.sorted { Scan.precedes($0.path, $1.path) })
         }
 
         func wanted(_ name: String) -> Bool { pathExtension(name).map(extensions.contains) ?? false }
@@ -168,7 +170,7 @@ public enum Scan {
             found[id] = path
         }
 
-        mutating func skip(_ path: String, _ reason: String) { skips[path] = reason }
+        mutating func skip(_ path: String, _ reason: String) { skips[Array(path.utf8)] = Skipped(path: path, reason: reason) }
 
         /// Why `path`, which `stat` could not follow, is passed over.
         static func unreachable(_ path: String, errno code: Int32) -> String {

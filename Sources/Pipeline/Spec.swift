@@ -31,7 +31,7 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         /// The minimum in force: a maximum alone is never refused for being under a minimum
         /// nobody asked for.
         public var minimumPixels: Int {
-            minPixels ?? min(SmartResize.videoMinPixels, maxPixels ?? SmartResize.videoMinPixels)
+            SmartResize.minimumPixels(given: minPixels, default: SmartResize.videoMinPixels, maximum: maxPixels)
         }
     }
     public struct Clips: Sendable, Equatable, Codable {
@@ -148,7 +148,8 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         try checkKeys(root, section: "", path: path)
         let decoder = YAMLDecoder()
         do {
-            var spec = try decoder.decode(PipelineSpec.self, from: text, userInfo: [:])
+            // From the tree already composed and checked (not the text again).
+            var spec = try decoder.decode(PipelineSpec.self, from: root, userInfo: [:])
             spec.baseDirectory = FileManager.default.currentDirectoryPath
             try spec.validate(path: path)
             return spec
@@ -361,6 +362,18 @@ extension PipelineSpec.Sampling {
         if c.contains(.maxPixels) { maxPixels = try c.decodeIfPresent(Int.self, forKey: .maxPixels) }
         totalPixels = try c.decodeIfPresent(Double.self, forKey: .totalPixels)
         maxFrames = try c.decodeIfPresent(Int.self, forKey: .maxFrames)
+    }
+
+    /// Written with the minimum in force, given or not: the settings key (Runner.settingsKey)
+    /// of a spec that leaves min_pixels out stays the one it had when the default was a value,
+    /// and equals that of a spec naming the default.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(fps, forKey: .fps)
+        try c.encode(minimumPixels, forKey: .minPixels)
+        try c.encodeIfPresent(maxPixels, forKey: .maxPixels)
+        try c.encodeIfPresent(totalPixels, forKey: .totalPixels)
+        try c.encodeIfPresent(maxFrames, forKey: .maxFrames)
     }
 }
 extension PipelineSpec.Inputs {

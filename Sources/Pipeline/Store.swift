@@ -81,40 +81,45 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    /// The tables every reelql database has, with every column reelql's migrations give them (a
+    /// The tables every reelql database has, with every column its own migrations gave them (a
     /// dropped table or column is damage, reported before any work; before, reading a row without
-    /// the column trapped).
+    /// the column trapped). A database from an older reelql is checked against the columns of
+    /// its migrations, and reads as it did.
     static func checkSchema(_ db: Database, path: String, requireThumbnails: Bool) throws {
         var tables = ["runs", "videos", "clips", "results"]
         if requireThumbnails { tables += ["thumbnails", "results_fts"] }
         for table in tables where try !db.tableExists(table) {
             throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: it has no table '\(table)'")
         }
-        for (table, columns) in expectedColumns.sorted(by: { $0.key < $1.key }) where try db.tableExists(table) {
+        let applied = try db.tableExists("grdb_migrations") ? Set(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")) : []
+        let ours = migrator.migrations
+        // Its last migration, if every one it applied is ours; else (foreign, newer) all of ours.
+        let last = applied.isSubset(of: Set(ours)) ? ours.last(where: applied.contains) : nil
+        for (table, columns) in expectedColumns(upTo: last ?? ours.last).sorted(by: { $0.key < $1.key }) where try db.tableExists(table) {
             let have = Set(try db.columns(in: table).map(\.name))
-            guard let missing = columns.subtracting(have).sorted().first else { continue }
-            let applied = try db.tableExists("grdb_migrations")
-                ? Set(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")) : []
-            let ours = Set(migrator.migrations)
-            if !applied.isEmpty && applied.isStrictSubset(of: ours) {
-                throw PipelineError.database(path: path, reason: "written by an older reelql (its table '\(table)' has no column '\(missing)'): a run with it as --db upgrades it")
+            if let missing = columns.subtracting(have).sorted().first {
+                throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: its table '\(table)' has no column '\(missing)'")
             }
-            throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: its table '\(table)' has no column '\(missing)'")
         }
     }
 
-    /// The columns of reelql's tables as its migrations make them (read off an empty database
-    /// migrated in memory).
-    static let expectedColumns: [String: Set<String>] = {
-        guard let queue = try? DatabaseQueue(), (try? migrator.migrate(queue)) != nil else { return [:] }
-        return (try? queue.read { db in
-            var out: [String: Set<String>] = [:]
-            for table in ["runs", "videos", "clips", "results", "thumbnails"] {
-                out[table] = Set(try db.columns(in: table).map(\.name))
+    /// The columns of reelql's tables as its migrations up to `last` make them (read off an empty
+    /// database migrated in memory).
+    static func expectedColumns(upTo last: String?) -> [String: Set<String>] {
+        guard let queue = try? DatabaseQueue() else { return [:] }
+        do {
+            if let last { try migrator.migrate(queue, upTo: last) } else { try migrator.migrate(queue) }
+            return try queue.read { db in
+                var out: [String: Set<String>] = [:]
+                for table in ["runs", "videos", "clips", "results", "thumbnails"] where try db.tableExists(table) {
+                    out[table] = Set(try db.columns(in: table).map(\.name))
+                }
+                return out
             }
-            return out
-        }) ?? [:]
-    }()
+        } catch {
+            return [:]
+        }
+    }
 
     /// An error's message without the SQL that caused it (GRDB's description quotes the statement).
     static func reason(_ error: Error) -> String {
@@ -460,14 +465,18 @@ public final class Store: @unchecked Sendable {
         // Paths compare as bytes, as the file system and SQLite compare them: Swift's String
         // equality is canonical equivalence, so a deleted "é.mp4" (NFD) was taken for its NFC twin.
         let seenBytes = Set(seen.map { Array($0.utf8) })
-        let rootBytes = roots.map { Array(($0.hasSuffix("/") ? $0 : $0 + "/").utf8) }
+        // Each root as itself and as the prefix of what lies under it.
+        let rootBytes = roots.map { r -> (exact: [UInt8], under: [UInt8]) in
+            let under = Array((r.hasSuffix("/") ? r : r + "/").utf8)
+            return (Array(under.dropLast()), under)
+        }
         return try db.write { db in
             let rows = try Row.fetchAll(db, sql: "SELECT id, path FROM videos WHERE status != 'missing'")
             var n = 0
             for row in rows {
                 guard let p = try? row.typed("path", "videos") as String, let id = try? row.typed("id", "videos") as Int64 else { continue }
                 let bytes = Array(p.utf8)
-                let under = rootBytes.contains { root in bytes == Array(root.dropLast()) || bytes.starts(with: root) }
+                let under = rootBytes.contains { root in bytes == root.exact || bytes.starts(with: root.under) }
                 if !seenBytes.contains(bytes) && under {
                     try db.execute(sql: "UPDATE videos SET status = 'missing', updated_at = ? WHERE id = ?", arguments: [Store.now(), id])
                     n += 1

@@ -27,6 +27,7 @@ public final class Tokenizer: @unchecked Sendable {
     private let cacheLock = NSLock()
     /// Added tokens by their first character, longest first.
     private let addedByFirst: [Unicode.Scalar: [AddedToken]]
+    private let addedByID: [Int: AddedToken]
 
     public var vocabularySize: Int { idToToken.count }
 
@@ -89,6 +90,7 @@ public final class Tokenizer: @unchecked Sendable {
         var byFirst: [Unicode.Scalar: [AddedToken]] = [:]
         for a in added { if let first = a.content.unicodeScalars.first { byFirst[first, default: []].append(a) } }
         // Longest first: the leftmost-longest match, as Hugging Face's added-token matcher.
+        addedByID = Dictionary(added.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         addedByFirst = byFirst.mapValues { $0.sorted { $0.content.unicodeScalars.count > $1.content.unicodeScalars.count } }
 
         // Normalizer: none, NFC, or a sequence of them.
@@ -210,8 +212,13 @@ public final class Tokenizer: @unchecked Sendable {
     /// The added (special) tokens `text` holds as the tokenizer splits it, in order: what a prompt
     /// that must be plain text may not contain.
     public func addedTokens(in text: String) -> [AddedToken] {
-        let byID = Dictionary(addedTokens.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        return splitAddedTokens(text).compactMap { if case .added(let id) = $0 { byID[id] } else { nil } }
+        splitAddedTokens(text).compactMap { if case .added(let id) = $0 { addedByID[id] } else { nil } }
+    }
+
+    /// `text` without the added tokens the tokenizer would split out of it (what is left is read
+    /// as text).
+    public func removingAddedTokens(_ text: String) -> String {
+        splitAddedTokens(text).map { if case .text(let t) = $0 { String(t) } else { "" } }.joined()
     }
 
     private func encodeOrdinary(_ text: Substring, into ids: inout [Int]) {

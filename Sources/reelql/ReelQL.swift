@@ -75,7 +75,7 @@ struct SamplingOptionGroup: ParsableArguments {
     /// --min-pixels, else `default` lowered to --max-pixels where that is below it: a maximum
     /// alone is never refused for being under a minimum nobody asked for.
     func minimum(default value: Int) -> Int {
-        minPixels ?? min(value, maxPixels ?? value)
+        SmartResize.minimumPixels(given: minPixels, default: value, maximum: maxPixels)
     }
 
     func validate() throws {
@@ -88,9 +88,11 @@ struct SamplingOptionGroup: ParsableArguments {
             try requireOption("--min-pixels", minPixels, (1...maxFramePixels).contains(minPixels), "between 1 and \(maxFramePixels)")
         }
         if let maxPixels {
-            let low = minPixels ?? 1
+            // At least one 28×28 cell (the smallest frame), and the minimum if one is given.
+            let cell = SmartResize.factor * SmartResize.factor, low = max(minPixels ?? cell, cell)
             try requireOption("--max-pixels", maxPixels, (low...maxFramePixels).contains(maxPixels),
-                              minPixels == nil ? "between 1 and \(maxFramePixels)" : "between --min-pixels (\(low)) and \(maxFramePixels)")
+                              minPixels.map { $0 >= cell } == true ? "between --min-pixels (\(low)) and \(maxFramePixels)"
+                                  : "between \(low) (one \(SmartResize.factor)×\(SmartResize.factor) cell, the smallest frame) and \(maxFramePixels)")
         }
         if let totalPixels { try requireOption("--total-pixels", totalPixels, totalPixels.isFinite && totalPixels >= 1, "a finite number ≥ 1") }
         if let maxFrames { try requireOption("--max-frames", maxFrames, maxFrames >= 1, "at least 1") }

@@ -91,7 +91,7 @@ struct RunCommand: ParsableCommand {
         if let log {
             // Log lines appended to the database would damage it.
             let logPath = URL(fileURLWithPath: log).standardizedFileURL.path
-            let same = logPath == databasePath
+            let same = logPath.utf8.elementsEqual(databasePath.utf8)
                 || (FileStatus.of(log).status?.id).map { $0 == FileStatus.of(databasePath).status?.id } == true
             if same {
                 printError("error[run]: --log \(log) is the database itself (\(databasePath)); name another file")

@@ -164,24 +164,26 @@ import Testing
         }
     }
 
-    /// A database from before a migration that added a column is named as older (a run upgrades
-    /// it), not as damaged; expected columns come from the migrations themselves.
-    @Test func olderDatabasesAreNamedAsOlder() throws {
+    /// A database from before a migration that added a column reads as it did (checked against
+    /// its own migrations' columns); a column its migrations made and it lacks is damage, named.
+    @Test func olderDatabasesReadAndDroppedColumnsAreNamed() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-v2-\(UUID().uuidString).sqlite").path
         defer { try? FileManager.default.removeItem(atPath: path) }
         let q = try DatabaseQueue(path: path)
         try Store.migrator.migrate(q, upTo: "v2: thumbnails, FTS found by Datasette")
         try q.close()
-        #expect(Store.expectedColumns["videos"]?.contains("media") == true)
+        #expect(Store.expectedColumns(upTo: nil)["videos"]?.contains("media") == true)
+        #expect(Store.expectedColumns(upTo: "v2: thumbnails, FTS found by Datasette")["videos"]?.contains("media") == false)
+        try Store.openReadOnly(path).close()
+        let damaged = try DatabaseQueue(path: path)
+        try damaged.write { db in try db.execute(sql: "ALTER TABLE runs DROP COLUMN reelql_version") }
+        try damaged.close()
         do {
-            _ = try Store.openReadOnly(path)
-            Issue.record("a v2 database opened without the media column")
+            try Store.openReadOnly(path).close()
+            Issue.record("a database without runs.reelql_version opened")
         } catch let PipelineError.database(p, reason) {
-            #expect(p == path && reason.contains("older reelql") && reason.contains("'media'"), "\(reason)")
+            #expect(p == path && reason.contains("'runs'") && reason.contains("'reelql_version'"), "\(reason)")
         }
-        // Opened for writing, it is upgraded and then reads.
-        _ = try Store(path: path)
-        _ = try Store.openReadOnly(path)
     }
 
     /// A value of the wrong shape is named in words (Yams' Scalar/Sequence/Mapping were shown),
@@ -264,6 +266,14 @@ import Testing
         let set = try PipelineSpec.parse("inputs: {paths: [v]}\nsampling: {max_pixels: 602112, fps: 2}", path: "s.yaml")
         #expect(set.sampling.maxPixels == 602112 && set.sampling.fps == 2)
         #expect(defaults.sampling.minimumPixels == 128 * 28 * 28)
+        // The settings key's sampling part is what it was when min_pixels always had a value (the
+        // JSON 1ffde21 wrote for the defaults), and naming the default changes nothing: done
+        // clips stay reusable.
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        #expect(String(decoding: try e.encode(defaults.sampling), as: UTF8.self) == #"{"fps":1,"max_pixels":200704,"min_pixels":100352}"#)
+        let named = try PipelineSpec.parse("inputs: {paths: [v]}\nsampling: {min_pixels: 100352}", path: "s.yaml")
+        #expect(try Runner.settingsKey(named, modelDirectory: "/m").key == Runner.settingsKey(defaults, modelDirectory: "/m").key)
         // A max_pixels alone under the default minimum lowers the minimum; one under an explicit
         // min_pixels is refused, naming both.
         let small = try PipelineSpec.parse("inputs: {paths: [v]}\nsampling: {max_pixels: 50000}", path: "s.yaml")

@@ -503,6 +503,26 @@ enum Hostile {
         }
     }
 
+    /// A spec prompt holding one of the checkpoint's added tokens that is not <|…|>-shaped
+    /// (<think> in Qwen3's tokenizer) is a settings error before any work, as a <|…|> one is
+    /// (before, validation passed and describe then refused every file's prompt).
+    @Test func anyAddedTokenInASpecPromptIsRefusedBeforeWork() throws {
+        let model = try Self.checkpoint("tokenizer.json") { json in
+            var added = json["added_tokens"] as? [[String: Any]] ?? []
+            added.append(["id": 811, "content": "<think>", "single_word": false, "lstrip": false, "rstrip": false,
+                          "normalized": false, "special": false])
+            json["added_tokens"] = added
+        }
+        defer { try? FileManager.default.removeItem(atPath: model) }
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let text = ws.spec("").replacingOccurrences(of: "model: \(Hostile.tinyModel)", with: "model: \(model)")
+            .replacingOccurrences(of: "questions: [Is there a dog?]", with: "questions: ['Is there a dog? <think>']")
+        let r = try Hostile.run(["run", try ws.write("think.yaml", text), "--db", ws.db, "--quiet"], limit: 60)
+        #expect(r.clean && r.status == 2 && r.stderr.contains("prompts.questions[0]") && r.stderr.contains("<think>"), "\(r)")
+        #expect((FileManager.default.fileExists(atPath: ws.db) ? try Hostile.videos(ws.db) : []).isEmpty)
+    }
+
     /// `--max-new-tokens 1000000000` is bounded by the context; a prompt longer than the
     /// context is an error that says so, quickly.
     @Test func generationIsBoundedByTheContext() throws {

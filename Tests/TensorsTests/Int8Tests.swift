@@ -55,6 +55,10 @@ import Testing
         let portable = try Tensor(zeros: [m, n])
         try Linear.forward(x, w, into: portable, rows: m, rowwise: true)
         #expect(portable.values == expected, "portable")
+        // The portable epilogue with its fused bias (many rows: oneDNN's sums, this epilogue).
+        let portableBias = try Linear.forward(x, w, bias: try Reference.tensor([n], seed: 9, scale: 0.1))
+        let bias9 = try Reference.tensor([n], seed: 9, scale: 0.1).values
+        #expect(portableBias.values == expected.enumerated().map { $0.element + bias9[$0.offset % n] }, "portable bias")
         rq_set_cpu_level(-1)
         let bias = try Reference.tensor([n], seed: 9, scale: 0.1)
         let withBias = try Linear.forward(x, w, bias: bias)

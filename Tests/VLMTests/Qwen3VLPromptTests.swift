@@ -66,6 +66,19 @@ import Tokenizers
         #expect(pos5 == p.positionsV5, "\(model) \(name) 5.24")
     }
 
+    /// The expansion finds the template's placeholder scalar by scalar, as Python's str.replace
+    /// in the processor: a question starting with a combining mark (one grapheme with the
+    /// template's '>') left the release's outer <|vision_start|>…<|vision_end|> in place.
+    @Test func expansionIgnoresGraphemes() throws {
+        let v = Qwen3VLPromptVideo(timestamps: [0.25, 1.25], tokensPerPatch: 2)
+        let text = "<|vision_start|><|video_pad|><|vision_end|>\u{301}How many?"
+        let frames = "<0.2 seconds><|vision_start|><|video_pad|><|video_pad|><|vision_end|>"
+            + "<1.2 seconds><|vision_start|><|video_pad|><|video_pad|><|vision_end|>"
+        #expect(try Qwen3VLPrompt.expand(text, videos: [v]).unicodeScalars.elementsEqual((frames + "\u{301}How many?").unicodeScalars))
+        let image = try Qwen3VLPrompt.expand("<|image_pad|>\u{301}x", imageTokens: [3])
+        #expect(image.unicodeScalars.elementsEqual("<|image_pad|><|image_pad|><|image_pad|>\u{301}x".unicodeScalars))
+    }
+
     @Test func mismatchedInputsThrow() throws {
         let m = [ChatMessage(role: "user", content: [.video, .text("hi")])]
         #expect(throws: VLMError.self) { try Qwen3VLPrompt.encode(m, tokenizer: Self.tokenizer) }

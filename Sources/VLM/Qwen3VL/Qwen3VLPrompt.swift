@@ -83,22 +83,49 @@ public enum Qwen3VLPrompt {
                               layout: Layout = .released) throws -> String {
         let start = "<|vision_start|>", end = "<|vision_end|>", videoPad = "<|video_pad|>", imagePad = "<|image_pad|>"
         let held = "<|placeholder|>"
+        // Scalar by scalar, as transformers' str.replace: Foundation's search compares
+        // Characters, so a question that starts with a combining mark (one grapheme with the
+        // template's '>') hid the placeholder.
+        func firstRange(_ s: String, _ target: String) -> Range<String.Index>? {
+            let hay = s.unicodeScalars, needle = Array(target.unicodeScalars)
+            var i = hay.startIndex
+            while i < hay.endIndex {
+                if hay[i...].starts(with: needle) { return i..<hay.index(i, offsetBy: needle.count) }
+                i = hay.index(after: i)
+            }
+            return nil
+        }
         func replaceFirst(_ s: inout String, _ target: String, _ with: String) -> Bool {
-            guard let r = s.range(of: target) else { return false }
-            s.replaceSubrange(r, with: with)
+            guard let r = firstRange(s, target) else { return false }
+            s.unicodeScalars.replaceSubrange(r, with: with.unicodeScalars)
             return true
+        }
+        func replaceAll(_ s: String, _ target: String, _ with: String) -> String {
+            let hay = s.unicodeScalars, needle = Array(target.unicodeScalars)
+            var out = String.UnicodeScalarView()
+            var i = hay.startIndex
+            while i < hay.endIndex {
+                if hay[i...].starts(with: needle) {
+                    out.append(contentsOf: with.unicodeScalars)
+                    i = hay.index(i, offsetBy: needle.count)
+                } else {
+                    out.append(hay[i])
+                    i = hay.index(after: i)
+                }
+            }
+            return String(out)
         }
         var s = text
         var images = imageTokens.makeIterator()
-        while s.contains(imagePad) {
+        while firstRange(s, imagePad) != nil {
             guard let n = images.next() else { throw VLMError.invalidInput("more images in the prompt than token counts given") }
             guard n >= 0 else { throw VLMError.invalidInput("an image needs a token count ≥ 0, got \(n)") }
             _ = replaceFirst(&s, imagePad, String(repeating: held, count: n))
         }
         guard images.next() == nil else { throw VLMError.invalidInput("fewer images in the prompt than token counts given") }
-        s = s.replacingOccurrences(of: held, with: imagePad)
+        s = replaceAll(s, held, imagePad)
         var clips = videos.makeIterator()
-        while s.contains(videoPad) {
+        while firstRange(s, videoPad) != nil {
             guard let v = clips.next() else { throw VLMError.invalidInput("more videos in the prompt than timings given") }
             guard v.tokensPerPatch >= 0, !v.timestamps.isEmpty else {
                 throw VLMError.invalidInput("a video needs ≥ 1 timestamp and a token count ≥ 0, got \(v.timestamps.count) and \(v.tokensPerPatch)")
@@ -109,7 +136,7 @@ public enum Qwen3VLPrompt {
             }
         }
         guard clips.next() == nil else { throw VLMError.invalidInput("fewer videos in the prompt than timings given") }
-        return s.replacingOccurrences(of: held, with: videoPad)
+        return replaceAll(s, held, videoPad)
     }
 
     /// Token ids of `messages` with every video and image expanded.
