@@ -15,6 +15,7 @@ public final class Store: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         try Store.checkFile(path, mayBeAbsent: true)
+        try Store.refuseHardLinks(path)
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty && !FileManager.default.fileExists(atPath: dir) {
             do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
@@ -57,6 +58,15 @@ public final class Store: @unchecked Sendable {
                 : kind == S_IFIFO ? "a named pipe (FIFO)" : kind == S_IFSOCK ? "a socket" : "not a regular file"
             throw PipelineError.database(path: path, reason: "\(what), not a database file")
         }
+    }
+
+    /// A database file with more than one name (hard links) is not written: SQLite keeps the
+    /// write-ahead log beside the name it was opened by, so a writer through a second name works on
+    /// a stale view and its log, checkpointed later, corrupts the file for every name.
+    static func refuseHardLinks(_ path: String) throws {
+        var st = stat()
+        guard stat(path, &st) == 0, st.st_nlink > 1 else { return }
+        throw PipelineError.database(path: path, reason: "the file has \(st.st_nlink) names (hard links); SQLite keeps a database's write-ahead log beside each name, so writing through two of them corrupts it: remove the other names (copy the file, cp, where a second one is wanted)")
     }
 
     /// An existing SQLite file that another program made (tables, but none of reelql's

@@ -566,6 +566,26 @@ enum Hostile {
 /// A second round of hostile cases (an independent review of the hardening): damaged rows,
 /// long videos, tiny temperatures, gaps, prompts, foreign databases.
 @Suite struct HostileSecondRoundTests {
+    /// A database with a second name (a hard link) is not written through either: SQLite keeps
+    /// the write-ahead log beside each name, and a writer through the second name corrupted the
+    /// file. Reading it is fine.
+    @Test func hardLinkedDatabasesAreNotWritten() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let second = ws.root + "/second.sqlite", copy = ws.root + "/copy.sqlite"
+        let source = try DatabaseQueue(path: ws.db)
+        try source.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [copy]) }
+        try source.close()
+        #expect(link(ws.db, second) == 0)
+        for args in [["run", ws.specPath, "--db", second, "--quiet"], ["run", ws.specPath, "--db", ws.db, "--quiet"], ["merge", second, copy]] {
+            let r = try Hostile.run(args, limit: 60)
+            #expect(r.clean && r.status == 2 && r.stderr.contains("hard links"), "\(args): \(r)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: second + "-wal"), "nothing was written through the second name")
+        #expect(try Hostile.run(["report", second, "--out", ws.root + "/r.html"]).status == 0)
+    }
+
     /// Two files whose names differ only in normalisation ("é" composed and decomposed) are two
     /// files: deleting one marks that one missing (Swift's String equality took them as one).
     @Test func canonicallyEquivalentNamesAreDifferentFiles() throws {
