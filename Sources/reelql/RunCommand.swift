@@ -97,6 +97,14 @@ struct RunCommand: ParsableCommand {
                 printError("error[run]: --log \(log) is the database itself (\(databasePath)); name another file")
                 throw ExitCode(2)
             }
+            // Nor the spec or a checkpoint file: lines appended to them would fail every later run.
+            let modelDirectory = try? (pipeline.model.map(pipeline.resolve) ?? ClipModel.defaultDirectory())
+            do {
+                try OutputFile.checkNotAnInput(log, inputs: [spec] + (modelDirectory.map { [$0] } ?? []))
+            } catch let e as MediaError {
+                printError("error[run]: --log \(log): \(e.localizedDescription)")
+                throw ExitCode(2)
+            }
         }
         do {
             progress = try Pipeline.Progress(quiet: quiet || json, logFile: log)

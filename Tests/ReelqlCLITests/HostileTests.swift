@@ -503,6 +503,22 @@ enum Hostile {
         }
     }
 
+    /// --log never names the spec or a checkpoint file (lines appended to them failed every later
+    /// run): refused before anything is written, the files unchanged.
+    @Test func theLogIsNeverTheSpecOrTheCheckpoint() throws {
+        let model = try Self.checkpoint("config.json") { _ in }
+        defer { try? FileManager.default.removeItem(atPath: model) }
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let spec = try ws.write("m.yaml", ws.spec("").replacingOccurrences(of: "model: \(Hostile.tinyModel)", with: "model: \(model)"))
+        for target in [spec, model + "/config.json", model + "/model.safetensors"] {
+            let before = Hostile.sha(target)
+            let r = try Hostile.run(["run", spec, "--db", ws.db, "--quiet", "--log", target], limit: 60)
+            #expect(r.clean && r.status == 2 && r.stderr.contains("--log"), "\(target): \(r)")
+            #expect(Hostile.sha(target) == before, "\(target) changed")
+        }
+    }
+
     /// A spec prompt holding one of the checkpoint's added tokens that is not <|…|>-shaped
     /// (<think> in Qwen3's tokenizer) is a settings error before any work, as a <|…|> one is
     /// (before, validation passed and describe then refused every file's prompt).
