@@ -57,6 +57,17 @@ public enum PathBytes {
     }
 
     /// The path for people: foreign bytes as `\xNN`.
+    /// The folder part of `path` ("" for a bare name, "/" for a name in the root), as NSString's
+    /// deletingLastPathComponent gives it; that one traps (SIGILL) on a one-character path in this
+    /// Foundation ("a", "é"), which a user may well name.
+    public static func parent(_ path: String) -> String {
+        var bytes = Array(path.utf8)
+        while bytes.count > 1, bytes.last == UInt8(ascii: "/") { bytes.removeLast() }
+        guard var end = bytes.lastIndex(of: UInt8(ascii: "/")) else { return "" }
+        while end > 0, bytes[end - 1] == UInt8(ascii: "/") { end -= 1 }
+        return end == 0 ? "/" : String(decoding: bytes[..<end], as: UTF8.self)
+    }
+
     public static func display(_ path: String) -> String {
         guard path.unicodeScalars.contains(where: { $0.value >= base + 0x80 && $0.value <= base + 0xFF }) else { return path }
         var out = ""

@@ -26,7 +26,7 @@ public final class Progress: @unchecked Sendable {
         if stat(logFile, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
             throw PipelineError.invalidArgument("--log \(logFile): is a folder; name a file to append progress lines to")
         }
-        let dir = (logFile as NSString).deletingLastPathComponent
+        let dir = PathBytes.parent(logFile)
         if !dir.isEmpty && !FileManager.default.fileExists(atPath: dir) {
             do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
                 throw PipelineError.invalidArgument("--log \(logFile): cannot create its folder \(dir): \(error.localizedDescription)")

@@ -116,8 +116,8 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         }
         var spec = try parse(text, path: path)
         spec.sourcePath = path
-        spec.baseDirectory = (path as NSString).deletingLastPathComponent.isEmpty ? FileManager.default.currentDirectoryPath
-            : URL(fileURLWithPath: (path as NSString).deletingLastPathComponent).standardizedFileURL.path
+        let folder = PathBytes.parent(path)
+        spec.baseDirectory = folder.isEmpty ? FileManager.default.currentDirectoryPath : URL(fileURLWithPath: folder).standardizedFileURL.path
         return spec
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Media
 import VLM
 
 /// The results database (SQLite through GRDB): runs, videos, clips, results, an FTS5 index over
@@ -16,7 +17,7 @@ public final class Store: @unchecked Sendable {
         self.path = path
         try Store.checkFile(path, mayBeAbsent: true)
         try Store.refuseHardLinks(path)
-        let dir = (path as NSString).deletingLastPathComponent
+        let dir = PathBytes.parent(path)
         if !dir.isEmpty && !FileManager.default.fileExists(atPath: dir) {
             do { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
                 throw PipelineError.database(path: path, reason: "cannot create its folder \(dir): \(Store.reason(error))")

@@ -122,3 +122,14 @@ import Glibc
         #expect(head == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
     }
 }
+
+/// PathBytes.parent gives what NSString's deletingLastPathComponent gives (which traps on a
+/// one-character path in this Foundation).
+@Suite struct PathParentTests {
+    @Test func parentsAsFoundationGivesThem() {
+        for path in ["a/b", "/a", "/a/b/", "a//b", "/", "", "dir/é.mp4", "./x.yaml", "../y"] {
+            #expect(PathBytes.parent(path) == (path as NSString).deletingLastPathComponent, "\(path)")
+        }
+        #expect(PathBytes.parent("a") == "" && PathBytes.parent("é") == "" && PathBytes.parent("a/") == "")
+    }
+}

@@ -57,7 +57,7 @@ enum Hostile {
     /// Runs reelql (under `/bin/sh -c` with `ulimit -v` when `memoryLimitKB` is set), stdout and
     /// stderr to files or the given paths, killed past `limit` seconds.
     static func run(_ args: [String], limit: Double = 30, memoryLimitKB: Int? = nil, stdoutPath: String? = nil,
-                    stderrPath: String? = nil, environment: [String: String] = [:]) throws -> Outcome {
+                    stderrPath: String? = nil, environment: [String: String] = [:], directory: String? = nil) throws -> Outcome {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-hostile-out-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -66,6 +66,7 @@ enum Hostile {
         if stderrPath == nil { _ = FileManager.default.createFile(atPath: errPath, contents: nil) }
         let p = Process()
         p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        if let directory { p.currentDirectoryURL = URL(fileURLWithPath: directory) }
         if let kb = memoryLimitKB {
             p.executableURL = URL(fileURLWithPath: "/bin/sh")
             p.arguments = ["-c", "ulimit -v \(kb) && exec \"$0\" \"$@\"", CLI.binary.path] + args
@@ -582,6 +583,19 @@ enum Hostile {
 /// A second round of hostile cases (an independent review of the hardening): damaged rows,
 /// long videos, tiny temperatures, gaps, prompts, foreign databases.
 @Suite struct HostileSecondRoundTests {
+    /// One-character relative names (a spec "s", a log "a", a merge output "m") work: Foundation's
+    /// deletingLastPathComponent trapped on them (exit 132).
+    @Test func oneCharacterNamesDoNotCrash() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        try FileManager.default.copyItem(atPath: ws.specPath, toPath: ws.root + "/s")
+        let r = try Hostile.run(["run", "s", "--db", "o", "--log", "a", "--quiet"], limit: 60, directory: ws.root)
+        #expect(r.clean && r.status == 0 && FileManager.default.fileExists(atPath: ws.root + "/a"), "\(r)")
+        let m = try Hostile.run(["merge", "m", "o"], limit: 60, directory: ws.root)
+        #expect(m.clean && m.status == 0, "\(m)")
+        #expect(try Hostile.videos(ws.root + "/m") == Hostile.videos(ws.root + "/o"))
+    }
+
     /// A database with a second name (a hard link) is not written through either: SQLite keeps
     /// the write-ahead log beside each name, and a writer through the second name corrupted the
     /// file. Reading it is fine.
