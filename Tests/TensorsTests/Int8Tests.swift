@@ -65,6 +65,7 @@ import Testing
         // The bias (fused into the GEMM's epilogue) adds to the rounded product, as y += b does.
         let plusBias = expected.enumerated().map { $0.element + bias.values[$0.offset % n] }
         #expect(withBias.values == plusBias, "bias")
+        #expect(try Linear.forward(x, packed, bias: bias).values == plusBias, "bias, packed")
         try Linear.forward(x, w, bias: bias, into: rowwise, rows: m, rowwise: true)
         #expect(rowwise.values == plusBias, "bias, rowwise")
         let f32 = try Reference.values("linear_f32_\(m)x\(k)x\(n)")
