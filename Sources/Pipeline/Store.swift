@@ -730,13 +730,43 @@ public final class Store: @unchecked Sendable {
                             AND m.shard IS s.shard WHERE s.id = ?
                         """, arguments: [try run.typed("id", "runs") as Int64])
                     runMap[try run.typed("id", "runs")] = id
+                    // A copy merged while its run was still going (marked abandoned when this
+                    // output was next opened) takes the run's state once the input has one.
+                    if let id {
+                        try db.execute(sql: """
+                            UPDATE main.runs SET finished_at = s.finished_at, status = s.status, videos_seen = s.videos_seen,
+                                videos_failed = s.videos_failed, clips_done = s.clips_done, clips_skipped = s.clips_skipped,
+                                tokens_generated = s.tokens_generated, seconds = s.seconds
+                            FROM src.runs s WHERE main.runs.id = ? AND s.id = ? AND main.runs.status IN ('running', 'abandoned')
+                                AND s.status NOT IN ('running', 'abandoned')
+                            """, arguments: [id, try run.typed("id", "runs") as Int64])
+                    }
                 }
                 for v in try Row.fetchAll(db, sql: "SELECT * FROM src.videos") {
                     let path: String = try v.typed("path", "videos")
                     copying = "video \(path)"
                     let lastRun: Int64? = (try v.typed("last_run_id", "videos") as Int64?).flatMap { runMap[$0] }
-                    if let existing = try Row.fetchOne(db, sql: "SELECT id, fingerprint FROM main.videos WHERE path = ?", arguments: [path]) {
-                        guard (try existing.typed("fingerprint", "videos") as String) == (try v.typed("fingerprint", "videos") as String) else { continue } // different file: keep ours
+                    if let existing = try Row.fetchOne(db, sql: "SELECT id, fingerprint, updated_at FROM main.videos WHERE path = ?", arguments: [path]) {
+                        // The newer row wins (a shard merged before its run had done the file, or
+                        // before the file changed and was done again); an older one changes nothing.
+                        let newer = (try v.typed("updated_at", "videos") as String) > (try existing.typed("updated_at", "videos") as String)
+                        let sameFile = (try existing.typed("fingerprint", "videos") as String) == (try v.typed("fingerprint", "videos") as String)
+                        if !newer && !sameFile { continue } // a different file, older: keep ours
+                        if newer {
+                            let id: Int64 = try existing.typed("id", "videos")
+                            if !sameFile {
+                                // Other content: its clips and results are the old file's.
+                                try db.execute(sql: "DELETE FROM main.results WHERE video_id = ?", arguments: [id])
+                                try db.execute(sql: "DELETE FROM main.clips WHERE video_id = ?", arguments: [id])
+                            }
+                            try db.execute(sql: """
+                                UPDATE main.videos SET size = ?, mtime = ?, fingerprint = ?, duration = ?, width = ?, height = ?, fps = ?,
+                                    codec = ?, frame_count = ?, status = ?, error_kind = ?, error = ?, last_run_id = coalesce(?, last_run_id),
+                                    updated_at = ?, media = ? WHERE id = ?
+                                """, arguments: [v["size"], v["mtime"], v["fingerprint"], v["duration"], v["width"], v["height"],
+                                                 v["fps"], v["codec"], v["frame_count"], v["status"], v["error_kind"], v["error"], lastRun,
+                                                 v["updated_at"], (try? v.typed("media", "videos") as String?) ?? VisualKind.video.rawValue, id])
+                        }
                     } else {
                         try db.execute(sql: """
                             INSERT INTO main.videos (path, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count,

@@ -583,6 +583,50 @@ enum Hostile {
 /// A second round of hostile cases (an independent review of the hardening): damaged rows,
 /// long videos, tiny temperatures, gaps, prompts, foreign databases.
 @Suite struct HostileSecondRoundTests {
+    /// Merging a shard again after its run went on brings the output up to date: a video merged
+    /// while pending becomes done, its run's row finished (not left abandoned), and a file whose
+    /// content changed and was done again replaces the old content's clips and results.
+    @Test func mergingAgainTakesTheNewerRows() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        func copy(_ name: String, _ sql: String) throws -> String {
+            let path = ws.root + "/" + name
+            let q = try DatabaseQueue(path: ws.db)
+            try q.writeWithoutTransaction { db in try db.execute(sql: "VACUUM INTO ?", arguments: [path]) }
+            try q.close()
+            let c = try DatabaseQueue(path: path)
+            try c.write { db in try db.execute(sql: sql) }
+            try c.close()
+            return path
+        }
+        // The shard as a merge saw it early: its run going, its video pending, nothing done yet.
+        let early = try copy("early.sqlite", """
+            UPDATE runs SET status = 'running', finished_at = NULL, clips_done = 0;
+            UPDATE videos SET status = 'pending', updated_at = '2000-01-01T00:00:00Z';
+            DELETE FROM results; DELETE FROM clips;
+            """)
+        let out = ws.root + "/all.sqlite"
+        #expect(try Hostile.run(["merge", out, early]).status == 0)
+        #expect(try Hostile.run(["merge", out, ws.db]).status == 0)
+        let count = { (db: String, sql: String) in try Hostile.readOnly(db).read { try Int.fetchOne($0, sql: sql) ?? -1 } }
+        #expect(try Hostile.videos(out) == Hostile.videos(ws.db))
+        #expect(try count(out, "SELECT count(*) FROM clips") == count(ws.db, "SELECT count(*) FROM clips"))
+        #expect(try count(out, "SELECT count(*) FROM runs WHERE status = 'finished'") == 1)
+        // The file changed and was done again (newer row, other fingerprint, one clip fewer).
+        let changed = try copy("changed.sqlite", """
+            UPDATE videos SET fingerprint = 'other', updated_at = '2999-01-01T00:00:00Z', codec = 'changed';
+            DELETE FROM clips WHERE clip_index = (SELECT max(clip_index) FROM clips);
+            """)
+        #expect(try Hostile.run(["merge", out, changed]).status == 0)
+        #expect(try count(out, "SELECT count(*) FROM videos WHERE codec = 'changed' AND fingerprint = 'other'") == 1)
+        #expect(try count(out, "SELECT count(*) FROM clips") == count(changed, "SELECT count(*) FROM clips"))
+        #expect(try count(out, "SELECT count(*) FROM results") == count(changed, "SELECT count(*) FROM results"))
+        // An older row changes nothing.
+        #expect(try Hostile.run(["merge", out, early]).status == 0)
+        #expect(try count(out, "SELECT count(*) FROM videos WHERE status = 'pending'") == 0)
+    }
+
     /// One-character relative names (a spec "s", a log "a", a merge output "m") work: Foundation's
     /// deletingLastPathComponent trapped on them (exit 132).
     @Test func oneCharacterNamesDoNotCrash() throws {
