@@ -196,7 +196,7 @@ public final class Store: @unchecked Sendable {
                 if let row = holder ?? nil {
                     throw PipelineError.databaseInUse(path: path, holder: "run \((row["id"] as DatabaseValue).description) (started \((row["started_at"] as DatabaseValue).description))")
                 }
-                throw PipelineError.databaseInUse(path: path, holder: "another reelql process (a merge)")
+                throw PipelineError.databaseInUse(path: path, holder: "a merge, or a run that has not yet recorded itself,")
             }
             writerLock = fd
         }

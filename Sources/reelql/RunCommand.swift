@@ -79,8 +79,10 @@ struct RunCommand: ParsableCommand {
         }
         var shardPair: (k: Int, n: Int)? = nil
         if let shard {
-            let parts = shard.split(separator: "/").compactMap { Int($0) }
-            guard parts.count == 2, parts[1] >= 1, (1...parts[1]).contains(parts[0]) else {
+            // Exactly two numbers around one slash ("1/x/2" or "1//2" are not 1/2).
+            let fields = shard.split(separator: "/", omittingEmptySubsequences: false)
+            let parts = fields.compactMap { Int($0) }
+            guard fields.count == 2, parts.count == 2, parts[1] >= 1, (1...parts[1]).contains(parts[0]) else {
                 throw ValidationError("--shard must be K/N with 1 ≤ K ≤ N, got '\(shard)'")
             }
             shardPair = (parts[0], parts[1])

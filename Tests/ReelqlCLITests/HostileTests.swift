@@ -583,6 +583,17 @@ enum Hostile {
 /// A second round of hostile cases (an independent review of the hardening): damaged rows,
 /// long videos, tiny temperatures, gaps, prompts, foreign databases.
 @Suite struct HostileSecondRoundTests {
+    /// --shard is exactly K/N: junk between or after the numbers is refused, not dropped.
+    @Test func shardsAreExactlyTwoNumbers() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        for shard in ["1/x/2", "1//2", "1/2/", "/1/2"] {
+            let r = try Hostile.run(["run", ws.specPath, "--db", ws.db, "--shard", shard, "--quiet"])
+            #expect(r.clean && r.status == 64 && r.stderr.contains("--shard"), "\(shard): \(r)")
+        }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--shard", "1/2", "--quiet"]).status == 0)
+    }
+
     /// Merging a shard again after its run went on brings the output up to date: a video merged
     /// while pending becomes done, its run's row finished (not left abandoned), and a file whose
     /// content changed and was done again replaces the old content's clips and results.
