@@ -56,9 +56,8 @@ public enum PathBytes {
         }
     }
 
-    /// The path for people: foreign bytes as `\xNN`.
     /// The folder part of `path` ("" for a bare name, "/" for a name in the root), as NSString's
-    /// deletingLastPathComponent gives it; that one traps (SIGILL) on a one-character path in this
+    /// deletingLastPathComponent gives it (repeated slashes inside are kept); that one traps (SIGILL) on a one-character path in this
     /// Foundation ("a", "é"), which a user may well name.
     public static func parent(_ path: String) -> String {
         var bytes = Array(path.utf8)
@@ -68,6 +67,7 @@ public enum PathBytes {
         return end == 0 ? "/" : String(decoding: bytes[..<end], as: UTF8.self)
     }
 
+    /// The path for people: foreign bytes as `\xNN`.
     public static func display(_ path: String) -> String {
         guard path.unicodeScalars.contains(where: { $0.value >= base + 0x80 && $0.value <= base + 0xFF }) else { return path }
         var out = ""

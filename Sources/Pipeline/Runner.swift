@@ -712,6 +712,7 @@ public final class Runner: @unchecked Sendable {
             guard !state.failed.contains(video) else { continue }
             tokens += try finishVideo(work, model: model, context: c, state: &state, report: &report)
             doneVideos += 1
+            try store.recordProgress(report.run, stats: report.stats)
         }
         return tokens
     }

@@ -395,6 +395,17 @@ public final class Store: @unchecked Sendable {
         }
     }
 
+    /// A running run's counts so far (after each finished video): a run killed before its end
+    /// keeps what it did, for throughput queries, rather than zeros.
+    public func recordProgress(_ id: Int64, stats: RunStats) throws {
+        try db.write { db in
+            try db.execute(sql: """
+                UPDATE runs SET videos_seen = ?, videos_failed = ?, clips_done = ?, clips_skipped = ?, tokens_generated = ?
+                WHERE id = ? AND status = 'running'
+                """, arguments: [stats.videosSeen, stats.videosFailed, stats.clipsDone, stats.clipsSkipped, stats.tokensGenerated, id])
+        }
+    }
+
     /// Sets a run's final status without its counts (a run stopped from a signal handler).
     public func setRunStatus(_ id: Int64, _ status: RunStatus) throws {
         try db.write { db in
@@ -687,9 +698,10 @@ public final class Store: @unchecked Sendable {
 
     /// Copies other reelql databases' runs, videos, clips and results into this one, each input in
     /// its own transaction, after checking every input (`checkMergeable`): a damaged one stops the
-    /// merge before any is merged. `starting` is told each input before it is copied. Rows already
-    /// here (same video path; same clip or result under the same settings) are kept, so merging
-    /// twice changes nothing.
+    /// merge before any is merged. `starting` is told each input before it is copied. A video row
+    /// already here is replaced by the input's when that one is further on (an outcome over
+    /// `pending`, else the newer `updated_at`: a shard merged again after its run went on); clips
+    /// and results already here under the same settings are kept, so merging twice changes nothing.
     public func merge(from others: [String], starting: (String) -> Void = { _ in }) throws {
         for other in others { try checkMergeable(other) }
         for other in others {
@@ -746,13 +758,21 @@ public final class Store: @unchecked Sendable {
                     let path: String = try v.typed("path", "videos")
                     copying = "video \(path)"
                     let lastRun: Int64? = (try v.typed("last_run_id", "videos") as Int64?).flatMap { runMap[$0] }
-                    if let existing = try Row.fetchOne(db, sql: "SELECT id, fingerprint, updated_at FROM main.videos WHERE path = ?", arguments: [path]) {
-                        // The newer row wins (a shard merged before its run had done the file, or
-                        // before the file changed and was done again); an older one changes nothing.
-                        let newer = (try v.typed("updated_at", "videos") as String) > (try existing.typed("updated_at", "videos") as String)
-                        let sameFile = (try existing.typed("fingerprint", "videos") as String) == (try v.typed("fingerprint", "videos") as String)
+                    if let existing = try Row.fetchOne(db, sql: "SELECT id, fingerprint, updated_at, status FROM main.videos WHERE path = ?", arguments: [path]) {
+                        // The input's row wins when it is further on: a row with an outcome beats
+                        // a pending one whatever the clocks say (a shard merged before its run had
+                        // done the file, requeued on another machine), a pending one never beats
+                        // an outcome; between two, the newer updated_at wins. Else ours stays.
+                        let pending = VideoStatus.pending.rawValue
+                        let theirStatus: String = try v.typed("status", "videos"), myStatus: String = try existing.typed("status", "videos")
+                        let later = (try v.typed("updated_at", "videos") as String) > (try existing.typed("updated_at", "videos") as String)
+                        let newer = (theirStatus == pending) == (myStatus == pending) ? later : myStatus == pending
+                        let theirs: String = try v.typed("fingerprint", "videos"), mine: String = try existing.typed("fingerprint", "videos")
+                        // An unreadable file's row ('' fingerprint) is not other content: its
+                        // earlier results stay until it can be read again.
+                        let sameFile = theirs == mine || theirs.isEmpty || mine.isEmpty
                         if !newer && !sameFile { continue } // a different file, older: keep ours
-                        if newer {
+                        if newer && !(theirs.isEmpty && !mine.isEmpty) { // (an unreadable row keeps ours)
                             let id: Int64 = try existing.typed("id", "videos")
                             if !sameFile {
                                 // Other content: its clips and results are the old file's.

@@ -93,16 +93,19 @@ struct RunCommand: ParsableCommand {
         if let log {
             // Log lines appended to the database would damage it.
             let logPath = URL(fileURLWithPath: log).standardizedFileURL.path
-            let same = logPath.utf8.elementsEqual(databasePath.utf8)
+            let same = ["", "-wal", "-shm", "-journal"].contains { logPath.utf8.elementsEqual((databasePath + $0).utf8) }
                 || (FileStatus.of(log).status?.id).map { $0 == FileStatus.of(databasePath).status?.id } == true
             if same {
-                printError("error[run]: --log \(log) is the database itself (\(databasePath)); name another file")
+                printError("error[run]: --log \(log) is the database itself or one of its files (\(databasePath)); name another file")
                 throw ExitCode(2)
             }
-            // Nor the spec or a checkpoint file: lines appended to them would fail every later run.
+            // Nor the spec, a checkpoint file or the database's side files (-wal, -shm): lines
+            // appended to them would fail every later run. (A folder given instead of a spec is
+            // not listed: its videos are refused by the run itself, and a log beside them is fine.)
             let modelDirectory = try? (pipeline.model.map(pipeline.resolve) ?? ClipModel.defaultDirectory())
+            let specFile = FileStatus.of(spec).status?.kind == .directory ? [] : [spec]
             do {
-                try OutputFile.checkNotAnInput(log, inputs: [spec] + (modelDirectory.map { [$0] } ?? []))
+                try OutputFile.checkNotAnInput(log, inputs: specFile + [databasePath] + (modelDirectory.map { [$0] } ?? []))
             } catch let e as MediaError {
                 printError("error[run]: --log \(log): \(e.localizedDescription)")
                 throw ExitCode(2)

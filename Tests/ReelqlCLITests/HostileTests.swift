@@ -520,6 +520,21 @@ enum Hostile {
         }
     }
 
+    /// A log beside the videos of a folder run (`run DIR --log DIR/x.log`) is fine, run after
+    /// run; the database's -wal is not a log.
+    @Test func aLogBesideTheVideosIsFine() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let videos = ws.root + "/videos", log = ws.root + "/videos/night.log"
+        for _ in 0..<2 {
+            let r = try Hostile.run(["run", videos, "--model", Hostile.tinyModel, "--db", ws.db, "--quiet", "--log", log,
+                                     "--max-new-tokens", "2"], limit: 60)
+            #expect(r.clean && r.status == 0, "\(r)")
+        }
+        let wal = try Hostile.run(["run", videos, "--model", Hostile.tinyModel, "--db", ws.db, "--quiet", "--log", ws.db + "-wal"], limit: 60)
+        #expect(wal.clean && wal.status == 2 && wal.stderr.contains("--log"), "\(wal)")
+    }
+
     /// A spec prompt holding one of the checkpoint's added tokens that is not <|…|>-shaped
     /// (<think> in Qwen3's tokenizer) is a settings error before any work, as a <|…|> one is
     /// (before, validation passed and describe then refused every file's prompt).
@@ -583,6 +598,34 @@ enum Hostile {
 /// A second round of hostile cases (an independent review of the hardening): damaged rows,
 /// long videos, tiny temperatures, gaps, prompts, foreign databases.
 @Suite struct HostileSecondRoundTests {
+    /// A run killed part-way keeps its counts so far in its runs row (they stayed zero until a
+    /// run's end, so throughput queries under-reported killed nights).
+    @Test func aKilledRunKeepsItsCounts() throws {
+        let ws = try Hostile.Workspace(["hevc.mp4", "h264_cfr.mp4", "vp9.webm", "av1.mp4", "mpeg4.avi", "bt709.mp4"], tokens: 24)
+        defer { ws.remove() }
+        let p = Process()
+        p.executableURL = CLI.binary
+        p.arguments = ["run", ws.specPath, "--db", ws.db, "--quiet", "--batch", "1"]
+        p.standardError = FileHandle.nullDevice
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        var done = 0
+        let start = Date()
+        while p.isRunning && done == 0 && Date().timeIntervalSince(start) < 60 {
+            usleep(20_000)
+            done = (try? Hostile.readOnly(ws.db).read { try Int.fetchOne($0, sql: "SELECT count(*) FROM videos WHERE status = 'done'") ?? 0 }) ?? 0
+        }
+        kill(p.processIdentifier, SIGKILL)
+        p.waitUntilExit()
+        try Hostile.readOnly(ws.db).read { db in
+            let videos = try Int.fetchOne(db, sql: "SELECT count(*) FROM videos WHERE status = 'done'") ?? 0
+            let run = try Row.fetchOne(db, sql: "SELECT status, clips_done, videos_seen FROM runs ORDER BY id LIMIT 1")
+            let clipsOfDone = try Int.fetchOne(db, sql: "SELECT count(*) FROM clips c JOIN videos v ON v.id = c.video_id WHERE v.status = 'done'") ?? 0
+            #expect(videos >= 1 && run?["status"] as String? == "running", "the kill did not land mid-run: \(videos) done, \(String(describing: run))")
+            #expect((run?["clips_done"] as Int? ?? 0) >= clipsOfDone && (run?["videos_seen"] as Int? ?? 0) == 6, "\(String(describing: run))")
+        }
+    }
+
     /// --shard is exactly K/N: junk between or after the numbers is refused, not dropped.
     @Test func shardsAreExactlyTwoNumbers() throws {
         let ws = try Hostile.Workspace()
@@ -611,10 +654,11 @@ enum Hostile {
             try c.close()
             return path
         }
-        // The shard as a merge saw it early: its run going, its video pending, nothing done yet.
+        // The shard as a merge saw it early: its run going, its video pending, nothing done yet,
+        // written by a machine whose clock runs ahead (a requeued task on another node).
         let early = try copy("early.sqlite", """
             UPDATE runs SET status = 'running', finished_at = NULL, clips_done = 0;
-            UPDATE videos SET status = 'pending', updated_at = '2000-01-01T00:00:00Z';
+            UPDATE videos SET status = 'pending', updated_at = '2999-12-31T00:00:00Z';
             DELETE FROM results; DELETE FROM clips;
             """)
         let out = ws.root + "/all.sqlite"
@@ -633,9 +677,17 @@ enum Hostile {
         #expect(try count(out, "SELECT count(*) FROM videos WHERE codec = 'changed' AND fingerprint = 'other'") == 1)
         #expect(try count(out, "SELECT count(*) FROM clips") == count(changed, "SELECT count(*) FROM clips"))
         #expect(try count(out, "SELECT count(*) FROM results") == count(changed, "SELECT count(*) FROM results"))
-        // An older row changes nothing.
+        #expect(try count(out, "SELECT count(*) FROM thumbnails") == count(changed, "SELECT count(*) FROM thumbnails"))
+        let fts = try DatabaseQueue(path: out)
+        try fts.write { db in try db.execute(sql: "INSERT INTO results_fts(results_fts) VALUES ('integrity-check')") }
+        try fts.close()
+        // A pending row never replaces an outcome, whatever its time; an older row of other
+        // content changes nothing.
         #expect(try Hostile.run(["merge", out, early]).status == 0)
         #expect(try count(out, "SELECT count(*) FROM videos WHERE status = 'pending'") == 0)
+        let older = try copy("older.sqlite", "UPDATE videos SET fingerprint = 'third', updated_at = '2001-01-01T00:00:00Z', codec = 'older'")
+        #expect(try Hostile.run(["merge", out, older]).status == 0)
+        #expect(try count(out, "SELECT count(*) FROM videos WHERE codec = 'changed'") == 1)
     }
 
     /// One-character relative names (a spec "s", a log "a", a merge output "m") work: Foundation's
