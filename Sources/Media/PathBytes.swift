@@ -67,6 +67,13 @@ public enum PathBytes {
         return end == 0 ? "/" : String(decoding: bytes[..<end], as: UTF8.self)
     }
 
+    /// The first byte of `text` that was not UTF-8 where it came from (an argument), if any: text
+    /// (a prompt) must be UTF-8, unlike a path.
+    public static func foreignByte(in text: String) -> UInt8? {
+        for u in text.unicodeScalars where u.value >= base + 0x80 && u.value <= base + 0xFF { return UInt8(u.value - base) }
+        return nil
+    }
+
     /// The path for people: foreign bytes as `\xNN`.
     public static func display(_ path: String) -> String {
         guard path.unicodeScalars.contains(where: { $0.value >= base + 0x80 && $0.value <= base + 0xFF }) else { return path }

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Media
 
 /// `reelql report`: one self-contained HTML page over a results database — the runs, each video
 /// with its status and summary, a timeline of its clips (thumbnail, time range, description,
@@ -70,10 +71,15 @@ public enum Report {
                 var videos: [Video] = []
                 var videoSQL = "SELECT * FROM videos"
                 var args: StatementArguments = []
-                if let v = options.video { videoSQL += " WHERE path = ?"; args = [v] }
+                if let v = options.video {
+                    // As stored, or (a relative path) made absolute as runs store their inputs.
+                    videoSQL += " WHERE path = ? OR path = ?"
+                    args = [v, v.hasPrefix("/") ? v : URL(fileURLWithPath: v).standardizedFileURL.path]
+                }
                 let stored = try Row.fetchAll(db, sql: videoSQL + " ORDER BY path", arguments: args)
                 if let v = options.video, stored.isEmpty {
-                    throw PipelineError.invalidArgument("\(path): no video stored as \(v) (--video takes a path as the database stores it: see 'reelql search' or the full report)")
+                    let shown = v.count > 200 ? String(v.prefix(200)) + "… (\(v.count) characters)" : v
+                    throw PipelineError.invalidArgument("\(path): no video stored as \(PathBytes.display(shown)) (--video takes a path as the database stores it: see 'reelql search' or the full report)")
                 }
                 // Every text contains the empty string: an empty --search filters nothing.
                 let needle = options.search.flatMap { $0.isEmpty ? nil : $0.lowercased() }

@@ -67,6 +67,11 @@ struct DescribeCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of streaming text.")
     var json = false
 
+    func validate() throws {
+        if let prompt { try requireUTF8("--prompt", prompt) }
+        for q in questions { try requireUTF8("--question", q) }
+    }
+
     struct Answer: Encodable { var question: String; var answer: String; var tokens: [Int] }
     struct Output: Encodable {
         var file: String

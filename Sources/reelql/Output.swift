@@ -182,6 +182,14 @@ func requireOption<V>(_ option: String, _ value: V, _ ok: Bool, _ requirement: S
     guard ok else { throw ValidationError("\(option) must be \(requirement), got \(value)") }
 }
 
+/// A text argument (a prompt, a question, text to tokenize) must be UTF-8: a byte that is not
+/// would reach the model as a private-use character.
+func requireUTF8(_ option: String, _ text: String) throws {
+    if let byte = PathBytes.foreignByte(in: text) {
+        throw ValidationError("\(option) must be UTF-8 text; it holds the byte \\x\(String(format: "%02X", byte))")
+    }
+}
+
 /// The largest frame smart_resize may be asked for, in pixels (16384²): beyond it a frame would
 /// not fit in memory, whatever the video.
 let maxFramePixels = 1 << 28

@@ -14,6 +14,8 @@ struct TokenizeCommand: ParsableCommand {
     @Flag(help: "Also print each token's text.")
     var tokens = false
 
+    func validate() throws { try requireUTF8("TEXT", text) }
+
     func run() throws {
         let tokenizer = try reportingModelErrors(model: model) { try Tokenizer(directory: model) }
         let ids = tokenizer.encode(text)

@@ -626,6 +626,21 @@ enum Hostile {
         }
     }
 
+    /// Text arguments must be UTF-8 (a foreign byte reached the model as U+10FFxx); report
+    /// --video takes a path relative to the current folder too.
+    @Test func textArgumentsAreUTF8AndVideoPathsResolve() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let foreign = "caf" + PathBytes.string([0xE9])
+        let t = try Hostile.run(["tokenize", foreign, "--model", Hostile.tinyModel])
+        #expect(t.clean && t.status == 64 && t.stderr.contains("\\xE9"), "\(t)")
+        let d = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", Hostile.tinyModel, "--question", foreign])
+        #expect(d.clean && d.status == 64 && d.stderr.contains("--question"), "\(d)")
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let r = try Hostile.run(["report", ws.db, "--out", ws.root + "/r.html", "--video", "videos/hevc.mp4"], directory: ws.root)
+        #expect(r.clean && r.status == 0, "\(r)")
+    }
+
     /// --shard is exactly K/N: junk between or after the numbers is refused, not dropped.
     @Test func shardsAreExactlyTwoNumbers() throws {
         let ws = try Hostile.Workspace()
