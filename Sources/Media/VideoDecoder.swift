@@ -123,6 +123,9 @@ public final class VideoDecoder {
         // FFmpeg leaves the size 0×0 when it could not decode a first frame (a truncated image,
         // data that is not what the header says, a picture over its own size limits).
         guard probe.width > 0, probe.height > 0 else {
+            if Self.isAnimatedWebP(FileStatus.head(path, count: 21)) {
+                throw MediaError.decodeFailed(path: path, reason: "an animated WebP: this FFmpeg decodes still WebP only; convert it to a video or a GIF first")
+            }
             throw MediaError.decodeFailed(path: path, reason: "FFmpeg found no frame size in its \(probe.codec) stream, 0×0: damaged data, or a picture beyond FFmpeg's size limits")
         }
     }
@@ -149,6 +152,13 @@ public final class VideoDecoder {
     /// That is a PNG of colour type 6 (RGB and alpha), or 4 (gray and alpha) at 16 bits; a WebP or
     /// TIFF with alpha. A PNG's transparent colour key (tRNS), 8-bit gray+alpha and a BMP's fourth
     /// byte stay RGB or LA in PIL, which `convert("RGB")` drops. `header`: the file's first bytes.
+    /// Whether a file's first 21 bytes are an extended WebP (RIFF … WEBP VP8X) whose flags say
+    /// it is animated (bit 1).
+    static func isAnimatedWebP(_ header: [UInt8]) -> Bool {
+        header.count >= 21 && header[0..<4].elementsEqual("RIFF".utf8) && header[8..<16].elementsEqual("WEBPVP8X".utf8)
+            && header[20] & 0x02 != 0
+    }
+
     static func pastesOnWhite(codec: String, header: [UInt8]) -> Bool {
         switch codec {
         case "webp", "tiff": return true

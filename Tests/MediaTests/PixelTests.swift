@@ -43,6 +43,22 @@ import Testing
         #expect(keyed.frames.first?.rgb == (try Fixtures.rgb("alpha56_key-56x56.rgb")))
     }
 
+    /// An animated WebP (which this FFmpeg cannot decode) is told by its VP8X flags, so its
+    /// error says so instead of "damaged data, or a picture beyond FFmpeg's size limits". The
+    /// first header is that of a 3-frame WebP written by PIL (save_all=True).
+    @Test func animatedWebPIsToldByItsHeader() {
+        let animated: [UInt8] = [0x52, 0x49, 0x46, 0x46, 0x68, 0x01, 0x00, 0x00, 0x57, 0x45, 0x42, 0x50,
+                                 0x56, 0x50, 0x38, 0x58, 0x0a, 0x00, 0x00, 0x00, 0x02]
+        #expect(VideoDecoder.isAnimatedWebP(animated))
+        var alphaOnly = animated
+        alphaOnly[20] = 0x10
+        #expect(!VideoDecoder.isAnimatedWebP(alphaOnly))
+        var lossless = animated
+        lossless.replaceSubrange(12..<16, with: Array("VP8L".utf8))
+        #expect(!VideoDecoder.isAnimatedWebP(lossless))
+        #expect(!VideoDecoder.isAnimatedWebP(Array(animated.prefix(20))))
+    }
+
     /// Which stills PIL opens as RGBA (to_rgb pastes those on white), by codec and PNG header.
     @Test func whichStillsArePastedOnWhite() {
         func png(depth: UInt8, colour: UInt8) -> [UInt8] {
