@@ -68,7 +68,8 @@ public enum PathBytes {
     }
 
     /// The first byte of `text` that was not UTF-8 where it came from (an argument), if any: text
-    /// (a prompt) must be UTF-8, unlike a path.
+    /// (a prompt) must be UTF-8, unlike a path. (A prompt that really holds one of the 128 private-use
+    /// scalars U+10FF80…U+10FFFF cannot be told apart, and is taken for such a byte.)
     public static func foreignByte(in text: String) -> UInt8? {
         for u in text.unicodeScalars where u.value >= base + 0x80 && u.value <= base + 0xFF { return UInt8(u.value - base) }
         return nil

@@ -148,16 +148,17 @@ public final class VideoDecoder {
         return p
     }
 
-    /// Whether qwen-vl-utils' `to_rgb` pastes this still picture on white: PIL opens it as RGBA.
-    /// That is a PNG of colour type 6 (RGB and alpha), or 4 (gray and alpha) at 16 bits; a WebP or
-    /// TIFF with alpha. A PNG's transparent colour key (tRNS), 8-bit gray+alpha and a BMP's fourth
-    /// byte stay RGB or LA in PIL, which `convert("RGB")` drops. `header`: the file's first bytes.
     /// Whether a file's first 21 bytes are an extended WebP (RIFF … WEBP VP8X) whose flags say
     /// it is animated (bit 1).
     static func isAnimatedWebP(_ header: [UInt8]) -> Bool {
         header.count >= 21 && header[0..<4].elementsEqual("RIFF".utf8) && header[8..<16].elementsEqual("WEBPVP8X".utf8)
             && header[20] & 0x02 != 0
     }
+
+    /// Whether qwen-vl-utils' `to_rgb` pastes this still picture on white: PIL opens it as RGBA.
+    /// That is a PNG of colour type 6 (RGB and alpha), or 4 (gray and alpha) at 16 bits; a WebP or
+    /// TIFF with alpha. A PNG's transparent colour key (tRNS), 8-bit gray+alpha and a BMP's fourth
+    /// byte stay RGB or LA in PIL, which `convert("RGB")` drops. `header`: the file's first bytes.
 
     static func pastesOnWhite(codec: String, header: [UInt8]) -> Bool {
         switch codec {

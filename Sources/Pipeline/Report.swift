@@ -74,12 +74,12 @@ public enum Report {
                 if let v = options.video {
                     // As stored, or (a relative path) made absolute as runs store their inputs.
                     videoSQL += " WHERE path = ? OR path = ?"
-                    args = [v, v.hasPrefix("/") ? v : URL(fileURLWithPath: v).standardizedFileURL.path]
+                    args = [v, Scan.standardized(v)]
                 }
                 let stored = try Row.fetchAll(db, sql: videoSQL + " ORDER BY path", arguments: args)
                 if let v = options.video, stored.isEmpty {
                     let shown = v.count > 200 ? String(v.prefix(200)) + "… (\(v.count) characters)" : v
-                    throw PipelineError.invalidArgument("\(path): no video stored as \(PathBytes.display(shown)) (--video takes a path as the database stores it: see 'reelql search' or the full report)")
+                    throw PipelineError.invalidArgument("\(path): no video stored as \(PathBytes.display(shown)) (--video takes a path as the database stores it, or relative to the current folder: see 'reelql search' or the full report)")
                 }
                 // Every text contains the empty string: an empty --search filters nothing.
                 let needle = options.search.flatMap { $0.isEmpty ? nil : $0.lowercased() }

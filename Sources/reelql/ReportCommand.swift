@@ -21,7 +21,7 @@ struct ReportCommand: ParsableCommand {
     var out: String?
     @Option(help: "Only clips whose description, answers or path contain this text (case-insensitive).")
     var search: String?
-    @Option(help: "Only this video (its path as stored in the database).")
+    @Option(help: "Only this video (its path as stored in the database, or relative to the current folder).")
     var video: String?
     @Flag(help: "Leave out the strips of sampled frames (a smaller page).")
     var noStrips = false
