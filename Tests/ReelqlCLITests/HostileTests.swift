@@ -635,16 +635,8 @@ enum Hostile {
         let t = try Hostile.run(["tokenize", foreign, "--model", Hostile.tinyModel])
         #expect(t.clean && t.status == 64 && t.stderr.contains("\\xE9"), "\(t)")
         // The raw byte itself, through /bin/sh (which passes argv as is).
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", "exec \"$0\" tokenize \"$(printf 'caf\\351')\" --model \"$1\"", CLI.binary.path, Hostile.tinyModel]
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let e = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        #expect(p.terminationStatus == 64 && e.contains("\\xE9"), "exit \(p.terminationStatus): \(e)")
+        let raw = try OutputRun.shell("exec \"$0\" tokenize \"$(printf 'caf\\351')\" --model \"$1\"", [Hostile.tinyModel])
+        #expect(raw.status == 64 && raw.stderr.contains("\\xE9"), "\(raw)")
         let d = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", Hostile.tinyModel, "--question", foreign])
         #expect(d.clean && d.status == 64 && d.stderr.contains("--question"), "\(d)")
         #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
