@@ -77,7 +77,7 @@ public enum PathBytes {
 
     /// The path for people: foreign bytes as `\xNN`.
     public static func display(_ path: String) -> String {
-        guard path.unicodeScalars.contains(where: { $0.value >= base + 0x80 && $0.value <= base + 0xFF }) else { return path }
+        guard foreignByte(in: path) != nil else { return path }
         var out = ""
         for s in path.unicodeScalars {
             if s.value >= base + 0x80 && s.value <= base + 0xFF {

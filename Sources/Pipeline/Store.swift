@@ -105,8 +105,10 @@ public final class Store: @unchecked Sendable {
         let applied = try db.tableExists("grdb_migrations") ? Set(try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations")) : []
         let ours = migrator.migrations
         // Its last migration, if every one it applied is ours; else (foreign, newer) all of ours.
+        // (reelql has migrations: `ours` is never empty.)
+        guard let newest = ours.last else { return }
         let last = applied.isSubset(of: Set(ours)) ? ours.last(where: applied.contains) : nil
-        for (table, columns) in expectedColumns(upTo: last ?? ours.last).sorted(by: { $0.key < $1.key }) where try db.tableExists(table) {
+        for (table, columns) in expectedColumns(upTo: last ?? newest).sorted(by: { $0.key < $1.key }) where try db.tableExists(table) {
             let have = Set(try db.columns(in: table).map(\.name))
             if let missing = columns.subtracting(have).sorted().first {
                 throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: its table '\(table)' has no column '\(missing)'")
@@ -116,10 +118,22 @@ public final class Store: @unchecked Sendable {
 
     /// The columns of reelql's tables as its migrations up to `last` make them (read off an empty
     /// database migrated in memory).
-    static func expectedColumns(upTo last: String?) -> [String: Set<String>] {
+    static func expectedColumns(upTo last: String) -> [String: Set<String>] {
+        // Once per migration: every open of a database checks its schema.
+        expectedColumnsLock.lock()
+        defer { expectedColumnsLock.unlock() }
+        if let known = expectedColumnsCache[last] { return known }
+        let columns = migratedColumns(upTo: last)
+        if !columns.isEmpty { expectedColumnsCache[last] = columns }
+        return columns
+    }
+    nonisolated(unsafe) private static var expectedColumnsCache: [String: [String: Set<String>]] = [:]
+    private static let expectedColumnsLock = NSLock()
+
+    private static func migratedColumns(upTo last: String) -> [String: Set<String>] {
         guard let queue = try? DatabaseQueue() else { return [:] }
         do {
-            if let last { try migrator.migrate(queue, upTo: last) } else { try migrator.migrate(queue) }
+            try migrator.migrate(queue, upTo: last)
             return try queue.read { db in
                 var out: [String: Set<String>] = [:]
                 for table in ["runs", "videos", "clips", "results", "thumbnails"] where try db.tableExists(table) {
@@ -665,13 +679,13 @@ public final class Store: @unchecked Sendable {
     /// Searches any open reelql database (a read-only one: `openReadOnly`). A query FTS5 cannot
     /// parse is an error quoting the query and SQLite's reason, not the SQL statement.
     public static func search(_ reader: any DatabaseReader, _ query: String, limit: Int = 20, path: String) throws -> [Match] {
-        // The index itself missing is the database's fault, not the query's.
-        if try !reader.read({ db in try db.tableExists("results_fts") }) {
-            throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: it has no full-text index (table 'results_fts')")
-        }
         do {
             return try reader.read { db in
-                try Row.fetchAll(db, sql: """
+                // The index itself missing is the database's fault, not the query's.
+                guard try db.tableExists("results_fts") else {
+                    throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: it has no full-text index (table 'results_fts')")
+                }
+                return try Row.fetchAll(db, sql: """
                     SELECT v.path, r.clip_index, c.start_seconds, c.end_seconds, r.kind, r.prompt, r.text, bm25(results_fts) AS rank
                     FROM results_fts JOIN results r ON r.id = results_fts.rowid JOIN videos v ON v.id = r.video_id
                     LEFT JOIN clips c ON c.id = r.clip_id
@@ -715,15 +729,13 @@ public final class Store: @unchecked Sendable {
 
     /// Copies one checked input (see `merge`).
     private func copy(from other: String) throws {
-        // Inputs are only read: opened read-only (never migrated, so a foreign SQLite file gains
-        // nothing and a reelql one keeps its header).
-        let source = try Store.openReadOnly(other)
-        let hasThumbnails = try source.read { db in try db.tableExists("thumbnails") }
-        try source.close()
+        // Inputs are only read: attached read-only (never migrated, so a foreign SQLite file gains
+        // nothing and a reelql one keeps its header); checkMergeable has opened and checked it.
         try lockForWriting()
         try db.writeWithoutTransaction { db in
             try Store.attachReadOnly(db, other)
             defer { try? db.execute(sql: "DETACH DATABASE src") }
+            let hasThumbnails = try db.tableExists("thumbnails", in: "src")
             // What is being copied, for an error that names it.
             var copying = "runs"
             do { try db.inTransaction {
@@ -758,6 +770,11 @@ public final class Store: @unchecked Sendable {
                     let path: String = try v.typed("path", "videos")
                     copying = "video \(path)"
                     let lastRun: Int64? = (try v.typed("last_run_id", "videos") as Int64?).flatMap { runMap[$0] }
+                    // The input row's values, in the order both statements below list them.
+                    let fields: [(any DatabaseValueConvertible)?] = [
+                        v["size"], v["mtime"], v["fingerprint"], v["duration"], v["width"], v["height"], v["fps"], v["codec"],
+                        v["frame_count"], v["status"], v["error_kind"], v["error"], lastRun, v["updated_at"],
+                        (try? v.typed("media", "videos") as String?) ?? VisualKind.video.rawValue]
                     if let existing = try Row.fetchOne(db, sql: "SELECT id, fingerprint, updated_at, status FROM main.videos WHERE path = ?", arguments: [path]) {
                         // The input's row wins when it is further on: a row with an outcome beats
                         // a pending one whatever the clocks say (a shard merged before its run had
@@ -783,18 +800,14 @@ public final class Store: @unchecked Sendable {
                                 UPDATE main.videos SET size = ?, mtime = ?, fingerprint = ?, duration = ?, width = ?, height = ?, fps = ?,
                                     codec = ?, frame_count = ?, status = ?, error_kind = ?, error = ?, last_run_id = coalesce(?, last_run_id),
                                     updated_at = ?, media = ? WHERE id = ?
-                                """, arguments: [v["size"], v["mtime"], v["fingerprint"], v["duration"], v["width"], v["height"],
-                                                 v["fps"], v["codec"], v["frame_count"], v["status"], v["error_kind"], v["error"], lastRun,
-                                                 v["updated_at"], (try? v.typed("media", "videos") as String?) ?? VisualKind.video.rawValue, id])
+                                """, arguments: StatementArguments(fields + [id]))
                         }
                     } else {
                         try db.execute(sql: """
                             INSERT INTO main.videos (path, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count,
                                                      status, error_kind, error, last_run_id, updated_at, media)
                             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                            """, arguments: [path, v["size"], v["mtime"], v["fingerprint"], v["duration"], v["width"], v["height"],
-                                             v["fps"], v["codec"], v["frame_count"], v["status"], v["error_kind"], v["error"], lastRun,
-                                             v["updated_at"], (try? v.typed("media", "videos") as String?) ?? VisualKind.video.rawValue])
+                            """, arguments: StatementArguments([path] + fields))
                     }
                     guard let vid = try Int64.fetchOne(db, sql: "SELECT id FROM main.videos WHERE path = ?", arguments: [path]) else { continue }
                     let srcVid: Int64 = try v.typed("id", "videos")

@@ -48,7 +48,7 @@ struct FramesCommand: ParsableCommand {
         o.maxFrames = 1
         o.resize.image = true
         o.resize.minPixels = sampling.minimum(default: SmartResize.imageMinPixels)
-        if sampling.maxPixels == nil { o.resize.maxPixels = SmartResize.imageMaxPixels }
+        // (No --max-pixels: an image's resize takes fetch_image's maximum itself.)
         return o
     }
 

@@ -117,22 +117,22 @@ public enum Qwen3VLPrompt {
         }
         var s = text
         var images = imageTokens.makeIterator()
-        while firstRange(s, imagePad) != nil {
+        while let r = firstRange(s, imagePad) {
             guard let n = images.next() else { throw VLMError.invalidInput("more images in the prompt than token counts given") }
             guard n >= 0 else { throw VLMError.invalidInput("an image needs a token count ≥ 0, got \(n)") }
-            _ = replaceFirst(&s, imagePad, String(repeating: held, count: n))
+            s.unicodeScalars.replaceSubrange(r, with: String(repeating: held, count: n).unicodeScalars)
         }
         guard images.next() == nil else { throw VLMError.invalidInput("fewer images in the prompt than token counts given") }
         s = replaceAll(s, held, imagePad)
         var clips = videos.makeIterator()
-        while firstRange(s, videoPad) != nil {
+        while let pad = firstRange(s, videoPad) {
             guard let v = clips.next() else { throw VLMError.invalidInput("more videos in the prompt than timings given") }
             guard v.tokensPerPatch >= 0, !v.timestamps.isEmpty else {
                 throw VLMError.invalidInput("a video needs ≥ 1 timestamp and a token count ≥ 0, got \(v.timestamps.count) and \(v.tokensPerPatch)")
             }
             let frames = v.timestamps.map { timestamp($0) + start + String(repeating: held, count: v.tokensPerPatch) + end }.joined()
             if !(layout == .released && replaceFirst(&s, start + videoPad + end, frames)) {
-                _ = replaceFirst(&s, videoPad, frames)
+                s.unicodeScalars.replaceSubrange(pad, with: frames.unicodeScalars) // (s unchanged: pad still stands)
             }
         }
         guard clips.next() == nil else { throw VLMError.invalidInput("fewer videos in the prompt than timings given") }
