@@ -56,12 +56,16 @@ import Testing
 
     /// Committed clips in a database another process is writing; 0 until it is in WAL mode (a
     /// reader that opens it while the writer switches to WAL makes that switch fail as busy).
-    static func committedClips(_ path: String) -> Int {
+    static func committedClips(_ path: String) -> Int { committedCount(path, "SELECT count(*) FROM clips") }
+
+    /// A count from a database a running process writes (0 until its write-ahead log exists: an
+    /// earlier reader would make the writer's switch to WAL fail as busy).
+    static func committedCount(_ path: String, _ sql: String) -> Int {
         guard FileManager.default.fileExists(atPath: path + "-wal") else { return 0 }
         var config = Configuration()
         config.readonly = true
         guard let queue = try? DatabaseQueue(path: path, configuration: config) else { return 0 }
-        return (try? queue.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM clips") ?? 0 }) ?? 0
+        return (try? queue.read { db in try Int.fetchOne(db, sql: sql) ?? 0 }) ?? 0
     }
 
     /// kill -9 at several points of a run, then a rerun: exactly the rows of an uninterrupted run.
