@@ -284,9 +284,16 @@ public enum Attention {
             }
         }
         // out[i, (kv·g + g')·d + c] = Σ_j p[kv, g', i, j] · v[j, kv·d + c]
+        let weightsOfValues: UnsafeMutableRawPointer
+        if halves == nil {
+            weightsOfValues = UnsafeMutableRawPointer(scores)
+        } else if let probabilities {
+            weightsOfValues = UnsafeMutableRawPointer(probabilities)
+        } else {
+            throw TensorError.backend(operation: "attention", reason: "bf16 products without a probability buffer")
+        }
         try OneDNN.shared.matmul(
-            src: .init(dims: [kvHeads, g, tq, sk], strides: [g * tq * sk, tq * sk, sk, 1], type: type,
-                       pointer: halves == nil ? UnsafeMutableRawPointer(scores) : UnsafeMutableRawPointer(probabilities!)),
+            src: .init(dims: [kvHeads, g, tq, sk], strides: [g * tq * sk, tq * sk, sk, 1], type: type, pointer: weightsOfValues),
             weights: .init(dims: [kvHeads, 1, sk, d], strides: [d, d, ks, 1], type: type, pointer: vp),
             dst: .init(dims: [kvHeads, g, tq, d], strides: [g * d, d, os, 1], type: dnnl_f32, pointer: op))
     }
