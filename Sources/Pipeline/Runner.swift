@@ -336,7 +336,10 @@ public final class Runner: @unchecked Sendable {
     private func execute(_ report: inout RunReport, run: Int64, files: [String], roots: [String], modelDirectory: String,
                          settingsKey: String, t0: UInt64) throws {
         report.stats.videosSeen = files.count
-        if shard == nil { report.videosMissing = try store.markMissing(seen: files, roots: roots) }
+        // A shard marks only its own paths: the other shards' files are not its to see.
+        report.videosMissing = try store.markMissing(seen: files, roots: roots, inScope: { path in
+            shard.map { Scan.shard(of: path, count: $0.n) == $0.k } ?? true
+        })
         progress.event("run \(run): \(files.count) video file(s)\(shard.map { " (shard \($0.k)/\($0.n))" } ?? ""), model \(modelDirectory), database \(store.path)")
         // Special files (FIFOs, sockets, devices), dangling links and link loops are never opened.
         for skip in report.skipped.prefix(20) { progress.event("skipped: \(PathBytes.display(skip.path)): \(skip.reason)") }

@@ -496,8 +496,9 @@ public final class Store: @unchecked Sendable {
         try db.read { db in try String.fetchOne(db, sql: "SELECT status FROM videos WHERE id = ?", arguments: [id]).flatMap(VideoStatus.init) }
     }
 
-    /// Videos under `roots` that the scan did not find any more.
-    public func markMissing(seen: [String], roots: [String]) throws -> Int {
+    /// Videos under `roots` that the scan did not find any more, of those `inScope` takes (a
+    /// shard's run: the paths of its shard).
+    public func markMissing(seen: [String], roots: [String], inScope: (String) -> Bool = { _ in true }) throws -> Int {
         // Paths compare as bytes, as the file system and SQLite compare them: Swift's String
         // equality is canonical equivalence, so a deleted "é.mp4" (NFD) was taken for its NFC twin.
         let seenBytes = Set(seen.map { Array($0.utf8) })
@@ -513,7 +514,7 @@ public final class Store: @unchecked Sendable {
                 guard let p = try? row.typed("path", "videos") as String, let id = try? row.typed("id", "videos") as Int64 else { continue }
                 let bytes = Array(p.utf8)
                 let under = rootBytes.contains { root in bytes == root.exact || bytes.starts(with: root.under) }
-                if !seenBytes.contains(bytes) && under {
+                if !seenBytes.contains(bytes) && under && inScope(p) {
                     try db.execute(sql: "UPDATE videos SET status = 'missing', updated_at = ? WHERE id = ?", arguments: [Store.now(), id])
                     n += 1
                 }

@@ -312,6 +312,25 @@ import Testing
         }
     }
 
+    /// A shard's run marks its own deleted files missing, and only those: another shard's run
+    /// over the same database leaves them be.
+    @Test func shardsMarkTheirOwnFilesMissing() throws {
+        let ws = try Workspace(videos: ["not_a_video.mp4", "empty.mp4"])
+        defer { ws.remove() }
+        let db = ws.root + "/results.sqlite"
+        try ws.run(database: db)
+        let gone = ws.videoDir + "/empty.mp4"
+        let own = Scan.shard(of: gone, count: 2), other = 3 - own
+        try FileManager.default.removeItem(atPath: gone)
+        func status() throws -> String? {
+            try Store(path: db).db.read { db in try String.fetchOne(db, sql: "SELECT status FROM videos WHERE path = ?", arguments: [gone]) }
+        }
+        #expect(try ws.run(database: db, shard: (other, 2)).videosMissing == 0)
+        #expect(try status() != "missing")
+        #expect(try ws.run(database: db, shard: (own, 2)).videosMissing == 1)
+        #expect(try status() == "missing")
+    }
+
     @Test func threeShardsMergedEqualOneRun() throws {
         let ws = try Workspace()
         defer { ws.remove() }
