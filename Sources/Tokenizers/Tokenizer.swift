@@ -76,9 +76,18 @@ public final class Tokenizer: @unchecked Sendable {
         for a in added where !(0..<limit).contains(a.id) {
             throw TokenizerError.invalid(path: path, reason: "added token '\(a.content)' has id \(a.id); ids must be in 0..<\(limit) for \(vocab.count + added.count) tokens")
         }
+        // One content, one id: two added tokens of the same content under different ids leave
+        // the text's id undecided.
+        var addedIDs: [String: Int] = [:]
+        for a in added {
+            if let other = addedIDs.updateValue(a.id, forKey: a.content), other != a.id {
+                throw TokenizerError.invalid(path: path, reason: "added tokens \(other) and \(a.id) both have the content '\(a.content)'")
+            }
+        }
         var full = vocab
         for a in added { full[a.content] = a.id }
-        let size = (full.values.max() ?? -1) + 1
+        // Sized for every id named anywhere (an added token may take a vocabulary token's text).
+        let size = max(vocab.values.max() ?? -1, added.map(\.id).max() ?? -1) + 1
         var inverse = [String](repeating: "", count: size)
         for (t, i) in full { inverse[i] = t }
         var special = [Bool](repeating: false, count: size)

@@ -37,6 +37,24 @@ import Testing
         #expect(message.contains("\(id)"), "\(message)")
     }
 
+    /// Two added tokens of one content under different ids (the later one trapped on a table
+    /// sized without the first's id): refused, naming the content and both ids.
+    @Test func addedTokensSharingContentAreRefused() throws {
+        let message = try #require(try loadError { json in
+            var added = json["added_tokens"] as! [[String: Any]]
+            added.append(["id": 1000, "content": "<dup>", "special": true])
+            added.append(["id": 5, "content": "<dup>", "special": false])
+            json["added_tokens"] = added
+        })
+        #expect(message.contains("'<dup>'") && message.contains("1000") && message.contains(" 5 "), "\(message)")
+        // The same token listed twice under one id still loads.
+        #expect(try loadError { json in
+            var added = json["added_tokens"] as! [[String: Any]]
+            added.append(added[2])
+            json["added_tokens"] = added
+        } == nil)
+    }
+
     @Test func addedTokenIdNotAnInteger() throws {
         let message = try #require(try loadError(settingAddedTokenId(1e30)))
         #expect(message.contains("'<|im_end|>'"), "\(message)")
