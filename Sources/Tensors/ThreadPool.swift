@@ -11,18 +11,36 @@ public final class ThreadPool: @unchecked Sendable {
     /// so that every kernel runs on one team the size of the machine.
     public static let shared: ThreadPool = {
         let pool = ThreadPool(threads: defaultThreads)
-        openblas_set_num_threads(Int32(pool.threads))
-        omp_set_num_threads(Int32(pool.threads))
+        openblas_set_num_threads(Int32(clamping: pool.threads))
+        omp_set_num_threads(Int32(clamping: pool.threads))
         return pool
     }()
 
     public let threads: Int
 
-    public init(threads: Int) { self.threads = max(1, threads) }
+    /// Most threads a pool takes (and `REELQL_THREADS` may ask for).
+    public static let threadLimit = 1024
 
+    public init(threads: Int) { self.threads = min(max(1, threads), Self.threadLimit) }
+
+    /// Physical cores, or `REELQL_THREADS` when it holds a count in 1…threadLimit (the program
+    /// refuses to start with any other value: see `environmentProblem`).
     public static var defaultThreads: Int {
-        if let s = ProcessInfo.processInfo.environment["REELQL_THREADS"], let n = Int(s), n > 0 { return n }
+        if case .some(.some(let n)) = requestedThreads { return n }
         return physicalCores
+    }
+
+    /// `REELQL_THREADS`: nil when unset, .some(nil) when it is not a count in 1…threadLimit.
+    static var requestedThreads: Int?? {
+        guard let s = ProcessInfo.processInfo.environment["REELQL_THREADS"] else { return nil }
+        guard let n = Int(s), (1...threadLimit).contains(n) else { return .some(nil) }
+        return .some(n)
+    }
+
+    /// Why `REELQL_THREADS` cannot be used, if it cannot.
+    public static var environmentProblem: String? {
+        guard case .some(.none) = requestedThreads, let s = ProcessInfo.processInfo.environment["REELQL_THREADS"] else { return nil }
+        return "REELQL_THREADS=\(s.debugDescription): must be a whole number of threads from 1 to \(threadLimit)"
     }
 
     /// Distinct (package, core) pairs in /sys, else the active processor count.

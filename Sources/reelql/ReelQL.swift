@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Media
+import Tensors
 
 @main
 struct ReelQL: ParsableCommand {
@@ -22,6 +23,11 @@ struct ReelQL: ParsableCommand {
         let status: Int32
         do {
             var command = try parseAsRoot(Array(PathBytes.arguments().dropFirst()))
+            // Before any kernel sizes its threads from it.
+            if let problem = ThreadPool.environmentProblem {
+                printError("Error: \(problem)")
+                throw ExitCode.validationFailure
+            }
             try command.run()
             status = 0
         } catch {
