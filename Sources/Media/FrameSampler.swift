@@ -26,17 +26,22 @@ public enum FrameSampler {
     /// values is start + step·i and the second half end − step·(count − 1 − i), each a fused
     /// multiply-add; then rounded half to even. On videos of many thousand frames this differs
     /// from exact arithmetic by one frame now and then, and qwen-vl-utils sees torch's values.
+    /// Past 2^24 frames float32 cannot hold every index: a value rounded beyond the window (where
+    /// torch's index would fail) is taken as the window's nearest end.
     public static func linspaceIndices(start: Int, end: Int, count: Int) -> [Int] {
         guard count > 0 else { return [] }
         if count == 1 { return [start] }
         let first = Float(start), last = Float(end)
         let step = (last - first) / Float(count - 1)
         let halfway = count / 2
+        let low = min(start, end), high = max(start, end)
         return (0..<count).map { i in
             let value = i < halfway
                 ? first.addingProduct(step, Float(i))
                 : last.addingProduct(-step, Float(count - 1 - i))
-            return Int(value.rounded(.toNearestOrEven))
+            let rounded = Double(value.rounded(.toNearestOrEven))
+            guard rounded.isFinite else { return low }
+            return rounded <= Double(low) ? low : (rounded >= Double(high) ? high : Int(rounded))
         }
     }
 

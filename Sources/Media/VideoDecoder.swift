@@ -209,6 +209,9 @@ public final class VideoDecoder {
             throw MediaError.invalidArgument("\(PathBytes.display(path)): \(reason)")
         }
         let (lo, hi) = FrameSampler.window(times: index.times, start: options.start, end: options.end)
+        if let bad = indices.first(where: { !index.times.indices.contains($0) }) {
+            throw MediaError.invalidArgument("\(PathBytes.display(path)): frame \(bad) sampled of \(index.times.count)")
+        }
         try checkMemory(frames: indices.count, width: size.width, height: size.height)
         return SamplePlan(indices: indices, timestamps: indices.map { index.times[$0] },
                           width: size.width, height: size.height, totalFrames: index.count,

@@ -120,6 +120,16 @@ import Testing
         }
     }
 
+    /// Past 2^24 frames float32 rounds the last index beyond the window (16777219 becomes
+    /// 16777220, and indexing the frame table with it trapped): indices stay within the window.
+    @Test func linspaceStaysInTheWindowPastFloatPrecision() {
+        for (start, end, count) in [(0, 16_777_219, 768), (16_777_217, 33_554_431, 100), (5, 16_777_221, 2)] {
+            let indices = FrameSampler.linspaceIndices(start: start, end: end, count: count)
+            #expect(indices.count == count && indices.allSatisfy { (start...end).contains($0) }, "\(start)…\(end) ×\(count): \(indices.suffix(2))")
+        }
+        #expect(FrameSampler.linspaceIndices(start: 0, end: 16_777_219, count: 768).last == 16_777_219)
+    }
+
     /// Videos (and windows) of 2 or 3 frames get smart_nframes' 2 (in the reference cases above:
     /// the first and the last, as torch's linspace(0, 2, 2) gives them); where qwen-vl-utils would
     /// raise — one frame, or max_frames 1 — one frame, never an error.
