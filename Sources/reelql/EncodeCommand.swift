@@ -65,6 +65,9 @@ struct EncodeCommand: ParsableCommand {
             let grid = input.grid
             let (merged, computed) = try timed("vision") { try vlm.encode(input) }
             let values = merged.buffer
+            guard values.allSatisfy({ $0.isFinite }) else {
+                throw VLMError.invalidInput("\(PathBytes.display(model)): the vision tower's embeddings of \(PathBytes.display(file)) hold NaN or ±Inf; the checkpoint's vision weights may be damaged")
+            }
             let mean = values.reduce(0.0) { $0 + Double($1) } / Double(values.count)
             let variance = values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(values.count)
             if let out {

@@ -271,6 +271,20 @@ enum Hostile {
             #expect(r.clean && r.status != 0 && r.stderr.contains(named) && !r.stderr.contains("Missing value"), "\(args): \(r)")
         }
     }
+
+    /// REELQL_THREADS past Int32 trapped in its conversion for OpenMP; any value that is not a
+    /// thread count from 1 to 1024 is now refused by name before work, and a good one is used.
+    @Test func threadCountsFromTheEnvironmentAreChecked() throws {
+        let args = ["tokenize", "a cat", "--model", Hostile.tinyModel]
+        for value in ["4294967296", "0", "-3", "two", "1025", ""] {
+            let r = try Hostile.run(args, limit: 20, environment: ["REELQL_THREADS": value])
+            #expect(r.clean && r.status == 64 && r.stderr.contains("REELQL_THREADS=\"\(value)\""), "\(value): \(r)")
+        }
+        let video = CLI.video("h264_cfr.mp4")
+        let r = try Hostile.run(["describe", video, "--model", Hostile.tinyModel, "--max-pixels", "9408", "--max-new-tokens", "2"],
+                                limit: 60, environment: ["REELQL_THREADS": "1"])
+        #expect(r.clean && r.status == 0, "\(r)")
+    }
 }
 
 @Suite(.serialized) struct HostileDatabaseTests {
@@ -600,6 +614,25 @@ enum Hostile {
         try data.write(to: weights)
         let transposed = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", swapped, "--max-new-tokens", "2"], limit: 30)
         #expect(transposed.clean && transposed.status == 20 && transposed.stderr.contains("error[model]: \(swapped): tensor "), "\(transposed)")
+        // A NaN in a vision weight: encode says the embeddings hold NaN and names the checkpoint
+        // (its JSON encoder failed on the NaN mean, naming neither); describe stops on the logits.
+        let poisoned = try Self.checkpoint("config.json") { _ in }
+        defer { try? FileManager.default.removeItem(atPath: poisoned) }
+        let file = URL(fileURLWithPath: poisoned + "/model.safetensors")
+        var bytes = try Data(contentsOf: file)
+        let length = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let table = try #require(try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + length))) as? [String: Any])
+        let bias = try #require(table["visual.merger.mlp.2.bias"] as? [String: Any])
+        #expect(bias["dtype"] as? String == "F32")
+        let start = 8 + length + (try #require((bias["data_offsets"] as? [Int])?.first))
+        withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { bytes.replaceSubrange(start..<(start + 4), with: $0) }
+        try bytes.write(to: file)
+        for json in [[], ["--json"]] {
+            let encoded = try Hostile.run(["encode", CLI.video("hevc.mp4"), "--model", poisoned, "--max-pixels", "9408"] + json, limit: 30)
+            #expect(encoded.clean && encoded.status != 0 && encoded.stderr.contains(poisoned) && encoded.stderr.contains("NaN"), "\(encoded)")
+        }
+        let described = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", poisoned, "--max-new-tokens", "2"], limit: 30)
+        #expect(described.clean && described.status != 0 && described.stderr.contains("non-finite"), "\(described)")
         // In a run, a prompt beyond the context is a settings error naming the spec file and key.
         let ws = try Hostile.Workspace()
         defer { ws.remove() }
