@@ -95,7 +95,10 @@ public final class Store: @unchecked Sendable {
     /// The tables every reelql database has, with every column its own migrations gave them (a
     /// dropped table or column is damage, reported before any work; before, reading a row without
     /// the column trapped). A database from an older reelql is checked against the columns of
-    /// its migrations, and reads as it did.
+    /// its migrations, and reads as it did. Triggers run code on reelql's own writes (one looping
+    /// for ever hung `run` and `merge`), so every trigger must be one the migrations make, word
+    /// for word; so must the views under reelql's names, which `report` and `search` read. Views
+    /// of other names (a user's own queries) are left alone.
     static func checkSchema(_ db: Database, path: String, requireThumbnails: Bool) throws {
         var tables = ["runs", "videos", "clips", "results"]
         if requireThumbnails { tables += ["thumbnails", "results_fts"] }
@@ -108,41 +111,67 @@ public final class Store: @unchecked Sendable {
         // (reelql has migrations: `ours` is never empty.)
         guard let newest = ours.last else { return }
         let last = applied.isSubset(of: Set(ours)) ? ours.last(where: applied.contains) : nil
-        for (table, columns) in expectedColumns(upTo: last ?? newest).sorted(by: { $0.key < $1.key }) where try db.tableExists(table) {
+        let expected = expectedSchema(upTo: last ?? newest)
+        for (table, columns) in expected.columns.sorted(by: { $0.key < $1.key }) where try db.tableExists(table) {
             let have = Set(try db.columns(in: table).map(\.name))
             if let missing = columns.subtracting(have).sorted().first {
                 throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: its table '\(table)' has no column '\(missing)'")
             }
         }
+        for row in try Row.fetchAll(db, sql: "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY name") {
+            let type: String = row["type"] ?? "", name: String = row["name"] ?? "", sql: String? = row["sql"]
+            let made = type == "trigger" ? expected.triggers : expected.views
+            if type == "view" && made[name] == nil && !SchemaObjects.viewNames.contains(name) { continue }
+            guard let sql, made[name] == sql else {
+                let drop = "DROP \(type.uppercased()) \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\""
+                throw PipelineError.database(path: path, reason: "its \(type) '\(name)' is not the one reelql makes\(type == "trigger" ? " (a trigger runs on reelql's own writes)" : ""): remove it (\(drop)) or name another database")
+            }
+        }
     }
 
-    /// The columns of reelql's tables as its migrations up to `last` make them (read off an empty
-    /// database migrated in memory).
-    static func expectedColumns(upTo last: String) -> [String: Set<String>] {
-        // Once per migration: every open of a database checks its schema.
-        expectedColumnsLock.lock()
-        defer { expectedColumnsLock.unlock() }
-        if let known = expectedColumnsCache[last] { return known }
-        let columns = migratedColumns(upTo: last)
-        if !columns.isEmpty { expectedColumnsCache[last] = columns }
-        return columns
+    /// What reelql's migrations up to one of them make: the columns of its tables, and its
+    /// triggers and views with their SQL.
+    struct SchemaObjects {
+        var columns: [String: Set<String>] = [:]
+        var triggers: [String: String] = [:]
+        var views: [String: String] = [:]
+        /// Every view any migration makes (one a later migration drops is still reelql's name).
+        static let viewNames = Set(Store.migrator.migrations.flatMap { Store.expectedSchema(upTo: $0).views.keys })
     }
-    nonisolated(unsafe) private static var expectedColumnsCache: [String: [String: Set<String>]] = [:]
-    private static let expectedColumnsLock = NSLock()
 
-    private static func migratedColumns(upTo last: String) -> [String: Set<String>] {
-        guard let queue = try? DatabaseQueue() else { return [:] }
+    /// The columns of reelql's tables as its migrations up to `last` make them.
+    static func expectedColumns(upTo last: String) -> [String: Set<String>] { expectedSchema(upTo: last).columns }
+
+    /// Read off an empty database migrated in memory, once per migration (every open of a
+    /// database checks its schema).
+    static func expectedSchema(upTo last: String) -> SchemaObjects {
+        expectedSchemaLock.lock()
+        defer { expectedSchemaLock.unlock() }
+        if let known = expectedSchemaCache[last] { return known }
+        let schema = migratedSchema(upTo: last)
+        if !schema.columns.isEmpty { expectedSchemaCache[last] = schema }
+        return schema
+    }
+    nonisolated(unsafe) private static var expectedSchemaCache: [String: SchemaObjects] = [:]
+    private static let expectedSchemaLock = NSLock()
+
+    private static func migratedSchema(upTo last: String) -> SchemaObjects {
+        guard let queue = try? DatabaseQueue() else { return SchemaObjects() }
         do {
             try migrator.migrate(queue, upTo: last)
             return try queue.read { db in
-                var out: [String: Set<String>] = [:]
+                var out = SchemaObjects()
                 for table in ["runs", "videos", "clips", "results", "thumbnails"] where try db.tableExists(table) {
-                    out[table] = Set(try db.columns(in: table).map(\.name))
+                    out.columns[table] = Set(try db.columns(in: table).map(\.name))
+                }
+                for row in try Row.fetchAll(db, sql: "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view')") {
+                    guard let name: String = row["name"], let sql: String = row["sql"] else { continue }
+                    if (row["type"] as String?) == "trigger" { out.triggers[name] = sql } else { out.views[name] = sql }
                 }
                 return out
             }
         } catch {
-            return [:]
+            return SchemaObjects()
         }
     }
 

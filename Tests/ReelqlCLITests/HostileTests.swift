@@ -372,6 +372,35 @@ enum Hostile {
         #expect(try Hostile.videos(ws.db) == before)
     }
 
+    /// A trigger reelql did not make runs on reelql's own writes (one looping for ever hung `run`
+    /// and `merge`, past SIGTERM), and a view under reelql's name is what `report` reads: both
+    /// are refused by name, with the statement that removes them, before any work. A view of
+    /// the user's own is fine.
+    @Test func foreignTriggersAndReplacedViewsAreRefused() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let own = try Hostile.snapshot(ws.db, to: ws.root + "/own.sqlite", sql: "CREATE VIEW dogs AS SELECT * FROM results WHERE text LIKE '%dog%'")
+        for args in [["run", ws.specPath, "--db", own, "--quiet"], ["report", own, "--out", ws.root + "/own.html"]] {
+            let r = try Hostile.run(args, limit: 30)
+            #expect(r.clean && r.status == 0, "\(args): \(r)")
+        }
+        let forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
+        let cases = [
+            ("trigger.sqlite", "CREATE TRIGGER spin AFTER INSERT ON runs BEGIN SELECT count(*) FROM (\(forever)); END", "trigger 'spin'"),
+            ("fts.sqlite", "DROP TRIGGER results_ai; CREATE TRIGGER results_ai AFTER INSERT ON results BEGIN SELECT count(*) FROM (\(forever)); END",
+             "trigger 'results_ai'"),
+            ("view.sqlite", "DROP VIEW clip_results; CREATE VIEW clip_results AS \(forever)", "view 'clip_results'"),
+        ]
+        for (name, sql, named) in cases {
+            let db = try Hostile.snapshot(ws.db, to: ws.root + "/" + name, sql: sql)
+            for args in [["run", ws.specPath, "--db", db, "--quiet"], ["merge", db, ws.db], ["report", db, "--out", ws.root + "/r.html"]] {
+                let r = try Hostile.run(args, limit: 20)
+                #expect(r.clean && r.status != 0 && r.stderr.contains(named) && r.stderr.contains("DROP "), "\(args): \(r)")
+            }
+        }
+    }
+
     /// A database that is a device, a FIFO or a folder is refused before SQLite touches it.
     @Test func databaseMustBeARegularFile() throws {
         let ws = try Hostile.Workspace()
