@@ -119,13 +119,17 @@ public final class Tokenizer: @unchecked Sendable {
             return [p]
         }
         var pattern: String? = nil
+        var literal = false
         var sawByteLevel = false
         for p in pretokenizers(json["pre_tokenizer"]) {
             switch p["type"] as? String {
             case "Split":
-                guard let pat = (p["pattern"] as? [String: Any])?["Regex"] as? String ?? (p["pattern"] as? [String: Any])?["String"] as? String else {
+                // A `String` pattern is split on as it is written, not as a regex.
+                let regex = (p["pattern"] as? [String: Any])?["Regex"] as? String, text = (p["pattern"] as? [String: Any])?["String"] as? String
+                guard let pat = regex ?? text, !pat.isEmpty else {
                     throw TokenizerError.invalid(path: path, reason: "Split without a pattern")
                 }
+                literal = regex == nil
                 let behavior = (p["behavior"] as? String ?? "Isolated").lowercased()
                 guard behavior == "isolated", !(p["invert"] as? Bool ?? false) else {
                     throw TokenizerError.unsupported(path: path, feature: "Split behaviour \(behavior)")
@@ -134,13 +138,13 @@ public final class Tokenizer: @unchecked Sendable {
             case "ByteLevel":
                 sawByteLevel = true
                 if p["add_prefix_space"] as? Bool ?? false { throw TokenizerError.unsupported(path: path, feature: "ByteLevel add_prefix_space") }
-                if p["use_regex"] as? Bool ?? true, pattern == nil { pattern = RegexSplitter.gpt2 }
+                if p["use_regex"] as? Bool ?? true, pattern == nil { (pattern, literal) = (RegexSplitter.gpt2, false) }
             default:
                 throw TokenizerError.unsupported(path: path, feature: "pre_tokenizer \(p["type"] ?? "?")")
             }
         }
         guard sawByteLevel else { throw TokenizerError.unsupported(path: path, feature: "a BPE without a ByteLevel pre-tokenizer") }
-        do { splitter = try pattern.map(RegexSplitter.init) } catch {
+        do { splitter = try pattern.map { try RegexSplitter(pattern: $0, literal: literal) } } catch {
             throw TokenizerError.invalid(path: path, reason: "pre-tokenizer regex: \(error.localizedDescription)")
         }
 

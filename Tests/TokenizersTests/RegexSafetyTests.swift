@@ -1,22 +1,53 @@
+import Foundation
 import Testing
 @testable import Tokenizers
 
-/// A hostile tokenizer.json can carry a pre-tokenizer regex that backtracks exponentially
-/// (`(a+)+$` takes 18 s on 49 characters): such patterns are refused when the tokenizer loads;
-/// the real ones load.
+/// A hostile tokenizer.json can carry a pre-tokenizer regex that backtracks exponentially in
+/// ICU (`(a+)+$` took 18 s on 49 characters; `(a|a)*c`, which passed the old shape test, minutes
+/// on 300): only the known patterns are taken as regexes, a `String` pattern is split on as
+/// written, and anything else is refused when the tokenizer loads, naming the pattern.
 @Suite struct RegexSafetyTests {
-    @Test(arguments: ["(a+)+$", "(x*)*", "((ab)+c)+", "(\\w+\\s?)*$", "([a-z]{2,})+", "(?:a|aa)+(b+)*"])
-    func nestedRepetitionIsRefused(pattern: String) {
-        #expect(RegexSplitter.nestedQuantifier(pattern) != nil, "\(pattern)")
+    @Test(arguments: ["(a+)+$", "(x*)*", "((ab)+c)+", "(\\w+\\s?)*$", "([a-z]{2,})+", "(?:a|aa)+(b+)*", "(a|a)*c",
+                      "(?:[^@]|[^@]|[^@]|[^@])*@", "(a?){28}a{28}", "\\s*\\s*\\s*\\s*\\s*\\s*x", "(\\p{L})+"])
+    func unknownRegexesAreRefused(pattern: String) {
         #expect(throws: (any Error).self) { _ = try RegexSplitter(pattern: pattern) }
+        // As a literal string it is harmless, and splits on exactly that text.
+        #expect(throws: Never.self) { _ = try RegexSplitter(pattern: pattern, literal: true) }
     }
 
-    @Test func realPatternsLoad() throws {
-        let qwen2 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
-        let llama3 = #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
-        for p in [qwen2, llama3, RegexSplitter.gpt2, "(\\p{L})+", "(ab){1}+", "[(+)]+"] {
-            #expect(RegexSplitter.nestedQuantifier(p) == nil, "\(p)")
-            _ = try RegexSplitter(pattern: p)
+    @Test func knownPatternsLoad() throws {
+        #expect(RegexSplitter.known.keys.sorted() == ["GPT-2", "Llama 3", "Qwen2"])
+        for p in RegexSplitter.known.values { _ = try RegexSplitter(pattern: p) }
+        // Every tokenizer this checkout carries uses one of them.
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        for dir in ["models/demo", "fixtures/tokenizers/qwen2", "fixtures/models/tiny-qwen3vl-a"] {
+            _ = try Tokenizer(path: root.appendingPathComponent(dir + "/tokenizer.json").path)
+        }
+    }
+
+    @Test func aLiteralPatternSplitsOnItsText() throws {
+        let s = try RegexSplitter(pattern: ".", literal: true)
+        #expect(s.split("a.b").map(String.init) == ["a", ".", "b"])
+    }
+
+    /// In a tokenizer.json: refused, naming the file and the pattern.
+    @Test func aHostileTokenizerIsRefusedNamingThePattern() throws {
+        let small = ParityTests.root.appendingPathComponent("small/tokenizer.json")
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: small)) as? [String: Any])
+        var pre = try #require(json["pre_tokenizer"] as? [String: Any])
+        var list = try #require(pre["pretokenizers"] as? [[String: Any]])
+        list[0]["pattern"] = ["Regex": "(a|a)*c"]
+        pre["pretokenizers"] = list
+        json["pre_tokenizer"] = pre
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tok-\(UUID().uuidString).json").path
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        do {
+            _ = try Tokenizer(path: path)
+            Issue.record("loaded")
+        } catch let e as TokenizerError {
+            let message = e.errorDescription ?? ""
+            #expect(message.contains(path) && message.contains("(a|a)*c"), "\(message)")
         }
     }
 }
