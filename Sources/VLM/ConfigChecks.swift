@@ -18,7 +18,10 @@ enum ConfigBounds {
     static let merge = 1...16
     static let temporalPatch = 1...16
     static let channels = 1...16
-    static let pixels = 1...(1 << 30)         // min_pixels / max_pixels
+    static let pixels = 1...(1 << 30)         // max_pixels
+    /// min_pixels: every frame, however small, is upscaled to at least this; released
+    /// checkpoints ask for at most 65,536, and 2048² is already minutes of the tower per frame.
+    static let minPixels = 0...(1 << 22)
     static let newTokens = 0...(1 << 24)
 
     static func outside(_ value: Int, _ range: ClosedRange<Int>) -> String {

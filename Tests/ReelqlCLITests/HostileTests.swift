@@ -524,6 +524,8 @@ enum Hostile {
             ("video_preprocessor_config.json", "patch_size", { $0["patch_size"] = 0 }),
             ("video_preprocessor_config.json", "merge_size", { $0["merge_size"] = 0 }),
             ("video_preprocessor_config.json", "temporal_patch_size", { $0["temporal_patch_size"] = 0 }),
+            // A minimum that upscales every frame, however small, past 2048² (hours of the tower).
+            ("video_preprocessor_config.json", "min_pixels", { $0["size"] = ["shortest_edge": 1 << 26, "longest_edge": 1 << 30] }),
         ]
         for c in cases {
             let model = try Self.checkpoint(c.file, c.edit)
@@ -531,6 +533,25 @@ enum Hostile {
             let r = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", model, "--max-new-tokens", "4"],
                                     limit: 30, memoryLimitKB: Self.memoryLimitKB)
             #expect(r.clean && [2, 20, 21, 22].contains(r.status) && r.stderr.contains(c.key), "\(c.file) \(c.key): \(r)")
+        }
+    }
+
+    /// Qwen3-VL's processor sizes: a shortest edge that upscales a 56×56 picture to 64 MP (the
+    /// tower ran for ever) or a video stack to 6.5 GB of pixels is refused naming the key.
+    @Test func qwen3MinimumSizesAreBounded() throws {
+        for section in ["image_processor", "video_processor"] {
+            let model = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-hostile-q3-\(UUID().uuidString)").path
+            try FileManager.default.copyItem(atPath: CLI.root.appendingPathComponent("fixtures/models/tiny-qwen3vl-a").path, toPath: model)
+            defer { try? FileManager.default.removeItem(atPath: model) }
+            let path = model + "/processor_config.json"
+            var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+            var processor = try #require(json[section] as? [String: Any])
+            processor["size"] = ["shortest_edge": 1 << 26, "longest_edge": 1 << 30]
+            json[section] = processor
+            try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+            let input = section == "image_processor" ? CLI.video("alpha56.png") : CLI.video("hevc.mp4")
+            let r = try Hostile.run(["encode", input, "--model", model], limit: 30, memoryLimitKB: Self.memoryLimitKB)
+            #expect(r.clean && r.status != 0 && r.stderr.contains("processor_config.json") && r.stderr.contains("min_pixels"), "\(section): \(r)")
         }
     }
 

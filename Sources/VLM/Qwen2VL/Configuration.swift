@@ -337,7 +337,8 @@ public struct Qwen2VLPreprocessorConfiguration: Codable, Sendable, Equatable {
         try c.positive("rescale_factor", rescaleFactor)
         try c.inRanges([("patch_size", patchSize, b.patch), ("temporal_patch_size", temporalPatchSize, b.temporalPatch),
                         ("merge_size", mergeSize, b.merge), ("max_pixels", maxPixels, b.pixels)])
-        try c.inRange("min_pixels", minPixels, 0...maxPixels, note: " (at most max_pixels)")
+        try c.inRange("min_pixels", minPixels, 0...min(maxPixels, b.minPixels.upperBound),
+                      note: " (at most max_pixels, and 2048²: a minimum upscales every frame to it)")
         if let tower { try matches(path: path, tower: tower) }
     }
 
