@@ -470,7 +470,11 @@ public final class Runner: @unchecked Sendable {
 
     /// Per-video bookkeeping of the consumer.
     struct VideoState {
+        /// Files that failed: no further clip of theirs is admitted, and they get no summary.
         var failed = Set<Int64>()
+        /// Files with a clip the model could not take (failed, named): their other clips still
+        /// run, and they get no summary.
+        var clipFailed = Set<Int64>()
         var damage: [Int64: DecodeDamage] = [:]
     }
 
@@ -643,8 +647,10 @@ public final class Runner: @unchecked Sendable {
         let name = PathBytes.display((work.path as NSString).lastPathComponent)
         report.stats.clipsSkipped += work.reused
         if let failure = work.failure, work.clip < 0 || !Self.damageKinds.contains(failure.kind) {
-            // The file failed (it cannot be opened, or a clip asks what it cannot give).
+            // The file failed (it cannot be opened, or a clip asks what it cannot give); one
+            // that failed already keeps its first error.
             guard !state.failed.contains(work.video) else { return }
+            if state.clipFailed.contains(work.video) { state.failed.insert(work.video); return }
             try fail(work, kind: failure.kind, message: failure.message, state: &state, report: &report)
             return
         }
@@ -670,8 +676,11 @@ public final class Runner: @unchecked Sendable {
                              onToken: { _, _ in flight.tokens += 1 }, onPromptDone: { _ in }) { [stored] in flight.finished.append((stored, $0)) }
         } catch VLMError.invalidInput(let message) {
             // This clip asks the model for what it cannot do (a prompt beyond its context): the
-            // file fails, named; the run goes on.
-            try fail(work, kind: "model-input", message: "clip \(work.clip): \(message)", state: &state, report: &report)
+            // file fails, naming its first such clip; its other clips still run, so what is
+            // stored does not depend on how many were in flight (the batch size, the timing).
+            if !state.clipFailed.contains(work.video) && !state.failed.contains(work.video) {
+                try fail(work, kind: "model-input", message: "clip \(work.clip): \(message)", state: &state, report: &report, stopping: false)
+            }
             return
         }
         flight.perVideo[work.video, default: 0] += 1
@@ -679,19 +688,21 @@ public final class Runner: @unchecked Sendable {
         if let d = work.damage { state.damage[work.video] = d }
     }
 
-    /// Records a file as failed (once), named in the progress.
-    private func fail(_ work: Work, kind: String, message: String, state: inout VideoState, report: inout RunReport) throws {
+    /// Records a file as failed (once), named in the progress; `stopping`: no further clip of it
+    /// is admitted (else only its summary is left out).
+    private func fail(_ work: Work, kind: String, message: String, state: inout VideoState, report: inout RunReport,
+                      stopping: Bool = true) throws {
         try store.setVideoStatus(work.video, status: .failed, errorKind: kind, error: message)
         report.stats.videosFailed += 1
         report.failed.append(work.path)
-        state.failed.insert(work.video)
+        if stopping { state.failed.insert(work.video) } else { state.clipFailed.insert(work.video) }
         progress.event("failed: \(PathBytes.display((work.path as NSString).lastPathComponent)): \(message)")
     }
 
     /// Stores a clip whose answers are all done (one transaction); returns the tokens generated.
     private func save(_ work: Work, answers: [Answer], context c: Context, state: inout VideoState, report: inout RunReport) throws -> Int {
-        // A clip of a file that failed meanwhile (another clip's prompt did not fit) is dropped.
-        guard !state.failed.contains(work.video) else { return 0 }
+        // Stored even when its file failed meanwhile: every clip admitted before a failure is
+        // kept, however many of them were still in flight.
         let rows = answers.enumerated().map { Store.ResultRow(kind: $0.offset == 0 ? "description" : "answer", $0.element) }
         let s0 = DispatchTime.now().uptimeNanoseconds
         try store.saveClip(video: work.video, index: work.clip, start: work.range.start, end: work.range.end, frames: work.frames,
@@ -712,7 +723,7 @@ public final class Runner: @unchecked Sendable {
         var tokens = 0
         for (video, work) in flight.last.sorted(by: { $0.key < $1.key }) where flight.perVideo[video, default: 0] == 0 {
             flight.last[video] = nil
-            guard !state.failed.contains(video) else { continue }
+            guard !state.failed.contains(video) && !state.clipFailed.contains(video) else { continue }
             tokens += try finishVideo(work, model: model, context: c, state: &state, report: &report)
             doneVideos += 1
             try store.recordProgress(report.run, stats: report.stats)

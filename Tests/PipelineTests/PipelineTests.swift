@@ -312,6 +312,41 @@ import Testing
         }
     }
 
+    /// A clip beyond the model's context fails its file; what the run stores does not depend
+    /// on the batch: before, clips still in flight when a later clip failed were dropped, so
+    /// batch 1 kept clip 0 and batch 8 (clips in flight) kept nothing, or either, by timing.
+    @Test func aClipBeyondTheContextStoresTheSameAtEveryBatch() throws {
+        let ws = try Workspace(videos: [])
+        defer { ws.remove() }
+        for name in ["a.mp4", "b.mp4"] {
+            try FileManager.default.copyItem(atPath: Workspace.fixtures.appendingPathComponent("videos/longgop.mp4").path, toPath: ws.videoDir + "/" + name)
+        }
+        // The tiny model with a context of 100: clip 0 (5 s, 10 frames) fits, clip 1 (7 s) does not.
+        let model = ws.root + "/model"
+        try FileManager.default.copyItem(atPath: Workspace.fixtures.appendingPathComponent("models/tiny-qwen2vl-chat").path, toPath: model)
+        let config = model + "/config.json"
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: config))) as? [String: Any])
+        var text = try #require(json["text_config"] as? [String: Any])
+        text["max_position_embeddings"] = 100
+        json["text_config"] = text
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: config))
+        var rows: [[String]] = []
+        for batch in [1, 3, 8] {
+            try Workspace.spec(model: model).replacingOccurrences(of: "  max_new_tokens: 6", with: "  max_new_tokens: 4\n  batch: \(batch)")
+                .replacingOccurrences(of: "seconds: 2\n  min_remainder: 0.5", with: "seconds: 5\n  min_remainder: 3")
+                .replacingOccurrences(of: "  max_frames: 4\n", with: "")
+                .replacingOccurrences(of: "  questions: [Is there a dog?]", with: "  questions: [Is there a dog?]\n  summary: \"\"")
+                .write(toFile: ws.specPath, atomically: true, encoding: .utf8)
+            let db = ws.root + "/batch\(batch).sqlite"
+            let report = try ws.run(database: db)
+            #expect(report.stats.videosFailed == 2 && report.stats.clipsDone == 2, "batch \(batch): \(report.stats)")
+            rows.append(try canonicalRows(db))
+            let errors = try Store(path: db).db.read { db in try String.fetchAll(db, sql: "SELECT error FROM videos") }
+            #expect(errors.count == 2 && errors.allSatisfy { $0.hasPrefix("clip 1: ") && $0.contains("100") }, "\(errors)")
+        }
+        #expect(rows[1] == rows[0] && rows[2] == rows[0])
+    }
+
     /// A shard's run marks its own deleted files missing, and only those: another shard's run
     /// over the same database leaves them be.
     @Test func shardsMarkTheirOwnFilesMissing() throws {
