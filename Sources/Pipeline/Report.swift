@@ -138,10 +138,13 @@ public enum Report {
         } catch {
             throw PipelineError.database(path: path, reason: Store.reason(error))
         }
+        // Keys sorted: one database gives one page, byte for byte.
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
+        encoder.outputFormatting = [.sortedKeys]
         let data = scriptSafe(String(decoding: try encoder.encode(payload), as: UTF8.self))
-        let pictures = scriptSafe(String(decoding: try JSONEncoder().encode(images), as: UTF8.self))
+        encoder.keyEncodingStrategy = .useDefaultKeys
+        let pictures = scriptSafe(String(decoding: try encoder.encode(images), as: UTF8.self))
         // The template is cut at its markers once, so no text from the database is read as one.
         var out = "", rest = Substring(page)
         for (marker, value) in [("@@TITLE@@", escape("reelql report: \((path as NSString).lastPathComponent)")),

@@ -242,6 +242,14 @@ public final class Runner: @unchecked Sendable {
         return (String(format: "%016llx", Scan.fnv1a(data)), String(decoding: data, as: UTF8.self))
     }
 
+    /// `value` as JSON with its keys sorted: the same settings are the same bytes in every run
+    /// (a dictionary's order changes from process to process).
+    static func stableJSON<T: Encodable>(_ value: T) -> String {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return String(decoding: (try? e.encode(value)) ?? Data(), as: UTF8.self)
+    }
+
     /// One item from the producer: a clip ready for the model, a clip or file that failed, or
     /// the end of a video whose clips were all done before.
     struct Work: @unchecked Sendable {
@@ -306,7 +314,7 @@ public final class Runner: @unchecked Sendable {
         var report = RunReport()
         let modelDirectory = try spec.model.map(spec.resolve) ?? ClipModel.defaultDirectory()
         let (settingsKey, _) = try Self.settingsKey(spec, modelDirectory: modelDirectory)
-        let specJSON = String(decoding: (try? JSONEncoder().encode(spec)) ?? Data(), as: UTF8.self)
+        let specJSON = Self.stableJSON(spec)
         let listing = try Scan.listing(spec.inputs, resolve: spec.resolve)
         // The run's own database (and its journal files) is never an input, whatever the extensions.
         let own = Set(["", "-wal", "-shm", "-journal"].compactMap { FileStatus.of(store.path + $0).status?.id })
@@ -356,7 +364,7 @@ public final class Runner: @unchecked Sendable {
         try checkPromptLengths(model)
         report.setup = Double(loadStart - t0) / 1e9
         let context = Context(run: run, files: files, settingsKey: settingsKey, modelDirectory: modelDirectory,
-                              generationJSON: String(decoding: (try? JSONEncoder().encode(spec.generation)) ?? Data(), as: UTF8.self),
+                              generationJSON: Self.stableJSON(spec.generation),
                               sampling: model.sampling(spec.samplingOptions), imageSampling: model.sampling(spec.samplingOptions, kind: .image),
                               model: model)
 

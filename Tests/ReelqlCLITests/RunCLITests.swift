@@ -44,6 +44,29 @@ import Testing
         return p
     }
 
+    /// The settings stored with results and runs are the same bytes in every process (their
+    /// JSON followed a dictionary's order, which changes from process to process), and so is
+    /// the report page of one database.
+    @Test func storedSettingsAreTheSameBytesInEveryRun() throws {
+        let ws = try Workspace(["hevc.mp4"])
+        defer { ws.remove() }
+        var stored: [[String]] = [], pages: [String] = []
+        for i in 0..<3 {
+            let db = ws.root + "/\(i).sqlite"
+            #expect(try CLI.run(["run", ws.spec, "--db", db, "--quiet"]).status == 0)
+            stored.append(try Store(path: db).db.read { db in
+                try String.fetchAll(db, sql: "SELECT DISTINCT settings FROM results") + String.fetchAll(db, sql: "SELECT spec FROM runs")
+            })
+            let page = ws.root + "/\(i).html"
+            #expect(try CLI.run(["report", ws.root + "/0.sqlite", "--out", page]).status == 0)
+            // Less the time it was made.
+            let html = try String(contentsOfFile: page, encoding: .utf8)
+            pages.append(html.replacingOccurrences(of: #""generated_at":"[^"]*""#, with: "", options: .regularExpression))
+        }
+        #expect(stored[0].count == 2 && stored[1] == stored[0] && stored[2] == stored[0], "\(stored)")
+        #expect(pages[1] == pages[0] && pages[2] == pages[0])
+    }
+
     @Test func failuresGiveExitThreeAndASummary() throws {
         let ws = try Workspace(["hevc.mp4", "not_a_video.mp4", "empty.mp4"])
         defer { ws.remove() }
