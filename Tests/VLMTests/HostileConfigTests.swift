@@ -92,6 +92,29 @@ import Tensors
         expectInvalid(copy, key: "text_config.\(key)", mentioning: shown)
     }
 
+    /// A rope type other than the default changes the rotary frequencies in the reference
+    /// (yarn, linear, dynamic…): it was read and ignored, giving other logits. Refused, in the
+    /// 5.x layout and the 4.x one (where `mrope` is the default's name).
+    @Test func unsupportedRopeTypesAreRefused() throws {
+        let v5 = try Copy()
+        try v5.editJSON("config.json") { json in
+            var text = json["text_config"] as! [String: Any]
+            var rope = text["rope_parameters"] as! [String: Any]
+            rope["rope_type"] = "yarn"
+            text["rope_parameters"] = rope
+            json["text_config"] = text
+        }
+        expectInvalid(v5, key: "text_config.rope_parameters.rope_type", mentioning: "yarn")
+        let v4 = try Copy("tiny-qwen2vl-a-v4")
+        #expect(loadError(v4) == nil)
+        try v4.editJSON("config.json") { json in
+            var scaling = json["rope_scaling"] as! [String: Any]
+            scaling["type"] = "linear"
+            json["rope_scaling"] = scaling
+        }
+        expectInvalid(v4, key: "rope_scaling.type", mentioning: "linear")
+    }
+
     /// JSON has no NaN or infinity (1e999 is refused by the parser), but configurations built in
     /// code reach the towers' initialisers, which check them too.
     @Test(arguments: [Double.nan, .infinity, -.infinity])

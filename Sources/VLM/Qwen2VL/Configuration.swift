@@ -97,6 +97,12 @@ struct RopeParameters: Codable, Sendable, Equatable {
     }
 }
 
+/// A configuration value that was read but is not supported, with its key.
+struct RejectedValue: Sendable, Equatable {
+    var key: String
+    var value: String
+}
+
 /// One id or a list of ids (`eos_token_id` is either).
 public struct TokenIDs: Codable, Sendable, Equatable {
     public var ids: [Int]
@@ -128,6 +134,11 @@ public struct Qwen2VLTextConfiguration: Codable, Sendable, Equatable {
     public var bosTokenId: Int?
     public var eosTokenId: TokenIDs?
 
+    /// A rope type other than the default (mrope is the default's name in 4.x files), with the
+    /// key it was under: refused by `validate` (yarn, linear, dynamic… change the rotary
+    /// frequencies, which this decoder does not).
+    var unsupportedRopeType: RejectedValue?
+
     public var headDim: Int { hiddenSize / numAttentionHeads }
 
     enum CodingKeys: String, CodingKey {
@@ -158,6 +169,11 @@ public struct Qwen2VLTextConfiguration: Codable, Sendable, Equatable {
         ropeTheta = try rope?.ropeTheta ?? c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? ropeTheta
         mropeSection = try rope?.mropeSection ?? scaling?.mropeSection
             ?? c.decodeIfPresent([Int].self, forKey: .mropeSection) ?? mropeSection
+        let types: [(String, String?)] = [("rope_parameters.rope_type", rope?.ropeType), ("rope_parameters.type", rope?.type),
+                                          ("rope_scaling.rope_type", scaling?.ropeType), ("rope_scaling.type", scaling?.type)]
+        if let (key, value) = types.first(where: { $0.1 != nil }), let value, !["default", "mrope"].contains(value) {
+            unsupportedRopeType = RejectedValue(key: key, value: value)
+        }
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings)
         bosTokenId = try c.int(.bosTokenId)
         eosTokenId = try c.decodeIfPresent(TokenIDs.self, forKey: .eosTokenId)
@@ -185,6 +201,7 @@ public struct Qwen2VLTextConfiguration: Codable, Sendable, Equatable {
     /// `prefix` is where the text fields sit in the file ("text_config." or "" for 4.x files).
     func validate(path: String, prefix: String = "") throws {
         let c = ConfigChecker(path: path, prefix: prefix)
+        if let r = unsupportedRopeType { try c.oneOf(r.key, r.value, ["default", "mrope"]) }
         try c.decoderSizes(self)
         try c.divides("num_attention_heads", numAttentionHeads, "hidden_size", hiddenSize)
         try c.attentionGroupsAndSections(self, mropeKey: "mrope_section")
