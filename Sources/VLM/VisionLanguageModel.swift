@@ -230,6 +230,21 @@ public enum ModelRegistry {
         return family
     }
 
+    /// The configuration's vision token ids are the tokenizer's vision tokens: a mismatch gave
+    /// prompts without a single pad, and an error that blamed the video. `config` is the
+    /// directory's config.json, where the ids are read.
+    public static func checkVisionTokens(config: String, tokenizer: Tokenizer, image: Int, video: Int, start: Int, end: Int) throws {
+        for (key, id, token) in [("image_token_id", image, "<|image_pad|>"), ("video_token_id", video, "<|video_pad|>"),
+                                 ("vision_start_token_id", start, "<|vision_start|>"), ("vision_end_token_id", end, "<|vision_end|>")] {
+            guard let own = tokenizer.id(token) else {
+                throw VLMError.invalidInput("\(tokenizer.path): the tokenizer has no \(token) token, which \(config) names as \(key) \(id)")
+            }
+            guard own == id else {
+                throw VLMError.invalidConfig(path: config, key: key, reason: "\(id) is not the tokenizer's \(token), which is \(own) (\(tokenizer.path))")
+            }
+        }
+    }
+
     /// Where a chat model's answer ends: the checkpoint's eos ids, <|im_end|> and <|endoftext|>.
     public static func stopTokens(eos: [Int], tokenizer: Tokenizer) -> Set<Int> {
         Set(eos).union(["<|im_end|>", "<|endoftext|>"].compactMap { tokenizer.id($0) })

@@ -524,6 +524,9 @@ enum Hostile {
             ("video_preprocessor_config.json", "patch_size", { $0["patch_size"] = 0 }),
             ("video_preprocessor_config.json", "merge_size", { $0["merge_size"] = 0 }),
             ("video_preprocessor_config.json", "temporal_patch_size", { $0["temporal_patch_size"] = 0 }),
+            // Vision token ids that are not the tokenizer's (the error blamed the video).
+            ("config.json", "video_token_id", { $0["video_token_id"] = 808 }),
+            ("config.json", "vision_start_token_id", { $0["vision_start_token_id"] = 809 }),
             // A minimum that upscales every frame, however small, past 2048² (hours of the tower).
             ("video_preprocessor_config.json", "min_pixels", { $0["size"] = ["shortest_edge": 1 << 26, "longest_edge": 1 << 30] }),
         ]
