@@ -20,7 +20,7 @@ struct GenerationOptionGroup: ParsableArguments {
     var repetitionPenalty: Double = 1
     @Option(parsing: .unconditional, help: "Random seed for sampling (a whole number ≥ 0).")
     var seed: UInt64 = 0
-    @Option(parsing: .unconditional, help: "Prompts decoding together, one pass over the weights per step (1: one after another; outputs are the same).")
+    @Option(parsing: .unconditional, help: "Prompts decoding together, \(GenerationParameters.batchRange.lowerBound)–\(GenerationParameters.batchRange.upperBound), one pass over the weights per step (1: one after another; outputs are the same).")
     var batch: Int = PipelineSpec.Generation.defaultBatch
 
     func validate() throws {

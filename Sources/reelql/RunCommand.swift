@@ -31,7 +31,7 @@ struct RunCommand: ParsableCommand {
     var dtype: ComputeDType?
     @Option(name: .customLong("vision-dtype"), help: "The vision tower's precision (overrides vision_dtype; default: --dtype), e.g. bf16 with --dtype int8.")
     var visionDType: ComputeDType?
-    @Option(parsing: .unconditional, help: "Sequences decoding together (overrides generation.batch; default \(PipelineSpec.Generation.defaultBatch); 1: one at a time).")
+    @Option(parsing: .unconditional, help: "Sequences decoding together, \(GenerationParameters.batchRange.lowerBound)–\(GenerationParameters.batchRange.upperBound) (overrides generation.batch; default \(PipelineSpec.Generation.defaultBatch); 1: one at a time).")
     var batch: Int?
     @Option(parsing: .unconditional, help: "Clip length in seconds (overrides clips.seconds).")
     var clipSeconds: Double?
@@ -54,6 +54,17 @@ struct RunCommand: ParsableCommand {
         var failedFiles: [String]
     }
 
+    /// The spec keys the options given override, with the option and its value.
+    var overrides: [String: String] {
+        var o: [String: String] = [:]
+        if let fps { o["sampling.fps"] = "--fps \(fps)" }
+        if let maxPixels { o["sampling.max_pixels"] = "--max-pixels \(maxPixels)" }
+        if let batch { o["generation.batch"] = "--batch \(batch)" }
+        if let clipSeconds { o["clips.seconds"] = "--clip-seconds \(clipSeconds)" }
+        if let maxNewTokens { o["generation.max_new_tokens"] = "--max-new-tokens \(maxNewTokens)" }
+        return o
+    }
+
     func run() throws {
         var pipeline: PipelineSpec
         do {
@@ -73,6 +84,10 @@ struct RunCommand: ParsableCommand {
             if let clipSeconds { pipeline.clips.seconds = clipSeconds }
             if let maxNewTokens { pipeline.generation.maxNewTokens = maxNewTokens }
             try pipeline.validate(path: spec)
+        } catch PipelineError.invalidSpec(_, let key, let reason) where overrides[key] != nil {
+            // A value given by an option is named as the option.
+            printError("error[spec]: \(overrides[key] ?? key) (\(key)): \(reason)")
+            throw ExitCode(2)
         } catch let e as PipelineError {
             printError("error[spec]: \(e.localizedDescription)")
             throw ExitCode(2)

@@ -265,6 +265,9 @@ enum Hostile {
             (["describe", video, "--seed", "-1"], "--seed"), (["describe", video, "--temperature", "-1"], "--temperature"),
             (["describe", video, "--max-new-tokens", "-5"], "--max-new-tokens"), (["frames", video, "--start", "-3"], "--start"),
             (["run", ws.root, "--db", ws.db, "--fps", "-2"], "-2"), (["run", ws.root, "--db", ws.db, "--batch", "-3"], "-3"),
+            // A value an option gave is named as the option (with the spec key it overrides).
+            (["run", ws.root, "--db", ws.db, "--batch", "0"], "--batch 0 (generation.batch)"),
+            (["run", ws.specPath, "--db", ws.db, "--max-new-tokens", "-1"], "--max-new-tokens -1 (generation.max_new_tokens)"),
         ]
         for (args, named) in cases {
             let r = try Hostile.run(args, limit: 20)
