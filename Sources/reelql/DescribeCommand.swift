@@ -112,6 +112,7 @@ struct DescribeCommand: ParsableCommand {
             var held = [String](repeating: "", count: questions.count + 1)
             var finished = Set<Int>(), current = 0
             func out(_ text: String) { if !json { writeResult(text) } }
+            let started = DispatchTime.now().uptimeNanoseconds
             let answers = try clip.describe(input, description: description, questions: questions, onToken: { i, id in
                 let piece = streams[i].add(id)
                 if i == current { out(piece) } else { held[i] += piece }
@@ -127,7 +128,10 @@ struct DescribeCommand: ParsableCommand {
             out("\n")
             timing["vision"] = answers.first?.visionSeconds ?? 0
             timing["prefill"] = answers.first?.prefillSeconds ?? 0
-            timing["generate"] = answers.reduce(0) { $0 + $1.generateSeconds }
+            // The wall time of generation: prompts decoding together overlap, so their own
+            // times (first token to last) add up to more than it.
+            let wall = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            timing["generate"] = max(0, wall - (timing["vision"] ?? 0) - (timing["prefill"] ?? 0))
             if json, let first = answers.first {
                 let rest = answers.dropFirst().map { Answer(question: $0.prompt, answer: $0.text, tokens: $0.tokens) }
                 try printJSON(Output(file: file, kind: kind.rawValue, description: first.text, tokens: first.tokens, answers: rest, timing: timing))

@@ -248,6 +248,19 @@ import VLM
 @Suite struct DescribeCLITests {
     static let model = CLI.root.appendingPathComponent("fixtures/models/tiny-qwen2vl-chat").path
 
+    /// The timings are wall time: prompts decoding together overlap, and their own generation
+    /// times added up to more than the whole process took.
+    @Test func describeTimingsAreWallTime() throws {
+        let questions = (1...7).flatMap { ["--question", "q\($0)"] }
+        let model = CLI.root.appendingPathComponent("fixtures/models/tiny-qwen3vl-b").path
+        let started = Date()
+        let r = try CLI.run(["describe", CLI.video("hevc.mp4"), "--model", model, "--max-new-tokens", "300", "--batch", "8", "--json"] + questions)
+        let wall = Date().timeIntervalSince(started)
+        #expect(r.status == 0, "\(r.stderr)")
+        let timing = try #require(try CLI.json(r.stdout)["timing"] as? [String: Double])
+        #expect(timing.values.reduce(0, +) <= wall, "\(timing) in \(wall) s")
+    }
+
     /// The CLI's answers are the library's: sampling, processor, chat prompt, one session.
     @Test func describeAndAnswerFromOneEncoding() throws {
         let args = ["describe", CLI.video("hevc.mp4"), "--model", Self.model, "--min-pixels", "784", "--max-pixels", "12544",
