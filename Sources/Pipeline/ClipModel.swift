@@ -64,8 +64,10 @@ public final class ClipModel: @unchecked Sendable {
     /// together (`generation.batch`). `onToken(i, id)` sees each token of prompt i (0: the
     /// description), `onDone(i)` its end.
     public func describe(_ input: VisualInput, description: String, questions: [String],
-                         onToken: (Int, Int) -> Void = { _, _ in }, onDone: (Int) -> Void = { _ in }) throws -> [Answer] {
-        try model.answer([description] + questions, about: input, parameters: parameters, onToken: onToken, onDone: onDone)
+                         onToken: (Int, Int) -> Void = { _, _ in }, onDone: (Int) -> Void = { _ in },
+                         cacheBytes: (Int) -> Void = { _ in }) throws -> [Answer] {
+        try model.answer([description] + questions, about: input, parameters: parameters, onToken: onToken, onDone: onDone,
+                         cacheBytes: cacheBytes)
     }
 
     public func text(_ prompt: String) throws -> Answer {

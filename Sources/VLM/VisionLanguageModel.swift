@@ -183,14 +183,17 @@ extension VisionLanguageModel {
     /// is encoded and the prompt prefix prefilled once, every prompt is answered from a fork of
     /// that state; the answers decode together, `parameters.batch` at a time, each as it would
     /// alone. `onToken(i, id)` sees each token of prompt i, `onDone(i)` its end.
+    /// `cacheBytes` receives the most bytes the answers' KV caches held at once.
     public func answer(_ prompts: [String], about input: VisualInput?, parameters: GenerationParameters,
-                       onToken: (Int, Int) -> Void = { _, _ in }, onDone: (Int) -> Void = { _ in }) throws -> [Answer] {
+                       onToken: (Int, Int) -> Void = { _, _ in }, onDone: (Int) -> Void = { _ in },
+                       cacheBytes: (Int) -> Void = { _ in }) throws -> [Answer] {
         try withoutActuallyEscaping(onToken) { onToken in
             try withoutActuallyEscaping(onDone) { onDone in
                 let batch = answerBatch(capacity: parameters.batch)
                 var answers: [Answer] = []
                 try batch.submit(prompts, about: input, parameters: parameters, onToken: onToken, onPromptDone: onDone) { answers = $0 }
                 while try batch.step() {}
+                cacheBytes(batch.peakCacheBytes)
                 return answers
             }
         }

@@ -80,6 +80,8 @@ struct DescribeCommand: ParsableCommand {
         var description: String
         var tokens: [Int]
         var answers: [Answer]
+        /// The most bytes the prompts' KV caches held at once (the shared prefix counted once).
+        var kvCacheBytes: Int
         var timing: [String: Double]
     }
 
@@ -113,6 +115,7 @@ struct DescribeCommand: ParsableCommand {
             var finished = Set<Int>(), current = 0
             func out(_ text: String) { if !json { writeResult(text) } }
             let started = DispatchTime.now().uptimeNanoseconds
+            var cacheBytes = 0
             let answers = try clip.describe(input, description: description, questions: questions, onToken: { i, id in
                 let piece = streams[i].add(id)
                 if i == current { out(piece) } else { held[i] += piece }
@@ -124,7 +127,7 @@ struct DescribeCommand: ParsableCommand {
                     guard current <= questions.count else { break }
                     out("\n\nQ: \(questions[current - 1])\n" + held[current])
                 }
-            })
+            }, cacheBytes: { cacheBytes = $0 })
             out("\n")
             timing["vision"] = answers.first?.visionSeconds ?? 0
             timing["prefill"] = answers.first?.prefillSeconds ?? 0
@@ -134,7 +137,7 @@ struct DescribeCommand: ParsableCommand {
             timing["generate"] = max(0, wall - (timing["vision"] ?? 0) - (timing["prefill"] ?? 0))
             if json, let first = answers.first {
                 let rest = answers.dropFirst().map { Answer(question: $0.prompt, answer: $0.text, tokens: $0.tokens) }
-                try printJSON(Output(file: file, kind: kind.rawValue, description: first.text, tokens: first.tokens, answers: rest, timing: timing))
+                try printJSON(Output(file: file, kind: kind.rawValue, description: first.text, tokens: first.tokens, answers: rest, kvCacheBytes: cacheBytes, timing: timing))
             }
             try checkResultOutput()
             try reportDamage(sampled, file: file)

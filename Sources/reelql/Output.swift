@@ -193,3 +193,12 @@ func requireUTF8(_ option: String, _ text: String) throws {
 /// The largest frame smart_resize may be asked for, in pixels (16384²): beyond it a frame would
 /// not fit in memory, whatever the video.
 let maxFramePixels = 1 << 28
+
+/// A byte count for people: "0 B", "412 KB", "3.2 MB", "1.21 GB" (powers of 1000).
+func byteCount(_ bytes: Int) -> String {
+    let b = Double(max(0, bytes))
+    if b < 1e3 { return "\(max(0, bytes)) B" }
+    if b < 1e6 { return String(format: "%.0f KB", b / 1e3) }
+    if b < 1e9 { return String(format: b < 1e7 ? "%.1f MB" : "%.0f MB", b / 1e6) }
+    return String(format: "%.2f GB", b / 1e9)
+}

@@ -51,6 +51,8 @@ struct RunCommand: ParsableCommand {
         var clipsDone: Int, clipsReused: Int, tokens: Int, interrupted: Bool
         var wallSeconds: Double, modelSeconds: Double, decodeSeconds: Double, waitSeconds: Double, overheadSeconds: Double
         var loadSeconds: Double, setupSeconds: Double, storeSeconds: Double
+        /// The most bytes the KV caches of the sequences in flight held at once.
+        var kvCacheBytes: Int
         var failedFiles: [String]
     }
 
@@ -176,17 +178,17 @@ struct RunCommand: ParsableCommand {
                          clipsReused: report.stats.clipsSkipped, tokens: report.stats.tokensGenerated, interrupted: report.interrupted,
                          wallSeconds: report.wall, modelSeconds: report.model, decodeSeconds: report.decoding, waitSeconds: report.waiting,
                          overheadSeconds: report.overhead, loadSeconds: report.loading, setupSeconds: report.setup,
-                         storeSeconds: report.storing, failedFiles: report.failed)
+                         storeSeconds: report.storing, kvCacheBytes: report.peakCacheBytes, failedFiles: report.failed)
         if json {
             try printJSON(out)
         }
         do {
             // The closing line goes to the log even when quiet (event() keeps stderr quiet then).
-            progress.event(String(format: "run %lld %@: %d videos (%d failed, %d damaged, %d missing), %d clips done, %d reused, %d tokens in %.1f s (model %.1f s of which generating %.1f s at %.1f tokens/s with KV caches up to %.0f MB, waiting for decode %.1f s, overhead %.2f s = %.1f%%) → %@",
+            progress.event(String(format: "run %lld %@: %d videos (%d failed, %d damaged, %d missing), %d clips done, %d reused, %d tokens in %.1f s (model %.1f s of which generating %.1f s at %.1f tokens/s with KV caches up to %@, waiting for decode %.1f s, overhead %.2f s = %.1f%%) → %@",
                                   report.run, report.interrupted ? "interrupted" : "finished", out.videos, out.failed, out.damaged, out.missing,
                                   out.clipsDone, out.clipsReused, out.tokens, out.wallSeconds, out.modelSeconds,
                                   report.generating, Double(report.stepTokens) / max(report.generating, 1e-9),
-                                  Double(report.peakCacheBytes) / 1e6, out.waitSeconds,
+                                  byteCount(report.peakCacheBytes), out.waitSeconds,
                                   out.overheadSeconds, 100 * out.overheadSeconds / max(out.wallSeconds, 1e-9), out.database))
             for f in report.failed { progress.event("failed: \(f)") }
         }

@@ -259,6 +259,7 @@ import VLM
         #expect(r.status == 0, "\(r.stderr)")
         let timing = try #require(try CLI.json(r.stdout)["timing"] as? [String: Double])
         #expect(timing.values.reduce(0, +) <= wall, "\(timing) in \(wall) s")
+        #expect((try CLI.json(r.stdout)["kv_cache_bytes"] as? Int ?? 0) > 0)
     }
 
     /// The CLI's answers are the library's: sampling, processor, chat prompt, one session.

@@ -75,6 +75,10 @@ import Testing
         let out = try CLI.json(r.stdout)
         #expect(out["failed"] as? Int == 2 && (out["clips_done"] as? Int ?? 0) > 0)
         #expect((out["failed_files"] as? [String])?.count == 2)
+        // The KV memory is reported: in the JSON, and in the closing line in units people read.
+        #expect((out["kv_cache_bytes"] as? Int ?? 0) > 0, "\(out)")
+        let plain = try CLI.run(["run", ws.spec, "--db", ws.root + "/b.sqlite"])
+        #expect(plain.stderr.range(of: #"KV caches up to [0-9.]+ (B|KB|MB|GB),"#, options: .regularExpression) != nil, "\(plain.stderr)")
     }
 
     /// Committed clips in a database another process is writing; 0 until it is in WAL mode (a
