@@ -234,12 +234,29 @@ public final class Runner: @unchecked Sendable {
             var model: String, modelConfig: UInt64, tokenizer: UInt64, dtype: String?, visionDType: String?
             var sampling: PipelineSpec.Sampling, clips: PipelineSpec.Clips, prompts: PipelineSpec.Prompts, generation: PipelineSpec.Generation
         }
-        let s = Settings(model: modelDirectory, modelConfig: Scan.fnv1a(configBytes), tokenizer: Scan.fnv1a(tokenizerBytes), dtype: spec.dtype,
-                         visionDType: spec.visionDType.flatMap { $0 == spec.dtype ? nil : $0 }, sampling: spec.sampling, clips: spec.clips, prompts: spec.prompts, generation: spec.generation)
+        // A dtype the checkpoint would be run in anyway is no setting: `--dtype f32` on an f32
+        // checkpoint (or bf16 on a bf16 one) keys as leaving it out, and reuses those clips.
+        let (language, vision) = defaultDTypes(modelDirectory)
+        let dtype = spec.dtype == language ? nil : spec.dtype
+        let implied = spec.dtype ?? vision
+        let s = Settings(model: modelDirectory, modelConfig: Scan.fnv1a(configBytes), tokenizer: Scan.fnv1a(tokenizerBytes), dtype: dtype,
+                         visionDType: spec.visionDType.flatMap { $0 == implied ? nil : $0 }, sampling: spec.sampling, clips: spec.clips,
+                         prompts: spec.prompts, generation: spec.generation)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         let data = try e.encode(s)
         return (String(format: "%016llx", Scan.fnv1a(data)), String(decoding: data, as: UTF8.self))
+    }
+
+    /// The dtypes a checkpoint runs in without --dtype (bf16 when its weights are bf16, else
+    /// f32), for the language model and the tower, as the loaders choose them (nil: unknown).
+    static func defaultDTypes(_ modelDirectory: String) -> (language: String?, vision: String?) {
+        guard let checkpoint = try? Checkpoint(directory: modelDirectory) else { return (nil, nil) }
+        func dtype(ofNameEnding suffix: String) -> String? {
+            guard let name = checkpoint.names.first(where: { $0.hasSuffix(suffix) }), let t = try? checkpoint.tensor(name) else { return nil }
+            return t.dtype == .bf16 ? "bf16" : "f32"
+        }
+        return (dtype(ofNameEnding: "embed_tokens.weight"), dtype(ofNameEnding: "patch_embed.proj.weight"))
     }
 
     /// `value` as JSON with its keys sorted: the same settings are the same bytes in every run

@@ -347,6 +347,28 @@ import Testing
         #expect(rows[1] == rows[0] && rows[2] == rows[0])
     }
 
+    /// A dtype the checkpoint runs in anyway keys as no dtype (explicit --dtype f32 on an f32
+    /// checkpoint redid every finished clip, identically); other dtypes, and a tower dtype other
+    /// than the one implied, still key apart. Keys without a dtype are unchanged.
+    @Test func theCheckpointsOwnDTypeIsNoSetting() throws {
+        let model = Workspace.fixtures.appendingPathComponent("models/tiny-qwen2vl-chat").path // f32 weights
+        func key(_ dtype: String?, _ vision: String?) throws -> String {
+            var spec = try PipelineSpec.parse("inputs: {paths: [v]}", path: "s.yaml")
+            spec.dtype = dtype
+            spec.visionDType = vision
+            return try Runner.settingsKey(spec, modelDirectory: model).key
+        }
+        let plain = try key(nil, nil)
+        #expect(try key("f32", nil) == plain && key("f32", "f32") == plain && key(nil, "f32") == plain)
+        #expect(try key("bf16", nil) != plain && key("int8", nil) != plain && key(nil, "bf16") != plain)
+        #expect(try key("f32", "bf16") == key(nil, "bf16") && key("int8", "int8") == key("int8", nil))
+        #expect(try key("int8", "f32") != key("int8", nil))
+        // Unreadable weights: nothing is assumed, as before.
+        var spec = try PipelineSpec.parse("inputs: {paths: [v]}", path: "s.yaml")
+        spec.dtype = "f32"
+        #expect(try Runner.settingsKey(spec, modelDirectory: "/m").key != Runner.settingsKey(PipelineSpec.parse("inputs: {paths: [v]}", path: "s.yaml"), modelDirectory: "/m").key)
+    }
+
     /// A shard's run marks its own deleted files missing, and only those: another shard's run
     /// over the same database leaves them be.
     @Test func shardsMarkTheirOwnFilesMissing() throws {
