@@ -122,6 +122,13 @@ public final class SafetensorsFile: @unchecked Sendable {
 
     public var names: [String] { entries.keys.sorted() }
 
+    /// The most header bytes one file may have (Hugging Face's limit), and all the shards of a
+    /// checkpoint together: each header is parsed whole, and a hundred million bytes of it take
+    /// seconds and a gigabyte.
+    public static let headerLimit = 100_000_000
+    /// This file's header bytes.
+    public var headerBytes: Int { dataStart - 8 }
+
     public func tensor(_ name: String) throws -> WeightTensor {
         guard let e = entries[name] else { throw TensorError.missingTensor(name: name, checkpoint: path) }
         return WeightTensor(name: name, dtype: e.dtype, shape: e.shape,
@@ -139,7 +146,7 @@ public final class SafetensorsFile: @unchecked Sendable {
         var n: UInt64 = 0
         for i in 0..<8 { n |= UInt64(bytes[i]) << (8 * UInt64(i)) }
         guard n >= 2 else { throw fail("header length \(n) is too small") }
-        guard n <= 100_000_000 else { throw fail("header length \(n) exceeds the 100 MB limit") }
+        guard n <= UInt64(headerLimit) else { throw fail("header length \(n) exceeds the 100 MB limit") }
         guard n <= UInt64(bytes.count - 8) else {
             throw fail("header length \(n) runs past the end of the \(bytes.count)-byte file (truncated?)")
         }
@@ -264,7 +271,12 @@ public final class Checkpoint: WeightStore, @unchecked Sendable {
     public let files: [SafetensorsFile]
     private let fileOfTensor: [String: Int]
 
-    public init(directory: String) throws {
+    public convenience init(directory: String) throws {
+        try self.init(directory: directory, headerBudget: SafetensorsFile.headerLimit)
+    }
+
+    /// `headerBudget`: the most header bytes the shards may have together.
+    init(directory: String, headerBudget: Int) throws {
         self.directory = directory
         let fm = FileManager.default
         let indexPath = (directory as NSString).appendingPathComponent("model.safetensors.index.json")
@@ -284,11 +296,19 @@ public final class Checkpoint: WeightStore, @unchecked Sendable {
             for shard in shardNames where shard.contains("/") || shard.hasPrefix(".") {
                 throw TensorError.invalidIndex(path: indexPath, reason: "shard name '\(shard)' is not a file in the directory")
             }
-            files = try shardNames.map { try SafetensorsFile(path: (directory as NSString).appendingPathComponent($0)) }
+            var headers = 0
+            files = try shardNames.map { shard in
+                let file = try SafetensorsFile(path: (directory as NSString).appendingPathComponent(shard))
+                headers += file.headerBytes
+                guard headers <= headerBudget else {
+                    throw TensorError.invalidIndex(path: indexPath, reason: "the shards' headers hold more than \(headerBudget) bytes together (\(headers) with \(shard))")
+                }
+                return file
+            }
+            let shardIndex = Dictionary(uniqueKeysWithValues: shardNames.enumerated().map { ($1, $0) })
             var map: [String: Int] = [:]
             for (name, shard) in index.weightMap {
-                let i = shardNames.firstIndex(of: shard)!
-                guard files[i].entries[name] != nil else {
+                guard let i = shardIndex[shard], files[i].entries[name] != nil else {
                     throw TensorError.invalidIndex(path: indexPath, reason: "'\(name)' is listed in \(shard) but not stored there")
                 }
                 map[name] = i
