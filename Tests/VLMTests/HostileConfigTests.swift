@@ -92,6 +92,48 @@ import Tensors
         expectInvalid(copy, key: "text_config.\(key)", mentioning: shown)
     }
 
+    /// A key written twice in one object: JSONDecoder kept the first, transformers (Python's
+    /// json) the last, so the two read different models. Refused, naming the key's path.
+    @Test func keysWrittenTwiceAreRefused() throws {
+        for (object, key, value) in [("", "image_token_id", "99999"), ("text_config", "hidden_size", "64")] {
+            let copy = try Copy()
+            let url = URL(fileURLWithPath: copy.path + "/config.json")
+            var text = try String(contentsOf: url, encoding: .utf8)
+            let opening = object.isEmpty ? "{" : "\"\(object)\": {"
+            let at = try #require(text.range(of: opening) ?? text.range(of: "\"\(object)\":{"))
+            text.insert(contentsOf: "\"\(key)\": \(value), ", at: at.upperBound)
+            try text.write(to: url, atomically: true, encoding: .utf8)
+            expectInvalid(copy, key: object.isEmpty ? key : object + "." + key, mentioning: "twice")
+        }
+    }
+
+    /// A fraction where a whole number belongs, inside a list or a nested object, was reported as
+    /// "key '(top level)': The given data was not valid JSON." Now the number and its key.
+    @Test func fractionsWhereWholeNumbersBelongAreNamed() throws {
+        let copy = try Copy()
+        try copy.editJSON("config.json") { json in
+            var text = json["text_config"] as! [String: Any]
+            var rope = text["rope_parameters"] as! [String: Any]
+            rope["mrope_section"] = [1.5, 2, 2]
+            text["rope_parameters"] = rope
+            json["text_config"] = text
+        }
+        expectInvalid(copy, key: "text_config.rope_parameters.mrope_section[0]", mentioning: "1.5")
+    }
+
+    /// A config.json that is a link to itself is a loop, not a missing file.
+    @Test func aLinkLoopIsNotAMissingFile() throws {
+        let copy = try Copy()
+        try FileManager.default.removeItem(atPath: copy.path + "/config.json")
+        try FileManager.default.createSymbolicLink(atPath: copy.path + "/config.json", withDestinationPath: "config.json")
+        let error = loadError(copy)
+        guard case .invalidConfig(_, "(file)", let reason) = error else {
+            Issue.record("expected a file error, got \(String(describing: error))")
+            return
+        }
+        #expect(reason.lowercased().contains("symbolic links"), "\(reason)")
+    }
+
     /// A rope type other than the default changes the rotary frequencies in the reference
     /// (yarn, linear, dynamic…): it was read and ignored, giving other logits. Refused, in the
     /// 5.x layout and the 4.x one (where `mrope` is the default's name).

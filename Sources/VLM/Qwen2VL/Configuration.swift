@@ -504,7 +504,12 @@ public struct Qwen2VLModelFiles: Sendable {
     /// its place would block, a device never end).
     static func readConfigFile(_ path: String) throws -> Data {
         var st = stat()
-        guard stat(path, &st) == 0 else { throw VLMError.missingFile(path: path) }
+        guard stat(path, &st) == 0 else {
+            // A link loop or an unreadable folder is not a missing file.
+            let code = errno
+            if code == ENOENT || code == ENOTDIR { throw VLMError.missingFile(path: path) }
+            throw VLMError.invalidConfig(path: path, key: "(file)", reason: String(cString: strerror(code)))
+        }
         guard (st.st_mode & S_IFMT) == S_IFREG else { throw VLMError.invalidConfig(path: path, key: "(file)", reason: "not a regular file") }
         guard st.st_size <= 64 << 20 else {
             throw VLMError.invalidConfig(path: path, key: "(file)", reason: "\(st.st_size) bytes; a configuration file is far smaller")
@@ -520,7 +525,21 @@ public struct Qwen2VLModelFiles: Sendable {
 
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data, path: String) throws -> T {
         do {
-            return try JSONDecoder().decode(type, from: data)
+            let value = try JSONDecoder().decode(type, from: data)
+            // A key written twice: JSONDecoder took the first, transformers takes the last.
+            if let (object, key) = JSONText.duplicateKey(in: data) {
+                throw VLMError.invalidConfig(path: path, key: object.isEmpty ? key : object + "." + key,
+                                             reason: "written twice in one object (transformers reads the last, reelql the first): keep one")
+            }
+            return value
+        } catch let DecodingError.dataCorrupted(context) where context.codingPath.isEmpty
+                    && (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) != nil {
+            // Valid JSON that did not decode: Foundation's words for a fraction or an overflow
+            // where a whole number belongs. Find the number.
+            if let (key, value) = JSONText.wholeNumberCulprit(in: data, decodes: { (try? JSONDecoder().decode(type, from: $0)) != nil }) {
+                throw VLMError.invalidConfig(path: path, key: key, reason: "\(value) is not a whole number (or is beyond ±9.2e18)")
+            }
+            throw VLMError.invalidConfig(path: path, key: keyPath(context), reason: "a value is not of the type its key takes (\(context.debugDescription))")
         } catch let DecodingError.typeMismatch(expected, context) {
             throw VLMError.invalidConfig(path: path, key: keyPath(context), reason: "expected \(describe(expected))")
         } catch let DecodingError.valueNotFound(expected, context) {

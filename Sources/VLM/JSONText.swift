@@ -1,0 +1,132 @@
+import Foundation
+
+/// What JSONDecoder does not say about a configuration file's text: a key written twice in one
+/// object (JSONDecoder keeps the first, Python's json — and so transformers — the last), and
+/// which number spoiled a decode (Foundation reports a fraction or an overflow where a whole
+/// number belongs as "not valid JSON", at the top level).
+enum JSONText {
+    /// The path ("text_config.rope_parameters") and key of the first key that one object holds
+    /// twice, or nil. `data` must be well-formed JSON for the answer to mean anything.
+    static func duplicateKey(in data: Data) -> (path: String, key: String)? {
+        let b = [UInt8](data)
+        // One entry per open container: an object's keys so far and its current key, or an
+        // array's current index.
+        enum Frame { case object(keys: Set<String>, key: String?), array(index: Int) }
+        var stack: [Frame] = []
+        var i = 0
+        // The path of the innermost open object: its parents' current keys and indices.
+        func pathText() -> String {
+            var parts: [String] = []
+            for f in stack.dropLast() {
+                switch f {
+                case .object(_, let key): parts.append(key.map { parts.isEmpty ? $0 : "." + $0 } ?? "")
+                case .array(let index): parts.append("[\(index)]")
+                }
+            }
+            return parts.joined()
+        }
+        while i < b.count {
+            switch b[i] {
+            case UInt8(ascii: "{"): stack.append(.object(keys: [], key: nil)); i += 1
+            case UInt8(ascii: "["): stack.append(.array(index: 0)); i += 1
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): if !stack.isEmpty { stack.removeLast() }; i += 1
+            case UInt8(ascii: ","):
+                if case .array(let index) = stack.last { stack[stack.count - 1] = .array(index: index + 1) }
+                i += 1
+            case UInt8(ascii: "\""):
+                guard let (text, end) = string(b, from: i) else { return nil }
+                i = end
+                var j = i
+                while j < b.count, [0x20, 0x09, 0x0A, 0x0D].contains(b[j]) { j += 1 }
+                // A string followed by a colon in an object is a key.
+                if j < b.count, b[j] == UInt8(ascii: ":"), case .object(var keys, _) = stack.last {
+                    if keys.contains(text) { return (pathText(), text) }
+                    keys.insert(text)
+                    stack[stack.count - 1] = .object(keys: keys, key: text)
+                }
+            default: i += 1
+            }
+        }
+        return nil
+    }
+
+    /// The string starting at the quote `b[start]`, unescaped, and the index after its closing
+    /// quote; nil when it does not close.
+    static func string(_ b: [UInt8], from start: Int) -> (String, Int)? {
+        var i = start + 1
+        var out: [UInt8] = []
+        while i < b.count {
+            let c = b[i]
+            if c == UInt8(ascii: "\"") { return (String(decoding: out, as: UTF8.self), i + 1) }
+            if c == UInt8(ascii: "\\"), i + 1 < b.count {
+                let e = b[i + 1]
+                switch e {
+                case UInt8(ascii: "n"): out.append(0x0A)
+                case UInt8(ascii: "t"): out.append(0x09)
+                case UInt8(ascii: "r"): out.append(0x0D)
+                case UInt8(ascii: "b"): out.append(0x08)
+                case UInt8(ascii: "f"): out.append(0x0C)
+                case UInt8(ascii: "u"):
+                    // \uXXXX (a surrogate pair's halves stay apart: keys with them are rare,
+                    // and two spellings of one are still told apart from other keys).
+                    if i + 5 < b.count, let v = UInt32(String(decoding: b[(i + 2)...(i + 5)], as: UTF8.self), radix: 16) {
+                        out += Array(String(Unicode.Scalar(v).map(Character.init) ?? "\u{FFFD}").utf8)
+                        i += 6
+                        continue
+                    }
+                    out.append(e)
+                default: out.append(e) // \" \\ \/
+                }
+                i += 2
+                continue
+            }
+            out.append(c)
+            i += 1
+        }
+        return nil
+    }
+
+    /// Where a number that is not a whole number within Int's range sits, when turning it into
+    /// one lets `decodes` succeed: the culprit of a "not valid JSON" error from a file that is
+    /// valid JSON. Returns the key path and the number as written.
+    static func wholeNumberCulprit(in data: Data, decodes: (Data) -> Bool) -> (path: String, value: String)? {
+        guard let root = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) else { return nil }
+        var found: [([PathPart], NSNumber)] = []
+        func walk(_ v: Any, _ path: [PathPart]) {
+            if let d = v as? [String: Any] {
+                for k in d.keys.sorted() { walk(d[k] as Any, path + [.key(k)]) }
+            } else if let a = v as? [Any] {
+                for (i, x) in a.enumerated() { walk(x, path + [.index(i)]) }
+            } else if !(v is Bool), let n = v as? NSNumber {
+                let d = n.doubleValue
+                if d.rounded() != d || d.magnitude >= 9.2e18 { found.append((path, n)) }
+            }
+        }
+        walk(root, [])
+        for (path, n) in found.prefix(256) {
+            let fixed = replacing(root, at: path[...], with: 0)
+            guard let text = try? JSONSerialization.data(withJSONObject: fixed, options: [.fragmentsAllowed]), decodes(text) else { continue }
+            let name = path.enumerated().map { i, p in
+                switch p { case .key(let k): return i == 0 ? k : "." + k; case .index(let j): return "[\(j)]" }
+            }.joined()
+            return (name.isEmpty ? "(top level)" : name, "\(n)")
+        }
+        return nil
+    }
+
+    enum PathPart { case key(String), index(Int) }
+
+    static func replacing(_ v: Any, at path: ArraySlice<PathPart>, with value: Any) -> Any {
+        guard let first = path.first else { return value }
+        switch first {
+        case .key(let k):
+            guard var d = v as? [String: Any], let inner = d[k] else { return v }
+            d[k] = replacing(inner, at: path.dropFirst(), with: value)
+            return d
+        case .index(let i):
+            guard var a = v as? [Any], a.indices.contains(i) else { return v }
+            a[i] = replacing(a[i], at: path.dropFirst(), with: value)
+            return a
+        }
+    }
+}
