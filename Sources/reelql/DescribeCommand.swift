@@ -174,6 +174,11 @@ func reportingModelErrors<T>(input: String? = nil, model: String? = nil, _ body:
         printError("error[model]: \(naming(model, e.localizedDescription))")
         throw ExitCode(20)
     } catch let e as TensorError {
+        // A refused allocation is the machine's limit, not a damaged checkpoint.
+        if case .allocationFailed = e {
+            printError("error[memory]: \(naming(input ?? model, e.localizedDescription))")
+            throw ExitCode(23)
+        }
         printError("error[checkpoint]: \(naming(model, e.localizedDescription))")
         throw ExitCode(21)
     } catch let e as TokenizerError {

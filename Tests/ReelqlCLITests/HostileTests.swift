@@ -542,6 +542,16 @@ enum Hostile {
         }
     }
 
+    /// A KV cache the machine cannot hold (a 2^24-position context and 16 M new tokens, under a
+    /// 4 GB limit) is the machine's limit: error[memory], exit 23, not "checkpoint unreadable".
+    @Test func aRefusedAllocationIsAMemoryError() throws {
+        let model = try Self.checkpoint("config.json", Self.text { $0["max_position_embeddings"] = 1 << 24 })
+        defer { try? FileManager.default.removeItem(atPath: model) }
+        let r = try Hostile.run(["describe", CLI.video("hevc.mp4"), "--model", model, "--max-new-tokens", "16000000"],
+                                limit: 30, memoryLimitKB: 4 << 20)
+        #expect(r.clean && r.status == 23 && r.stderr.contains("error[memory]") && r.stderr.contains("KV cache"), "\(r)")
+    }
+
     /// Qwen3-VL's processor sizes: a shortest edge that upscales a 56×56 picture to 64 MP (the
     /// tower ran for ever) or a video stack to 6.5 GB of pixels is refused naming the key.
     @Test func qwen3MinimumSizesAreBounded() throws {
