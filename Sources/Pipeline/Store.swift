@@ -120,9 +120,10 @@ public final class Store: @unchecked Sendable {
         }
         for row in try Row.fetchAll(db, sql: "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY name") {
             let type: String = row["type"] ?? "", name: String = row["name"] ?? "", sql: String? = row["sql"]
-            let made = type == "trigger" ? expected.triggers : expected.views
-            if type == "view" && made[name] == nil && !SchemaObjects.viewNames.contains(name) { continue }
-            guard let sql, made[name] == sql else {
+            // Names as SQLite compares them: without case (CLIP_RESULTS is clip_results).
+            let made = type == "trigger" ? expected.triggers : expected.views, key = name.lowercased()
+            if type == "view" && made[key] == nil && !SchemaObjects.viewNames.contains(key) { continue }
+            guard let sql, made[key] == sql else {
                 let drop = "DROP \(type.uppercased()) \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\""
                 throw PipelineError.database(path: path, reason: "its \(type) '\(name)' is not the one reelql makes\(type == "trigger" ? " (a trigger runs on reelql's own writes)" : ""): remove it (\(drop)) or name another database")
             }
@@ -133,6 +134,7 @@ public final class Store: @unchecked Sendable {
     /// triggers and views with their SQL.
     struct SchemaObjects {
         var columns: [String: Set<String>] = [:]
+        /// By lowercased name.
         var triggers: [String: String] = [:]
         var views: [String: String] = [:]
         /// Every view any migration makes (one a later migration drops is still reelql's name).
@@ -166,7 +168,7 @@ public final class Store: @unchecked Sendable {
                 }
                 for row in try Row.fetchAll(db, sql: "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view')") {
                     guard let name: String = row["name"], let sql: String = row["sql"] else { continue }
-                    if (row["type"] as String?) == "trigger" { out.triggers[name] = sql } else { out.views[name] = sql }
+                    if (row["type"] as String?) == "trigger" { out.triggers[name.lowercased()] = sql } else { out.views[name.lowercased()] = sql }
                 }
                 return out
             }

@@ -394,6 +394,8 @@ enum Hostile {
             ("fts.sqlite", "DROP TRIGGER results_ai; CREATE TRIGGER results_ai AFTER INSERT ON results BEGIN SELECT count(*) FROM (\(forever)); END",
              "trigger 'results_ai'"),
             ("view.sqlite", "DROP VIEW clip_results; CREATE VIEW clip_results AS \(forever)", "view 'clip_results'"),
+            // SQLite's names have no case: CLIP_RESULTS is what `report` reads as clip_results.
+            ("case.sqlite", "DROP VIEW clip_results; CREATE VIEW CLIP_RESULTS AS \(forever)", "view 'CLIP_RESULTS'"),
         ]
         for (name, sql, named) in cases {
             let db = try Hostile.snapshot(ws.db, to: ws.root + "/" + name, sql: sql)
