@@ -23,7 +23,13 @@ public enum OutputFile {
         var st = stat()
         let exists = PathBytes.withCString(path) { stat($0, &st) } == 0
         let atomic = !exists || (st.st_mode & S_IFMT) == S_IFREG
-        let target = atomic ? path + ".tmp-\(getpid())" : path
+        // Beside it; a short name when the path's own name leaves no room for the suffix (a
+        // name may have 255 bytes).
+        let suffix = ".tmp-\(getpid())"
+        let name = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).last?.count ?? 0
+        let parent = PathBytes.parent(path)
+        let target = !atomic ? path : name + suffix.utf8.count <= 255 ? path + suffix
+            : (parent.isEmpty ? "" : parent.hasSuffix("/") ? parent : parent + "/") + ".reelql-out" + suffix
         let flags = atomic ? O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC : O_WRONLY | O_TRUNC | O_CLOEXEC | O_NONBLOCK
         let fd = PathBytes.withCString(target) { open($0, flags, exists ? st.st_mode & 0o7777 : 0o644) }
         guard fd >= 0 else {
@@ -72,6 +78,12 @@ public enum OutputFile {
     /// `input`, the files of a directory input, the side files of a SQLite database.
     static func expand(_ input: String) -> [String] {
         var paths = [input] + ["-wal", "-shm", "-journal"].map { input + $0 }
+        // SQLite keeps a database's side files beside the file a link names, not the link.
+        if let real = PathBytes.withCString(input, { realpath($0, nil) }) {
+            defer { free(real) }
+            let resolved = PathBytes.string(cString: real)
+            if resolved != input { paths += ["-wal", "-shm", "-journal"].map { resolved + $0 } }
+        }
         if FileStatus.of(input).status?.kind == .directory,
            let d = PathBytes.withCString(input, { opendir($0) }) {
             defer { closedir(d) }

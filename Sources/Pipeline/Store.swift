@@ -15,6 +15,13 @@ public final class Store: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
+        // Another database's side file: SQLite would drop what is written there.
+        for side in ["-wal", "-shm", "-journal"] where path.hasSuffix(side) {
+            let base = String(path.dropLast(side.count))
+            if FileStatus.of(base).status?.kind == .regular {
+                throw PipelineError.database(path: path, reason: "it is the \(side) file of the database \(base); name another database")
+            }
+        }
         try Store.checkFile(path, mayBeAbsent: true)
         try Store.refuseHardLinks(path)
         let dir = PathBytes.parent(path)
@@ -31,7 +38,7 @@ public final class Store: @unchecked Sendable {
         // loses at most the clip in flight); only a power cut can lose the last commits.
         config.prepareDatabase { db in try db.execute(sql: "PRAGMA synchronous = NORMAL") }
         do {
-            db = try DatabasePool(path: path, configuration: config)
+            db = try DatabasePool(path: Store.plainName(path), configuration: config)
             try Store.migrator.migrate(db)
             try db.read { db in try Store.checkSchema(db, path: path, requireThumbnails: true) }
         } catch let e as PipelineError {
@@ -748,8 +755,10 @@ public final class Store: @unchecked Sendable {
     /// already here is replaced by the input's when that one is further on (an outcome over
     /// `pending`, else the newer `updated_at`: a shard merged again after its run went on); clips
     /// and results already here under the same settings are kept, so merging twice changes nothing.
-    public func merge(from others: [String], starting: (String) -> Void = { _ in }) throws {
-        for other in others { try checkMergeable(other) }
+    /// `inputsChecked`: the caller ran `checkMergeable` on every input (before creating this
+    /// output), so they are not checked twice.
+    public func merge(from others: [String], inputsChecked: Bool = false, starting: (String) -> Void = { _ in }) throws {
+        if !inputsChecked { for other in others { try Store.checkMergeable(other, output: path) } }
         for other in others {
             starting(other)
             try copy(from: other)
@@ -974,14 +983,20 @@ public final class Store: @unchecked Sendable {
 
     /// Refuses `other` when it is this database (merging it into itself would wait on its own
     /// lock) or holds damage (`checkStoredTypes`).
-    private func checkMergeable(_ other: String) throws {
-        try Store.checkMergeInput(other, output: path)
-        // Its tables and columns (a missing one is named here, before any input is merged).
-        try Store.openReadOnly(other).close()
-        try db.writeWithoutTransaction { db in
-            try Store.attachReadOnly(db, other)
+    /// Checks one input of a merge into `output`, which need not exist yet: not the output
+    /// itself, a reelql database with its tables and columns, and no row `merge` would copy
+    /// holding damage (read through a connection of its own, so that a refused input leaves no
+    /// output behind).
+    public static func checkMergeable(_ other: String, output: String) throws {
+        try checkMergeInput(other, output: output)
+        try openReadOnly(other).close()
+        // The declared types come from reelql's own tables (its migrations, in memory).
+        let scratch = try DatabaseQueue()
+        try migrator.migrate(scratch)
+        try scratch.writeWithoutTransaction { db in
+            try attachReadOnly(db, other)
             defer { try? db.execute(sql: "DETACH DATABASE src") }
-            try Store.checkStoredTypes(db, schema: "src", path: other)
+            try checkStoredTypes(db, schema: "src", path: other)
         }
     }
 
@@ -1005,6 +1020,19 @@ public final class Store: @unchecked Sendable {
         if stat(path + "-wal", &st) == 0 && st.st_size > 0 {
             throw PipelineError.database(path: path, reason: "it cannot be opened for writing here and its write-ahead log (\(path)-wal) holds changes not yet in the file; open it once where it can be written, or copy both files elsewhere")
         }
+        // A rollback journal left by a writer that died (a hot journal: its header still holds
+        // the magic that a commit zeroes or deletes): the file holds half of a transaction,
+        // which only a writer can roll back. Read as immutable it would be taken for data.
+        let magic: [UInt8] = [0xD9, 0xD5, 0x05, 0xF9, 0x20, 0xA1, 0x63, 0xD7]
+        if stat(path + "-journal", &st) == 0 && st.st_size > 0 && Array(FileStatus.head(path + "-journal", count: 8)) == magic {
+            throw PipelineError.database(path: path, reason: "its rollback journal (\(path)-journal) holds a write that never finished, which only a writer can undo; open it once where it can be written (sqlite3 \(path) 'PRAGMA integrity_check'), then try again")
+        }
+    }
+
+    /// `path` as SQLite takes it for a plain file name: a relative name that SQLite would read
+    /// as a URI ("file:…") or as a special name (":memory:") is written "./name".
+    static func plainName(_ path: String) -> String {
+        path.hasPrefix("/") || path.hasPrefix("./") || path.hasPrefix("../") ? path : "./" + path
     }
 
     /// Merges the write-ahead log into the database file, so that the file alone holds every

@@ -277,14 +277,10 @@ struct MergeCommand: ParsableCommand {
             for sig in [SIGINT, SIGTERM] { signal(sig, SIG_DFL) }
         }
         do {
-            // Every input is checked (a reelql database, readable, not the output) before the
-            // output is created or touched.
-            for i in inputs {
-                try Store.checkMergeInput(i, output: output)
-                try Store.openReadOnly(i).close()
-            }
-            // Every input's rows are checked before any is merged: a damaged one stops the merge untouched.
-            try Store(path: output).merge(from: inputs) { current.set($0) }
+            // Every input is checked (a reelql database, readable, not the output, no damaged
+            // row) before the output is created or touched.
+            for i in inputs { try Store.checkMergeable(i, output: output) }
+            try Store(path: output).merge(from: inputs, inputsChecked: true) { current.set($0) }
             current.set(nil)
             print("merged \(inputs.count) database(s) into \(output)")
         } catch let e as PipelineError {
