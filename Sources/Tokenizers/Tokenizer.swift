@@ -55,41 +55,53 @@ public final class Tokenizer: @unchecked Sendable {
         guard type == "BPE" else { throw TokenizerError.unsupported(path: path, feature: "model type \(type)") }
         guard let vocab = model["vocab"] as? [String: Int] else { throw TokenizerError.invalid(path: path, reason: "model.vocab") }
 
-        // Added tokens (ids may extend beyond the BPE vocabulary).
+        // Added tokens, with ids as Hugging Face's tokenizers gives them on load (it does not take
+        // the file's ids): in the order listed, a text that is a vocabulary token takes that
+        // token's id, a text listed before keeps its id (the later entry's flags win), and any
+        // other text takes the next id after the vocabulary's size. For every released tokenizer
+        // these are the file's ids; where a file says otherwise (a gap, a reused or repeated id),
+        // they are the ids the reference encodes with.
         var added: [AddedToken] = []
+        var addedIndex: [[UInt8]: Int] = [:] // by text, as bytes (not by canonical equivalence)
+        var next = vocab.count
         for item in json["added_tokens"] as? [[String: Any]] ?? [] {
             guard let content = item["content"] as? String else {
                 throw TokenizerError.invalid(path: path, reason: "added_tokens entry without content")
             }
-            guard let id = item["id"] as? Int else {
-                throw TokenizerError.invalid(path: path, reason: "added token '\(content)' has id \(item["id"].map { "\($0)" } ?? "(none)"), not an integer")
+            // The file's id must be one (an unsigned 32-bit integer), though it is not used.
+            guard let id = item["id"] as? Int, (0...Int(UInt32.max)).contains(id) else {
+                throw TokenizerError.invalid(path: path, reason: "added token '\(content)' has id \(item["id"].map { "\($0)" } ?? "(none)"), not an integer from 0 to \(UInt32.max)")
             }
-            added.append(AddedToken(id: id, content: content, special: item["special"] as? Bool ?? false,
-                                    lstrip: item["lstrip"] as? Bool ?? false, rstrip: item["rstrip"] as? Bool ?? false))
+            let token = AddedToken(id: 0, content: content, special: item["special"] as? Bool ?? false,
+                                   lstrip: item["lstrip"] as? Bool ?? false, rstrip: item["rstrip"] as? Bool ?? false)
+            let text = Array(content.utf8)
+            if let i = addedIndex[text] {
+                added[i] = AddedToken(id: added[i].id, content: added[i].content, special: token.special, lstrip: token.lstrip, rstrip: token.rstrip)
+                continue
+            }
+            var assigned = token
+            if let v = vocab.index(forKey: content), Array(vocab[v].key.utf8) == text {
+                assigned.id = vocab[v].value
+            } else {
+                assigned.id = next
+                next += 1
+            }
+            addedIndex[text] = added.count
+            added.append(assigned)
         }
-        // Tables below are indexed by id, so ids must be dense enough: in 0..<limit, where limit
-        // leaves room for gaps but never for a table sized by a hostile id (-1, 10¹², …).
+        // Tables below are indexed by id, so vocabulary ids must be dense enough: in 0..<limit,
+        // where limit leaves room for gaps but never for a table sized by a hostile id (-1, 10¹², …).
         let limit = Self.idLimit(tokens: vocab.count + added.count)
         for (token, id) in vocab where !(0..<limit).contains(id) {
             throw TokenizerError.invalid(path: path, reason: "vocabulary token '\(token)' has id \(id); ids must be in 0..<\(limit) for \(vocab.count + added.count) tokens")
         }
-        for a in added where !(0..<limit).contains(a.id) {
-            throw TokenizerError.invalid(path: path, reason: "added token '\(a.content)' has id \(a.id); ids must be in 0..<\(limit) for \(vocab.count + added.count) tokens")
-        }
-        // One content, one id: two added tokens of the same content under different ids leave
-        // the text's id undecided.
-        var addedIDs: [String: Int] = [:]
-        for a in added {
-            if let other = addedIDs.updateValue(a.id, forKey: a.content), other != a.id {
-                throw TokenizerError.invalid(path: path, reason: "added tokens \(other) and \(a.id) both have the content '\(a.content)'")
-            }
-        }
         var full = vocab
         for a in added { full[a.content] = a.id }
-        // Sized for every id named anywhere (an added token may take a vocabulary token's text).
-        let size = max(vocab.values.max() ?? -1, added.map(\.id).max() ?? -1) + 1
+        let size = max(vocab.values.max() ?? -1, next - 1) + 1
+        // Id to text: the vocabulary's, then the added tokens' (which the reference prefers).
         var inverse = [String](repeating: "", count: size)
-        for (t, i) in full { inverse[i] = t }
+        for (t, i) in vocab { inverse[i] = t }
+        for a in added { inverse[a.id] = a.content }
         var special = [Bool](repeating: false, count: size)
         for a in added where a.special { special[a.id] = true }
         vocabulary = full
@@ -118,27 +130,48 @@ public final class Tokenizer: @unchecked Sendable {
             if t == "Sequence" { return (p["pretokenizers"] as? [Any] ?? []).flatMap(pretokenizers) }
             return [p]
         }
+        // The shapes released tokenizers use, each as the reference applies it: ByteLevel alone
+        // (its GPT-2 regex unless use_regex is false), or one Split (Isolated) and then ByteLevel
+        // with use_regex false. Any other sequence would be split otherwise than the reference
+        // splits it, so it is refused.
         var pattern: String? = nil
         var literal = false
         var sawByteLevel = false
+        func flag(_ p: [String: Any], _ key: String, _ stage: String, default value: Bool) throws -> Bool {
+            guard let v = p[key] else { return value }
+            // JSON true/false only (Foundation would also read 0 and 1 as a Bool).
+            guard let b = v as? Bool, String(describing: Swift.type(of: v)).hasSuffix("Boolean") || Swift.type(of: v) == Bool.self else {
+                throw TokenizerError.invalid(path: path, reason: "pre_tokenizer \(stage): '\(key)' must be true or false, got \(v)")
+            }
+            return b
+        }
         for p in pretokenizers(json["pre_tokenizer"]) {
             switch p["type"] as? String {
             case "Split":
+                guard pattern == nil, !sawByteLevel else {
+                    throw TokenizerError.unsupported(path: path, feature: "a Split after another Split or after ByteLevel (reelql splits once, before ByteLevel)")
+                }
                 // A `String` pattern is split on as it is written, not as a regex.
-                let regex = (p["pattern"] as? [String: Any])?["Regex"] as? String, text = (p["pattern"] as? [String: Any])?["String"] as? String
-                guard let pat = regex ?? text, !pat.isEmpty else {
-                    throw TokenizerError.invalid(path: path, reason: "Split without a pattern")
+                let spec = p["pattern"] as? [String: Any] ?? [:]
+                let regex = spec["Regex"] as? String, text = spec["String"] as? String
+                guard spec.count == 1, let pat = regex ?? text else {
+                    throw TokenizerError.invalid(path: path, reason: "a Split's pattern must be one Regex or one String")
                 }
+                guard !pat.isEmpty else { throw TokenizerError.unsupported(path: path, feature: "an empty Split pattern") }
                 literal = regex == nil
-                let behavior = (p["behavior"] as? String ?? "Isolated").lowercased()
-                guard behavior == "isolated", !(p["invert"] as? Bool ?? false) else {
-                    throw TokenizerError.unsupported(path: path, feature: "Split behaviour \(behavior)")
-                }
+                let behavior = p["behavior"].map { "\($0)" } ?? "Isolated"
+                guard behavior == "Isolated" else { throw TokenizerError.unsupported(path: path, feature: "Split behavior \(behavior) (only Isolated)") }
+                guard try !flag(p, "invert", "Split", default: false) else { throw TokenizerError.unsupported(path: path, feature: "Split with invert") }
                 pattern = pat
             case "ByteLevel":
+                guard !sawByteLevel else { throw TokenizerError.unsupported(path: path, feature: "two ByteLevel pre-tokenizers") }
                 sawByteLevel = true
-                if p["add_prefix_space"] as? Bool ?? false { throw TokenizerError.unsupported(path: path, feature: "ByteLevel add_prefix_space") }
-                if p["use_regex"] as? Bool ?? true, pattern == nil { (pattern, literal) = (RegexSplitter.gpt2, false) }
+                if try flag(p, "add_prefix_space", "ByteLevel", default: false) { throw TokenizerError.unsupported(path: path, feature: "ByteLevel add_prefix_space") }
+                let useRegex = try flag(p, "use_regex", "ByteLevel", default: true)
+                if useRegex && pattern != nil {
+                    throw TokenizerError.unsupported(path: path, feature: "ByteLevel use_regex after a Split (two regex splits)")
+                }
+                if useRegex { (pattern, literal) = (RegexSplitter.gpt2, false) }
             default:
                 throw TokenizerError.unsupported(path: path, feature: "pre_tokenizer \(p["type"] ?? "?")")
             }
