@@ -236,16 +236,25 @@ public final class Runner: @unchecked Sendable {
         }
         // A dtype the checkpoint would be run in anyway is no setting: `--dtype f32` on an f32
         // checkpoint (or bf16 on a bf16 one) keys as leaving it out, and reuses those clips.
-        let (language, vision) = defaultDTypes(modelDirectory)
-        let dtype = spec.dtype == language ? nil : spec.dtype
-        let implied = spec.dtype ?? vision
-        let s = Settings(model: modelDirectory, modelConfig: Scan.fnv1a(configBytes), tokenizer: Scan.fnv1a(tokenizerBytes), dtype: dtype,
-                         visionDType: spec.visionDType.flatMap { $0 == implied ? nil : $0 }, sampling: spec.sampling, clips: spec.clips,
-                         prompts: spec.prompts, generation: spec.generation)
+        let keyed = keyedDTypes(dtype: spec.dtype, visionDType: spec.visionDType, defaults: defaultDTypes(modelDirectory))
+        let s = Settings(model: modelDirectory, modelConfig: Scan.fnv1a(configBytes), tokenizer: Scan.fnv1a(tokenizerBytes), dtype: keyed.dtype,
+                         visionDType: keyed.vision, sampling: spec.sampling, clips: spec.clips, prompts: spec.prompts, generation: spec.generation)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
         let data = try e.encode(s)
         return (String(format: "%016llx", Scan.fnv1a(data)), String(decoding: data, as: UTF8.self))
+    }
+
+    /// The dtypes as the settings key holds them: the language model's only when it is not the
+    /// one the checkpoint runs in anyway, the tower's only where it differs from what the keyed
+    /// dtype alone gives it (a checkpoint's tower may be stored otherwise than its language
+    /// model). Without flags, or unknown defaults, the key is what it always was.
+    static func keyedDTypes(dtype: String?, visionDType: String?, defaults: (language: String?, vision: String?))
+        -> (dtype: String?, vision: String?) {
+        let keyed = dtype != nil && dtype == defaults.language ? nil : dtype
+        let tower = visionDType ?? dtype ?? defaults.vision
+        let implied = keyed ?? defaults.vision
+        return (keyed, tower == implied ? nil : tower)
     }
 
     /// The dtypes a checkpoint runs in without --dtype (bf16 when its weights are bf16, else

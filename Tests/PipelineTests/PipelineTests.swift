@@ -363,6 +363,16 @@ import Testing
         #expect(try key("bf16", nil) != plain && key("int8", nil) != plain && key(nil, "bf16") != plain)
         #expect(try key("f32", "bf16") == key(nil, "bf16") && key("int8", "int8") == key("int8", nil))
         #expect(try key("int8", "f32") != key("int8", nil))
+        // A checkpoint whose tower is stored in bf16 and language model in f32 (and the mirror):
+        // the key follows what each part runs in.
+        func keyed(_ d: String?, _ v: String?, _ defaults: (String?, String?)) -> [String?] {
+            let k = Runner.keyedDTypes(dtype: d, visionDType: v, defaults: (language: defaults.0, vision: defaults.1))
+            return [k.dtype, k.vision]
+        }
+        let mixed: (String?, String?) = ("f32", "bf16"), mirror: (String?, String?) = ("bf16", "f32")
+        #expect(keyed(nil, nil, mixed) == [nil, nil] && keyed("f32", nil, mixed) == [nil, "f32"])
+        #expect(keyed(nil, "f32", mixed) == keyed("f32", nil, mixed) && keyed("f32", "bf16", mixed) == keyed(nil, nil, mixed))
+        #expect(keyed("bf16", nil, mirror) == [nil, "bf16"] && keyed("bf16", nil, mirror) != keyed(nil, nil, mirror))
         // Unreadable weights: nothing is assumed, as before.
         var spec = try PipelineSpec.parse("inputs: {paths: [v]}", path: "s.yaml")
         spec.dtype = "f32"
