@@ -233,17 +233,28 @@ public enum ModelRegistry {
         return family
     }
 
-    /// The configuration's vision token ids are the tokenizer's vision tokens: a mismatch gave
-    /// prompts without a single pad, and an error that blamed the video. `config` is the
-    /// directory's config.json, where the ids are read.
-    public static func checkVisionTokens(config: String, tokenizer: Tokenizer, image: Int, video: Int, start: Int, end: Int) throws {
+    /// The tokenizer fits the configuration: its ids are within the model's `vocab_size` (an id
+    /// past it indexed no embedding: every prompt failed, blamed on the video), and the four
+    /// vision tokens are added tokens (matched whole in a prompt, never split into pieces) with
+    /// four different ids, the ones config.json names (a mismatch gave prompts without a single
+    /// pad, and an error that blamed the video). `config` is the directory's config.json.
+    public static func checkTokenizer(config: String, tokenizer: Tokenizer, vocabSize: Int,
+                                      image: Int, video: Int, start: Int, end: Int) throws {
+        if tokenizer.vocabularySize > vocabSize {
+            let top = tokenizer.vocabularySize - 1
+            throw VLMError.invalidConfig(path: config, key: "vocab_size", reason: "\(vocabSize) is too small for \(tokenizer.path), whose ids go up to \(top) ('\(tokenizer.token(top) ?? "?")')")
+        }
+        var seen: [Int: String] = [:]
         for (key, id, token) in [("image_token_id", image, "<|image_pad|>"), ("video_token_id", video, "<|video_pad|>"),
                                  ("vision_start_token_id", start, "<|vision_start|>"), ("vision_end_token_id", end, "<|vision_end|>")] {
-            guard let own = tokenizer.id(token) else {
-                throw VLMError.invalidInput("\(tokenizer.path): the tokenizer has no \(token) token, which \(config) names as \(key) \(id)")
+            guard let own = tokenizer.addedTokens.first(where: { $0.content.utf8.elementsEqual(token.utf8) })?.id else {
+                throw VLMError.invalidInput("\(tokenizer.path): \(token) is not among the tokenizer's added tokens (a prompt would split it into pieces); \(config) names it as \(key) \(id)")
             }
             guard own == id else {
                 throw VLMError.invalidConfig(path: config, key: key, reason: "\(id) is not the tokenizer's \(token), which is \(own) (\(tokenizer.path))")
+            }
+            if let other = seen.updateValue(key, forKey: id) {
+                throw VLMError.invalidConfig(path: config, key: key, reason: "\(id) is also \(other): the vision tokens need ids of their own")
             }
         }
     }

@@ -592,6 +592,14 @@ enum Hostile {
             // Vision token ids that are not the tokenizer's (the error blamed the video).
             ("config.json", "video_token_id", { $0["video_token_id"] = 808 }),
             ("config.json", "vision_start_token_id", { $0["vision_start_token_id"] = 809 }),
+            // A tokenizer with ids past the model's vocabulary (every prompt failed on the video).
+            ("tokenizer.json", "vocab_size", { json in
+                json["added_tokens"] = (json["added_tokens"] as? [[String: Any]] ?? []) + [["id": 811, "content": "<extra>", "special": true]]
+            }),
+            // <|video_pad|> not an added token: a prompt would split its text into pieces.
+            ("tokenizer.json", "<|video_pad|> is not among the tokenizer's added tokens", { json in
+                json["added_tokens"] = (json["added_tokens"] as? [[String: Any]] ?? []).filter { $0["content"] as? String != "<|video_pad|>" }
+            }),
             // A minimum that upscales every frame, however small, past 2048² (hours of the tower).
             ("video_preprocessor_config.json", "min_pixels", { $0["size"] = ["shortest_edge": 1 << 26, "longest_edge": 1 << 30] }),
         ]
@@ -695,11 +703,15 @@ enum Hostile {
     /// (<think> in Qwen3's tokenizer) is a settings error before any work, as a <|…|> one is
     /// (before, validation passed and describe then refused every file's prompt).
     @Test func anyAddedTokenInASpecPromptIsRefusedBeforeWork() throws {
+        // <think> in the place of an unused added token (within the model's vocabulary).
         let model = try Self.checkpoint("tokenizer.json") { json in
-            var added = json["added_tokens"] as? [[String: Any]] ?? []
-            added.append(["id": 811, "content": "<think>", "single_word": false, "lstrip": false, "rstrip": false,
-                          "normalized": false, "special": false])
-            json["added_tokens"] = added
+            json["added_tokens"] = (json["added_tokens"] as? [[String: Any]] ?? []).map { token in
+                guard token["content"] as? String == "<|quad_end|>" else { return token }
+                var think = token
+                think["content"] = "<think>"
+                think["special"] = false
+                return think
+            }
         }
         defer { try? FileManager.default.removeItem(atPath: model) }
         let ws = try Hostile.Workspace()
