@@ -264,7 +264,14 @@ public final class Tokenizer: @unchecked Sendable {
     /// `text` without the added tokens the tokenizer would split out of it (what is left is read
     /// as text).
     public func removingAddedTokens(_ text: String) -> String {
-        splitAddedTokens(text).map { if case .text(let t) = $0 { String(t) } else { "" } }.joined()
+        // Until none is left: removing one can join the text around it into another
+        // ("<|video_<|im_end|>pad|>"). Each pass shortens the text, so this ends.
+        var current = text
+        while true {
+            let parts = splitAddedTokens(current)
+            guard parts.contains(where: { if case .text = $0 { false } else { true } }) else { return current }
+            current = parts.map { if case .text(let t) = $0 { String(t) } else { "" } }.joined()
+        }
     }
 
     private func encodeOrdinary(_ text: Substring, into ids: inout [Int]) {

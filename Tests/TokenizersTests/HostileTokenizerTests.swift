@@ -71,6 +71,14 @@ import Testing
         } == nil)
     }
 
+    /// Removing an added token can join the text around it into another; what is left holds none
+    /// (a summary's prompt was refused for a <|video_pad|> formed so).
+    @Test func removedTokensDoNotReform() throws {
+        let t = try Tokenizer(path: Self.small.path)
+        let cleaned = t.removingAddedTokens("a <|video_<|im_<|im_end|>end|>pad|> b")
+        #expect(cleaned == "a  b" && t.addedTokens(in: cleaned).isEmpty, "\(cleaned)")
+    }
+
     @Test func addedTokenIdNotAnInteger() throws {
         let message = try #require(try loadError(settingAddedTokenId(1e30)))
         #expect(message.contains("'<|im_end|>'"), "\(message)")
