@@ -176,6 +176,11 @@ extension MRoPEDecoderModel {
     public func newTokenBudget(promptTokens: Int, requested: Int) throws -> Int {
         guard requested >= 0 else { throw VLMError.invalidInput("max_new_tokens must be ≥ 0, got \(requested)") }
         try checkContext(promptTokens)
+        // A prompt that fills the context leaves no room: an empty answer stored as done would
+        // read as the model's.
+        guard requested == 0 || promptTokens < contextLength else {
+            throw VLMError.invalidInput("the prompt has \(promptTokens) tokens, the whole of the model's context (max_position_embeddings \(contextLength)): no room for an answer")
+        }
         return min(requested, contextLength - promptTokens)
     }
 

@@ -121,6 +121,17 @@ import Tensors
         #expect(out == expected)
     }
 
+    /// A prompt that fills the context leaves no room for an answer: an error (before, an empty
+    /// answer, stored by a run as a done clip); one token short of it leaves room for one.
+    @Test func aPromptFillingTheContextIsAnError() throws {
+        let model = try Qwen2VLModel(directory: VisionFixtures.model("tiny-qwen2vl-a"))
+        let n = model.contextLength
+        #expect(throws: VLMError.self) { _ = try model.newTokenBudget(promptTokens: n, requested: 4) }
+        #expect(try model.newTokenBudget(promptTokens: n - 1, requested: 4) == 1)
+        #expect(try model.newTokenBudget(promptTokens: n, requested: 0) == 0)
+        #expect(throws: VLMError.self) { _ = try model.newTokenBudget(promptTokens: n + 1, requested: 0) }
+    }
+
     @Test func samplingIsSeededAndBounded() throws {
         let model = try Qwen2VLModel(directory: VisionFixtures.model("tiny-qwen2vl-a"))
         let ids = LanguageTests.reference.models["tiny-qwen2vl-a"]!["text"]!.ids
