@@ -97,7 +97,7 @@ struct DescribeCommand: ParsableCommand {
             let kind: VisualKind = Scan.isImage(file) ? .image : .video
             let description = prompt ?? (kind == .image ? "Describe this image." : "Describe this video.")
             let t0 = DispatchTime.now().uptimeNanoseconds
-            let options = clip.sampling(sampling.options, kind: kind)
+            let options = kind == .image ? sampling.boundingImage(clip.sampling(sampling.options, kind: .image)) : clip.sampling(sampling.options)
             let sampled = try reportingErrors { try VideoDecoder(path: file).sample(options) }
             timing["decode"] = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             let input: VisualInput

@@ -53,7 +53,7 @@ struct EncodeCommand: ParsableCommand {
         try reportingModelErrors(input: file, model: model) {
             let vlm = try timed("load") { try ModelRegistry.loadEncoder(directory: model, dtype: dtype) }
             let kind: VisualKind = isImageFile(file) ? .image : .video
-            let options = kind == .image ? vlm.imageSampling(sampling.options) : vlm.videoSampling(sampling.options)
+            let options = kind == .image ? sampling.boundingImage(vlm.imageSampling(sampling.options)) : vlm.videoSampling(sampling.options)
             let sampled = try reportingErrors { try timed("decode") { try VideoDecoder(path: file).sample(options) } }
             let input = try timed("processor") { () throws -> VisualInput in
                 if kind == .image {

@@ -78,6 +78,19 @@ struct SamplingOptionGroup: ParsableArguments {
                                               maxPixels: maxPixels, totalPixels: totalPixels))
     }
 
+    /// An image's options as the checkpoint sizes it (`imageSampling`), within --min-pixels and
+    /// --max-pixels where they are given, as qwen-vl-utils' fetch_image takes them and as
+    /// `frames` shows them (a --max-pixels alone lowers the minimum, see `minimum`). These were
+    /// ignored for images.
+    func boundingImage(_ options: SamplingOptions) -> SamplingOptions {
+        var o = options
+        let low = minPixels ?? maxPixels.map { min(o.resize.minPixels, $0) } ?? o.resize.minPixels
+        let high = [o.resize.maxPixels, maxPixels].compactMap { $0 }.min()
+        o.resize.minPixels = low
+        o.resize.maxPixels = high.map { max($0, low) }
+        return o
+    }
+
     /// --min-pixels, else `default` lowered to --max-pixels where that is below it: a maximum
     /// alone is never refused for being under a minimum nobody asked for.
     func minimum(default value: Int) -> Int {

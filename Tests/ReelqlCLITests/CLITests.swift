@@ -248,6 +248,20 @@ import VLM
 @Suite struct DescribeCLITests {
     static let model = CLI.root.appendingPathComponent("fixtures/models/tiny-qwen2vl-chat").path
 
+    /// --min-pixels and --max-pixels size an image as `frames` shows it (they were ignored for
+    /// images by describe and encode).
+    @Test func imagePixelBoundsAreTaken() throws {
+        let image = CLI.video("alpha56.png")
+        for (flags, grid, side) in [([String](), [1, 4, 4], 56), (["--max-pixels", "784"], [1, 2, 2], 28), (["--min-pixels", "200704"], [1, 32, 32], 448)] {
+            let r = try CLI.run(["encode", image, "--model", Self.model, "--json"] + flags)
+            #expect(r.status == 0, "\(flags): \(r.stderr)")
+            let out = try CLI.json(r.stdout)
+            #expect(out["grid"] as? [Int] == grid && out["width"] as? Int == side, "\(flags): \(out)")
+            let f = try CLI.json(try CLI.run(["frames", image, "--json"] + flags).stdout)
+            #expect(f["width"] as? Int == side, "frames \(flags): \(f)")
+        }
+    }
+
     /// The timings are wall time: prompts decoding together overlap, and their own generation
     /// times added up to more than the whole process took.
     @Test func describeTimingsAreWallTime() throws {
