@@ -161,6 +161,8 @@ public final class SafetensorsFile: @unchecked Sendable {
         } catch {
             throw fail("header is not valid JSON: \(error.localizedDescription)")
         }
+        // A name listed twice: JSONDecoder keeps the first, the reference (Rust's serde) the last.
+        if let (_, name) = JSONText.duplicateKey(in: json) { throw fail("listed twice in the header", name) }
         let dataStart = 8 + headerLength
         let dataSize = bytes.count - dataStart
         var entries: [String: Entry] = [:]
@@ -291,6 +293,12 @@ public final class Checkpoint: WeightStore, @unchecked Sendable {
             let index: Index
             do { index = try JSONDecoder().decode(Index.self, from: data) } catch let e as DecodingError {
                 throw TensorError.invalidIndex(path: indexPath, reason: SafetensorsFile.describe(e))
+            }
+            if let (object, key) = JSONText.duplicateKey(in: data) {
+                throw TensorError.invalidIndex(path: indexPath, reason: "'\(key)' is written twice in \(object.isEmpty ? "the index" : object): which shard holds it is ambiguous")
+            }
+            for shard in Set(index.weightMap.values) where shard.isEmpty || shard.utf8.contains(0) {
+                throw TensorError.invalidIndex(path: indexPath, reason: "shard name '\(shard.replacingOccurrences(of: "\0", with: "\\0"))' is not a file name")
             }
             let shardNames = Array(Set(index.weightMap.values)).sorted()
             for shard in shardNames where shard.contains("/") || shard.hasPrefix(".") {

@@ -195,7 +195,12 @@ struct ModelDirectory {
 
     func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
 
-    func exists(_ path: String) -> Bool { FileManager.default.fileExists(atPath: path) }
+    /// Whether the name is there, as any kind of file or link: a link that loops or leads
+    /// nowhere is there (and refused when read), not an absent optional file replaced by defaults.
+    func exists(_ path: String) -> Bool {
+        var st = stat()
+        return lstat(path, &st) == 0
+    }
 
     /// processor_config.json (transformers 5): the video and image processors' settings, nested
     /// under `video_processor` and `image_processor`; nil when the file is absent.

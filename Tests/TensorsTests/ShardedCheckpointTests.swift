@@ -36,6 +36,39 @@ import Testing
         #expect(throws: TensorError.self) { _ = try Checkpoint(directory: dir) }
     }
 
+    /// A tensor written twice in the index or in a header: which one is meant is ambiguous
+    /// (JSONDecoder kept the first, the reference the last). Names that are not file names.
+    @Test func namesWrittenTwiceAreRefused() throws {
+        for (map, text) in [(["a": "one.safetensors"], #", "a": "two.safetensors""#), (["a": ""], ""), (["a": "one.safetensors\u{0}x"], "")] {
+            let dir = try checkpoint(Self.good.merging(map) { $1 })
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            if !text.isEmpty {
+                let index = URL(fileURLWithPath: dir + "/model.safetensors.index.json")
+                var json = try String(contentsOf: index, encoding: .utf8)
+                let close = try #require(json.range(of: "}", options: .backwards))
+                json.replaceSubrange(close, with: "}") // the index's weight_map closes first
+                let inner = try #require(json.range(of: "}"))
+                json.insert(contentsOf: text, at: inner.lowerBound)
+                try json.write(to: index, atomically: true, encoding: .utf8)
+            }
+            #expect(throws: TensorError.self) { _ = try Checkpoint(directory: dir) }
+        }
+        // A header listing one name twice.
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("dup-\(UUID()).safetensors").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let header = #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#
+        var bytes = Data()
+        withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
+        bytes.append(contentsOf: Array(header.utf8) + [UInt8](repeating: 0, count: 8))
+        try bytes.write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try SafetensorsFile(path: path)
+            Issue.record("a header listing 'a' twice loaded")
+        } catch TensorError.invalidSafetensors(_, let tensor, let reason) {
+            #expect(tensor == "a" && reason.contains("twice"), "\(reason)")
+        }
+    }
+
     @Test func theShardsHeadersShareOneBudget() throws {
         let dir = try checkpoint(Self.good)
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -121,6 +121,22 @@ import Tensors
         expectInvalid(copy, key: "text_config.rope_parameters.mrope_section[0]", mentioning: "1.5")
     }
 
+    /// An optional file (generation_config.json, a processor's) that is a link loop was taken
+    /// for absent, and its defaults used: it is refused, named, as config.json is.
+    @Test func anOptionalFileThatLoopsIsNotAbsent() throws {
+        for file in ["generation_config.json", "video_preprocessor_config.json"] {
+            let copy = try Copy()
+            try FileManager.default.removeItem(atPath: copy.path + "/" + file)
+            try FileManager.default.createSymbolicLink(atPath: copy.path + "/" + file, withDestinationPath: file)
+            let error = loadError(copy)
+            guard case .invalidConfig(let path, "(file)", let reason) = error else {
+                Issue.record("\(file): expected a file error, got \(String(describing: error))")
+                continue
+            }
+            #expect(path.hasSuffix(file) && reason.lowercased().contains("symbolic links"), "\(reason)")
+        }
+    }
+
     /// A config.json that is a link to itself is a loop, not a missing file.
     @Test func aLinkLoopIsNotAMissingFile() throws {
         let copy = try Copy()
@@ -285,8 +301,8 @@ import Tensors
         let out = try session.generate(continuation: Array(ids.dropFirst(3)), parameters: GenerationParameters(maxNewTokens: 1_000_000_000))
         #expect(out.count == 512 - ids.count)
         #expect(out == greedy)
-        // A prompt that fills the context leaves no room: nothing is generated.
-        #expect(try model.generateGreedy(ids: (0..<512).map { $0 % 300 }, maxNewTokens: 10).isEmpty)
+        // A prompt that fills the context leaves no room: an error, not an empty answer.
+        #expect(throws: VLMError.self) { _ = try model.generateGreedy(ids: (0..<512).map { $0 % 300 }, maxNewTokens: 10) }
     }
 
     @Test func promptLongerThanTheContextIsInvalidInput() throws {

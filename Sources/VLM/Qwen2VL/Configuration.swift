@@ -1,4 +1,5 @@
 import Foundation
+import Tensors
 
 // Qwen2-VL configuration files, decoded in Hugging Face's names with the defaults transformers
 // uses for absent keys. Both config.json layouts are read: transformers 4.x (text fields at the

@@ -4,14 +4,15 @@ import Foundation
 /// object (JSONDecoder keeps the first, Python's json — and so transformers — the last), and
 /// which number spoiled a decode (Foundation reports a fraction or an overflow where a whole
 /// number belongs as "not valid JSON", at the top level).
-enum JSONText {
+public enum JSONText {
     /// The path ("text_config.rope_parameters") and key of the first key that one object holds
     /// twice, or nil. `data` must be well-formed JSON for the answer to mean anything.
-    static func duplicateKey(in data: Data) -> (path: String, key: String)? {
+    public static func duplicateKey(in data: Data) -> (path: String, key: String)? {
         let b = [UInt8](data)
         // One entry per open container: an object's keys so far and its current key, or an
         // array's current index.
-        enum Frame { case object(keys: Set<String>, key: String?), array(index: Int) }
+        // Keys compare as their bytes (as Python compares them), not by canonical equivalence.
+        enum Frame { case object(keys: Set<[UInt8]>, key: String?), array(index: Int) }
         var stack: [Frame] = []
         var i = 0
         // The path of the innermost open object: its parents' current keys and indices.
@@ -34,14 +35,15 @@ enum JSONText {
                 if case .array(let index) = stack.last { stack[stack.count - 1] = .array(index: index + 1) }
                 i += 1
             case UInt8(ascii: "\""):
-                guard let (text, end) = string(b, from: i) else { return nil }
+                guard let (bytes, end) = string(b, from: i) else { return nil }
+                let text = String(decoding: bytes, as: UTF8.self)
                 i = end
                 var j = i
                 while j < b.count, [0x20, 0x09, 0x0A, 0x0D].contains(b[j]) { j += 1 }
                 // A string followed by a colon in an object is a key.
                 if j < b.count, b[j] == UInt8(ascii: ":"), case .object(var keys, _) = stack.last {
-                    if keys.contains(text) { return (pathText(), text) }
-                    keys.insert(text)
+                    if keys.contains(bytes) { return (pathText(), text) }
+                    keys.insert(bytes)
                     stack[stack.count - 1] = .object(keys: keys, key: text)
                 }
             default: i += 1
@@ -50,14 +52,19 @@ enum JSONText {
         return nil
     }
 
-    /// The string starting at the quote `b[start]`, unescaped, and the index after its closing
+    /// The string starting at the quote `b[start]`, unescaped (as UTF-8 bytes; a lone surrogate
+    /// as its own WTF-8 bytes, so that two of them stay apart), and the index after its closing
     /// quote; nil when it does not close.
-    static func string(_ b: [UInt8], from start: Int) -> (String, Int)? {
+    static func string(_ b: [UInt8], from start: Int) -> ([UInt8], Int)? {
         var i = start + 1
         var out: [UInt8] = []
+        func hex(_ at: Int) -> UInt32? {
+            guard at + 4 <= b.count else { return nil }
+            return UInt32(String(decoding: b[at..<(at + 4)], as: UTF8.self), radix: 16)
+        }
         while i < b.count {
             let c = b[i]
-            if c == UInt8(ascii: "\"") { return (String(decoding: out, as: UTF8.self), i + 1) }
+            if c == UInt8(ascii: "\"") { return (out, i + 1) }
             if c == UInt8(ascii: "\\"), i + 1 < b.count {
                 let e = b[i + 1]
                 switch e {
@@ -67,14 +74,21 @@ enum JSONText {
                 case UInt8(ascii: "b"): out.append(0x08)
                 case UInt8(ascii: "f"): out.append(0x0C)
                 case UInt8(ascii: "u"):
-                    // \uXXXX (a surrogate pair's halves stay apart: keys with them are rare,
-                    // and two spellings of one are still told apart from other keys).
-                    if i + 5 < b.count, let v = UInt32(String(decoding: b[(i + 2)...(i + 5)], as: UTF8.self), radix: 16) {
-                        out += Array(String(Unicode.Scalar(v).map(Character.init) ?? "\u{FFFD}").utf8)
+                    guard var v = hex(i + 2) else { out.append(e); break }
+                    i += 6
+                    // A high surrogate and the low one after it are one scalar.
+                    if (0xD800..<0xDC00).contains(v), i + 1 < b.count, b[i] == UInt8(ascii: "\\"), b[i + 1] == UInt8(ascii: "u"),
+                       let low = hex(i + 2), (0xDC00..<0xE000).contains(low) {
+                        v = 0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00)
                         i += 6
-                        continue
                     }
-                    out.append(e)
+                    if let scalar = Unicode.Scalar(v) {
+                        out += Array(String(Character(scalar)).utf8)
+                    } else {
+                        // A lone surrogate, in the bytes it would take (WTF-8).
+                        out += [UInt8(0xE0 | (v >> 12)), UInt8(0x80 | ((v >> 6) & 0x3F)), UInt8(0x80 | (v & 0x3F))]
+                    }
+                    continue
                 default: out.append(e) // \" \\ \/
                 }
                 i += 2
@@ -89,7 +103,7 @@ enum JSONText {
     /// Where a number that is not a whole number within Int's range sits, when turning it into
     /// one lets `decodes` succeed: the culprit of a "not valid JSON" error from a file that is
     /// valid JSON. Returns the key path and the number as written.
-    static func wholeNumberCulprit(in data: Data, decodes: (Data) -> Bool) -> (path: String, value: String)? {
+    public static func wholeNumberCulprit(in data: Data, decodes: (Data) -> Bool) -> (path: String, value: String)? {
         guard let root = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]) else { return nil }
         var found: [([PathPart], NSNumber)] = []
         func walk(_ v: Any, _ path: [PathPart]) {
