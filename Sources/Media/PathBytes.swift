@@ -120,3 +120,32 @@ public enum PathBytes {
         return (s, need + 1)
     }
 }
+
+/// Text from files and databases (names, descriptions, errors quoting them) made safe to print on
+/// a terminal: control characters other than newline and tab, DEL and the C1 controls are shown
+/// as escapes (ESC would let stored text retitle or clear the terminal), and a file name's bytes
+/// that are not UTF-8 as \xNN, as `PathBytes.display` shows them.
+public enum TerminalText {
+    public static func safe(_ text: String, keepNewlines: Bool = true) -> String {
+        let shown = PathBytes.display(text)
+        guard shown.unicodeScalars.contains(where: { needsEscape($0, keepNewlines) }) else { return shown }
+        var out = ""
+        for s in shown.unicodeScalars {
+            if needsEscape(s, keepNewlines) {
+                out += s.value == 0x0A ? "\\n" : s.value <= 0xFF ? String(format: "\\x%02X", s.value) : String(format: "\\u{%04X}", s.value)
+            } else {
+                out.unicodeScalars.append(s)
+            }
+        }
+        return out
+    }
+
+    static func needsEscape(_ s: Unicode.Scalar, _ keepNewlines: Bool) -> Bool {
+        switch s.value {
+        case 0x0A: return !keepNewlines
+        case 0x09: return false
+        case 0x00..<0x20, 0x7F, 0x80..<0xA0: return true
+        default: return false
+        }
+    }
+}

@@ -74,6 +74,8 @@ public final class Progress: @unchecked Sendable {
     /// unless quiet.
     public func event(_ message: String) {
         lock.lock(); defer { lock.unlock() }
+        // Events quote file names and model text: nothing in them may drive the terminal.
+        let message = TerminalText.safe(message)
         let line = "\(Store.now()) \(message)\n"
         toLog(line)
         guard !quiet else { return }
@@ -88,6 +90,7 @@ public final class Progress: @unchecked Sendable {
     /// The live status line (terminals only).
     public func status(_ message: String) {
         guard live else { return }
+        let message = TerminalText.safe(message, keepNewlines: false)
         lock.lock(); defer { lock.unlock() }
         guard !finished else { return }
         Self.write(STDERR_FILENO, "\r\u{1B}[K" + message)

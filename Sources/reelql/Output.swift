@@ -39,7 +39,8 @@ func writeAll(fd: Int32, _ text: String) -> Int32 {
 
 /// A diagnostic line on stderr. Best effort: a full or closed stderr is ignored.
 func printError(_ message: String) {
-    _ = writeAll(fd: STDERR_FILENO, message + "\n")
+    // Messages quote names and stored text: nothing in them may drive the terminal.
+    _ = writeAll(fd: STDERR_FILENO, TerminalText.safe(message) + "\n")
 }
 
 /// Whether the result on stdout has failed; set once, read at the end of the program.

@@ -239,7 +239,9 @@ struct SearchCommand: ParsableCommand {
         if json { try printJSON(matches); return }
         for m in matches {
             let range = m.start.map { String(format: "%@–%@", Runner.clock($0), Runner.clock(m.end ?? $0)) } ?? "whole video"
-            print("\(m.path)  \(range)  [\(m.kind)\(m.kind == "answer" ? ": \(m.prompt)" : "")]\n    \(m.text)")
+            // One match a line pair: stored text that holds line breaks or controls is escaped.
+            let safe = { TerminalText.safe($0, keepNewlines: false) }
+            print("\(safe(m.path))  \(range)  [\(m.kind)\(m.kind == "answer" ? ": \(safe(m.prompt))" : "")]\n    \(safe(m.text))")
         }
         if matches.isEmpty { print("no matches") }
     }

@@ -445,6 +445,25 @@ enum Hostile {
         try Hostile.expectConsistent(merged)
     }
 
+    /// Stored text and file names never drive the terminal: an ESC sequence in a description
+    /// (search's output), in a damaged value (merge's error) or in a file's name (run's events)
+    /// is printed escaped, and a line break in a description keeps search's two-line format.
+    @Test func storedTextCannotDriveTheTerminal() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        let title = "\u{1B}]0;pwned\u{07}\u{1B}[2J"
+        try FileManager.default.copyItem(atPath: CLI.video("not_a_video.mp4"), toPath: ws.root + "/videos/b\(title).mp4")
+        let run = try Hostile.run(["run", ws.specPath, "--db", ws.db])
+        #expect(run.clean && run.status == 3 && !run.stderr.contains("\u{1B}") && run.stderr.contains("b\\x1B]0;pwned"), "\(run)")
+        let marked = try Hostile.snapshot(ws.db, to: ws.root + "/marked.sqlite",
+                                          sql: "UPDATE results SET text = 'zebra \(title)' || char(10) || 'second line'")
+        let found = try Hostile.run(["search", "zebra", "--db", marked])
+        #expect(found.clean && found.status == 0 && !found.stdout.contains("\u{1B}") && found.stdout.contains("\\nsecond line"), "\(found)")
+        let damaged = try Hostile.snapshot(ws.db, to: ws.root + "/damaged.sqlite", sql: "UPDATE clips SET width = '\(title)'")
+        let merged = try Hostile.run(["merge", ws.root + "/out.sqlite", damaged])
+        #expect(merged.clean && merged.status == 2 && !merged.stderr.contains("\u{1B}") && merged.stderr.contains("\\x1B"), "\(merged)")
+    }
+
     /// A database's own files are kept apart from everything else:
     /// - a crash image with a hot rollback journal (a writer killed mid-transaction) is refused
     ///   by the read-only commands, which read it as immutable and showed the half-written rows;
