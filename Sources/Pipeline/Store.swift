@@ -125,12 +125,17 @@ public final class Store: @unchecked Sendable {
                 throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: its table '\(table)' has no column '\(missing)'")
             }
         }
-        for row in try Row.fetchAll(db, sql: "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY name") {
+        // (And the full-text index, which `search` reads: another table under its name answered
+        // searches with other rows.)
+        for row in try Row.fetchAll(db, sql: "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view') OR lower(name) = 'results_fts' ORDER BY name") {
             let type: String = row["type"] ?? "", name: String = row["name"] ?? "", sql: String? = row["sql"]
             // Names as SQLite compares them: without case (CLIP_RESULTS is clip_results).
-            let made = type == "trigger" ? expected.triggers : expected.views, key = name.lowercased()
+            let made = type == "trigger" ? expected.triggers : type == "view" ? expected.views : expected.tables, key = name.lowercased()
             if type == "view" && made[key] == nil && !SchemaObjects.viewNames.contains(key) { continue }
             guard let sql, made[key] == sql else {
+                if type == "table" {
+                    throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: its table '\(name)' is not reelql's full-text index")
+                }
                 let drop = "DROP \(type.uppercased()) \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\""
                 throw PipelineError.database(path: path, reason: "its \(type) '\(name)' is not the one reelql makes\(type == "trigger" ? " (a trigger runs on reelql's own writes)" : ""): remove it (\(drop)) or name another database")
             }
@@ -144,6 +149,8 @@ public final class Store: @unchecked Sendable {
         /// By lowercased name.
         var triggers: [String: String] = [:]
         var views: [String: String] = [:]
+        /// The full-text index's table.
+        var tables: [String: String] = [:]
         /// Every view any migration makes (one a later migration drops is still reelql's name).
         static let viewNames = Set(Store.migrator.migrations.flatMap { Store.expectedSchema(upTo: $0).views.keys })
     }
@@ -173,9 +180,13 @@ public final class Store: @unchecked Sendable {
                 for table in ["runs", "videos", "clips", "results", "thumbnails"] where try db.tableExists(table) {
                     out.columns[table] = Set(try db.columns(in: table).map(\.name))
                 }
-                for row in try Row.fetchAll(db, sql: "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view')") {
+                for row in try Row.fetchAll(db, sql: "SELECT type, name, sql FROM sqlite_master WHERE type IN ('trigger', 'view') OR name = 'results_fts'") {
                     guard let name: String = row["name"], let sql: String = row["sql"] else { continue }
-                    if (row["type"] as String?) == "trigger" { out.triggers[name.lowercased()] = sql } else { out.views[name.lowercased()] = sql }
+                    switch row["type"] as String? {
+                    case "trigger": out.triggers[name.lowercased()] = sql
+                    case "view": out.views[name.lowercased()] = sql
+                    default: out.tables[name.lowercased()] = sql
+                    }
                 }
                 return out
             }
@@ -740,6 +751,14 @@ public final class Store: @unchecked Sendable {
         } catch let e as StoredValueError {
             throw PipelineError.database(path: path, reason: e.localizedDescription)
         } catch let e as DatabaseError where e.resultCode == .SQLITE_ERROR {
+            // The query's fault, unless the index fails a plain query too (a damaged index).
+            let indexWorks = (try? reader.read { db -> Bool in
+                _ = try Row.fetchOne(db, sql: "SELECT rowid FROM results_fts WHERE results_fts MATCH 'a' LIMIT 1")
+                return true
+            }) ?? false
+            guard indexWorks else {
+                throw PipelineError.database(path: path, reason: "its full-text index (results_fts) is damaged: \(e.message ?? "SQLite error"); rebuild it with sqlite3: INSERT INTO results_fts(results_fts) VALUES ('rebuild')")
+            }
             let shown = query.count > 200 ? query.prefix(200) + "… (\(query.count) characters)" : query[...]
             throw PipelineError.invalidArgument("invalid search query '\(shown)': \(e.message ?? "SQLite error") (FTS5 syntax: words, \"phrases\", AND, OR, NOT, prefix*)")
         } catch let e as DatabaseError {
