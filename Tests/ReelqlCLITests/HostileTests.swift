@@ -656,6 +656,22 @@ enum Hostile {
         #expect(r.clean && r.status == 23 && r.stderr.contains("error[memory]") && r.stderr.contains("KV cache"), "\(r)")
     }
 
+    /// A Qwen3-VL processor `size` without both edges (transformers refuses it) was taken for
+    /// the defaults: it is refused naming the missing key.
+    @Test func qwen3SizesNeedBothEdges() throws {
+        let model = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-hostile-q3-\(UUID().uuidString)").path
+        try FileManager.default.copyItem(atPath: CLI.root.appendingPathComponent("fixtures/models/tiny-qwen3vl-a").path, toPath: model)
+        defer { try? FileManager.default.removeItem(atPath: model) }
+        let path = model + "/processor_config.json"
+        var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: Any])
+        var processor = try #require(json["image_processor"] as? [String: Any])
+        processor["size"] = ["min_pixels": 3136, "max_pixels": 3136]
+        json["image_processor"] = processor
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
+        let r = try Hostile.run(["encode", CLI.video("alpha56.png"), "--model", model], limit: 30)
+        #expect(r.clean && r.status != 0 && r.stderr.contains("image_processor.size.shortest_edge"), "\(r)")
+    }
+
     /// Qwen3-VL's processor sizes: a shortest edge that upscales a 56×56 picture to 64 MP (the
     /// tower ran for ever) or a video stack to 6.5 GB of pixels is refused naming the key.
     @Test func qwen3MinimumSizesAreBounded() throws {

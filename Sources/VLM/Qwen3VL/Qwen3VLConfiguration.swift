@@ -286,9 +286,11 @@ public struct Qwen3VLPreprocessorConfiguration: Codable, Sendable, Equatable {
         case minPixels = "min_pixels", maxPixels = "max_pixels", fps, minFrames = "min_frames", maxFrames = "max_frames"
     }
 
+    /// `size`: transformers requires both edges when it is given (a `size` without them was
+    /// taken for the defaults).
     struct Size: Codable {
-        var shortestEdge: Int?
-        var longestEdge: Int?
+        var shortestEdge: Int
+        var longestEdge: Int
         enum CodingKeys: String, CodingKey { case shortestEdge = "shortest_edge", longestEdge = "longest_edge" }
     }
 
