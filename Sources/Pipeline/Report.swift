@@ -82,7 +82,9 @@ public enum Report {
                     throw PipelineError.invalidArgument("\(path): no video stored as \(PathBytes.display(shown)) (--video takes a path as the database stores it, or relative to the current folder: see 'reelql search' or the full report)")
                 }
                 // Every text contains the empty string: an empty --search filters nothing.
-                let needle = options.search.flatMap { $0.isEmpty ? nil : $0.lowercased() }
+                // As the page's search box takes a query: trimmed, lower-cased, matched as UTF-16
+                // code units (JavaScript's includes), not by canonical equivalence.
+                let needle = options.search.map { $0.trimmingCharacters(in: .whitespacesAndNewlines).lowercased() }.flatMap { $0.isEmpty ? nil : $0 }
                 for v in stored {
                     let vid: Int64 = try v.typed("id", "videos")
                     let texts = try Row.fetchAll(db, sql: """
@@ -118,14 +120,19 @@ public enum Report {
                         let id: Int64 = try c.typed("id", "clips")
                         let clipAnswers = answers[id] ?? []
                         if let needle {
-                            let hay = ([descriptions[id] ?? "", try v.typed("path", "videos") as String] + clipAnswers.flatMap { $0 }).joined(separator: "\n").lowercased()
-                            guard hay.contains(needle) else { continue }
+                            // The page's own text for a clip: path, description, "question answer" lines.
+                            let hay = ([try v.typed("path", "videos") as String, descriptions[id] ?? ""]
+                                       + clipAnswers.map { $0.joined(separator: " ") }).joined(separator: "\n").lowercased()
+                            guard hay.range(of: needle, options: .literal) != nil else { continue }
                         }
                         clips.append(Clip(index: try c.typed("clip_index", "clips"), start: try c.typed("start_seconds", "clips"), end: try c.typed("end_seconds", "clips"), frames: try c.typed("frames", "clips"),
                                           description: descriptions[id], answers: clipAnswers,
                                           frame: image(thumbs[id]?["frame"]), strip: options.strips ? image(thumbs[id]?["strip"]) : nil))
                     }
-                    if needle != nil && clips.isEmpty { continue }
+                    // A failed or damaged file stays, for the page's list of problems (which no
+                    // search filters); other files without a matching clip are left out.
+                    let status: String = try v.typed("status", "videos")
+                    if needle != nil && clips.isEmpty && status != "failed" && status != "damaged" { continue }
                     videos.append(Video(path: try v.typed("path", "videos"), status: try v.typed("status", "videos"), errorKind: try v.typed("error_kind", "videos"), error: try v.typed("error", "videos"),
                                         duration: try v.typed("duration", "videos"), width: try v.typed("width", "videos"), height: try v.typed("height", "videos"), codec: try v.typed("codec", "videos"),
                                         summary: summary, clips: clips))

@@ -139,6 +139,28 @@ import Testing
     }
 
     /// 10 000 clips (synthetic rows, one real thumbnail each): the first screen is up in under 2 s.
+    /// --search narrows the page as its search box does: the query trimmed, text matched as
+    /// code units (a decomposed "cafe\u{301}" holds "cafe" and not "café"), and the failed files
+    /// still listed (--search dropped them, and an unmatched one gave an empty page).
+    @Test func searchNarrowsAsTheSearchBoxDoes() throws {
+        let ws = try Hostile.Workspace(["hevc.mp4", "not_a_video.mp4"])
+        defer { ws.remove() }
+        #expect(try CLI.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 3)
+        try Hostile.snapshot(ws.db, to: ws.root + "/s.sqlite", sql: "UPDATE results SET text = 'a cafe\u{301} scene' WHERE kind = 'description'")
+        func page(_ query: String) throws -> String {
+            let out = ws.root + "/p.html"
+            let r = try CLI.run(["report", ws.root + "/s.sqlite", "--out", out, "--search", query])
+            #expect(r.status == 0, "\(query): \(r.stderr)")
+            return try String(contentsOfFile: out, encoding: .utf8)
+        }
+        for query in ["cafe", "  CAFE\n"] {
+            let html = try page(query)
+            #expect(html.contains("cafe\u{301} scene") && html.contains("not_a_video.mp4"), "\(query)")
+        }
+        let composed = try page("caf\u{E9}")
+        #expect(!composed.contains("cafe\u{301} scene") && composed.contains("not_a_video.mp4"))
+    }
+
     @Test func tenThousandClipsOpenQuickly() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-report-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
