@@ -40,6 +40,9 @@ public enum Report {
         var duration: Double?, width: Int?, height: Int?, codec: String?
         var summary: String?
         var clips: [Clip]
+        /// Clips stored under other settings than the video's latest (another model, prompts or
+        /// sampling, merged in from other runs): not shown, counted.
+        var otherSettingsClips: Int
     }
     struct Run: Encodable {
         var id: Int64, startedAt: String, finishedAt: String?, status: String, model: String, shard: String?
@@ -87,9 +90,16 @@ public enum Report {
                 let needle = options.search.map { $0.trimmingCharacters(in: .whitespacesAndNewlines).lowercased() }.flatMap { $0.isEmpty ? nil : $0 }
                 for v in stored {
                     let vid: Int64 = try v.typed("id", "videos")
-                    let texts = try Row.fetchAll(db, sql: """
-                        SELECT clip_id, kind, prompt, text FROM results WHERE video_id = ? ORDER BY id
+                    // The settings the video was last done under (its last run's, else its latest
+                    // clip's): results of other settings are not mixed into its clips.
+                    let key = try String.fetchOne(db, sql: """
+                        SELECT coalesce((SELECT r.settings_key FROM runs r JOIN videos v ON r.id = v.last_run_id WHERE v.id = ?1
+                                           AND EXISTS (SELECT 1 FROM clips c WHERE c.video_id = ?1 AND c.settings_key = r.settings_key)),
+                                        (SELECT settings_key FROM clips WHERE video_id = ?1 ORDER BY done_at DESC, id DESC LIMIT 1))
                         """, arguments: [vid])
+                    let texts = try Row.fetchAll(db, sql: """
+                        SELECT clip_id, kind, prompt, text FROM results WHERE video_id = ? AND (? IS NULL OR settings_key = ?) ORDER BY id
+                        """, arguments: [vid, key, key])
                     var descriptions: [Int64: String] = [:], answers: [Int64: [[String]]] = [:]
                     var summary: String?
                     for r in texts {
@@ -116,7 +126,10 @@ public enum Report {
                         return images.count - 1
                     }
                     var clips: [Clip] = []
-                    for c in try Row.fetchAll(db, sql: "SELECT * FROM clips WHERE video_id = ? ORDER BY clip_index, id", arguments: [vid]) {
+                    let otherSettings = try Int.fetchOne(db, sql: "SELECT count(*) FROM clips WHERE video_id = ? AND settings_key IS NOT ?",
+                                                         arguments: [vid, key]) ?? 0
+                    for c in try Row.fetchAll(db, sql: "SELECT * FROM clips WHERE video_id = ? AND (? IS NULL OR settings_key = ?) ORDER BY clip_index, id",
+                                              arguments: [vid, key, key]) {
                         let id: Int64 = try c.typed("id", "clips")
                         let clipAnswers = answers[id] ?? []
                         if let needle {
@@ -135,7 +148,7 @@ public enum Report {
                     if needle != nil && clips.isEmpty && status != "failed" && status != "damaged" { continue }
                     videos.append(Video(path: try v.typed("path", "videos"), status: try v.typed("status", "videos"), errorKind: try v.typed("error_kind", "videos"), error: try v.typed("error", "videos"),
                                         duration: try v.typed("duration", "videos"), width: try v.typed("width", "videos"), height: try v.typed("height", "videos"), codec: try v.typed("codec", "videos"),
-                                        summary: summary, clips: clips))
+                                        summary: summary, clips: clips, otherSettingsClips: otherSettings))
                 }
                 let now = ISO8601DateFormatter().string(from: Date())
                 return Payload(database: path, generatedAt: now, search: options.search, runs: runs, videos: videos)
@@ -322,6 +335,7 @@ table.runs td, table.runs th { border: 1px solid var(--line); padding: 4px 8px; 
     if (v.width) meta.push(v.width + "×" + v.height);
     if (v.codec) meta.push(v.codec);
     meta.push(v.clips.length + " clip" + (v.clips.length === 1 ? "" : "s"));
+    if (v.other_settings_clips) meta.push(v.other_settings_clips + " more under other settings, not shown");
     box.appendChild(el("div", "meta", meta.join(" · ")));
     if (v.error) box.appendChild(el("div", "error", (v.error_kind ? v.error_kind + ": " : "") + v.error));
     if (v.summary) box.appendChild(el("div", "summary", v.summary));

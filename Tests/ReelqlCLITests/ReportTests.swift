@@ -161,6 +161,30 @@ import Testing
         #expect(!composed.contains("cafe\u{301} scene") && composed.contains("not_a_video.mp4"))
     }
 
+    /// A video done under two settings (another model or prompts, or databases merged) shows
+    /// the clips of the settings it was last done under, and counts the others (three clips all
+    /// labelled 0 were shown, with no word of why).
+    @Test func clipsOfOtherSettingsAreCountedNotMixedIn() throws {
+        let ws = try Hostile.Workspace(["hevc.mp4"])
+        defer { ws.remove() }
+        for tokens in ["3", "5"] {
+            #expect(try CLI.run(["run", ws.specPath, "--db", ws.db, "--quiet", "--max-new-tokens", tokens]).status == 0)
+        }
+        let latest = try Hostile.readOnly(ws.db).read { db in
+            try Int.fetchOne(db, sql: "SELECT count(*) FROM clips WHERE settings_key = (SELECT settings_key FROM runs ORDER BY id DESC LIMIT 1)") ?? 0
+        }
+        let total = try Hostile.readOnly(ws.db).read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM clips") ?? 0 }
+        #expect(latest > 0 && total == 2 * latest)
+        let out = ws.root + "/r.html"
+        #expect(try CLI.run(["report", ws.db, "--out", out]).status == 0)
+        let html = try String(contentsOfFile: out, encoding: .utf8)
+        let start = try #require(html.range(of: #"<script type="application/json" id="reelql-data">"#))
+        let end = try #require(html.range(of: "</script>", range: start.upperBound..<html.endIndex))
+        let data = try #require(try JSONSerialization.jsonObject(with: Data(html[start.upperBound..<end.lowerBound].utf8)) as? [String: Any])
+        let video = try #require((data["videos"] as? [[String: Any]])?.first)
+        #expect((video["clips"] as? [Any])?.count == latest && video["other_settings_clips"] as? Int == total - latest, "\(video)")
+    }
+
     @Test func tenThousandClipsOpenQuickly() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("reelql-report-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
