@@ -24,7 +24,7 @@ struct ReelQL: ParsableCommand {
         do {
             var command = try parseAsRoot(Array(PathBytes.arguments().dropFirst()))
             // Before any kernel sizes its threads from it.
-            if let problem = ThreadPool.environmentProblem {
+            if let problem = ThreadPool.environmentProblem ?? switchesProblem() {
                 printError("Error: \(problem)")
                 throw ExitCode.validationFailure
             }
@@ -41,6 +41,19 @@ struct ReelQL: ParsableCommand {
         }
         finishOutput(status: status)
     }
+}
+
+/// Why one of reelql's other environment switches cannot be used, if one cannot: the oneDNN
+/// switches take 1 (or 0), FFmpeg's log level a number from -8 to 56 (a value they ignored
+/// left the switch silently off).
+func switchesProblem(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+    for name in ["REELQL_NO_ONEDNN_BF16", "REELQL_NO_ONEDNN_INT8"] {
+        if let v = environment[name], v != "0", v != "1" { return "\(name)=\(v.debugDescription): must be 1 (or 0)" }
+    }
+    if let v = environment["REELQL_FFMPEG_LOG"], !(Int32(v).map { (-8...56).contains($0) } ?? false) {
+        return "REELQL_FFMPEG_LOG=\(v.debugDescription): must be an FFmpeg log level from -8 (quiet) to 56 (trace)"
+    }
+    return nil
 }
 
 /// Runs a command body, turning library errors into a clear message and a distinct exit code.

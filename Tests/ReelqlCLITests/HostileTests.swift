@@ -283,9 +283,14 @@ enum Hostile {
             let r = try Hostile.run(args, limit: 20, environment: ["REELQL_THREADS": value])
             #expect(r.clean && r.status == 64 && r.stderr.contains("REELQL_THREADS=\"\(value)\""), "\(value): \(r)")
         }
+        // The other switches too: a value they ignored left them silently off.
+        for (name, value) in [("REELQL_NO_ONEDNN_BF16", "true"), ("REELQL_NO_ONEDNN_INT8", "yes"), ("REELQL_FFMPEG_LOG", "abc"), ("REELQL_FFMPEG_LOG", "99999999999")] {
+            let r = try Hostile.run(args, limit: 20, environment: [name: value])
+            #expect(r.clean && r.status == 64 && r.stderr.contains("\(name)=\"\(value)\""), "\(name)=\(value): \(r)")
+        }
         let video = CLI.video("h264_cfr.mp4")
         let r = try Hostile.run(["describe", video, "--model", Hostile.tinyModel, "--max-pixels", "9408", "--max-new-tokens", "2"],
-                                limit: 60, environment: ["REELQL_THREADS": "1"])
+                                limit: 60, environment: ["REELQL_THREADS": "1", "REELQL_NO_ONEDNN_BF16": "1", "REELQL_FFMPEG_LOG": "-8"])
         #expect(r.clean && r.status == 0, "\(r)")
     }
 }
@@ -477,6 +482,18 @@ enum Hostile {
         let damaged = try Hostile.snapshot(ws.db, to: ws.root + "/damaged.sqlite", sql: "UPDATE clips SET width = '\(title)'")
         let merged = try Hostile.run(["merge", ws.root + "/out.sqlite", damaged])
         #expect(merged.clean && merged.status == 2 && !merged.stderr.contains("\u{1B}") && merged.stderr.contains("\\x1B"), "\(merged)")
+    }
+
+    /// An --out name of up to 255 bytes is written (its temporary file's suffix made the name
+    /// too long).
+    @Test func longOutputNamesAreWritten() throws {
+        let ws = try Hostile.Workspace()
+        defer { ws.remove() }
+        #expect(try Hostile.run(["run", ws.specPath, "--db", ws.db, "--quiet"]).status == 0)
+        let out = ws.root + "/" + String(repeating: "r", count: 250) + ".html"
+        let r = try Hostile.run(["report", ws.db, "--out", out])
+        #expect(r.clean && r.status == 0 && FileManager.default.fileExists(atPath: out), "\(r)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: ws.root).allSatisfy { !$0.contains(".tmp-") }, "a temporary file was left")
     }
 
     /// A database's own files are kept apart from everything else:
