@@ -1106,9 +1106,11 @@ enum Hostile {
             ("link", "UPDATE results SET clip_id = 'x' WHERE clip_id = \(first) AND kind = 'answer'", true),
             ("infinite", "UPDATE clips SET end_seconds = 1e999 WHERE id = \(first)", true),
             ("summary", "UPDATE results SET text = X'00FF' WHERE clip_index = -1 AND video_id = (SELECT video_id FROM clips WHERE id = \(first))", true),
+            // (Under no readable settings: the page, which shows the video's latest settings,
+            // does not read it.)
             ("summary key", """
                 UPDATE results SET settings_key = X'00', text = X'00FF' WHERE clip_index = -1 AND video_id = (SELECT video_id FROM clips WHERE id = \(first))
-                """, true),
+                """, false),
             ("unlinked", "UPDATE results SET clip_id = 'x', clip_index = 99, text = X'00FF' WHERE clip_id = \(first) AND kind = 'answer'", true),
             ("lost", "DELETE FROM results WHERE clip_id = \(first) AND kind = 'answer'", false),
         ] {
