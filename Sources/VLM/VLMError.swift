@@ -27,7 +27,7 @@ public enum VLMError: Error, LocalizedError, Sendable, Equatable {
             return "\(checkpoint): \(names.count) unknown vision tensor(s): \(shown)\(names.count > 5 ? ", …" : "")"
         case .invalidInput(let message): return message
         case .nonFiniteLogits(let step):
-            return "the model produced non-finite logits (NaN/Inf) at step \(step); the checkpoint's weights may be damaged"
+            return "the model produced non-finite logits (NaN/Inf) at step \(step); the checkpoint's weights, or numbers of its configuration (rope_theta, image_mean, image_std, rescale_factor), may be out of range"
         }
     }
 }

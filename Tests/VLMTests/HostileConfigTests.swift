@@ -288,7 +288,7 @@ import Tensors
             _ = try session.generate(continuation: Array(ids.dropFirst(3)), parameters: GenerationParameters(maxNewTokens: 4))
         }
         #expect(VLMError.nonFiniteLogits(step: 3).errorDescription
-            == "the model produced non-finite logits (NaN/Inf) at step 3; the checkpoint's weights may be damaged")
+            == "the model produced non-finite logits (NaN/Inf) at step 3; the checkpoint's weights, or numbers of its configuration (rope_theta, image_mean, image_std, rescale_factor), may be out of range")
     }
 
     /// max_new_tokens of 10⁹ stops at the context (512 here) instead of sizing a cache for 10⁹.
