@@ -136,6 +136,11 @@ public final class Store: @unchecked Sendable {
                 if type == "table" {
                     throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: its table '\(name)' is not reelql's full-text index")
                 }
+                // A newer reelql's database may hold objects this one does not know: no advice to
+                // remove what that version needs.
+                guard last != nil else {
+                    throw PipelineError.database(path: path, reason: "it was written by a newer reelql (migrations this one does not know), whose \(type) '\(name)' this one cannot check; use that version")
+                }
                 let drop = "DROP \(type.uppercased()) \"\(name.replacingOccurrences(of: "\"", with: "\"\""))\""
                 throw PipelineError.database(path: path, reason: "its \(type) '\(name)' is not the one reelql makes\(type == "trigger" ? " (a trigger runs on reelql's own writes)" : ""): remove it (\(drop)) or name another database")
             }

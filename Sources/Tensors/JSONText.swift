@@ -43,8 +43,11 @@ public enum JSONText {
                 // A string followed by a colon in an object is a key.
                 if j < b.count, b[j] == UInt8(ascii: ":"), case .object(var keys, _) = stack.last {
                     if keys.contains(bytes) { return (pathText(), text) }
+                    // Taken off the stack while it grows: a copy left there would make every
+                    // insert copy the whole set (quadratic in an object's keys).
+                    stack.removeLast()
                     keys.insert(bytes)
-                    stack[stack.count - 1] = .object(keys: keys, key: text)
+                    stack.append(.object(keys: keys, key: text))
                 }
             default: i += 1
             }
@@ -117,7 +120,8 @@ public enum JSONText {
             }
         }
         walk(root, [])
-        for (path, n) in found.prefix(256) {
+        // Each try re-reads the file: a few, enough for any real config's floats.
+        for (path, n) in found.prefix(32) {
             let fixed = replacing(root, at: path[...], with: 0)
             guard let text = try? JSONSerialization.data(withJSONObject: fixed, options: [.fragmentsAllowed]), decodes(text) else { continue }
             let name = path.enumerated().map { i, p in

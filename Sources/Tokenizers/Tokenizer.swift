@@ -56,14 +56,15 @@ public final class Tokenizer: @unchecked Sendable {
         guard let vocab = model["vocab"] as? [String: Int] else { throw TokenizerError.invalid(path: path, reason: "model.vocab") }
 
         // Added tokens, with ids as Hugging Face's tokenizers gives them on load (it does not take
-        // the file's ids): in the order listed, a text that is a vocabulary token takes that
-        // token's id, a text listed before keeps its id (the later entry's flags win), and any
-        // other text takes the next id after the vocabulary's size. For every released tokenizer
-        // these are the file's ids; where a file says otherwise (a gap, a reused or repeated id),
-        // they are the ids the reference encodes with.
+        // the file's ids; added_vocabulary.rs): in the order listed, an empty text is ignored, a
+        // text that is a vocabulary token takes that token's id, a text listed before keeps its id
+        // (special if any entry is, the later entry's lstrip/rstrip), and any other text takes the
+        // vocabulary's size, or one past the last id so given once that reaches it. For every
+        // released tokenizer these are the file's ids; where a file says otherwise (a gap, a
+        // reused or repeated id), they are the ids the reference encodes with.
         var added: [AddedToken] = []
         var addedIndex: [[UInt8]: Int] = [:] // by text, as bytes (not by canonical equivalence)
-        var next = vocab.count
+        var largest: Int? = nil
         for item in json["added_tokens"] as? [[String: Any]] ?? [] {
             guard let content = item["content"] as? String else {
                 throw TokenizerError.invalid(path: path, reason: "added_tokens entry without content")
@@ -72,19 +73,21 @@ public final class Tokenizer: @unchecked Sendable {
             guard let id = item["id"] as? Int, (0...Int(UInt32.max)).contains(id) else {
                 throw TokenizerError.invalid(path: path, reason: "added token '\(content)' has id \(item["id"].map { "\($0)" } ?? "(none)"), not an integer from 0 to \(UInt32.max)")
             }
+            guard !content.isEmpty else { continue }
             let token = AddedToken(id: 0, content: content, special: item["special"] as? Bool ?? false,
                                    lstrip: item["lstrip"] as? Bool ?? false, rstrip: item["rstrip"] as? Bool ?? false)
             let text = Array(content.utf8)
             if let i = addedIndex[text] {
-                added[i] = AddedToken(id: added[i].id, content: added[i].content, special: token.special, lstrip: token.lstrip, rstrip: token.rstrip)
+                added[i] = AddedToken(id: added[i].id, content: added[i].content, special: added[i].special || token.special,
+                                      lstrip: token.lstrip, rstrip: token.rstrip)
                 continue
             }
             var assigned = token
             if let v = vocab.index(forKey: content), Array(vocab[v].key.utf8) == text {
                 assigned.id = vocab[v].value
             } else {
-                assigned.id = next
-                next += 1
+                assigned.id = largest.map { $0 >= vocab.count || vocab.isEmpty ? $0 + 1 : vocab.count } ?? vocab.count
+                largest = assigned.id
             }
             addedIndex[text] = added.count
             added.append(assigned)
@@ -97,7 +100,7 @@ public final class Tokenizer: @unchecked Sendable {
         }
         var full = vocab
         for a in added { full[a.content] = a.id }
-        let size = max(vocab.values.max() ?? -1, next - 1) + 1
+        let size = max(vocab.values.max() ?? -1, added.map(\.id).max() ?? -1) + 1
         // Id to text: the vocabulary's, then the added tokens' (which the reference prefers).
         var inverse = [String](repeating: "", count: size)
         for (t, i) in vocab { inverse[i] = t }

@@ -248,7 +248,8 @@ public enum ModelRegistry {
         for (key, id, token) in [("image_token_id", image, "<|image_pad|>"), ("video_token_id", video, "<|video_pad|>"),
                                  ("vision_start_token_id", start, "<|vision_start|>"), ("vision_end_token_id", end, "<|vision_end|>")] {
             guard let own = tokenizer.addedTokens.first(where: { $0.content.utf8.elementsEqual(token.utf8) })?.id else {
-                throw VLMError.invalidInput("\(tokenizer.path): \(token) is not among the tokenizer's added tokens (a prompt would split it into pieces); \(config) names it as \(key) \(id)")
+                throw VLMError.invalidConfig(path: tokenizer.path, key: "added_tokens",
+                                             reason: "\(token) is not among them (a prompt would split it into pieces); \(config) names it as \(key) \(id)")
             }
             guard own == id else {
                 throw VLMError.invalidConfig(path: config, key: key, reason: "\(id) is not the tokenizer's \(token), which is \(own) (\(tokenizer.path))")

@@ -66,7 +66,8 @@ struct EncodeCommand: ParsableCommand {
             let (merged, computed) = try timed("vision") { try vlm.encode(input) }
             let values = merged.buffer
             guard values.allSatisfy({ $0.isFinite }) else {
-                throw VLMError.invalidInput("\(PathBytes.display(model)): the vision tower's embeddings of \(PathBytes.display(file)) hold NaN or ±Inf; the checkpoint's vision weights may be damaged")
+                throw VLMError.invalidConfig(path: model, key: "(vision weights)",
+                                             reason: "the tower's embeddings of \(PathBytes.display(file)) hold NaN or ±Inf: its weights, or numbers of its configuration, may be out of range")
             }
             let mean = values.reduce(0.0) { $0 + Double($1) } / Double(values.count)
             let variance = values.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(values.count)

@@ -85,11 +85,13 @@ struct RunCommand: ParsableCommand {
             if let visionDType { pipeline.visionDType = visionDType.rawValue }
             if let clipSeconds { pipeline.clips.seconds = clipSeconds }
             if let maxNewTokens { pipeline.generation.maxNewTokens = maxNewTokens }
-            try pipeline.validate(path: spec)
-        } catch PipelineError.invalidSpec(_, let key, let reason) where overrides[key] != nil {
-            // A value given by an option is named as the option.
-            printError("error[spec]: \(overrides[key] ?? key) (\(key)): \(reason)")
-            throw ExitCode(2)
+            do {
+                try pipeline.validate(path: spec)
+            } catch PipelineError.invalidSpec(_, let key, let reason) where overrides[key] != nil {
+                // A value an option gave (the spec's own were checked as it loaded) is named as the option.
+                printError("error[spec]: \(overrides[key] ?? key) (\(key)): \(reason)")
+                throw ExitCode(2)
+            }
         } catch let e as PipelineError {
             printError("error[spec]: \(e.localizedDescription)")
             throw ExitCode(2)

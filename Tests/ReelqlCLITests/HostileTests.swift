@@ -268,6 +268,9 @@ enum Hostile {
             // A value an option gave is named as the option (with the spec key it overrides).
             (["run", ws.root, "--db", ws.db, "--batch", "0"], "--batch 0 (generation.batch)"),
             (["run", ws.specPath, "--db", ws.db, "--max-new-tokens", "-1"], "--max-new-tokens -1 (generation.max_new_tokens)"),
+            // The spec's own bad value is the spec's, even when an option would override it.
+            (["run", try ws.write("fast.yaml", ws.spec("").replacingOccurrences(of: "fps: 2", with: "fps: 100")), "--db", ws.db, "--fps", "2"],
+             "fast.yaml: 'sampling.fps'"),
         ]
         for (args, named) in cases {
             let r = try Hostile.run(args, limit: 20)
@@ -404,6 +407,13 @@ enum Hostile {
             // Another table under the full-text index's name answered searches with other rows.
             ("index.sqlite", "DROP TABLE results_fts; CREATE VIRTUAL TABLE results_fts USING fts5(text)", "full-text index"),
         ]
+        // A newer reelql's database with a trigger this one does not know: no advice to drop it.
+        let future = try Hostile.snapshot(ws.db, to: ws.root + "/future.sqlite", sql: """
+            INSERT INTO grdb_migrations VALUES ('v99: a future version');
+            CREATE TRIGGER future_ai AFTER INSERT ON results BEGIN SELECT 1; END
+            """)
+        let newer = try Hostile.run(["report", future, "--out", ws.root + "/f.html"], limit: 20)
+        #expect(newer.clean && newer.status != 0 && newer.stderr.contains("newer reelql") && !newer.stderr.contains("DROP"), "\(newer)")
         for (name, sql, named) in cases {
             let db = try Hostile.snapshot(ws.db, to: ws.root + "/" + name, sql: sql)
             for args in [["run", ws.specPath, "--db", db, "--quiet"], ["merge", db, ws.db], ["report", db, "--out", ws.root + "/r.html"]] {
@@ -648,7 +658,7 @@ enum Hostile {
                 json["added_tokens"] = (json["added_tokens"] as? [[String: Any]] ?? []) + [["id": 811, "content": "<extra>", "special": true]]
             }),
             // <|video_pad|> not an added token: a prompt would split its text into pieces.
-            ("tokenizer.json", "<|video_pad|> is not among the tokenizer's added tokens", { json in
+            ("tokenizer.json", "key 'added_tokens': <|video_pad|> is not among them", { json in
                 json["added_tokens"] = (json["added_tokens"] as? [[String: Any]] ?? []).filter { $0["content"] as? String != "<|video_pad|>" }
             }),
             // A minimum that upscales every frame, however small, past 2048² (hours of the tower).

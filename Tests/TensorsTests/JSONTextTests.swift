@@ -17,6 +17,15 @@ import Testing
         #expect(duplicate(#"{"a": "\"a\": 1", "b": {"a": 1}}"#) == nil) // a key's text in a value, the same key in another object
     }
 
+    /// One object of 300,000 keys (a safetensors header may hold over a million): found in one
+    /// pass; a copy of the key set per key made this quadratic, hours on such a header.
+    @Test func aLargeObjectIsScannedOnce() {
+        var text = "{"
+        for i in 0..<300_000 { text += "\"t\(i)\":0," }
+        #expect(duplicate(text + "\"t7\":1}") == "t7")
+        #expect(duplicate(text + "\"end\":1}") == nil)
+    }
+
     @Test func keysThatDifferOnlyInTheirBytesAreNotDuplicates() {
         #expect(duplicate("{\"caf\\u00e9\": 1, \"cafe\\u0301\": 2}") == nil)       // NFC and NFD
         #expect(duplicate("{\"x\\ud83d\\ude00\": 1, \"x\\ud83d\\ude01\": 2}") == nil) // two emoji by surrogate pairs

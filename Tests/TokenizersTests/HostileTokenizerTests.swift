@@ -45,12 +45,18 @@ import Testing
         let url = ParityTests.root.appendingPathComponent("added_tokens.json")
         let fixture = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
         let variants = try #require(fixture["variants"] as? [[String: Any]])
-        #expect(variants.count == 6)
+        #expect(variants.count == 8)
         for v in variants {
             let name = v["name"] as? String ?? "?"
             let path = FileManager.default.temporaryDirectory.appendingPathComponent("tok-\(UUID().uuidString).json").path
             var json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: Self.small)) as? [String: Any])
             json["added_tokens"] = v["added_tokens"]
+            if let extra = v["vocab"] as? [String: Int], !extra.isEmpty, var model = json["model"] as? [String: Any],
+               var vocab = model["vocab"] as? [String: Int] {
+                vocab.merge(extra) { $1 }
+                model["vocab"] = vocab
+                json["model"] = model
+            }
             try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: path))
             defer { try? FileManager.default.removeItem(atPath: path) }
             let t = try Tokenizer(path: path)
@@ -59,7 +65,9 @@ import Testing
             }
             for e in try #require(v["encodings"] as? [[String: Any]]) {
                 let text = e["text"] as? String ?? ""
-                #expect(t.encode(text) == e["ids"] as? [Int], "\(name): '\(text)'")
+                let ids = t.encode(text)
+                #expect(ids == e["ids"] as? [Int], "\(name): '\(text)'")
+                #expect(t.decode(ids, skipSpecialTokens: true) == e["decoded_without_special"] as? String, "\(name): decoding '\(text)'")
             }
         }
         // The trap's own case loads, each text with one id.
