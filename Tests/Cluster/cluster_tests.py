@@ -320,6 +320,24 @@ generation: {{max_new_tokens: 64}}
     log(f"slurm: task {task} killed ({state}) after {done_before} of {shard_clips[k]} clips")
     slurm.cmd(["scontrol", "requeue", task])
     slurm.cmd(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=False)  # no requeue delay
+
+    # The controller may still show the killed run's end (CANCELLED, or FAILED once its exit
+    # status 130 is in) for a moment after the requeue: wait for the requeue itself (its restart
+    # count), or wait_done would take that old state for the new run's.
+    def requeued():
+        r = slurm.cmd(["scontrol", "-o", "show", "job", task], check=False)
+        fields = dict(f.split("=", 1) for f in r.stdout.split() if "=" in f)
+        if int(fields.get("Restarts", "0") or 0) < 1:
+            return False
+        if fields.get("JobState") not in ("CANCELLED", "FAILED"):
+            return True
+        # An end state after the requeue is the new run's only once that run has begun (its row).
+        try:
+            with readonly(db) as conn:
+                return conn.execute("SELECT count(*) FROM runs").fetchone()[0] >= 2
+        except sqlite3.Error:
+            return False
+    wait_until(f"task {task} to be requeued", requeued, 60, 0.1)
     wait_done(array, "the array after the requeue")
     slurm.cmd(["scontrol", "release", merge])
     wait_done(merge, "the merge job after the requeue")
