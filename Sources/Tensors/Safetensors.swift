@@ -300,7 +300,11 @@ public final class Checkpoint: WeightStore, @unchecked Sendable {
             for shard in Set(index.weightMap.values) where shard.isEmpty || shard.utf8.contains(0) {
                 throw TensorError.invalidIndex(path: indexPath, reason: "shard name '\(shard.replacingOccurrences(of: "\0", with: "\\0"))' is not a file name")
             }
-            let shardNames = Array(Set(index.weightMap.values)).sorted()
+            // Shard names as the file system tells them apart: by their bytes (Swift's String
+            // equality would take an NFC name and its NFD twin for one file).
+            var byBytes: [[UInt8]: String] = [:]
+            for shard in index.weightMap.values { byBytes[Array(shard.utf8)] = shard }
+            let shardNames = byBytes.keys.sorted { $0.lexicographicallyPrecedes($1) }.compactMap { byBytes[$0] }
             for shard in shardNames where shard.contains("/") || shard.hasPrefix(".") {
                 throw TensorError.invalidIndex(path: indexPath, reason: "shard name '\(shard)' is not a file in the directory")
             }
@@ -313,10 +317,10 @@ public final class Checkpoint: WeightStore, @unchecked Sendable {
                 }
                 return file
             }
-            let shardIndex = Dictionary(uniqueKeysWithValues: shardNames.enumerated().map { ($1, $0) })
+            let shardIndex = Dictionary(uniqueKeysWithValues: shardNames.enumerated().map { (Array($1.utf8), $0) })
             var map: [String: Int] = [:]
             for (name, shard) in index.weightMap {
-                guard let i = shardIndex[shard], files[i].entries[name] != nil else {
+                guard let i = shardIndex[Array(shard.utf8)], files[i].entries[name] != nil else {
                     throw TensorError.invalidIndex(path: indexPath, reason: "'\(name)' is listed in \(shard) but not stored there")
                 }
                 map[name] = i

@@ -69,6 +69,21 @@ import Testing
         }
     }
 
+    /// Two shards whose names are NFC and NFD spellings of one text are two files (they were
+    /// taken for one, and the other's tensors were "not stored there").
+    @Test func shardNamesAreTheirBytes() throws {
+        let dir = try checkpoint(Self.good)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let nfc = "caf\u{E9}.safetensors", nfd = "cafe\u{301}.safetensors"
+        try FileManager.default.moveItem(atPath: dir + "/one.safetensors", toPath: dir + "/" + nfc)
+        try FileManager.default.moveItem(atPath: dir + "/two.safetensors", toPath: dir + "/" + nfd)
+        try JSONSerialization.data(withJSONObject: ["weight_map": ["a": nfc, "b": nfc, "c": nfd]])
+            .write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        let c = try Checkpoint(directory: dir)
+        #expect(c.files.count == 2 && c.names == ["a", "b", "c"])
+        #expect(try c.tensor("c").toF32().values == [0, 1])
+    }
+
     @Test func theShardsHeadersShareOneBudget() throws {
         let dir = try checkpoint(Self.good)
         defer { try? FileManager.default.removeItem(atPath: dir) }
