@@ -84,9 +84,9 @@ public enum Report {
                     let shown = v.count > 200 ? String(v.prefix(200)) + "… (\(v.count) characters)" : v
                     throw PipelineError.invalidArgument("\(path): no video stored as \(PathBytes.display(shown)) (--video takes a path as the database stores it, or relative to the current folder: see 'reelql search' or the full report)")
                 }
-                // Every text contains the empty string: an empty --search filters nothing.
                 // As the page's search box takes a query: trimmed, lower-cased, matched as UTF-16
-                // code units (JavaScript's includes), not by canonical equivalence.
+                // code units (JavaScript's includes), not by canonical equivalence; an empty one
+                // filters nothing.
                 let needle = options.search.map { $0.trimmingCharacters(in: .whitespacesAndNewlines).lowercased() }.flatMap { $0.isEmpty ? nil : $0 }
                 for v in stored {
                     let vid: Int64 = try v.typed("id", "videos")

@@ -242,9 +242,7 @@ public final class Runner: @unchecked Sendable {
         let keyed = keyedDTypes(dtype: spec.dtype, visionDType: spec.visionDType, defaults: defaultDTypes(modelDirectory))
         let s = Settings(model: modelDirectory, modelConfig: Scan.fnv1a(configBytes), tokenizer: Scan.fnv1a(tokenizerBytes), dtype: keyed.dtype,
                          visionDType: keyed.vision, sampling: spec.sampling, clips: spec.clips, prompts: spec.prompts, generation: spec.generation)
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        let data = try e.encode(s)
+        let data = try sortedJSON(s)
         return (String(format: "%016llx", Scan.fnv1a(data)), String(decoding: data, as: UTF8.self))
     }
 
@@ -264,8 +262,9 @@ public final class Runner: @unchecked Sendable {
     /// f32), for the language model and the tower, as the loaders choose them (nil: unknown).
     static func defaultDTypes(_ modelDirectory: String) -> (language: String?, vision: String?) {
         guard let checkpoint = try? Checkpoint(directory: modelDirectory) else { return (nil, nil) }
+        let names = checkpoint.names
         func dtype(ofNameEnding suffix: String) -> String? {
-            guard let name = checkpoint.names.first(where: { $0.hasSuffix(suffix) }), let t = try? checkpoint.tensor(name) else { return nil }
+            guard let name = names.first(where: { $0.hasSuffix(suffix) }), let t = try? checkpoint.tensor(name) else { return nil }
             return t.dtype == .bf16 ? "bf16" : "f32"
         }
         return (dtype(ofNameEnding: "embed_tokens.weight"), dtype(ofNameEnding: "patch_embed.proj.weight"))
@@ -274,9 +273,13 @@ public final class Runner: @unchecked Sendable {
     /// `value` as JSON with its keys sorted: the same settings are the same bytes in every run
     /// (a dictionary's order changes from process to process).
     static func stableJSON<T: Encodable>(_ value: T) -> String {
+        String(decoding: (try? sortedJSON(value)) ?? Data(), as: UTF8.self)
+    }
+
+    static func sortedJSON<T: Encodable>(_ value: T) throws -> Data {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]
-        return String(decoding: (try? e.encode(value)) ?? Data(), as: UTF8.self)
+        return try e.encode(value)
     }
 
     /// One item from the producer: a clip ready for the model, a clip or file that failed, or

@@ -297,17 +297,19 @@ public final class Checkpoint: WeightStore, @unchecked Sendable {
             if let (object, key) = JSONText.duplicateKey(in: data) {
                 throw TensorError.invalidIndex(path: indexPath, reason: "'\(key)' is written twice in \(object.isEmpty ? "the index" : object): which shard holds it is ambiguous")
             }
-            for shard in Set(index.weightMap.values) where shard.isEmpty || shard.utf8.contains(0) {
-                throw TensorError.invalidIndex(path: indexPath, reason: "shard name '\(shard.replacingOccurrences(of: "\0", with: "\\0"))' is not a file name")
-            }
             // Shard names as the file system tells them apart: by their bytes (Swift's String
             // equality would take an NFC name and its NFD twin for one file).
             var byBytes: [[UInt8]: String] = [:]
-            for shard in index.weightMap.values { byBytes[Array(shard.utf8)] = shard }
-            let shardNames = byBytes.keys.sorted { $0.lexicographicallyPrecedes($1) }.compactMap { byBytes[$0] }
-            for shard in shardNames where shard.contains("/") || shard.hasPrefix(".") {
-                throw TensorError.invalidIndex(path: indexPath, reason: "shard name '\(shard)' is not a file in the directory")
+            for shard in index.weightMap.values {
+                guard !shard.isEmpty, !shard.utf8.contains(0) else {
+                    throw TensorError.invalidIndex(path: indexPath, reason: "shard name '\(shard.replacingOccurrences(of: "\0", with: "\\0"))' is not a file name")
+                }
+                guard !shard.contains("/"), !shard.hasPrefix(".") else {
+                    throw TensorError.invalidIndex(path: indexPath, reason: "shard name '\(shard)' is not a file in the directory")
+                }
+                byBytes[Array(shard.utf8)] = shard
             }
+            let shardNames = byBytes.keys.sorted { $0.lexicographicallyPrecedes($1) }.compactMap { byBytes[$0] }
             var headers = 0
             files = try shardNames.map { shard in
                 let file = try SafetensorsFile(path: (directory as NSString).appendingPathComponent(shard))

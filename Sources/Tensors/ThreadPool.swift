@@ -25,21 +25,16 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Physical cores, or `REELQL_THREADS` when it holds a count in 1…threadLimit (the program
     /// refuses to start with any other value: see `environmentProblem`).
-    public static var defaultThreads: Int {
-        if case .some(.some(let n)) = requestedThreads { return n }
-        return physicalCores
-    }
+    public static var defaultThreads: Int { requestedThreads ?? physicalCores }
 
-    /// `REELQL_THREADS`: nil when unset, .some(nil) when it is not a count in 1…threadLimit.
-    static var requestedThreads: Int?? {
-        guard let s = ProcessInfo.processInfo.environment["REELQL_THREADS"] else { return nil }
-        guard let n = Int(s), (1...threadLimit).contains(n) else { return .some(nil) }
-        return .some(n)
-    }
+    static var variable: String? { ProcessInfo.processInfo.environment["REELQL_THREADS"] }
 
-    /// Why `REELQL_THREADS` cannot be used, if it cannot.
+    /// `REELQL_THREADS` when it is a count in 1…threadLimit.
+    static var requestedThreads: Int? { variable.flatMap { Int($0) }.flatMap { (1...threadLimit).contains($0) ? $0 : nil } }
+
+    /// Why `REELQL_THREADS` cannot be used, if it is set and cannot.
     public static var environmentProblem: String? {
-        guard case .some(.none) = requestedThreads, let s = ProcessInfo.processInfo.environment["REELQL_THREADS"] else { return nil }
+        guard let s = variable, requestedThreads == nil else { return nil }
         return "REELQL_THREADS=\(s.debugDescription): must be a whole number of threads from 1 to \(threadLimit)"
     }
 

@@ -238,15 +238,16 @@ public enum ModelRegistry {
     /// vision tokens are added tokens (matched whole in a prompt, never split into pieces) with
     /// four different ids, the ones config.json names (a mismatch gave prompts without a single
     /// pad, and an error that blamed the video). `config` is the directory's config.json.
-    public static func checkTokenizer(config: String, tokenizer: Tokenizer, vocabSize: Int,
-                                      image: Int, video: Int, start: Int, end: Int) throws {
+    public static func checkTokenizer(_ tokenizer: Tokenizer, against ids: some VisionTokenIDs, directory: String) throws {
+        let config = (directory as NSString).appendingPathComponent("config.json"), vocabSize = ids.vocabSize
         if tokenizer.vocabularySize > vocabSize {
             let top = tokenizer.vocabularySize - 1
             throw VLMError.invalidConfig(path: config, key: "vocab_size", reason: "\(vocabSize) is too small for \(tokenizer.path), whose ids go up to \(top) ('\(tokenizer.token(top) ?? "?")')")
         }
         var seen: [Int: String] = [:]
-        for (key, id, token) in [("image_token_id", image, "<|image_pad|>"), ("video_token_id", video, "<|video_pad|>"),
-                                 ("vision_start_token_id", start, "<|vision_start|>"), ("vision_end_token_id", end, "<|vision_end|>")] {
+        for (key, id, token) in [("image_token_id", ids.imageTokenId, "<|image_pad|>"), ("video_token_id", ids.videoTokenId, "<|video_pad|>"),
+                                 ("vision_start_token_id", ids.visionStartTokenId, "<|vision_start|>"),
+                                 ("vision_end_token_id", ids.visionEndTokenId, "<|vision_end|>")] {
             guard let own = tokenizer.addedTokens.first(where: { $0.content.utf8.elementsEqual(token.utf8) })?.id else {
                 throw VLMError.invalidConfig(path: tokenizer.path, key: "added_tokens",
                                              reason: "\(token) is not among them (a prompt would split it into pieces); \(config) names it as \(key) \(id)")
@@ -275,3 +276,17 @@ public enum ModelRegistry {
         try family(directory: directory).load(directory: directory, dtype: dtype, visionDType: visionDType)
     }
 }
+
+/// The token ids a family's config.json gives its vision tokens, and its vocabulary size: what
+/// `ModelRegistry.checkTokenizer` compares with the tokenizer.
+public protocol VisionTokenIDs {
+    var imageTokenId: Int { get }
+    var videoTokenId: Int { get }
+    var visionStartTokenId: Int { get }
+    var visionEndTokenId: Int { get }
+    var vocabSize: Int { get }
+}
+
+extension Qwen2VLConfiguration: VisionTokenIDs { public var vocabSize: Int { text.vocabSize } }
+extension Qwen25VLConfiguration: VisionTokenIDs { public var vocabSize: Int { text.vocabSize } }
+extension Qwen3VLConfiguration: VisionTokenIDs { public var vocabSize: Int { text.vocabSize } }

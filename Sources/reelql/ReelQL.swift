@@ -97,7 +97,7 @@ struct SamplingOptionGroup: ParsableArguments {
     /// ignored for images.
     func boundingImage(_ options: SamplingOptions) -> SamplingOptions {
         var o = options
-        let low = minPixels ?? maxPixels.map { min(o.resize.minPixels, $0) } ?? o.resize.minPixels
+        let low = minimum(default: o.resize.minPixels)
         let high = [o.resize.maxPixels, maxPixels].compactMap { $0 }.min()
         o.resize.minPixels = low
         o.resize.maxPixels = high.map { max($0, low) }

@@ -620,6 +620,15 @@ enum Hostile {
         return dir
     }
 
+    /// A checkpoint's model.safetensors: where it is, its bytes, its header's length and table.
+    static func weights(_ dir: String) throws -> (URL, Data, Int, [String: Any]) {
+        let url = URL(fileURLWithPath: dir + "/model.safetensors")
+        let bytes = try Data(contentsOf: url)
+        let length = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
+        let header = try #require(try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + length))) as? [String: Any])
+        return (url, bytes, length, header)
+    }
+
     static func text(_ f: @escaping (inout [String: Any]) -> Void) -> (inout [String: Any]) -> Void {
         { json in
             var t = json["text_config"] as? [String: Any] ?? [:]
@@ -815,10 +824,7 @@ enum Hostile {
         // A checkpoint with one matrix stored transposed: the shape error names the checkpoint.
         let swapped = try Self.checkpoint("config.json") { _ in }
         defer { try? FileManager.default.removeItem(atPath: swapped) }
-        let weights = URL(fileURLWithPath: swapped + "/model.safetensors")
-        var data = try Data(contentsOf: weights)
-        let n = Int(data.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-        var header = try #require(try JSONSerialization.jsonObject(with: data.subdata(in: 8..<(8 + n))) as? [String: Any])
+        var (weights, data, n, header) = try Self.weights(swapped)
         let name = try #require(header.keys.sorted().first { key in
             ((header[key] as? [String: Any])?["shape"] as? [Int]).map { $0.count == 2 && $0[0] != $0[1] } ?? false })
         var entry = try #require(header[name] as? [String: Any])
@@ -835,10 +841,7 @@ enum Hostile {
         // (its JSON encoder failed on the NaN mean, naming neither); describe stops on the logits.
         let poisoned = try Self.checkpoint("config.json") { _ in }
         defer { try? FileManager.default.removeItem(atPath: poisoned) }
-        let file = URL(fileURLWithPath: poisoned + "/model.safetensors")
-        var bytes = try Data(contentsOf: file)
-        let length = Int(bytes.prefix(8).withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-        let table = try #require(try JSONSerialization.jsonObject(with: bytes.subdata(in: 8..<(8 + length))) as? [String: Any])
+        var (file, bytes, length, table) = try Self.weights(poisoned)
         let bias = try #require(table["visual.merger.mlp.2.bias"] as? [String: Any])
         #expect(bias["dtype"] as? String == "F32")
         let start = 8 + length + (try #require((bias["data_offsets"] as? [Int])?.first))

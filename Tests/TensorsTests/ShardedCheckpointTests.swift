@@ -45,9 +45,7 @@ import Testing
             if !text.isEmpty {
                 let index = URL(fileURLWithPath: dir + "/model.safetensors.index.json")
                 var json = try String(contentsOf: index, encoding: .utf8)
-                let close = try #require(json.range(of: "}", options: .backwards))
-                json.replaceSubrange(close, with: "}") // the index's weight_map closes first
-                let inner = try #require(json.range(of: "}"))
+                let inner = try #require(json.range(of: "}")) // weight_map's own close comes first
                 json.insert(contentsOf: text, at: inner.lowerBound)
                 try json.write(to: index, atomically: true, encoding: .utf8)
             }

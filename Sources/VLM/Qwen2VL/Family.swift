@@ -61,9 +61,7 @@ public final class Qwen2VLFamily: EncoderBackedModel, CheckpointLoadable, @unche
     public init(directory: String, dtype: ComputeDType? = nil, visionDType: ComputeDType? = nil) throws {
         model = try Qwen2VLModel(directory: directory, dtype: dtype, visionDType: visionDType)
         tokenizer = try Tokenizer(directory: directory)
-        try ModelRegistry.checkTokenizer(config: (directory as NSString).appendingPathComponent("config.json"), tokenizer: tokenizer,
-                                         vocabSize: model.config.text.vocabSize, image: model.config.imageTokenId, video: model.config.videoTokenId,
-                                         start: model.config.visionStartTokenId, end: model.config.visionEndTokenId)
+        try ModelRegistry.checkTokenizer(tokenizer, against: model.config, directory: directory)
         stopTokens = ModelRegistry.stopTokens(eos: model.files.generation.eosTokenId?.ids ?? model.config.text.eosTokenId?.ids ?? [],
                                               tokenizer: tokenizer)
         encoder = Qwen2VLEncoder(files: model.files, vision: model.vision)
