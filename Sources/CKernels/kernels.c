@@ -456,29 +456,99 @@ static inline __attribute__((always_inline)) RQ_AVX512VNNI void block_s8_vnni(
         for (int b = 0; b < NB; b++) y[b * rows + i] = s8_epilogue(_mm512_reduce_add_epi32(acc[i][b]), wsum[i], xs[b], ws[i]);
 }
 
+/// Σ of each of 16 accumulators: lane i of the result = Σ lanes of a[i] (a transposing tree: 15
+/// additions and their shuffles for all 16, where one reduction each would take 16 × 4).
+static inline __attribute__((always_inline)) RQ_AVX512VNNI __m512i s8_sum16(const __m512i *a) {
+    __m512i b[8], c[4], d[2];
+    for (int i = 0; i < 8; i++) // 256-bit halves added: [a(2i) | a(2i+1)], 8 lanes each
+        b[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0x44), _mm512_shuffle_i32x4(a[2 * i], a[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; i++) // 128-bit quarters: four accumulators, 4 lanes each
+        c[i] = _mm512_add_epi32(_mm512_shuffle_i32x4(b[2 * i], b[2 * i + 1], 0x88), _mm512_shuffle_i32x4(b[2 * i], b[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++)
+        d[i] = _mm512_add_epi32(_mm512_unpacklo_epi64(c[2 * i], c[2 * i + 1]), _mm512_unpackhi_epi64(c[2 * i], c[2 * i + 1]));
+    __m512i lo = _mm512_unpacklo_epi32(d[0], d[1]), hi = _mm512_unpackhi_epi32(d[0], d[1]);
+    __m512i f = _mm512_add_epi32(lo, _mm512_shuffle_epi32(lo, 0x4E)), g = _mm512_add_epi32(hi, _mm512_shuffle_epi32(hi, 0x4E));
+    // Lanes now hold accumulators 0 8 4 12 1 9 5 13 2 10 6 14 3 11 7 15: put them in order.
+    __m512i mixed = _mm512_mask_blend_epi32(0xCCCC, f, _mm512_shuffle_epi32(g, 0x44));
+    return _mm512_permutexvar_epi32(_mm512_setr_epi32(0, 4, 8, 12, 2, 6, 10, 14, 1, 5, 9, 13, 3, 7, 11, 15), mixed);
+}
+
+/// R weight rows × NB activation rows (R·NB ≤ 16) in one pass over the rows, as block_s8_vnni,
+/// with every sum reduced by one s8_sum16.
+static inline __attribute__((always_inline)) RQ_AVX512VNNI void block_s8_vnni_many(
+        const int8_t *w, const float *ws, const int32_t *wsum, const uint8_t *x, const float *xs, float *y,
+        size_t rows, size_t cols, const int R, const int NB) {
+    __m512i acc[16];
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_setzero_si512();
+    const char *pf = (const char *)(w + (size_t)R * cols);
+    int near = cols <= 4096;
+    size_t kv = cols / 64 * 64;
+    for (size_t k = 0; k < kv; k += 64) {
+        if (near) for (int i = 0; i < R; i++) _mm_prefetch(pf + i * 64, _MM_HINT_T0);
+        else for (int i = 0; i < R; i++) _mm_prefetch(pf + i * 64, _MM_HINT_T1);
+        pf += R * 64;
+        __m512i wv[4];
+        for (int i = 0; i < R; i++) wv[i] = _mm512_loadu_si512((const void *)(w + i * cols + k));
+        for (int b = 0; b < NB; b++) {
+            __m512i xv = _mm512_loadu_si512((const void *)(x + b * cols + k));
+            for (int i = 0; i < R; i++) acc[i * NB + b] = _mm512_dpbusd_epi32(acc[i * NB + b], xv, wv[i]);
+        }
+    }
+    if (kv < cols) {
+        __mmask64 m = _cvtu64_mask64(~0ULL >> (64 - (cols - kv)));
+        __m512i wv[4];
+        for (int i = 0; i < R; i++) wv[i] = _mm512_maskz_loadu_epi8(m, (const void *)(w + i * cols + kv));
+        for (int b = 0; b < NB; b++) {
+            __m512i xv = _mm512_maskz_loadu_epi8(m, (const void *)(x + b * cols + kv));
+            for (int i = 0; i < R; i++) acc[i * NB + b] = _mm512_dpbusd_epi32(acc[i * NB + b], xv, wv[i]);
+        }
+    }
+    int32_t sums[16];
+    _mm512_storeu_si512((void *)sums, s8_sum16(acc));
+    for (int i = 0; i < R; i++)
+        for (int b = 0; b < NB; b++) y[b * rows + i] = s8_epilogue(sums[i * NB + b], wsum[i], xs[b], ws[i]);
+}
+
 static RQ_AVX512VNNI void gemm_small_s8_vnni(const int8_t *w, const float *ws, const int32_t *wsum, const uint8_t *x,
                                              const float *xs, float *y, size_t batch, size_t rows, size_t cols, size_t r0, size_t r1) {
     size_t r = r0;
+#define RQ_S8_MANY(R, NB) block_s8_vnni_many(w + r * cols, ws + r, wsum + r, xb, xs + b0, yb, rows, cols, R, NB)
     if (batch == 1) {
         // One vector: four rows a step (four independent sums in flight).
         for (; r + 4 <= r1; r += 4)
             block_s8_vnni(w + r * cols, ws + r, wsum + r, x, xs, y + r, rows, cols, 4, 1, 1);
+    } else if (batch <= 4) {
+        // Up to four vectors: four rows × all of them share each step's loads.
+        for (; r + 4 <= r1; r += 4) {
+            size_t b0 = 0;
+            const uint8_t *xb = x;
+            float *yb = y + r;
+            switch (batch) {
+            case 2: RQ_S8_MANY(4, 2); break;
+            case 3: RQ_S8_MANY(4, 3); break;
+            default: RQ_S8_MANY(4, 4); break;
+            }
+        }
     } else {
-        // Several vectors: two rows × up to four vectors share each step's loads.
+        // More: two rows × up to eight vectors a pass (later passes find the pair in cache).
         for (; r + 2 <= r1; r += 2) {
-            for (size_t b0 = 0; b0 < batch; b0 += 4) {
+            for (size_t b0 = 0; b0 < batch; b0 += 8) {
                 const uint8_t *xb = x + b0 * cols;
                 float *yb = y + b0 * rows + r;
-                int first = b0 == 0; // later blocks find the pair in cache
-                switch (batch - b0 < 4 ? batch - b0 : 4) {
-                case 1: block_s8_vnni(w + r * cols, ws + r, wsum + r, xb, xs + b0, yb, rows, cols, 2, 1, first); break;
-                case 2: block_s8_vnni(w + r * cols, ws + r, wsum + r, xb, xs + b0, yb, rows, cols, 2, 2, first); break;
-                case 3: block_s8_vnni(w + r * cols, ws + r, wsum + r, xb, xs + b0, yb, rows, cols, 2, 3, first); break;
-                default: block_s8_vnni(w + r * cols, ws + r, wsum + r, xb, xs + b0, yb, rows, cols, 2, 4, first); break;
+                switch (batch - b0 < 8 ? batch - b0 : 8) {
+                case 1: RQ_S8_MANY(2, 1); break;
+                case 2: RQ_S8_MANY(2, 2); break;
+                case 3: RQ_S8_MANY(2, 3); break;
+                case 4: RQ_S8_MANY(2, 4); break;
+                case 5: RQ_S8_MANY(2, 5); break;
+                case 6: RQ_S8_MANY(2, 6); break;
+                case 7: RQ_S8_MANY(2, 7); break;
+                default: RQ_S8_MANY(2, 8); break;
                 }
             }
         }
     }
+#undef RQ_S8_MANY
     for (; r < r1; r++)
         for (size_t b = 0; b < batch; b++)
             block_s8_vnni(w + r * cols, ws + r, wsum + r, x + b * cols, xs + b, y + b * rows + r, rows, cols, 1, 1, 0);
@@ -1098,3 +1168,359 @@ void rq_attend_bf16_tile(const uint16_t *q, size_t qs, size_t n_q, const uint16_
         attend_bf16_tile_plain(q + i * qs, qs, n, kp, vp, n_keys, d, scale, base, scratch, out + i * os, os);
     }
 }
+// ---- int8 attention in tiles ---------------------------------------------------------------------
+// softmax(scale · q·Kᵀ) · V with 8-bit products (AVX-512 VNNI), for int8 vision towers. Per key
+// head and segment, keys are centred on their mean (which changes no query's softmax) and
+// quantized per key; values centred per channel and quantized per channel; each query per row
+// (u8 = q + 128, the offset's 128·Σk taken off per key). The probabilities e^(s − max) become
+// u8 (the row's largest 255) and the output is (Σ p·v) · vscale / Σ p + vmean. Integer sums are
+// exact, and every float step is written out (no reassociation, no contraction, explicit fma),
+// so a query's result does not depend on the block, the thread or the CPU that computes it: the
+// VNNI kernel and the plain one below give the same bits.
+#pragma clang fp reassociate(off)
+#pragma clang fp contract(off)
+#define RQ_S8_TQ 32
+#define RQ_S8_ROWS 40 /* RQ_S8_TQ rounded up to any P·V row block, plus room */
+#define RQ_S8_KB 256 /* keys per P·V block: the block's packed values (256·d bytes) stay in L1 */
+/* 255 · 2^f for f in [−½, ½]: a cubic (Chebyshev fit) within 1.1e-4 of it, 0.03 of a u8 step. */
+#define RQ_S8_C0 (255.0f * 0.9999244814555218f)
+#define RQ_S8_C1 (255.0f * 0.6931210339915523f)
+#define RQ_S8_C2 (255.0f * 0.242640082832772f)
+#define RQ_S8_C3 (255.0f * 0.055922035647236086f)
+#define RQ_S8_LOG2E 1.44269504088896341f
+#define RQ_S8_YMIN (-40.0f) /* 255 · 2^−40 rounds to 0 */
+
+size_t rq_attend_s8_keys(size_t n_keys) { return (n_keys + 31) & ~(size_t)31; }
+
+/// Offsets of the parts of a packed head: K s8 [d/4][ldk][4], the per-key offset correction
+/// (s32, 128·Σ k8) and scale (f32), V s8 [ldk/4][d][4], the per-channel scale and mean (f32),
+/// and one int flag (1: some key is inf or NaN; a value channel holding one has scale NaN).
+typedef struct { size_t k, corr, ks, v, vs, vm, bad, total; } s8_pack_layout;
+RQ_INLINE s8_pack_layout s8_layout(size_t n_keys, size_t d) {
+    size_t ldk = rq_attend_s8_keys(n_keys);
+    s8_pack_layout l;
+    l.k = 0;
+    l.corr = l.k + ldk * d;
+    l.ks = l.corr + 4 * ldk;
+    l.v = l.ks + 4 * ldk;
+    l.vs = l.v + ldk * d;
+    l.vm = l.vs + 4 * d;
+    l.bad = l.vm + 4 * d;
+    l.total = (l.bad + 64 + 63) & ~(size_t)63;
+    return l;
+}
+size_t rq_attend_s8_pack_bytes(size_t n_keys, size_t d) { return s8_layout(n_keys, d).total; }
+
+/// Packs one head's keys and values (rows `stride` floats apart; d a multiple of 4, at most 512).
+RQ_INLINE void attend_pack_s8_body(const float *k, const float *v, size_t stride, size_t n_keys, size_t d, void *pack) {
+    s8_pack_layout l = s8_layout(n_keys, d);
+    size_t ldk = rq_attend_s8_keys(n_keys);
+    uint8_t *base = (uint8_t *)pack, *kp = base + l.k, *vp = base + l.v;
+    int32_t *corr = (int32_t *)(base + l.corr);
+    float *ks = (float *)(base + l.ks), *vs = (float *)(base + l.vs), *vm = (float *)(base + l.vm);
+    int bad = 0;
+    float mean[512], row[512], inv[512];
+    uint32_t top[512];
+    uint8_t q8[4][512];
+    float count = (float)n_keys;
+    // Keys: centred on their mean, then quantized per key.
+    for (size_t c = 0; c < d; c++) mean[c] = 0;
+    for (size_t j = 0; j < n_keys; j++)
+        for (size_t c = 0; c < d; c++) mean[c] += k[j * stride + c];
+    for (size_t c = 0; c < d; c++) mean[c] /= count;
+    for (size_t j = 0; j < ldk; j++) {
+        int32_t sum = 0;
+        if (j < n_keys) {
+            for (size_t c = 0; c < d; c++) row[c] = k[j * stride + c] - mean[c];
+            bad |= quantize_row(row, d, q8[0], 0, ks + j);
+            for (size_t c = 0; c < d; c++) sum += (int8_t)q8[0][c];
+        } else {
+            for (size_t c = 0; c < d; c++) q8[0][c] = 0;
+            ks[j] = 0;
+        }
+        corr[j] = 128 * sum;
+        for (size_t c4 = 0; c4 < d / 4; c4++) memcpy(kp + (c4 * ldk + j) * 4, q8[0] + 4 * c4, 4);
+    }
+    // Values: centred per channel, then quantized per channel (max |v − mean| on the bit
+    // patterns, as quantize_row: inf and NaN above every finite value).
+    for (size_t c = 0; c < d; c++) { vm[c] = 0; top[c] = 0; }
+    for (size_t j = 0; j < n_keys; j++)
+        for (size_t c = 0; c < d; c++) vm[c] += v[j * stride + c];
+    for (size_t c = 0; c < d; c++) vm[c] /= count;
+    for (size_t j = 0; j < n_keys; j++)
+        for (size_t c = 0; c < d; c++) {
+            uint32_t a = f32_to_bits(v[j * stride + c] - vm[c]) & 0x7fffffffu;
+            top[c] = a > top[c] ? a : top[c];
+        }
+    for (size_t c = 0; c < d; c++) {
+        // A channel holding inf or NaN: scale NaN, so that this channel of every output is NaN.
+        float amax = bits_to_f32(top[c]);
+        int nonfinite = top[c] >= 0x7f800000u;
+        inv[c] = nonfinite || amax < 1e-30f ? 0.0f : 127.0f / amax;
+        vs[c] = nonfinite ? NAN : (amax < 1e-30f ? 0.0f : amax / 127.0f);
+    }
+    for (size_t g = 0; g < ldk / 4; g++) {
+        for (size_t t = 0; t < 4; t++) {
+            size_t j = 4 * g + t;
+            if (j < n_keys) {
+                for (size_t c = 0; c < d; c++) {
+                    float x = __builtin_rintf((v[j * stride + c] - vm[c]) * inv[c]);
+                    x = x > 127.0f ? 127.0f : (x < -127.0f ? -127.0f : x);
+                    q8[t][c] = (uint8_t)(int8_t)x;
+                }
+            } else {
+                for (size_t c = 0; c < d; c++) q8[t][c] = 0;
+            }
+        }
+        uint32_t *o = (uint32_t *)(vp + g * d * 4); // little-endian: key 4g + t in byte t
+        for (size_t c = 0; c < d; c++)
+            o[c] = (uint32_t)q8[0][c] | (uint32_t)q8[1][c] << 8 | (uint32_t)q8[2][c] << 16 | (uint32_t)q8[3][c] << 24;
+    }
+    memcpy(base + l.bad, &bad, sizeof bad);
+}
+RQ_MULTIVERSION(attend_pack_s8, (const float *k, const float *v, size_t stride, size_t n_keys, size_t d, void *pack), (k, v, stride, n_keys, d, pack))
+
+/// The scratch of one block of queries: scores f32 [TQ][ld], probabilities u8 [ROWS][ld], s32
+/// sums of products [ROWS][d], probability sums [ROWS], running maxima [TQ][16].
+typedef struct { float *s; uint8_t *p; int32_t *acc, *sums; float *mx; size_t ld; } s8_scratch;
+RQ_INLINE s8_scratch s8_scratch_at(void *scratch, size_t n_keys, size_t d) {
+    s8_scratch x;
+    x.ld = rq_attend_s8_keys(n_keys) + 16;
+    x.s = (float *)scratch;
+    x.p = (uint8_t *)(x.s + RQ_S8_TQ * x.ld);
+    x.acc = (int32_t *)(x.p + RQ_S8_ROWS * x.ld);
+    x.sums = x.acc + RQ_S8_ROWS * d;
+    x.mx = (float *)(x.sums + RQ_S8_ROWS);
+    return x;
+}
+
+/// out[i][c] = (Σ p·v)[i][c] · vscale[c] / Σ p[i] + vmean[c]; NaN rows where the query or some key
+/// of the head is inf or NaN (NaN channels where a value is).
+RQ_INLINE void attend_s8_finish(const void *pack, size_t n_keys, size_t d, const float *qsc, size_t qss, size_t n_q,
+                                const int32_t *acc, const int32_t *sums, float *out, size_t os) {
+    s8_pack_layout l = s8_layout(n_keys, d);
+    const uint8_t *base = (const uint8_t *)pack;
+    const float *vs = (const float *)(base + l.vs), *vm = (const float *)(base + l.vm);
+    int bad;
+    memcpy(&bad, base + l.bad, sizeof bad);
+    for (size_t i = 0; i < n_q; i++) {
+        float qsi = qsc[i * qss], *o = out + i * os;
+        if (bad || qsi != qsi) {
+            for (size_t c = 0; c < d; c++) o[c] = NAN;
+            continue;
+        }
+        float inv = 1.0f / (float)sums[i];
+        for (size_t c = 0; c < d; c++) o[c] = __builtin_fmaf((float)acc[i * d + c] * vs[c], inv, vm[c]);
+    }
+}
+
+/// The VNNI block's arithmetic one value at a time (CPUs without AVX-512 VNNI): the same bits.
+static void attend_s8_block_plain(const uint8_t *q, size_t qs, const float *qsc, size_t qss, size_t n_q, const void *pack,
+                                  size_t n_keys, size_t d, float scale, void *scratch, float *out, size_t os) {
+    s8_pack_layout l = s8_layout(n_keys, d);
+    const uint8_t *base = (const uint8_t *)pack;
+    const int8_t *kp = (const int8_t *)(base + l.k), *vp = (const int8_t *)(base + l.v);
+    const int32_t *corr = (const int32_t *)(base + l.corr);
+    const float *ks = (const float *)(base + l.ks);
+    size_t ldk = rq_attend_s8_keys(n_keys);
+    s8_scratch x = s8_scratch_at(scratch, n_keys, d);
+    for (size_t i = 0; i < n_q; i++) {
+        const uint8_t *qi = q + i * qs;
+        float mx = -INFINITY;
+        for (size_t j = 0; j < n_keys; j++) {
+            int32_t acc = 0;
+            for (size_t c = 0; c < d; c++) acc += (int32_t)qi[c] * kp[((c / 4) * ldk + j) * 4 + c % 4];
+            float v = (float)(acc - corr[j]) * ks[j];
+            x.s[j] = v;
+            mx = v > mx ? v : mx;
+        }
+        float a = qsc[i * qss] * scale * RQ_S8_LOG2E, b = -mx * a;
+        int32_t sum = 0;
+        for (size_t j = 0; j < n_keys; j++) {
+            float y = __builtin_fmaf(x.s[j], a, b);
+            y = y > RQ_S8_YMIN ? y : RQ_S8_YMIN;
+            float t = __builtin_rintf(y), f = y - t;
+            float e = __builtin_fmaf(__builtin_fmaf(__builtin_fmaf(RQ_S8_C3, f, RQ_S8_C2), f, RQ_S8_C1), f, RQ_S8_C0);
+            int32_t u = (int32_t)__builtin_rintf(__builtin_ldexpf(e, (int)t));
+            x.p[j] = (uint8_t)u;
+            sum += u;
+        }
+        x.sums[i] = sum;
+        for (size_t c = 0; c < d; c++) {
+            int32_t acc = 0;
+            for (size_t j = 0; j < n_keys; j++) acc += (int32_t)x.p[j] * vp[((j / 4) * d + c) * 4 + j % 4];
+            x.acc[i * d + c] = acc;
+        }
+    }
+    attend_s8_finish(pack, n_keys, d, qsc, qss, n_q, x.acc, x.sums, out, os);
+}
+
+size_t rq_attend_s8_scratch(size_t n_keys, size_t d) {
+    size_t ld = rq_attend_s8_keys(n_keys) + 16;
+    return RQ_S8_TQ * ld * 4 + RQ_S8_ROWS * ld + RQ_S8_ROWS * d * 4 + RQ_S8_ROWS * 4 + RQ_S8_TQ * 64 + 64;
+}
+
+#if RQ_X86
+/// Scores of NQ queries (u8 rows qs bytes apart) against keys j0…j0+31, (Σ q8·k8 − corr) · kscale.
+static inline __attribute__((always_inline)) RQ_AVX512VNNI void attend_s8_qk_tile(
+        const uint8_t *q, size_t qs, const uint8_t *kp, const int32_t *corr, const float *ks, size_t ldk, size_t j0,
+        size_t d4, size_t n_keys, float *s, size_t lds, float *mx, const int NQ) {
+    __m512i a[8][2];
+    for (int i = 0; i < NQ; i++) a[i][0] = a[i][1] = _mm512_setzero_si512();
+    const uint8_t *kc = kp + 4 * j0;
+    for (size_t c4 = 0; c4 < d4; c4++) {
+        __m512i k0 = _mm512_loadu_si512((const void *)(kc + 4 * c4 * ldk));
+        __m512i k1 = _mm512_loadu_si512((const void *)(kc + 4 * c4 * ldk + 64));
+        for (int i = 0; i < NQ; i++) {
+            uint32_t w; memcpy(&w, q + i * qs + 4 * c4, 4);
+            __m512i qb = _mm512_set1_epi32((int)w);
+            a[i][0] = _mm512_dpbusd_epi32(a[i][0], qb, k0);
+            a[i][1] = _mm512_dpbusd_epi32(a[i][1], qb, k1);
+        }
+    }
+    __m512i c0 = _mm512_loadu_si512((const void *)(corr + j0)), c1 = _mm512_loadu_si512((const void *)(corr + j0 + 16));
+    __m512 s0 = _mm512_loadu_ps(ks + j0), s1 = _mm512_loadu_ps(ks + j0 + 16);
+    // Each query's running maximum (16 lanes) over the keys below n_keys.
+    __mmask16 m0 = j0 + 16 <= n_keys ? (__mmask16)0xFFFF : (j0 >= n_keys ? 0 : (__mmask16)((1u << (n_keys - j0)) - 1));
+    __mmask16 m1 = j0 + 32 <= n_keys ? (__mmask16)0xFFFF : (j0 + 16 >= n_keys ? 0 : (__mmask16)((1u << (n_keys - j0 - 16)) - 1));
+    for (int i = 0; i < NQ; i++) {
+        __m512 x0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a[i][0], c0)), s0);
+        __m512 x1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a[i][1], c1)), s1);
+        _mm512_storeu_ps(s + i * lds + j0, x0);
+        _mm512_storeu_ps(s + i * lds + j0 + 16, x1);
+        __m512 m = j0 == 0 ? _mm512_set1_ps(-INFINITY) : _mm512_loadu_ps(mx + 16 * i);
+        m = _mm512_mask_max_ps(m, m0, m, x0);
+        m = _mm512_mask_max_ps(m, m1, m, x1);
+        _mm512_storeu_ps(mx + 16 * i, m);
+    }
+}
+
+static RQ_AVX512VNNI void attend_s8_qk_rows(const uint8_t *q, size_t qs, size_t n, const uint8_t *kp, const int32_t *corr,
+                                            const float *ks, size_t ldk, size_t j0, size_t d4, size_t n_keys, float *s, size_t lds, float *mx) {
+    switch (n) {
+    case 1: attend_s8_qk_tile(q, qs, kp, corr, ks, ldk, j0, d4, n_keys, s, lds, mx, 1); break;
+    case 2: attend_s8_qk_tile(q, qs, kp, corr, ks, ldk, j0, d4, n_keys, s, lds, mx, 2); break;
+    case 3: attend_s8_qk_tile(q, qs, kp, corr, ks, ldk, j0, d4, n_keys, s, lds, mx, 3); break;
+    case 4: attend_s8_qk_tile(q, qs, kp, corr, ks, ldk, j0, d4, n_keys, s, lds, mx, 4); break;
+    case 5: attend_s8_qk_tile(q, qs, kp, corr, ks, ldk, j0, d4, n_keys, s, lds, mx, 5); break;
+    case 6: attend_s8_qk_tile(q, qs, kp, corr, ks, ldk, j0, d4, n_keys, s, lds, mx, 6); break;
+    case 7: attend_s8_qk_tile(q, qs, kp, corr, ks, ldk, j0, d4, n_keys, s, lds, mx, 7); break;
+    default: attend_s8_qk_tile(q, qs, kp, corr, ks, ldk, j0, d4, n_keys, s, lds, mx, 8); break;
+    }
+}
+
+/// Row of scores (n valid, max mx) into u8 probabilities round(255 · 2^y), y = α·log2(e)·(s − mx)
+/// (2^f on [−½, ½] by a cubic within 1.1e-4: 0.03 of a step of 255), zero up to `pad`; returns
+/// their sum.
+static RQ_AVX512VNNI int32_t attend_s8_softmax_row(const float *s, size_t n, size_t pad, float alpha, float mx, uint8_t *p) {
+    float a = alpha * RQ_S8_LOG2E, b = -mx * a;
+    __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), lo = _mm512_set1_ps(RQ_S8_YMIN);
+    __m512 c0 = _mm512_set1_ps(RQ_S8_C0), c1 = _mm512_set1_ps(RQ_S8_C1), c2 = _mm512_set1_ps(RQ_S8_C2), c3 = _mm512_set1_ps(RQ_S8_C3);
+    __m512i sum = _mm512_setzero_si512();
+    for (size_t j = 0; j < pad; j += 16) {
+        __mmask16 valid = j + 16 <= n ? (__mmask16)0xFFFF : (j >= n ? 0 : (__mmask16)((1u << (n - j)) - 1));
+        __m512 y = _mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(valid, s + j), va, vb), lo);
+        __m512 t = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512 f = _mm512_sub_ps(y, t);
+        __m512 q = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_fmadd_ps(c3, f, c2), f, c1), f, c0);
+        __m512i u = _mm512_maskz_cvtps_epi32(valid, _mm512_scalef_ps(q, t));
+        sum = _mm512_add_epi32(sum, u);
+        _mm_storeu_si128((__m128i *)(p + j), _mm512_cvtepi32_epi8(u));
+    }
+    return _mm512_reduce_add_epi32(sum);
+}
+
+/// acc (s32, rows lda apart) of NQ queries, values c0…c0+16·NC, continued over key groups
+/// g0…g1 − 1 (from zero at g0 = 0).
+static inline __attribute__((always_inline)) RQ_AVX512VNNI void attend_s8_pv_tile(
+        const uint8_t *p, size_t ldp, const uint8_t *vp, size_t d, size_t c0, size_t g0, size_t g1, int32_t *acc, size_t lda,
+        __mmask16 last, const int NQ, const int NC) {
+    __m512i a[8][8];
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < NC; c++)
+            a[i][c] = g0 == 0 ? _mm512_setzero_si512() : _mm512_maskz_loadu_epi32(c == NC - 1 ? last : 0xFFFF, acc + i * lda + c0 + 16 * c);
+    for (size_t g = g0; g < g1; g++) {
+        __m512i v[8];
+        for (int c = 0; c < NC; c++)
+            v[c] = _mm512_maskz_loadu_epi32(c == NC - 1 ? last : 0xFFFF, (const void *)(vp + 4 * (g * d + c0 + 16 * c)));
+        for (int i = 0; i < NQ; i++) {
+            uint32_t w; memcpy(&w, p + i * ldp + 4 * g, 4);
+            __m512i pb = _mm512_set1_epi32((int)w);
+            for (int c = 0; c < NC; c++) a[i][c] = _mm512_dpbusd_epi32(a[i][c], pb, v[c]);
+        }
+    }
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < NC; c++) _mm512_mask_storeu_epi32(acc + i * lda + c0 + 16 * c, c == NC - 1 ? last : 0xFFFF, a[i][c]);
+}
+
+static RQ_AVX512VNNI void attend_s8_pv_rows(const uint8_t *p, size_t ldp, const uint8_t *vp, size_t d, size_t groups,
+                                            int32_t *acc, size_t lda, size_t n) {
+    size_t nc = (d + 15) / 16;
+    for (size_t g0 = 0; g0 < groups; g0 += RQ_S8_KB / 4) {
+        size_t g1 = g0 + RQ_S8_KB / 4 < groups ? g0 + RQ_S8_KB / 4 : groups;
+        for (size_t c0 = 0; c0 < nc; c0 += 8) {
+            size_t w = nc - c0 < 8 ? nc - c0 : 8, cc = 16 * c0;
+            __mmask16 last = c0 + w == nc && d % 16 ? (__mmask16)((1u << (d % 16)) - 1) : (__mmask16)0xFFFF;
+            size_t nq = w <= 3 ? 8 : (w == 4 ? 6 : (w <= 6 ? 4 : 3));
+            for (size_t i = 0; i < n; i += nq) {
+                const uint8_t *pi = p + i * ldp;
+                int32_t *ai = acc + i * lda;
+                switch (w) {
+                case 1: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 8, 1); break;
+                case 2: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 8, 2); break;
+                case 3: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 8, 3); break;
+                case 4: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 6, 4); break;
+                case 5: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 4, 5); break;
+                case 6: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 4, 6); break;
+                case 7: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 3, 7); break;
+                default: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 3, 8); break;
+                }
+            }
+        }
+    }
+}
+
+/// n_q ≤ RQ_S8_TQ queries (u8 rows qs bytes apart, scales qss floats apart) of one head against a
+/// packed head: out rows os floats apart.
+static RQ_AVX512VNNI void attend_s8_block(const uint8_t *q, size_t qs, const float *qsc, size_t qss, size_t n_q,
+                                          const void *pack, size_t n_keys, size_t d, float scale, void *scratch,
+                                          float *out, size_t os) {
+    s8_pack_layout l = s8_layout(n_keys, d);
+    const uint8_t *base = (const uint8_t *)pack;
+    size_t ldk = rq_attend_s8_keys(n_keys);
+    s8_scratch x = s8_scratch_at(scratch, n_keys, d);
+    const int32_t *corr = (const int32_t *)(base + l.corr);
+    const float *ks = (const float *)(base + l.ks);
+    for (size_t j0 = 0; j0 < ldk; j0 += 32)
+        for (size_t i = 0; i < n_q; i += 8)
+            attend_s8_qk_rows(q + i * qs, qs, n_q - i < 8 ? n_q - i : 8, base + l.k, corr, ks, ldk, j0, d / 4, n_keys,
+                              x.s + i * x.ld, x.ld, x.mx + 16 * i);
+    size_t groups = (n_keys + 3) / 4, pad = (4 * groups + 15) & ~(size_t)15;
+    for (size_t i = 0; i < n_q; i++)
+        x.sums[i] = attend_s8_softmax_row(x.s + i * x.ld, n_keys, pad, qsc[i * qss] * scale,
+                                          _mm512_reduce_max_ps(_mm512_loadu_ps(x.mx + 16 * i)), x.p + i * x.ld);
+    // Rows past n_q that a P·V row block reads: zero.
+    for (size_t i = n_q; i < n_q + 8 && i < RQ_S8_ROWS; i++) memset(x.p + i * x.ld, 0, pad);
+    attend_s8_pv_rows(x.p, x.ld, base + l.v, d, groups, x.acc, d, n_q);
+    attend_s8_finish(pack, n_keys, d, qsc, qss, n_q, x.acc, x.sums, out, os);
+}
+#endif
+
+void rq_attend_s8_tile(const uint8_t *q, size_t qs, const float *qscale, size_t qss, size_t n_q, const void *pack,
+                       size_t n_keys, size_t d, float scale, void *scratch, float *out, size_t os) {
+    if (n_keys == 0) { // attention over no keys: zeros, as the other kernels give
+        for (size_t i = 0; i < n_q; i++) memset(out + i * os, 0, 4 * d);
+        return;
+    }
+    for (size_t i = 0; i < n_q; i += RQ_S8_TQ) {
+        size_t n = n_q - i < RQ_S8_TQ ? n_q - i : RQ_S8_TQ;
+#if RQ_X86
+        if (rq_has_vnni()) {
+            attend_s8_block(q + i * qs, qs, qscale + i * qss, qss, n, pack, n_keys, d, scale, scratch, out + i * os, os);
+            continue;
+        }
+#endif
+        attend_s8_block_plain(q + i * qs, qs, qscale + i * qss, qss, n, pack, n_keys, d, scale, scratch, out + i * os, os);
+    }
+}
+#pragma clang fp contract(on)

@@ -49,6 +49,12 @@ public enum AttentionPrecision: Sendable {
     /// q, k, v and the softmax probabilities rounded to bf16, f32 scores, softmax and accumulation:
     /// how PyTorch computes attention for a bf16 model.
     case bf16
+    /// 8-bit products (int8 vision towers): q quantized per row, k per key around the keys'
+    /// mean, v per channel around its mean, the probabilities e^(s − max) as u8 (the row's
+    /// largest 255); integer sums, f32 scales (`rq_attend_s8_tile`, the same bits on every CPU).
+    /// Causal masks, head sizes not a multiple of 4 (or above 512) and segments of more than
+    /// 65,536 keys take bf16's roundings instead.
+    case int8
 }
 
 /// Scaled dot-product attention with grouped-query heads.
@@ -106,8 +112,13 @@ public enum Attention {
     static func run(_ x: Inputs, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask, scale: Float?,
                     precision: AttentionPrecision, scratch: AttentionScratch?, budget: Int, tiles: Bool = true,
                     pool: ThreadPool) throws -> Tensor {
-        let out = try Tensor(uninitialized: [x.t, heads * d], what: "attention output")
         let scale = scale ?? 1 / Float(d).squareRoot()
+        if precision == .int8 {
+            if let out = try int8(x, heads: heads, kvHeads: kvHeads, d: d, mask: mask, scale: scale, pool: pool) { return out }
+            return try run(x, heads: heads, kvHeads: kvHeads, d: d, mask: mask, scale: scale, precision: .bf16, scratch: scratch,
+                           budget: budget, tiles: tiles, pool: pool)
+        }
+        let out = try Tensor(uninitialized: [x.t, heads * d], what: "attention output")
         // With AVX-512 BF16 and an even head_dim, bf16 takes the tile kernel, which keeps each
         // block of scores in cache (one block per mask segment). Each thread's scores for 32
         // queries stay within the score budget; past it (tens of thousands of keys), oneDNN's blocks.
@@ -211,13 +222,15 @@ public enum Attention {
                                             packed + kv * packSize, packed + kv * packSize + kSize)
                     }
                 }
-                // Jobs (32 queries of one head) dealt round-robin: in a causal block later queries
-                // see more keys.
-                let jobs = heads * tilesPerHead
+                // Jobs (32 queries of one head) dealt round-robin, head by head without a causal
+                // mask (the workers share one head's packed keys and values while it is in cache),
+                // heads interleaved with one (later queries see more keys).
+                let jobs = heads * tilesPerHead, causalBlock = block.causalBase != nil
                 pool.parallelRanges(workers) { r in
                     for w in r {
                         for job in stride(from: w, to: jobs, by: workers) {
-                            let head = job % heads, i = q0 + job / heads * 32
+                            let head = causalBlock ? job % heads : job / tilesPerHead
+                            let i = q0 + (causalBlock ? job / heads : job % tilesPerHead) * 32
                             let n = min(32, block.queries.upperBound - i)
                             let pack = packed + head / g * packSize
                             let causal = block.causalBase.map { $0 + (i - q0) } ?? -1
@@ -228,6 +241,59 @@ public enum Attention {
                 }
             }
         }
+    }
+
+    /// Keys a segment of int8 attention may have: a row's Σ p·v (u8 × s8, at most 255 · 127 a key)
+    /// fits 32 bits.
+    static let int8Keys = 65_536
+
+    /// int8 attention by `rq_attend_s8_tile`, or nil where it does not apply (see
+    /// `AttentionPrecision.int8`). Queries are quantized once; each segment's key/value heads are
+    /// packed once, then jobs of up to 32 queries of one head.
+    static func int8(_ x: Inputs, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask, scale: Float,
+                     pool: ThreadPool) throws -> Tensor? {
+        if case .causal = mask { return nil }
+        guard d % 4 == 0, d <= 512 else { return nil }
+        let blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: .max)
+        guard blocks.allSatisfy({ $0.keys.count <= int8Keys }) else { return nil }
+        let out = try Tensor(uninitialized: [x.t, heads * d], what: "attention output")
+        let g = heads / kvHeads, qw = heads * d, scalesAt = (x.t * qw + 63) / 64 * 64
+        let workers = pool.threads
+        try ScratchPool.shared.withBuffer(bytes: scalesAt + x.t * heads * 4) { buffer in
+            let q8 = buffer.assumingMemoryBound(to: UInt8.self)
+            let qsc = (buffer + scalesAt).assumingMemoryBound(to: Float.self)
+            pool.parallelRanges(x.t, grain: 64) { r in
+                for i in r { rq_quantize_activations(x.q + i * x.qs, heads, d, q8 + i * qw, qsc + i * heads) }
+            }
+            for b in blocks {
+                let sk = b.keys.count, k0 = b.keys.lowerBound, q0 = b.queries.lowerBound
+                let packBytes = (rq_attend_s8_pack_bytes(sk, d) + 63) / 64 * 64
+                let scratchBytes = (rq_attend_s8_scratch(sk, d) + 63) / 64 * 64
+                try ScratchPool.shared.withBuffer(bytes: kvHeads * packBytes) { packed in
+                    try ScratchPool.shared.withBuffer(bytes: workers * scratchBytes) { scratch in
+                        pool.parallelRanges(kvHeads) { r in
+                            for kv in r {
+                                rq_attend_pack_s8(x.k + k0 * x.ks + kv * d, x.v + k0 * x.ks + kv * d, x.ks, sk, d, packed + kv * packBytes)
+                            }
+                        }
+                        // Jobs head by head: the workers share one head's packed keys and values
+                        // while it is in cache (no causal mask: every job sees every key).
+                        let perHead = (b.queries.count + 31) / 32, jobs = heads * perHead
+                        pool.parallelRanges(workers) { r in
+                            for w in r {
+                                for job in stride(from: w, to: jobs, by: workers) {
+                                    let head = job / perHead, i = q0 + job % perHead * 32
+                                    rq_attend_s8_tile(q8 + i * qw + head * d, qw, qsc + i * heads + head, heads,
+                                                      min(32, b.queries.upperBound - i), packed + head / g * packBytes, sk, d, scale,
+                                                      scratch + w * scratchBytes, out.pointer + i * qw + head * d, qw)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
     }
 
     static func direct(_ x: Inputs, out: Tensor, heads: Int, kvHeads: Int, d: Int,

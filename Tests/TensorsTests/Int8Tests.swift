@@ -70,6 +70,20 @@ import Testing
         #expect(relativeError(withBias.values, f32) < 0.02, "\(relativeError(withBias.values, f32)) vs f32")
     }
 
+    /// Every batch the GEMV kernels block differently (1; 2–4: four weight rows × all vectors;
+    /// 5–8 and more: two rows × eight vectors a pass, a partial pass last) gives the scheme's value,
+    /// on row counts off the 4-row grid and rows off the 64-byte grid.
+    @Test(arguments: [(70, 1000), (9, 64), (131, 130)])
+    func everyBatchIsExact(k: Int, n: Int) throws {
+        let w = try Linear.quantize(Reference.f32Weight("w", Reference.pattern(n * k, seed: 14, scale: 0.3), shape: [n, k]))
+        for m in 1...17 {
+            let x = try Reference.tensor([m, k], seed: 15 + m, scale: 1.5)
+            let y = try Tensor(zeros: [m, n])
+            try Linear.forward(x, w, into: y, rows: m, rowwise: true)
+            #expect(y.values == Self.expected(x: x.values, w: Reference.pattern(n * k, seed: 14, scale: 0.3), m: m, k: k, n: n), "batch \(m), \(n)×\(k)")
+        }
+    }
+
     /// Rows past the GEMV limit through oneDNN and one at a time agree bit for bit (the batch a
     /// row decodes in never changes it).
     @Test(arguments: [(37, 300, 70), (12, 128, 9)])

@@ -121,4 +121,21 @@ size_t rq_attend_bf16_scratch(size_t n_keys, size_t d);
 /// causal_base + i + 1 keys.
 void rq_attend_bf16_tile(const uint16_t *q, size_t qs, size_t n_q, const uint16_t *kp, const uint16_t *vp, size_t n_keys,
                          size_t d, float scale, long causal_base, void *scratch, float *out, size_t os);
+/// int8 attention in tiles (see kernels.c), for int8 vision towers: 8-bit queries, keys, values
+/// and probabilities, integer products. Keys padded for the packed layout: n_keys rounded up to 32.
+size_t rq_attend_s8_keys(size_t n_keys);
+/// Bytes of one head's packed keys and values.
+size_t rq_attend_s8_pack_bytes(size_t n_keys, size_t d);
+/// Packs one head's n_keys f32 keys and values (rows `stride` floats apart; d a multiple of 4, at
+/// most 512; n_keys at most 65,536, so that a row's Σ p·v fits 32 bits): keys centred on their
+/// mean and quantized per key, values centred and quantized per channel.
+void rq_attend_pack_s8(const float *k, const float *v, size_t stride, size_t n_keys, size_t d, void *pack);
+/// Scratch bytes one rq_attend_s8_tile call needs.
+size_t rq_attend_s8_scratch(size_t n_keys, size_t d);
+/// n_q queries of one head, quantized as rq_quantize_activations does (u8 rows qs bytes apart,
+/// scales qss floats apart), against a packed head: out (f32 rows os apart) =
+/// softmax(scale · q·Kᵀ) · V with u8 probabilities; NaN rows where the query or some key is inf or
+/// NaN, NaN channels where a value is; zeros over no keys. The same bits on every CPU.
+void rq_attend_s8_tile(const uint8_t *q, size_t qs, const float *qscale, size_t qss, size_t n_q, const void *pack,
+                       size_t n_keys, size_t d, float scale, void *scratch, float *out, size_t os);
 #endif

@@ -8,12 +8,15 @@ public enum ComputeDType: String, Sendable, Codable, CaseIterable {
     /// bf16 weights, activations rounded to bf16 at each product, f32 accumulation.
     case bf16
     /// Matrix weights quantized once at load to int8 (symmetric, one scale per output row),
-    /// activations quantized per row at each product, exact integer sums (`Linear`); everything
-    /// else (embeddings, attention, norms, a tower's patch embedding) as bf16.
+    /// activations quantized per row at each product, exact integer sums (`Linear`); a vision
+    /// tower's attention in 8 bits too (`AttentionPrecision.int8`); everything else (embeddings,
+    /// the decoder's attention, norms, a tower's patch embedding) as bf16.
     case int8
 
-    /// How attention computes under this precision.
+    /// How a decoder's attention computes under this precision.
     public var attention: AttentionPrecision { self == .f32 ? .f32 : .bf16 }
+    /// How a vision tower's attention computes under this precision.
+    public var towerAttention: AttentionPrecision { self == .int8 ? .int8 : attention }
     /// The type of weights kept as they are (not quantized): f32 or bf16.
     public var plain: DType { self == .f32 ? .f32 : .bf16 }
 }
@@ -139,7 +142,7 @@ public final class Qwen2VLVision: @unchecked Sendable {
             Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             mark("rope")
             let attended = try Attention.forward(qkv: qkv, heads: heads, headDim: hd, mask: .blockDiagonal(cuSeqlens),
-                                                 precision: dtype.attention, scratch: scratch, pool: pool)
+                                                 precision: dtype.towerAttention, scratch: scratch, pool: pool)
             mark("attn")
             try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
             mark("proj")

@@ -148,7 +148,7 @@ public final class Qwen3VLVision: @unchecked Sendable {
             Ops.rotaryRotateHalf(qkv.pointer, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             let attended = try Attention.forward(qkv: qkv, heads: heads, headDim: hd, mask: .blockDiagonal(cuSeqlens),
-                                                 precision: dtype.attention, scratch: scratch, pool: pool)
+                                                 precision: dtype.towerAttention, scratch: scratch, pool: pool)
             profile.mark("attn")
             try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
             Ops.add(x, proj, pool: pool)

@@ -1,0 +1,139 @@
+import CKernels
+import Foundation
+import Testing
+@testable import Tensors
+
+/// int8 attention (`AttentionPrecision.int8`, int8 vision towers): close to exact attention, the
+/// same bits on every CPU path and in any block of queries, non-finite inputs kept visible, and
+/// bf16's roundings where it does not apply.
+@Suite(.serialized) struct Int8AttentionTests {
+    static func run(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask,
+                    precision: AttentionPrecision = .int8) throws -> Tensor {
+        try Attention.forward(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: d, mask: mask, precision: precision)
+    }
+
+    /// Values that are not on a short cycle (Reference.pattern repeats every 2003): a mean, a
+    /// spread, and per-channel offsets shared by every row (what centring keys and values is for).
+    static func tensor(rows: Int, width: Int, seed: UInt64, scale: Float, offset: Float = 0) throws -> Tensor {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        func next() -> Float {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            return Float(state >> 40) / Float(1 << 24) - 0.5
+        }
+        let channel = (0..<width).map { _ in next() * 2 * offset }
+        var values = [Float](repeating: 0, count: rows * width)
+        for i in 0..<rows { for c in 0..<width { values[i * width + c] = (next() + next() + next()) * 2 * scale + channel[c] } }
+        return try Tensor(shape: [rows, width], values: values)
+    }
+
+    /// Against PyTorch's float64 attention (fixtures/scripts/reference_kernels.py), the cases
+    /// without a causal mask: 8-bit queries, keys, values and probabilities stay within 3 %.
+    @Test(arguments: ["attn_block_65", "attn_full_5x9"])
+    func closeToReference(name: String) throws {
+        let c = try #require(AttentionTests.cases[name])
+        let q = try Reference.tensor([c.t, c.heads * c.headDim], seed: 10)
+        let k = try Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 11)
+        let v = try Reference.tensor([c.s, c.kvHeads * c.headDim], seed: 12)
+        let mask: AttentionMask = c.mask == "block" ? .blockDiagonal(c.cuSeqlens ?? []) : .none
+        let out = try Self.run(q, k, v, heads: c.heads, kvHeads: c.kvHeads, d: c.headDim, mask: mask)
+        let error = relativeError(out.values, try Reference.values(name))
+        // Not bf16's result (which is within 2⁻⁸), and within the int8 bound.
+        #expect(error < 0.03 && error > 1e-4, "\(name): \(error)")
+    }
+
+    /// Head sizes of every P·V chunking (16: 1 vector, 72: 4 + a partial one, 80: 5, 128: 8, 256: two
+    /// passes), GQA, segments off the 32-key and 4-key grids, offsets on every channel, peaked
+    /// scores; against exact attention (float64).
+    @Test(arguments: [(4, 2, 16, 45, 45, AttentionMask.blockDiagonal([0, 45]), Float(1)), (3, 3, 80, 70, 70, .blockDiagonal([0, 33, 70]), 1),
+                      (2, 2, 72, 40, 45, .none, 2), (1, 1, 128, 9, 21, .none, 1), (2, 1, 256, 33, 37, .none, 1),
+                      (6, 2, 80, 100, 100, .blockDiagonal([0, 3, 64, 100]), 3), (2, 2, 4, 50, 50, .none, 1)])
+    func closeToExact(heads: Int, kvHeads: Int, d: Int, t: Int, s: Int, mask: AttentionMask, scale: Float) throws {
+        let q = try Self.tensor(rows: t, width: heads * d, seed: 1, scale: scale)
+        let k = try Self.tensor(rows: s, width: kvHeads * d, seed: 2, scale: 1, offset: 3)
+        let v = try Self.tensor(rows: s, width: kvHeads * d, seed: 3, scale: 1, offset: 2)
+        let out = try Self.run(q, k, v, heads: heads, kvHeads: kvHeads, d: d, mask: mask)
+        let exact = AttentionTests.exact(q, k, v, heads: heads, kvHeads: kvHeads, d: d, mask: mask)
+        let error = relativeError(out.values, exact)
+        #expect(error < 0.03, "heads \(heads)/\(kvHeads), d \(d), \(t)×\(s), \(mask), scale \(scale): \(error)")
+    }
+
+    /// The VNNI kernel and the portable one give the same bits, and a query's result does not
+    /// depend on which other queries share its call.
+    @Test func sameBitsOnEveryPathAndInAnyBlock() throws {
+        let heads = 3, d = 80, t = 77, s = 77
+        let q = try Self.tensor(rows: t, width: heads * d, seed: 4, scale: 2)
+        let k = try Self.tensor(rows: s, width: heads * d, seed: 5, scale: 1, offset: 1)
+        let v = try Self.tensor(rows: s, width: heads * d, seed: 6, scale: 1, offset: 1)
+        let full = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: .none)
+        let best = rq_set_cpu_level(-1)
+        defer { rq_set_cpu_level(-1) }
+        for level in 0...best {
+            rq_set_cpu_level(level)
+            let other = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: .none)
+            #expect(other.values.map(\.bitPattern) == full.values.map(\.bitPattern), "level \(level)")
+        }
+        rq_set_cpu_level(-1)
+        // Queries 5..<40 on their own (blocks of 32 fall elsewhere).
+        let w = heads * d
+        let part = try Tensor(shape: [35, w], values: Array(q.values[(5 * w)..<(40 * w)]))
+        let alone = try Self.run(part, k, v, heads: heads, kvHeads: heads, d: d, mask: .none)
+        #expect(alone.values.map(\.bitPattern) == Array(full.values[(5 * w)..<(40 * w)]).map(\.bitPattern))
+    }
+
+    /// A NaN or infinite key or value makes its segment's rows NaN (as one does in exact attention);
+    /// a NaN query its own row and head; other segments are untouched.
+    @Test func nonFiniteInputsStayVisible() throws {
+        let heads = 2, d = 16, t = 40, w = heads * d
+        let q = try Self.tensor(rows: t, width: w, seed: 7, scale: 1)
+        let k = try Self.tensor(rows: t, width: w, seed: 8, scale: 1)
+        let v = try Self.tensor(rows: t, width: w, seed: 9, scale: 1)
+        let mask = AttentionMask.blockDiagonal([0, 20, 40])
+        let clean = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: mask)
+        for (which, value) in [("k", Float.nan), ("v", .infinity), ("q", .nan)] {
+            var qv = q.values, kv = k.values, vv = v.values
+            switch which {
+            case "k": kv[25 * w + 3] = value // segment 2, head 0
+            case "v": vv[25 * w + 3] = value
+            default: qv[25 * w + 3] = value // query 25, head 0
+            }
+            let out = try Self.run(try Tensor(shape: [t, w], values: qv), try Tensor(shape: [t, w], values: kv),
+                                   try Tensor(shape: [t, w], values: vv), heads: heads, kvHeads: heads, d: d, mask: mask)
+            for i in 0..<t {
+                for c in 0..<w {
+                    let x = out.values[i * w + c]
+                    let hit: Bool
+                    switch which {
+                    case "k": hit = i >= 20 && c < d
+                    case "v": hit = i >= 20 && c == 3
+                    default: hit = i == 25 && c < d
+                    }
+                    if hit { #expect(x.isNaN, "\(which): row \(i), value \(c) is \(x)") } else {
+                        #expect(x.bitPattern == clean.values[i * w + c].bitPattern, "\(which): row \(i), value \(c)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where int8 attention does not apply, the result is bf16's, bit for bit: a causal mask, a
+    /// head size that is not a multiple of 4, a segment beyond 65,536 keys.
+    @Test func otherwiseBf16() throws {
+        for (heads, d, t, s, mask) in [(2, 16, 30, 30, AttentionMask.causal(offset: 0)), (2, 6, 30, 30, .none),
+                                       (1, 4, 2, Attention.int8Keys + 1, .none)] {
+            let q = try Self.tensor(rows: t, width: heads * d, seed: 10, scale: 1)
+            let k = try Self.tensor(rows: s, width: heads * d, seed: 11, scale: 1)
+            let v = try Self.tensor(rows: s, width: heads * d, seed: 12, scale: 1)
+            let int8 = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: mask)
+            let bf16 = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: mask, precision: .bf16)
+            #expect(int8.values.map(\.bitPattern) == bf16.values.map(\.bitPattern), "d \(d), \(t)×\(s), \(mask)")
+        }
+        // Just at the limit, int8's own result (not bf16's).
+        let s = Attention.int8Keys
+        let q = try Self.tensor(rows: 2, width: 4, seed: 13, scale: 1)
+        let k = try Self.tensor(rows: s, width: 4, seed: 14, scale: 1), v = try Self.tensor(rows: s, width: 4, seed: 15, scale: 1)
+        let int8 = try Self.run(q, k, v, heads: 1, kvHeads: 1, d: 4, mask: .none)
+        let bf16 = try Self.run(q, k, v, heads: 1, kvHeads: 1, d: 4, mask: .none, precision: .bf16)
+        #expect(int8.values.map(\.bitPattern) != bf16.values.map(\.bitPattern))
+        #expect(relativeError(int8.values, bf16.values) < 0.05)
+    }
+}
