@@ -188,21 +188,87 @@ public enum Linear {
     /// (with the bias, if any).
     static func gemmS8(x: UnsafePointer<Float>, m: Int, w: WeightTensor, bias: UnsafePointer<Float>?,
                        y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+        let k = w.count / w.shape[0]
+        try withQuantizedRows(x, rows: m, cols: k, pool: pool) { xq, xs in
+            try gemmS8(quantized: xq, scales: xs, m: m, w: w, bias: bias, y: y, pool: pool)
+        }
+    }
+
+    /// The same product of rows already quantized (u8 [m, k], scales [m]).
+    static func gemmS8(quantized xq: UnsafePointer<UInt8>, scales xs: UnsafePointer<Float>, m: Int, w: WeightTensor,
+                       bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+        let rows = try int8Sums(xq, m: m, w: w, into: UnsafeMutableRawPointer(y)) // in y's own memory (same size)
+        let n = w.shape[0]
+        pool.parallelRanges(m, grain: max(1, (1 << 14) / max(1, n))) { r in
+            let off = r.lowerBound * n
+            rq_dequantize_s32(UnsafeMutableRawPointer(y).assumingMemoryBound(to: Int32.self) + off, rows.scales, rows.sums,
+                              xs + r.lowerBound, bias, y + off, r.count, n)
+        }
+    }
+
+    /// acc [m, n] = xq [m, k] · Wᵀ as s32 sums (oneDNN's u8 × s8 GEMM); returns the weight's rows.
+    static func int8Sums(_ xq: UnsafePointer<UInt8>, m: Int, w: WeightTensor, into acc: UnsafeMutableRawPointer) throws -> Int8Rows {
         let (q, rows) = try int8Parts(w)
         let n = w.shape[0], k = w.count / n
-        try withQuantizedRows(x, rows: m, cols: k, pool: pool) { xq, xs in
-            // s32 sums in y's own memory (same size), converted in place row by row.
-            let acc = UnsafeMutableRawPointer(y)
-            try OneDNN.shared.matmul(
-                src: .init(dims: [m, k], strides: [k, 1], type: dnnl_u8, pointer: UnsafeMutableRawPointer(mutating: xq)),
-                weights: w.packed.map { .init(packed: $0.desc, key: $0.key, pointer: $0.bytes) }
-                    ?? .init(dims: [k, n], strides: [1, k], type: dnnl_s8, pointer: UnsafeMutableRawPointer(mutating: q)),
-                dst: .init(dims: [m, n], strides: [n, 1], type: dnnl_s32, pointer: acc))
-            pool.parallelRanges(m, grain: max(1, (1 << 14) / max(1, n))) { r in
-                let off = r.lowerBound * n
-                rq_dequantize_s32(acc.assumingMemoryBound(to: Int32.self) + off, rows.scales, rows.sums, xs + r.lowerBound, bias, y + off, r.count, n)
+        try OneDNN.shared.matmul(
+            src: .init(dims: [m, k], strides: [k, 1], type: dnnl_u8, pointer: UnsafeMutableRawPointer(mutating: xq)),
+            weights: w.packed.map { .init(packed: $0.desc, key: $0.key, pointer: $0.bytes) }
+                ?? .init(dims: [k, n], strides: [1, k], type: dnnl_s8, pointer: UnsafeMutableRawPointer(mutating: q)),
+            dst: .init(dims: [m, n], strides: [n, 1], type: dnnl_s32, pointer: acc))
+        return rows
+    }
+
+    /// y = fc2(act(fc1(x) + b1)) + b2 (a ViT block's MLP): `int8MLP` where it applies, else the
+    /// three steps (`hidden` [m, fc1 rows] holds the activations).
+    public static func mlp(_ x: Tensor, rows m: Int, fc1: WeightTensor, bias1: Tensor?, activation: Ops.Activation,
+                           fc2: WeightTensor, bias2: Tensor?, hidden: Tensor, into y: Tensor, pool: ThreadPool = .shared) throws {
+        if try int8MLP(x, rows: m, fc1: fc1, bias1: bias1, activation: activation, fc2: fc2, bias2: bias2, hidden: hidden,
+                       into: y, pool: pool) { return }
+        try forward(x, fc1, bias: bias1, into: hidden, rows: m, pool: pool)
+        Ops.activate(hidden, activation, pool: pool)
+        try forward(hidden, fc2, bias: bias2, into: y, rows: m, pool: pool)
+    }
+
+    /// fc2(act(fc1(x) + b1)) + b2 for int8 weights on oneDNN's path, written into y: between the
+    /// two products, one pass per row (`rq_s8_epilogue_act_quantize`) takes the first one's sums
+    /// to the second one's input bytes, where `forward` → `Ops.activate` → `forward` takes three.
+    /// The same bits as those three steps; `hidden` [m, fc1 rows] ends holding the activated
+    /// floats. False (nothing done) where the three steps are the way: other weight types, rows
+    /// the GEMV kernels take, no oneDNN int8 products.
+    public static func int8MLP(_ x: Tensor, rows m: Int, fc1: WeightTensor, bias1: Tensor?, activation: Ops.Activation,
+                               fc2: WeightTensor, bias2: Tensor?, hidden: Tensor, into y: Tensor,
+                               pool: ThreadPool = .shared) throws -> Bool {
+        guard fc1.dtype == .i8, fc2.dtype == .i8, m > gemvRows, OneDNN.shared.int8Products,
+              fc1.shape.count == 2, fc2.shape.count == 2 else { return false }
+        let n1 = fc1.shape[0], k = fc1.shape[1], n2 = fc2.shape[0]
+        guard fc2.shape[1] == n1, x.count == m * k, hidden.count == m * n1, y.count == m * n2,
+              bias1.map({ $0.count == n1 }) ?? true, bias2.map({ $0.count == n2 }) ?? true else {
+            throw TensorError.shapeMismatch(operation: "int8 MLP \(fc1.name) → \(fc2.name)",
+                                            expected: "x [\(m), \(k)], hidden [\(m), \(n1)], out [\(m), \(n2)]",
+                                            got: "x \(x.shape), fc2 \(fc2.shape), hidden \(hidden.shape), out \(y.shape)")
+        }
+        let act: Int32
+        switch activation {
+        case .silu: act = 0
+        case .gelu: act = 1
+        case .geluTanh: act = 2
+        case .quickGelu: act = 3
+        }
+        let scalesAt = (m * n1 + 63) / 64 * 64
+        try withQuantizedRows(x.pointer, rows: m, cols: k, pool: pool) { xq, xs in
+            let acc = UnsafeMutableRawPointer(hidden.pointer)
+            let rows = try int8Sums(xq, m: m, w: fc1, into: acc)
+            try ScratchPool.shared.withBuffer(bytes: scalesAt + m * 4) { raw in
+                let hq = raw.assumingMemoryBound(to: UInt8.self), hs = (raw + scalesAt).assumingMemoryBound(to: Float.self)
+                pool.parallelRanges(m, grain: max(1, (1 << 14) / max(1, n1))) { r in
+                    rq_s8_epilogue_act_quantize(acc.assumingMemoryBound(to: Int32.self) + r.lowerBound * n1, rows.scales, rows.sums,
+                                                xs + r.lowerBound, bias1?.pointer, r.count, n1, act, hq + r.lowerBound * n1,
+                                                hs + r.lowerBound)
+                }
+                try gemmS8(quantized: hq, scales: hs, m: m, w: fc2, bias: bias2.map { UnsafePointer($0.pointer) }, y: y.pointer, pool: pool)
             }
         }
+        return true
     }
 
     /// C [m, n] = A [m, k] · Bᵀ with B [n, k], row-major, through OpenBLAS.

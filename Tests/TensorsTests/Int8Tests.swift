@@ -84,6 +84,44 @@ import Testing
         }
     }
 
+    /// The fused int8 MLP (`Linear.int8MLP`: the first product's epilogue, the activation and the
+    /// second's quantization in one pass per row) gives what the three separate steps give, bit
+    /// for bit, for every activation, with and without biases; it declines rows the GEMV kernels
+    /// take and weights that are not int8.
+    @Test(arguments: [Ops.Activation.silu, .gelu, .geluTanh, .quickGelu])
+    func fusedMLPIsTheThreeSteps(activation: Ops.Activation) throws {
+        let m = 37, k = 70, n1 = 131, n2 = 45
+        let x = try Reference.tensor([m, k], seed: 31, scale: 2)
+        let fc1 = try Linear.quantize(Reference.f32Weight("fc1", Reference.pattern(n1 * k, seed: 32, scale: 0.3), shape: [n1, k]))
+        let fc2 = try Linear.quantize(Reference.f32Weight("fc2", Reference.pattern(n2 * n1, seed: 33, scale: 0.2), shape: [n2, n1]))
+        for packed in [false, true] {
+            let (w1, w2) = packed ? (try Linear.pack(fc1, rows: m), try Linear.pack(fc2, rows: m)) : (fc1, fc2)
+            for biases in [false, true] {
+                let b1 = biases ? try Reference.tensor([n1], seed: 34, scale: 0.5) : nil
+                let b2 = biases ? try Reference.tensor([n2], seed: 35, scale: 0.5) : nil
+                let hidden = try Tensor(zeros: [m, n1])
+                try Linear.forward(x, w1, bias: b1, into: hidden, rows: m)
+                Ops.activate(hidden, activation)
+                let expected = try Linear.forward(hidden, w2, bias: b2)
+                let fusedHidden = try Tensor(zeros: [m, n1]), y = try Tensor(zeros: [m, n2])
+                let fused = try Linear.int8MLP(x, rows: m, fc1: w1, bias1: b1, activation: activation, fc2: w2, bias2: b2,
+                                               hidden: fusedHidden, into: y)
+                #expect(fused == OneDNN.shared.int8Products)
+                if fused {
+                    #expect(y.values.map(\.bitPattern) == expected.values.map(\.bitPattern), "\(activation), packed \(packed), biases \(biases)")
+                    #expect(fusedHidden.values.map(\.bitPattern) == hidden.values.map(\.bitPattern), "activations")
+                }
+            }
+        }
+        // Rows the GEMV kernels take, and bf16 weights: the caller's three steps.
+        let few = try Reference.tensor([8, k], seed: 36)
+        #expect(try !Linear.int8MLP(few, rows: 8, fc1: fc1, bias1: nil, activation: activation, fc2: fc2, bias2: nil,
+                                     hidden: try Tensor(zeros: [8, n1]), into: try Tensor(zeros: [8, n2])))
+        let plain = Reference.bf16Weight("fc1", Reference.pattern(n1 * k, seed: 32, scale: 0.3), shape: [n1, k])
+        #expect(try !Linear.int8MLP(x, rows: m, fc1: plain, bias1: nil, activation: activation, fc2: fc2, bias2: nil,
+                                     hidden: try Tensor(zeros: [m, n1]), into: try Tensor(zeros: [m, n2])))
+    }
+
     /// Rows past the GEMV limit through oneDNN and one at a time agree bit for bit (the batch a
     /// row decodes in never changes it).
     @Test(arguments: [(37, 300, 70), (12, 128, 9)])

@@ -49,6 +49,13 @@ void rq_gemm_small_s8(const int8_t *w, const float *ws, const int32_t *wsum, con
 /// as a separate rq_add_bias).
 void rq_dequantize_s32(const int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, const float *bias, float *y,
                        size_t rows, size_t n);
+/// Between an int8 MLP's two products, one pass per row of the first product's s32 sums acc
+/// [rows, n], in place: rq_dequantize_s32 (with the bias), then the activation (0 SiLU, 1 GELU
+/// (erf), 2 GELU (tanh), 3 quick GELU, as their own kernels compute it), then quantized for the
+/// second product as rq_quantize_activations does (q [rows, n] u8, scales [rows]). acc's memory
+/// ends holding the activated floats.
+void rq_s8_epilogue_act_quantize(int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, const float *bias,
+                                 size_t rows, size_t n, int act, uint8_t *q, float *scales);
 
 /// Sums n floats (a memory-read probe for bandwidth measurements).
 double rq_sum_f32(const float *x, size_t n);

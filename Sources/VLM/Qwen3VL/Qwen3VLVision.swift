@@ -155,13 +155,10 @@ public final class Qwen3VLVision: @unchecked Sendable {
             profile.mark("proj")
             // x += fc2(act(fc1(norm2(x))))
             _ = try Ops.layerNorm(x, weight: block.norm2.0, bias: block.norm2.1, eps: 1e-6, into: normed, pool: pool)
-            try Linear.forward(normed, block.fc1, bias: block.fc1Bias, into: hidden, rows: n, pool: pool)
-            profile.mark("fc1")
-            Ops.activate(hidden, act, pool: pool)
-            profile.mark("act")
-            try Linear.forward(hidden, block.fc2, bias: block.fc2Bias, into: proj, rows: n, pool: pool)
+            try Linear.mlp(normed, rows: n, fc1: block.fc1, bias1: block.fc1Bias, activation: act, fc2: block.fc2,
+                           bias2: block.fc2Bias, hidden: hidden, into: proj, pool: pool)
             Ops.add(x, proj, pool: pool)
-            profile.mark("fc2")
+            profile.mark("mlp")
             if let k = c.deepstackVisualIndexes.firstIndex(of: index) {
                 deepstack.append(try merge(x, weights.deepstack[k]))
                 profile.mark("merger")
