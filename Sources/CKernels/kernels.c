@@ -1215,7 +1215,8 @@ RQ_INLINE void attend_pack_s8_body(const float *k, const float *v, size_t stride
             if (j < n_keys) {
                 for (size_t c = 0; c < d; c++) {
                     float x = __builtin_rintf((v[j * stride + c] - vm[c]) * inv[c]);
-                    x = x > 127.0f ? 127.0f : (x < -127.0f ? -127.0f : x);
+                    // (NaN, from a channel holding inf or NaN, whose scale is NaN: 0.)
+                    x = x > 127.0f ? 127.0f : (x >= -127.0f ? x : (x < -127.0f ? -127.0f : 0.0f));
                     q8[t][c] = (uint8_t)(int8_t)x;
                 }
             } else {
@@ -1289,6 +1290,7 @@ static void attend_s8_block_plain(const uint8_t *q, size_t qs, const float *qsc,
         for (size_t j = 0; j < n_keys; j++) {
             float y = __builtin_fmaf(x.s[j], a, b);
             y = y > RQ_S8_YMIN ? y : RQ_S8_YMIN;
+            y = y < 0.0f ? y : 0.0f; // at the maximum, fma's rounding residue can be positive
             float t = __builtin_rintf(y), f = y - t;
             float e = __builtin_fmaf(__builtin_fmaf(__builtin_fmaf(RQ_S8_C3, f, RQ_S8_C2), f, RQ_S8_C1), f, RQ_S8_C0);
             int32_t u = (int32_t)__builtin_rintf(__builtin_ldexpf(e, (int)t));
@@ -1370,6 +1372,7 @@ static RQ_AVX512VNNI int32_t attend_s8_softmax_row(const float *s, size_t n, siz
     for (size_t j = 0; j < pad; j += 16) {
         __mmask16 valid = j + 16 <= n ? (__mmask16)0xFFFF : (j >= n ? 0 : (__mmask16)((1u << (n - j)) - 1));
         __m512 y = _mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(valid, s + j), va, vb), lo);
+        y = _mm512_min_ps(y, _mm512_setzero_ps()); // y ≤ 0, as the portable kernel: at most 255
         __m512 t = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         __m512 f = _mm512_sub_ps(y, t);
         __m512 q = _mm512_fmadd_ps(_mm512_fmadd_ps(_mm512_fmadd_ps(c3, f, c2), f, c1), f, c0);

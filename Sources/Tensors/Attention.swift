@@ -52,8 +52,9 @@ public enum AttentionPrecision: Sendable {
     /// 8-bit products (int8 vision towers): q quantized per row, k per key around the keys'
     /// mean, v per channel around its mean, the probabilities e^(s − max) as u8 (the row's
     /// largest 255); integer sums, f32 scales (`rq_attend_s8_tile`, the same bits on every CPU).
-    /// Causal masks, head sizes not a multiple of 4 (or above 512) and segments of more than
-    /// 65,536 keys take bf16's roundings instead.
+    /// Causal masks, head sizes not a multiple of 4 (or above 512), segments of more than 65,536
+    /// keys, scales that are not positive and finite, and CPUs without AVX-512 VNNI take bf16's
+    /// roundings instead.
     case int8
 }
 
@@ -230,7 +231,7 @@ public enum Attention {
                     for w in r {
                         for job in stride(from: w, to: jobs, by: workers) {
                             let head = causalBlock ? job % heads : job / tilesPerHead
-                            let i = q0 + (causalBlock ? job / heads : job % tilesPerHead) * 32
+                            let i = q0 + (causalBlock ? job / heads : (job % tilesPerHead + head) % tilesPerHead) * 32
                             let n = min(32, block.queries.upperBound - i)
                             let pack = packed + head / g * packSize
                             let causal = block.causalBase.map { $0 + (i - q0) } ?? -1
@@ -253,7 +254,10 @@ public enum Attention {
     static func int8(_ x: Inputs, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask, scale: Float,
                      pool: ThreadPool) throws -> Tensor? {
         if case .causal = mask { return nil }
-        guard d % 4 == 0, d <= 512 else { return nil }
+        // Without AVX-512 VNNI the kernel's portable path (the same bits) is scalar: tens of times
+        // slower than bf16's. It stays reachable where tests force a kernel level.
+        guard rq_has_vnni() != 0 || rq_forced_cpu_level() >= 0 else { return nil }
+        guard d % 4 == 0, d <= 512, scale.isFinite, scale > 0 else { return nil }
         let blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: .max)
         guard blocks.allSatisfy({ $0.keys.count <= int8Keys }) else { return nil }
         let out = try Tensor(uninitialized: [x.t, heads * d], what: "attention output")
@@ -282,7 +286,9 @@ public enum Attention {
                         pool.parallelRanges(workers) { r in
                             for w in r {
                                 for job in stride(from: w, to: jobs, by: workers) {
-                                    let head = job / perHead, i = q0 + job % perHead * 32
+                                    // Tiles rotated per head: a head's partial last tile falls to
+                                    // another worker each head.
+                                    let head = job / perHead, i = q0 + (job % perHead + head) % perHead * 32
                                     rq_attend_s8_tile(q8 + i * qw + head * d, qw, qsc + i * heads + head, heads,
                                                       min(32, b.queries.upperBound - i), packed + head / g * packBytes, sk, d, scale,
                                                       scratch + w * scratchBytes, out.pointer + i * qw + head * d, qw)

@@ -7,9 +7,15 @@ import Testing
 /// same bits on every CPU path and in any block of queries, non-finite inputs kept visible, and
 /// bf16's roundings where it does not apply.
 @Suite(.serialized) struct Int8AttentionTests {
+    /// Attention at the best kernel level, forced, so that int8 attention runs its kernel on any CPU
+    /// (unforced, CPUs without AVX-512 VNNI take bf16's path).
     static func run(_ q: Tensor, _ k: Tensor, _ v: Tensor, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask,
-                    precision: AttentionPrecision = .int8) throws -> Tensor {
-        try Attention.forward(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: d, mask: mask, precision: precision)
+                    precision: AttentionPrecision = .int8, scale: Float? = nil) throws -> Tensor {
+        let best = rq_set_cpu_level(-1)
+        rq_set_cpu_level(best)
+        defer { rq_set_cpu_level(-1) }
+        return try Attention.forward(q: q, k: k, v: v, heads: heads, kvHeads: kvHeads, headDim: d, mask: mask, scale: scale,
+                                     precision: precision)
     }
 
     /// Values that are not on a short cycle (Reference.pattern repeats every 2003): a mean, a
@@ -43,10 +49,11 @@ import Testing
 
     /// Head sizes of every P·V chunking (16: 1 vector, 72: 4 + a partial one, 80: 5, 128: 8, 256: two
     /// passes), GQA, segments off the 32-key and 4-key grids, offsets on every channel, peaked
-    /// scores; against exact attention (float64).
+    /// scores, segments over several 256-key blocks; against exact attention (float64).
     @Test(arguments: [(4, 2, 16, 45, 45, AttentionMask.blockDiagonal([0, 45]), Float(1)), (3, 3, 80, 70, 70, .blockDiagonal([0, 33, 70]), 1),
                       (2, 2, 72, 40, 45, .none, 2), (1, 1, 128, 9, 21, .none, 1), (2, 1, 256, 33, 37, .none, 1),
-                      (6, 2, 80, 100, 100, .blockDiagonal([0, 3, 64, 100]), 3), (2, 2, 4, 50, 50, .none, 1)])
+                      (6, 2, 80, 100, 100, .blockDiagonal([0, 3, 64, 100]), 3), (2, 2, 4, 50, 50, .none, 1),
+                      (1, 1, 80, 40, 600, .none, 1), (2, 1, 72, 37, 530, .none, 2)])
     func closeToExact(heads: Int, kvHeads: Int, d: Int, t: Int, s: Int, mask: AttentionMask, scale: Float) throws {
         let q = try Self.tensor(rows: t, width: heads * d, seed: 1, scale: scale)
         let k = try Self.tensor(rows: s, width: kvHeads * d, seed: 2, scale: 1, offset: 3)
@@ -54,22 +61,30 @@ import Testing
         let out = try Self.run(q, k, v, heads: heads, kvHeads: kvHeads, d: d, mask: mask)
         let exact = AttentionTests.exact(q, k, v, heads: heads, kvHeads: kvHeads, d: d, mask: mask)
         let error = relativeError(out.values, exact)
-        #expect(error < 0.03, "heads \(heads)/\(kvHeads), d \(d), \(t)×\(s), \(mask), scale \(scale): \(error)")
+        // 8-bit queries and keys move peaked scores most: 0.4–3.9 % of the largest output here.
+        #expect(error < 0.05, "heads \(heads)/\(kvHeads), d \(d), \(t)×\(s), \(mask), scale \(scale): \(error)")
     }
 
-    /// The VNNI kernel and the portable one give the same bits, and a query's result does not
-    /// depend on which other queries share its call.
-    @Test func sameBitsOnEveryPathAndInAnyBlock() throws {
-        let heads = 3, d = 80, t = 77, s = 77
+    /// The VNNI kernel and the portable one give the same bits (compared where the CPU has VNNI),
+    /// and a query's result does not depend on which other queries share its call; keys across
+    /// several 256-key blocks of the P·V product.
+    @Test(arguments: [77, 600])
+    func sameBitsOnEveryPathAndInAnyBlock(s: Int) throws {
+        let heads = 3, d = 80, t = s
         let q = try Self.tensor(rows: t, width: heads * d, seed: 4, scale: 2)
         let k = try Self.tensor(rows: s, width: heads * d, seed: 5, scale: 1, offset: 1)
         let v = try Self.tensor(rows: s, width: heads * d, seed: 6, scale: 1, offset: 1)
         let full = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: .none)
         let best = rq_set_cpu_level(-1)
         defer { rq_set_cpu_level(-1) }
+        if rq_has_vnni() != 0 {
+            // Unforced, the dispatch takes the VNNI kernel too.
+            let unforced = try Attention.forward(q: q, k: k, v: v, heads: heads, kvHeads: heads, headDim: d, mask: .none, precision: .int8)
+            #expect(unforced.values.map(\.bitPattern) == full.values.map(\.bitPattern))
+        }
         for level in 0...best {
             rq_set_cpu_level(level)
-            let other = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: .none)
+            let other = try Attention.forward(q: q, k: k, v: v, heads: heads, kvHeads: heads, headDim: d, mask: .none, precision: .int8)
             #expect(other.values.map(\.bitPattern) == full.values.map(\.bitPattern), "level \(level)")
         }
         rq_set_cpu_level(-1)
@@ -80,35 +95,37 @@ import Testing
         #expect(alone.values.map(\.bitPattern) == Array(full.values[(5 * w)..<(40 * w)]).map(\.bitPattern))
     }
 
-    /// A NaN or infinite key or value makes its segment's rows NaN (as one does in exact attention);
-    /// a NaN query its own row and head; other segments are untouched.
+    /// Non-finite inputs are made NaN, never hidden: a NaN or infinite key makes NaN the rows of its
+    /// segment for the query heads of its key/value head, a value its channel of them, a query its
+    /// own row and head; other segments and heads are untouched (here 4 query heads on 2
+    /// key/value heads).
     @Test func nonFiniteInputsStayVisible() throws {
-        let heads = 2, d = 16, t = 40, w = heads * d
+        let heads = 4, kvHeads = 2, d = 16, t = 40, w = heads * d, kw = kvHeads * d
         let q = try Self.tensor(rows: t, width: w, seed: 7, scale: 1)
-        let k = try Self.tensor(rows: t, width: w, seed: 8, scale: 1)
-        let v = try Self.tensor(rows: t, width: w, seed: 9, scale: 1)
+        let k = try Self.tensor(rows: t, width: kw, seed: 8, scale: 1)
+        let v = try Self.tensor(rows: t, width: kw, seed: 9, scale: 1)
         let mask = AttentionMask.blockDiagonal([0, 20, 40])
-        let clean = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: mask)
-        for (which, value) in [("k", Float.nan), ("v", .infinity), ("q", .nan)] {
+        let clean = try Self.run(q, k, v, heads: heads, kvHeads: kvHeads, d: d, mask: mask)
+        for (which, value) in [("k", Float.nan), ("k", -.infinity), ("v", .infinity), ("v", .nan), ("q", .nan), ("q", .infinity)] {
             var qv = q.values, kv = k.values, vv = v.values
             switch which {
-            case "k": kv[25 * w + 3] = value // segment 2, head 0
-            case "v": vv[25 * w + 3] = value
+            case "k": kv[25 * kw + d + 3] = value // segment 2, key/value head 1 (query heads 2, 3)
+            case "v": vv[25 * kw + d + 3] = value
             default: qv[25 * w + 3] = value // query 25, head 0
             }
-            let out = try Self.run(try Tensor(shape: [t, w], values: qv), try Tensor(shape: [t, w], values: kv),
-                                   try Tensor(shape: [t, w], values: vv), heads: heads, kvHeads: heads, d: d, mask: mask)
+            let out = try Self.run(try Tensor(shape: [t, w], values: qv), try Tensor(shape: [t, kw], values: kv),
+                                   try Tensor(shape: [t, kw], values: vv), heads: heads, kvHeads: kvHeads, d: d, mask: mask)
             for i in 0..<t {
                 for c in 0..<w {
                     let x = out.values[i * w + c]
                     let hit: Bool
                     switch which {
-                    case "k": hit = i >= 20 && c < d
-                    case "v": hit = i >= 20 && c == 3
+                    case "k": hit = i >= 20 && c >= 2 * d
+                    case "v": hit = i >= 20 && c >= 2 * d && c % d == 3
                     default: hit = i == 25 && c < d
                     }
-                    if hit { #expect(x.isNaN, "\(which): row \(i), value \(c) is \(x)") } else {
-                        #expect(x.bitPattern == clean.values[i * w + c].bitPattern, "\(which): row \(i), value \(c)")
+                    if hit { #expect(x.isNaN, "\(which) \(value): row \(i), value \(c) is \(x)") } else {
+                        #expect(x.bitPattern == clean.values[i * w + c].bitPattern, "\(which) \(value): row \(i), value \(c)")
                     }
                 }
             }
@@ -116,16 +133,18 @@ import Testing
     }
 
     /// Where int8 attention does not apply, the result is bf16's, bit for bit: a causal mask, a
-    /// head size that is not a multiple of 4, a segment beyond 65,536 keys.
+    /// head size that is not a multiple of 4 or above 512, a segment beyond 65,536 keys, a scale
+    /// that is not positive and finite.
     @Test func otherwiseBf16() throws {
-        for (heads, d, t, s, mask) in [(2, 16, 30, 30, AttentionMask.causal(offset: 0)), (2, 6, 30, 30, .none),
-                                       (1, 4, 2, Attention.int8Keys + 1, .none)] {
+        for (heads, d, t, s, mask, scale) in [(2, 16, 30, 30, AttentionMask.causal(offset: 0), Float?.none), (2, 6, 30, 30, .none, nil),
+                                              (1, 516, 9, 9, .none, nil), (1, 4, 2, Attention.int8Keys + 1, .none, nil),
+                                              (2, 16, 30, 30, .none, -0.25), (2, 16, 30, 30, .none, .infinity)] {
             let q = try Self.tensor(rows: t, width: heads * d, seed: 10, scale: 1)
             let k = try Self.tensor(rows: s, width: heads * d, seed: 11, scale: 1)
             let v = try Self.tensor(rows: s, width: heads * d, seed: 12, scale: 1)
-            let int8 = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: mask)
-            let bf16 = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: mask, precision: .bf16)
-            #expect(int8.values.map(\.bitPattern) == bf16.values.map(\.bitPattern), "d \(d), \(t)×\(s), \(mask)")
+            let int8 = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: mask, scale: scale)
+            let bf16 = try Self.run(q, k, v, heads: heads, kvHeads: heads, d: d, mask: mask, precision: .bf16, scale: scale)
+            #expect(int8.values.map(\.bitPattern) == bf16.values.map(\.bitPattern), "d \(d), \(t)×\(s), \(mask), scale \(String(describing: scale))")
         }
         // Just at the limit, int8's own result (not bf16's).
         let s = Attention.int8Keys

@@ -70,10 +70,10 @@ import Testing
         #expect(relativeError(withBias.values, f32) < 0.02, "\(relativeError(withBias.values, f32)) vs f32")
     }
 
-    /// Every batch the GEMV kernels block differently (1; 2–4: four weight rows × all vectors;
-    /// 5–8 and more: two rows × eight vectors a pass, a partial pass last) gives the scheme's value,
-    /// on row counts off the 4-row grid and rows off the 64-byte grid.
-    @Test(arguments: [(70, 1000), (9, 64), (131, 130)])
+    /// Every batch the GEMV kernels block differently (1: four weight rows a block; more: two rows ×
+    /// up to four vectors a pass, a partial pass last) gives the scheme's value, on odd row counts
+    /// (a last single row whatever the thread split) and rows off the 64-byte grid.
+    @Test(arguments: [(70, 1000), (9, 64), (131, 130), (64, 131)])
     func everyBatchIsExact(k: Int, n: Int) throws {
         let w = try Linear.quantize(Reference.f32Weight("w", Reference.pattern(n * k, seed: 14, scale: 0.3), shape: [n, k]))
         for m in 1...17 {
