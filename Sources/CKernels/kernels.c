@@ -1052,6 +1052,27 @@ static inline __attribute__((always_inline)) RQ_AVX512BF16 void attend_pv_tile(
         for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(acc + i * lda + c0 + 16 * c, c == NC - 1 ? last : 0xFFFF, a[i][c]);
 }
 
+/// A P·V pass over values c0…: its 16-value vectors (w ≤ 8), the mask of the last (head sizes
+/// not a multiple of 16), and the queries a tile takes so that w × queries accumulators fit.
+static inline __attribute__((always_inline)) void pv_chunk(size_t d, size_t c0, size_t *w, __mmask16 *last, size_t *nq) {
+    size_t nc = (d + 15) / 16;
+    *w = nc - c0 < 8 ? nc - c0 : 8;
+    *last = c0 + *w == nc && d % 16 ? (__mmask16)((1u << (d % 16)) - 1) : (__mmask16)0xFFFF;
+    *nq = *w <= 3 ? 8 : (*w == 4 ? 6 : (*w <= 6 ? 4 : 3));
+}
+/// tile(args…, queries, vectors) for a pass of w vectors, the queries as pv_chunk gives them.
+#define RQ_PV_TILES(tile, w, ...)                                        \
+    switch (w) {                                                         \
+    case 1: tile(__VA_ARGS__, 8, 1); break;                              \
+    case 2: tile(__VA_ARGS__, 8, 2); break;                              \
+    case 3: tile(__VA_ARGS__, 8, 3); break;                              \
+    case 4: tile(__VA_ARGS__, 6, 4); break;                              \
+    case 5: tile(__VA_ARGS__, 4, 5); break;                              \
+    case 6: tile(__VA_ARGS__, 4, 6); break;                              \
+    case 7: tile(__VA_ARGS__, 3, 7); break;                              \
+    default: tile(__VA_ARGS__, 3, 8); break;                             \
+    }
+
 /// acc [n rounded up to the row block, d] (rows lda apart) = P · V over the first `pairs` key
 /// pairs; probability rows past n must be zero. Keys go in blocks of 128 pairs, so that a block of
 /// packed values stays in L1 for every row block.
@@ -1061,22 +1082,11 @@ static RQ_AVX512BF16 void attend_pv_rows(const uint16_t *p, size_t ldp, const ui
     for (size_t j0 = 0; j0 < pairs; j0 += 128) {
         size_t j1 = j0 + 128 < pairs ? j0 + 128 : pairs;
         for (size_t c0 = 0; c0 < nc; c0 += 8) {
-            size_t w = nc - c0 < 8 ? nc - c0 : 8, cc = 16 * c0;
-            __mmask16 last = c0 + w == nc && d % 16 ? (__mmask16)((1u << (d % 16)) - 1) : (__mmask16)0xFFFF;
-            size_t nq = w <= 3 ? 8 : (w == 4 ? 6 : (w <= 6 ? 4 : 3));
+            size_t w, nq, cc = 16 * c0;
+            __mmask16 last;
+            pv_chunk(d, c0, &w, &last, &nq);
             for (size_t i = 0; i < n; i += nq) {
-                const uint16_t *pi = p + i * ldp;
-                float *ai = acc + i * lda;
-                switch (w) {
-                case 1: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 8, 1); break;
-                case 2: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 8, 2); break;
-                case 3: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 8, 3); break;
-                case 4: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 6, 4); break;
-                case 5: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 4, 5); break;
-                case 6: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 4, 6); break;
-                case 7: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 3, 7); break;
-                default: attend_pv_tile(pi, ldp, vp, d, cc, j0, j1, ai, lda, last, 3, 8); break;
-                }
+                RQ_PV_TILES(attend_pv_tile, w, p + i * ldp, ldp, vp, d, cc, j0, j1, acc + i * lda, lda, last)
             }
         }
     }
@@ -1412,22 +1422,11 @@ static RQ_AVX512VNNI void attend_s8_pv_rows(const uint8_t *p, size_t ldp, const 
     for (size_t g0 = 0; g0 < groups; g0 += RQ_S8_KB / 4) {
         size_t g1 = g0 + RQ_S8_KB / 4 < groups ? g0 + RQ_S8_KB / 4 : groups;
         for (size_t c0 = 0; c0 < nc; c0 += 8) {
-            size_t w = nc - c0 < 8 ? nc - c0 : 8, cc = 16 * c0;
-            __mmask16 last = c0 + w == nc && d % 16 ? (__mmask16)((1u << (d % 16)) - 1) : (__mmask16)0xFFFF;
-            size_t nq = w <= 3 ? 8 : (w == 4 ? 6 : (w <= 6 ? 4 : 3));
+            size_t w, nq, cc = 16 * c0;
+            __mmask16 last;
+            pv_chunk(d, c0, &w, &last, &nq);
             for (size_t i = 0; i < n; i += nq) {
-                const uint8_t *pi = p + i * ldp;
-                int32_t *ai = acc + i * lda;
-                switch (w) {
-                case 1: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 8, 1); break;
-                case 2: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 8, 2); break;
-                case 3: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 8, 3); break;
-                case 4: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 6, 4); break;
-                case 5: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 4, 5); break;
-                case 6: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 4, 6); break;
-                case 7: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 3, 7); break;
-                default: attend_s8_pv_tile(pi, ldp, vp, d, cc, g0, g1, ai, lda, last, 3, 8); break;
-                }
+                RQ_PV_TILES(attend_s8_pv_tile, w, p + i * ldp, ldp, vp, d, cc, g0, g1, acc + i * lda, lda, last)
             }
         }
     }
