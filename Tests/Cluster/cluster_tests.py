@@ -319,7 +319,11 @@ generation: {{max_new_tokens: 64}}
         f"the kill did not land mid-run: task {task} {state} with {done_before} of {shard_clips[k]} clips")
     log(f"slurm: task {task} killed ({state}) after {done_before} of {shard_clips[k]} clips")
     slurm.cmd(["scontrol", "requeue", task])
-    slurm.cmd(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=False)  # no requeue delay
+    # Not Slurm's long requeue delay, but not the same second either: slurmd refuses a launch whose
+    # credential is not newer (in whole seconds) than the kill's revocation of the job's credential
+    # ("Killing non-startable batch job: Job credential revoked", seen when the requeued task started
+    # 0.09 s after the kill).
+    slurm.cmd(["scontrol", "update", f"JobId={task}", "StartTime=now+2"], check=False)
 
     # The controller may still show the killed run's end (CANCELLED, or FAILED once its exit
     # status 130 is in) for a moment after the requeue: wait for the requeue itself (its restart
