@@ -916,7 +916,9 @@ _Static_assert(RQ_ATTEND_TQ == 32 && (RQ_ATTEND_TQ + 7) / 8 * 8 <= RQ_ATTEND_ROW
                (RQ_ATTEND_TQ + 3) / 4 * 4 <= RQ_ATTEND_ROWS && (RQ_ATTEND_TQ + 2) / 3 * 3 <= RQ_ATTEND_ROWS,
                "the probability and accumulator scratch must hold every P·V row block");
 
-size_t rq_attend_bf16_keys(size_t n_keys) { return (n_keys + 31) & ~(size_t)31; }
+/// Keys rounded up to a whole number of 32-key tiles: the packed layouts of both attention kernels.
+RQ_INLINE size_t attend_keys32(size_t n_keys) { return (n_keys + 31) & ~(size_t)31; }
+size_t rq_attend_bf16_keys(size_t n_keys) { return attend_keys32(n_keys); }
 
 /// kp [d/2][ldk][2]: for each pair of values, the pair of every key (ldk = keys rounded up to 32,
 /// zero keys after n_keys). vp [⌈n_keys/2⌉][d][2]: for each pair of consecutive keys, their
@@ -1150,14 +1152,12 @@ void rq_attend_bf16_tile(const uint16_t *q, size_t qs, size_t n_q, const uint16_
 #define RQ_S8_LOG2E 1.44269504088896341f
 #define RQ_S8_YMIN (-40.0f) /* 255 · 2^−40 rounds to 0 */
 
-size_t rq_attend_s8_keys(size_t n_keys) { return (n_keys + 31) & ~(size_t)31; }
-
 /// Offsets of the parts of a packed head: K s8 [d/4][ldk][4], the per-key offset correction
 /// (s32, 128·Σ k8) and scale (f32), V s8 [ldk/4][d][4], the per-channel scale and mean (f32),
 /// and one int flag (1: some key is inf or NaN; a value channel holding one has scale NaN).
 typedef struct { size_t k, corr, ks, v, vs, vm, bad, total; } s8_pack_layout;
 RQ_INLINE s8_pack_layout s8_layout(size_t n_keys, size_t d) {
-    size_t ldk = rq_attend_s8_keys(n_keys);
+    size_t ldk = attend_keys32(n_keys);
     s8_pack_layout l;
     l.k = 0;
     l.corr = l.k + ldk * d;
@@ -1174,7 +1174,7 @@ size_t rq_attend_s8_pack_bytes(size_t n_keys, size_t d) { return s8_layout(n_key
 /// Packs one head's keys and values (rows `stride` floats apart; d a multiple of 4, at most 512).
 RQ_INLINE void attend_pack_s8_body(const float *k, const float *v, size_t stride, size_t n_keys, size_t d, void *pack) {
     s8_pack_layout l = s8_layout(n_keys, d);
-    size_t ldk = rq_attend_s8_keys(n_keys);
+    size_t ldk = attend_keys32(n_keys);
     uint8_t *base = (uint8_t *)pack, *kp = base + l.k, *vp = base + l.v;
     int32_t *corr = (int32_t *)(base + l.corr);
     float *ks = (float *)(base + l.ks), *vs = (float *)(base + l.vs), *vm = (float *)(base + l.vm);
@@ -1246,7 +1246,7 @@ RQ_MULTIVERSION(attend_pack_s8, (const float *k, const float *v, size_t stride, 
 typedef struct { float *s; uint8_t *p; int32_t *acc, *sums; float *mx; size_t ld; } s8_scratch;
 RQ_INLINE s8_scratch s8_scratch_at(void *scratch, size_t n_keys, size_t d) {
     s8_scratch x;
-    x.ld = rq_attend_s8_keys(n_keys) + 16;
+    x.ld = attend_keys32(n_keys) + 16;
     x.s = (float *)scratch;
     x.p = (uint8_t *)(x.s + RQ_S8_TQ * x.ld);
     x.acc = (int32_t *)(x.p + RQ_S8_ROWS * x.ld);
@@ -1283,7 +1283,7 @@ static void attend_s8_block_plain(const uint8_t *q, size_t qs, const float *qsc,
     const int8_t *kp = (const int8_t *)(base + l.k), *vp = (const int8_t *)(base + l.v);
     const int32_t *corr = (const int32_t *)(base + l.corr);
     const float *ks = (const float *)(base + l.ks);
-    size_t ldk = rq_attend_s8_keys(n_keys);
+    size_t ldk = attend_keys32(n_keys);
     s8_scratch x = s8_scratch_at(scratch, n_keys, d);
     for (size_t i = 0; i < n_q; i++) {
         const uint8_t *qi = q + i * qs;
@@ -1318,7 +1318,7 @@ static void attend_s8_block_plain(const uint8_t *q, size_t qs, const float *qsc,
 }
 
 size_t rq_attend_s8_scratch(size_t n_keys, size_t d) {
-    size_t ld = rq_attend_s8_keys(n_keys) + 16;
+    size_t ld = attend_keys32(n_keys) + 16;
     return RQ_S8_TQ * ld * 4 + RQ_S8_ROWS * ld + RQ_S8_ROWS * d * 4 + RQ_S8_ROWS * 4 + RQ_S8_TQ * 64 + 64;
 }
 
@@ -1439,7 +1439,7 @@ static RQ_AVX512VNNI void attend_s8_block(const uint8_t *q, size_t qs, const flo
                                           float *out, size_t os) {
     s8_pack_layout l = s8_layout(n_keys, d);
     const uint8_t *base = (const uint8_t *)pack;
-    size_t ldk = rq_attend_s8_keys(n_keys);
+    size_t ldk = attend_keys32(n_keys);
     s8_scratch x = s8_scratch_at(scratch, n_keys, d);
     const int32_t *corr = (const int32_t *)(base + l.corr);
     const float *ks = (const float *)(base + l.ks);

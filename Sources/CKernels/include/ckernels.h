@@ -129,8 +129,7 @@ size_t rq_attend_bf16_scratch(size_t n_keys, size_t d);
 void rq_attend_bf16_tile(const uint16_t *q, size_t qs, size_t n_q, const uint16_t *kp, const uint16_t *vp, size_t n_keys,
                          size_t d, float scale, long causal_base, void *scratch, float *out, size_t os);
 /// int8 attention in tiles (see kernels.c), for int8 vision towers: 8-bit queries, keys, values
-/// and probabilities, integer products. Keys padded for the packed layout: n_keys rounded up to 32.
-size_t rq_attend_s8_keys(size_t n_keys);
+/// and probabilities, integer products.
 /// Bytes of one head's packed keys and values.
 size_t rq_attend_s8_pack_bytes(size_t n_keys, size_t d);
 /// Packs one head's n_keys f32 keys and values (rows `stride` floats apart; d a multiple of 4, at
