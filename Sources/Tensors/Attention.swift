@@ -71,7 +71,7 @@ public enum Attention {
     public static func forward(q: Tensor, k: Tensor, v: Tensor, heads: Int, kvHeads: Int, headDim d: Int,
                                mask: AttentionMask, scale: Float? = nil, precision: AttentionPrecision = .f32,
                                scratch: AttentionScratch? = nil, maxScoreFloats: Int = scoreBudget,
-                               tiles: Bool = true, pool: ThreadPool = .shared) throws -> Tensor {
+                               tiles: Bool = true, into output: Tensor? = nil, pool: ThreadPool = .shared) throws -> Tensor {
         let t = q.count / (heads * d), s = k.count / (kvHeads * d)
         guard heads % kvHeads == 0, q.count == t * heads * d, k.count == s * kvHeads * d, v.count == k.count else {
             throw TensorError.shapeMismatch(operation: "attention", expected: "q [T, \(heads)·\(d)], k/v [S, \(kvHeads)·\(d)]",
@@ -79,14 +79,15 @@ public enum Attention {
         }
         let inputs = Inputs(q: q.pointer, k: k.pointer, v: v.pointer, qs: heads * d, ks: kvHeads * d, t: t, s: s)
         return try run(inputs, heads: heads, kvHeads: kvHeads, d: d, mask: mask, scale: scale, precision: precision,
-                       scratch: scratch, budget: maxScoreFloats, tiles: tiles, pool: pool)
+                       scratch: scratch, budget: maxScoreFloats, tiles: tiles, output: output, pool: pool)
     }
 
     /// Self-attention over a fused projection: each row of `qkv` [T, 3·heads·D] holds q, k and v
     /// (as an nn.Linear with 3× the width produces them); read in place, without splitting.
     public static func forward(qkv: Tensor, heads: Int, headDim d: Int, mask: AttentionMask, scale: Float? = nil,
                                precision: AttentionPrecision = .f32, scratch: AttentionScratch? = nil,
-                               maxScoreFloats: Int = scoreBudget, pool: ThreadPool = .shared) throws -> Tensor {
+                               maxScoreFloats: Int = scoreBudget, into output: Tensor? = nil,
+                               pool: ThreadPool = .shared) throws -> Tensor {
         let w = heads * d
         guard qkv.rank == 2, qkv.shape[1] == 3 * w else {
             throw TensorError.shapeMismatch(operation: "attention", expected: "qkv [T, 3·\(heads)·\(d)]", got: "\(qkv.shape)")
@@ -94,7 +95,7 @@ public enum Attention {
         let t = qkv.shape[0]
         let inputs = Inputs(q: qkv.pointer, k: qkv.pointer + w, v: qkv.pointer + 2 * w, qs: 3 * w, ks: 3 * w, t: t, s: t)
         return try run(inputs, heads: heads, kvHeads: heads, d: d, mask: mask, scale: scale, precision: precision,
-                       scratch: scratch, budget: maxScoreFloats, pool: pool)
+                       scratch: scratch, budget: maxScoreFloats, output: output, pool: pool)
     }
 
     /// Where q, k and v rows are: `qs` / `ks` floats apart.
@@ -112,14 +113,19 @@ public enum Attention {
     /// `tiles`: false keeps bf16 attention on oneDNN's products (tests and `bench kernels` compare the two).
     static func run(_ x: Inputs, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask, scale: Float?,
                     precision: AttentionPrecision, scratch: AttentionScratch?, budget: Int, tiles: Bool = true,
-                    pool: ThreadPool) throws -> Tensor {
+                    output: Tensor? = nil, pool: ThreadPool) throws -> Tensor {
         let scale = scale ?? 1 / Float(d).squareRoot()
+        let out = try output.map { o in
+            guard o.count == x.t * heads * d else {
+                throw TensorError.shapeMismatch(operation: "attention", expected: "an output of [\(x.t), \(heads)·\(d)]", got: "\(o.shape)")
+            }
+            return o
+        } ?? Tensor(uninitialized: [x.t, heads * d], what: "attention output")
         if precision == .int8 {
-            if let out = try int8(x, heads: heads, kvHeads: kvHeads, d: d, mask: mask, scale: scale, pool: pool) { return out }
+            if try int8(x, heads: heads, kvHeads: kvHeads, d: d, mask: mask, scale: scale, out: out, pool: pool) { return out }
             return try run(x, heads: heads, kvHeads: kvHeads, d: d, mask: mask, scale: scale, precision: .bf16, scratch: scratch,
-                           budget: budget, tiles: tiles, pool: pool)
+                           budget: budget, tiles: tiles, output: out, pool: pool)
         }
-        let out = try Tensor(uninitialized: [x.t, heads * d], what: "attention output")
         // With AVX-512 BF16 and an even head_dim, bf16 takes the tile kernel, which keeps each
         // block of scores in cache (one block per mask segment). Each thread's scores for 32
         // queries stay within the score budget; past it (tens of thousands of keys), oneDNN's blocks.
@@ -248,19 +254,18 @@ public enum Attention {
     /// fits 32 bits.
     static let int8Keys = 65_536
 
-    /// int8 attention by `rq_attend_s8_tile`, or nil where it does not apply (see
+    /// int8 attention by `rq_attend_s8_tile` into `out`, or false where it does not apply (see
     /// `AttentionPrecision.int8`). Queries are quantized once; each segment's key/value heads are
     /// packed once, then jobs of up to 32 queries of one head.
     static func int8(_ x: Inputs, heads: Int, kvHeads: Int, d: Int, mask: AttentionMask, scale: Float,
-                     pool: ThreadPool) throws -> Tensor? {
-        if case .causal = mask { return nil }
+                     out: Tensor, pool: ThreadPool) throws -> Bool {
+        if case .causal = mask { return false }
         // Without AVX-512 VNNI the kernel's portable path (the same bits) is scalar: tens of times
         // slower than bf16's. It stays reachable where tests force a kernel level.
-        guard rq_has_vnni() != 0 || rq_forced_cpu_level() >= 0 else { return nil }
-        guard d % 4 == 0, d <= 512, scale.isFinite, scale > 0 else { return nil }
+        guard rq_has_vnni() != 0 || rq_forced_cpu_level() >= 0 else { return false }
+        guard d % 4 == 0, d <= 512, scale.isFinite, scale > 0 else { return false }
         let blocks = try Self.blocks(t: x.t, s: x.s, heads: heads, mask: mask, budget: .max)
-        guard blocks.allSatisfy({ $0.keys.count <= int8Keys }) else { return nil }
-        let out = try Tensor(uninitialized: [x.t, heads * d], what: "attention output")
+        guard blocks.allSatisfy({ $0.keys.count <= int8Keys }) else { return false }
         let g = heads / kvHeads, qw = heads * d, scalesAt = (x.t * qw + 63) / 64 * 64
         let workers = pool.threads
         try ScratchPool.shared.withBuffer(bytes: scalesAt + x.t * heads * 4) { buffer in
@@ -299,7 +304,7 @@ public enum Attention {
                 }
             }
         }
-        return out
+        return true
     }
 
     static func direct(_ x: Inputs, out: Tensor, heads: Int, kvHeads: Int, d: Int,

@@ -185,10 +185,8 @@ public struct CacheSegments {
             return try Attention.forward(q: q, k: Tensor(storage: c.keys[l].storage, offset: 0, shape: [past + n, kvw]),
                                          v: Tensor(storage: c.values[l].storage, offset: 0, shape: [past + n, kvw]),
                                          heads: heads, kvHeads: kvHeads, headDim: hd, mask: .causal(offset: past),
-                                         precision: precision, scratch: scratch, pool: pool)
+                                         precision: precision, scratch: scratch, into: out, pool: pool)
         }
-        // A single segment's pass has no separate output buffer (its new rows went in place).
-        let out = single == nil ? out : try Tensor(uninitialized: [total, qw], what: "attention output")
         var groups: [(prefix: KVPrefix, rows: [Attention.PrefixQuery])] = []
         var row = 0
         for (c, n) in zip(caches, rows) {
@@ -203,9 +201,9 @@ public struct CacheSegments {
                                               values: c.values[l].pointer, ownCount: own + 1)
                 if let i = groups.firstIndex(where: { $0.prefix === p }) { groups[i].rows.append(r) } else { groups.append((p, [r])) }
             } else {
-                let attended = try Self.attendAlone(c, layer: l, q: query, rows: n, heads: heads, kvHeads: kvHeads, headDim: hd,
-                                                    precision: precision, scratch: scratch, pool: pool)
-                (out.pointer + row * qw).update(from: attended.pointer, count: n * qw)
+                try Self.attendAlone(c, layer: l, q: query, rows: n, heads: heads, kvHeads: kvHeads, headDim: hd, precision: precision,
+                                     scratch: scratch, into: Tensor(storage: out.storage, offset: out.offset + row * qw, shape: [n, qw]),
+                                     pool: pool)
             }
             row += n
         }
@@ -218,16 +216,18 @@ public struct CacheSegments {
     }
 
     /// Causal attention of `n` new rows (already in the cache's own rows) over all of `c`'s keys
-    /// and values, as one `Attention.forward`: in place without a shared prefix, else over a
-    /// contiguous copy of the prefix and the own rows.
+    /// and values, as one `Attention.forward` into `out` [n, heads·headDim]: in place without a
+    /// shared prefix, else over a contiguous copy of the prefix and the own rows.
     private static func attendAlone(_ c: KVCache, layer l: Int, q: Tensor, rows n: Int, heads: Int, kvHeads: Int, headDim hd: Int,
-                                    precision: AttentionPrecision, scratch: AttentionScratch, pool: ThreadPool) throws -> Tensor {
+                                    precision: AttentionPrecision, scratch: AttentionScratch, into out: Tensor,
+                                    pool: ThreadPool) throws {
         let kvw = kvHeads * hd, past = c.count, total = past + n
         guard let p = c.prefix else {
-            return try Attention.forward(q: q, k: Tensor(storage: c.keys[l].storage, offset: 0, shape: [total, kvw]),
-                                         v: Tensor(storage: c.values[l].storage, offset: 0, shape: [total, kvw]),
-                                         heads: heads, kvHeads: kvHeads, headDim: hd, mask: .causal(offset: past),
-                                         precision: precision, scratch: scratch, pool: pool)
+            _ = try Attention.forward(q: q, k: Tensor(storage: c.keys[l].storage, offset: 0, shape: [total, kvw]),
+                                      v: Tensor(storage: c.values[l].storage, offset: 0, shape: [total, kvw]),
+                                      heads: heads, kvHeads: kvHeads, headDim: hd, mask: .causal(offset: past),
+                                      precision: precision, scratch: scratch, into: out, pool: pool)
+            return
         }
         let (floats, overflow) = total.multipliedReportingOverflow(by: 2 * kvw)
         guard !overflow else { throw TensorError.allocationFailed(what: "KV rows", size: "\(total) × \(2 * kvw) floats") }
@@ -239,8 +239,8 @@ public struct CacheSegments {
         values.pointer.update(from: p.values[l].pointer, count: p.count * kvw)
         (keys.pointer + p.count * kvw).update(from: c.keys[l].pointer, count: own * kvw)
         (values.pointer + p.count * kvw).update(from: c.values[l].pointer, count: own * kvw)
-        return try Attention.forward(q: q, k: keys, v: values, heads: heads, kvHeads: kvHeads, headDim: hd, mask: .causal(offset: past),
-                                     precision: precision, scratch: scratch, pool: pool)
+        _ = try Attention.forward(q: q, k: keys, v: values, heads: heads, kvHeads: kvHeads, headDim: hd, mask: .causal(offset: past),
+                                  precision: precision, scratch: scratch, into: out, pool: pool)
     }
 
     /// After the pass: every cache holds its new rows.

@@ -155,4 +155,36 @@ import Testing
         #expect(int8.values.map(\.bitPattern) != bf16.values.map(\.bitPattern))
         #expect(relativeError(int8.values, bf16.values) < 0.05)
     }
+
+    /// An output buffer given to attention (the towers and the decoder reuse one per pass) gets
+    /// the same bits as a fresh result on every path, is what comes back, and must be the
+    /// output's size.
+    @Test func intoAGivenBuffer() throws {
+        let best = rq_set_cpu_level(-1)
+        rq_set_cpu_level(best)
+        defer { rq_set_cpu_level(-1) }
+        let heads = 2, d = 16, t = 40
+        let qkv = try Self.tensor(rows: t, width: 3 * heads * d, seed: 21, scale: 1)
+        let q = try Self.tensor(rows: t, width: heads * d, seed: 22, scale: 1)
+        let k = try Self.tensor(rows: t, width: d, seed: 23, scale: 1), v = try Self.tensor(rows: t, width: d, seed: 24, scale: 1)
+        for precision in [AttentionPrecision.f32, .bf16, .int8] {
+            for mask in [AttentionMask.blockDiagonal([0, 17, 40]), .causal(offset: 0), .none] {
+                let buffer = try Tensor(shape: [t, heads * d], values: [Float](repeating: .nan, count: t * heads * d))
+                let fresh = try Attention.forward(qkv: qkv, heads: heads, headDim: d, mask: mask, precision: precision)
+                let given = try Attention.forward(qkv: qkv, heads: heads, headDim: d, mask: mask, precision: precision, into: buffer)
+                #expect(given.storage === buffer.storage)
+                #expect(buffer.values.map(\.bitPattern) == fresh.values.map(\.bitPattern), "\(precision), \(mask)")
+
+                let gqaBuffer = try Tensor(shape: [t, heads * d], values: [Float](repeating: .nan, count: t * heads * d))
+                let gqaFresh = try Attention.forward(q: q, k: k, v: v, heads: heads, kvHeads: 1, headDim: d, mask: mask, precision: precision)
+                _ = try Attention.forward(q: q, k: k, v: v, heads: heads, kvHeads: 1, headDim: d, mask: mask, precision: precision,
+                                          into: gqaBuffer)
+                #expect(gqaBuffer.values.map(\.bitPattern) == gqaFresh.values.map(\.bitPattern), "GQA, \(precision), \(mask)")
+            }
+        }
+        let short = try Tensor(uninitialized: [t - 1, heads * d])
+        #expect(throws: TensorError.self) {
+            try Attention.forward(qkv: qkv, heads: heads, headDim: d, mask: .none, precision: .int8, into: short)
+        }
+    }
 }

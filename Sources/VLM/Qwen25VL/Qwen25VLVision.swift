@@ -156,6 +156,8 @@ public final class Qwen25VLVision: @unchecked Sendable {
         let gate = try Tensor(uninitialized: [n, inter], what: "vision MLP gate")
         let up = try Tensor(uninitialized: [n, inter], what: "vision MLP up")
         let normed = try Tensor(uninitialized: [n, e], what: "vision norm")
+        // Reused by every block: a fresh tensor of this size faults its pages in again each time.
+        let attendedRows = try Tensor(uninitialized: [n, heads * hd], what: "vision attention output")
         let full = Set(c.fullattBlockIndexes)
         var profile = StageTimer(enabled: StageTimer.requested)
         defer { profile.report("vision") }
@@ -169,7 +171,7 @@ public final class Qwen25VLVision: @unchecked Sendable {
             Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             let attended = try Attention.forward(qkv: qkv, heads: heads, headDim: hd,
                                                  mask: .blockDiagonal(full.contains(i) ? cuFull : cuWindow),
-                                                 precision: dtype.towerAttention, scratch: scratch, pool: pool)
+                                                 precision: dtype.towerAttention, scratch: scratch, into: attendedRows, pool: pool)
             profile.mark("attn")
             try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
             Ops.add(x, proj, pool: pool)

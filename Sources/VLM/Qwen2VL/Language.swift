@@ -108,8 +108,10 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
         let q = try buffer("q", [t, heads * hd])
         let gate = try buffer("gate", [t, c.intermediateSize]), up = try buffer("up", [t, c.intermediateSize])
         let out = try buffer("out", [t, h])
-        let (kBuffer, vBuffer, attendedBuffer) = rowwise
-            ? (try buffer("k", [t, kvw]), try buffer("v", [t, kvw]), try buffer("attended", [t, heads * hd])) : (q, q, q)
+        // k and v of a single segment go straight into its cache; the attention output always has a
+        // buffer of its own (a fresh one each layer would fault its pages in again).
+        let (kBuffer, vBuffer) = rowwise ? (try buffer("k", [t, kvw]), try buffer("v", [t, kvw])) : (q, q)
+        let attendedBuffer = try buffer("attended", [t, heads * hd])
         var profile = StageTimer(enabled: StageTimer.requested && t > 1)
         defer { profile.report("language (\(t) tokens)") }
         for (l, layer) in layers.enumerated() {

@@ -128,6 +128,8 @@ public final class Qwen2VLVision: @unchecked Sendable {
         let proj = try Tensor(uninitialized: [n, e], what: "vision projection")
         let hidden = try Tensor(uninitialized: [n, c.mlpHiddenDim], what: "vision MLP")
         let normed = try Tensor(uninitialized: [n, e], what: "vision norm")
+        // Reused by every block: a fresh tensor of this size faults its pages in again each time.
+        let attendedRows = try Tensor(uninitialized: [n, heads * hd], what: "vision attention output")
         var profile = StageTimer(enabled: StageTimer.requested)
         func mark(_ stage: String) { profile.mark(stage) }
         defer { profile.report("vision") }
@@ -142,7 +144,7 @@ public final class Qwen2VLVision: @unchecked Sendable {
             Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             mark("rope")
             let attended = try Attention.forward(qkv: qkv, heads: heads, headDim: hd, mask: .blockDiagonal(cuSeqlens),
-                                                 precision: dtype.towerAttention, scratch: scratch, pool: pool)
+                                                 precision: dtype.towerAttention, scratch: scratch, into: attendedRows, pool: pool)
             mark("attn")
             try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
             mark("proj")

@@ -111,8 +111,10 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
         let q = try buffer("q", [t, heads * hd])
         let gate = try buffer("gate", [t, c.intermediateSize]), up = try buffer("up", [t, c.intermediateSize])
         let out = try buffer("out", [t, h])
-        let (kBuffer, vBuffer, attendedBuffer) = rowwise
-            ? (try buffer("k", [t, kvw]), try buffer("v", [t, kvw]), try buffer("attended", [t, heads * hd])) : (q, q, q)
+        // k and v of a single segment go straight into its cache; the attention output always has a
+        // buffer of its own (a fresh one each layer would fault its pages in again).
+        let (kBuffer, vBuffer) = rowwise ? (try buffer("k", [t, kvw]), try buffer("v", [t, kvw])) : (q, q)
+        let attendedBuffer = try buffer("attended", [t, heads * hd])
         for (l, layer) in layers.enumerated() {
             _ = try Ops.rmsNorm(x, weight: layer.inputNorm, eps: eps, into: normed, pool: pool)
             try Linear.forward(normed, layer.q, into: q, rows: t, rowwise: rowwise, pool: pool)

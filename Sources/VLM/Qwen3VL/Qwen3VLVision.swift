@@ -136,6 +136,8 @@ public final class Qwen3VLVision: @unchecked Sendable {
         let proj = try Tensor(uninitialized: [n, e], what: "vision projection")
         let hidden = try Tensor(uninitialized: [n, c.intermediateSize], what: "vision MLP")
         let normed = try Tensor(uninitialized: [n, e], what: "vision norm")
+        // Reused by every block: a fresh tensor of this size faults its pages in again each time.
+        let attendedRows = try Tensor(uninitialized: [n, heads * hd], what: "vision attention output")
         var deepstack: [Tensor] = []
         var profile = StageTimer(enabled: StageTimer.requested)
         defer { profile.report("vision") }
@@ -148,7 +150,7 @@ public final class Qwen3VLVision: @unchecked Sendable {
             Ops.rotaryRotateHalf(qkv.pointer, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
             let attended = try Attention.forward(qkv: qkv, heads: heads, headDim: hd, mask: .blockDiagonal(cuSeqlens),
-                                                 precision: dtype.towerAttention, scratch: scratch, pool: pool)
+                                                 precision: dtype.towerAttention, scratch: scratch, into: attendedRows, pool: pool)
             profile.mark("attn")
             try Linear.forward(attended, block.proj, bias: block.projBias, into: proj, rows: n, pool: pool)
             Ops.add(x, proj, pool: pool)
