@@ -784,10 +784,55 @@ RQ_INLINE RQ_AVX512 float partial_hsum16(__m512 a) {
     return _mm_cvtss_f32(s4);
 }
 
+/// Scores of nx queries (rows head_dim apart) × 16 / nx keys (rows kv_stride apart) into scores
+/// (rows ld apart): each one scale · partial_hsum16(Σ_c q[c]·k[c]), the chunk products chained in
+/// order as everywhere in this kernel. The 16 horizontal sums run together, in partial_hsum16's
+/// order of additions (lanes paired i + 8, then i + 4, i + 2, i + 1; a + b = b + a exactly), so
+/// every score has the same bits as one summed alone: lane L of the reduction holds input
+/// 4·(L mod 4) + L / 4, and lane x·(16 / nx) + y is query x, key y.
+RQ_INLINE RQ_AVX512 void partial_scores16(const float *q, size_t head_dim, const float *k, size_t kv_stride, size_t chunks,
+                                          int nx, float scale, float *scores, size_t ld) {
+    const int ny = 16 / nx;
+    __m512 a[16];
+    for (int i = 0; i < 16; i++) a[i] = _mm512_setzero_ps();
+    for (size_t c = 0; c < chunks; c++) {
+        __m512 kc[16];
+        for (int y = 0; y < ny; y++) kc[y] = _mm512_loadu_ps(k + y * kv_stride + 16 * c);
+        for (int x = 0; x < nx; x++) {
+            __m512 qc = _mm512_loadu_ps(q + x * head_dim + 16 * c);
+            for (int y = 0; y < ny; y++) {
+                int lane = x * ny + y, in = 4 * (lane % 4) + lane / 4;
+                a[in] = _mm512_fmadd_ps(qc, kc[y], a[in]);
+            }
+        }
+    }
+    __m512 t1[8], t2[4], t3[2];
+    for (int i = 0; i < 8; i++)
+        t1[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x44), _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; i++)
+        t2[i] = _mm512_add_ps(_mm512_shuffle_f32x4(t1[2 * i], t1[2 * i + 1], 0x88), _mm512_shuffle_f32x4(t1[2 * i], t1[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++)
+        t3[i] = _mm512_add_ps(_mm512_shuffle_ps(t2[2 * i], t2[2 * i + 1], 0x44), _mm512_shuffle_ps(t2[2 * i], t2[2 * i + 1], 0xEE));
+    __m512 sums = _mm512_mul_ps(_mm512_add_ps(_mm512_shuffle_ps(t3[0], t3[1], 0x88), _mm512_shuffle_ps(t3[0], t3[1], 0xDD)),
+                                _mm512_set1_ps(scale));
+    if (nx == 1) {
+        _mm512_storeu_ps(scores, sums);
+    } else if (nx == 2) {
+        _mm256_storeu_ps(scores, _mm512_castps512_ps256(sums));
+        _mm256_storeu_ps(scores + ld, _mm512_extractf32x8_ps(sums, 1));
+    } else {
+        _mm_storeu_ps(scores, _mm512_castps512_ps128(sums));
+        _mm_storeu_ps(scores + ld, _mm512_extractf32x4_ps(sums, 1));
+        _mm_storeu_ps(scores + 2 * ld, _mm512_extractf32x4_ps(sums, 2));
+        _mm_storeu_ps(scores + 3 * ld, _mm512_extractf32x4_ps(sums, 3));
+    }
+}
+
 /// `attend_partial_body` for head_dim a multiple of 16, with explicit arithmetic per query:
 /// a score is scale · hsum16(acc) with acc = fma(q[c], k[c], acc) over the 16-float chunks c in
-/// order; acc[h][i] = fma(p_j, v_j[i], acc[h][i]) over the keys j in order. Blocks of 4 queries ×
-/// 4 keys (scores) and of 32 keys × 128 values (the weighted sum) only change which registers
+/// order; acc[h][i] = fma(p_j, v_j[i], acc[h][i]) over the keys j in order. Blocks of 16 scores
+/// (4 queries × 4 keys, 2 × 8 or 1 × 16, reduced together; 4 × 4 and 1 × 4 for the last keys) and
+/// of 32 keys × 128 values for one or two queries (the weighted sum) only change which registers
 /// hold which chains, never a chain, so a query's result does not depend on n_q.
 static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride,
                                             size_t n_keys, size_t head_dim, float scale, float *scores, float *acc,
@@ -798,6 +843,18 @@ static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const fl
     }
     size_t ld = partial_ld(n_keys), chunks = head_dim / 16;
     size_t j = 0;
+    // Blocks of 16 keys: 4 queries × 4 keys, then 2 × 8 and 1 × 16 for the last queries.
+    for (; j + 16 <= n_keys; j += 16) {
+        const float *kj = k + j * kv_stride;
+        size_t h = 0;
+        for (; h + 4 <= n_q; h += 4)
+            for (size_t y = 0; y < 16; y += 4)
+                partial_scores16(q + h * head_dim, head_dim, kj + y * kv_stride, kv_stride, chunks, 4, scale, scores + h * ld + j + y, ld);
+        for (; h + 2 <= n_q; h += 2)
+            for (size_t y = 0; y < 16; y += 8)
+                partial_scores16(q + h * head_dim, head_dim, kj + y * kv_stride, kv_stride, chunks, 2, scale, scores + h * ld + j + y, ld);
+        for (; h < n_q; h++) partial_scores16(q + h * head_dim, head_dim, kj, kv_stride, chunks, 1, scale, scores + h * ld + j, ld);
+    }
     for (; j + 4 <= n_keys; j += 4) {
         const float *k0 = k + j * kv_stride, *k1 = k0 + kv_stride, *k2 = k1 + kv_stride, *k3 = k2 + kv_stride;
         size_t h = 0;
@@ -842,7 +899,33 @@ static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const fl
     for (size_t i = 0; i < n_q * head_dim; i++) acc[i] = 0;
     for (size_t j0 = 0; j0 < n_keys; j0 += 32) {
         size_t j1 = j0 + 32 < n_keys ? j0 + 32 : n_keys;
-        for (size_t h = 0; h < n_q; h++) {
+        size_t h = 0;
+        // Two queries at a time share each load of v (each keeps its own chains).
+        for (; head_dim % 128 == 0 && h + 2 <= n_q; h += 2) {
+            const float *p0 = scores + h * ld, *p1 = p0 + ld;
+            float *a0 = acc + h * head_dim, *a1 = a0 + head_dim;
+            for (size_t c0 = 0; c0 < head_dim; c0 += 128) {
+                __m512 r0[8], r1[8];
+                for (int x = 0; x < 8; x++) {
+                    r0[x] = _mm512_loadu_ps(a0 + c0 + 16 * x);
+                    r1[x] = _mm512_loadu_ps(a1 + c0 + 16 * x);
+                }
+                for (size_t jj = j0; jj < j1; jj++) {
+                    __m512 b0 = _mm512_set1_ps(p0[jj]), b1 = _mm512_set1_ps(p1[jj]);
+                    const float *vj = v + jj * kv_stride + c0;
+                    for (int x = 0; x < 8; x++) {
+                        __m512 vx = _mm512_loadu_ps(vj + 16 * x);
+                        r0[x] = _mm512_fmadd_ps(b0, vx, r0[x]);
+                        r1[x] = _mm512_fmadd_ps(b1, vx, r1[x]);
+                    }
+                }
+                for (int x = 0; x < 8; x++) {
+                    _mm512_storeu_ps(a0 + c0 + 16 * x, r0[x]);
+                    _mm512_storeu_ps(a1 + c0 + 16 * x, r1[x]);
+                }
+            }
+        }
+        for (; h < n_q; h++) {
             const float *ph = scores + h * ld;
             float *ah = acc + h * head_dim;
             size_t c0 = 0;

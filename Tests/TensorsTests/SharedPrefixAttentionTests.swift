@@ -11,7 +11,8 @@ import Testing
         (0..<n).map { i in Float(((i &* 7919 &+ seed &* 104_729) % 2003) - 1001) / 400 }
     }
 
-    @Test(arguments: [(6, 2, 40, 37), (4, 4, 16, 0), (16, 8, 128, 300), (3, 1, 8, 1), (6, 2, 48, 37), (12, 2, 144, 33)])
+    @Test(arguments: [(6, 2, 40, 37), (4, 4, 16, 0), (16, 8, 128, 300), (3, 1, 8, 1), (6, 2, 48, 37), (12, 2, 144, 33),
+                      (12, 2, 128, 100), (2, 2, 128, 45)])
     func equalsAttentionOverJoinedKeysAndIgnoresCompanions(heads: Int, kvHeads: Int, d: Int, prefix: Int) throws {
         let kvw = kvHeads * d, qw = heads * d
         let own = [1, 3, 8, 2, 5]
