@@ -419,7 +419,7 @@ public final class Runner: @unchecked Sendable {
         // together with those of the other clips in flight (`generation.batch` sequences); each
         // clip is stored, in one transaction, as soon as its last answer is done.
         var state = VideoState()
-        let batch = model.model.answerBatch(capacity: spec.generation.batch)
+        let batch = model.model.answerBatch(capacity: spec.decodingBatch)
         let flight = Flight()
         var doneVideos = 0, tokens = 0
         let started = Date()

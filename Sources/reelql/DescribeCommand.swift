@@ -21,7 +21,7 @@ struct GenerationOptionGroup: ParsableArguments {
     @Option(parsing: .unconditional, help: "Random seed for sampling (a whole number ≥ 0).")
     var seed: UInt64 = 0
     @Option(parsing: .unconditional, help: "Prompts decoding together, \(GenerationParameters.batchRange.lowerBound)–\(GenerationParameters.batchRange.upperBound), one pass over the weights per step (1: one after another; outputs are the same).")
-    var batch: Int = PipelineSpec.Generation.defaultBatch
+    var batch: Int = PipelineSpec.Generation.defaultBatch(dtype: nil)
 
     func validate() throws {
         try requireOption("--max-new-tokens", maxNewTokens, maxNewTokens >= 1, "at least 1")

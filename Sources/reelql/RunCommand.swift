@@ -31,7 +31,7 @@ struct RunCommand: ParsableCommand {
     var dtype: ComputeDType?
     @Option(name: .customLong("vision-dtype"), help: "The vision tower's precision (overrides vision_dtype; default: --dtype), e.g. bf16 with --dtype int8.")
     var visionDType: ComputeDType?
-    @Option(parsing: .unconditional, help: "Sequences decoding together, \(GenerationParameters.batchRange.lowerBound)–\(GenerationParameters.batchRange.upperBound) (overrides generation.batch; default \(PipelineSpec.Generation.defaultBatch); 1: one at a time).")
+    @Option(parsing: .unconditional, help: "Sequences decoding together, \(GenerationParameters.batchRange.lowerBound)–\(GenerationParameters.batchRange.upperBound) (overrides generation.batch; default \(PipelineSpec.Generation.defaultBatch(dtype: .bf16)), \(PipelineSpec.Generation.defaultBatch(dtype: .int8)) with int8 weights; 1: one at a time).")
     var batch: Int?
     @Option(parsing: .unconditional, help: "Clip length in seconds (overrides clips.seconds).")
     var clipSeconds: Double?

@@ -260,7 +260,13 @@ import Testing
     /// Sampling defaults are sized for a CPU; `max_pixels: null` leaves the processor's limit alone.
     @Test func cpuDefaultsAndAnExplicitNoCap() throws {
         let defaults = try PipelineSpec.parse("inputs: {paths: [v]}", path: "s.yaml")
-        #expect(defaults.sampling.fps == 1 && defaults.sampling.maxPixels == 448 * 448 && defaults.generation.batch == 8)
+        #expect(defaults.sampling.fps == 1 && defaults.sampling.maxPixels == 448 * 448 && defaults.decodingBatch == 8)
+        // The decoding batch's default follows the language model's precision; a spec's own stays.
+        let int8 = try PipelineSpec.parse("inputs: {paths: [v]}\ndtype: int8", path: "s.yaml")
+        #expect(int8.generation.batch == nil && int8.decodingBatch == 9)
+        #expect(try PipelineSpec.parse("inputs: {paths: [v]}\ndtype: int8\nvision_dtype: bf16", path: "s.yaml").decodingBatch == 9)
+        #expect(try PipelineSpec.parse("inputs: {paths: [v]}\ndtype: bf16\nvision_dtype: int8", path: "s.yaml").decodingBatch == 8)
+        #expect(try PipelineSpec.parse("inputs: {paths: [v]}\ndtype: int8\ngeneration: {batch: 4}", path: "s.yaml").decodingBatch == 4)
         let uncapped = try PipelineSpec.parse("inputs: {paths: [v]}\nsampling: {max_pixels: null}", path: "s.yaml")
         #expect(uncapped.sampling.maxPixels == nil)
         let set = try PipelineSpec.parse("inputs: {paths: [v]}\nsampling: {max_pixels: 602112, fps: 2}", path: "s.yaml")
