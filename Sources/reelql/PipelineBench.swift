@@ -21,7 +21,7 @@ struct PipelineBench: ParsableCommand {
         max_pixels 448·448 (10 frames, 1,280 video tokens) and gets a description and two questions, --tokens greedy \
         tokens each, in three configurations: (a) B = 1, through ClipModel.describe; (b) the clip's three prompts \
         decoded together (batch 3); (c) continuous batching across clips: the seam's AnswerBatch of capacity \
-        --batch, a clip submitted (vision and prefill) whenever the batch has room (as reelql run), else one decoding step; \
+        --batch (default: reelql run's for the precision, 8 for bf16 and 9 for int8), a clip submitted (vision and prefill) whenever the batch has room (as reelql run), else one decoding step; \
         (d) as (c) with the model loaded with int8 weights (--dtype int8: tower and decoder; skipped with --no-int8). \
         Wall time splits into vision, prefill (of the shared prefix), generation (continuation prefill and \
         decoding: describe's time less vision and prefill in (a) and (b), the time in step() in (c)) and other \
@@ -36,8 +36,8 @@ struct PipelineBench: ParsableCommand {
     var clips: Int = 6
     @Option(parsing: .unconditional, help: "New tokens per prompt (greedy).")
     var tokens: Int = 48
-    @Option(parsing: .unconditional, help: "Capacity of the continuous batch (c): sequences decoding together.")
-    var batch: Int = 8
+    @Option(parsing: .unconditional, help: "Capacity of the continuous batch in (c) and (d): sequences decoding together (default: reelql run's, 8 for bf16, 9 for int8).")
+    var batch: Int?
     @Option(help: "Where to write the checkpoint and the video (default: the reelql-bench-2b folder bench generate uses, in the temporary directory).")
     var directory: String?
     @Flag(help: "Keep the checkpoint and the video (and reuse them next time).")
@@ -64,7 +64,7 @@ struct PipelineBench: ParsableCommand {
         try requireOption("--clips", clips, (1...1000).contains(clips), "between 1 and 1000")
         try requireOption("--tokens", tokens, (1...4096).contains(tokens), "between 1 and 4096")
         let p = Self.prompts.count, most = GenerationParameters.batchRange.upperBound
-        try requireOption("--batch", batch, (p...most).contains(batch), "between \(p) (a clip's prompts) and \(most)")
+        if let batch { try requireOption("--batch", batch, (p...most).contains(batch), "between \(p) (a clip's prompts) and \(most)") }
         if model != nil && (shape.isSet || tokenizer != nil) {
             throw ValidationError("--layers, --depth and --tokenizer shape the random checkpoint; --model runs an existing one")
         }
@@ -168,7 +168,7 @@ struct PipelineBench: ParsableCommand {
                                                      resize: ResizeOptions(maxPixels: Self.side * Self.side)))
             }
             // (c) and (d), continuous batching: submit a clip whenever the batch has room (as reelql run), else step.
-            func continuous(_ model: any VisionLanguageModel, name: String) throws -> Figures {
+            func continuous(_ model: any VisionLanguageModel, batch: Int, name: String) throws -> Figures {
                 var f = Figures(name: name, batch: batch, clips: clips)
                 f.maxCacheBytes = 0
                 f.steps = 0
@@ -253,7 +253,8 @@ struct PipelineBench: ParsableCommand {
                     if !json { print(line(f, reference: results[0])) }
                 }
 
-                results.append(try continuous(loaded, name: "(c) batch \(batch) across clips"))
+                let c = batch ?? PipelineSpec.Generation.defaultBatch(dtype: .bf16)
+                results.append(try continuous(loaded, batch: c, name: "(c) batch \(c) across clips"))
                 if !json { print(line(results[2], reference: results[0])) }
                 return grid
             }(try ModelRegistry.load(directory: checkpointDirectory))
@@ -269,7 +270,8 @@ struct PipelineBench: ParsableCommand {
                         .describe(try quantized.videoInput(try decoder.sample(sampling(quantized, ranges[0])).frames, fps: Self.sampleFPS), description: Self.description, questions: Self.questions)
                 }
                 if !json { print(String(format: "int8: loaded and quantized in %.1f s; warm-up (not counted) %.1f s", load, warm)) }
-                let f = try continuous(quantized, name: "(d) batch \(batch) across clips, int8")
+                let d = batch ?? PipelineSpec.Generation.defaultBatch(dtype: .int8)
+                let f = try continuous(quantized, batch: d, name: "(d) batch \(d) across clips, int8")
                 int8Figures = f
                 results.append(f)
                 if !json { print(line(f, reference: results[0])) }
