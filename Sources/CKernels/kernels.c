@@ -831,7 +831,8 @@ RQ_INLINE RQ_AVX512 void partial_scores16(const float *q, size_t head_dim, const
 /// `attend_partial_body` for head_dim a multiple of 16, with explicit arithmetic per query:
 /// a score is scale · hsum16(acc) with acc = fma(q[c], k[c], acc) over the 16-float chunks c in
 /// order; acc[h][i] = fma(p_j, v_j[i], acc[h][i]) over the keys j in order. Blocks of 16 scores
-/// (4 queries × 4 keys, 2 × 8 or 1 × 16, reduced together; 4 × 4 and 1 × 4 for the last keys) and
+/// (4 queries × 4 keys, 2 × 8 or 1 × 16, reduced together; 4 × 4, 1 × 4 and single keys for the
+/// last keys) and
 /// of 32 keys × 128 values for one or two queries (the weighted sum) only change which registers
 /// hold which chains, never a chain, so a query's result does not depend on n_q.
 static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride,

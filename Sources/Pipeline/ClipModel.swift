@@ -61,7 +61,7 @@ public final class ClipModel: @unchecked Sendable {
     }
 
     /// The description and the answers of one clip or image, from one encoding of it, decoded
-    /// together (`generation.batch`). `onToken(i, id)` sees each token of prompt i (0: the
+    /// together (`parameters.batch`). `onToken(i, id)` sees each token of prompt i (0: the
     /// description), `onDone(i)` its end.
     public func describe(_ input: VisualInput, description: String, questions: [String],
                          onToken: (Int, Int) -> Void = { _, _ in }, onDone: (Int) -> Void = { _ in },

@@ -416,7 +416,7 @@ public final class Runner: @unchecked Sendable {
         }
 
         // Consumer: clips are encoded one at a time (vision, prefill) and their prompts decode
-        // together with those of the other clips in flight (`generation.batch` sequences); each
+        // together with those of the other clips in flight (`decodingBatch` sequences); each
         // clip is stored, in one transaction, as soon as its last answer is done.
         var state = VideoState()
         let batch = model.model.answerBatch(capacity: spec.decodingBatch)

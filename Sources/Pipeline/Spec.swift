@@ -413,10 +413,11 @@ extension PipelineSpec.Sampling {
 
 extension PipelineSpec.Generation {
     /// Sequences decoding together unless the spec or --batch says otherwise, by the language
-    /// model's precision (measured: README, "Batched decoding"): 8 for bf16 and f32 weights, whose
-    /// GEMV kernels take sequences in blocks of four (a ninth costs a third block per pair of
-    /// weight rows: 0.12 → 0.17 s a step); 9 for int8 weights, whose steps cost about the same at
-    /// 8 and 9 sequences — three clips of a description and two questions decode together.
+    /// model's precision (measured: README, "Batched decoding"). Both GEMV kernels take sequences
+    /// in blocks of four per pair of weight rows; a bf16 step is near its compute limit at 8, and a
+    /// ninth sequence's block costs 0.12 → 0.17 s a step, while an int8 step stays memory-bound
+    /// (0.07 s at 8 and at 9). So 8 for bf16 and f32 weights, 9 for int8: three clips of a
+    /// description and two questions then decode together and leave together.
     public static func defaultBatch(dtype: ComputeDType?) -> Int { dtype == .int8 ? 9 : 8 }
     enum CodingKeys: String, CodingKey {
         case maxNewTokens = "max_new_tokens", temperature, topP = "top_p", topK = "top_k", repetitionPenalty = "repetition_penalty", seed, batch

@@ -20,8 +20,8 @@ struct GenerationOptionGroup: ParsableArguments {
     var repetitionPenalty: Double = 1
     @Option(parsing: .unconditional, help: "Random seed for sampling (a whole number ≥ 0).")
     var seed: UInt64 = 0
-    @Option(parsing: .unconditional, help: "Prompts decoding together, \(GenerationParameters.batchRange.lowerBound)–\(GenerationParameters.batchRange.upperBound), one pass over the weights per step (1: one after another; outputs are the same).")
-    var batch: Int = PipelineSpec.Generation.defaultBatch(dtype: nil)
+    @Option(parsing: .unconditional, help: "Prompts decoding together, \(GenerationParameters.batchRange.lowerBound)–\(GenerationParameters.batchRange.upperBound), one pass over the weights per step (1: one after another; outputs are the same; default \(PipelineSpec.Generation.defaultBatch(dtype: .bf16)), \(PipelineSpec.Generation.defaultBatch(dtype: .int8)) with int8 weights).")
+    var batch: Int?
 
     func validate() throws {
         try requireOption("--max-new-tokens", maxNewTokens, maxNewTokens >= 1, "at least 1")
@@ -30,13 +30,10 @@ struct GenerationOptionGroup: ParsableArguments {
         if let topK { try requireOption("--top-k", topK, topK >= 1, "at least 1") }
         try requireOption("--repetition-penalty", repetitionPenalty, repetitionPenalty.isFinite && repetitionPenalty > 0,
                           "a finite number > 0 (1: none)")
-        try requireOption("--batch", batch, GenerationParameters.batchRange.contains(batch),
-                          "between \(GenerationParameters.batchRange.lowerBound) and \(GenerationParameters.batchRange.upperBound)")
-    }
-
-    func parameters(stop: Set<Int>) -> GenerationParameters {
-        GenerationParameters(maxNewTokens: maxNewTokens, temperature: temperature, topK: topK, topP: topP,
-                             repetitionPenalty: repetitionPenalty, seed: seed, stopTokens: stop, batch: batch)
+        if let batch {
+            try requireOption("--batch", batch, GenerationParameters.batchRange.contains(batch),
+                              "between \(GenerationParameters.batchRange.lowerBound) and \(GenerationParameters.batchRange.upperBound)")
+        }
     }
 }
 
@@ -92,7 +89,7 @@ struct DescribeCommand: ParsableCommand {
             let parameters = GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
                                                   topK: generation.topK, topP: generation.topP,
                                                   repetitionPenalty: generation.repetitionPenalty, seed: generation.seed,
-                                                  batch: generation.batch)
+                                                  batch: generation.batch ?? PipelineSpec.Generation.defaultBatch(dtype: dtype))
             let clip = try ClipModel(directory: directory, dtype: dtype, visionDType: visionDType, parameters: parameters)
             let kind: VisualKind = Scan.isImage(file) ? .image : .video
             let description = prompt ?? (kind == .image ? "Describe this image." : "Describe this video.")
