@@ -804,15 +804,17 @@ public final class Runner: @unchecked Sendable {
             }
         }
         if let d = state.damage[work.video] {
-            try store.setVideoStatus(work.video, status: .damaged, errorKind: d.truncated ? "truncated" : "corrupt-data", error: d.summary)
+            try store.setVideoStatus(work.video, status: .damaged, errorKind: d.truncated ? "truncated" : "corrupt-data", error: d.summary,
+                                    progress: (report.run, report.stats))
             report.videosDamaged += 1
             progress.event("done with damage: \(name): \(d.summary)")
         } else if let summaryProblem {
-            try store.setVideoStatus(work.video, status: .done, errorKind: "summary-skipped", error: summaryProblem)
+            try store.setVideoStatus(work.video, status: .done, errorKind: "summary-skipped", error: summaryProblem,
+                                    progress: (report.run, report.stats))
         } else if !allReused {
-            try store.setVideoStatus(work.video, status: .done)
+            try store.setVideoStatus(work.video, status: .done, progress: (report.run, report.stats))
         } else if try store.videoStatus(work.video) == .pending {
-            try store.setVideoStatus(work.video, status: .done)
+            try store.setVideoStatus(work.video, status: .done, progress: (report.run, report.stats))
         }
         return tokens
     }

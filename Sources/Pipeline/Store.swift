@@ -466,12 +466,14 @@ public final class Store: @unchecked Sendable {
     /// A running run's counts so far (after each finished video): a run killed before its end
     /// keeps what it did, for throughput queries, rather than zeros.
     public func recordProgress(_ id: Int64, stats: RunStats) throws {
-        try db.write { db in
-            try db.execute(sql: """
-                UPDATE runs SET videos_seen = ?, videos_failed = ?, clips_done = ?, clips_skipped = ?, tokens_generated = ?
-                WHERE id = ? AND status = 'running'
-                """, arguments: [stats.videosSeen, stats.videosFailed, stats.clipsDone, stats.clipsSkipped, stats.tokensGenerated, id])
-        }
+        try db.write { db in try Self.recordProgress(db, id, stats: stats) }
+    }
+
+    private static func recordProgress(_ db: Database, _ id: Int64, stats: RunStats) throws {
+        try db.execute(sql: """
+            UPDATE runs SET videos_seen = ?, videos_failed = ?, clips_done = ?, clips_skipped = ?, tokens_generated = ?
+            WHERE id = ? AND status = 'running'
+            """, arguments: [stats.videosSeen, stats.videosFailed, stats.clipsDone, stats.clipsSkipped, stats.tokensGenerated, id])
     }
 
     /// Sets a run's final status without its counts (a run stopped from a signal handler).
@@ -539,10 +541,14 @@ public final class Store: @unchecked Sendable {
         }
     }
 
-    public func setVideoStatus(_ id: Int64, status: VideoStatus, errorKind: String? = nil, error: String? = nil) throws {
+    /// `progress`: a running run's counts, written in the same transaction (`recordProgress`), so
+    /// that a run killed at any point never shows a finished video its counts leave out.
+    public func setVideoStatus(_ id: Int64, status: VideoStatus, errorKind: String? = nil, error: String? = nil,
+                               progress: (run: Int64, stats: RunStats)? = nil) throws {
         try db.write { db in
             try db.execute(sql: "UPDATE videos SET status = ?, error_kind = ?, error = ?, updated_at = ? WHERE id = ?",
                            arguments: [status.rawValue, errorKind, error, Store.now(), id])
+            if let (run, stats) = progress { try Self.recordProgress(db, run, stats: stats) }
         }
     }
 
