@@ -732,8 +732,10 @@ public final class Runner: @unchecked Sendable {
     /// is admitted (else only its summary is left out).
     private func fail(_ work: Work, kind: String, message: String, state: inout VideoState, report: inout RunReport,
                       stopping: Bool = true) throws {
-        try store.setVideoStatus(work.video, status: .failed, errorKind: kind, error: message)
-        report.stats.videosFailed += 1
+        var stats = report.stats
+        stats.videosFailed += 1
+        try store.setVideoStatus(work.video, status: .failed, errorKind: kind, error: message, progress: (report.run, stats))
+        report.stats = stats
         report.failed.append(work.path)
         if stopping { state.failed.insert(work.video) } else { state.clipFailed.insert(work.video) }
         progress.event("failed: \(PathBytes.display((work.path as NSString).lastPathComponent)): \(message)")
