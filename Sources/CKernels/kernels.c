@@ -828,12 +828,31 @@ RQ_INLINE RQ_AVX512 void partial_scores16(const float *q, size_t head_dim, const
     }
 }
 
+/// acc[x][0..<128] += Σ_j p[x][j] · v_j[0..<128] over keys j0..<j1 in order, for nq (1 or 2)
+/// queries (probability rows ld apart, accumulator rows lda apart) sharing each load of v.
+RQ_INLINE RQ_AVX512 void partial_pv128(const float *p, size_t ld, const float *v, size_t kv_stride, size_t j0, size_t j1,
+                                       float *acc, size_t lda, int nq) {
+    __m512 r[2][8];
+    for (int x = 0; x < nq; x++)
+        for (int c = 0; c < 8; c++) r[x][c] = _mm512_loadu_ps(acc + x * lda + 16 * c);
+    for (size_t j = j0; j < j1; j++) {
+        __m512 b[2];
+        for (int x = 0; x < nq; x++) b[x] = _mm512_set1_ps(p[x * ld + j]);
+        const float *vj = v + j * kv_stride;
+        for (int c = 0; c < 8; c++) {
+            __m512 vc = _mm512_loadu_ps(vj + 16 * c);
+            for (int x = 0; x < nq; x++) r[x][c] = _mm512_fmadd_ps(b[x], vc, r[x][c]);
+        }
+    }
+    for (int x = 0; x < nq; x++)
+        for (int c = 0; c < 8; c++) _mm512_storeu_ps(acc + x * lda + 16 * c, r[x][c]);
+}
+
 /// `attend_partial_body` for head_dim a multiple of 16, with explicit arithmetic per query:
 /// a score is scale · hsum16(acc) with acc = fma(q[c], k[c], acc) over the 16-float chunks c in
 /// order; acc[h][i] = fma(p_j, v_j[i], acc[h][i]) over the keys j in order. Blocks of 16 scores
-/// (4 queries × 4 keys, 2 × 8 or 1 × 16, reduced together; 4 × 4, 1 × 4 and single keys for the
-/// last keys) and
-/// of 32 keys × 128 values for one or two queries (the weighted sum) only change which registers
+/// (4 queries × 4 keys, 2 × 8 or 1 × 16, reduced together; single keys for the last ones) and of
+/// 32 keys × 128 values for one or two queries (the weighted sum) only change which registers
 /// hold which chains, never a chain, so a query's result does not depend on n_q.
 static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const float *k, const float *v, size_t kv_stride,
                                             size_t n_keys, size_t head_dim, float scale, float *scores, float *acc,
@@ -844,7 +863,8 @@ static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const fl
     }
     size_t ld = partial_ld(n_keys), chunks = head_dim / 16;
     size_t j = 0;
-    // Blocks of 16 keys: 4 queries × 4 keys, then 2 × 8 and 1 × 16 for the last queries.
+    // Blocks of 16 keys: 4 queries × 4 keys, then 2 × 8 and 1 × 16 for the last queries; the last
+    // keys one at a time.
     for (; j + 16 <= n_keys; j += 16) {
         const float *kj = k + j * kv_stride;
         size_t h = 0;
@@ -855,38 +875,6 @@ static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const fl
             for (size_t y = 0; y < 16; y += 8)
                 partial_scores16(q + h * head_dim, head_dim, kj + y * kv_stride, kv_stride, chunks, 2, scale, scores + h * ld + j + y, ld);
         for (; h < n_q; h++) partial_scores16(q + h * head_dim, head_dim, kj, kv_stride, chunks, 1, scale, scores + h * ld + j, ld);
-    }
-    for (; j + 4 <= n_keys; j += 4) {
-        const float *k0 = k + j * kv_stride, *k1 = k0 + kv_stride, *k2 = k1 + kv_stride, *k3 = k2 + kv_stride;
-        size_t h = 0;
-        for (; h + 4 <= n_q; h += 4) {
-            __m512 a[4][4];
-            for (int x = 0; x < 4; x++) for (int y = 0; y < 4; y++) a[x][y] = _mm512_setzero_ps();
-            for (size_t c = 0; c < chunks; c++) {
-                __m512 kc[4] = {_mm512_loadu_ps(k0 + 16 * c), _mm512_loadu_ps(k1 + 16 * c), _mm512_loadu_ps(k2 + 16 * c),
-                                _mm512_loadu_ps(k3 + 16 * c)};
-                for (int x = 0; x < 4; x++) {
-                    __m512 qc = _mm512_loadu_ps(q + (h + x) * head_dim + 16 * c);
-                    for (int y = 0; y < 4; y++) a[x][y] = _mm512_fmadd_ps(qc, kc[y], a[x][y]);
-                }
-            }
-            for (int x = 0; x < 4; x++) {
-                float *row = scores + (h + x) * ld + j;
-                for (int y = 0; y < 4; y++) row[y] = partial_hsum16(a[x][y]) * scale;
-            }
-        }
-        for (; h < n_q; h++) {
-            __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-            for (size_t c = 0; c < chunks; c++) {
-                __m512 qc = _mm512_loadu_ps(q + h * head_dim + 16 * c);
-                a[0] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(k0 + 16 * c), a[0]);
-                a[1] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(k1 + 16 * c), a[1]);
-                a[2] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(k2 + 16 * c), a[2]);
-                a[3] = _mm512_fmadd_ps(qc, _mm512_loadu_ps(k3 + 16 * c), a[3]);
-            }
-            float *row = scores + h * ld + j;
-            for (int y = 0; y < 4; y++) row[y] = partial_hsum16(a[y]) * scale;
-        }
     }
     for (; j < n_keys; j++) {
         const float *kj = k + j * kv_stride;
@@ -902,44 +890,14 @@ static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const fl
         size_t j1 = j0 + 32 < n_keys ? j0 + 32 : n_keys;
         size_t h = 0;
         // Two queries at a time share each load of v (each keeps its own chains).
-        for (; head_dim % 128 == 0 && h + 2 <= n_q; h += 2) {
-            const float *p0 = scores + h * ld, *p1 = p0 + ld;
-            float *a0 = acc + h * head_dim, *a1 = a0 + head_dim;
-            for (size_t c0 = 0; c0 < head_dim; c0 += 128) {
-                __m512 r0[8], r1[8];
-                for (int x = 0; x < 8; x++) {
-                    r0[x] = _mm512_loadu_ps(a0 + c0 + 16 * x);
-                    r1[x] = _mm512_loadu_ps(a1 + c0 + 16 * x);
-                }
-                for (size_t jj = j0; jj < j1; jj++) {
-                    __m512 b0 = _mm512_set1_ps(p0[jj]), b1 = _mm512_set1_ps(p1[jj]);
-                    const float *vj = v + jj * kv_stride + c0;
-                    for (int x = 0; x < 8; x++) {
-                        __m512 vx = _mm512_loadu_ps(vj + 16 * x);
-                        r0[x] = _mm512_fmadd_ps(b0, vx, r0[x]);
-                        r1[x] = _mm512_fmadd_ps(b1, vx, r1[x]);
-                    }
-                }
-                for (int x = 0; x < 8; x++) {
-                    _mm512_storeu_ps(a0 + c0 + 16 * x, r0[x]);
-                    _mm512_storeu_ps(a1 + c0 + 16 * x, r1[x]);
-                }
-            }
-        }
+        for (; head_dim % 128 == 0 && h + 2 <= n_q; h += 2)
+            for (size_t c0 = 0; c0 < head_dim; c0 += 128)
+                partial_pv128(scores + h * ld, ld, v + c0, kv_stride, j0, j1, acc + h * head_dim + c0, head_dim, 2);
         for (; h < n_q; h++) {
             const float *ph = scores + h * ld;
             float *ah = acc + h * head_dim;
             size_t c0 = 0;
-            for (; c0 + 128 <= head_dim; c0 += 128) {
-                __m512 r[8];
-                for (int x = 0; x < 8; x++) r[x] = _mm512_loadu_ps(ah + c0 + 16 * x);
-                for (size_t jj = j0; jj < j1; jj++) {
-                    __m512 p = _mm512_set1_ps(ph[jj]);
-                    const float *vj = v + jj * kv_stride + c0;
-                    for (int x = 0; x < 8; x++) r[x] = _mm512_fmadd_ps(p, _mm512_loadu_ps(vj + 16 * x), r[x]);
-                }
-                for (int x = 0; x < 8; x++) _mm512_storeu_ps(ah + c0 + 16 * x, r[x]);
-            }
+            for (; c0 + 128 <= head_dim; c0 += 128) partial_pv128(ph, ld, v + c0, kv_stride, j0, j1, ah + c0, head_dim, 1);
             for (; c0 < head_dim; c0 += 16) {
                 __m512 r = _mm512_loadu_ps(ah + c0);
                 for (size_t jj = j0; jj < j1; jj++) r = _mm512_fmadd_ps(_mm512_set1_ps(ph[jj]), _mm512_loadu_ps(v + jj * kv_stride + c0), r);
