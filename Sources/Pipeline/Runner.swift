@@ -768,7 +768,6 @@ public final class Runner: @unchecked Sendable {
             guard !state.failed.contains(video) && !state.clipFailed.contains(video) else { continue }
             tokens += try finishVideo(work, model: model, context: c, state: &state, report: &report)
             doneVideos += 1
-            try store.recordProgress(report.run, stats: report.stats)
         }
         return tokens
     }
@@ -805,18 +804,26 @@ public final class Runner: @unchecked Sendable {
                 }
             }
         }
-        if let d = state.damage[work.video] {
-            try store.setVideoStatus(work.video, status: .damaged, errorKind: d.truncated ? "truncated" : "corrupt-data", error: d.summary,
-                                    progress: (report.run, report.stats))
+        // The video's status and the run's counts so far, in one transaction.
+        let damage = state.damage[work.video]
+        let status: (Store.VideoStatus, String?, String?)?
+        if let d = damage {
+            status = (.damaged, d.truncated ? "truncated" : "corrupt-data", d.summary)
+        } else if let summaryProblem {
+            status = (.done, "summary-skipped", summaryProblem)
+        } else if try !allReused || store.videoStatus(work.video) == .pending {
+            status = (.done, nil, nil)
+        } else {
+            status = nil
+        }
+        if let (s, kind, error) = status {
+            try store.setVideoStatus(work.video, status: s, errorKind: kind, error: error, progress: (report.run, report.stats))
+        } else {
+            try store.recordProgress(report.run, stats: report.stats)
+        }
+        if let d = damage {
             report.videosDamaged += 1
             progress.event("done with damage: \(name): \(d.summary)")
-        } else if let summaryProblem {
-            try store.setVideoStatus(work.video, status: .done, errorKind: "summary-skipped", error: summaryProblem,
-                                    progress: (report.run, report.stats))
-        } else if !allReused {
-            try store.setVideoStatus(work.video, status: .done, progress: (report.run, report.stats))
-        } else if try store.videoStatus(work.video) == .pending {
-            try store.setVideoStatus(work.video, status: .done, progress: (report.run, report.stats))
         }
         return tokens
     }
