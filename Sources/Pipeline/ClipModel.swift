@@ -18,7 +18,7 @@ public final class ClipModel: @unchecked Sendable {
                       parameters: GenerationParameters(maxNewTokens: generation.maxNewTokens, temperature: generation.temperature,
                                                        topK: generation.topK, topP: generation.topP,
                                                        repetitionPenalty: generation.repetitionPenalty, seed: generation.seed,
-                                                       batch: generation.batch ?? PipelineSpec.Generation.defaultBatch(dtype: dtype)))
+                                                       batch: generation.batch(for: dtype)))
     }
 
     /// The family adds its stop tokens (the checkpoint's eos ids, <|im_end|>, <|endoftext|>).

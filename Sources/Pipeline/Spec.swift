@@ -79,9 +79,7 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
     public var generation = Generation()
     public var output = Output()
     /// Sequences decoding together: `generation.batch`, else the default for `dtype`.
-    public var decodingBatch: Int {
-        generation.batch ?? Generation.defaultBatch(dtype: dtype.flatMap(ComputeDType.init(rawValue:)))
-    }
+    public var decodingBatch: Int { generation.batch(for: dtype.flatMap(ComputeDType.init(rawValue:))) }
     /// Where relative paths are resolved from (the spec's folder; not a YAML key).
     public var baseDirectory: String = FileManager.default.currentDirectoryPath
     /// The file the spec was read from, for messages ("settings" when none was; not a YAML key).
@@ -419,6 +417,9 @@ extension PipelineSpec.Generation {
     /// (0.07 s at 8 and at 9). So 8 for bf16 and f32 weights, 9 for int8: three clips of a
     /// description and two questions then decode together and leave together.
     public static func defaultBatch(dtype: ComputeDType?) -> Int { dtype == .int8 ? 9 : 8 }
+
+    /// `batch`, else the default for a language model of `dtype`.
+    public func batch(for dtype: ComputeDType?) -> Int { batch ?? Self.defaultBatch(dtype: dtype) }
     enum CodingKeys: String, CodingKey {
         case maxNewTokens = "max_new_tokens", temperature, topP = "top_p", topK = "top_k", repetitionPenalty = "repetition_penalty", seed, batch
     }
