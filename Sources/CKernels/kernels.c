@@ -848,6 +848,17 @@ RQ_INLINE RQ_AVX512 void partial_pv128(const float *p, size_t ld, const float *v
         for (int c = 0; c < 8; c++) _mm512_storeu_ps(acc + x * lda + 16 * c, r[x][c]);
 }
 
+/// Rows j0..<min(j1, n) of k (head_dim floats each, rows kv_stride apart) towards L2, ahead of use:
+/// a cached prefix is read from memory once per decoding step, and its rows are head_dim floats
+/// out of every kv_stride, a pattern the hardware prefetchers do not follow far enough. (Keys
+/// ahead: 32, 64 and 128 gave the same; a decoding step's attention over three 1,300-row
+/// prefixes, 28 layers, cold: 26 → 21.5 ms in a harness, 12.8 ms with everything in cache.)
+#define RQ_PARTIAL_AHEAD 64
+RQ_INLINE RQ_AVX512 void partial_prefetch(const float *k, size_t kv_stride, size_t head_dim, size_t j0, size_t j1, size_t n) {
+    for (size_t j = j0; j < j1 && j < n; j++)
+        for (size_t c = 0; c < head_dim; c += 16) _mm_prefetch((const char *)(k + j * kv_stride + c), _MM_HINT_T1);
+}
+
 /// `attend_partial_body` for head_dim a multiple of 16, with explicit arithmetic per query:
 /// a score is scale · hsum16(acc) with acc = fma(q[c], k[c], acc) over the 16-float chunks c in
 /// order; acc[h][i] = fma(p_j, v_j[i], acc[h][i]) over the keys j in order. Blocks of 16 scores
@@ -867,6 +878,7 @@ static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const fl
     // keys one at a time.
     for (; j + 16 <= n_keys; j += 16) {
         const float *kj = k + j * kv_stride;
+        partial_prefetch(k, kv_stride, head_dim, j + RQ_PARTIAL_AHEAD, j + RQ_PARTIAL_AHEAD + 16, n_keys);
         size_t h = 0;
         for (; h + 4 <= n_q; h += 4)
             for (size_t y = 0; y < 16; y += 4)
@@ -888,6 +900,7 @@ static RQ_AVX512 void attend_partial_avx512(const float *q, size_t n_q, const fl
     for (size_t i = 0; i < n_q * head_dim; i++) acc[i] = 0;
     for (size_t j0 = 0; j0 < n_keys; j0 += 32) {
         size_t j1 = j0 + 32 < n_keys ? j0 + 32 : n_keys;
+        partial_prefetch(v, kv_stride, head_dim, j0 + RQ_PARTIAL_AHEAD, j0 + RQ_PARTIAL_AHEAD + 32, n_keys);
         size_t h = 0;
         // Two queries at a time share each load of v (each keeps its own chains).
         for (; head_dim % 128 == 0 && h + 2 <= n_q; h += 2)
