@@ -56,11 +56,10 @@ public enum Linear {
                 let xb = x.pointer + b * k, yb = y.pointer + b * n
                 pool.parallelRanges(n, grain: 64) { r in rq_gemv_f16(wp, xb, yb, k, r.lowerBound, r.upperBound) }
             }
-        case .i8 where m <= gemvRows || rowwise || !OneDNN.shared.int8Products:
-            try gemvS8(x: x.pointer, batch: m, w: w, y: y.pointer, pool: pool)
         case .i8:
-            // The bias goes into the product's epilogue: one pass over y fewer.
-            return try gemmS8(x: x.pointer, m: m, w: w, bias: bias.map { UnsafePointer($0.pointer) }, y: y.pointer, pool: pool)
+            // Every int8 path gives each row the same bits (exact integer sums, one epilogue), so
+            // `rowwise` needs nothing here: the row count alone picks the faster kernel.
+            return try forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: int8Kernel(rows: m, columns: k), pool: pool)
         case .f16:
             // No f16 matmul on this CPU class: widen the weight for this product.
             let wide = try w.toF32()
@@ -184,6 +183,47 @@ public enum Linear {
         }
     }
 
+    /// The two int8 products: reelql's GEMV kernels (each weight row read once for up to four
+    /// rows of x at a time) and oneDNN's u8 × s8 GEMM.
+    public enum Int8Kernel: Sendable { case gemv, gemm }
+
+    /// The faster int8 kernel for `rows` rows of `columns` (weights from memory; `reelql bench
+    /// kernels`, int8 products by rows, milliseconds per matrix). The GEMV kernels read each
+    /// weight row once for all rows of x, which must stay in L1 while they do: they win while x
+    /// is small (one row; up to 12 rows of ≤ 24 KiB together: 1536 columns × 12 rows 0.50 ms
+    /// against oneDNN's 0.56), oneDNN beyond (8960 columns × 9 rows, a decoding step's down
+    /// projection: 0.78 ms against 0.52; 4096 × 8 rows: 0.98 against 0.74; 1536 × 16 rows: 0.70
+    /// against 0.68).
+    public static func int8Kernel(rows m: Int, columns k: Int) -> Int8Kernel {
+        guard OneDNN.shared.int8Products else { return .gemv }
+        return m == 1 || (m <= 12 && m * k <= 24 << 10) ? .gemv : .gemm
+    }
+    /// Whether oneDNN's exact int8 products are available here (`Int8Kernel.gemm`).
+    public static var hasInt8GEMM: Bool { OneDNN.shared.int8Products }
+
+    /// x · Wᵀ (+ bias) into `y` for an int8 `w`, through the given kernel (both give the same
+    /// bits; `forward` picks one by row count). oneDNN's needs `OneDNN` int8 products.
+    public static func forwardInt8(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil, into y: Tensor, rows m: Int,
+                                   kernel: Int8Kernel, pool: ThreadPool = .shared) throws {
+        let n = w.shape[0], k = w.count / max(1, n)
+        guard w.dtype == .i8, x.count == m * k, y.count == m * n, bias.map({ $0.count == n }) ?? true else {
+            throw TensorError.shapeMismatch(operation: "int8 linear \(w.name)", expected: "an int8 [\(n), \(k)] weight, x [\(m), \(k)], y [\(m), \(n)]",
+                                            got: "\(w.dtype.rawValue) \(w.shape), x \(x.shape), y \(y.shape)")
+        }
+        switch kernel {
+        case .gemm where OneDNN.shared.int8Products:
+            // The bias goes into the product's epilogue: one pass over y fewer.
+            try gemmS8(x: x.pointer, m: m, w: w, bias: bias.map { UnsafePointer($0.pointer) }, y: y.pointer, pool: pool)
+        case .gemm:
+            throw TensorError.unsupportedDType(operation: "oneDNN int8 product \(w.name) (no exact int8 products on this CPU)", dtype: w.dtype.rawValue)
+        case .gemv:
+            try gemvS8(x: x.pointer, batch: m, w: w, y: y.pointer, pool: pool)
+            if let bias {
+                pool.parallelRanges(m, grain: 16) { r in rq_add_bias(y.pointer + r.lowerBound * n, bias.pointer, r.count, n) }
+            }
+        }
+    }
+
     /// int8 weights × many rows: oneDNN's u8 × s8 GEMM into s32 sums, then the kernels' epilogue
     /// (with the bias, if any).
     static func gemmS8(x: UnsafePointer<Float>, m: Int, w: WeightTensor, bias: UnsafePointer<Float>?,
@@ -238,8 +278,8 @@ public enum Linear {
     public static func int8MLP(_ x: Tensor, rows m: Int, fc1: WeightTensor, bias1: Tensor?, activation: Ops.Activation,
                                fc2: WeightTensor, bias2: Tensor?, hidden: Tensor, into y: Tensor,
                                pool: ThreadPool = .shared) throws -> Bool {
-        guard fc1.dtype == .i8, fc2.dtype == .i8, m > gemvRows, OneDNN.shared.int8Products,
-              fc1.shape.count == 2, fc2.shape.count == 2 else { return false }
+        guard fc1.dtype == .i8, fc2.dtype == .i8, OneDNN.shared.int8Products, fc1.shape.count == 2, fc2.shape.count == 2,
+              int8Kernel(rows: m, columns: fc1.shape[1]) == .gemm else { return false }
         let n1 = fc1.shape[0], k = fc1.shape[1], n2 = fc2.shape[0]
         guard fc2.shape[1] == n1, x.count == m * k, hidden.count == m * n1, y.count == m * n2,
               bias1.map({ $0.count == n1 }) ?? true, bias2.map({ $0.count == n2 }) ?? true else {

@@ -78,9 +78,36 @@ import Testing
         let w = try Linear.quantize(Reference.f32Weight("w", Reference.pattern(n * k, seed: 14, scale: 0.3), shape: [n, k]))
         for m in 1...17 {
             let x = try Reference.tensor([m, k], seed: 15 + m, scale: 1.5)
+            let expected = Self.expected(x: x.values, w: Reference.pattern(n * k, seed: 14, scale: 0.3), m: m, k: k, n: n)
             let y = try Tensor(zeros: [m, n])
             try Linear.forward(x, w, into: y, rows: m, rowwise: true)
-            #expect(y.values == Self.expected(x: x.values, w: Reference.pattern(n * k, seed: 14, scale: 0.3), m: m, k: k, n: n), "batch \(m), \(n)×\(k)")
+            #expect(y.values == expected, "batch \(m), \(n)×\(k)")
+            // Each kernel at every row count, whichever `forward` picks.
+            for kernel in [Linear.Int8Kernel.gemv] + (Linear.hasInt8GEMM ? [.gemm] : []) {
+                let z = try Tensor(zeros: [m, n])
+                try Linear.forwardInt8(x, w, into: z, rows: m, kernel: kernel)
+                #expect(z.values == expected, "batch \(m), \(n)×\(k), \(kernel)")
+            }
+        }
+    }
+
+    /// `forward` takes the GEMV kernels for one row and for up to 12 rows that fit in 24 KiB
+    /// together, oneDNN beyond (where it has exact int8 products), `rowwise` or not; a request
+    /// for oneDNN's product where it has none is an error, not a wrong result.
+    @Test func kernelByRowsAndColumns() throws {
+        let gemm: Linear.Int8Kernel = Linear.hasInt8GEMM ? .gemm : .gemv
+        #expect(Linear.int8Kernel(rows: 1, columns: 65_536) == .gemv)
+        #expect(Linear.int8Kernel(rows: 12, columns: 1536) == .gemv)
+        #expect(Linear.int8Kernel(rows: 13, columns: 1536) == gemm)
+        #expect(Linear.int8Kernel(rows: 2, columns: 8960) == .gemv)
+        #expect(Linear.int8Kernel(rows: 3, columns: 8960) == gemm)
+        #expect(Linear.int8Kernel(rows: 6, columns: 4096) == .gemv)
+        #expect(Linear.int8Kernel(rows: 8, columns: 4096) == gemm)
+        if !Linear.hasInt8GEMM {
+            let w = try Linear.quantize(Reference.f32Weight("w", Reference.pattern(4 * 8, seed: 1), shape: [4, 8]))
+            #expect(throws: TensorError.self) {
+                try Linear.forwardInt8(try Tensor(zeros: [2, 8]), w, into: try Tensor(zeros: [2, 4]), rows: 2, kernel: .gemm)
+            }
         }
     }
 
@@ -122,13 +149,14 @@ import Testing
                                      hidden: try Tensor(zeros: [m, n1]), into: try Tensor(zeros: [m, n2])))
     }
 
-    /// Rows past the GEMV limit through oneDNN and one at a time agree bit for bit (the batch a
-    /// row decodes in never changes it).
-    @Test(arguments: [(37, 300, 70), (12, 128, 9)])
+    /// Rows through oneDNN (where it has exact int8 products) and one at a time agree bit for bit
+    /// (the batch a row decodes in never changes it).
+    @Test(arguments: [(37, 300, 70), (12, 128, 9), (9, 4000, 20)])
     func gemmRowsEqualSingleRows(m: Int, k: Int, n: Int) throws {
         let x = try Reference.tensor([m, k], seed: 3, scale: 2)
         let w = try Linear.quantize(Reference.f32Weight("w", Reference.pattern(n * k, seed: 4, scale: 0.1), shape: [n, k]))
-        let all = try Linear.forward(x, w)
+        let all = try Tensor(zeros: [m, n])
+        try Linear.forwardInt8(x, w, into: all, rows: m, kernel: Linear.hasInt8GEMM ? .gemm : .gemv)
         #expect(all.values == Self.expected(x: x.values, w: Reference.pattern(n * k, seed: 4, scale: 0.1), m: m, k: k, n: n))
         for r in 0..<m {
             let one = try Linear.forward(x.rows(r..<(r + 1)), w)
