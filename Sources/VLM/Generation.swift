@@ -131,6 +131,11 @@ public protocol MRoPEDecoderModel: AnyObject, Sendable {
     func decode(_ ids: [Int], positions: [[Int]], segments: CacheSegments) throws -> Tensor
     /// Logits [rows, vocab] of every row of `hidden`, each as a one-row product computes it.
     func rowLogits(_ hidden: Tensor) throws -> Tensor
+    /// Whether every row of a decoder pass of many rows comes out the same whatever other rows
+    /// and segments share it (int8 weights: exact integer products, in any kernel). Then several
+    /// prompts' continuations run in one pass; otherwise each runs in a pass of its own, as when
+    /// it is decoded alone (a bf16 product of many rows adds in another order than a one-row one).
+    var rowsIndependentOfPass: Bool { get }
 }
 
 extension MRoPEDecoderModel {
@@ -262,9 +267,10 @@ public final class PrefixSession<Model: MRoPEDecoderModel>: @unchecked Sendable 
         }
     }
 
-    /// The first forward of a continuation: a fork of the prefix cache with room for the
-    /// answer, the continuation run into it, and the state its sampling starts from.
-    func start(continuation: [Int], parameters: GenerationParameters) throws -> DecodeBatch<Model>.Sequence? {
+    /// A continuation about to run: a fork of the prefix cache with room for the answer, the
+    /// positions of the continuation's tokens, and the state its sampling starts from (nil when
+    /// no new token fits the context).
+    func start(continuation: [Int], parameters: GenerationParameters) throws -> DecodeBatch<Model>.Joining? {
         try parameters.validate()
         if continuation.isEmpty {
             throw VLMError.invalidInput("a prompt continuation is needed after the shared prefix")
@@ -275,24 +281,23 @@ public final class PrefixSession<Model: MRoPEDecoderModel>: @unchecked Sendable 
         // Positions of the whole prompt; the prefix part is what the cache already holds.
         let (positions, delta) = try model.positions(ids: ids, vision: vision)
         let forked = try cache.fork(extra: continuation.count + budget)
-        let hidden = try model.decode(continuation, positions: positions.map { Array($0[prefix.count...]) }, cache: forked)
-        return DecodeBatch<Model>.Sequence(cache: forked, hidden: hidden, seen: ids, budget: budget, delta: delta, parameters: parameters)
+        let sequence = DecodeBatch<Model>.Sequence(cache: forked, seen: ids, budget: budget, delta: delta, parameters: parameters)
+        return .init(sequence: sequence, tokens: continuation, positions: positions.map { Array($0[prefix.count...]) })
     }
 }
 
 /// Sequences decoding together: each step advances every active sequence by one token with one
 /// pass over the weights (a decoding step's rows through the GEMV kernels, which read each
 /// weight once for all of them; attention per sequence over its own cache). A sequence's
-/// tokens are exactly those it gets decoded alone: its continuation runs in a pass of its own,
-/// every step computes its row as a one-row pass would, and its sampler (seeded from the
-/// parameters) is its own. At most `capacity` sequences decode at once; more wait and join as
+/// tokens are exactly those it gets decoded alone: its continuation runs in a pass of its own
+/// (or, where the model's rows do not depend on the pass, in one pass with the others joining
+/// with it), every step computes its row as a one-row pass would, and its sampler (seeded from
+/// the parameters) is its own. At most `capacity` sequences decode at once; more wait and join as
 /// others finish (continuous batching). Single-threaded: one caller drives `add` and `step`.
 public final class DecodeBatch<Model: MRoPEDecoderModel> {
     /// One sequence: its cache (a fork of a prefix), sampling state and output.
     final class Sequence {
         let cache: KVCache
-        /// Final hidden states of the continuation, until its first token is chosen.
-        var hidden: Tensor?
         var seen: [Int]
         var out: [Int] = []
         let budget: Int
@@ -302,9 +307,8 @@ public final class DecodeBatch<Model: MRoPEDecoderModel> {
         var onToken: (Int) -> Void = { _ in }
         var onDone: ([Int]) -> Void = { _ in }
 
-        init(cache: KVCache, hidden: Tensor, seen: [Int], budget: Int, delta: Int, parameters: GenerationParameters) {
+        init(cache: KVCache, seen: [Int], budget: Int, delta: Int, parameters: GenerationParameters) {
             self.cache = cache
-            self.hidden = hidden
             self.seen = seen
             self.budget = budget
             self.delta = delta
@@ -322,8 +326,15 @@ public final class DecodeBatch<Model: MRoPEDecoderModel> {
         }
     }
 
+    /// A sequence joining the batch: its continuation (tokens at positions [3][n]) still to run.
+    struct Joining {
+        let sequence: Sequence
+        let tokens: [Int]
+        let positions: [[Int]]
+    }
+
     public let capacity: Int
-    private var waiting: [() throws -> Sequence?] = []
+    private var waiting: [() throws -> Joining?] = []
     private var active: [Sequence] = []
     private var model: Model?
 
@@ -339,6 +350,9 @@ public final class DecodeBatch<Model: MRoPEDecoderModel> {
     /// now and at most so far.
     private var cacheBytes: Int { KVCache.bytes(of: active.map(\.cache)) }
     public private(set) var peakCacheBytes = 0
+    /// Decoder passes run so far for joining sequences' continuations (one per sequence, or one
+    /// for all that join together where the model's rows do not depend on the pass).
+    public private(set) var continuationPasses = 0
 
     /// Queues the answer to `continuation` after `session`'s prefix; `onDone` receives its tokens
     /// (at once, when no token fits the context). Its cache is forked when it joins.
@@ -348,25 +362,32 @@ public final class DecodeBatch<Model: MRoPEDecoderModel> {
         model = session.model
         try parameters.validate()
         waiting.append {
-            guard let s = try session.start(continuation: continuation, parameters: parameters) else { onDone([]); return nil }
-            s.onToken = onToken
-            s.onDone = onDone
-            return s
+            guard let j = try session.start(continuation: continuation, parameters: parameters) else { onDone([]); return nil }
+            j.sequence.onToken = onToken
+            j.sequence.onDone = onDone
+            return j
         }
     }
 
-    /// Admits waiting sequences into free places (each runs its continuation and picks its first
-    /// token), then advances every active sequence by one token in one pass. False when no
+    /// Admits waiting sequences into free places (their continuations run, and each picks its
+    /// first token), then advances every active sequence by one token in one pass. False when no
     /// sequence is left.
     @discardableResult
     public func step() throws -> Bool {
         guard let model else { return false }
-        while active.count < capacity, !waiting.isEmpty {
-            guard let s = try waiting.removeFirst()() else { continue }
-            guard let hidden = s.hidden else { continue }
-            s.hidden = nil
-            let logits = try model.nextTokenLogits(hidden, step: 0)
-            if s.choose(logits.buffer) { s.onDone(s.out) } else { active.append(s) }
+        var joining: [Joining] = []
+        while active.count + joining.count < capacity, !waiting.isEmpty {
+            if let j = try waiting.removeFirst()() { joining.append(j) }
+        }
+        if !joining.isEmpty {
+            let together = joining.count > 1 && model.rowsIndependentOfPass
+            continuationPasses += together ? 1 : joining.count
+            let logits = try model.finiteLogits(try Self.continue(joining, model: model, together: together), step: 0)
+            let vocab = logits.shape[1]
+            for (i, j) in joining.enumerated() {
+                let s = j.sequence
+                if s.choose(UnsafeMutableBufferPointer(start: logits.pointer + i * vocab, count: vocab)) { s.onDone(s.out) } else { active.append(s) }
+            }
         }
         peakCacheBytes = max(peakCacheBytes, cacheBytes)
         guard !active.isEmpty else { return !waiting.isEmpty }
@@ -385,6 +406,33 @@ public final class DecodeBatch<Model: MRoPEDecoderModel> {
         active = still
         return !(active.isEmpty && waiting.isEmpty)
     }
+
+    /// Runs the joining sequences' continuations into their caches: the final hidden state of
+    /// each one's last token [joining, hidden]. `together`: one pass for all (where the model's
+    /// rows do not depend on the pass: a clip's prompts read the weights once, not once each),
+    /// else a pass per continuation, as each runs when decoded alone.
+    static func `continue`(_ joining: [Joining], model: Model, together: Bool) throws -> Tensor {
+        var lastRows: [Tensor] = []
+        if together {
+            let counts = joining.map(\.tokens.count)
+            let hidden = try model.decode(joining.flatMap(\.tokens), positions: (0..<3).map { axis in joining.flatMap { $0.positions[axis] } },
+                                          segments: CacheSegments(joining.map(\.sequence.cache), rows: counts))
+            var end = 0
+            for n in counts {
+                end += n
+                lastRows.append(hidden.rows((end - 1)..<end))
+            }
+        } else {
+            for j in joining {
+                let hidden = try model.decode(j.tokens, positions: j.positions, cache: j.sequence.cache)
+                lastRows.append(hidden.rows((hidden.shape[0] - 1)..<hidden.shape[0]))
+            }
+        }
+        guard let width = lastRows.first?.shape.last else { throw VLMError.invalidInput("no continuation to run") }
+        let out = try Tensor(uninitialized: [lastRows.count, width], what: "continuations' last hidden states")
+        for (i, row) in lastRows.enumerated() { (out.pointer + i * width).update(from: row.pointer, count: width) }
+        return out
+    }
 }
 
 /// Qwen2-VL's session (the shared-prefix fork over `Qwen2VLModel`).
@@ -401,6 +449,7 @@ extension Qwen2VLModel: MRoPEDecoderModel {
     }
 
     public func rowLogits(_ hidden: Tensor) throws -> Tensor { try language.logits(hidden, rowwise: true) }
+    public var rowsIndependentOfPass: Bool { language.dtype == .int8 }
 }
 
 extension Qwen25VLModel: MRoPEDecoderModel {
@@ -409,6 +458,7 @@ extension Qwen25VLModel: MRoPEDecoderModel {
     }
 
     public func rowLogits(_ hidden: Tensor) throws -> Tensor { try language.logits(hidden, rowwise: true) }
+    public var rowsIndependentOfPass: Bool { language.dtype == .int8 }
 }
 
 extension Qwen3VLModel: MRoPEDecoderModel {
@@ -425,4 +475,5 @@ extension Qwen3VLModel: MRoPEDecoderModel {
     }
 
     public func rowLogits(_ hidden: Tensor) throws -> Tensor { try language.logits(hidden, rowwise: true) }
+    public var rowsIndependentOfPass: Bool { language.dtype == .int8 }
 }

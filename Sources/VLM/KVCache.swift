@@ -134,6 +134,12 @@ public struct CacheSegments {
         self.rows = [rows]
     }
 
+    /// `rows[i]` rows for `caches[i]` (several continuations in one pass).
+    public init(_ caches: [KVCache], rows: [Int]) {
+        self.caches = caches
+        self.rows = rows
+    }
+
     /// One row for each cache (a step of batched decoding).
     public init(oneRowEach caches: [KVCache]) {
         self.caches = caches
@@ -145,7 +151,7 @@ public struct CacheSegments {
 
     /// Every cache fits this model (`layers` × `width`) and has room for its rows.
     func check(rows t: Int, layers: Int, width: Int) throws {
-        guard !caches.isEmpty, total == t, rows.allSatisfy({ $0 >= 1 }) else {
+        guard !caches.isEmpty, caches.count == rows.count, total == t, rows.allSatisfy({ $0 >= 1 }) else {
             throw VLMError.invalidInput("\(t) decoder rows do not split into the segments \(rows)")
         }
         for (cache, n) in zip(caches, rows) {
