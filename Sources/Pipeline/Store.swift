@@ -837,30 +837,35 @@ public final class Store: @unchecked Sendable {
                             """, arguments: [id, try run.typed("id", "runs") as Int64])
                     }
                 }
-                for v in try Row.fetchAll(db, sql: "SELECT * FROM src.videos") {
-                    let path: String = try v.typed("path", "videos")
-                    copying = "video \(path)"
+                // Values go from src to main inside SQL, never through Swift strings: stored text
+                // is copied byte for byte (a NUL in an answer, bytes that are not UTF-8), and a
+                // video is matched by its path's stored bytes.
+                let media = try db.columns(in: "videos", in: "src").contains { $0.name == "media" }
+                    ? "coalesce(s.media, '\(VisualKind.video.rawValue)')" : "'\(VisualKind.video.rawValue)'"
+                let pending = VideoStatus.pending.rawValue
+                for v in try Row.fetchAll(db, sql: "SELECT id, last_run_id FROM src.videos ORDER BY id") {
+                    let srcVid: Int64 = try v.typed("id", "videos")
+                    copying = "video \(PathBytes.display(try String.fetchOne(db, sql: "SELECT path FROM src.videos WHERE id = ?", arguments: [srcVid]) ?? "?"))"
                     let lastRun: Int64? = (try v.typed("last_run_id", "videos") as Int64?).flatMap { runMap[$0] }
-                    // The input row's values, in the order both statements below list them.
-                    let fields: [(any DatabaseValueConvertible)?] = [
-                        v["size"], v["mtime"], v["fingerprint"], v["duration"], v["width"], v["height"], v["fps"], v["codec"],
-                        v["frame_count"], v["status"], v["error_kind"], v["error"], lastRun, v["updated_at"],
-                        (try? v.typed("media", "videos") as String?) ?? VisualKind.video.rawValue]
-                    if let existing = try Row.fetchOne(db, sql: "SELECT id, fingerprint, updated_at, status FROM main.videos WHERE path = ?", arguments: [path]) {
+                    if let existing = try Row.fetchOne(db, sql: """
+                        SELECT m.id, ifnull(s.updated_at > m.updated_at, 0) AS later, ifnull(s.status = ?, 0) AS theirs_pending,
+                               ifnull(m.status = ?, 0) AS mine_pending, ifnull(s.fingerprint = m.fingerprint, 0) AS same_fingerprint,
+                               ifnull(s.fingerprint = '', 0) AS theirs_unread, ifnull(m.fingerprint = '', 0) AS mine_unread
+                        FROM src.videos s JOIN main.videos m ON m.path = s.path WHERE s.id = ?
+                        """, arguments: [pending, pending, srcVid]) {
                         // The input's row wins when it is further on: a row with an outcome beats
                         // a pending one whatever the clocks say (a shard merged before its run had
                         // done the file, requeued on another machine), a pending one never beats
                         // an outcome; between two, the newer updated_at wins. Else ours stays.
-                        let pending = VideoStatus.pending.rawValue
-                        let theirStatus: String = try v.typed("status", "videos"), myStatus: String = try existing.typed("status", "videos")
-                        let later = (try v.typed("updated_at", "videos") as String) > (try existing.typed("updated_at", "videos") as String)
-                        let newer = (theirStatus == pending) == (myStatus == pending) ? later : myStatus == pending
-                        let theirs: String = try v.typed("fingerprint", "videos"), mine: String = try existing.typed("fingerprint", "videos")
+                        let flag = { (name: String) throws -> Bool in (try existing.typed(name, "videos") as Int) != 0 }
+                        let theirsPending = try flag("theirs_pending"), minePending = try flag("mine_pending")
+                        let newer = theirsPending == minePending ? try flag("later") : minePending
                         // An unreadable file's row ('' fingerprint) is not other content: its
                         // earlier results stay until it can be read again.
-                        let sameFile = theirs == mine || theirs.isEmpty || mine.isEmpty
+                        let theirsUnread = try flag("theirs_unread"), mineUnread = try flag("mine_unread")
+                        let sameFile = try flag("same_fingerprint") || theirsUnread || mineUnread
                         if !newer && !sameFile { continue } // a different file, older: keep ours
-                        if newer && !(theirs.isEmpty && !mine.isEmpty) { // (an unreadable row keeps ours)
+                        if newer && !(theirsUnread && !mineUnread) { // (an unreadable row keeps ours)
                             let id: Int64 = try existing.typed("id", "videos")
                             if !sameFile {
                                 // Other content: its clips and results are the old file's.
@@ -868,27 +873,31 @@ public final class Store: @unchecked Sendable {
                                 try db.execute(sql: "DELETE FROM main.clips WHERE video_id = ?", arguments: [id])
                             }
                             try db.execute(sql: """
-                                UPDATE main.videos SET size = ?, mtime = ?, fingerprint = ?, duration = ?, width = ?, height = ?, fps = ?,
-                                    codec = ?, frame_count = ?, status = ?, error_kind = ?, error = ?, last_run_id = coalesce(?, last_run_id),
-                                    updated_at = ?, media = ? WHERE id = ?
-                                """, arguments: StatementArguments(fields + [id]))
+                                UPDATE main.videos SET size = s.size, mtime = s.mtime, fingerprint = s.fingerprint, duration = s.duration,
+                                    width = s.width, height = s.height, fps = s.fps, codec = s.codec, frame_count = s.frame_count,
+                                    status = s.status, error_kind = s.error_kind, error = s.error,
+                                    last_run_id = coalesce(?, main.videos.last_run_id), updated_at = s.updated_at, media = \(media)
+                                FROM src.videos s WHERE main.videos.id = ? AND s.id = ?
+                                """, arguments: [lastRun, id, srcVid])
                         }
                     } else {
                         try db.execute(sql: """
                             INSERT INTO main.videos (path, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count,
                                                      status, error_kind, error, last_run_id, updated_at, media)
-                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                            """, arguments: StatementArguments([path] + fields))
+                            SELECT path, size, mtime, fingerprint, duration, width, height, fps, codec, frame_count,
+                                   status, error_kind, error, ?, updated_at, \(media)
+                            FROM src.videos s WHERE s.id = ?
+                            """, arguments: [lastRun, srcVid])
                     }
-                    guard let vid = try Int64.fetchOne(db, sql: "SELECT id FROM main.videos WHERE path = ?", arguments: [path]) else { continue }
-                    let srcVid: Int64 = try v.typed("id", "videos")
-                    for c in try Row.fetchAll(db, sql: "SELECT * FROM src.clips WHERE video_id = ?", arguments: [srcVid]) {
+                    guard let vid = try Int64.fetchOne(db, sql: "SELECT m.id FROM main.videos m JOIN src.videos s ON m.path = s.path WHERE s.id = ?",
+                                                       arguments: [srcVid]) else { continue }
+                    for c in try Row.fetchAll(db, sql: "SELECT id, run_id FROM src.clips WHERE video_id = ? ORDER BY id", arguments: [srcVid]) {
                         try db.execute(sql: """
                             INSERT INTO main.clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height,
                                                     settings_key, run_id, done_at)
-                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-                            """, arguments: [vid, c["clip_index"], c["start_seconds"], c["end_seconds"], c["frames"], c["width"],
-                                             c["height"], c["settings_key"], (try c.typed("run_id", "clips") as Int64?).flatMap { runMap[$0] }, c["done_at"]])
+                            SELECT ?, clip_index, start_seconds, end_seconds, frames, width, height, settings_key, ?, done_at
+                            FROM src.clips WHERE id = ? ON CONFLICT DO NOTHING
+                            """, arguments: [vid, (try c.typed("run_id", "clips") as Int64?).flatMap { runMap[$0] }, try c.typed("id", "clips") as Int64])
                     }
                     if hasThumbnails { try db.execute(sql: """
                         INSERT INTO main.thumbnails (clip_id, kind, mime_type, width, height, bytes)
@@ -897,19 +906,16 @@ public final class Store: @unchecked Sendable {
                         JOIN main.clips m ON m.video_id = ? AND m.clip_index = c.clip_index AND m.settings_key = c.settings_key
                         WHERE c.video_id = ? ON CONFLICT DO NOTHING
                         """, arguments: [vid, srcVid]) }
-                    for r in try Row.fetchAll(db, sql: "SELECT * FROM src.results WHERE video_id = ?", arguments: [srcVid]) {
-                        let index: Int = try r.typed("clip_index", "results")
-                        let clip: Int64? = index < 0 ? nil : try Int64.fetchOne(db, sql: """
-                            SELECT id FROM main.clips WHERE video_id = ? AND clip_index = ? AND settings_key = ?
-                            """, arguments: [vid, index, try r.typed("settings_key", "results") as String])
-                        try db.execute(sql: """
-                            INSERT INTO main.results (video_id, clip_id, clip_index, kind, prompt, text, model, settings, settings_key,
-                                                      prompt_tokens, generated_tokens, vision_seconds, prefill_seconds, generate_seconds)
-                            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-                            """, arguments: [vid, clip, index, r["kind"], r["prompt"], r["text"], r["model"], r["settings"],
-                                             r["settings_key"], r["prompt_tokens"], r["generated_tokens"], r["vision_seconds"],
-                                             r["prefill_seconds"], r["generate_seconds"]])
-                    }
+                    // A result of a clip (clip_index ≥ 0) points at that clip's row here.
+                    try db.execute(sql: """
+                        INSERT INTO main.results (video_id, clip_id, clip_index, kind, prompt, text, model, settings, settings_key,
+                                                  prompt_tokens, generated_tokens, vision_seconds, prefill_seconds, generate_seconds)
+                        SELECT ?, CASE WHEN r.clip_index < 0 THEN NULL ELSE (SELECT m.id FROM main.clips m WHERE m.video_id = ?
+                                   AND m.clip_index = r.clip_index AND m.settings_key = r.settings_key) END,
+                               r.clip_index, r.kind, r.prompt, r.text, r.model, r.settings, r.settings_key, r.prompt_tokens,
+                               r.generated_tokens, r.vision_seconds, r.prefill_seconds, r.generate_seconds
+                        FROM src.results r WHERE r.video_id = ? ORDER BY r.id ON CONFLICT DO NOTHING
+                        """, arguments: [vid, vid, srcVid])
                 }
                 return .commit
             } } catch let e as DatabaseError where e.resultCode == .SQLITE_CONSTRAINT {

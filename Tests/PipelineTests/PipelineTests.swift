@@ -424,6 +424,47 @@ import Testing
         }
     }
 
+    /// Stored text is copied byte for byte, whatever it holds: a NUL inside an answer or a path (a
+    /// byte-level model can emit one), bytes that are not UTF-8, in every text column a merge
+    /// copies. Matching a video by path, too, compares the stored bytes.
+    @Test func mergeCopiesTextByteForByte() throws {
+        let ws = try Workspace()
+        defer { ws.remove() }
+        let shard = ws.root + "/shard.sqlite"
+        try ws.run(database: shard)
+        let odd = try Store(path: shard)
+        try odd.db.write { db in
+            let first = try #require(try Int64.fetchOne(db, sql: "SELECT min(id) FROM videos WHERE status = 'done'"))
+            try db.execute(sql: "UPDATE videos SET path = path || char(0) || 'b', error = 'e' || char(0) || 'f' WHERE id = ?", arguments: [first])
+            try db.execute(sql: "UPDATE videos SET path = path || CAST(x'ff41fe' AS TEXT) WHERE id = (SELECT max(id) FROM videos)")
+            try db.execute(sql: "UPDATE results SET text = text || char(0) || 'tail' WHERE id % 3 = 0")
+            try db.execute(sql: "UPDATE results SET text = CAST(x'c328' AS TEXT) || text, prompt = prompt || CAST(x'80' AS TEXT) WHERE id % 3 = 1")
+            try db.execute(sql: "UPDATE runs SET spec = spec || char(0) || CAST(x'ff' AS TEXT)")
+        }
+        func bytes(_ path: String) throws -> [String] {
+            try Store(path: path).db.read { db in
+                var rows = try String.fetchAll(db, sql: "SELECT 'v ' || hex(path) || ' ' || hex(ifnull(error, '')) || ' ' || status FROM videos")
+                rows += try String.fetchAll(db, sql: """
+                    SELECT 'r ' || hex(v.path) || ' ' || r.clip_index || ' ' || r.kind || ' ' || hex(r.prompt) || ' ' || hex(r.text)
+                    FROM results r JOIN videos v ON v.id = r.video_id
+                    """)
+                rows += try String.fetchAll(db, sql: """
+                    SELECT 'c ' || hex(v.path) || ' ' || c.clip_index || ' ' || c.frames FROM clips c JOIN videos v ON v.id = c.video_id
+                    """)
+                rows += try String.fetchAll(db, sql: "SELECT 's ' || hex(spec) FROM runs")
+                return rows.sorted()
+            }
+        }
+        let expected = try bytes(shard)
+        #expect(expected.contains { $0.hasPrefix("r ") && $0.contains("007461696C") }) // "\0tail"
+        let merged = try Store(path: ws.root + "/merged.sqlite")
+        try merged.merge(from: shard)
+        #expect(try bytes(ws.root + "/merged.sqlite") == expected)
+        // Merged again: matched by the stored bytes, nothing added or altered.
+        try merged.merge(from: shard)
+        #expect(try bytes(ws.root + "/merged.sqlite") == expected)
+    }
+
     /// Every query in the README runs against a produced database and returns the rows computed
     /// here from the same data independently.
     @Test func readmeQueriesReturnTheExpectedRows() throws {
