@@ -92,6 +92,29 @@ import Tensors
         }
     }
 
+    /// int8 weights, every family: a clip's three prompts decoded together (their continuations
+    /// in one pass, `rowsIndependentOfPass`) give the tokens each gets decoded alone, with
+    /// different lengths so that the pass holds segments of different sizes.
+    @Test(arguments: ["tiny-qwen2vl-chat", "tiny-qwen25vl-a", "tiny-qwen3vl-a", "tiny-qwen3vl-b"])
+    func int8PromptsTogetherEqualAlone(checkpoint: String) throws {
+        let model = try ModelRegistry.load(directory: VisionFixtures.model(checkpoint), dtype: .int8)
+        // Frames already at a size the family's processor takes (multiples of 28, or 32 for Qwen3-VL).
+        let unit = checkpoint.contains("qwen3") ? 32 : 28, (w, h) = (3 * unit, 2 * unit)
+        var frames: [VideoFrame] = []
+        for i in 0..<4 {
+            var rgb = [UInt8](repeating: 0, count: w * h * 3)
+            for j in rgb.indices { rgb[j] = UInt8(truncatingIfNeeded: j * 7 + i * 31 + j / w) }
+            frames.append(VideoFrame(index: i, timestamp: Double(i) / 2, width: w, height: h, rgb: rgb))
+        }
+        let input = try model.videoInput(frames, fps: 2)
+        let prompts = ["Describe the clip.", "What colour is the largest object, and where does it move?", "Count."]
+        let alone = try model.answer(prompts, about: input, parameters: GenerationParameters(maxNewTokens: 6, batch: 1))
+        let together = try model.answer(prompts, about: input, parameters: GenerationParameters(maxNewTokens: 6, batch: 3))
+        let a: [[Int]] = alone.map { $0.tokens }, t: [[Int]] = together.map { $0.tokens }
+        #expect(t == a, "\(checkpoint)")
+        #expect(a.allSatisfy { !$0.isEmpty })
+    }
+
     @Test func textOnlyAnswers() throws {
         let model = try Self.load()
         let ref = Self.reference.text.answers[0]
