@@ -845,7 +845,9 @@ public final class Store: @unchecked Sendable {
                 let pending = VideoStatus.pending.rawValue
                 for v in try Row.fetchAll(db, sql: "SELECT id, last_run_id FROM src.videos ORDER BY id") {
                     let srcVid: Int64 = try v.typed("id", "videos")
-                    copying = "video \(PathBytes.display(try String.fetchOne(db, sql: "SELECT path FROM src.videos WHERE id = ?", arguments: [srcVid]) ?? "?"))"
+                    // (Its stored bytes, shown with escapes: a NUL or a byte that is not UTF-8 included.)
+                    let pathBytes = try Data.fetchOne(db, sql: "SELECT CAST(path AS BLOB) FROM src.videos WHERE id = ?", arguments: [srcVid]) ?? Data()
+                    copying = "video \(TerminalText.safe(PathBytes.string(pathBytes), keepNewlines: false))"
                     let lastRun: Int64? = (try v.typed("last_run_id", "videos") as Int64?).flatMap { runMap[$0] }
                     if let existing = try Row.fetchOne(db, sql: """
                         SELECT m.id, ifnull(s.updated_at > m.updated_at, 0) AS later, ifnull(s.status = ?, 0) AS theirs_pending,
@@ -1044,10 +1046,6 @@ public final class Store: @unchecked Sendable {
             throw PipelineError.invalidArgument("\(input): this is the output database itself (\(output)); name another database to merge from")
         }
     }
-
-    /// Copies a value between databases as it is stored (no typed decoding: a row holding text
-    /// where a number belongs is copied, not trapped on).
-    static func raw(_ row: Row, _ column: String) -> DatabaseValue { row[column] }
 
     /// Read as immutable (a read-only mount), SQLite would ignore a write-ahead log: changes not
     /// yet merged into the file would silently be missing. Such a database is refused, saying why.

@@ -16,7 +16,8 @@ import Foundation
 /// kernels, many rows through oneDNN's u8 × s8 → s32 GEMM; the sums are exact, so both give
 /// every row the same value, and a row never depends on the others.
 public enum Linear {
-    /// Rows at or below this count use the GEMV kernels rather than a GEMM.
+    /// bf16 and f16 products of at most this many rows use the GEMV kernels rather than a GEMM
+    /// (int8 ones: `int8Kernel`).
     public static let gemvRows = 8
 
     public static func forward(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil,
@@ -205,8 +206,8 @@ public enum Linear {
     /// bits; `forward` picks one by row count). oneDNN's needs `OneDNN` int8 products.
     public static func forwardInt8(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil, into y: Tensor, rows m: Int,
                                    kernel: Int8Kernel, pool: ThreadPool = .shared) throws {
-        let n = w.shape[0], k = w.count / max(1, n)
-        guard w.dtype == .i8, x.count == m * k, y.count == m * n, bias.map({ $0.count == n }) ?? true else {
+        let n = w.shape.count == 2 ? w.shape[0] : 0, k = w.shape.count == 2 ? w.shape[1] : 0
+        guard w.dtype == .i8, n > 0, k > 0, m >= 0, x.count == m * k, y.count == m * n, bias.map({ $0.count == n }) ?? true else {
             throw TensorError.shapeMismatch(operation: "int8 linear \(w.name)", expected: "an int8 [\(n), \(k)] weight, x [\(m), \(k)], y [\(m), \(n)]",
                                             got: "\(w.dtype.rawValue) \(w.shape), x \(x.shape), y \(y.shape)")
         }

@@ -48,20 +48,25 @@ final class OneDNN: @unchecked Sendable {
             }
         }
         if ProcessInfo.processInfo.environment["REELQL_NO_ONEDNN_INT8"] != "1", rq_has_vnni() != 0 {
+            // Extreme bytes over 64 columns: a kernel without VNNI (oneDNN capped below it, say by
+            // ONEDNN_MAX_CPU_ISA) saturates 255·127 + 255·127 in 16 bits and fails this.
             int8Products = probe { p in
-                try matmul(src: .init(dims: [2, 4], strides: [4, 1], type: dnnl_u8, pointer: p),
-                           weights: .init(dims: [4, 2], strides: [1, 4], type: dnnl_s8, pointer: p + 8),
-                           dst: .init(dims: [2, 2], strides: [2, 1], type: dnnl_s32, pointer: p + 32))
-                return p.load(fromByteOffset: 32, as: Int32.self) == 4 // 1 · 1 summed over 4
+                p.initializeMemory(as: UInt8.self, repeating: 255, count: 128)     // src u8 [2, 64]
+                (p + 128).initializeMemory(as: Int8.self, repeating: 127, count: 128) // weights s8 [64, 2]
+                try matmul(src: .init(dims: [2, 64], strides: [64, 1], type: dnnl_u8, pointer: p),
+                           weights: .init(dims: [64, 2], strides: [1, 64], type: dnnl_s8, pointer: p + 128),
+                           dst: .init(dims: [2, 2], strides: [2, 1], type: dnnl_s32, pointer: p + 256))
+                return (0..<4).allSatisfy { p.load(fromByteOffset: 256 + 4 * $0, as: Int32.self) == 64 * 255 * 127 }
             }
         }
     }
 
-    /// Runs a tiny product on 64 bytes of ones: whether oneDNN has (and gets right) a kind of product.
+    /// Runs a tiny product on 512 bytes (ones, unless the body writes its own operands): whether
+    /// oneDNN has (and gets right) a kind of product.
     private func probe(_ body: (UnsafeMutableRawPointer) throws -> Bool) -> Bool {
-        let p = UnsafeMutableRawPointer.allocate(byteCount: 64, alignment: 64)
+        let p = UnsafeMutableRawPointer.allocate(byteCount: 512, alignment: 64)
         defer { p.deallocate() }
-        p.initializeMemory(as: UInt8.self, repeating: 1, count: 64)
+        p.initializeMemory(as: UInt8.self, repeating: 1, count: 512)
         return (try? body(p)) ?? false
     }
 

@@ -126,8 +126,11 @@ public protocol MRoPEDecoderModel: AnyObject, Sendable {
     /// M-RoPE positions [3][T] of a prompt and rope_delta.
     func positions(ids: [Int], vision: [VisionItem]) throws -> (positions: [[Int]], delta: Int)
     /// Runs text tokens at `positions` [3][n] through the decoder, each row into its segment's
-    /// cache (one segment: a prompt's continuation; one row per cache: a batched step): their
-    /// final hidden states. Every row comes out as in a pass of its own segment alone.
+    /// cache (one segment: a prompt's continuation; one row per cache: a batched step; several
+    /// continuations where `rowsIndependentOfPass`): their final hidden states. A row of a
+    /// one-row segment comes out as in a pass of its own; a longer segment's rows do where
+    /// `rowsIndependentOfPass` (bf16 and f32 products of many rows add in another order than the
+    /// one-row products a pass of several segments uses).
     func decode(_ ids: [Int], positions: [[Int]], segments: CacheSegments) throws -> Tensor
     /// Logits [rows, vocab] of every row of `hidden`, each as a one-row product computes it.
     func rowLogits(_ hidden: Tensor) throws -> Tensor
@@ -369,20 +372,25 @@ public final class DecodeBatch<Model: MRoPEDecoderModel> {
         }
     }
 
-    /// Admits waiting sequences into free places (their continuations run, and each picks its
+    /// Admits waiting sequences into free places (their continuations run, then each picks its
     /// first token), then advances every active sequence by one token in one pass. False when no
-    /// sequence is left.
+    /// sequence is left. A sequence with no room for an answer gets `onDone([])` as it is
+    /// admitted. An error ends the batch: the sequences it had admitted or was admitting are
+    /// dropped without `onDone` (every caller stops on it).
     @discardableResult
     public func step() throws -> Bool {
         guard let model else { return false }
-        var joining: [Joining] = []
-        while active.count + joining.count < capacity, !waiting.isEmpty {
-            if let j = try waiting.removeFirst()() { joining.append(j) }
-        }
-        if !joining.isEmpty {
+        // Rounds until the places are full or none waits: a joiner that finishes on its first
+        // token (a stop token, a budget of one) frees its place for the next one at once.
+        while active.count < capacity, !waiting.isEmpty {
+            var joining: [Joining] = []
+            while active.count + joining.count < capacity, !waiting.isEmpty {
+                if let j = try waiting.removeFirst()() { joining.append(j) }
+            }
+            guard !joining.isEmpty else { continue }
             let together = joining.count > 1 && model.rowsIndependentOfPass
-            continuationPasses += together ? 1 : joining.count
             let logits = try model.finiteLogits(try Self.continue(joining, model: model, together: together), step: 0)
+            continuationPasses += together ? 1 : joining.count
             let vocab = logits.shape[1]
             for (i, j) in joining.enumerated() {
                 let s = j.sequence

@@ -72,6 +72,29 @@ import Tensors
         }
     }
 
+    /// Joiners that finish on their first token (a budget of one) free their places in the same
+    /// step: one step admits all of them, a round at a time, and leaves the batch empty.
+    @Test func firstTokenFinishersFreeTheirPlacesAtOnce() throws {
+        let cases = LanguageTests.reference.models["tiny-qwen2vl-a"]!
+        let q1 = cases["video_q1"]!
+        let prefixLength = q1.ids.firstIndex(of: 391)! + 1
+        let continuation = Array(q1.ids[prefixLength...])
+        for dtype in [ComputeDType.bf16, .int8] {
+            let model = try Qwen2VLModel(directory: VisionFixtures.model("tiny-qwen2vl-a"), dtype: dtype)
+            let session = try Qwen2VLSession(model: model, prefix: Array(q1.ids[..<prefixLength]), vision: try videoInput())
+            let alone = try session.generate(continuation: continuation, parameters: GenerationParameters(maxNewTokens: 1))
+            let batch = DecodeBatch<Qwen2VLModel>(capacity: 2)
+            var done: [[Int]] = []
+            for _ in 0..<5 {
+                try batch.add(session, continuation: continuation, parameters: GenerationParameters(maxNewTokens: 1)) { done.append($0) }
+            }
+            #expect(try !batch.step(), "\(dtype)")
+            #expect(done == Array(repeating: alone, count: 5) && batch.isEmpty, "\(dtype)")
+            // int8: rounds of two continuations in one pass, the last one alone.
+            #expect(batch.continuationPasses == (dtype == .int8 ? 3 : 5), "\(dtype)")
+        }
+    }
+
     /// Forks share the filled rows instead of copying them: one prefix object per fill level,
     /// own rows only after it, the prefix's bytes counted once; a fork of a fork copies only the
     /// rows its parent added; writing the parent later leaves its forks' view alone.

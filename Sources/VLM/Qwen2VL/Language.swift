@@ -94,7 +94,8 @@ public final class Qwen2VLLanguage: @unchecked Sendable {
 
     /// Runs rows of one or several sequences (`segments`: which cache each row's keys and values
     /// go to, and whose earlier positions it attends to). A pass of several segments computes
-    /// every row exactly as a pass of that row's segment alone would (`Linear` rowwise).
+    /// every row as a one-row product would (`Linear` rowwise): exactly as a pass of its segment
+    /// alone for one-row segments, and for any segment with int8 weights (exact in every kernel).
     public func forward(_ x: Tensor, cos: Tensor, sin: Tensor, segments: CacheSegments) throws -> Tensor {
         let c = config, t = x.shape[0], h = c.hiddenSize, hd = c.headDim
         let heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads, kvw = kvHeads * hd

@@ -89,7 +89,8 @@ public final class Qwen3VLLanguage: @unchecked Sendable {
     }
 
     /// `forward` over rows of one or several sequences (`segments`, as `Qwen2VLLanguage`'s): each
-    /// row computed exactly as in a pass of its own segment alone.
+    /// row as a one-row product computes it (exactly as a pass of its own segment alone for
+    /// one-row segments and with int8 weights).
     public func forward(_ x: Tensor, cos: Tensor, sin: Tensor, segments: CacheSegments, deepstack: Qwen3VLDeepStack? = nil) throws -> Tensor {
         let c = config, t = x.shape[0], h = c.hiddenSize, hd = c.headDim
         let heads = c.numAttentionHeads, kvHeads = c.numKeyValueHeads, kvw = kvHeads * hd
