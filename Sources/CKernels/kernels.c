@@ -1196,8 +1196,11 @@ void rq_attend_bf16_tile(const uint16_t *q, size_t qs, size_t n_q, const uint16_
 // VNNI kernel and the plain one below give the same bits.
 #pragma clang fp reassociate(off)
 #pragma clang fp contract(off)
-#define RQ_S8_TQ 32
-#define RQ_S8_ROWS 40 /* RQ_S8_TQ rounded up to any P·V row block, plus room */
+/* Queries per block: their f32 scores (16 × ~1 K keys = 66 KB) stay in L2 beside the packed head.
+   At 32 (133 KB) the 2B tower's attention took 0.43–0.66 s per 8 blocks in `bench vision`, at 16
+   0.41–0.47 s, alternating 9 times: the larger block was slower and hit harder by the slow spells. */
+#define RQ_S8_TQ 16
+#define RQ_S8_ROWS 24 /* RQ_S8_TQ rounded up to any P·V row block, plus room */
 #define RQ_S8_KB 256 /* keys per P·V block: the block's packed values (256·d bytes) stay in L1 */
 /* 255 · 2^f for f in [−½, ½]: a cubic (Chebyshev fit) within 1.1e-4 of it, 0.03 of a u8 step. */
 #define RQ_S8_C0 (255.0f * 0.9999244814555218f)
