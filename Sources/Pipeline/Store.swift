@@ -119,6 +119,13 @@ public final class Store: @unchecked Sendable {
         guard let newest = ours.last else { return }
         let last = applied.isSubset(of: Set(ours)) ? ours.last(where: applied.contains) : nil
         let expected = expectedSchema(upTo: last ?? newest)
+        // A table its recorded migrations made is missing: damage (a dropped thumbnails table
+        // would have a merge leave every picture out), not an older database.
+        if last != nil {
+            for table in (Array(expected.columns.keys) + Array(expected.tables.keys)).sorted() where try !db.tableExists(table) {
+                throw PipelineError.database(path: path, reason: "not a reelql database, or a damaged one: it has no table '\(table)', which its migrations made")
+            }
+        }
         for (table, columns) in expected.columns.sorted(by: { $0.key < $1.key }) where try db.tableExists(table) {
             let have = Set(try db.columns(in: table).map(\.name))
             if let missing = columns.subtracting(have).sorted().first {
@@ -1035,6 +1042,19 @@ public final class Store: @unchecked Sendable {
             try attachReadOnly(db, other)
             defer { try? db.execute(sql: "DETACH DATABASE src") }
             try checkStoredTypes(db, schema: "src", path: other)
+            // A clip's result that no clip row of its video and settings holds: merge links a
+            // result to its clip by those, so it would arrive detached (out of the views).
+            if let row = try Row.fetchOne(db, sql: """
+                SELECT r.id, r.clip_index FROM src.results r WHERE r.clip_index >= 0 AND r.video_id IN (SELECT id FROM src.videos)
+                    AND NOT EXISTS (SELECT 1 FROM src.clips c WHERE c.video_id = r.video_id AND c.clip_index = r.clip_index
+                                    AND c.settings_key = r.settings_key) LIMIT 1
+                """) {
+                throw PipelineError.database(path: other, reason: """
+                    table results, row \(try row.typed("id", "results") as Int64): clip_index \(try row.typed("clip_index", "results") as Int64) \
+                    names no clip of its video under its settings (a damaged row; a run over the files with these settings does \
+                    the clip again); nothing of this database was merged
+                    """)
+            }
         }
     }
 

@@ -465,6 +465,37 @@ import Testing
         #expect(try bytes(ws.root + "/merged.sqlite") == expected)
     }
 
+    /// An input missing a table its migrations made (thumbnails dropped) or holding a clip's
+    /// result that names no clip is damaged: named, and nothing of it is merged.
+    @Test func mergeRefusesMissingTablesAndDetachedResults() throws {
+        let ws = try Workspace(videos: ["h264_cfr.mp4"])
+        defer { ws.remove() }
+        let shard = ws.root + "/shard.sqlite"
+        try ws.run(database: shard)
+        let noThumbs = ws.root + "/no-thumbnails.sqlite", detached = ws.root + "/detached.sqlite"
+        for copy in [noThumbs, detached] { try FileManager.default.copyItem(atPath: shard, toPath: copy) }
+        try DatabaseQueue(path: noThumbs).writeWithoutTransaction { db in try db.execute(sql: "DROP TABLE thumbnails") }
+        let row = try DatabaseQueue(path: detached).write { db -> Int64 in
+            let id = try #require(try Int64.fetchOne(db, sql: "SELECT min(id) FROM results WHERE clip_index >= 0"))
+            try db.execute(sql: "UPDATE results SET clip_index = 99 WHERE id = ?", arguments: [id])
+            return id
+        }
+        let output = ws.root + "/merged.sqlite"
+        for (input, named) in [(noThumbs, "no table 'thumbnails'"), (detached, "table results, row \(row): clip_index 99")] {
+            do {
+                try Store.checkMergeable(input, output: output)
+                Issue.record("\(input) was not refused")
+            } catch {
+                let message = (error as? PipelineError)?.errorDescription ?? "\(error)"
+                #expect(message.contains(named), "\(message)")
+            }
+        }
+        // Through merge itself: refused before anything is copied.
+        let store = try Store(path: output)
+        #expect(throws: PipelineError.self) { try store.merge(from: [shard, detached]) }
+        #expect(try store.db.read { db in try Int.fetchOne(db, sql: "SELECT count(*) FROM results") } == 0)
+    }
+
     /// Every query in the README runs against a produced database and returns the rows computed
     /// here from the same data independently.
     @Test func readmeQueriesReturnTheExpectedRows() throws {
