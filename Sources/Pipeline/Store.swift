@@ -1055,6 +1055,17 @@ public final class Store: @unchecked Sendable {
                     the clip again); nothing of this database was merged
                     """)
             }
+            // updated_at decides which of two rows of a video wins, compared as text: one that is
+            // not a timestamp (reelql writes ISO 8601 in UTC) would beat every real one.
+            if let row = try Row.fetchOne(db, sql: """
+                SELECT id, quote(substr(updated_at, 1, 40)) AS shown FROM src.videos
+                WHERE updated_at NOT GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]-[0-3][0-9]T[0-2][0-9]:[0-5][0-9]:[0-6][0-9]*' LIMIT 1
+                """) {
+                throw PipelineError.database(path: other, reason: """
+                    table videos, row \(try row.typed("id", "videos") as Int64): updated_at \(try row.typed("shown", "videos") as String) \
+                    is not a timestamp (reelql writes ISO 8601, as 2026-01-31T22:04:05.123Z); nothing of this database was merged
+                    """)
+            }
         }
     }
 

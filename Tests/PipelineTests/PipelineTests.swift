@@ -465,15 +465,17 @@ import Testing
         #expect(try bytes(ws.root + "/merged.sqlite") == expected)
     }
 
-    /// An input missing a table its migrations made (thumbnails dropped) or holding a clip's
-    /// result that names no clip is damaged: named, and nothing of it is merged.
+    /// An input missing a table its migrations made (thumbnails dropped), holding a clip's result
+    /// that names no clip, or a video whose updated_at is no timestamp (it would win every
+    /// comparison) is damaged: named, and nothing of it is merged.
     @Test func mergeRefusesMissingTablesAndDetachedResults() throws {
         let ws = try Workspace(videos: ["h264_cfr.mp4"])
         defer { ws.remove() }
         let shard = ws.root + "/shard.sqlite"
         try ws.run(database: shard)
-        let noThumbs = ws.root + "/no-thumbnails.sqlite", detached = ws.root + "/detached.sqlite"
-        for copy in [noThumbs, detached] { try FileManager.default.copyItem(atPath: shard, toPath: copy) }
+        let noThumbs = ws.root + "/no-thumbnails.sqlite", detached = ws.root + "/detached.sqlite", undated = ws.root + "/undated.sqlite"
+        for copy in [noThumbs, detached, undated] { try FileManager.default.copyItem(atPath: shard, toPath: copy) }
+        try DatabaseQueue(path: undated).write { db in try db.execute(sql: "UPDATE videos SET updated_at = 'zzz' WHERE id = (SELECT max(id) FROM videos)") }
         try DatabaseQueue(path: noThumbs).writeWithoutTransaction { db in try db.execute(sql: "DROP TABLE thumbnails") }
         let row = try DatabaseQueue(path: detached).write { db -> Int64 in
             let id = try #require(try Int64.fetchOne(db, sql: "SELECT min(id) FROM results WHERE clip_index >= 0"))
@@ -481,7 +483,8 @@ import Testing
             return id
         }
         let output = ws.root + "/merged.sqlite"
-        for (input, named) in [(noThumbs, "no table 'thumbnails'"), (detached, "table results, row \(row): clip_index 99")] {
+        for (input, named) in [(noThumbs, "no table 'thumbnails'"), (detached, "table results, row \(row): clip_index 99"),
+                               (undated, "updated_at 'zzz' is not a timestamp")] {
             do {
                 try Store.checkMergeable(input, output: output)
                 Issue.record("\(input) was not refused")
