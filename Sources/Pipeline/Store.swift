@@ -814,8 +814,9 @@ public final class Store: @unchecked Sendable {
             try Store.attachReadOnly(db, other)
             defer { try? db.execute(sql: "DETACH DATABASE src") }
             let hasThumbnails = try db.tableExists("thumbnails", in: "src")
-            // What is being copied, for an error that names it.
-            var copying = "runs"
+            // What is being copied, for an error that names it: the runs, then a video (its path's
+            // stored bytes, formatted only for the error).
+            var copyingVideo: Data? = nil
             do { try db.inTransaction {
                 var runMap: [Int64: Int64] = [:]
                 for run in try Row.fetchAll(db, sql: "SELECT * FROM src.runs") {
@@ -850,11 +851,9 @@ public final class Store: @unchecked Sendable {
                 let media = try db.columns(in: "videos", in: "src").contains { $0.name == "media" }
                     ? "coalesce(s.media, '\(VisualKind.video.rawValue)')" : "'\(VisualKind.video.rawValue)'"
                 let pending = VideoStatus.pending.rawValue
-                for v in try Row.fetchAll(db, sql: "SELECT id, last_run_id FROM src.videos ORDER BY id") {
+                for v in try Row.fetchAll(db, sql: "SELECT id, last_run_id, CAST(path AS BLOB) AS path_bytes FROM src.videos ORDER BY id") {
                     let srcVid: Int64 = try v.typed("id", "videos")
-                    // (Its stored bytes, shown with escapes: a NUL or a byte that is not UTF-8 included.)
-                    let pathBytes = try Data.fetchOne(db, sql: "SELECT CAST(path AS BLOB) FROM src.videos WHERE id = ?", arguments: [srcVid]) ?? Data()
-                    copying = "video \(TerminalText.safe(PathBytes.string(pathBytes), keepNewlines: false))"
+                    copyingVideo = v["path_bytes"] ?? Data()
                     let lastRun: Int64? = (try v.typed("last_run_id", "videos") as Int64?).flatMap { runMap[$0] }
                     if let existing = try Row.fetchOne(db, sql: """
                         SELECT m.id, ifnull(s.updated_at > m.updated_at, 0) AS later, ifnull(s.status = ?, 0) AS theirs_pending,
@@ -929,6 +928,8 @@ public final class Store: @unchecked Sendable {
                 return .commit
             } } catch let e as DatabaseError where e.resultCode == .SQLITE_CONSTRAINT {
                 // A value the output's schema refuses (a CHECK, a NOT NULL): nothing was copied.
+                // The path as stored, with escapes (a NUL or a byte that is not UTF-8 included).
+                let copying = copyingVideo.map { "video \(TerminalText.safe(PathBytes.string($0), keepNewlines: false))" } ?? "runs"
                 throw PipelineError.database(path: other, reason: "\(copying): \(e.message ?? "a constraint failed"); nothing of this database was merged")
             }
         }
