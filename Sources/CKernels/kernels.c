@@ -1230,6 +1230,9 @@ RQ_INLINE s8_pack_layout s8_layout(size_t n_keys, size_t d) {
 size_t rq_attend_s8_pack_bytes(size_t n_keys, size_t d) { return s8_layout(n_keys, d).total; }
 
 /// Packs one head's keys and values (rows `stride` floats apart; d a multiple of 4, at most 512).
+/// Three passes over the rows (sums for both means; keys quantized and the values' largest
+/// deviations; values quantized), the next rows prefetched: each row is d floats out of every
+/// `stride`, which the hardware prefetchers do not follow.
 RQ_INLINE void attend_pack_s8_body(const float *k, const float *v, size_t stride, size_t n_keys, size_t d, void *pack) {
     s8_pack_layout l = s8_layout(n_keys, d);
     size_t ldk = attend_keys32(n_keys);
@@ -1240,36 +1243,48 @@ RQ_INLINE void attend_pack_s8_body(const float *k, const float *v, size_t stride
     float mean[512], row[512], inv[512];
     uint32_t top[512];
     uint8_t q8[4][512];
+    uint32_t kb[16][128]; // 16 quantized keys, 4 values to a word
     float count = (float)n_keys;
-    // Keys: centred on their mean, then quantized per key.
-    for (size_t c = 0; c < d; c++) mean[c] = 0;
-    for (size_t j = 0; j < n_keys; j++)
+    // Means: each channel summed over the keys in order, then divided.
+    for (size_t c = 0; c < d; c++) { mean[c] = 0; vm[c] = 0; }
+    for (size_t j = 0; j < n_keys; j++) {
+        for (size_t b = 0; b < 4 * d && j + 8 < n_keys; b += 64) {
+            __builtin_prefetch((const char *)(k + (j + 8) * stride) + b);
+            __builtin_prefetch((const char *)(v + (j + 8) * stride) + b);
+        }
         for (size_t c = 0; c < d; c++) mean[c] += k[j * stride + c];
-    for (size_t c = 0; c < d; c++) mean[c] /= count;
-    for (size_t j = 0; j < ldk; j++) {
-        int32_t sum = 0;
-        if (j < n_keys) {
-            for (size_t c = 0; c < d; c++) row[c] = k[j * stride + c] - mean[c];
-            bad |= quantize_row(row, d, q8[0], 0, ks + j);
-            for (size_t c = 0; c < d; c++) sum += (int8_t)q8[0][c];
-        } else {
-            for (size_t c = 0; c < d; c++) q8[0][c] = 0;
-            ks[j] = 0;
-        }
-        corr[j] = 128 * sum;
-        for (size_t c4 = 0; c4 < d / 4; c4++) memcpy(kp + (c4 * ldk + j) * 4, q8[0] + 4 * c4, 4);
-    }
-    // Values: centred per channel, then quantized per channel (max |v − mean| on the bit
-    // patterns, as quantize_row: inf and NaN above every finite value).
-    for (size_t c = 0; c < d; c++) { vm[c] = 0; top[c] = 0; }
-    for (size_t j = 0; j < n_keys; j++)
         for (size_t c = 0; c < d; c++) vm[c] += v[j * stride + c];
-    for (size_t c = 0; c < d; c++) vm[c] /= count;
-    for (size_t j = 0; j < n_keys; j++)
-        for (size_t c = 0; c < d; c++) {
-            uint32_t a = f32_to_bits(v[j * stride + c] - vm[c]) & 0x7fffffffu;
-            top[c] = a > top[c] ? a : top[c];
+    }
+    for (size_t c = 0; c < d; c++) { mean[c] /= count; vm[c] /= count; top[c] = 0; }
+    // Keys, centred on their mean and quantized per key, 16 at a time into kb, then stored as
+    // [d/4][ldk][4]; the values' largest |v − mean| per channel on the bit patterns (as
+    // quantize_row: inf and NaN above every finite value).
+    for (size_t j0 = 0; j0 < ldk; j0 += 16) {
+        for (size_t t = 0; t < 16; t++) {
+            size_t j = j0 + t;
+            int32_t sum = 0;
+            if (j < n_keys) {
+                for (size_t c = 0; c < d; c++) row[c] = k[j * stride + c] - mean[c];
+                bad |= quantize_row(row, d, (uint8_t *)kb[t], 0, ks + j);
+                for (size_t c = 0; c < d; c++) sum += (int8_t)((uint8_t *)kb[t])[c];
+                for (size_t c = 0; c < d; c++) {
+                    uint32_t a = f32_to_bits(v[j * stride + c] - vm[c]) & 0x7fffffffu;
+                    top[c] = a > top[c] ? a : top[c];
+                }
+            } else {
+                for (size_t c4 = 0; c4 < d / 4; c4++) kb[t][c4] = 0;
+                ks[j] = 0;
+            }
+            corr[j] = 128 * sum;
         }
+        // One word per key and group of 4 values: stores one at a time (vectorised, they
+        // become a scatter, several times slower here).
+        for (size_t c4 = 0; c4 < d / 4; c4++) {
+            uint32_t *o = (uint32_t *)(kp + (c4 * ldk + j0) * 4);
+#pragma clang loop vectorize(disable)
+            for (size_t t = 0; t < 16; t++) o[t] = kb[t][c4];
+        }
+    }
     for (size_t c = 0; c < d; c++) {
         // A channel holding inf or NaN: scale NaN, so that this channel of every output is NaN.
         float amax = bits_to_f32(top[c]);
@@ -1277,9 +1292,12 @@ RQ_INLINE void attend_pack_s8_body(const float *k, const float *v, size_t stride
         inv[c] = nonfinite || amax < 1e-30f ? 0.0f : 127.0f / amax;
         vs[c] = nonfinite ? NAN : (amax < 1e-30f ? 0.0f : amax / 127.0f);
     }
+    // Values, centred per channel and quantized per channel: [ldk/4][d][4].
     for (size_t g = 0; g < ldk / 4; g++) {
         for (size_t t = 0; t < 4; t++) {
             size_t j = 4 * g + t;
+            if (j + 8 < n_keys)
+                for (size_t b = 0; b < 4 * d; b += 64) __builtin_prefetch((const char *)(v + (j + 8) * stride) + b);
             if (j < n_keys) {
                 for (size_t c = 0; c < d; c++) {
                     float x = __builtin_rintf((v[j * stride + c] - vm[c]) * inv[c]);

@@ -132,6 +132,72 @@ import Testing
         }
     }
 
+    /// A head's packed keys and values (`rq_attend_pack_s8`) equal the scheme written out here,
+    /// byte for byte: keys centred on their mean (each channel summed over the keys in order)
+    /// and quantized per key ([d/4][ldk][4], zero keys up to ldk, 128·Σk8 and the scale per key),
+    /// values centred per channel and quantized per channel ([ldk/4][d][4]), the flag of a
+    /// non-finite key; rows strided as the tower's fused q, k, v rows are.
+    @Test(arguments: [(1, 4), (33, 80), (77, 132), (100, 8)])
+    func packEqualsTheScheme(n: Int, d: Int) throws {
+        let stride = 3 * d + 5
+        let rows = try Self.tensor(rows: n, width: stride, seed: UInt64(n * 1000 + d), scale: 1, offset: 3)
+        for poison in [Float?.none, .infinity, .nan] {
+            var x = rows.values
+            if let poison { x[(n / 2) * stride + 2] = poison; x[(n / 3) * stride + d + 1] = poison }
+            let ldk = (n + 31) / 32 * 32
+            let bytes = rq_attend_s8_pack_bytes(n, d)
+            var packed = [UInt8](repeating: 0xAA, count: bytes)
+            x.withUnsafeBufferPointer { p in
+                packed.withUnsafeMutableBytes { rq_attend_pack_s8(p.baseAddress!, p.baseAddress! + d, stride, n, d, $0.baseAddress!) }
+            }
+            func load<T>(_ offset: Int, _: T.Type) -> T { packed.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) } }
+            let corrAt = ldk * d, ksAt = corrAt + 4 * ldk, vAt = ksAt + 4 * ldk, vsAt = vAt + ldk * d, vmAt = vsAt + 4 * d, badAt = vmAt + 4 * d
+            func means(_ column: Int) -> [Float] {
+                var m = [Float](repeating: 0, count: d)
+                for j in 0..<n { for c in 0..<d { m[c] += x[j * stride + column + c] } }
+                return m.map { $0 / Float(n) }
+            }
+            // Largest magnitude on the bit patterns (inf and NaN above every finite value).
+            func top(_ values: [Float]) -> UInt32 { values.map { $0.bitPattern & 0x7fff_ffff }.max() ?? 0 }
+            func q8(_ value: Float, _ inv: Float) -> UInt8 {
+                let r = (value * inv).rounded(.toNearestOrEven)
+                return UInt8(bitPattern: Int8(r.isNaN ? 0 : min(127, max(-127, r))))
+            }
+            let km = means(0)
+            var bad: Int32 = 0
+            for j in 0..<ldk {
+                var sum: Int32 = 0, scale: Float = 0
+                var key = [UInt8](repeating: 0, count: d)
+                if j < n {
+                    let row = (0..<d).map { x[j * stride + $0] - km[$0] }
+                    let t = top(row), amax = Float(bitPattern: t)
+                    if t >= 0x7f80_0000 { bad = 1; scale = .nan } else if amax >= 1e-30 {
+                        key = row.map { q8($0, 127 / amax) }
+                        scale = amax / 127
+                    }
+                    sum = key.reduce(0) { $0 + Int32(Int8(bitPattern: $1)) }
+                }
+                #expect(load(corrAt + 4 * j, Int32.self) == 128 * sum, "n \(n) d \(d) \(String(describing: poison)): key \(j)")
+                #expect(load(ksAt + 4 * j, Float.self).bitPattern == scale.bitPattern, "key \(j) scale")
+                for c in 0..<d { #expect(packed[((c / 4) * ldk + j) * 4 + c % 4] == key[c], "key \(j) value \(c)") }
+            }
+            let vm = means(d)
+            for c in 0..<d {
+                let column = (0..<n).map { x[$0 * stride + d + c] - vm[c] }
+                let t = top(column), amax = Float(bitPattern: t), nonfinite = t >= 0x7f80_0000
+                let inv: Float = nonfinite || amax < 1e-30 ? 0 : 127 / amax
+                let vs: Float = nonfinite ? .nan : (amax < 1e-30 ? 0 : amax / 127)
+                #expect(load(vsAt + 4 * c, Float.self).bitPattern == vs.bitPattern, "value scale \(c)")
+                #expect(load(vmAt + 4 * c, Float.self).bitPattern == vm[c].bitPattern, "value mean \(c)")
+                for j in 0..<ldk {
+                    let expected: UInt8 = j < n ? q8(column[j], inv) : 0
+                    #expect(packed[vAt + ((j / 4) * d + c) * 4 + j % 4] == expected, "value \(c) of key \(j)")
+                }
+            }
+            #expect(load(badAt, Int32.self) == bad)
+        }
+    }
+
     /// Where int8 attention does not apply, the result is bf16's, bit for bit: a causal mask, a
     /// head size that is not a multiple of 4 or above 512, a segment beyond 65,536 keys, a scale
     /// that is not positive and finite.
