@@ -28,11 +28,20 @@ public enum Linear {
         return y
     }
 
+    /// Work on finished rows of a product's output, in place (`Linear.forward`'s `then`): called
+    /// with disjoint ranges of rows, possibly on several threads at once.
+    public typealias RowEpilogue = (Range<Int>) -> Void
+
     /// Writes x · Wᵀ (+ bias) into `y` ([rows, N], contiguous). `rowwise`: each row's result is
     /// exactly what a one-row product gives (batched decoding: a sequence's tokens do not depend
-    /// on the batch it shares a step with), whatever the row count.
+    /// on the batch it shares a step with), whatever the row count. `then` runs on every row of
+    /// the result once it is final: on oneDNN's int8 path block by block, right after each
+    /// block's epilogue while its rows are in cache (the tower's rotary embedding: one pass over
+    /// the output from memory fewer), elsewhere over all rows after the product. A row's values
+    /// are the same either way.
     public static func forward(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil, into y: Tensor,
-                               rows m: Int, rowwise: Bool = false, pool: ThreadPool = .shared) throws {
+                               rows m: Int, rowwise: Bool = false, then epilogue: RowEpilogue? = nil,
+                               pool: ThreadPool = .shared) throws {
         guard w.shape.count == 2 else { throw TensorError.shapeMismatch(operation: "linear \(w.name)", expected: "[out, in]", got: "\(w.shape)") }
         let n = w.shape[0], k = w.shape[1]
         guard x.count == m * k else { throw TensorError.shapeMismatch(operation: "linear \(w.name)", expected: "[\(m), \(k)]", got: "\(x.shape)") }
@@ -60,7 +69,8 @@ public enum Linear {
         case .i8:
             // Every int8 path gives each row the same bits (exact integer sums, one epilogue), so
             // `rowwise` needs nothing here: the row count alone picks the faster kernel.
-            return try forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: int8Kernel(rows: m, columns: k), pool: pool)
+            return try forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: int8Kernel(rows: m, columns: k), then: epilogue,
+                                   pool: pool)
         case .f16:
             // No f16 matmul on this CPU class: widen the weight for this product.
             let wide = try w.toF32()
@@ -71,6 +81,7 @@ public enum Linear {
         if let bias {
             pool.parallelRanges(m, grain: 16) { r in rq_add_bias(y.pointer + r.lowerBound * n, bias.pointer, r.count, n) }
         }
+        if let epilogue { pool.parallelRanges(m, grain: 8, epilogue) }
     }
 
     /// The weight with a copy in oneDNN's blocked layout for products of many rows (`rows` is
@@ -205,7 +216,7 @@ public enum Linear {
     /// x · Wᵀ (+ bias) into `y` for an int8 `w`, through the given kernel (both give the same
     /// bits; `forward` picks one by row count). oneDNN's needs `OneDNN` int8 products.
     public static func forwardInt8(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil, into y: Tensor, rows m: Int,
-                                   kernel: Int8Kernel, pool: ThreadPool = .shared) throws {
+                                   kernel: Int8Kernel, then epilogue: RowEpilogue? = nil, pool: ThreadPool = .shared) throws {
         let n = w.shape.count == 2 ? w.shape[0] : 0, k = w.shape.count == 2 ? w.shape[1] : 0
         guard w.dtype == .i8, n > 0, k > 0, m >= 0, x.count == m * k, y.count == m * n, bias.map({ $0.count == n }) ?? true else {
             throw TensorError.shapeMismatch(operation: "int8 linear \(w.name)", expected: "an int8 [\(n), \(k)] weight, x [\(m), \(k)], y [\(m), \(n)]",
@@ -214,7 +225,7 @@ public enum Linear {
         switch kernel {
         case .gemm where OneDNN.shared.int8Products:
             // The bias goes into the product's epilogue: one pass over y fewer.
-            try gemmS8(x: x.pointer, m: m, w: w, bias: bias.map { UnsafePointer($0.pointer) }, y: y.pointer, pool: pool)
+            try gemmS8(x: x.pointer, m: m, w: w, bias: bias.map { UnsafePointer($0.pointer) }, y: y.pointer, then: epilogue, pool: pool)
         case .gemm:
             throw TensorError.unsupportedDType(operation: "oneDNN int8 product \(w.name) (no exact int8 products on this CPU)", dtype: w.dtype.rawValue)
         case .gemv:
@@ -222,28 +233,35 @@ public enum Linear {
             if let bias {
                 pool.parallelRanges(m, grain: 16) { r in rq_add_bias(y.pointer + r.lowerBound * n, bias.pointer, r.count, n) }
             }
+            if let epilogue { pool.parallelRanges(m, grain: 8, epilogue) }
         }
     }
 
     /// int8 weights × many rows: oneDNN's u8 × s8 GEMM into s32 sums, then the kernels' epilogue
     /// (with the bias, if any).
     static func gemmS8(x: UnsafePointer<Float>, m: Int, w: WeightTensor, bias: UnsafePointer<Float>?,
-                       y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+                       y: UnsafeMutablePointer<Float>, then epilogue: RowEpilogue? = nil, pool: ThreadPool) throws {
         let k = w.count / w.shape[0]
         try withQuantizedRows(x, rows: m, cols: k, pool: pool) { xq, xs in
-            try gemmS8(quantized: xq, scales: xs, m: m, w: w, bias: bias, y: y, pool: pool)
+            try gemmS8(quantized: xq, scales: xs, m: m, w: w, bias: bias, y: y, then: epilogue, pool: pool)
         }
     }
 
     /// The same product of rows already quantized (u8 [m, k], scales [m]).
     static func gemmS8(quantized xq: UnsafePointer<UInt8>, scales xs: UnsafePointer<Float>, m: Int, w: WeightTensor,
-                       bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, pool: ThreadPool) throws {
+                       bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, then epilogue: RowEpilogue? = nil,
+                       pool: ThreadPool) throws {
         let rows = try int8Sums(xq, m: m, w: w, into: UnsafeMutableRawPointer(y)) // in y's own memory (same size)
         let n = w.shape[0]
+        // With an epilogue, rows go in blocks of about 64 KB, each finished while it is in cache.
+        let block = epilogue == nil ? m : max(1, (1 << 14) / max(1, n))
         pool.parallelRanges(m, grain: max(1, (1 << 14) / max(1, n))) { r in
-            let off = r.lowerBound * n
-            rq_dequantize_s32(UnsafeMutableRawPointer(y).assumingMemoryBound(to: Int32.self) + off, rows.scales, rows.sums,
-                              xs + r.lowerBound, bias, y + off, r.count, n)
+            for b0 in stride(from: r.lowerBound, to: r.upperBound, by: block) {
+                let b = b0..<min(r.upperBound, b0 + block), off = b0 * n
+                rq_dequantize_s32(UnsafeMutableRawPointer(y).assumingMemoryBound(to: Int32.self) + off, rows.scales, rows.sums,
+                                  xs + b0, bias, y + off, b.count, n)
+                epilogue?(b)
+            }
         }
     }
 

@@ -65,6 +65,19 @@ public enum Ops {
         pool.parallelRanges(y.count, grain: 8192) { r in rq_add(y.pointer + r.lowerBound, x.pointer + r.lowerBound, r.count) }
     }
 
+    /// Rotary embedding of the queries and keys of fused q | k | v rows ([rows, 3·heads·headDim]),
+    /// rows `range` only, on this thread: `Linear.forward`'s epilogue for a tower's qkv product.
+    /// The same values as `rotaryRotateHalf` on the q and then the k columns.
+    public static func rotaryQK(_ qkv: Tensor, cos: Tensor, sin: Tensor, heads: Int, headDim: Int, rows range: Range<Int>) {
+        let e = heads * headDim, n = qkv.count / max(1, 3 * e)
+        precondition(qkv.count == n * 3 * e && cos.count == n * headDim && sin.count == n * headDim && range.upperBound <= n,
+                     "rotary: qkv [\(n), 3·\(e)], cos/sin [\(n), \(headDim)], rows \(range)")
+        let c = cos.pointer + range.lowerBound * headDim, s = sin.pointer + range.lowerBound * headDim
+        let x = qkv.pointer + range.lowerBound * 3 * e
+        rq_rope_rotate_half(x, c, s, range.count, heads, headDim, 3 * e)
+        rq_rope_rotate_half(x + e, c, s, range.count, heads, headDim, 3 * e)
+    }
+
     /// Rotary embedding, rotate-half form, in place: x [rows, heads·headDim] (rows `rowStride`
     /// floats apart), cos/sin [rows, headDim].
     public static func rotaryRotateHalf(_ x: UnsafeMutablePointer<Float>, cos: Tensor, sin: Tensor, rows: Int, heads: Int,

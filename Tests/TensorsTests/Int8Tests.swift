@@ -157,6 +157,33 @@ import Testing
                                      hidden: try Tensor(zeros: [m, n1]), into: try Tensor(zeros: [m, n2])))
     }
 
+    /// A product's row epilogue (`then`: a tower's rotary embedding of q and k, applied block by
+    /// block right after oneDNN's int8 epilogue) gives every row the values of the product
+    /// followed by the separate rotary passes, bit for bit: int8 through oneDNN (packed or not)
+    /// and the GEMV kernels, bf16 and f32; rows not a multiple of the block size.
+    @Test func rowEpilogueEqualsTheSeparatePass() throws {
+        let heads = 3, d = 8, e = heads * d, k = 40
+        for m in [37, 700, 5] {
+            let x = try Reference.tensor([m, k], seed: 41, scale: 2)
+            let values = Reference.pattern(3 * e * k, seed: 42, scale: 0.3)
+            let bias = try Reference.tensor([3 * e], seed: 43, scale: 0.5)
+            let cos = try Reference.tensor([m, d], seed: 44), sin = try Reference.tensor([m, d], seed: 45)
+            let int8 = try Linear.quantize(Reference.f32Weight("qkv", values, shape: [3 * e, k]))
+            for (name, w) in [("int8", int8), ("int8 packed", try Linear.pack(int8, rows: m)),
+                              ("bf16", Reference.bf16Weight("qkv", values, shape: [3 * e, k])),
+                              ("f32", Reference.f32Weight("qkv", values, shape: [3 * e, k]))] {
+                let separate = try Tensor(zeros: [m, 3 * e]), fused = try Tensor(zeros: [m, 3 * e])
+                try Linear.forward(x, w, bias: bias, into: separate, rows: m)
+                Ops.rotaryRotateHalf(separate.pointer, cos: cos, sin: sin, rows: m, heads: heads, headDim: d, rowStride: 3 * e)
+                Ops.rotaryRotateHalf(separate.pointer + e, cos: cos, sin: sin, rows: m, heads: heads, headDim: d, rowStride: 3 * e)
+                try Linear.forward(x, w, bias: bias, into: fused, rows: m, then: { r in
+                    Ops.rotaryQK(fused, cos: cos, sin: sin, heads: heads, headDim: d, rows: r)
+                })
+                #expect(fused.values.map(\.bitPattern) == separate.values.map(\.bitPattern), "\(name), \(m) rows")
+            }
+        }
+    }
+
     /// Rows through oneDNN (where it has exact int8 products) and one at a time agree bit for bit
     /// (the batch a row decodes in never changes it).
     @Test(arguments: [(37, 300, 70), (12, 128, 9), (9, 4000, 20)])

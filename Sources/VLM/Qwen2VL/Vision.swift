@@ -138,11 +138,11 @@ public final class Qwen2VLVision: @unchecked Sendable {
             mark("other")
             _ = try Ops.layerNorm(x, weight: block.norm1.0, bias: block.norm1.1, eps: 1e-6, into: normed, pool: pool)
             mark("ln")
-            try Linear.forward(normed, block.qkv, bias: block.qkvBias, into: qkv, rows: n, pool: pool) // [N, 3e]: q | k | v
-            mark("qkv")
-            Ops.rotaryRotateHalf(qkv.pointer, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
-            Ops.rotaryRotateHalf(qkv.pointer + e, cos: cos, sin: sin, rows: n, heads: heads, headDim: hd, rowStride: 3 * e, pool: pool)
-            mark("rope")
+            // [N, 3e]: q | k | v, queries and keys rotated as each block of rows is finished
+            try Linear.forward(normed, block.qkv, bias: block.qkvBias, into: qkv, rows: n, then: { r in
+                Ops.rotaryQK(qkv, cos: cos, sin: sin, heads: heads, headDim: hd, rows: r)
+            }, pool: pool)
+            mark("qkv+rope")
             let attended = try Attention.forward(qkv: qkv, heads: heads, headDim: hd, mask: .blockDiagonal(cuSeqlens),
                                                  precision: dtype.towerAttention, scratch: scratch, into: attendedRows, pool: pool)
             mark("attn")
