@@ -1231,8 +1231,9 @@ size_t rq_attend_s8_pack_bytes(size_t n_keys, size_t d) { return s8_layout(n_key
 
 /// Packs one head's keys and values (rows `stride` floats apart; d a multiple of 4, at most 512).
 /// Three passes over the rows (sums for both means; keys quantized and the values' largest
-/// deviations; values quantized), the next rows prefetched: each row is d floats out of every
-/// `stride`, which the hardware prefetchers do not follow.
+/// deviations; values quantized); the first and the last prefetch the rows ahead (each row is d
+/// floats out of every `stride`, which the hardware prefetchers do not follow; the second reads
+/// rows the first brought into cache).
 RQ_INLINE void attend_pack_s8_body(const float *k, const float *v, size_t stride, size_t n_keys, size_t d, void *pack) {
     s8_pack_layout l = s8_layout(n_keys, d);
     size_t ldk = attend_keys32(n_keys);

@@ -29,7 +29,8 @@ public enum Linear {
     }
 
     /// Work on finished rows of a product's output, in place (`Linear.forward`'s `then`): called
-    /// with disjoint ranges of rows, possibly on several threads at once.
+    /// with disjoint ranges of rows, possibly on several threads at once. It must read and write
+    /// only the rows of its range: others may still hold a product's raw integer sums.
     public typealias RowEpilogue = (Range<Int>) -> Void
 
     /// Writes x · Wᵀ (+ bias) into `y` ([rows, N], contiguous). `rowwise`: each row's result is

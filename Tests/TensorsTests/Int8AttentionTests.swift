@@ -136,8 +136,8 @@ import Testing
     /// byte for byte: keys centred on their mean (each channel summed over the keys in order)
     /// and quantized per key ([d/4][ldk][4], zero keys up to ldk, 128·Σk8 and the scale per key),
     /// values centred per channel and quantized per channel ([ldk/4][d][4]), the flag of a
-    /// non-finite key; rows strided as the tower's fused q, k, v rows are.
-    @Test(arguments: [(1, 4), (33, 80), (77, 132), (100, 8)])
+    /// non-finite key; rows strided as the tower's fused q, k, v rows are; on every kernel level.
+    @Test(arguments: [(1, 4), (33, 80), (77, 132), (100, 8), (40, 512)])
     func packEqualsTheScheme(n: Int, d: Int) throws {
         let stride = 3 * d + 5
         let rows = try Self.tensor(rows: n, width: stride, seed: UInt64(n * 1000 + d), scale: 1, offset: 3)
@@ -146,10 +146,19 @@ import Testing
             if let poison { x[(n / 2) * stride + 2] = poison; x[(n / 3) * stride + d + 1] = poison }
             let ldk = (n + 31) / 32 * 32
             let bytes = rq_attend_s8_pack_bytes(n, d)
-            var packed = [UInt8](repeating: 0xAA, count: bytes)
-            x.withUnsafeBufferPointer { p in
-                packed.withUnsafeMutableBytes { rq_attend_pack_s8(p.baseAddress!, p.baseAddress! + d, stride, n, d, $0.baseAddress!) }
+            // Each compiled version of the pack (AVX-512, AVX2, portable) gives the same bytes.
+            let best = Int(rq_set_cpu_level(-1))
+            let versions = (0...best).map { level in
+                var bytesOut = [UInt8](repeating: 0xAA, count: bytes)
+                rq_set_cpu_level(Int32(level))
+                x.withUnsafeBufferPointer { p in
+                    bytesOut.withUnsafeMutableBytes { rq_attend_pack_s8(p.baseAddress!, p.baseAddress! + d, stride, n, d, $0.baseAddress!) }
+                }
+                rq_set_cpu_level(-1)
+                return bytesOut
             }
+            let packed = versions[best]
+            for (level, other) in versions.enumerated() { #expect(other == packed, "kernel level \(level) against \(best)") }
             func load<T>(_ offset: Int, _: T.Type) -> T { packed.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) } }
             let corrAt = ldk * d, ksAt = corrAt + 4 * ldk, vAt = ksAt + 4 * ldk, vsAt = vAt + ldk * d, vmAt = vsAt + 4 * d, badAt = vmAt + 4 * d
             func means(_ column: Int) -> [Float] {
