@@ -149,6 +149,7 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         guard let root = node else { return PipelineSpec() }
         try checkExpansion(root, path: path)
         try checkKeys(root, section: "", path: path)
+        try checkTags(root, key: "", path: path)
         let decoder = YAMLDecoder()
         do {
             // From the tree already composed and checked (not the text again).
@@ -220,6 +221,52 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
                 throw PipelineError.invalidSpec(path: path, key: full, reason: "unknown key (allowed: \(allowedKeys.joined(separator: ", ")))")
             }
             if allowed[full] != nil { try checkKeys(v, section: full, path: path) }
+        }
+    }
+
+    /// Keys whose values are text (the others are numbers and flags).
+    static let textKeys: Set<String> = ["model", "dtype", "vision_dtype", "inputs.paths", "inputs.extensions", "prompts.description",
+                                        "prompts.questions", "prompts.summary", "output.database"]
+
+    /// YAML tags are not part of the spec format; two kinds would be silently misread, so they
+    /// are errors naming the key: a tag outside YAML's core types (`!custom`, `!!binary`: decoding
+    /// reads the text and drops the tag), and a string tag on a number or flag (`batch: !!str 3`
+    /// decoded as 3). Quoting is not a tag; core tags on text (`!!str 7` as a question) and number
+    /// tags on numbers (`!!int 3`) are accepted.
+    static func checkTags(_ node: Node, key: String, path: String) throws {
+        switch node {
+        case .scalar(let scalar):
+            // The tag as written ("" when there is none; Node.tag would resolve it).
+            let yaml = "tag:yaml.org,2002:", tag = scalar.tag.rawValue
+            guard !tag.isEmpty else { return }
+            let text = tag == "!" || tag == yaml + "str"
+            let core = text || ["int", "float", "bool", "null"].contains { yaml + $0 == tag }
+            guard core, !text || textKeys.contains(String(key.prefix { $0 != "[" })) else {
+                throw PipelineError.invalidSpec(path: path, key: key.isEmpty ? "(top level)" : key,
+                                                reason: "a value tagged \(shown(tag)) (YAML tags are not part of the spec format: write the value itself)")
+            }
+        case .mapping(let mapping):
+            try collection(mapping.tag.rawValue, "map")
+            for (k, v) in mapping {
+                // (Keys are names checkKeys has matched; Yams tags them as strings.)
+                let name = k.string ?? "?"
+                try checkTags(v, key: key.isEmpty ? name : "\(key).\(name)", path: path)
+            }
+        case .sequence(let sequence):
+            try collection(sequence.tag.rawValue, "seq")
+            for (i, v) in sequence.enumerated() { try checkTags(v, key: "\(key)[\(i)]", path: path) }
+        case .alias: break
+        }
+        /// A mapping or list: untagged, or tagged as what it is.
+        func collection(_ tag: String, _ kind: String) throws {
+            guard tag.isEmpty || tag == "tag:yaml.org,2002:" + kind else {
+                throw PipelineError.invalidSpec(path: path, key: key.isEmpty ? "(top level)" : key,
+                                                reason: "a \(kind == "map" ? "mapping" : "list") tagged \(shown(tag)) (YAML tags are not part of the spec format)")
+            }
+        }
+        /// !!str for tag:yaml.org,2002:str.
+        func shown(_ tag: String) -> String {
+            tag.hasPrefix("tag:yaml.org,2002:") ? "!!" + tag.dropFirst("tag:yaml.org,2002:".count) : tag
         }
     }
 

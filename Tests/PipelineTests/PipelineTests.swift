@@ -17,6 +17,20 @@ import Testing
         #expect(d.contains("f32, bf16, int8"))
         guard case .invalidSpec(_, "inputs.paths", _)? = error("model: m") else { Issue.record("paths"); return }
         guard case .invalidSpec(_, "generation.top_p", _)? = error("inputs: {paths: [v]}\ngeneration: {top_p: 2}") else { Issue.record("top_p"); return }
+        // YAML tags that would be misread are refused by key: outside the core types, or !!str on
+        // a number or flag; quoting is not a tag, and core tags on text or keeping a type pass.
+        for (yaml, key) in [("generation: {batch: !!str 3}", "generation.batch"), ("sampling: {fps: !!str 1.5}", "sampling.fps"),
+                            ("prompts: {questions: [a, !!binary aGk=]}", "prompts.questions[1]"), ("model: !custom m", "model"),
+                            ("inputs: {paths: [v], recursive: !!str true}", "inputs.recursive"),
+                            ("generation: !custom {batch: 3}", "generation"), ("prompts: {questions: !!set {a}}", "prompts.questions")] {
+            let spec = yaml.hasPrefix("inputs") ? yaml : "inputs: {paths: [v]}\n" + yaml
+            guard case .invalidSpec(_, key, let why)? = error(spec) else { Issue.record("tag: \(yaml)"); continue }
+            #expect(why.contains("tagged !") && why.contains("YAML tags"), "\(yaml): \(why)")
+        }
+        for yaml in ["generation: {batch: 3}", "generation: {batch: !!int 3}", "prompts: {description: \"3\"}",
+                     "prompts: {questions: [!!str 7, !!int 8]}", "model: !!str m", "sampling: {fps: !!float 1}"] {
+            #expect(error("inputs: {paths: [v]}\n" + yaml) == nil, "\(yaml)")
+        }
     }
 
     @Test func checkedInSpecsParse() throws {
