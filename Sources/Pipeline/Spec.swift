@@ -230,18 +230,26 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
 
     /// YAML tags are not part of the spec format; two kinds would be silently misread, so they
     /// are errors naming the key: a tag outside YAML's core types (`!custom`, `!!binary`: decoding
-    /// reads the text and drops the tag), and a string tag on a number or flag (`batch: !!str 3`
-    /// decoded as 3). Quoting is not a tag; core tags on text (`!!str 7` as a question) and number
-    /// tags on numbers (`!!int 3`) are accepted.
+    /// reads the text and drops the tag), and a string tag on a plain value that decoding would
+    /// read as something else (`batch: !!str 3` as 3, `summary: !!str null` as absent). Core tags
+    /// that keep a value what it is (`!!str 7` as a question, `!!int 3`) are accepted.
     static func checkTags(_ node: Node, key: String, path: String) throws {
         switch node {
         case .scalar(let scalar):
-            // The tag as written ("" when there is none; Node.tag would resolve it).
+            // The tag as written ("" when there is none), or as Yams resolved it in place (its
+            // parser tags quoted text as a string; hashing a key resolves its tag).
             let yaml = "tag:yaml.org,2002:", tag = scalar.tag.rawValue
             guard !tag.isEmpty else { return }
-            let text = tag == "!" || tag == yaml + "str"
-            let core = text || ["int", "float", "bool", "null"].contains { yaml + $0 == tag }
-            guard core, !text || textKeys.contains(String(key.prefix { $0 != "[" })) else {
+            let core = tag == "!" || ["str", "int", "float", "bool", "null"].contains { yaml + $0 == tag }
+            // A string tag on a plain value is dropped by decoding, which reads the text: on a
+            // number or flag's key it would be taken as one (`batch: !!str 3` as 3), and a null's
+            // text on a text key as absent (`summary: !!str null`; list items read as text).
+            // Quoted, a value is text either way (a number's key refuses it as such).
+            let plain = scalar.style == .plain || scalar.style == .any
+            let nullText = ["", "~", "null", "Null", "NULL"].contains(scalar.string) && !key.hasSuffix("]")
+            let misread = (tag == "!" || tag == yaml + "str") && plain
+                && (!textKeys.contains(String(key.prefix { $0 != "[" })) || nullText)
+            guard core, !misread else {
                 throw PipelineError.invalidSpec(path: path, key: key.isEmpty ? "(top level)" : key,
                                                 reason: "a value tagged \(shown(tag)) (YAML tags are not part of the spec format: write the value itself)")
             }

@@ -22,14 +22,21 @@ import Testing
         for (yaml, key) in [("generation: {batch: !!str 3}", "generation.batch"), ("sampling: {fps: !!str 1.5}", "sampling.fps"),
                             ("prompts: {questions: [a, !!binary aGk=]}", "prompts.questions[1]"), ("model: !custom m", "model"),
                             ("inputs: {paths: [v], recursive: !!str true}", "inputs.recursive"),
-                            ("generation: !custom {batch: 3}", "generation"), ("prompts: {questions: !!set {a}}", "prompts.questions")] {
+                            ("generation: !custom {batch: 3}", "generation"), ("prompts: {questions: !!set {a}}", "prompts.questions"),
+                            ("generation: {batch: !!str 3x}", "generation.batch"), ("sampling: {fps: !!str 0x1p4}", "sampling.fps"),
+                            ("prompts: {summary: !!str null}", "prompts.summary"), ("dtype: ! ~", "dtype")] {
             let spec = yaml.hasPrefix("inputs") ? yaml : "inputs: {paths: [v]}\n" + yaml
             guard case .invalidSpec(_, key, let why)? = error(spec) else { Issue.record("tag: \(yaml)"); continue }
             #expect(why.contains("tagged !") && why.contains("YAML tags"), "\(yaml): \(why)")
         }
         for yaml in ["generation: {batch: 3}", "generation: {batch: !!int 3}", "prompts: {description: \"3\"}",
-                     "prompts: {questions: [!!str 7, !!int 8]}", "model: !!str m", "sampling: {fps: !!float 1}"] {
+                     "prompts: {questions: [!!str 7, !!int 8]}", "model: !!str m", "sampling: {fps: !!float 1}",
+                     "prompts: {questions: [!!str null]}"] {
             #expect(error("inputs: {paths: [v]}\n" + yaml) == nil, "\(yaml)")
+        }
+        // A quoted number is text, which a number's key refuses as such (not as a tag).
+        for yaml in ["generation:\n  batch: \"3\"", "generation: {batch: '3'}"] {
+            guard case .invalidSpec(_, "generation.batch", "expected an integer")? = error("inputs: {paths: [v]}\n" + yaml) else { Issue.record("\(yaml)"); continue }
         }
     }
 
