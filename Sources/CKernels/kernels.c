@@ -1229,6 +1229,11 @@ RQ_INLINE s8_pack_layout s8_layout(size_t n_keys, size_t d) {
 }
 size_t rq_attend_s8_pack_bytes(size_t n_keys, size_t d) { return s8_layout(n_keys, d).total; }
 
+/// The d floats of a row towards the cache, one 64-byte line at a time.
+RQ_INLINE void prefetch_row(const float *row, size_t d) {
+    for (size_t b = 0; b < 4 * d; b += 64) __builtin_prefetch((const char *)row + b);
+}
+
 /// Packs one head's keys and values (rows `stride` floats apart; d a multiple of 4, at most 512).
 /// Three passes over the rows (sums for both means; keys quantized and the values' largest
 /// deviations; values quantized); the first and the last prefetch the rows ahead (each row is d
@@ -1249,10 +1254,7 @@ RQ_INLINE void attend_pack_s8_body(const float *k, const float *v, size_t stride
     // Means: each channel summed over the keys in order, then divided.
     for (size_t c = 0; c < d; c++) { mean[c] = 0; vm[c] = 0; }
     for (size_t j = 0; j < n_keys; j++) {
-        for (size_t b = 0; b < 4 * d && j + 8 < n_keys; b += 64) {
-            __builtin_prefetch((const char *)(k + (j + 8) * stride) + b);
-            __builtin_prefetch((const char *)(v + (j + 8) * stride) + b);
-        }
+        if (j + 8 < n_keys) { prefetch_row(k + (j + 8) * stride, d); prefetch_row(v + (j + 8) * stride, d); }
         for (size_t c = 0; c < d; c++) mean[c] += k[j * stride + c];
         for (size_t c = 0; c < d; c++) vm[c] += v[j * stride + c];
     }
@@ -1297,8 +1299,7 @@ RQ_INLINE void attend_pack_s8_body(const float *k, const float *v, size_t stride
     for (size_t g = 0; g < ldk / 4; g++) {
         for (size_t t = 0; t < 4; t++) {
             size_t j = 4 * g + t;
-            if (j + 8 < n_keys)
-                for (size_t b = 0; b < 4 * d; b += 64) __builtin_prefetch((const char *)(v + (j + 8) * stride) + b);
+            if (j + 8 < n_keys) prefetch_row(v + (j + 8) * stride, d);
             if (j < n_keys) {
                 for (size_t c = 0; c < d; c++) {
                     float x = __builtin_rintf((v[j * stride + c] - vm[c]) * inv[c]);

@@ -224,6 +224,9 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         }
     }
 
+    /// The prefix of YAML's own tags (`!!str` is tag:yaml.org,2002:str).
+    static let yamlTags = "tag:yaml.org,2002:"
+
     /// Keys whose values are text (the others are numbers and flags).
     static let textKeys: Set<String> = ["model", "dtype", "vision_dtype", "inputs.paths", "inputs.extensions", "prompts.description",
                                         "prompts.questions", "prompts.summary", "output.database"]
@@ -238,16 +241,16 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         case .scalar(let scalar):
             // The tag as written ("" when there is none), or as Yams resolved it in place (its
             // parser tags quoted text as a string; hashing a key resolves its tag).
-            let yaml = "tag:yaml.org,2002:", tag = scalar.tag.rawValue
+            let tag = scalar.tag.rawValue
             guard !tag.isEmpty else { return }
-            let core = tag == "!" || ["str", "int", "float", "bool", "null"].contains { yaml + $0 == tag }
+            let core = tag == "!" || ["str", "int", "float", "bool", "null"].contains { yamlTags + $0 == tag }
             // A string tag on a plain value is dropped by decoding, which reads the text: on a
             // number or flag's key it would be taken as one (`batch: !!str 3` as 3), and a null's
             // text on a text key as absent (`summary: !!str null`; list items read as text).
             // Quoted, a value is text either way (a number's key refuses it as such).
             let plain = scalar.style == .plain || scalar.style == .any
             let nullText = ["", "~", "null", "Null", "NULL"].contains(scalar.string) && !key.hasSuffix("]")
-            let misread = (tag == "!" || tag == yaml + "str") && plain
+            let misread = (tag == "!" || tag == yamlTags + "str") && plain
                 && (!textKeys.contains(String(key.prefix { $0 != "[" })) || nullText)
             guard core, !misread else {
                 throw PipelineError.invalidSpec(path: path, key: key.isEmpty ? "(top level)" : key,
@@ -267,14 +270,14 @@ public struct PipelineSpec: Sendable, Equatable, Codable {
         }
         /// A mapping or list: untagged, or tagged as what it is.
         func collection(_ tag: String, _ kind: String) throws {
-            guard tag.isEmpty || tag == "tag:yaml.org,2002:" + kind else {
+            guard tag.isEmpty || tag == yamlTags + kind else {
                 throw PipelineError.invalidSpec(path: path, key: key.isEmpty ? "(top level)" : key,
                                                 reason: "a \(kind == "map" ? "mapping" : "list") tagged \(shown(tag)) (YAML tags are not part of the spec format)")
             }
         }
         /// !!str for tag:yaml.org,2002:str.
         func shown(_ tag: String) -> String {
-            tag.hasPrefix("tag:yaml.org,2002:") ? "!!" + tag.dropFirst("tag:yaml.org,2002:".count) : tag
+            tag.hasPrefix(yamlTags) ? "!!" + tag.dropFirst(yamlTags.count) : tag
         }
     }
 

@@ -855,6 +855,8 @@ public final class Store: @unchecked Sendable {
                     let srcVid: Int64 = try v.typed("id", "videos")
                     copyingVideo = v["path_bytes"] ?? Data()
                     let lastRun: Int64? = (try v.typed("last_run_id", "videos") as Int64?).flatMap { runMap[$0] }
+                    // The video's row here: the one its path matches, or the one inserted below.
+                    let vid: Int64
                     if let existing = try Row.fetchOne(db, sql: """
                         SELECT m.id, ifnull(s.updated_at > m.updated_at, 0) AS later, ifnull(s.status = ?, 0) AS theirs_pending,
                                ifnull(m.status = ?, 0) AS mine_pending, ifnull(s.fingerprint = m.fingerprint, 0) AS same_fingerprint,
@@ -873,8 +875,9 @@ public final class Store: @unchecked Sendable {
                         let theirsUnread = try flag("theirs_unread"), mineUnread = try flag("mine_unread")
                         let sameFile = try flag("same_fingerprint") || theirsUnread || mineUnread
                         if !newer && !sameFile { continue } // a different file, older: keep ours
+                        let id: Int64 = try existing.typed("id", "videos")
+                        vid = id
                         if newer && !(theirsUnread && !mineUnread) { // (an unreadable row keeps ours)
-                            let id: Int64 = try existing.typed("id", "videos")
                             if !sameFile {
                                 // Other content: its clips and results are the old file's.
                                 try db.execute(sql: "DELETE FROM main.results WHERE video_id = ?", arguments: [id])
@@ -896,9 +899,8 @@ public final class Store: @unchecked Sendable {
                                    status, error_kind, error, ?, updated_at, \(media)
                             FROM src.videos s WHERE s.id = ?
                             """, arguments: [lastRun, srcVid])
+                        vid = db.lastInsertedRowID
                     }
-                    guard let vid = try Int64.fetchOne(db, sql: "SELECT m.id FROM main.videos m JOIN src.videos s ON m.path = s.path WHERE s.id = ?",
-                                                       arguments: [srcVid]) else { continue }
                     for c in try Row.fetchAll(db, sql: "SELECT id, run_id FROM src.clips WHERE video_id = ? ORDER BY id", arguments: [srcVid]) {
                         try db.execute(sql: """
                             INSERT INTO main.clips (video_id, clip_index, start_seconds, end_seconds, frames, width, height,

@@ -79,7 +79,14 @@ public enum Linear {
         default:
             throw TensorError.unsupportedDType(operation: "linear \(w.name)", dtype: w.dtype.rawValue)
         }
+        finish(y, rows: m, bias: bias, then: epilogue, pool: pool)
+    }
+
+    /// y [m, n] += bias, then `epilogue` over all rows: what follows a product that has neither
+    /// in its own epilogue.
+    static func finish(_ y: Tensor, rows m: Int, bias: Tensor?, then epilogue: RowEpilogue?, pool: ThreadPool) {
         if let bias {
+            let n = bias.count
             pool.parallelRanges(m, grain: 16) { r in rq_add_bias(y.pointer + r.lowerBound * n, bias.pointer, r.count, n) }
         }
         if let epilogue { pool.parallelRanges(m, grain: 8, epilogue) }
@@ -231,10 +238,7 @@ public enum Linear {
             throw TensorError.unsupportedDType(operation: "oneDNN int8 product \(w.name) (no exact int8 products on this CPU)", dtype: w.dtype.rawValue)
         case .gemv:
             try gemvS8(x: x.pointer, batch: m, w: w, y: y.pointer, pool: pool)
-            if let bias {
-                pool.parallelRanges(m, grain: 16) { r in rq_add_bias(y.pointer + r.lowerBound * n, bias.pointer, r.count, n) }
-            }
-            if let epilogue { pool.parallelRanges(m, grain: 8, epilogue) }
+            finish(y, rows: m, bias: bias, then: epilogue, pool: pool)
         }
     }
 
@@ -254,9 +258,10 @@ public enum Linear {
                        pool: ThreadPool) throws {
         let rows = try int8Sums(xq, m: m, w: w, into: UnsafeMutableRawPointer(y)) // in y's own memory (same size)
         let n = w.shape[0]
-        // With an epilogue, rows go in blocks of about 64 KB, each finished while it is in cache.
-        let block = epilogue == nil ? m : max(1, (1 << 14) / max(1, n))
-        pool.parallelRanges(m, grain: max(1, (1 << 14) / max(1, n))) { r in
+        // Jobs of at least 64 KB of rows; with an epilogue, each in blocks of that size, each
+        // finished while it is in cache.
+        let rows64KB = max(1, (1 << 14) / max(1, n)), block = epilogue == nil ? m : rows64KB
+        pool.parallelRanges(m, grain: rows64KB) { r in
             for b0 in stride(from: r.lowerBound, to: r.upperBound, by: block) {
                 let b = b0..<min(r.upperBound, b0 + block), off = b0 * n
                 rq_dequantize_s32(UnsafeMutableRawPointer(y).assumingMemoryBound(to: Int32.self) + off, rows.scales, rows.sums,
@@ -298,7 +303,7 @@ public enum Linear {
     public static func int8MLP(_ x: Tensor, rows m: Int, fc1: WeightTensor, bias1: Tensor?, activation: Ops.Activation,
                                fc2: WeightTensor, bias2: Tensor?, hidden: Tensor, into y: Tensor,
                                pool: ThreadPool = .shared) throws -> Bool {
-        guard fc1.dtype == .i8, fc2.dtype == .i8, OneDNN.shared.int8Products, fc1.shape.count == 2, fc2.shape.count == 2,
+        guard fc1.dtype == .i8, fc2.dtype == .i8, fc1.shape.count == 2, fc2.shape.count == 2,
               int8Kernel(rows: m, columns: fc1.shape[1]) == .gemm else { return false }
         let n1 = fc1.shape[0], k = fc1.shape[1], n2 = fc2.shape[0]
         guard fc2.shape[1] == n1, x.count == m * k, hidden.count == m * n1, y.count == m * n2,
