@@ -65,6 +65,9 @@ int rq_forced_cpu_level(void) { return rq_forced; }
 #endif
 
 #define RQ_INLINE static inline __attribute__((always_inline))
+/// Before each loop over a tile's accumulators (compile-time counts): a loop the compiler leaves
+/// rolled keeps the accumulator array in memory (cleared by a memset call per tile).
+#define RQ_UNROLL _Pragma("clang loop unroll(full)")
 
 // ---- scalar helpers (inlined into every version) ---------------------------------------------
 RQ_INLINE float bits_to_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -1052,19 +1055,19 @@ static void attend_bf16_tile_plain(const uint16_t *q, size_t qs, size_t n_q, con
 static inline __attribute__((always_inline)) RQ_AVX512BF16 void attend_qk_tile(
         const uint16_t *q, size_t qs, const uint16_t *kp, size_t ldk, size_t j0, size_t d2, float *s, size_t lds, const int NQ) {
     __m512 a[8][2];
-    for (int i = 0; i < NQ; i++) a[i][0] = a[i][1] = _mm512_setzero_ps();
+    RQ_UNROLL for (int i = 0; i < NQ; i++) a[i][0] = a[i][1] = _mm512_setzero_ps();
     const uint16_t *kc = kp + 2 * j0;
     for (size_t c2 = 0; c2 < d2; c2++) {
         __m512bh k0 = (__m512bh)_mm512_loadu_si512((const void *)(kc + 2 * c2 * ldk));
         __m512bh k1 = (__m512bh)_mm512_loadu_si512((const void *)(kc + 2 * c2 * ldk + 32));
-        for (int i = 0; i < NQ; i++) {
+        RQ_UNROLL for (int i = 0; i < NQ; i++) {
             uint32_t w; memcpy(&w, q + i * qs + 2 * c2, 4);
             __m512bh qb = (__m512bh)_mm512_set1_epi32((int)w);
             a[i][0] = _mm512_dpbf16_ps(a[i][0], qb, k0);
             a[i][1] = _mm512_dpbf16_ps(a[i][1], qb, k1);
         }
     }
-    for (int i = 0; i < NQ; i++) {
+    RQ_UNROLL for (int i = 0; i < NQ; i++) {
         _mm512_storeu_ps(s + i * lds + j0, a[i][0]);
         _mm512_storeu_ps(s + i * lds + j0 + 16, a[i][1]);
     }
@@ -1092,21 +1095,21 @@ static inline __attribute__((always_inline)) RQ_AVX512BF16 void attend_pv_tile(
         const uint16_t *p, size_t ldp, const uint16_t *vp, size_t d, size_t c0, size_t j0, size_t j1, float *acc, size_t lda,
         __mmask16 last, const int NQ, const int NC) {
     __m512 a[8][8];
-    for (int i = 0; i < NQ; i++)
-        for (int c = 0; c < NC; c++)
+    RQ_UNROLL for (int i = 0; i < NQ; i++)
+        RQ_UNROLL for (int c = 0; c < NC; c++)
             a[i][c] = j0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(c == NC - 1 ? last : 0xFFFF, acc + i * lda + c0 + 16 * c);
     for (size_t j2 = j0; j2 < j1; j2++) {
         __m512bh v[8];
-        for (int c = 0; c < NC; c++)
+        RQ_UNROLL for (int c = 0; c < NC; c++)
             v[c] = (__m512bh)_mm512_maskz_loadu_epi32(c == NC - 1 ? last : 0xFFFF, (const void *)(vp + 2 * (j2 * d + c0 + 16 * c)));
-        for (int i = 0; i < NQ; i++) {
+        RQ_UNROLL for (int i = 0; i < NQ; i++) {
             uint32_t w; memcpy(&w, p + i * ldp + 2 * j2, 4);
             __m512bh pb = (__m512bh)_mm512_set1_epi32((int)w);
-            for (int c = 0; c < NC; c++) a[i][c] = _mm512_dpbf16_ps(a[i][c], pb, v[c]);
+            RQ_UNROLL for (int c = 0; c < NC; c++) a[i][c] = _mm512_dpbf16_ps(a[i][c], pb, v[c]);
         }
     }
-    for (int i = 0; i < NQ; i++)
-        for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(acc + i * lda + c0 + 16 * c, c == NC - 1 ? last : 0xFFFF, a[i][c]);
+    RQ_UNROLL for (int i = 0; i < NQ; i++)
+        RQ_UNROLL for (int c = 0; c < NC; c++) _mm512_mask_storeu_ps(acc + i * lda + c0 + 16 * c, c == NC - 1 ? last : 0xFFFF, a[i][c]);
 }
 
 /// A P·V pass over values c0…: its 16-value vectors (w ≤ 8), the mask of the last (head sizes
@@ -1406,12 +1409,12 @@ static inline __attribute__((always_inline)) RQ_AVX512VNNI void attend_s8_qk_til
         const uint8_t *q, size_t qs, const uint8_t *kp, const int32_t *corr, const float *ks, size_t ldk, size_t j0,
         size_t d4, size_t n_keys, float *s, size_t lds, float *mx, const int NQ) {
     __m512i a[8][2];
-    for (int i = 0; i < NQ; i++) a[i][0] = a[i][1] = _mm512_setzero_si512();
+    RQ_UNROLL for (int i = 0; i < NQ; i++) a[i][0] = a[i][1] = _mm512_setzero_si512();
     const uint8_t *kc = kp + 4 * j0;
     for (size_t c4 = 0; c4 < d4; c4++) {
         __m512i k0 = _mm512_loadu_si512((const void *)(kc + 4 * c4 * ldk));
         __m512i k1 = _mm512_loadu_si512((const void *)(kc + 4 * c4 * ldk + 64));
-        for (int i = 0; i < NQ; i++) {
+        RQ_UNROLL for (int i = 0; i < NQ; i++) {
             uint32_t w; memcpy(&w, q + i * qs + 4 * c4, 4);
             __m512i qb = _mm512_set1_epi32((int)w);
             a[i][0] = _mm512_dpbusd_epi32(a[i][0], qb, k0);
@@ -1423,7 +1426,7 @@ static inline __attribute__((always_inline)) RQ_AVX512VNNI void attend_s8_qk_til
     // Each query's running maximum (16 lanes) over the keys below n_keys.
     __mmask16 m0 = j0 + 16 <= n_keys ? (__mmask16)0xFFFF : (j0 >= n_keys ? 0 : (__mmask16)((1u << (n_keys - j0)) - 1));
     __mmask16 m1 = j0 + 32 <= n_keys ? (__mmask16)0xFFFF : (j0 + 16 >= n_keys ? 0 : (__mmask16)((1u << (n_keys - j0 - 16)) - 1));
-    for (int i = 0; i < NQ; i++) {
+    RQ_UNROLL for (int i = 0; i < NQ; i++) {
         __m512 x0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a[i][0], c0)), s0);
         __m512 x1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a[i][1], c1)), s1);
         _mm512_storeu_ps(s + i * lds + j0, x0);
@@ -1477,21 +1480,21 @@ static inline __attribute__((always_inline)) RQ_AVX512VNNI void attend_s8_pv_til
         const uint8_t *p, size_t ldp, const uint8_t *vp, size_t d, size_t c0, size_t g0, size_t g1, int32_t *acc, size_t lda,
         __mmask16 last, const int NQ, const int NC) {
     __m512i a[8][8];
-    for (int i = 0; i < NQ; i++)
-        for (int c = 0; c < NC; c++)
+    RQ_UNROLL for (int i = 0; i < NQ; i++)
+        RQ_UNROLL for (int c = 0; c < NC; c++)
             a[i][c] = g0 == 0 ? _mm512_setzero_si512() : _mm512_maskz_loadu_epi32(c == NC - 1 ? last : 0xFFFF, acc + i * lda + c0 + 16 * c);
     for (size_t g = g0; g < g1; g++) {
         __m512i v[8];
-        for (int c = 0; c < NC; c++)
+        RQ_UNROLL for (int c = 0; c < NC; c++)
             v[c] = _mm512_maskz_loadu_epi32(c == NC - 1 ? last : 0xFFFF, (const void *)(vp + 4 * (g * d + c0 + 16 * c)));
-        for (int i = 0; i < NQ; i++) {
+        RQ_UNROLL for (int i = 0; i < NQ; i++) {
             uint32_t w; memcpy(&w, p + i * ldp + 4 * g, 4);
             __m512i pb = _mm512_set1_epi32((int)w);
-            for (int c = 0; c < NC; c++) a[i][c] = _mm512_dpbusd_epi32(a[i][c], pb, v[c]);
+            RQ_UNROLL for (int c = 0; c < NC; c++) a[i][c] = _mm512_dpbusd_epi32(a[i][c], pb, v[c]);
         }
     }
-    for (int i = 0; i < NQ; i++)
-        for (int c = 0; c < NC; c++) _mm512_mask_storeu_epi32(acc + i * lda + c0 + 16 * c, c == NC - 1 ? last : 0xFFFF, a[i][c]);
+    RQ_UNROLL for (int i = 0; i < NQ; i++)
+        RQ_UNROLL for (int c = 0; c < NC; c++) _mm512_mask_storeu_epi32(acc + i * lda + c0 + 16 * c, c == NC - 1 ? last : 0xFFFF, a[i][c]);
 }
 
 static RQ_AVX512VNNI void attend_s8_pv_rows(const uint8_t *p, size_t ldp, const uint8_t *vp, size_t d, size_t groups,
@@ -1553,4 +1556,111 @@ void rq_attend_s8_tile(const uint8_t *q, size_t qs, const float *qscale, size_t 
         attend_s8_block_plain(q + i * qs, qs, qscale + i * qss, qss, n, pack, n_keys, d, scale, scratch, out + i * os, os);
     }
 }
+#pragma clang fp contract(on)
+
+// ---- int8 GEMM (AVX-512 VNNI) -----------------------------------------------------------------
+#pragma clang fp contract(off)
+
+size_t rq_gemm_s8_pack_bytes(size_t n, size_t k) { return (n + 63) / 64 * 64 * ((k + 3) / 4 * 4); }
+
+void rq_gemm_s8_pack(const int8_t *w, size_t n, size_t k, size_t g0, size_t g1, int8_t *out) {
+    size_t k4 = (k + 3) / 4;
+    for (size_t g = g0; g < g1; g++) {
+        int8_t *o = out + g * 64 * 4 * k4;
+        for (size_t s = 0; s < k4; s++)
+            for (size_t j = 0; j < 64; j++)
+                for (size_t t = 0; t < 4; t++) {
+                    size_t r = 64 * g + j, c = 4 * s + t;
+                    o[s * 256 + j * 4 + t] = r < n && c < k ? w[r * k + c] : 0;
+                }
+    }
+}
+
+#if RQ_X86
+/// MR rows of a (u8, lda apart) × one 64-row group of packed W (k4 steps of 256 bytes), then
+/// s8_epilogue (+ bias) into y (rows ldy apart), lanes in mk.
+static inline __attribute__((always_inline)) RQ_AVX512VNNI void gemm_s8_tile(
+        const uint8_t *a, size_t lda, const int8_t *bp, size_t k4, const float *ws, const int32_t *wsum, const float *xs,
+        const float *bias, float *y, size_t ldy, const __mmask16 *mk, const int MR) {
+    __m512i acc[6][4];
+    RQ_UNROLL for (int i = 0; i < MR; i++)
+        RQ_UNROLL for (int p = 0; p < 4; p++) acc[i][p] = _mm512_setzero_si512();
+    for (size_t s = 0; s < k4; s++) {
+        __m512i b0 = _mm512_loadu_si512((const void *)(bp + 256 * s)), b1 = _mm512_loadu_si512((const void *)(bp + 256 * s + 64));
+        __m512i b2 = _mm512_loadu_si512((const void *)(bp + 256 * s + 128)), b3 = _mm512_loadu_si512((const void *)(bp + 256 * s + 192));
+        RQ_UNROLL for (int i = 0; i < MR; i++) {
+            uint32_t w;
+            memcpy(&w, a + i * lda + 4 * s, 4);
+            __m512i x = _mm512_set1_epi32((int)w);
+            acc[i][0] = _mm512_dpbusd_epi32(acc[i][0], x, b0);
+            acc[i][1] = _mm512_dpbusd_epi32(acc[i][1], x, b1);
+            acc[i][2] = _mm512_dpbusd_epi32(acc[i][2], x, b2);
+            acc[i][3] = _mm512_dpbusd_epi32(acc[i][3], x, b3);
+        }
+    }
+    RQ_UNROLL for (int p = 0; p < 4; p++) {
+        // s8_epilogue: (float)(acc − 128·Σw) · (xs · ws), then + bias, each rounded.
+        __m512i corr = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mk[p], wsum + 16 * p), 7);
+        __m512 wv = _mm512_maskz_loadu_ps(mk[p], ws + 16 * p);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(mk[p], bias + 16 * p) : _mm512_setzero_ps();
+        RQ_UNROLL for (int i = 0; i < MR; i++) {
+            __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i][p], corr)), _mm512_mul_ps(_mm512_set1_ps(xs[i]), wv));
+            if (bias) v = _mm512_add_ps(v, bv);
+            _mm512_mask_storeu_ps(y + i * ldy + 16 * p, mk[p], v);
+        }
+    }
+}
+
+static RQ_AVX512VNNI void gemm_s8_vnni(const uint8_t *a, const float *xs, const int8_t *bp, const float *ws, const int32_t *wsum,
+                                       const float *bias, float *y, size_t m0, size_t m1, size_t g0, size_t g1, size_t n, size_t k) {
+    size_t k4 = (k + 3) / 4;
+    for (size_t g = g0; g < g1; g++) {
+        size_t c0 = 64 * g;
+        __mmask16 mk[4];
+        for (int p = 0; p < 4; p++) {
+            size_t c = c0 + 16 * (size_t)p;
+            mk[p] = c + 16 <= n ? (__mmask16)0xFFFF : (c >= n ? 0 : (__mmask16)((1u << (n - c)) - 1));
+        }
+        const int8_t *b = bp + g * 256 * k4;
+        const float *bi = bias ? bias + c0 : NULL;
+        for (size_t i = m0; i < m1; i += 6) {
+            const uint8_t *ai = a + i * k;
+            float *yi = y + i * n + c0;
+            switch (m1 - i < 6 ? m1 - i : 6) {
+            case 1: gemm_s8_tile(ai, k, b, k4, ws + c0, wsum + c0, xs + i, bi, yi, n, mk, 1); break;
+            case 2: gemm_s8_tile(ai, k, b, k4, ws + c0, wsum + c0, xs + i, bi, yi, n, mk, 2); break;
+            case 3: gemm_s8_tile(ai, k, b, k4, ws + c0, wsum + c0, xs + i, bi, yi, n, mk, 3); break;
+            case 4: gemm_s8_tile(ai, k, b, k4, ws + c0, wsum + c0, xs + i, bi, yi, n, mk, 4); break;
+            case 5: gemm_s8_tile(ai, k, b, k4, ws + c0, wsum + c0, xs + i, bi, yi, n, mk, 5); break;
+            default: gemm_s8_tile(ai, k, b, k4, ws + c0, wsum + c0, xs + i, bi, yi, n, mk, 6); break;
+            }
+        }
+    }
+}
+#endif
+
+int rq_gemm_s8(const uint8_t *a, const float *xs, const int8_t *bp, const float *ws, const int32_t *wsum, const float *bias,
+               float *y, size_t m0, size_t m1, size_t g0, size_t g1, size_t n, size_t k) {
+#if RQ_X86
+    if (rq_has_vnni() && k % 4 == 0) {
+        gemm_s8_vnni(a, xs, bp, ws, wsum, bias, y, m0, m1, g0, g1, n, k);
+        return 1;
+    }
+#endif
+    return 0;
+}
+
+RQ_INLINE void act_quantize_body(float *x, size_t rows, size_t n, int act, uint8_t *q, float *scales) {
+    for (size_t r = 0; r < rows; r++) {
+        float *row = x + r * n;
+        switch (act) {
+        case 0: silu_body(row, n); break;
+        case 1: rq_gelu_erf(row, n); break;
+        case 2: gelu_tanh_body(row, n); break;
+        default: quick_gelu_body(row, n); break;
+        }
+        quantize_row(row, n, q + r * n, 128, scales + r);
+    }
+}
+RQ_MULTIVERSION(act_quantize, (float *x, size_t rows, size_t n, int act, uint8_t *q, float *scales), (x, rows, n, act, q, scales))
 #pragma clang fp contract(on)

@@ -107,13 +107,23 @@ public enum Linear {
         return packed
     }
 
-    /// The int8 weight with a copy in oneDNN's blocked layout for products of many rows (where
-    /// oneDNN has int8 products); the plain rows stay for products of few rows.
+    /// The int8 weight with a copy for products of many rows (where oneDNN has int8 products, that
+    /// is with AVX-512 VNNI): in reelql's VNNI GEMM layout (`rq_gemm_s8_pack`) where its rows are a
+    /// multiple of 4 bytes, else in oneDNN's blocked layout. The plain rows stay for products of
+    /// few rows.
     static func packInt8(_ w: WeightTensor, rows: Int) throws -> WeightTensor {
-        guard w.packed == nil, OneDNN.shared.int8Products, let n = w.shape.first, n > 0 else { return w }
+        guard w.packed == nil, w.vnni == nil, OneDNN.shared.int8Products, let n = w.shape.first, n > 0 else { return w }
         let k = w.count / n
-        let p = try OneDNN.shared.pack(weights: w.pointer, type: dnnl_s8, k: k, n: n, rows: rows)
         var packed = w
+        if rq_has_vnni() != 0, k % 4 == 0 {
+            let pack = try VNNIPack(bytes: rq_gemm_s8_pack_bytes(n, k), what: w.name)
+            ThreadPool.shared.parallelRanges((n + 63) / 64) { r in
+                rq_gemm_s8_pack(w.pointer.assumingMemoryBound(to: Int8.self), n, k, r.lowerBound, r.upperBound, pack.bytes)
+            }
+            packed.vnni = pack
+            return packed
+        }
+        let p = try OneDNN.shared.pack(weights: w.pointer, type: dnnl_s8, k: k, n: n, rows: rows)
         packed.packed = PackedWeight(desc: p.desc, bytes: p.bytes, size: p.size, key: "packed-s8[\(k)x\(n)@\(rows)]")
         return packed
     }
@@ -256,6 +266,7 @@ public enum Linear {
     static func gemmS8(quantized xq: UnsafePointer<UInt8>, scales xs: UnsafePointer<Float>, m: Int, w: WeightTensor,
                        bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, then epilogue: RowEpilogue? = nil,
                        pool: ThreadPool) throws {
+        if try vnniGEMM(xq, xs, m: m, w: w, bias: bias, y: y, then: epilogue, pool: pool) { return }
         let rows = try int8Sums(xq, m: m, w: w, into: UnsafeMutableRawPointer(y)) // in y's own memory (same size)
         let n = w.shape[0]
         // Jobs of at least 64 KB of rows; with an epilogue, each in blocks of that size, each
@@ -269,6 +280,35 @@ public enum Linear {
                 epilogue?(b)
             }
         }
+    }
+
+    /// y = xq · Wᵀ (+ bias) by reelql's VNNI GEMM where the weight is packed for it (tiles of 6 rows
+    /// × 64 columns over the whole row, the int8 epilogue applied in registers): jobs of 48 rows,
+    /// whose rows and sums stay in L2, each finished by `epilogue` right after its product; with
+    /// fewer than two jobs a thread, jobs of column groups instead, the epilogue after. The bits of
+    /// oneDNN's path. False (nothing done) where the weight is not packed for it.
+    static func vnniGEMM(_ xq: UnsafePointer<UInt8>, _ xs: UnsafePointer<Float>, m: Int, w: WeightTensor,
+                         bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, then epilogue: RowEpilogue?,
+                         pool: ThreadPool) throws -> Bool {
+        guard let pack = w.vnni, rq_has_vnni() != 0 else { return false }
+        let (_, rows) = try int8Parts(w)
+        let n = w.shape[0], k = w.count / n, groups = (n + 63) / 64, mc = 48
+        let blocks = (m + mc - 1) / mc
+        if blocks >= 2 * pool.threads {
+            pool.parallelRanges(blocks) { r in
+                for b in r {
+                    let m0 = b * mc, m1 = min(m, m0 + mc)
+                    _ = rq_gemm_s8(xq, xs, pack.bytes, rows.scales, rows.sums, bias, y, m0, m1, 0, groups, n, k)
+                    epilogue?(m0..<m1)
+                }
+            }
+        } else {
+            pool.parallelRanges(groups) { r in
+                _ = rq_gemm_s8(xq, xs, pack.bytes, rows.scales, rows.sums, bias, y, 0, m, r.lowerBound, r.upperBound, n, k)
+            }
+            if let epilogue { pool.parallelRanges(m, grain: 8, epilogue) }
+        }
+        return true
     }
 
     /// acc [m, n] = xq [m, k] · Wᵀ as s32 sums (oneDNN's u8 × s8 GEMM); returns the weight's rows.
@@ -294,9 +334,10 @@ public enum Linear {
         try forward(hidden, fc2, bias: bias2, into: y, rows: m, pool: pool)
     }
 
-    /// fc2(act(fc1(x) + b1)) + b2 for int8 weights on oneDNN's path, written into y: between the
-    /// two products, one pass per row (`rq_s8_epilogue_act_quantize`) takes the first one's sums
-    /// to the second one's input bytes, where `forward` → `Ops.activate` → `forward` takes three.
+    /// fc2(act(fc1(x) + b1)) + b2 for int8 weights on the many-row path, written into y: between
+    /// the two products, one pass per row takes the first one's output to the second one's input
+    /// bytes (`rq_act_quantize` right after each job of reelql's GEMM; `rq_s8_epilogue_act_quantize`
+    /// from oneDNN's sums), where `forward` → `Ops.activate` → `forward` takes three.
     /// The same bits as those three steps; `hidden` [m, fc1 rows] ends holding the activated
     /// floats. False (nothing done) where the three steps are the way: other weight types, rows
     /// the GEMV kernels take, no oneDNN int8 products.
@@ -321,14 +362,21 @@ public enum Linear {
         }
         let scalesAt = (m * n1 + 63) / 64 * 64
         try withQuantizedRows(x.pointer, rows: m, cols: k, pool: pool) { xq, xs in
-            let acc = UnsafeMutableRawPointer(hidden.pointer)
-            let rows = try int8Sums(xq, m: m, w: fc1, into: acc)
             try ScratchPool.shared.withBuffer(bytes: scalesAt + m * 4) { raw in
                 let hq = raw.assumingMemoryBound(to: UInt8.self), hs = (raw + scalesAt).assumingMemoryBound(to: Float.self)
-                pool.parallelRanges(m, grain: max(1, (1 << 14) / max(1, n1))) { r in
-                    rq_s8_epilogue_act_quantize(acc.assumingMemoryBound(to: Int32.self) + r.lowerBound * n1, rows.scales, rows.sums,
-                                                xs + r.lowerBound, bias1?.pointer, r.count, n1, act, hq + r.lowerBound * n1,
-                                                hs + r.lowerBound)
+                let h = hidden.pointer, b1 = bias1.map { UnsafePointer($0.pointer) }
+                // reelql's GEMM: each job's rows, finished in registers, go on to bytes at once.
+                let vnni = try vnniGEMM(xq, xs, m: m, w: fc1, bias: b1, y: h, then: { r in
+                    rq_act_quantize(h + r.lowerBound * n1, r.count, n1, act, hq + r.lowerBound * n1, hs + r.lowerBound)
+                }, pool: pool)
+                if !vnni {
+                    // oneDNN's s32 sums in hidden's memory, then one pass per row from sums to bytes.
+                    let rows = try int8Sums(xq, m: m, w: fc1, into: UnsafeMutableRawPointer(h))
+                    let acc = UnsafeMutableRawPointer(h).assumingMemoryBound(to: Int32.self)
+                    pool.parallelRanges(m, grain: max(1, (1 << 14) / max(1, n1))) { r in
+                        rq_s8_epilogue_act_quantize(acc + r.lowerBound * n1, rows.scales, rows.sums, xs + r.lowerBound, b1,
+                                                    r.count, n1, act, hq + r.lowerBound * n1, hs + r.lowerBound)
+                    }
                 }
                 try gemmS8(quantized: hq, scales: hs, m: m, w: fc2, bias: bias2.map { UnsafePointer($0.pointer) }, y: y.pointer, pool: pool)
             }
@@ -389,6 +437,18 @@ public enum Linear {
 }
 
 /// An int8 weight's per-row scales (max |w| / 127) and sums of its int8 values (owned memory).
+/// An int8 weight in `rq_gemm_s8`'s packed layout (owned memory).
+final class VNNIPack: @unchecked Sendable {
+    let bytes: UnsafeMutablePointer<Int8>
+    init(bytes count: Int, what: String) throws {
+        guard let p = aligned_alloc(64, (max(1, count) + 63) / 64 * 64) else {
+            throw TensorError.allocationFailed(what: "packed int8 copy of \(what)", size: "\(count) bytes")
+        }
+        bytes = p.assumingMemoryBound(to: Int8.self)
+    }
+    deinit { free(bytes) }
+}
+
 public final class Int8Rows: @unchecked Sendable {
     let scales: UnsafeMutablePointer<Float>
     let sums: UnsafeMutablePointer<Int32>

@@ -10,6 +10,8 @@ public struct WeightTensor: @unchecked Sendable, CustomStringConvertible {
     let owner: AnyObject
     /// The same weight reordered into oneDNN's blocked layout (see `Linear.pack`).
     var packed: PackedWeight?
+    /// An int8 weight packed for reelql's VNNI GEMM (see `Linear.packInt8`).
+    var vnni: VNNIPack?
     /// An int8 weight's per-row scales and sums (see `Linear.quantize`).
     var quantization: Int8Rows?
 

@@ -125,7 +125,11 @@ import Testing
     /// take and weights that are not int8.
     @Test(arguments: [Ops.Activation.silu, .gelu, .geluTanh, .quickGelu])
     func fusedMLPIsTheThreeSteps(activation: Ops.Activation) throws {
-        let m = 37, k = 70, n1 = 131, n2 = 45
+        // Columns of 70 and 131 (oneDNN's products), and of 72 and 132 (the VNNI GEMM's, packed).
+        for (k, n1) in [(70, 131), (72, 132)] { try fusedMLP(activation, m: 37, k: k, n1: n1, n2: 45) }
+    }
+
+    func fusedMLP(_ activation: Ops.Activation, m: Int, k: Int, n1: Int, n2: Int) throws {
         let x = try Reference.tensor([m, k], seed: 31, scale: 2)
         let fc1 = try Linear.quantize(Reference.f32Weight("fc1", Reference.pattern(n1 * k, seed: 32, scale: 0.3), shape: [n1, k]))
         let fc2 = try Linear.quantize(Reference.f32Weight("fc2", Reference.pattern(n2 * n1, seed: 33, scale: 0.2), shape: [n2, n1]))
@@ -184,6 +188,33 @@ import Testing
         }
     }
 
+    /// reelql's VNNI GEMM (`rq_gemm_s8`, on weights `Linear.pack` packed for it) gives the
+    /// scheme's value bit for bit, with and without a bias: every row tail of its 6-row tiles, row
+    /// counts split by 48-row jobs and by column groups, columns off its 16- and 64-column grid,
+    /// short and long rows, a NaN activation row (NaN in its own row only).
+    @Test(arguments: [(4, 1), (8, 17), (64, 64), (132, 130), (300, 47), (1028, 16)])
+    func vnniGEMMIsTheScheme(k: Int, n: Int) throws {
+        let values = Reference.pattern(n * k, seed: 51, scale: 0.3)
+        let w = try Linear.pack(try Linear.quantize(Reference.f32Weight("w", values, shape: [n, k])), rows: 64)
+        #expect((w.vnni != nil) == (rq_has_vnni() != 0), "packed for the VNNI GEMM where the CPU has VNNI")
+        guard w.vnni != nil else { return }
+        let bias = try Reference.tensor([n], seed: 52, scale: 0.5)
+        for m in Array(1...13) + [47, 48, 49, 97, 200, 401] {
+            var xv = try Reference.tensor([m, k], seed: 53 + m, scale: 2).values
+            if m == 49 { xv[20 * k + 3] = .nan }
+            let x = try Tensor(shape: [m, k], values: xv)
+            // (The scheme's NaN row is all NaN; any NaN's bits.)
+            let bits = { (v: [Float]) in v.enumerated().map { m == 49 && $0.offset / n == 20 ? ($0.element.isNaN ? 1 : 0) : $0.element.bitPattern } }
+            let expected = Self.expected(x: xv, w: values, m: m, k: k, n: n).enumerated().map { m == 49 && $0.offset / n == 20 ? .nan : $0.element }
+            let y = try Tensor(zeros: [m, n])
+            try Linear.forwardInt8(x, w, into: y, rows: m, kernel: .gemm)
+            #expect(bits(y.values) == bits(expected), "\(m)×\(k)×\(n)")
+            try Linear.forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: .gemm)
+            let plusBias = expected.enumerated().map { $0.element + bias.values[$0.offset % n] }
+            #expect(bits(y.values) == bits(plusBias), "\(m)×\(k)×\(n), bias")
+        }
+    }
+
     /// Rows through oneDNN (where it has exact int8 products) and one at a time agree bit for bit
     /// (the batch a row decodes in never changes it).
     @Test(arguments: [(37, 300, 70), (12, 128, 9), (9, 4000, 20)])
@@ -216,7 +247,7 @@ import Testing
         let x = try Tensor(shape: [3, 10], values: (0..<30).map { $0 == 14 ? .infinity : Float($0 % 7) - 3 })
         let y = try Linear.forward(x, w)
         // Subnormal activations (127 / max would overflow) give zeros, not undefined conversions.
-        let tiny = try Linear.forward(try Tensor(shape: [1, 10], values: (0..<10).map { Float($0) * 1e-41 }), w)
+        let tiny = try Linear.forward(try Tensor(shape: [1, 10], values: (0..<10).map { Float($0) * Float.leastNormalMagnitude / 1000 }), w)
         #expect(tiny.values == [0, 0, 0, 0])
         let finite = y.values[0..<4].allSatisfy { $0.isFinite } && y.values[8..<12].allSatisfy { $0.isFinite }
         let nan = y.values[4..<8].allSatisfy { $0.isNaN }

@@ -144,4 +144,17 @@ size_t rq_attend_s8_scratch(size_t n_keys, size_t d);
 /// NaN, NaN channels where a value is; zeros over no keys. The same bits on every CPU.
 void rq_attend_s8_tile(const uint8_t *q, size_t qs, const float *qscale, size_t qss, size_t n_q, const void *pack,
                        size_t n_keys, size_t d, float scale, void *scratch, float *out, size_t os);
+/// Bytes of an int8 weight [n, k] packed for rq_gemm_s8: 64-row groups (the last zero-padded),
+/// each k/4 steps (k rounded up to 4, zero-padded) of 256 bytes: rows 64g…64g+63's bytes 4s…4s+3.
+size_t rq_gemm_s8_pack_bytes(size_t n, size_t k);
+/// Packs groups g0…g1 − 1 of w [n, k] into out (rq_gemm_s8_pack_bytes(n, k) bytes).
+void rq_gemm_s8_pack(const int8_t *w, size_t n, size_t k, size_t g0, size_t g1, int8_t *out);
+/// y [rows m0…m1 − 1, columns of groups g0…g1 − 1] of a [m, k] u8 (rq_quantize_activations)
+/// times packed W, each s8_epilogue as rq_dequantize_s32 computes it (+ bias): the same bits.
+/// Returns 0 (nothing done) without AVX-512 VNNI or where k is not a multiple of 4.
+int rq_gemm_s8(const uint8_t *a, const float *xs, const int8_t *bp, const float *ws, const int32_t *wsum, const float *bias,
+               float *y, size_t m0, size_t m1, size_t g0, size_t g1, size_t n, size_t k);
+/// In place over rows [rows, n]: the activation (as rq_s8_epilogue_act_quantize), then each row
+/// quantized as rq_quantize_activations does into q and scales.
+void rq_act_quantize(float *x, size_t rows, size_t n, int act, uint8_t *q, float *scales);
 #endif
