@@ -12,9 +12,10 @@ import Foundation
 /// where it has bf16 products (AVX-512), else OpenBLAS on the same bf16 values widened to f32.
 ///
 /// int8 weights (`quantize`: symmetric, one scale per output row) multiply activations quantized
-/// per row (symmetric, one scale per row) with integer sums: few rows through reelql's VNNI
-/// kernels, many rows through oneDNN's u8 × s8 → s32 GEMM; the sums are exact, so both give
-/// every row the same value, and a row never depends on the others.
+/// per row (symmetric, one scale per row) with integer sums: few rows through reelql's VNNI GEMV
+/// kernels, many rows through reelql's VNNI GEMM on weights packed for it (else oneDNN's u8 × s8
+/// → s32 GEMM); the sums are exact, so every path gives every row the same value, and a row never
+/// depends on the others.
 public enum Linear {
     /// bf16 and f16 products of at most this many rows use the GEMV kernels rather than a GEMM
     /// (int8 ones: `int8Kernel`).
@@ -36,8 +37,8 @@ public enum Linear {
     /// Writes x · Wᵀ (+ bias) into `y` ([rows, N], contiguous). `rowwise`: each row's result is
     /// exactly what a one-row product gives (batched decoding: a sequence's tokens do not depend
     /// on the batch it shares a step with), whatever the row count. `then` runs on every row of
-    /// the result once it is final: on oneDNN's int8 path block by block, right after each
-    /// block's epilogue while its rows are in cache (the tower's rotary embedding: one pass over
+    /// the result once it is final: on the int8 GEMMs block by block, right after each block's
+    /// epilogue while its rows are in cache (the tower's rotary embedding: one pass over
     /// the output from memory fewer), elsewhere over all rows after the product. A row's values
     /// are the same either way.
     public static func forward(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil, into y: Tensor,
@@ -214,7 +215,7 @@ public enum Linear {
     }
 
     /// The two int8 products: reelql's GEMV kernels (each weight row read once for up to four
-    /// rows of x at a time) and oneDNN's u8 × s8 GEMM.
+    /// rows of x at a time) and a GEMM (reelql's on weights packed for it, else oneDNN's u8 × s8).
     public enum Int8Kernel: Sendable { case gemv, gemm }
 
     /// The faster int8 kernel for `rows` rows of `columns` (weights from memory; `reelql bench
@@ -228,11 +229,13 @@ public enum Linear {
         guard OneDNN.shared.int8Products else { return .gemv }
         return m == 1 || (m <= 12 && m * k <= 24 << 10) ? .gemv : .gemm
     }
-    /// Whether oneDNN's exact int8 products are available here (`Int8Kernel.gemm`).
+    /// Whether the int8 GEMM is available here (`Int8Kernel.gemm`): where oneDNN's int8 products
+    /// are exact (AVX-512 VNNI, nothing capping oneDNN, no `REELQL_NO_ONEDNN_INT8`), which
+    /// `Linear.pack` also requires to pack a weight for reelql's GEMM.
     public static var hasInt8GEMM: Bool { OneDNN.shared.int8Products }
 
     /// x · Wᵀ (+ bias) into `y` for an int8 `w`, through the given kernel (both give the same
-    /// bits; `forward` picks one by row count). oneDNN's needs `OneDNN` int8 products.
+    /// bits; `forward` picks one by row count). The GEMM needs `hasInt8GEMM`.
     public static func forwardInt8(_ x: Tensor, _ w: WeightTensor, bias: Tensor? = nil, into y: Tensor, rows m: Int,
                                    kernel: Int8Kernel, then epilogue: RowEpilogue? = nil, pool: ThreadPool = .shared) throws {
         let n = w.shape.count == 2 ? w.shape[0] : 0, k = w.shape.count == 2 ? w.shape[1] : 0
@@ -252,8 +255,8 @@ public enum Linear {
         }
     }
 
-    /// int8 weights × many rows: oneDNN's u8 × s8 GEMM into s32 sums, then the kernels' epilogue
-    /// (with the bias, if any).
+    /// int8 weights × many rows: reelql's GEMM (`vnniGEMM`) on weights packed for it; else
+    /// oneDNN's u8 × s8 GEMM into s32 sums, then the kernels' epilogue (with the bias, if any).
     static func gemmS8(x: UnsafePointer<Float>, m: Int, w: WeightTensor, bias: UnsafePointer<Float>?,
                        y: UnsafeMutablePointer<Float>, then epilogue: RowEpilogue? = nil, pool: ThreadPool) throws {
         let k = w.count / w.shape[0]
@@ -294,19 +297,33 @@ public enum Linear {
         let (_, rows) = try int8Parts(w)
         let n = w.shape[0], k = w.count / n, groups = (n + 63) / 64, mc = 48
         let blocks = (m + mc - 1) / mc
+        // (rq_gemm_s8 declines only without VNNI, checked above, or rows not 4-byte groups, which
+        // are never packed for it; should it decline, that is an error, not rows left unwritten.)
+        let declined = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        defer { declined.deallocate() }
+        declined.initialize(to: 0)
+        let lock = NSLock()
         if blocks >= 2 * pool.threads {
             pool.parallelRanges(blocks) { r in
                 for b in r {
                     let m0 = b * mc, m1 = min(m, m0 + mc)
-                    _ = rq_gemm_s8(xq, xs, pack.bytes, rows.scales, rows.sums, bias, y, m0, m1, 0, groups, n, k)
+                    guard rq_gemm_s8(xq, xs, pack.bytes, rows.scales, rows.sums, bias, y, m0, m1, 0, groups, n, k) != 0 else {
+                        lock.withLock { declined.pointee += 1 }
+                        return
+                    }
                     epilogue?(m0..<m1)
                 }
             }
         } else {
             pool.parallelRanges(groups) { r in
-                _ = rq_gemm_s8(xq, xs, pack.bytes, rows.scales, rows.sums, bias, y, 0, m, r.lowerBound, r.upperBound, n, k)
+                if rq_gemm_s8(xq, xs, pack.bytes, rows.scales, rows.sums, bias, y, 0, m, r.lowerBound, r.upperBound, n, k) == 0 {
+                    lock.withLock { declined.pointee += 1 }
+                }
             }
-            if let epilogue { pool.parallelRanges(m, grain: 8, epilogue) }
+            if declined.pointee == 0, let epilogue { pool.parallelRanges(m, grain: 8, epilogue) }
+        }
+        guard declined.pointee == 0 else {
+            throw TensorError.backend(operation: "int8 GEMM \(w.name)", reason: "the VNNI kernel declined [\(n), \(k)]")
         }
         return true
     }
@@ -436,7 +453,6 @@ public enum Linear {
     }
 }
 
-/// An int8 weight's per-row scales (max |w| / 127) and sums of its int8 values (owned memory).
 /// An int8 weight in `rq_gemm_s8`'s packed layout (owned memory).
 final class VNNIPack: @unchecked Sendable {
     let bytes: UnsafeMutablePointer<Int8>
@@ -449,6 +465,7 @@ final class VNNIPack: @unchecked Sendable {
     deinit { free(bytes) }
 }
 
+/// An int8 weight's per-row scales (max |w| / 127) and sums of its int8 values (owned memory).
 public final class Int8Rows: @unchecked Sendable {
     let scales: UnsafeMutablePointer<Float>
     let sums: UnsafeMutablePointer<Int32>

@@ -125,11 +125,14 @@ import Testing
     /// take and weights that are not int8.
     @Test(arguments: [Ops.Activation.silu, .gelu, .geluTanh, .quickGelu])
     func fusedMLPIsTheThreeSteps(activation: Ops.Activation) throws {
-        // Columns of 70 and 131 (oneDNN's products), and of 72 and 132 (the VNNI GEMM's, packed).
-        for (k, n1) in [(70, 131), (72, 132)] { try fusedMLP(activation, m: 37, k: k, n1: n1, n2: 45) }
+        // Columns of 70 and 131 (oneDNN's products), and of 72 and 132 (the VNNI GEMM's, packed:
+        // 37 rows split by columns, 401 by jobs of 48 rows on a pool of two threads).
+        for (m, k, n1) in [(37, 70, 131), (37, 72, 132), (401, 72, 132)] {
+            try fusedMLP(activation, m: m, k: k, n1: n1, n2: 45, pool: ThreadPool(threads: 2))
+        }
     }
 
-    func fusedMLP(_ activation: Ops.Activation, m: Int, k: Int, n1: Int, n2: Int) throws {
+    func fusedMLP(_ activation: Ops.Activation, m: Int, k: Int, n1: Int, n2: Int, pool: ThreadPool) throws {
         let x = try Reference.tensor([m, k], seed: 31, scale: 2)
         let fc1 = try Linear.quantize(Reference.f32Weight("fc1", Reference.pattern(n1 * k, seed: 32, scale: 0.3), shape: [n1, k]))
         let fc2 = try Linear.quantize(Reference.f32Weight("fc2", Reference.pattern(n2 * n1, seed: 33, scale: 0.2), shape: [n2, n1]))
@@ -144,7 +147,7 @@ import Testing
                 let expected = try Linear.forward(hidden, w2, bias: b2)
                 let fusedHidden = try Tensor(zeros: [m, n1]), y = try Tensor(zeros: [m, n2])
                 let fused = try Linear.int8MLP(x, rows: m, fc1: w1, bias1: b1, activation: activation, fc2: w2, bias2: b2,
-                                               hidden: fusedHidden, into: y)
+                                               hidden: fusedHidden, into: y, pool: pool)
                 #expect(fused == OneDNN.shared.int8Products)
                 if fused {
                     #expect(y.values.map(\.bitPattern) == expected.values.map(\.bitPattern), "\(activation), packed \(packed), biases \(biases)")
@@ -162,9 +165,10 @@ import Testing
     }
 
     /// A product's row epilogue (`then`: a tower's rotary embedding of q and k, applied block by
-    /// block right after oneDNN's int8 epilogue) gives every row the values of the product
-    /// followed by the separate rotary passes, bit for bit: int8 through oneDNN (packed or not)
-    /// and the GEMV kernels, bf16 and f32; rows not a multiple of the block size.
+    /// block right after the int8 GEMM's epilogue) gives every row the values of the product
+    /// followed by the separate rotary passes, bit for bit: int8 through reelql's GEMM (packed:
+    /// 700 rows in jobs of 48 rows, 37 and 5 by columns) and oneDNN (not packed), the GEMV
+    /// kernels, bf16 and f32; rows not a multiple of the block size.
     @Test func rowEpilogueEqualsTheSeparatePass() throws {
         let heads = 3, d = 8, e = heads * d, k = 40
         for m in [37, 700, 5] {
@@ -182,7 +186,7 @@ import Testing
                 Ops.rotaryRotateHalf(separate.pointer + e, cos: cos, sin: sin, rows: m, heads: heads, headDim: d, rowStride: 3 * e)
                 try Linear.forward(x, w, bias: bias, into: fused, rows: m, then: { r in
                     Ops.rotaryQK(fused, cos: cos, sin: sin, heads: heads, headDim: d, rows: r)
-                })
+                }, pool: ThreadPool(threads: 2))
                 #expect(fused.values.map(\.bitPattern) == separate.values.map(\.bitPattern), "\(name), \(m) rows")
             }
         }
@@ -196,20 +200,23 @@ import Testing
     func vnniGEMMIsTheScheme(k: Int, n: Int) throws {
         let values = Reference.pattern(n * k, seed: 51, scale: 0.3)
         let w = try Linear.pack(try Linear.quantize(Reference.f32Weight("w", values, shape: [n, k])), rows: 64)
-        #expect((w.vnni != nil) == (rq_has_vnni() != 0), "packed for the VNNI GEMM where the CPU has VNNI")
+        #expect((w.vnni != nil) == (Linear.hasInt8GEMM && rq_has_vnni() != 0), "packed for the VNNI GEMM where it runs")
         guard w.vnni != nil else { return }
+        // Jobs of 48 rows need two per thread: a pool of two threads splits 200 and 401 rows by
+        // rows, up to 97 by columns, whatever this machine's core count.
+        let pool = ThreadPool(threads: 2)
         let bias = try Reference.tensor([n], seed: 52, scale: 0.5)
         for m in Array(1...13) + [47, 48, 49, 97, 200, 401] {
             var xv = try Reference.tensor([m, k], seed: 53 + m, scale: 2).values
-            if m == 49 { xv[20 * k + 3] = .nan }
+            if m == 49 || m == 401 { xv[20 * k + 3] = .nan }
             let x = try Tensor(shape: [m, k], values: xv)
             // (The scheme's NaN row is all NaN; any NaN's bits.)
-            let bits = { (v: [Float]) in v.enumerated().map { m == 49 && $0.offset / n == 20 ? ($0.element.isNaN ? 1 : 0) : $0.element.bitPattern } }
-            let expected = Self.expected(x: xv, w: values, m: m, k: k, n: n).enumerated().map { m == 49 && $0.offset / n == 20 ? .nan : $0.element }
+            let bits = { (v: [Float]) in v.enumerated().map { (m == 49 || m == 401) && $0.offset / n == 20 ? ($0.element.isNaN ? 1 : 0) : $0.element.bitPattern } }
+            let expected = Self.expected(x: xv, w: values, m: m, k: k, n: n).enumerated().map { (m == 49 || m == 401) && $0.offset / n == 20 ? .nan : $0.element }
             let y = try Tensor(zeros: [m, n])
-            try Linear.forwardInt8(x, w, into: y, rows: m, kernel: .gemm)
+            try Linear.forwardInt8(x, w, into: y, rows: m, kernel: .gemm, pool: pool)
             #expect(bits(y.values) == bits(expected), "\(m)×\(k)×\(n)")
-            try Linear.forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: .gemm)
+            try Linear.forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: .gemm, pool: pool)
             let plusBias = expected.enumerated().map { $0.element + bias.values[$0.offset % n] }
             #expect(bits(y.values) == bits(plusBias), "\(m)×\(k)×\(n), bias")
         }

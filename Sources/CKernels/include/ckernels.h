@@ -151,7 +151,8 @@ size_t rq_gemm_s8_pack_bytes(size_t n, size_t k);
 void rq_gemm_s8_pack(const int8_t *w, size_t n, size_t k, size_t g0, size_t g1, int8_t *out);
 /// y [rows m0…m1 − 1, columns of groups g0…g1 − 1] of a [m, k] u8 (rq_quantize_activations)
 /// times packed W, each s8_epilogue as rq_dequantize_s32 computes it (+ bias): the same bits.
-/// Returns 0 (nothing done) without AVX-512 VNNI or where k is not a multiple of 4.
+/// Returns 0 (nothing done) without AVX-512 VNNI (or below the AVX-512 level forced on this thread,
+/// rq_set_cpu_level) or where k is not a multiple of 4.
 int rq_gemm_s8(const uint8_t *a, const float *xs, const int8_t *bp, const float *ws, const int32_t *wsum, const float *bias,
                float *y, size_t m0, size_t m1, size_t g0, size_t g1, size_t n, size_t k);
 /// In place over rows [rows, n]: the activation (as rq_s8_epilogue_act_quantize), then each row
