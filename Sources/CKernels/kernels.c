@@ -604,22 +604,33 @@ void rq_gelu_erf(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = 0.5f * x[i] * erfcf(-x[i] * 0.70710678118654752f);
 }
 
-/// rq_s8_epilogue_act_quantize: each row stays in cache from its sums to its bytes. The steps are
-/// the same inlined bodies the separate kernels run (the GELU with erf calls its one function).
+/// A row's activation (0 SiLU, 1 GELU, 2 GELU tanh, else quick GELU) in place, then its bytes as
+/// rq_quantize_activations makes them. The same inlined bodies the separate kernels run (the GELU
+/// with erf calls its one function).
+RQ_INLINE void activate_quantize_row(float *row, size_t n, int act, uint8_t *q, float *scale) {
+    switch (act) {
+    case 0: silu_body(row, n); break;
+    case 1: rq_gelu_erf(row, n); break;
+    case 2: gelu_tanh_body(row, n); break;
+    default: quick_gelu_body(row, n); break;
+    }
+    quantize_row(row, n, q, 128, scale);
+}
+
+/// rq_s8_epilogue_act_quantize: each row stays in cache from its sums to its bytes.
 RQ_INLINE void s8_epilogue_act_quantize_body(int32_t *acc, const float *ws, const int32_t *wsum, const float *xs,
                                              const float *bias, size_t rows, size_t n, int act, uint8_t *q, float *scales) {
     for (size_t r = 0; r < rows; r++) {
         float *row = (float *)(acc + r * n);
         dequantize_s32_body(acc + r * n, ws, wsum, xs + r, bias, row, 1, n);
-        switch (act) {
-        case 0: silu_body(row, n); break;
-        case 1: rq_gelu_erf(row, n); break;
-        case 2: gelu_tanh_body(row, n); break;
-        default: quick_gelu_body(row, n); break;
-        }
-        quantize_row(row, n, q + r * n, 128, scales + r);
+        activate_quantize_row(row, n, act, q + r * n, scales + r);
     }
 }
+
+RQ_INLINE void act_quantize_body(float *x, size_t rows, size_t n, int act, uint8_t *q, float *scales) {
+    for (size_t r = 0; r < rows; r++) activate_quantize_row(x + r * n, n, act, q + r * n, scales + r);
+}
+RQ_MULTIVERSION(act_quantize, (float *x, size_t rows, size_t n, int act, uint8_t *q, float *scales), (x, rows, n, act, q, scales))
 RQ_MULTIVERSION(s8_epilogue_act_quantize, (int32_t *acc, const float *ws, const int32_t *wsum, const float *xs, const float *bias, size_t rows, size_t n, int act, uint8_t *q, float *scales),
                 (acc, ws, wsum, xs, bias, rows, n, act, q, scales))
 
@@ -1650,17 +1661,4 @@ int rq_gemm_s8(const uint8_t *a, const float *xs, const int8_t *bp, const float 
     return 0;
 }
 
-RQ_INLINE void act_quantize_body(float *x, size_t rows, size_t n, int act, uint8_t *q, float *scales) {
-    for (size_t r = 0; r < rows; r++) {
-        float *row = x + r * n;
-        switch (act) {
-        case 0: silu_body(row, n); break;
-        case 1: rq_gelu_erf(row, n); break;
-        case 2: gelu_tanh_body(row, n); break;
-        default: quick_gelu_body(row, n); break;
-        }
-        quantize_row(row, n, q + r * n, 128, scales + r);
-    }
-}
-RQ_MULTIVERSION(act_quantize, (float *x, size_t rows, size_t n, int act, uint8_t *q, float *scales), (x, rows, n, act, q, scales))
 #pragma clang fp contract(on)
