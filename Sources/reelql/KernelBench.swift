@@ -123,10 +123,11 @@ struct KernelBench: ParsableCommand {
     }
 
     /// int8 products of a few to a few dozen rows (batched decoding, prompt continuations): the
-    /// GEMV kernels against oneDNN's GEMM, weights from memory. Both give every row the same bits,
-    /// so `Linear` takes whichever is faster for the row count.
+    /// GEMV kernels against the GEMM (reelql's, on weights packed for it; oneDNN's where a row is
+    /// not a multiple of 4 bytes), weights from memory. Both give every row the same bits, so
+    /// `Linear` takes whichever is faster for the row count.
     func int8Rows() throws {
-        guard Linear.hasInt8GEMM else { print("\n(no oneDNN int8 products here: int8 rows skipped)"); return }
+        guard Linear.hasInt8GEMM else { print("\n(no int8 GEMM here: int8 rows skipped)"); return }
         print("\nint8 products by rows (ms per matrix, weights from memory)  K×N     rows:" +
               Self.int8RowCounts.map { String(format: "%7d", $0) }.joined())
         var shapes = [(1536, 1536), (1536, 8960), (8960, 1536), (4096, 4096)]
@@ -134,7 +135,7 @@ struct KernelBench: ParsableCommand {
         for (k, n) in shapes {
             let copies = max(1, (256 << 20) / (n * k))
             let weights = try (0..<copies).map { try Linear.pack(Linear.quantize(randomWeight("w\($0)", .bf16, rows: n, cols: k, seed: UInt64($0 + 1)))) }
-            var lines = (gemv: [String](), onednn: [String]())
+            var lines = (gemv: [String](), gemm: [String]())
             for m in Self.int8RowCounts {
                 let x = try Tensor(zeros: [m, k])
                 for i in 0..<x.count { x.pointer[i] = Float(i % 89) / 89 - 0.5 }
@@ -146,10 +147,10 @@ struct KernelBench: ParsableCommand {
                 }
                 a.sort(); b.sort()
                 lines.gemv.append(String(format: "%7.2f", a[a.count / 2] * 1e3 / Double(copies)))
-                lines.onednn.append(String(format: "%7.2f", b[b.count / 2] * 1e3 / Double(copies)))
+                lines.gemm.append(String(format: "%7.2f", b[b.count / 2] * 1e3 / Double(copies)))
             }
             print(String(format: "  GEMV kernels                                   %5d×%-6d      ", k, n) + lines.gemv.joined())
-            print(String(format: "  oneDNN GEMM                                    %5d×%-6d      ", k, n) + lines.onednn.joined())
+            print(String(format: "  GEMM                                           %5d×%-6d      ", k, n) + lines.gemm.joined())
         }
     }
     static let int8RowCounts = [1, 2, 3, 4, 6, 8, 9, 12, 16, 24, 32, 64]
