@@ -1575,15 +1575,26 @@ void rq_attend_s8_tile(const uint8_t *q, size_t qs, const float *qscale, size_t 
 size_t rq_gemm_s8_pack_bytes(size_t n, size_t k) { return (n + 63) / 64 * 64 * ((k + 3) / 4 * 4); }
 
 void rq_gemm_s8_pack(const int8_t *w, size_t n, size_t k, size_t g0, size_t g1, int8_t *out) {
-    size_t k4 = (k + 3) / 4;
+    size_t k4 = (k + 3) / 4, whole = k / 4;
     for (size_t g = g0; g < g1; g++) {
-        int8_t *o = out + g * 64 * 4 * k4;
-        for (size_t s = 0; s < k4; s++)
-            for (size_t j = 0; j < 64; j++)
-                for (size_t t = 0; t < 4; t++) {
-                    size_t r = 64 * g + j, c = 4 * s + t;
-                    o[s * 256 + j * 4 + t] = r < n && c < k ? w[r * k + c] : 0;
-                }
+        uint8_t *o = (uint8_t *)out + g * 64 * 4 * k4;
+        // Row by row: each row read in order, its words stored 256 bytes apart (the group's
+        // 64 · k bytes stay in L2 while its 64 rows are stored).
+        for (size_t j = 0; j < 64; j++) {
+            size_t r = 64 * g + j;
+            uint8_t *oj = o + 4 * j;
+            if (r >= n) { // rows past n: zeros
+                for (size_t s = 0; s < k4; s++) memset(oj + 256 * s, 0, 4);
+                continue;
+            }
+            const uint8_t *row = (const uint8_t *)w + r * k;
+            for (size_t s = 0; s < whole; s++) memcpy(oj + 256 * s, row + 4 * s, 4);
+            if (whole < k4) { // the last columns past k: zeros
+                uint8_t last[4] = {0, 0, 0, 0};
+                memcpy(last, row + 4 * whole, k - 4 * whole);
+                memcpy(oj + 256 * whole, last, 4);
+            }
+        }
     }
 }
 
