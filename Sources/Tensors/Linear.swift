@@ -93,9 +93,9 @@ public enum Linear {
         if let epilogue { pool.parallelRanges(m, grain: 8, epilogue) }
     }
 
-    /// The weight with a copy in oneDNN's blocked layout for products of many rows (`rows` is
-    /// a typical row count). Products of ≤ `gemvRows` rows still read the original. bf16 only;
-    /// other dtypes are returned as they are.
+    /// The weight with a copy for products of many rows (`rows` is a typical row count): bf16 in
+    /// oneDNN's blocked layout, int8 as `packInt8` packs it. Products of few rows still read the
+    /// original. Other dtypes are returned as they are.
     public static func pack(_ w: WeightTensor, rows: Int = 1024) throws -> WeightTensor {
         if w.dtype == .i8 { return try packInt8(w, rows: rows) }
         guard w.dtype == .bf16, w.shape.count == 2, w.packed == nil, OneDNN.shared.bf16Products else { return w }
@@ -222,9 +222,9 @@ public enum Linear {
     /// kernels`, int8 products by rows, milliseconds per matrix). The GEMV kernels read each
     /// weight row once for all rows of x, which must stay in L1 while they do: they win while x
     /// is small (one row; up to 12 rows of ≤ 24 KiB together: 1536 columns × 12 rows 0.50 ms
-    /// against oneDNN's 0.56), oneDNN beyond (8960 columns × 9 rows, a decoding step's down
-    /// projection: 0.78 ms against 0.52; 4096 × 8 rows: 0.98 against 0.74; 1536 × 16 rows: 0.70
-    /// against 0.68).
+    /// against oneDNN's 0.56), the GEMM beyond (8960 columns × 9 rows, a decoding step's down
+    /// projection: 0.78 ms against oneDNN's 0.52, 0.80 against reelql's 0.53; 4096 × 8 rows: 0.98
+    /// against 0.74, 0.97 against 0.61; 1536 × 16 rows: 0.70 against 0.68, 0.18 against 0.16).
     public static func int8Kernel(rows m: Int, columns k: Int) -> Int8Kernel {
         guard OneDNN.shared.int8Products else { return .gemv }
         return m == 1 || (m <= 12 && m * k <= 24 << 10) ? .gemv : .gemm
@@ -248,7 +248,7 @@ public enum Linear {
             // The bias goes into the product's epilogue: one pass over y fewer.
             try gemmS8(x: x.pointer, m: m, w: w, bias: bias.map { UnsafePointer($0.pointer) }, y: y.pointer, then: epilogue, pool: pool)
         case .gemm:
-            throw TensorError.unsupportedDType(operation: "oneDNN int8 product \(w.name) (no exact int8 products on this CPU)", dtype: w.dtype.rawValue)
+            throw TensorError.unsupportedDType(operation: "int8 GEMM \(w.name) (no exact int8 products on this CPU)", dtype: w.dtype.rawValue)
         case .gemv:
             try gemvS8(x: x.pointer, batch: m, w: w, y: y.pointer, pool: pool)
             finish(y, rows: m, bias: bias, then: epilogue, pool: pool)
@@ -287,9 +287,10 @@ public enum Linear {
 
     /// y = xq · Wᵀ (+ bias) by reelql's VNNI GEMM where the weight is packed for it (tiles of 6 rows
     /// × 64 columns over the whole row, the int8 epilogue applied in registers): jobs of 48 rows,
-    /// whose rows and sums stay in L2, each finished by `epilogue` right after its product; with
-    /// fewer than two jobs a thread, jobs of column groups instead, the epilogue after. The bits of
-    /// oneDNN's path. False (nothing done) where the weight is not packed for it.
+    /// whose activation bytes stay in L2, each finished by `epilogue` right after its product;
+    /// with fewer than two such jobs a thread, jobs of up to 48 rows × a share of the column
+    /// groups, the epilogue after them all. The bits of oneDNN's path. False (nothing done) where
+    /// the weight is not packed for it or the thread's forced kernel level is below AVX-512.
     static func vnniGEMM(_ xq: UnsafePointer<UInt8>, _ xs: UnsafePointer<Float>, m: Int, w: WeightTensor,
                          bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, then epilogue: RowEpilogue?,
                          pool: ThreadPool) throws -> Bool {
@@ -315,9 +316,16 @@ public enum Linear {
                 }
             }
         } else {
-            pool.parallelRanges(groups) { r in
-                if rq_gemm_s8(xq, xs, pack.bytes, rows.scales, rows.sums, bias, y, 0, m, r.lowerBound, r.upperBound, n, k) == 0 {
-                    lock.withLock { declined.pointee += 1 }
+            // Row blocks × column shares: at least two jobs a thread where there are groups enough.
+            let shares = max(1, min(groups, (2 * pool.threads + max(1, blocks) - 1) / max(1, blocks)))
+            let perShare = (groups + shares - 1) / shares
+            pool.parallelRanges(max(1, blocks) * shares) { r in
+                for job in r {
+                    let m0 = job / shares * mc, g0 = job % shares * perShare
+                    if rq_gemm_s8(xq, xs, pack.bytes, rows.scales, rows.sums, bias, y, m0, min(m, m0 + mc), g0,
+                                  min(groups, g0 + perShare), n, k) == 0 {
+                        lock.withLock { declined.pointee += 1 }
+                    }
                 }
             }
             if declined.pointee == 0, let epilogue { pool.parallelRanges(m, grain: 8, epilogue) }

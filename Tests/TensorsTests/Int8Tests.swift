@@ -126,7 +126,7 @@ import Testing
     @Test(arguments: [Ops.Activation.silu, .gelu, .geluTanh, .quickGelu])
     func fusedMLPIsTheThreeSteps(activation: Ops.Activation) throws {
         // Columns of 70 and 131 (oneDNN's products), and of 72 and 132 (the VNNI GEMM's, packed:
-        // 37 rows split by columns, 401 by jobs of 48 rows on a pool of two threads).
+        // 37 rows split by columns, 401 by jobs of 48 rows, on a pool of two threads).
         for (m, k, n1) in [(37, 70, 131), (37, 72, 132), (401, 72, 132)] {
             try fusedMLP(activation, m: m, k: k, n1: n1, n2: 45, pool: ThreadPool(threads: 2))
         }
@@ -167,8 +167,8 @@ import Testing
     /// A product's row epilogue (`then`: a tower's rotary embedding of q and k, applied block by
     /// block right after the int8 GEMM's epilogue) gives every row the values of the product
     /// followed by the separate rotary passes, bit for bit: int8 through reelql's GEMM (packed:
-    /// 700 rows in jobs of 48 rows, 37 and 5 by columns) and oneDNN (not packed), the GEMV
-    /// kernels, bf16 and f32; rows not a multiple of the block size.
+    /// 700 rows in jobs of 48 rows, 37 in jobs of rows × columns) and oneDNN (not packed), the
+    /// GEMV kernels (5 rows), bf16 and f32; rows not a multiple of the block size.
     @Test func rowEpilogueEqualsTheSeparatePass() throws {
         let heads = 3, d = 8, e = heads * d, k = 40
         for m in [37, 700, 5] {
@@ -203,22 +203,24 @@ import Testing
         #expect((w.vnni != nil) == (Linear.hasInt8GEMM && rq_has_vnni() != 0), "packed for the VNNI GEMM where it runs")
         guard w.vnni != nil else { return }
         // Jobs of 48 rows need two per thread: a pool of two threads splits 200 and 401 rows by
-        // rows, up to 97 by columns, whatever this machine's core count.
-        let pool = ThreadPool(threads: 2)
+        // rows, up to 97 by rows × column shares; one of seven threads, all of them by rows ×
+        // column shares. Whatever this machine's core count.
         let bias = try Reference.tensor([n], seed: 52, scale: 0.5)
-        for m in Array(1...13) + [47, 48, 49, 97, 200, 401] {
-            var xv = try Reference.tensor([m, k], seed: 53 + m, scale: 2).values
-            if m == 49 || m == 401 { xv[20 * k + 3] = .nan }
-            let x = try Tensor(shape: [m, k], values: xv)
-            // (The scheme's NaN row is all NaN; any NaN's bits.)
-            let bits = { (v: [Float]) in v.enumerated().map { (m == 49 || m == 401) && $0.offset / n == 20 ? ($0.element.isNaN ? 1 : 0) : $0.element.bitPattern } }
-            let expected = Self.expected(x: xv, w: values, m: m, k: k, n: n).enumerated().map { (m == 49 || m == 401) && $0.offset / n == 20 ? .nan : $0.element }
-            let y = try Tensor(zeros: [m, n])
-            try Linear.forwardInt8(x, w, into: y, rows: m, kernel: .gemm, pool: pool)
-            #expect(bits(y.values) == bits(expected), "\(m)×\(k)×\(n)")
-            try Linear.forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: .gemm, pool: pool)
-            let plusBias = expected.enumerated().map { $0.element + bias.values[$0.offset % n] }
-            #expect(bits(y.values) == bits(plusBias), "\(m)×\(k)×\(n), bias")
+        for pool in [ThreadPool(threads: 2), ThreadPool(threads: 7)] {
+            for m in Array(1...13) + [47, 48, 49, 97, 200, 401] {
+                var xv = try Reference.tensor([m, k], seed: 53 + m, scale: 2).values
+                if m == 49 || m == 401 { xv[20 * k + 3] = .nan }
+                let x = try Tensor(shape: [m, k], values: xv)
+                // (The scheme's NaN row is all NaN; any NaN's bits.)
+                let bits = { (v: [Float]) in v.enumerated().map { (m == 49 || m == 401) && $0.offset / n == 20 ? ($0.element.isNaN ? 1 : 0) : $0.element.bitPattern } }
+                let expected = Self.expected(x: xv, w: values, m: m, k: k, n: n).enumerated().map { (m == 49 || m == 401) && $0.offset / n == 20 ? .nan : $0.element }
+                let y = try Tensor(zeros: [m, n])
+                try Linear.forwardInt8(x, w, into: y, rows: m, kernel: .gemm, pool: pool)
+                #expect(bits(y.values) == bits(expected), "\(m)×\(k)×\(n), \(pool.threads) threads")
+                try Linear.forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: .gemm, pool: pool)
+                let plusBias = expected.enumerated().map { $0.element + bias.values[$0.offset % n] }
+                #expect(bits(y.values) == bits(plusBias), "\(m)×\(k)×\(n), bias, \(pool.threads) threads")
+            }
         }
     }
 

@@ -82,7 +82,7 @@ import Testing
 
     @Test func emptyAndMissingFiles() throws {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("empty-\(UUID().uuidString).safetensors").path
-        FileManager.default.createFile(atPath: path, contents: Data())
+        _ = FileManager.default.createFile(atPath: path, contents: Data())
         defer { try? FileManager.default.removeItem(atPath: path) }
         #expect(throws: TensorError.self) { try SafetensorsFile(path: path) }
         #expect(throws: TensorError.fileNotFound(path: "/nonexistent/x.safetensors")) { try SafetensorsFile(path: "/nonexistent/x.safetensors") }

@@ -149,8 +149,9 @@ void rq_attend_s8_tile(const uint8_t *q, size_t qs, const float *qscale, size_t 
 size_t rq_gemm_s8_pack_bytes(size_t n, size_t k);
 /// Packs groups g0…g1 − 1 of w [n, k] into out (rq_gemm_s8_pack_bytes(n, k) bytes).
 void rq_gemm_s8_pack(const int8_t *w, size_t n, size_t k, size_t g0, size_t g1, int8_t *out);
-/// y [rows m0…m1 − 1, columns of groups g0…g1 − 1] of a [m, k] u8 (rq_quantize_activations)
-/// times packed W, each s8_epilogue as rq_dequantize_s32 computes it (+ bias): the same bits.
+/// y [rows m0…m1 − 1, columns of groups g0…g1 − 1] (y rows n floats apart) of a [m, k] u8
+/// (rq_quantize_activations, scales xs) times packed W (scales ws, sums wsum: n each), each
+/// s8_epilogue as rq_dequantize_s32 computes it (+ bias, n floats, or NULL): the same bits.
 /// Returns 0 (nothing done) without AVX-512 VNNI (or below the AVX-512 level forced on this thread,
 /// rq_set_cpu_level) or where k is not a multiple of 4.
 int rq_gemm_s8(const uint8_t *a, const float *xs, const int8_t *bp, const float *ws, const int32_t *wsum, const float *bias,
