@@ -288,8 +288,8 @@ public enum Linear {
     /// y = xq · Wᵀ (+ bias) by reelql's VNNI GEMM where the weight is packed for it (tiles of 6 rows
     /// × 64 columns over the whole row, the int8 epilogue applied in registers): jobs of 48 rows,
     /// whose activation bytes stay in L2, each finished by `epilogue` right after its product;
-    /// with fewer than two such jobs a thread, jobs of up to 48 rows × a share of the column
-    /// groups, the epilogue after them all. The bits of oneDNN's path. False (nothing done) where
+    /// with fewer than two such jobs a thread, jobs of all rows × a share of the column groups
+    /// (rows split too where groups are fewer than twice the threads), the epilogue after them all. The bits of oneDNN's path. False (nothing done) where
     /// the weight is not packed for it or the thread's forced kernel level is below AVX-512.
     static func vnniGEMM(_ xq: UnsafePointer<UInt8>, _ xs: UnsafePointer<Float>, m: Int, w: WeightTensor,
                          bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, then epilogue: RowEpilogue?,
@@ -316,13 +316,17 @@ public enum Linear {
                 }
             }
         } else {
-            // Row blocks × column shares: at least two jobs a thread where there are groups enough.
-            let shares = max(1, min(groups, (2 * pool.threads + max(1, blocks) - 1) / max(1, blocks)))
-            let perShare = (groups + shares - 1) / shares
-            pool.parallelRanges(max(1, blocks) * shares) { r in
+            // Few rows: each job all rows × a share of the column groups (the weight, which
+            // dominates, read once), two shares a thread; rows split too only where there are
+            // fewer groups than that (many cores), in parts of whole 6-row tiles.
+            let shares = min(groups, 2 * pool.threads)
+            let parts = max(1, min((m + 5) / 6, (2 * pool.threads + shares - 1) / shares))
+            let rowsPerPart = ((m + parts - 1) / parts + 5) / 6 * 6, perShare = (groups + shares - 1) / shares
+            pool.parallelRanges(shares * parts) { r in
                 for job in r {
-                    let m0 = job / shares * mc, g0 = job % shares * perShare
-                    if rq_gemm_s8(xq, xs, pack.bytes, rows.scales, rows.sums, bias, y, m0, min(m, m0 + mc), g0,
+                    let g0 = job / parts * perShare, m0 = job % parts * rowsPerPart
+                    guard m0 < m || m == 0 else { continue }
+                    if rq_gemm_s8(xq, xs, pack.bytes, rows.scales, rows.sums, bias, y, m0, min(m, m0 + rowsPerPart), g0,
                                   min(groups, g0 + perShare), n, k) == 0 {
                         lock.withLock { declined.pointee += 1 }
                     }

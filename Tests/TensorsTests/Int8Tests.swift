@@ -203,8 +203,9 @@ import Testing
         #expect((w.vnni != nil) == (Linear.hasInt8GEMM && rq_has_vnni() != 0), "packed for the VNNI GEMM where it runs")
         guard w.vnni != nil else { return }
         // Jobs of 48 rows need two per thread: a pool of two threads splits 200 and 401 rows by
-        // rows, up to 97 by rows × column shares; one of seven threads, all of them by rows ×
-        // column shares. Whatever this machine's core count.
+        // rows, up to 97 by column shares; one of seven threads, all of them by column shares, and
+        // by rows too where the weight has fewer than 14 groups of 64 rows (all of these).
+        // Whatever this machine's core count.
         let bias = try Reference.tensor([n], seed: 52, scale: 0.5)
         for pool in [ThreadPool(threads: 2), ThreadPool(threads: 7)] {
             for m in Array(1...13) + [47, 48, 49, 97, 200, 401] {
