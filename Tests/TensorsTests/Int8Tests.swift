@@ -221,6 +221,9 @@ import Testing
                 try Linear.forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: .gemm, pool: pool)
                 let plusBias = expected.enumerated().map { $0.element + bias.values[$0.offset % n] }
                 #expect(bits(y.values) == bits(plusBias), "\(m)×\(k)×\(n), bias, \(pool.threads) threads")
+                // Whichever kernel `forward` picks (one row on a packed weight: this GEMM).
+                try Linear.forward(x, w, bias: bias, into: y, rows: m, pool: pool)
+                #expect(bits(y.values) == bits(plusBias), "\(m)×\(k)×\(n), forward, \(pool.threads) threads")
             }
         }
     }
