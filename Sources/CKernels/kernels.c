@@ -1415,6 +1415,11 @@ size_t rq_attend_s8_scratch(size_t n_keys, size_t d) {
 }
 
 #if RQ_X86
+/// Which of the 16 lanes from index i hold values below n.
+RQ_INLINE __mmask16 lanes16(size_t i, size_t n) {
+    return i + 16 <= n ? (__mmask16)0xFFFF : (i >= n ? 0 : (__mmask16)((1u << (n - i)) - 1));
+}
+
 /// Scores of NQ queries (u8 rows qs bytes apart) against keys j0…j0+31, (Σ q8·k8 − corr) · kscale.
 static inline __attribute__((always_inline)) RQ_AVX512VNNI void attend_s8_qk_tile(
         const uint8_t *q, size_t qs, const uint8_t *kp, const int32_t *corr, const float *ks, size_t ldk, size_t j0,
@@ -1435,8 +1440,8 @@ static inline __attribute__((always_inline)) RQ_AVX512VNNI void attend_s8_qk_til
     __m512i c0 = _mm512_loadu_si512((const void *)(corr + j0)), c1 = _mm512_loadu_si512((const void *)(corr + j0 + 16));
     __m512 s0 = _mm512_loadu_ps(ks + j0), s1 = _mm512_loadu_ps(ks + j0 + 16);
     // Each query's running maximum (16 lanes) over the keys below n_keys.
-    __mmask16 m0 = j0 + 16 <= n_keys ? (__mmask16)0xFFFF : (j0 >= n_keys ? 0 : (__mmask16)((1u << (n_keys - j0)) - 1));
-    __mmask16 m1 = j0 + 32 <= n_keys ? (__mmask16)0xFFFF : (j0 + 16 >= n_keys ? 0 : (__mmask16)((1u << (n_keys - j0 - 16)) - 1));
+    __mmask16 m0 = lanes16(j0, n_keys);
+    __mmask16 m1 = lanes16(j0 + 16, n_keys);
     RQ_UNROLL for (int i = 0; i < NQ; i++) {
         __m512 x0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a[i][0], c0)), s0);
         __m512 x1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(a[i][1], c1)), s1);
@@ -1472,7 +1477,7 @@ static RQ_AVX512VNNI int32_t attend_s8_softmax_row(const float *s, size_t n, siz
     __m512 c0 = _mm512_set1_ps(RQ_S8_C0), c1 = _mm512_set1_ps(RQ_S8_C1), c2 = _mm512_set1_ps(RQ_S8_C2), c3 = _mm512_set1_ps(RQ_S8_C3);
     __m512i sum = _mm512_setzero_si512();
     for (size_t j = 0; j < pad; j += 16) {
-        __mmask16 valid = j + 16 <= n ? (__mmask16)0xFFFF : (j >= n ? 0 : (__mmask16)((1u << (n - j)) - 1));
+        __mmask16 valid = lanes16(j, n);
         __m512 y = _mm512_max_ps(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(valid, s + j), va, vb), lo);
         y = _mm512_min_ps(y, _mm512_setzero_ps()); // y ≤ 0, as the portable kernel: at most 255
         __m512 t = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -1639,10 +1644,7 @@ static RQ_AVX512VNNI void gemm_s8_vnni(const uint8_t *a, const float *xs, const 
     for (size_t g = g0; g < g1; g++) {
         size_t c0 = 64 * g;
         __mmask16 mk[4];
-        for (int p = 0; p < 4; p++) {
-            size_t c = c0 + 16 * (size_t)p;
-            mk[p] = c + 16 <= n ? (__mmask16)0xFFFF : (c >= n ? 0 : (__mmask16)((1u << (n - c)) - 1));
-        }
+        for (int p = 0; p < 4; p++) mk[p] = lanes16(c0 + 16 * (size_t)p, n);
         const int8_t *b = bp + g * 256 * k4;
         const float *bi = bias ? bias + c0 : NULL;
         for (size_t i = m0; i < m1; i += 6) {

@@ -71,11 +71,8 @@ public enum Linear {
         case .i8:
             // Every int8 path gives each row the same bits (exact integer sums, one epilogue), so
             // `rowwise` needs nothing here: the row count alone picks the faster kernel.
-            // One row on a weight packed for reelql's GEMM: the GEMM, which reads the packed copy in
-            // order (one-sequence decoding; `int8Kernel` documents the measurements).
-            let kernel: Int8Kernel = m == 1 && w.vnni != nil && hasInt8GEMM ? .gemm : int8Kernel(rows: m, columns: k)
-            return try forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: kernel, then: epilogue,
-                                   pool: pool)
+            return try forwardInt8(x, w, bias: bias, into: y, rows: m, kernel: int8Kernel(rows: m, columns: k, packed: w.vnni != nil),
+                                   then: epilogue, pool: pool)
         case .f16:
             // No f16 matmul on this CPU class: widen the weight for this product.
             let wide = try w.toF32()
@@ -228,12 +225,13 @@ public enum Linear {
     /// against oneDNN's 0.56), the GEMM beyond (8960 columns × 9 rows, a decoding step's down
     /// projection: 0.78 ms against oneDNN's 0.52, 0.80 against reelql's 0.53; 4096 × 8 rows: 0.98
     /// against 0.74, 0.97 against 0.61; 1536 × 16 rows: 0.70 against 0.68, 0.18 against 0.16).
-    /// `forward` gives one row on a weight packed for reelql's GEMM to that GEMM: it matched or
-    /// beat the GEMV kernels there in three runs (1536 columns × 8960 rows: 0.44–0.50 ms against
-    /// 0.52–0.59), and one-sequence int8 decoding was faster in three alternated pairs.
-    public static func int8Kernel(rows m: Int, columns k: Int) -> Int8Kernel {
+    /// `packed`: the weight is packed for reelql's GEMM, which then takes one row too: it matched
+    /// or beat the GEMV kernels there in three runs (1536 columns × 8960 rows: 0.44–0.50 ms
+    /// against 0.52–0.59), and one-sequence int8 decoding was faster in three alternated pairs.
+    public static func int8Kernel(rows m: Int, columns k: Int, packed: Bool = false) -> Int8Kernel {
         guard OneDNN.shared.int8Products else { return .gemv }
-        return m == 1 || (m <= 12 && m * k <= 24 << 10) ? .gemv : .gemm
+        if m == 1 { return packed ? .gemm : .gemv }
+        return m <= 12 && m * k <= 24 << 10 ? .gemv : .gemm
     }
     /// Whether the int8 GEMM is available here (`Int8Kernel.gemm`): where oneDNN's int8 products
     /// are exact (AVX-512 VNNI, nothing capping oneDNN, no `REELQL_NO_ONEDNN_INT8`), which
@@ -295,8 +293,9 @@ public enum Linear {
     /// × 64 columns over the whole row, the int8 epilogue applied in registers): jobs of 48 rows,
     /// whose activation bytes stay in L2, each finished by `epilogue` right after its product;
     /// with fewer than two such jobs a thread, jobs of all rows × a share of the column groups
-    /// (rows split too where groups are fewer than twice the threads), the epilogue after them all. The bits of oneDNN's path. False (nothing done) where
-    /// the weight is not packed for it or the thread's forced kernel level is below AVX-512.
+    /// (rows split too where groups are fewer than twice the threads), the epilogue after them
+    /// all. The bits of oneDNN's path. False (nothing done) where the weight is not packed for it
+    /// or the thread's forced kernel level is below AVX-512.
     static func vnniGEMM(_ xq: UnsafePointer<UInt8>, _ xs: UnsafePointer<Float>, m: Int, w: WeightTensor,
                          bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, then epilogue: RowEpilogue?,
                          pool: ThreadPool) throws -> Bool {

@@ -111,6 +111,10 @@ import Testing
         #expect(Linear.int8Kernel(rows: 3, columns: 8960) == gemm)
         #expect(Linear.int8Kernel(rows: 6, columns: 4096) == .gemv)
         #expect(Linear.int8Kernel(rows: 8, columns: 4096) == gemm)
+        // A weight packed for reelql's GEMM: one row too; other row counts as unpacked.
+        #expect(Linear.int8Kernel(rows: 1, columns: 8960, packed: true) == gemm)
+        #expect(Linear.int8Kernel(rows: 2, columns: 8960, packed: true) == .gemv)
+        #expect(Linear.int8Kernel(rows: 13, columns: 1536, packed: true) == gemm)
         if !Linear.hasInt8GEMM {
             let w = try Linear.quantize(Reference.f32Weight("w", Reference.pattern(4 * 8, seed: 1), shape: [4, 8]))
             #expect(throws: TensorError.self) {
